@@ -134,6 +134,8 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
         except ExiError as e:
             e.path.insert(0, entry[1])
             raise
+        if r.base + r.pos > r.total:  # a read ahead past the input's end was kept (see Reader.slidep)
+            raise DecodeError(f"truncated: the document needs {r.base + r.pos - r.total} bits more", r.total)
         if fragment:
             at = r.pos
             end = r.bits(width)

@@ -143,6 +143,25 @@ class Reader:
         self._load(self.base + self.end - q - n, n)
         return self.v, self.end - self.pos - n
 
+    def slidep(self, q: int, n: int) -> tuple[int, int]:
+        """:meth:`slideq` for a read whose last bits are read ahead and given back (``q +=``) when the path
+        does not need them (the next loop item's event code at a counted loop's last item): zero bits stand
+        in for those past the input's end. A path that keeps such bits leaves the position past the end,
+        which :func:`exi.decode` refuses (truncated)."""
+        start = self.base + self.end - q - n
+        if start + n <= self.total:
+            return self.slideq(q, n)
+        if start > self.total:
+            raise DecodeError(f"truncated: need {n} bits, 0 left", self.total)
+        first = start >> 3
+        chunk = self.data[first:]
+        pad = (start + n - self.total + 7) >> 3
+        self.v = int.from_bytes(chunk, "big") << (pad << 3)
+        self.end = (len(chunk) + pad) << 3
+        self.base = first << 3
+        self.pos = start - self.base
+        return self.v, self.end - self.pos - n
+
     def at(self, p: int) -> int:
         """The absolute bit position of window position ``p`` (for error messages)."""
         return self.base + p

@@ -246,15 +246,15 @@ def _d_supportedAppProtocolReq(r):
         _v.Priority = _c1_Priority
         f_AppProtocol.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('supportedAppProtocolReq', r.end - q)
                 el = 'AppProtocol/ProtocolNamespace'
                 _esc = (x & 1)
@@ -262,11 +262,11 @@ def _d_supportedAppProtocolReq(r):
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
-                    _c2_ProtocolNamespace = ''
+                    _c3_ProtocolNamespace = ''
                 else:
                     r.pos = r.end - q
-                    _c2_ProtocolNamespace = r.string('ProtocolNamespace')
-                    if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
+                    _c3_ProtocolNamespace = r.string('ProtocolNamespace')
+                    if len(_c3_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c3_ProtocolNamespace, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -276,66 +276,69 @@ def _d_supportedAppProtocolReq(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_VersionNumberMajor = _y >> 16
+                        _c3_VersionNumberMajor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_VersionNumberMajor = _U2[_y >> 8]
+                        _c3_VersionNumberMajor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_VersionNumberMajor = (V >> q) & 127
+                    _c3_VersionNumberMajor = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
+                if _c3_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c3_VersionNumberMajor, r.at(r.end - q))
                 el = 'AppProtocol/VersionNumberMinor'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_VersionNumberMinor = _y >> 16
+                        _c3_VersionNumberMinor = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_VersionNumberMinor = _U2[_y >> 8]
+                        _c3_VersionNumberMinor = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_VersionNumberMinor = (V >> q) & 127
+                    _c3_VersionNumberMinor = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 21
-                if q < 0: V, q = r.slideq(q, 21)
-                x = (V >> q) & 2097151
-                if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 25
+                if q < 0: V, q = r.slidep(q, 25)
+                x = (V >> q) & 33554431
+                if x & 29374512: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                if _c3_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c3_VersionNumberMinor, r.at(r.end - q))
                 el = 'AppProtocol/SchemaID'
-                _c2_SchemaID = ((x >> 10) & 255)
+                _c3_SchemaID = ((x >> 14) & 255)
                 el = 'AppProtocol/Priority'
-                _c2_Priority = ((x >> 2) & 31) + 1
-                if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(r.end - q))
+                _c3_Priority = ((x >> 6) & 31) + 1
+                if _c3_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c3_Priority, r.at(r.end - q))
                 _v = _new(_K_apphand_AppProtocolType)
-                _v.ProtocolNamespace = _c2_ProtocolNamespace
-                _v.VersionNumberMajor = _c2_VersionNumberMajor
-                _v.VersionNumberMinor = _c2_VersionNumberMinor
-                _v.SchemaID = _c2_SchemaID
-                _v.Priority = _c2_Priority
+                _v.ProtocolNamespace = _c3_ProtocolNamespace
+                _v.VersionNumberMajor = _c3_VersionNumberMajor
+                _v.VersionNumberMinor = _c3_VersionNumberMinor
+                _v.SchemaID = _c3_SchemaID
+                _v.Priority = _c3_Priority
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_AppProtocol.append(_v)
                 _k += 1
                 if _k == 19:
+                    q += 4
                     s = 20
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -485,27 +488,23 @@ def _d_supportedAppProtocolRes(r):
     f_ResponseCode = None
     f_SchemaID = None
     try:
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 100: raise r.deviation('supportedAppProtocolRes', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 204800: raise r.deviation('supportedAppProtocolRes', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 3)
+        f_ResponseCode = ((x >> 14) & 3)
         if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(r.end - q))
         else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 11) & 3)
+        _a = (x & 2047)
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            x = _a
             if x & 1027: raise r.deviation('supportedAppProtocolRes', r.end - q)
             el = 'SchemaID'
             f_SchemaID = ((x >> 2) & 255)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 11
         else:
             raise r.deviation('supportedAppProtocolRes', r.end - q)
         r.pos = r.end - q
@@ -530,7 +529,6 @@ def _e_supportedAppProtocolRes(w, o):
             if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             v = (v << 5) | (_i1 << 1)
             n += 5
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_SchemaID is not None:
@@ -538,11 +536,9 @@ def _e_supportedAppProtocolRes(w, o):
             if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
             v = (v << 13) | (v_SchemaID << 2)
             n += 13
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:

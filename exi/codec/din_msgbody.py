@@ -92,87 +92,83 @@ def _d_CableCheckReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CableCheckReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CableCheckReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 31
+        if q < 0: V, q = r.slidep(q, 31)
+        x = (V >> q) & 2147483647
+        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
+        _c1_EVReady = ((x >> 29) & 1) == 1
+        ec = ((x >> 26) & 3)
+        _a = (x & 67108863)
         _c1_s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            _c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
             _c1_s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _a = (x & 131071)
             _c1_s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 12) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1023)
             _c1_s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _a = (x & 131071)
                 _c1_s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
+                _c1_EVErrorCode = ((x >> 12) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _a = (x & 1023)
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 12) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1023)
             _c1_s = 4
         if _c1_s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
@@ -294,54 +290,48 @@ def _d_CableCheckResType(r):
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CableCheckResType', r.end - q)
+        q -= 24
+        if q < 0: V, q = r.slidep(q, 24)
+        x = (V >> q) & 16777215
+        if x & 12681216: raise r.deviation('CableCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 17) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+            x = _a
+            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
+                _c1_EVSEStatusCode = ((x >> 3) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 2
+            _a = (x & 1)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            _c1_EVSEStatusCode = ((x >> 3) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 2
+            _a = (x & 1)
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -370,7 +360,6 @@ def _d_CableCheckResType(r):
         _c1_EVSENotification = ((x >> 2) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
@@ -423,14 +412,12 @@ def _e_CableCheckResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c2_NotificationMaxDelay is not None:
@@ -448,7 +435,6 @@ def _e_CableCheckResType(w, o):
                 if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c2_i4 << 2)
                 n += 6
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -475,10 +461,13 @@ def _d_CertificateInstallationReqType(r):
     f_ListOfRootCertificateIDs = None
     f_DHParams = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('Id')
@@ -504,11 +493,8 @@ def _d_CertificateInstallationReqType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-            s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'OEMProvisioningCert'
             _esc = x
             if _esc:
@@ -526,7 +512,6 @@ def _d_CertificateInstallationReqType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-            s = 2
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
@@ -554,7 +539,6 @@ def _d_CertificateInstallationReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -594,7 +578,6 @@ def _e_CertificateInstallationReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         elif v_OEMProvisioningCert is not None:
             el = 'OEMProvisioningCert'
             v = (v << 3) | (1 << 1)
@@ -605,7 +588,6 @@ def _e_CertificateInstallationReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_OEMProvisioningCert); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
         if v_ListOfRootCertificateIDs is not None:
@@ -625,7 +607,6 @@ def _e_CertificateInstallationReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
             v <<= 2
             n += 2
-            s = -1
         else:
             raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
         w.v = v; w.n = n
@@ -652,23 +633,21 @@ def _d_CertificateInstallationResType(r):
         r.pos = r.end - q
         f_Id = r.string('Id')
         V = r.v; q = r.end - r.pos
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1550: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 4) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
+        _a = (x & 1)
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+        x = _a
         el = 'ContractSignatureCertChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -686,7 +665,6 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
-        _c1_s = 1
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
             r.pos = r.end - q
@@ -695,10 +673,8 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -813,7 +789,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c2_SubCertificates is not None:
@@ -825,11 +800,9 @@ def _e_CertificateInstallationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -877,119 +850,117 @@ def _d_CertificateUpdateReqType(r):
     f_ListOfRootCertificateIDs = None
     f_DHParams = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         if ec == 0:
+            q += 2
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
-            _c1_Certificate = None
-            _c1_SubCertificates = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+            _a = (x & 1)
+            _c3_Certificate = None
+            _c3_SubCertificates = None
+            x = _a
             el = 'ContractSignatureCertChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                _c1_Certificate = b''
+                _c3_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
-                    _c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    _c3_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
-                if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
-            _c1_s = 1
+                    r.pos = r.end - q; _c3_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_Certificate)
+                if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c3_Certificate, r.at(r.end - q))
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('CertificateChainType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
+                q += 2
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
-                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                _c3_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('CertificateChainType', r.end - q)
+                _a = (x & 1)
             elif ec == 1:
-                pass
-                _c1_s = -1
+                x = _a
+                if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                _a = (x & 1)
             else:
                 raise r.deviation('CertificateChainType', r.end - q)
             f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
-            f_ContractSignatureCertChain.Certificate = _c1_Certificate
-            f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
-            s = 2
+            f_ContractSignatureCertChain.Certificate = _c3_Certificate
+            f_ContractSignatureCertChain.SubCertificates = _c3_SubCertificates
         elif ec == 1:
+            x = _a
+            if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
-            _c2_Certificate = None
-            _c2_SubCertificates = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+            _a = (x & 1)
+            _c4_Certificate = None
+            _c4_SubCertificates = None
+            x = _a
             el = 'ContractSignatureCertChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                _c2_Certificate = b''
+                _c4_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
-                    _c2_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    _c4_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
-                if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
-            _c2_s = 1
+                    r.pos = r.end - q; _c4_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_Certificate)
+                if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c4_Certificate, r.at(r.end - q))
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('CertificateChainType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
+                q += 2
                 el = 'ContractSignatureCertChain/SubCertificates'
                 r.pos = r.end - q
-                _c2_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                _c4_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c2_s = -1
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('CertificateChainType', r.end - q)
+                _a = (x & 1)
             elif ec == 1:
-                pass
-                _c2_s = -1
+                x = _a
+                if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                _a = (x & 1)
             else:
                 raise r.deviation('CertificateChainType', r.end - q)
             f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
-            f_ContractSignatureCertChain.Certificate = _c2_Certificate
-            f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
-            s = 2
+            f_ContractSignatureCertChain.Certificate = _c4_Certificate
+            f_ContractSignatureCertChain.SubCertificates = _c4_SubCertificates
         else:
             raise r.deviation('CertificateUpdateReqType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        x = (V >> q) & 1
+        x = _a
         el = 'ContractID'
         _esc = x
         if _esc:
@@ -1030,7 +1001,6 @@ def _d_CertificateUpdateReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1079,7 +1049,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c1_SubCertificates is not None:
@@ -1091,13 +1060,10 @@ def _e_CertificateUpdateReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 2
         elif v_ContractSignatureCertChain is not None:
             el = 'ContractSignatureCertChain'
             v = (v << 2) | 1
@@ -1115,7 +1081,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c2_SubCertificates is not None:
@@ -1127,13 +1092,10 @@ def _e_CertificateUpdateReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id, ContractSignatureCertChain')
         if v_ContractID is not None:
@@ -1163,7 +1125,6 @@ def _e_CertificateUpdateReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
             v <<= 2
             n += 2
-            s = -1
         else:
             raise EncodeError('missing content: expected one of ContractID')
         w.v = v; w.n = n
@@ -1191,23 +1152,21 @@ def _d_CertificateUpdateResType(r):
         r.pos = r.end - q
         f_Id = r.string('Id')
         V = r.v; q = r.end - r.pos
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1550: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 4) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
+        _a = (x & 1)
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+        x = _a
         el = 'ContractSignatureCertChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1225,7 +1184,6 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
-        _c1_s = 1
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
             r.pos = r.end - q
@@ -1234,10 +1192,8 @@ def _d_CertificateUpdateResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -1380,7 +1336,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c2_SubCertificates is not None:
@@ -1392,11 +1347,9 @@ def _e_CertificateUpdateResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -1451,95 +1404,89 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 784: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'EVRequestedEnergyTransferType'
-        f_EVRequestedEnergyTransferType = ((x >> 3) & 7)
+        f_EVRequestedEnergyTransferType = ((x >> 5) & 7)
         if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(r.end - q))
         else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if _a: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_DepartureTime = _y >> 16
+                    _c3_DepartureTime = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_DepartureTime = _U2[_y >> 8]
+                    _c3_DepartureTime = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_DepartureTime = (V >> q) & 127
+                _c3_DepartureTime = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
+                r.pos = r.end - q; _c3_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 458752: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if _c3_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c3_DepartureTime, r.at(r.end - q))
             el = 'AC_EVChargeParameter/EAmount'
-            _c1_c1_Multiplier = None
-            _c1_c1_Unit = None
-            _c1_c1_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c3_c1_Multiplier = None
+            _c3_c1_Unit = None
+            _c3_c1_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EAmount/Multiplier'
-            _c1_c1_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_c1_s = 1
+            _c3_c1_Multiplier = ((x >> 12) & 7) + -3
+            if _c3_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c1_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EAmount/Unit'
-                _c1_c1_Unit = ((x >> 4) & 15)
-                if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(r.end - q))
-                else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+                _c3_c1_Unit = ((x >> 4) & 15)
+                if _c3_c1_Unit >= 10: _c3_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c1_Unit, 10, r.at(r.end - q))
+                else: _c3_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c1_Unit]
                 el = 'AC_EVChargeParameter/EAmount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c1_Value = _y >> 16
+                        _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_Value = _U2[_y >> 8]
+                        _c3_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c1_Value = (V >> q) & 127
+                    _c3_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-                _c1_c1_s = 3
+                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EAmount/Value'
                 _neg = (x & 1)
@@ -1547,88 +1494,82 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c1_Value = _y >> 16
+                        _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_Value = _U2[_y >> 8]
+                        _c3_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c1_Value = (V >> q) & 127
+                    _c3_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-                _c1_c1_s = 3
+                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_c1_s = -1
-            _c1_EAmount = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c1_EAmount.Multiplier = _c1_c1_Multiplier
-            _c1_EAmount.Unit = _c1_c1_Unit
-            _c1_EAmount.Value = _c1_c1_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            _c3_EAmount = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c3_EAmount.Multiplier = _c3_c1_Multiplier
+            _c3_EAmount.Unit = _c3_c1_Unit
+            _c3_EAmount.Value = _c3_c1_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxVoltage'
-            _c1_c2_Multiplier = None
-            _c1_c2_Unit = None
-            _c1_c2_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c3_c2_Multiplier = None
+            _c3_c2_Unit = None
+            _c3_c2_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-            _c1_c2_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_c2_s = 1
+            _c3_c2_Multiplier = ((x >> 12) & 7) + -3
+            if _c3_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c2_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
-                _c1_c2_Unit = ((x >> 4) & 15)
-                if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(r.end - q))
-                else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
+                _c3_c2_Unit = ((x >> 4) & 15)
+                if _c3_c2_Unit >= 10: _c3_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c2_Unit, 10, r.at(r.end - q))
+                else: _c3_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c2_Unit]
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c2_Value = _y >> 16
+                        _c3_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c2_Value = _U2[_y >> 8]
+                        _c3_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c2_Value = (V >> q) & 127
+                    _c3_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-                _c1_c2_s = 3
+                if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                 _neg = (x & 1)
@@ -1636,88 +1577,82 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c2_Value = _y >> 16
+                        _c3_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c2_Value = _U2[_y >> 8]
+                        _c3_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c2_Value = (V >> q) & 127
+                    _c3_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-                _c1_c2_s = 3
+                if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_c2_s = -1
-            _c1_EVMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
-            _c1_EVMaxVoltage.Unit = _c1_c2_Unit
-            _c1_EVMaxVoltage.Value = _c1_c2_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            _c3_EVMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c3_EVMaxVoltage.Multiplier = _c3_c2_Multiplier
+            _c3_EVMaxVoltage.Unit = _c3_c2_Unit
+            _c3_EVMaxVoltage.Value = _c3_c2_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxCurrent'
-            _c1_c3_Multiplier = None
-            _c1_c3_Unit = None
-            _c1_c3_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c3_c3_Multiplier = None
+            _c3_c3_Unit = None
+            _c3_c3_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-            _c1_c3_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_c3_s = 1
+            _c3_c3_Multiplier = ((x >> 12) & 7) + -3
+            if _c3_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c3_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
-                _c1_c3_Unit = ((x >> 4) & 15)
-                if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(r.end - q))
-                else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+                _c3_c3_Unit = ((x >> 4) & 15)
+                if _c3_c3_Unit >= 10: _c3_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c3_Unit, 10, r.at(r.end - q))
+                else: _c3_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c3_Unit]
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c3_Value = _y >> 16
+                        _c3_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c3_Value = _U2[_y >> 8]
+                        _c3_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c3_Value = (V >> q) & 127
+                    _c3_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
-                _c1_c3_s = 3
+                if _neg: _c3_c3_Value = -_c3_c3_Value - 1
+                if _c3_c3_Value < -32768 or _c3_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c3_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                 _neg = (x & 1)
@@ -1725,88 +1660,82 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c3_Value = _y >> 16
+                        _c3_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c3_Value = _U2[_y >> 8]
+                        _c3_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c3_Value = (V >> q) & 127
+                    _c3_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
-                _c1_c3_s = 3
+                if _neg: _c3_c3_Value = -_c3_c3_Value - 1
+                if _c3_c3_Value < -32768 or _c3_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c3_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_c3_s = -1
-            _c1_EVMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
-            _c1_EVMaxCurrent.Unit = _c1_c3_Unit
-            _c1_EVMaxCurrent.Value = _c1_c3_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            _c3_EVMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c3_EVMaxCurrent.Multiplier = _c3_c3_Multiplier
+            _c3_EVMaxCurrent.Unit = _c3_c3_Unit
+            _c3_EVMaxCurrent.Value = _c3_c3_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMinCurrent'
-            _c1_c4_Multiplier = None
-            _c1_c4_Unit = None
-            _c1_c4_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c3_c4_Multiplier = None
+            _c3_c4_Unit = None
+            _c3_c4_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-            _c1_c4_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_c4_s = 1
+            _c3_c4_Multiplier = ((x >> 12) & 7) + -3
+            if _c3_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c4_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
-                _c1_c4_Unit = ((x >> 4) & 15)
-                if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(r.end - q))
-                else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
+                _c3_c4_Unit = ((x >> 4) & 15)
+                if _c3_c4_Unit >= 10: _c3_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c4_Unit, 10, r.at(r.end - q))
+                else: _c3_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c4_Unit]
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c4_Value = _y >> 16
+                        _c3_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c4_Value = _U2[_y >> 8]
+                        _c3_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c4_Value = (V >> q) & 127
+                    _c3_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
-                _c1_c4_s = 3
+                if _neg: _c3_c4_Value = -_c3_c4_Value - 1
+                if _c3_c4_Value < -32768 or _c3_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c4_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                 _neg = (x & 1)
@@ -1814,44 +1743,42 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c4_Value = _y >> 16
+                        _c3_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c4_Value = _U2[_y >> 8]
+                        _c3_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c4_Value = (V >> q) & 127
+                    _c3_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
-                _c1_c4_s = 3
+                if _neg: _c3_c4_Value = -_c3_c4_Value - 1
+                if _c3_c4_Value < -32768 or _c3_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c4_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_c4_s = -1
-            _c1_EVMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
-            _c1_EVMinCurrent.Unit = _c1_c4_Unit
-            _c1_EVMinCurrent.Value = _c1_c4_Value
+            _c3_EVMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c3_EVMinCurrent.Multiplier = _c3_c4_Multiplier
+            _c3_EVMinCurrent.Unit = _c3_c4_Unit
+            _c3_EVMinCurrent.Value = _c3_c4_Value
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             f_AC_EVChargeParameter = _new(_K_din_msgdatatypes_AC_EVChargeParameterType)
-            f_AC_EVChargeParameter.DepartureTime = _c1_DepartureTime
-            f_AC_EVChargeParameter.EAmount = _c1_EAmount
-            f_AC_EVChargeParameter.EVMaxVoltage = _c1_EVMaxVoltage
-            f_AC_EVChargeParameter.EVMaxCurrent = _c1_EVMaxCurrent
-            f_AC_EVChargeParameter.EVMinCurrent = _c1_EVMinCurrent
-            s = 2
+            f_AC_EVChargeParameter.DepartureTime = _c3_DepartureTime
+            f_AC_EVChargeParameter.EAmount = _c3_EAmount
+            f_AC_EVChargeParameter.EVMaxVoltage = _c3_EVMaxVoltage
+            f_AC_EVChargeParameter.EVMaxCurrent = _c3_EVMaxCurrent
+            f_AC_EVChargeParameter.EVMinCurrent = _c3_EVMinCurrent
         elif ec == 1:
+            q += 2
             el = 'DC_EVChargeParameter'
             r.pos = r.end - q
             f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
@@ -1859,17 +1786,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            s = 2
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if _a: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'EVChargeParameter'
             f_EVChargeParameter = _new(_K_din_msgdatatypes_EVChargeParameterType)
-            s = 2
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1897,7 +1819,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             v = (v << 6) | (_i1 << 1)
             n += 6
             v_EVRequestedEnergyTransferType = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of EVRequestedEnergyTransferType')
         if v_AC_EVChargeParameter is not None:
@@ -1930,7 +1851,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
                 n += 6
-                _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_c1_Unit is not None:
@@ -1947,7 +1867,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c1_s = 3
             elif _c2_c1_Value is not None:
                 el = 'AC_EVChargeParameter/EAmount/Value'
                 if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
@@ -1958,13 +1877,11 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'AC_EVChargeParameter/EVMaxVoltage'
@@ -1979,7 +1896,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_c2_Unit is not None:
@@ -1996,7 +1912,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c2_s = 3
             elif _c2_c2_Value is not None:
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                 if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
@@ -2007,13 +1922,11 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'AC_EVChargeParameter/EVMaxCurrent'
@@ -2028,7 +1941,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
                 n += 6
-                _c2_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_c3_Unit is not None:
@@ -2045,7 +1957,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c3_s = 3
             elif _c2_c3_Value is not None:
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                 if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
@@ -2056,13 +1967,11 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'AC_EVChargeParameter/EVMinCurrent'
@@ -2077,7 +1986,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
                 n += 6
-                _c2_c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_c4_Unit is not None:
@@ -2094,7 +2002,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c4_s = 3
             elif _c2_c4_Value is not None:
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                 if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
@@ -2105,18 +2012,15 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_AC_EVChargeParameter = None
-            s = 2
         elif v_DC_EVChargeParameter is not None:
             el = 'DC_EVChargeParameter'
             v = (v << 2) | 1
@@ -2125,21 +2029,18 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             c_din_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
             v = w.v; n = w.n
             v_DC_EVChargeParameter = None
-            s = 2
         elif v_EVChargeParameter is not None:
             el = 'EVChargeParameter'
             _o = v_EVChargeParameter
             v = (v << 3) | (2 << 1)
             n += 3
             v_EVChargeParameter = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
         if True:
             v <<= 1
             n += 1
             if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2158,144 +2059,136 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 12404: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 3) & 511)]
+        q -= 28
+        if q < 0: V, q = r.slidep(q, 28)
+        x = (V >> q) & 268435455
+        if x & 203227136: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 17) & 511)]
         if _t is None:
             el = 'ResponseCode'
-            f_ResponseCode = ((x >> 7) & 31)
+            f_ResponseCode = ((x >> 21) & 31)
             if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
             else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
             el = 'EVSEProcessing'
-            f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
+            f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 17) & 1)]
         else:
             el = 'EVSEProcessing'
             f_ResponseCode, f_EVSEProcessing = _t
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         if ec == 0:
+            q += 14
             el = 'SAScheduleList'
             r.pos = r.end - q
             f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            s = 3
+            q -= 13
+            if q < 0: V, q = r.slidep(q, 13)
+            x = (V >> q) & 8191
+            ec = (x >> 11)
+            _a = (x & 2047)
         elif ec == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            x = _a
+            if x & 8192: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'SASchedules'
             f_SASchedules = _new(_K_din_msgdatatypes_SASchedulesType)
-            ec = (x & 3)
-            s = 3
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
         else:
             raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            x = _a
             if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
             _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
-                _c2_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                _c5_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                _c2_c1_RCD = ((x >> 3) & 1) == 1
+                _c5_c1_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                _c2_c1_PowerSwitchClosed, _c2_c1_RCD = _t
+                _c5_c1_PowerSwitchClosed, _c5_c1_RCD = _t
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c1_NotificationMaxDelay = _y >> 16
+                    _c5_c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
+                    _c5_c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c1_NotificationMaxDelay = (V >> q) & 127
+                _c5_c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-            if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
+                r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 25
+            if q < 0: V, q = r.slidep(q, 25)
+            x = (V >> q) & 33554431
+            if x & 30343168: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            if _c5_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-            _c2_c1_EVSENotification = ((x >> 3) & 3)
-            if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c2_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
-            _c2_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
-            _c2_AC_EVSEStatus.PowerSwitchClosed = _c2_c1_PowerSwitchClosed
-            _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
-            _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
-            _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
+            _c5_c1_EVSENotification = ((x >> 20) & 3)
+            if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
+            else: _c5_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
+            _c5_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
+            _c5_AC_EVSEStatus.PowerSwitchClosed = _c5_c1_PowerSwitchClosed
+            _c5_AC_EVSEStatus.RCD = _c5_c1_RCD
+            _c5_AC_EVSEStatus.NotificationMaxDelay = _c5_c1_NotificationMaxDelay
+            _c5_AC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
             el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-            _c2_c2_Multiplier = None
-            _c2_c2_Unit = None
-            _c2_c2_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c5_c2_Multiplier = None
+            _c5_c2_Unit = None
+            _c5_c2_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-            _c2_c2_Multiplier = ((x >> 3) & 7) + -3
-            if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_c2_s = 1
+            _c5_c2_Multiplier = ((x >> 12) & 7) + -3
+            if _c5_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_c2_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
-                _c2_c2_Unit = ((x >> 4) & 15)
-                if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(r.end - q))
-                else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+                _c5_c2_Unit = ((x >> 4) & 15)
+                if _c5_c2_Unit >= 10: _c5_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c5_c2_Unit, 10, r.at(r.end - q))
+                else: _c5_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c2_Value = _y >> 16
+                        _c5_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Value = _U2[_y >> 8]
+                        _c5_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c2_Value = (V >> q) & 127
+                    _c5_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                _c2_c2_s = 3
+                if _neg: _c5_c2_Value = -_c5_c2_Value - 1
+                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                 _neg = (x & 1)
@@ -2303,88 +2196,82 @@ def _d_ChargeParameterDiscoveryResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c2_Value = _y >> 16
+                        _c5_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Value = _U2[_y >> 8]
+                        _c5_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c2_Value = (V >> q) & 127
+                    _c5_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                _c2_c2_s = 3
+                if _neg: _c5_c2_Value = -_c5_c2_Value - 1
+                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c2_c2_s = -1
-            _c2_EVSEMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
-            _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
-            _c2_EVSEMaxVoltage.Value = _c2_c2_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            _c5_EVSEMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c5_EVSEMaxVoltage.Multiplier = _c5_c2_Multiplier
+            _c5_EVSEMaxVoltage.Unit = _c5_c2_Unit
+            _c5_EVSEMaxVoltage.Value = _c5_c2_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-            _c2_c3_Multiplier = None
-            _c2_c3_Unit = None
-            _c2_c3_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c5_c3_Multiplier = None
+            _c5_c3_Unit = None
+            _c5_c3_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-            _c2_c3_Multiplier = ((x >> 3) & 7) + -3
-            if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_c3_s = 1
+            _c5_c3_Multiplier = ((x >> 12) & 7) + -3
+            if _c5_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_c3_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                _c2_c3_Unit = ((x >> 4) & 15)
-                if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(r.end - q))
-                else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                _c5_c3_Unit = ((x >> 4) & 15)
+                if _c5_c3_Unit >= 10: _c5_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c5_c3_Unit, 10, r.at(r.end - q))
+                else: _c5_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c3_Value = _y >> 16
+                        _c5_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c3_Value = _U2[_y >> 8]
+                        _c5_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c3_Value = (V >> q) & 127
+                    _c5_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                _c2_c3_s = 3
+                if _neg: _c5_c3_Value = -_c5_c3_Value - 1
+                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
@@ -2392,88 +2279,82 @@ def _d_ChargeParameterDiscoveryResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c3_Value = _y >> 16
+                        _c5_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c3_Value = _U2[_y >> 8]
+                        _c5_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c3_Value = (V >> q) & 127
+                    _c5_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                _c2_c3_s = 3
+                if _neg: _c5_c3_Value = -_c5_c3_Value - 1
+                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c2_c3_s = -1
-            _c2_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
-            _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
-            _c2_EVSEMaxCurrent.Value = _c2_c3_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            _c5_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c5_EVSEMaxCurrent.Multiplier = _c5_c3_Multiplier
+            _c5_EVSEMaxCurrent.Unit = _c5_c3_Unit
+            _c5_EVSEMaxCurrent.Value = _c5_c3_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-            _c2_c4_Multiplier = None
-            _c2_c4_Unit = None
-            _c2_c4_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c5_c4_Multiplier = None
+            _c5_c4_Unit = None
+            _c5_c4_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-            _c2_c4_Multiplier = ((x >> 3) & 7) + -3
-            if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_c4_s = 1
+            _c5_c4_Multiplier = ((x >> 12) & 7) + -3
+            if _c5_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_c4_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
-                _c2_c4_Unit = ((x >> 4) & 15)
-                if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(r.end - q))
-                else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
+                _c5_c4_Unit = ((x >> 4) & 15)
+                if _c5_c4_Unit >= 10: _c5_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c5_c4_Unit, 10, r.at(r.end - q))
+                else: _c5_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_c4_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c4_Value = _y >> 16
+                        _c5_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c4_Value = _U2[_y >> 8]
+                        _c5_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c4_Value = (V >> q) & 127
+                    _c5_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
-                _c2_c4_s = 3
+                if _neg: _c5_c4_Value = -_c5_c4_Value - 1
+                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                 _neg = (x & 1)
@@ -2481,43 +2362,41 @@ def _d_ChargeParameterDiscoveryResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c4_Value = _y >> 16
+                        _c5_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c4_Value = _U2[_y >> 8]
+                        _c5_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c4_Value = (V >> q) & 127
+                    _c5_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
-                _c2_c4_s = 3
+                if _neg: _c5_c4_Value = -_c5_c4_Value - 1
+                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c2_c4_s = -1
-            _c2_EVSEMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-            _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
-            _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
-            _c2_EVSEMinCurrent.Value = _c2_c4_Value
+            _c5_EVSEMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c5_EVSEMinCurrent.Multiplier = _c5_c4_Multiplier
+            _c5_EVSEMinCurrent.Unit = _c5_c4_Unit
+            _c5_EVSEMinCurrent.Value = _c5_c4_Value
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             f_AC_EVSEChargeParameter = _new(_K_din_msgdatatypes_AC_EVSEChargeParameterType)
-            f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
-            f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c2_EVSEMaxVoltage
-            f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
-            f_AC_EVSEChargeParameter.EVSEMinCurrent = _c2_EVSEMinCurrent
-            s = 4
+            f_AC_EVSEChargeParameter.AC_EVSEStatus = _c5_AC_EVSEStatus
+            f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c5_EVSEMaxVoltage
+            f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c5_EVSEMaxCurrent
+            f_AC_EVSEChargeParameter.EVSEMinCurrent = _c5_EVSEMinCurrent
         elif ec == 1:
+            q += 11
             el = 'DC_EVSEChargeParameter'
             r.pos = r.end - q
             f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
@@ -2525,17 +2404,13 @@ def _d_ChargeParameterDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-            s = 4
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            q += 9
+            if _a >> 9: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'EVSEChargeParameter'
             f_EVSEChargeParameter = _new(_K_din_msgdatatypes_EVSEChargeParameterType)
-            s = 4
         else:
             raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -2574,7 +2449,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             n += 12
             v_ResponseCode = None
             v_EVSEProcessing = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_SAScheduleList is not None:
@@ -2585,14 +2459,12 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             c_din_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
             v = w.v; n = w.n
             v_SAScheduleList = None
-            s = 3
         elif v_SASchedules is not None:
             el = 'SASchedules'
             _o = v_SASchedules
             v = (v << 3) | (1 << 1)
             n += 3
             v_SASchedules = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of SAScheduleList, SASchedules')
         if v_AC_EVSEChargeParameter is not None:
@@ -2641,7 +2513,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
                 n += 6
-                _c4_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_c2_Unit is not None:
@@ -2658,7 +2529,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_c2_s = 3
             elif _c4_c2_Value is not None:
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                 if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
@@ -2669,13 +2539,11 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
@@ -2690,7 +2558,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
                 n += 6
-                _c4_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_c3_Unit is not None:
@@ -2707,7 +2574,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_c3_s = 3
             elif _c4_c3_Value is not None:
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
@@ -2718,13 +2584,11 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
@@ -2739,7 +2603,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_c4_Unit is not None:
@@ -2756,7 +2619,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_c4_s = 3
             elif _c4_c4_Value is not None:
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                 if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
@@ -2767,18 +2629,15 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_AC_EVSEChargeParameter = None
-            s = 4
         elif v_DC_EVSEChargeParameter is not None:
             el = 'DC_EVSEChargeParameter'
             v = (v << 2) | 1
@@ -2787,21 +2646,18 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             c_din_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
             v = w.v; n = w.n
             v_DC_EVSEChargeParameter = None
-            s = 4
         elif v_EVSEChargeParameter is not None:
             el = 'EVSEChargeParameter'
             _o = v_EVSEChargeParameter
             v = (v << 3) | (2 << 1)
             n += 3
             v_EVSEChargeParameter = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
         if True:
             v <<= 1
             n += 1
             if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2895,67 +2751,67 @@ def _d_ChargingStatusResType(r):
             f_SAScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ChargingStatusResType', r.end - q)
+        q -= 20
+        if q < 0: V, q = r.slidep(q, 20)
+        x = (V >> q) & 1048575
+        if x & 524288: raise r.deviation('ChargingStatusResType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
-        ec = (x & 3)
+        ec = ((x >> 17) & 3)
+        _a = (x & 131071)
         s = 3
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'EVSEMaxCurrent'
-            _c1_Multiplier = None
-            _c1_Unit = None
-            _c1_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c3_Multiplier = None
+            _c3_Unit = None
+            _c3_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Multiplier'
-            _c1_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+            _c3_Multiplier = ((x >> 12) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Unit'
-                _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _a = (x & 65535)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
@@ -2963,133 +2819,134 @@ def _d_ChargingStatusResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _a = (x & 65535)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_s = -1
+            x = _a
+            ec = (x >> 14)
+            _a = (x & 16383)
             f_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
-            f_EVSEMaxCurrent.Unit = _c1_Unit
-            f_EVSEMaxCurrent.Value = _c1_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
+            f_EVSEMaxCurrent.Unit = _c3_Unit
+            f_EVSEMaxCurrent.Value = _c3_Value
             s = 4
         elif ec == 1:
+            q += 17
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slidep(q, 15)
+            x = (V >> q) & 32767
+            if x & 16384: raise r.deviation('ChargingStatusResType', r.end - q)
+            _a = (x & 16383)
             s = 5
         elif ec == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+            q += 3
+            x = _a >> 3
+            if x & 11264: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 2) & 1) == 1
+            f_ReceiptRequired = ((x >> 12) & 1) == 1
+            _a = (x & 1023)
             s = 6
         else:
             raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
             if ec == 0:
+                q += 14
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 16384: raise r.deviation('ChargingStatusResType', r.end - q)
+                _a = (x & 16383)
                 s = 5
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+                x = _a
+                if x & 11264: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
+                f_ReceiptRequired = ((x >> 12) & 1) == 1
+                _a = (x & 1023)
                 s = 6
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 5:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+            x = _a
+            if x & 11264: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 2) & 1) == 1
+            f_ReceiptRequired = ((x >> 12) & 1) == 1
+            _a = (x & 1023)
             s = 6
         if s == 6:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            x = _a
             if x & 887: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus'
             _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
             if _t is None:
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
-                _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                _c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
                 el = 'AC_EVSEStatus/RCD'
-                _c2_RCD = ((x >> 3) & 1) == 1
+                _c4_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
-                _c2_PowerSwitchClosed, _c2_RCD = _t
+                _c4_PowerSwitchClosed, _c4_RCD = _t
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c4_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c4_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c4_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('ChargingStatusResType', r.end - q)
-            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 3) & 3)
-            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+            _c4_EVSENotification = ((x >> 3) & 3)
+            if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
+            else: _c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
             f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
-            f_AC_EVSEStatus.PowerSwitchClosed = _c2_PowerSwitchClosed
-            f_AC_EVSEStatus.RCD = _c2_RCD
-            f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            f_AC_EVSEStatus.PowerSwitchClosed = _c4_PowerSwitchClosed
+            f_AC_EVSEStatus.RCD = _c4_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3155,7 +3012,6 @@ def _e_ChargingStatusResType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -3172,7 +3028,6 @@ def _e_ChargingStatusResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVSEMaxCurrent/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -3183,13 +3038,11 @@ def _e_ChargingStatusResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 4
         elif v_MeterInfo is not None:
@@ -3279,23 +3132,25 @@ def _d_ContractAuthenticationReqType(r):
     f_Id = None
     f_GenChallenge = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             s = 1
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'GenChallenge'
             _esc = x
             if _esc:
@@ -3312,15 +3167,13 @@ def _d_ContractAuthenticationReqType(r):
             if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
             s = 2
         elif ec == 2:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'GenChallenge'
                 _esc = x
                 if _esc:
@@ -3337,7 +3190,7 @@ def _d_ContractAuthenticationReqType(r):
                 if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                 s = 2
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
@@ -3484,153 +3337,147 @@ def _d_CurrentDemandReqType(r):
     f_RemainingTimeToBulkSoC = None
     f_EVTargetVoltage = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'DC_EVStatus'
-        _c1_EVReady = None
-        _c1_EVCabinConditioning = None
-        _c1_EVRESSConditioning = None
-        _c1_EVErrorCode = None
-        _c1_EVRESSSOC = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        _c13_EVReady = None
+        _c13_EVCabinConditioning = None
+        _c13_EVRESSConditioning = None
+        _c13_EVErrorCode = None
+        _c13_EVRESSSOC = None
+        q -= 31
+        if q < 0: V, q = r.slidep(q, 31)
+        x = (V >> q) & 2147483647
+        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
-        _c1_s = 1
+        _c13_EVReady = ((x >> 29) & 1) == 1
+        ec = ((x >> 26) & 3)
+        _a = (x & 67108863)
+        _c13_s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
-            _c1_s = 2
+            _c13_EVCabinConditioning = ((x >> 24) & 1) == 1
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
+            _c13_s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-            _c1_s = 3
+            _c13_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _a = (x & 131071)
+            _c13_s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-            _c1_s = 4
+            _c13_EVErrorCode = ((x >> 12) & 15)
+            if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
+            else: _c13_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
+            _a = (x & 1023)
+            _c13_s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
-        if _c1_s == 2:
+        if _c13_s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
+                _c13_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _a = (x & 131071)
+                _c13_s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
+                _c13_EVErrorCode = ((x >> 12) & 15)
+                if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
+                else: _c13_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
+                _a = (x & 1023)
+                _c13_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
-        if _c1_s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+        if _c13_s == 3:
+            x = _a
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-            _c1_s = 4
-        if _c1_s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            _c13_EVErrorCode = ((x >> 12) & 15)
+            if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
+            else: _c13_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
+            _a = (x & 1023)
+            _c13_s = 4
+        if _c13_s == 4:
+            x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-            _c1_s = -1
+            _c13_EVRESSSOC = ((x >> 2) & 127)
+            if _c13_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c13_EVRESSSOC, r.at(r.end - q))
+            _c13_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-        f_DC_EVStatus.EVReady = _c1_EVReady
-        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
-        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
-        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
-        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+        f_DC_EVStatus.EVReady = _c13_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c13_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c13_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c13_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c13_EVRESSSOC
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'EVTargetCurrent'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c14_Multiplier = None
+        _c14_Unit = None
+        _c14_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        _c14_Multiplier = ((x >> 12) & 7) + -3
+        if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Unit'
-            _c2_Unit = ((x >> 4) & 15)
-            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            _c14_Unit = ((x >> 4) & 15)
+            if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
+            else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 31
+            if q < 0: V, q = r.slidep(q, 31)
+            x = (V >> q) & 2147483647
+            if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+            _a = (x & 536870911)
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
@@ -3638,91 +3485,90 @@ def _d_CurrentDemandReqType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 31
+            if q < 0: V, q = r.slidep(q, 31)
+            x = (V >> q) & 2147483647
+            if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+            _a = (x & 536870911)
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
+        x = _a
+        ec = (x >> 26)
+        _a = (x & 67108863)
         f_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVTargetCurrent.Multiplier = _c2_Multiplier
-        f_EVTargetCurrent.Unit = _c2_Unit
-        f_EVTargetCurrent.Value = _c2_Value
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        ec = x
+        f_EVTargetCurrent.Multiplier = _c14_Multiplier
+        f_EVTargetCurrent.Unit = _c14_Unit
+        f_EVTargetCurrent.Value = _c14_Value
         s = 2
         if ec == 0:
+            q += 9
+            x = _a >> 9
+            if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _c3_Multiplier = None
-            _c3_Unit = None
-            _c3_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c15_Multiplier = None
+            _c15_Unit = None
+            _c15_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
-            _c3_Multiplier = ((x >> 3) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c3_s = 1
+            _c15_Multiplier = ((x >> 12) & 7) + -3
+            if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                _c15_Unit = ((x >> 4) & 15)
+                if _c15_Unit >= 10: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 10, r.at(r.end - q))
+                else: _c15_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+                _a = (x & 536870911)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
@@ -3730,91 +3576,90 @@ def _d_CurrentDemandReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+                _a = (x & 536870911)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c3_s = -1
+            x = _a
+            ec = (x >> 26)
+            _a = (x & 67108863)
             f_EVMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
-            f_EVMaximumVoltageLimit.Unit = _c3_Unit
-            f_EVMaximumVoltageLimit.Value = _c3_Value
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            f_EVMaximumVoltageLimit.Multiplier = _c15_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c15_Unit
+            f_EVMaximumVoltageLimit.Value = _c15_Value
             s = 3
         elif ec == 1:
+            q += 9
+            x = _a >> 9
+            if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumCurrentLimit'
-            _c4_Multiplier = None
-            _c4_Unit = None
-            _c4_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c16_Multiplier = None
+            _c16_Unit = None
+            _c16_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Multiplier'
-            _c4_Multiplier = ((x >> 3) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c4_s = 1
+            _c16_Multiplier = ((x >> 12) & 7) + -3
+            if _c16_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Unit'
-                _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c16_Unit = ((x >> 4) & 15)
+                if _c16_Unit >= 10: _c16_Unit = r.enum_index('PhysicalValueType/Unit', _c16_Unit, 10, r.at(r.end - q))
+                else: _c16_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 30
+                if q < 0: V, q = r.slidep(q, 30)
+                x = (V >> q) & 1073741823
+                if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
+                _a = (x & 268435455)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
@@ -3822,91 +3667,90 @@ def _d_CurrentDemandReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 30
+                if q < 0: V, q = r.slidep(q, 30)
+                x = (V >> q) & 1073741823
+                if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
+                _a = (x & 268435455)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c4_s = -1
+            x = _a
+            ec = (x >> 26)
+            _a = (x & 67108863)
             f_EVMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
-            f_EVMaximumCurrentLimit.Unit = _c4_Unit
-            f_EVMaximumCurrentLimit.Value = _c4_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVMaximumCurrentLimit.Multiplier = _c16_Multiplier
+            f_EVMaximumCurrentLimit.Unit = _c16_Unit
+            f_EVMaximumCurrentLimit.Value = _c16_Value
             s = 4
         elif ec == 2:
+            q += 9
+            x = _a >> 9
+            if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumPowerLimit'
-            _c5_Multiplier = None
-            _c5_Unit = None
-            _c5_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c17_Multiplier = None
+            _c17_Unit = None
+            _c17_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumPowerLimit/Multiplier'
-            _c5_Multiplier = ((x >> 3) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c5_s = 1
+            _c17_Multiplier = ((x >> 12) & 7) + -3
+            if _c17_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Unit'
-                _c5_Unit = ((x >> 4) & 15)
-                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c17_Unit = ((x >> 4) & 15)
+                if _c17_Unit >= 10: _c17_Unit = r.enum_index('PhysicalValueType/Unit', _c17_Unit, 10, r.at(r.end - q))
+                else: _c17_Unit = _E_din_msgdatatypes_unitSymbolType[_c17_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 30
+                if q < 0: V, q = r.slidep(q, 30)
+                x = (V >> q) & 1073741823
+                if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
+                _a = (x & 268435455)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
@@ -3914,111 +3758,109 @@ def _d_CurrentDemandReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 30
+                if q < 0: V, q = r.slidep(q, 30)
+                x = (V >> q) & 1073741823
+                if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
+                _a = (x & 268435455)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c5_s = -1
+            x = _a
+            ec = (x >> 26)
+            _a = (x & 67108863)
             f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
-            f_EVMaximumPowerLimit.Unit = _c5_Unit
-            f_EVMaximumPowerLimit.Value = _c5_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVMaximumPowerLimit.Multiplier = _c17_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c17_Unit
+            f_EVMaximumPowerLimit.Value = _c17_Value
             s = 5
         elif ec == 3:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+            x = _a
+            if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'BulkChargingComplete'
-            f_BulkChargingComplete = ((x >> 2) & 1) == 1
+            f_BulkChargingComplete = ((x >> 24) & 1) == 1
+            _a = (x & 4194303)
             s = 6
         elif ec == 4:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+            q += 4
+            x = _a >> 4
+            if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            f_ChargingComplete = ((x >> 20) & 1) == 1
+            ec = ((x >> 17) & 3)
+            _a = (x & 131071)
             s = 7
         else:
             raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
             if ec == 0:
+                q += 9
+                x = _a >> 9
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit'
-                _c6_Multiplier = None
-                _c6_Unit = None
-                _c6_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c18_Multiplier = None
+                _c18_Unit = None
+                _c18_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
-                _c6_Multiplier = ((x >> 3) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c6_s = 1
+                _c18_Multiplier = ((x >> 12) & 7) + -3
+                if _c18_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c18_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumCurrentLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 15)
-                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                    else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                    _c18_Unit = ((x >> 4) & 15)
+                    if _c18_Unit >= 10: _c18_Unit = r.enum_index('PhysicalValueType/Unit', _c18_Unit, 10, r.at(r.end - q))
+                    else: _c18_Unit = _E_din_msgdatatypes_unitSymbolType[_c18_Unit]
                     el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c6_Value = _y >> 16
+                            _c18_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_Value = _U2[_y >> 8]
+                            _c18_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c6_Value = (V >> q) & 127
+                        _c18_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                    _c6_s = 3
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 30
+                    if q < 0: V, q = r.slidep(q, 30)
+                    x = (V >> q) & 1073741823
+                    if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c18_Value = -_c18_Value - 1
+                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
+                    _a = (x & 268435455)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
@@ -4026,91 +3868,90 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c6_Value = _y >> 16
+                            _c18_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_Value = _U2[_y >> 8]
+                            _c18_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c6_Value = (V >> q) & 127
+                        _c18_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                    _c6_s = 3
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 30
+                    if q < 0: V, q = r.slidep(q, 30)
+                    x = (V >> q) & 1073741823
+                    if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c18_Value = -_c18_Value - 1
+                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
+                    _a = (x & 268435455)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c6_s = -1
+                x = _a
+                ec = (x >> 26)
+                _a = (x & 67108863)
                 f_EVMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
-                f_EVMaximumCurrentLimit.Unit = _c6_Unit
-                f_EVMaximumCurrentLimit.Value = _c6_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                f_EVMaximumCurrentLimit.Multiplier = _c18_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c18_Unit
+                f_EVMaximumCurrentLimit.Value = _c18_Value
                 s = 4
             elif ec == 1:
+                q += 9
+                x = _a >> 9
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
-                _c7_Multiplier = None
-                _c7_Unit = None
-                _c7_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c19_Multiplier = None
+                _c19_Unit = None
+                _c19_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c7_Multiplier = ((x >> 3) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c7_s = 1
+                _c19_Multiplier = ((x >> 12) & 7) + -3
+                if _c19_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c19_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 15)
-                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                    _c19_Unit = ((x >> 4) & 15)
+                    if _c19_Unit >= 10: _c19_Unit = r.enum_index('PhysicalValueType/Unit', _c19_Unit, 10, r.at(r.end - q))
+                    else: _c19_Unit = _E_din_msgdatatypes_unitSymbolType[_c19_Unit]
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c7_Value = _y >> 16
+                            _c19_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = _U2[_y >> 8]
+                            _c19_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c7_Value = (V >> q) & 127
+                        _c19_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    _c7_s = 3
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 30
+                    if q < 0: V, q = r.slidep(q, 30)
+                    x = (V >> q) & 1073741823
+                    if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c19_Value = -_c19_Value - 1
+                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
+                    _a = (x & 268435455)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
@@ -4118,111 +3959,109 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c7_Value = _y >> 16
+                            _c19_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = _U2[_y >> 8]
+                            _c19_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c7_Value = (V >> q) & 127
+                        _c19_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    _c7_s = 3
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 30
+                    if q < 0: V, q = r.slidep(q, 30)
+                    x = (V >> q) & 1073741823
+                    if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c19_Value = -_c19_Value - 1
+                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
+                    _a = (x & 268435455)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c7_s = -1
+                x = _a
+                ec = (x >> 26)
+                _a = (x & 67108863)
                 f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c7_Unit
-                f_EVMaximumPowerLimit.Value = _c7_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                f_EVMaximumPowerLimit.Multiplier = _c19_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c19_Unit
+                f_EVMaximumPowerLimit.Value = _c19_Value
                 s = 5
             elif ec == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+                x = _a
+                if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
+                f_BulkChargingComplete = ((x >> 24) & 1) == 1
+                _a = (x & 4194303)
                 s = 6
             elif ec == 3:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 20) & 1) == 1
+                ec = ((x >> 17) & 3)
+                _a = (x & 131071)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 4:
             if ec == 0:
+                q += 9
+                x = _a >> 9
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
-                _c8_Multiplier = None
-                _c8_Unit = None
-                _c8_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c20_Multiplier = None
+                _c20_Unit = None
+                _c20_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c8_Multiplier = ((x >> 3) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c8_s = 1
+                _c20_Multiplier = ((x >> 12) & 7) + -3
+                if _c20_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c20_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c8_Unit = ((x >> 4) & 15)
-                    if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                    else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                    _c20_Unit = ((x >> 4) & 15)
+                    if _c20_Unit >= 10: _c20_Unit = r.enum_index('PhysicalValueType/Unit', _c20_Unit, 10, r.at(r.end - q))
+                    else: _c20_Unit = _E_din_msgdatatypes_unitSymbolType[_c20_Unit]
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c8_Value = _y >> 16
+                            _c20_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = _U2[_y >> 8]
+                            _c20_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c8_Value = (V >> q) & 127
+                        _c20_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    _c8_s = 3
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 30
+                    if q < 0: V, q = r.slidep(q, 30)
+                    x = (V >> q) & 1073741823
+                    if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c20_Value = -_c20_Value - 1
+                    if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
+                    _a = (x & 268435455)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
@@ -4230,140 +4069,135 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c8_Value = _y >> 16
+                            _c20_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = _U2[_y >> 8]
+                            _c20_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c8_Value = (V >> q) & 127
+                        _c20_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    _c8_s = 3
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 30
+                    if q < 0: V, q = r.slidep(q, 30)
+                    x = (V >> q) & 1073741823
+                    if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c20_Value = -_c20_Value - 1
+                    if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
+                    _a = (x & 268435455)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c8_s = -1
+                x = _a
+                ec = (x >> 26)
+                _a = (x & 67108863)
                 f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c8_Unit
-                f_EVMaximumPowerLimit.Value = _c8_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                f_EVMaximumPowerLimit.Multiplier = _c20_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c20_Unit
+                f_EVMaximumPowerLimit.Value = _c20_Value
                 s = 5
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+                x = _a
+                if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
+                f_BulkChargingComplete = ((x >> 24) & 1) == 1
+                _a = (x & 4194303)
                 s = 6
             elif ec == 2:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 20) & 1) == 1
+                ec = ((x >> 17) & 3)
+                _a = (x & 131071)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+                x = _a
+                if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
+                f_BulkChargingComplete = ((x >> 24) & 1) == 1
+                _a = (x & 4194303)
                 s = 6
             elif ec == 1:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 20) & 1) == 1
+                ec = ((x >> 17) & 3)
+                _a = (x & 131071)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 6:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+            x = _a
+            if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            f_ChargingComplete = ((x >> 20) & 1) == 1
+            ec = ((x >> 17) & 3)
+            _a = (x & 131071)
             s = 7
         if s == 7:
             if ec == 0:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToFullSoC'
-                _c9_Multiplier = None
-                _c9_Unit = None
-                _c9_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c21_Multiplier = None
+                _c21_Unit = None
+                _c21_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToFullSoC/Multiplier'
-                _c9_Multiplier = ((x >> 3) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c9_s = 1
+                _c21_Multiplier = ((x >> 12) & 7) + -3
+                if _c21_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c21_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToFullSoC/Unit'
-                    _c9_Unit = ((x >> 4) & 15)
-                    if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
-                    else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                    _c21_Unit = ((x >> 4) & 15)
+                    if _c21_Unit >= 10: _c21_Unit = r.enum_index('PhysicalValueType/Unit', _c21_Unit, 10, r.at(r.end - q))
+                    else: _c21_Unit = _E_din_msgdatatypes_unitSymbolType[_c21_Unit]
                     el = 'RemainingTimeToFullSoC/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c9_Value = _y >> 16
+                            _c21_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c9_Value = _U2[_y >> 8]
+                            _c21_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c9_Value = (V >> q) & 127
+                        _c21_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                    _c9_s = 3
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 21
+                    if q < 0: V, q = r.slidep(q, 21)
+                    x = (V >> q) & 2097151
+                    if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c21_Value = -_c21_Value - 1
+                    if _c21_Value < -32768 or _c21_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
+                    _a = (x & 524287)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToFullSoC/Value'
                     _neg = (x & 1)
@@ -4371,91 +4205,89 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c9_Value = _y >> 16
+                            _c21_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c9_Value = _U2[_y >> 8]
+                            _c21_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c9_Value = (V >> q) & 127
+                        _c21_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                    _c9_s = 3
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 21
+                    if q < 0: V, q = r.slidep(q, 21)
+                    x = (V >> q) & 2097151
+                    if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c21_Value = -_c21_Value - 1
+                    if _c21_Value < -32768 or _c21_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
+                    _a = (x & 524287)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c9_s = -1
+                x = _a
+                ec = (x >> 17)
+                _a = (x & 131071)
                 f_RemainingTimeToFullSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
-                f_RemainingTimeToFullSoC.Unit = _c9_Unit
-                f_RemainingTimeToFullSoC.Value = _c9_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                f_RemainingTimeToFullSoC.Multiplier = _c21_Multiplier
+                f_RemainingTimeToFullSoC.Unit = _c21_Unit
+                f_RemainingTimeToFullSoC.Value = _c21_Value
                 s = 8
             elif ec == 1:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
-                _c10_Multiplier = None
-                _c10_Unit = None
-                _c10_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c22_Multiplier = None
+                _c22_Unit = None
+                _c22_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c10_Multiplier = ((x >> 3) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c10_s = 1
+                _c22_Multiplier = ((x >> 12) & 7) + -3
+                if _c22_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c22_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c10_Unit = ((x >> 4) & 15)
-                    if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
-                    else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                    _c22_Unit = ((x >> 4) & 15)
+                    if _c22_Unit >= 10: _c22_Unit = r.enum_index('PhysicalValueType/Unit', _c22_Unit, 10, r.at(r.end - q))
+                    else: _c22_Unit = _E_din_msgdatatypes_unitSymbolType[_c22_Unit]
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c10_Value = _y >> 16
+                            _c22_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c10_Value = _U2[_y >> 8]
+                            _c22_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c10_Value = (V >> q) & 127
+                        _c22_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c10_Value = -_c10_Value - 1
-                    if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                    _c10_s = 3
+                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 20
+                    if q < 0: V, q = r.slidep(q, 20)
+                    x = (V >> q) & 1048575
+                    if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c22_Value = -_c22_Value - 1
+                    if _c22_Value < -32768 or _c22_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
+                    _a = (x & 262143)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
@@ -4463,90 +4295,89 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c10_Value = _y >> 16
+                            _c22_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c10_Value = _U2[_y >> 8]
+                            _c22_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c10_Value = (V >> q) & 127
+                        _c22_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c10_Value = -_c10_Value - 1
-                    if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                    _c10_s = 3
+                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 20
+                    if q < 0: V, q = r.slidep(q, 20)
+                    x = (V >> q) & 1048575
+                    if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c22_Value = -_c22_Value - 1
+                    if _c22_Value < -32768 or _c22_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
+                    _a = (x & 262143)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c10_s = -1
+                x = _a
+                if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 131071)
                 f_RemainingTimeToBulkSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
-                f_RemainingTimeToBulkSoC.Unit = _c10_Unit
-                f_RemainingTimeToBulkSoC.Value = _c10_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+                f_RemainingTimeToBulkSoC.Multiplier = _c22_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c22_Unit
+                f_RemainingTimeToBulkSoC.Value = _c22_Value
                 s = 9
             elif ec == 2:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
-                _c11_Multiplier = None
-                _c11_Unit = None
-                _c11_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c23_Multiplier = None
+                _c23_Unit = None
+                _c23_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
-                _c11_Multiplier = ((x >> 3) & 7) + -3
-                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c11_s = 1
+                _c23_Multiplier = ((x >> 12) & 7) + -3
+                if _c23_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c23_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Unit'
-                    _c11_Unit = ((x >> 4) & 15)
-                    if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
-                    else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                    _c23_Unit = ((x >> 4) & 15)
+                    if _c23_Unit >= 10: _c23_Unit = r.enum_index('PhysicalValueType/Unit', _c23_Unit, 10, r.at(r.end - q))
+                    else: _c23_Unit = _E_din_msgdatatypes_unitSymbolType[_c23_Unit]
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c11_Value = _y >> 16
+                            _c23_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = _U2[_y >> 8]
+                            _c23_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c11_Value = (V >> q) & 127
+                        _c23_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c11_Value = -_c11_Value - 1
-                    if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    _c11_s = 3
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c23_Value = -_c23_Value - 1
+                    if _c23_Value < -32768 or _c23_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
@@ -4554,93 +4385,90 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c11_Value = _y >> 16
+                            _c23_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c11_Value = _U2[_y >> 8]
+                            _c23_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c11_Value = (V >> q) & 127
+                        _c23_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c11_Value = -_c11_Value - 1
-                    if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    _c11_s = 3
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c23_Value = -_c23_Value - 1
+                    if _c23_Value < -32768 or _c23_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c11_s = -1
+                if _a: raise r.deviation('PhysicalValueType', r.end - q)
                 f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVTargetVoltage.Multiplier = _c11_Multiplier
-                f_EVTargetVoltage.Unit = _c11_Unit
-                f_EVTargetVoltage.Value = _c11_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+                f_EVTargetVoltage.Multiplier = _c23_Multiplier
+                f_EVTargetVoltage.Unit = _c23_Unit
+                f_EVTargetVoltage.Value = _c23_Value
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 8:
             if ec == 0:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
-                _c12_Multiplier = None
-                _c12_Unit = None
-                _c12_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c24_Multiplier = None
+                _c24_Unit = None
+                _c24_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c12_Multiplier = ((x >> 3) & 7) + -3
-                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c12_s = 1
+                _c24_Multiplier = ((x >> 12) & 7) + -3
+                if _c24_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c24_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c12_Unit = ((x >> 4) & 15)
-                    if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
-                    else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
+                    _c24_Unit = ((x >> 4) & 15)
+                    if _c24_Unit >= 10: _c24_Unit = r.enum_index('PhysicalValueType/Unit', _c24_Unit, 10, r.at(r.end - q))
+                    else: _c24_Unit = _E_din_msgdatatypes_unitSymbolType[_c24_Unit]
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c12_Value = _y >> 16
+                            _c24_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = _U2[_y >> 8]
+                            _c24_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c12_Value = (V >> q) & 127
+                        _c24_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c12_Value = -_c12_Value - 1
-                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    _c12_s = 3
+                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 20
+                    if q < 0: V, q = r.slidep(q, 20)
+                    x = (V >> q) & 1048575
+                    if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c24_Value = -_c24_Value - 1
+                    if _c24_Value < -32768 or _c24_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
+                    _a = (x & 262143)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
@@ -4648,90 +4476,89 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c12_Value = _y >> 16
+                            _c24_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c12_Value = _U2[_y >> 8]
+                            _c24_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c12_Value = (V >> q) & 127
+                        _c24_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c12_Value = -_c12_Value - 1
-                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    _c12_s = 3
+                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 20
+                    if q < 0: V, q = r.slidep(q, 20)
+                    x = (V >> q) & 1048575
+                    if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c24_Value = -_c24_Value - 1
+                    if _c24_Value < -32768 or _c24_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
+                    _a = (x & 262143)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c12_s = -1
+                x = _a
+                if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 131071)
                 f_RemainingTimeToBulkSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
-                f_RemainingTimeToBulkSoC.Unit = _c12_Unit
-                f_RemainingTimeToBulkSoC.Value = _c12_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+                f_RemainingTimeToBulkSoC.Multiplier = _c24_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c24_Unit
+                f_RemainingTimeToBulkSoC.Value = _c24_Value
                 s = 9
             elif ec == 1:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
-                _c13_Multiplier = None
-                _c13_Unit = None
-                _c13_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c25_Multiplier = None
+                _c25_Unit = None
+                _c25_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
-                _c13_Multiplier = ((x >> 3) & 7) + -3
-                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c13_s = 1
+                _c25_Multiplier = ((x >> 12) & 7) + -3
+                if _c25_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c25_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Unit'
-                    _c13_Unit = ((x >> 4) & 15)
-                    if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
-                    else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
+                    _c25_Unit = ((x >> 4) & 15)
+                    if _c25_Unit >= 10: _c25_Unit = r.enum_index('PhysicalValueType/Unit', _c25_Unit, 10, r.at(r.end - q))
+                    else: _c25_Unit = _E_din_msgdatatypes_unitSymbolType[_c25_Unit]
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c13_Value = _y >> 16
+                            _c25_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = _U2[_y >> 8]
+                            _c25_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c13_Value = (V >> q) & 127
+                        _c25_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    _c13_s = 3
+                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c25_Value = -_c25_Value - 1
+                    if _c25_Value < -32768 or _c25_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
@@ -4739,92 +4566,89 @@ def _d_CurrentDemandReqType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c13_Value = _y >> 16
+                            _c25_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c13_Value = _U2[_y >> 8]
+                            _c25_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c13_Value = (V >> q) & 127
+                        _c25_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    _c13_s = 3
+                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c25_Value = -_c25_Value - 1
+                    if _c25_Value < -32768 or _c25_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c13_s = -1
+                if _a: raise r.deviation('PhysicalValueType', r.end - q)
                 f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVTargetVoltage.Multiplier = _c13_Multiplier
-                f_EVTargetVoltage.Unit = _c13_Unit
-                f_EVTargetVoltage.Value = _c13_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+                f_EVTargetVoltage.Multiplier = _c25_Multiplier
+                f_EVTargetVoltage.Unit = _c25_Unit
+                f_EVTargetVoltage.Value = _c25_Value
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 9:
+            x = _a
+            if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
-            _c14_Multiplier = None
-            _c14_Unit = None
-            _c14_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c26_Multiplier = None
+            _c26_Unit = None
+            _c26_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Multiplier'
-            _c14_Multiplier = ((x >> 3) & 7) + -3
-            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c14_s = 1
+            _c26_Multiplier = ((x >> 12) & 7) + -3
+            if _c26_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Unit'
-                _c14_Unit = ((x >> 4) & 15)
-                if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
-                else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
+                _c26_Unit = ((x >> 4) & 15)
+                if _c26_Unit >= 10: _c26_Unit = r.enum_index('PhysicalValueType/Unit', _c26_Unit, 10, r.at(r.end - q))
+                else: _c26_Unit = _E_din_msgdatatypes_unitSymbolType[_c26_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c14_Value = _y >> 16
+                        _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = _U2[_y >> 8]
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c14_Value = (V >> q) & 127
+                    _c26_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                _c14_s = 3
+                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c26_Value = -_c26_Value - 1
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
+                _a = (x & 1)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
@@ -4832,36 +4656,34 @@ def _d_CurrentDemandReqType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c14_Value = _y >> 16
+                        _c26_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = _U2[_y >> 8]
+                        _c26_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c14_Value = (V >> q) & 127
+                    _c26_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                _c14_s = 3
+                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c26_Value = -_c26_Value - 1
+                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
+                _a = (x & 1)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c14_s = -1
+            if _a: raise r.deviation('PhysicalValueType', r.end - q)
             f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVTargetVoltage.Multiplier = _c14_Multiplier
-            f_EVTargetVoltage.Unit = _c14_Unit
-            f_EVTargetVoltage.Value = _c14_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandReqType', r.end - q)
+            f_EVTargetVoltage.Multiplier = _c26_Multiplier
+            f_EVTargetVoltage.Unit = _c26_Unit
+            f_EVTargetVoltage.Value = _c26_Value
             s = 10
         if s == 10:
             s = -1
@@ -4985,7 +4807,6 @@ def _e_CurrentDemandReqType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -5002,7 +4823,6 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVTargetCurrent/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -5013,13 +4833,11 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
@@ -5037,7 +4855,6 @@ def _e_CurrentDemandReqType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -5054,7 +4871,6 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVMaximumVoltageLimit/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -5065,13 +4881,11 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 3
         elif v_EVMaximumCurrentLimit is not None:
@@ -5087,7 +4901,6 @@ def _e_CurrentDemandReqType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_Unit is not None:
@@ -5104,7 +4917,6 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             elif _c4_Value is not None:
                 el = 'EVMaximumCurrentLimit/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
@@ -5115,13 +4927,11 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 4
         elif v_EVMaximumPowerLimit is not None:
@@ -5137,7 +4947,6 @@ def _e_CurrentDemandReqType(w, o):
                 if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                 n += 6
-                _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c5_Unit is not None:
@@ -5154,7 +4963,6 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             elif _c5_Value is not None:
                 el = 'EVMaximumPowerLimit/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
@@ -5165,13 +4973,11 @@ def _e_CurrentDemandReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c5_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 5
         elif v_BulkChargingComplete is not None:
@@ -5202,7 +5008,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                     n += 6
-                    _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c6_Unit is not None:
@@ -5219,7 +5024,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c6_s = 3
                 elif _c6_Value is not None:
                     el = 'EVMaximumCurrentLimit/Value'
                     if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
@@ -5230,13 +5034,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c6_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
@@ -5252,7 +5054,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                     n += 6
-                    _c7_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c7_Unit is not None:
@@ -5269,7 +5070,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c7_s = 3
                 elif _c7_Value is not None:
                     el = 'EVMaximumPowerLimit/Value'
                     if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
@@ -5280,13 +5080,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c7_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c7_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -5317,7 +5115,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c8_Unit is not None:
@@ -5334,7 +5131,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c8_s = 3
                 elif _c8_Value is not None:
                     el = 'EVMaximumPowerLimit/Value'
                     if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
@@ -5345,13 +5141,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c8_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -5406,7 +5200,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c9_Multiplier - -3) << 1)
                     n += 6
-                    _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c9_Unit is not None:
@@ -5423,7 +5216,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c9_s = 3
                 elif _c9_Value is not None:
                     el = 'RemainingTimeToFullSoC/Value'
                     if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
@@ -5434,13 +5226,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c9_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
@@ -5456,7 +5246,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c10_Multiplier - -3) << 1)
                     n += 6
-                    _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c10_Unit is not None:
@@ -5473,7 +5262,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c10_s = 3
                 elif _c10_Value is not None:
                     el = 'RemainingTimeToBulkSoC/Value'
                     if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
@@ -5484,13 +5272,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c10_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 9
             elif v_EVTargetVoltage is not None:
@@ -5506,7 +5292,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c11_Multiplier - -3) << 1)
                     n += 6
-                    _c11_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c11_Unit is not None:
@@ -5523,7 +5308,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c11_s = 3
                 elif _c11_Value is not None:
                     el = 'EVTargetVoltage/Value'
                     if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
@@ -5534,13 +5318,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c11_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c11_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             else:
@@ -5559,7 +5341,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c12_Multiplier - -3) << 1)
                     n += 6
-                    _c12_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c12_Unit is not None:
@@ -5576,7 +5357,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c12_s = 3
                 elif _c12_Value is not None:
                     el = 'RemainingTimeToBulkSoC/Value'
                     if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
@@ -5587,13 +5367,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c12_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c12_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 9
             elif v_EVTargetVoltage is not None:
@@ -5609,7 +5387,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c13_Multiplier - -3) << 1)
                     n += 6
-                    _c13_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c13_Unit is not None:
@@ -5626,7 +5403,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c13_s = 3
                 elif _c13_Value is not None:
                     el = 'EVTargetVoltage/Value'
                     if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
@@ -5637,13 +5413,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c13_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c13_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             else:
@@ -5662,7 +5436,6 @@ def _e_CurrentDemandReqType(w, o):
                     if not -3 <= _c14_Multiplier <= 3: raise EncodeError(f'value {_c14_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c14_Multiplier - -3) << 1)
                     n += 6
-                    _c14_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c14_Unit is not None:
@@ -5679,7 +5452,6 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c14_s = 3
                 elif _c14_Value is not None:
                     el = 'EVTargetVoltage/Value'
                     if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
@@ -5690,13 +5462,11 @@ def _e_CurrentDemandReqType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c14_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c14_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             else:
@@ -5727,143 +5497,132 @@ def _d_CurrentDemandResType(r):
     f_EVSEMaximumCurrentLimit = None
     f_EVSEMaximumPowerLimit = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CurrentDemandResType', r.end - q)
+        q -= 24
+        if q < 0: V, q = r.slidep(q, 24)
+        x = (V >> q) & 16777215
+        if x & 12681216: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 17) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
+        _c7_EVSEIsolationStatus = None
+        _c7_EVSEStatusCode = None
+        _c7_NotificationMaxDelay = None
+        _c7_EVSENotification = None
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+            x = _a
+            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                _c7_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c7_EVSEStatusCode = ((x >> 3) & 15)
+                if _c7_EVSEStatusCode >= 12: _c7_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c7_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c7_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c7_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 2
+                _c7_EVSEIsolationStatus, _c7_EVSEStatusCode = _t
+            _a = (x & 1)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 2
+            _c7_EVSEStatusCode = ((x >> 3) & 15)
+            if _c7_EVSEStatusCode >= 12: _c7_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c7_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c7_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c7_EVSEStatusCode]
+            _a = (x & 1)
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
+                _c7_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
+                _c7_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_NotificationMaxDelay = (V >> q) & 127
+            _c7_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        if _c7_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c7_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 2) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        _c1_s = -1
+        _c7_EVSENotification = ((x >> 2) & 3)
+        if _c7_EVSENotification >= 3: _c7_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c7_EVSENotification, 3, r.at(r.end - q))
+        else: _c7_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c7_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
-        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c7_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c7_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c7_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c7_EVSENotification
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c8_Multiplier = None
+        _c8_Unit = None
+        _c8_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        _c8_Multiplier = ((x >> 12) & 7) + -3
+        if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 15)
-            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            _c8_Unit = ((x >> 4) & 15)
+            if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
+            else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
@@ -5871,88 +5630,82 @@ def _d_CurrentDemandResType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
         f_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
-        f_EVSEPresentVoltage.Unit = _c2_Unit
-        f_EVSEPresentVoltage.Value = _c2_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+        f_EVSEPresentVoltage.Multiplier = _c8_Multiplier
+        f_EVSEPresentVoltage.Unit = _c8_Unit
+        f_EVSEPresentVoltage.Value = _c8_Value
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentCurrent'
-        _c3_Multiplier = None
-        _c3_Unit = None
-        _c3_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c9_Multiplier = None
+        _c9_Unit = None
+        _c9_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 3) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c3_s = 1
+        _c9_Multiplier = ((x >> 12) & 7) + -3
+        if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentCurrent/Unit'
-            _c3_Unit = ((x >> 4) & 15)
-            if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-            else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+            _c9_Unit = ((x >> 4) & 15)
+            if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
+            else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
@@ -5960,103 +5713,101 @@ def _d_CurrentDemandResType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c3_s = -1
         f_EVSEPresentCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
-        f_EVSEPresentCurrent.Unit = _c3_Unit
-        f_EVSEPresentCurrent.Value = _c3_Value
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
-        if x & 28392: raise r.deviation('CurrentDemandResType', r.end - q)
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
+        f_EVSEPresentCurrent.Multiplier = _c9_Multiplier
+        f_EVSEPresentCurrent.Unit = _c9_Unit
+        f_EVSEPresentCurrent.Value = _c9_Value
+        q -= 32
+        if q < 0: V, q = r.slidep(q, 32)
+        x = (V >> q) & 4294967295
+        if x & 3721396224: raise r.deviation('CurrentDemandResType', r.end - q)
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 21) & 511)]
         if _t is None:
             el = 'EVSECurrentLimitAchieved'
-            f_EVSECurrentLimitAchieved = ((x >> 12) & 1) == 1
+            f_EVSECurrentLimitAchieved = ((x >> 29) & 1) == 1
             el = 'EVSEVoltageLimitAchieved'
-            f_EVSEVoltageLimitAchieved = ((x >> 8) & 1) == 1
+            f_EVSEVoltageLimitAchieved = ((x >> 25) & 1) == 1
             el = 'EVSEPowerLimitAchieved'
-            f_EVSEPowerLimitAchieved = ((x >> 4) & 1) == 1
+            f_EVSEPowerLimitAchieved = ((x >> 21) & 1) == 1
         else:
             el = 'EVSEPowerLimitAchieved'
             f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved = _t
-        ec = (x & 7)
+        ec = ((x >> 17) & 7)
+        _a = (x & 131071)
         s = 7
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _c4_Multiplier = None
-            _c4_Unit = None
-            _c4_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c10_Multiplier = None
+            _c10_Unit = None
+            _c10_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c4_Multiplier = ((x >> 3) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c4_s = 1
+            _c10_Multiplier = ((x >> 12) & 7) + -3
+            if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c10_Unit = ((x >> 4) & 15)
+                if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
+                else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                _a = (x & 524287)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
@@ -6064,91 +5815,89 @@ def _d_CurrentDemandResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                _a = (x & 524287)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c4_s = -1
+            x = _a
+            ec = (x >> 17)
+            _a = (x & 131071)
             f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-            f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-            f_EVSEMaximumVoltageLimit.Value = _c4_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVSEMaximumVoltageLimit.Multiplier = _c10_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c10_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c10_Value
             s = 8
         elif ec == 1:
+            x = _a
+            if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumCurrentLimit'
-            _c5_Multiplier = None
-            _c5_Unit = None
-            _c5_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c11_Multiplier = None
+            _c11_Unit = None
+            _c11_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Multiplier'
-            _c5_Multiplier = ((x >> 3) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c5_s = 1
+            _c11_Multiplier = ((x >> 12) & 7) + -3
+            if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Unit'
-                _c5_Unit = ((x >> 4) & 15)
-                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c11_Unit = ((x >> 4) & 15)
+                if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
+                else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                _a = (x & 524287)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
@@ -6156,91 +5905,89 @@ def _d_CurrentDemandResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                _a = (x & 524287)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c5_s = -1
+            x = _a
+            ec = (x >> 17)
+            _a = (x & 131071)
             f_EVSEMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
-            f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
-            f_EVSEMaximumCurrentLimit.Value = _c5_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVSEMaximumCurrentLimit.Multiplier = _c11_Multiplier
+            f_EVSEMaximumCurrentLimit.Unit = _c11_Unit
+            f_EVSEMaximumCurrentLimit.Value = _c11_Value
             s = 9
         elif ec == 2:
+            x = _a
+            if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
-            _c6_Multiplier = None
-            _c6_Unit = None
-            _c6_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c12_Multiplier = None
+            _c12_Unit = None
+            _c12_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumPowerLimit/Multiplier'
-            _c6_Multiplier = ((x >> 3) & 7) + -3
-            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c6_s = 1
+            _c12_Multiplier = ((x >> 12) & 7) + -3
+            if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Unit'
-                _c6_Unit = ((x >> 4) & 15)
-                if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                _c12_Unit = ((x >> 4) & 15)
+                if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
+                else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                _c6_s = 3
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                _a = (x & 1)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
@@ -6248,96 +5995,93 @@ def _d_CurrentDemandResType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                _c6_s = 3
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                _a = (x & 1)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c6_s = -1
+            if _a: raise r.deviation('PhysicalValueType', r.end - q)
             f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
-            f_EVSEMaximumPowerLimit.Unit = _c6_Unit
-            f_EVSEMaximumPowerLimit.Value = _c6_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+            f_EVSEMaximumPowerLimit.Multiplier = _c12_Multiplier
+            f_EVSEMaximumPowerLimit.Unit = _c12_Unit
+            f_EVSEMaximumPowerLimit.Value = _c12_Value
             s = 10
         elif ec == 3:
-            pass
+            q += 17
             s = -1
         else:
             raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
             if ec == 0:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit'
-                _c7_Multiplier = None
-                _c7_Unit = None
-                _c7_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c13_Multiplier = None
+                _c13_Unit = None
+                _c13_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c7_Multiplier = ((x >> 3) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c7_s = 1
+                _c13_Multiplier = ((x >> 12) & 7) + -3
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 15)
-                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                    _c13_Unit = ((x >> 4) & 15)
+                    if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
+                    else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                     el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c7_Value = _y >> 16
+                            _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = _U2[_y >> 8]
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c7_Value = (V >> q) & 127
+                        _c13_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    _c7_s = 3
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 21
+                    if q < 0: V, q = r.slidep(q, 21)
+                    x = (V >> q) & 2097151
+                    if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c13_Value = -_c13_Value - 1
+                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                    _a = (x & 524287)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
@@ -6345,91 +6089,89 @@ def _d_CurrentDemandResType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c7_Value = _y >> 16
+                            _c13_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c7_Value = _U2[_y >> 8]
+                            _c13_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c7_Value = (V >> q) & 127
+                        _c13_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    _c7_s = 3
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 21
+                    if q < 0: V, q = r.slidep(q, 21)
+                    x = (V >> q) & 2097151
+                    if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c13_Value = -_c13_Value - 1
+                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                    _a = (x & 524287)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c7_s = -1
+                x = _a
+                ec = (x >> 17)
+                _a = (x & 131071)
                 f_EVSEMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
-                f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
-                f_EVSEMaximumCurrentLimit.Value = _c7_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                f_EVSEMaximumCurrentLimit.Multiplier = _c13_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c13_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c13_Value
                 s = 9
             elif ec == 1:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
-                _c8_Multiplier = None
-                _c8_Unit = None
-                _c8_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c14_Multiplier = None
+                _c14_Unit = None
+                _c14_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c8_Multiplier = ((x >> 3) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c8_s = 1
+                _c14_Multiplier = ((x >> 12) & 7) + -3
+                if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c8_Unit = ((x >> 4) & 15)
-                    if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                    else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                    _c14_Unit = ((x >> 4) & 15)
+                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
+                    else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c8_Value = _y >> 16
+                            _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = _U2[_y >> 8]
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c8_Value = (V >> q) & 127
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    _c8_s = 3
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
@@ -6437,96 +6179,93 @@ def _d_CurrentDemandResType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c8_Value = _y >> 16
+                            _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = _U2[_y >> 8]
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c8_Value = (V >> q) & 127
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    _c8_s = 3
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c8_s = -1
+                if _a: raise r.deviation('PhysicalValueType', r.end - q)
                 f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c8_Unit
-                f_EVSEMaximumPowerLimit.Value = _c8_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                f_EVSEMaximumPowerLimit.Multiplier = _c14_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c14_Unit
+                f_EVSEMaximumPowerLimit.Value = _c14_Value
                 s = 10
             elif ec == 2:
-                pass
+                q += 17
                 s = -1
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 9:
             if ec == 0:
+                x = _a
+                if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
-                _c9_Multiplier = None
-                _c9_Unit = None
-                _c9_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c15_Multiplier = None
+                _c15_Unit = None
+                _c15_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c9_Multiplier = ((x >> 3) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c9_s = 1
+                _c15_Multiplier = ((x >> 12) & 7) + -3
+                if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c9_Unit = ((x >> 4) & 15)
-                    if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
-                    else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                    _c15_Unit = ((x >> 4) & 15)
+                    if _c15_Unit >= 10: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 10, r.at(r.end - q))
+                    else: _c15_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c9_Value = _y >> 16
+                            _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c9_Value = _U2[_y >> 8]
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c9_Value = (V >> q) & 127
+                        _c15_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                    _c9_s = 3
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c15_Value = -_c15_Value - 1
+                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
@@ -6534,39 +6273,37 @@ def _d_CurrentDemandResType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c9_Value = _y >> 16
+                            _c15_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c9_Value = _U2[_y >> 8]
+                            _c15_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c9_Value = (V >> q) & 127
+                        _c15_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                    _c9_s = 3
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c15_Value = -_c15_Value - 1
+                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+                    _a = (x & 1)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c9_s = -1
+                if _a: raise r.deviation('PhysicalValueType', r.end - q)
                 f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c9_Unit
-                f_EVSEMaximumPowerLimit.Value = _c9_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                f_EVSEMaximumPowerLimit.Multiplier = _c15_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c15_Unit
+                f_EVSEMaximumPowerLimit.Value = _c15_Value
                 s = 10
             elif ec == 1:
-                pass
+                q += 17
                 s = -1
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
@@ -6627,14 +6364,12 @@ def _e_CurrentDemandResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c2_NotificationMaxDelay is not None:
@@ -6652,7 +6387,6 @@ def _e_CurrentDemandResType(w, o):
                 if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c2_i4 << 2)
                 n += 6
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -6669,7 +6403,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -6686,7 +6419,6 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVSEPresentVoltage/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -6697,13 +6429,11 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
@@ -6718,7 +6448,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_Unit is not None:
@@ -6735,7 +6464,6 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             elif _c4_Value is not None:
                 el = 'EVSEPresentCurrent/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
@@ -6746,13 +6474,11 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
@@ -6781,7 +6507,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                 n += 6
-                _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c5_Unit is not None:
@@ -6798,7 +6523,6 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             elif _c5_Value is not None:
                 el = 'EVSEMaximumVoltageLimit/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
@@ -6809,13 +6533,11 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c5_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 8
         elif v_EVSEMaximumCurrentLimit is not None:
@@ -6831,7 +6553,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                 n += 6
-                _c6_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c6_Unit is not None:
@@ -6848,7 +6569,6 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c6_s = 3
             elif _c6_Value is not None:
                 el = 'EVSEMaximumCurrentLimit/Value'
                 if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
@@ -6859,13 +6579,11 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c6_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c6_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 9
         elif v_EVSEMaximumPowerLimit is not None:
@@ -6881,7 +6599,6 @@ def _e_CurrentDemandResType(w, o):
                 if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                 n += 6
-                _c7_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c7_Unit is not None:
@@ -6898,7 +6615,6 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c7_s = 3
             elif _c7_Value is not None:
                 el = 'EVSEMaximumPowerLimit/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
@@ -6909,13 +6625,11 @@ def _e_CurrentDemandResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c7_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c7_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 10
         elif True:
@@ -6936,7 +6650,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c8_Unit is not None:
@@ -6953,7 +6666,6 @@ def _e_CurrentDemandResType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c8_s = 3
                 elif _c8_Value is not None:
                     el = 'EVSEMaximumCurrentLimit/Value'
                     if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
@@ -6964,13 +6676,11 @@ def _e_CurrentDemandResType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c8_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
@@ -6986,7 +6696,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c9_Multiplier - -3) << 1)
                     n += 6
-                    _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c9_Unit is not None:
@@ -7003,7 +6712,6 @@ def _e_CurrentDemandResType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c9_s = 3
                 elif _c9_Value is not None:
                     el = 'EVSEMaximumPowerLimit/Value'
                     if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
@@ -7014,13 +6722,11 @@ def _e_CurrentDemandResType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c9_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             elif True:
@@ -7041,7 +6747,6 @@ def _e_CurrentDemandResType(w, o):
                     if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c10_Multiplier - -3) << 1)
                     n += 6
-                    _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c10_Unit is not None:
@@ -7058,7 +6763,6 @@ def _e_CurrentDemandResType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c10_s = 3
                 elif _c10_Value is not None:
                     el = 'EVSEMaximumPowerLimit/Value'
                     if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
@@ -7069,13 +6773,11 @@ def _e_CurrentDemandResType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c10_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             elif True:
@@ -7102,10 +6804,13 @@ def _d_MeteringReceiptReqType(r):
     f_SAScheduleTupleID = None
     f_MeterInfo = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('Id')
@@ -7128,16 +6833,14 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = (x & 3)
-            s = 2
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'SessionID'
             _esc = x
             if _esc:
@@ -7152,18 +6855,16 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = (x & 3)
-            s = 2
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SAScheduleTupleID'
             _neg = (x & 1)
@@ -7197,8 +6898,8 @@ def _d_MeteringReceiptReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            s = 4
         elif ec == 1:
+            q += 2
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
@@ -7206,10 +6907,8 @@ def _d_MeteringReceiptReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            s = 4
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -7249,7 +6948,6 @@ def _e_MeteringReceiptReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         elif v_SessionID is not None:
             el = 'SessionID'
             v = (v << 3) | (1 << 1)
@@ -7260,7 +6958,6 @@ def _e_MeteringReceiptReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SessionID')
         if v_SAScheduleTupleID is not None:
@@ -7280,7 +6977,6 @@ def _e_MeteringReceiptReqType(w, o):
             w.v = v; w.n = n
             c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
             v = w.v; n = w.n
-            s = 4
         elif v_MeterInfo is not None:
             el = 'MeterInfo'
             v = (v << 2) | 1
@@ -7288,13 +6984,11 @@ def _e_MeteringReceiptReqType(w, o):
             w.v = v; w.n = n
             c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
             v = w.v; n = w.n
-            s = 4
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
         if True:
             v <<= 1
             n += 1
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7437,18 +7131,17 @@ def _d_PaymentDetailsReqType(r):
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('PaymentDetailsReqType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
+        _a = (x & 1)
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+        x = _a
         el = 'ContractSignatureCertChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -7466,7 +7159,6 @@ def _d_PaymentDetailsReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
-        _c1_s = 1
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
             r.pos = r.end - q
@@ -7475,10 +7167,8 @@ def _d_PaymentDetailsReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -7530,7 +7220,6 @@ def _e_PaymentDetailsReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c1_SubCertificates is not None:
@@ -7542,11 +7231,9 @@ def _e_PaymentDetailsReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7672,318 +7359,305 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 104: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 416: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ReadyToChargeState'
-        f_ReadyToChargeState = ((x >> 4) & 1) == 1
-        ec = (x & 7)
+        f_ReadyToChargeState = ((x >> 6) & 1) == 1
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 1
         if ec == 0:
+            q += 2
             el = 'ChargingProfile'
             r.pos = r.end - q
             f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             s = 2
         elif ec == 1:
+            x = _a
+            if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter'
-            _c1_DC_EVStatus = None
-            _c1_BulkChargingComplete = None
-            _c1_ChargingComplete = None
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            _a = (x & 1)
+            _c5_DC_EVStatus = None
+            _c5_BulkChargingComplete = None
+            _c5_ChargingComplete = None
+            if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-            _c1_c1_EVReady = None
-            _c1_c1_EVCabinConditioning = None
-            _c1_c1_EVRESSConditioning = None
-            _c1_c1_EVErrorCode = None
-            _c1_c1_EVRESSSOC = None
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+            _c5_c2_EVReady = None
+            _c5_c2_EVCabinConditioning = None
+            _c5_c2_EVRESSConditioning = None
+            _c5_c2_EVErrorCode = None
+            _c5_c2_EVRESSSOC = None
+            q -= 33
+            if q < 0: V, q = r.slidep(q, 33)
+            x = (V >> q) & 8589934591
+            if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-            _c1_c1_EVReady = ((x >> 3) & 1) == 1
-            ec = (x & 3)
-            _c1_c1_s = 1
+            _c5_c2_EVReady = ((x >> 31) & 1) == 1
+            ec = ((x >> 28) & 3)
+            _a = (x & 268435455)
+            _c5_c2_s = 1
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 28
+                q -= 33
+                if q < 0: V, q = r.slidep(q, 33)
+                x = (V >> q) & 8589934591
+                if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                _c1_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_c1_s = 2
+                _c5_c2_EVCabinConditioning = ((x >> 31) & 1) == 1
+                ec = ((x >> 28) & 3)
+                _a = (x & 268435455)
+                _c5_c2_s = 2
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 28
+                q -= 32
+                if q < 0: V, q = r.slidep(q, 32)
+                x = (V >> q) & 4294967295
+                if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_c1_s = 3
+                _c5_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                _a = (x & 268435455)
+                _c5_c2_s = 3
             elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                _c1_c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
-                _c1_c1_s = 4
+                _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
+                else: _c5_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
+                _a = (x & 2097151)
+                _c5_c2_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
-            if _c1_c1_s == 2:
+            if _c5_c2_s == 2:
                 if ec == 0:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                    q += 28
+                    q -= 32
+                    if q < 0: V, q = r.slidep(q, 32)
+                    x = (V >> q) & 4294967295
+                    if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                    _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                    _c1_c1_s = 3
+                    _c5_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                    _a = (x & 268435455)
+                    _c5_c2_s = 3
                 elif ec == 1:
-                    q -= 7
-                    if q < 0: V, q = r.slideq(q, 7)
-                    x = (V >> q) & 127
-                    if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                    x = _a
+                    if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c1_c1_EVErrorCode = ((x >> 2) & 15)
-                    if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                    else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
-                    _c1_c1_s = 4
+                    _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                    if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c5_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
+                    _a = (x & 2097151)
+                    _c5_c2_s = 4
                 else:
                     raise r.deviation('DC_EVStatusType', r.end - q)
-            if _c1_c1_s == 3:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            if _c5_c2_s == 3:
+                x = _a
+                if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                _c1_c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
-                _c1_c1_s = 4
-            if _c1_c1_s == 4:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+                _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
+                else: _c5_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
+                _a = (x & 2097151)
+                _c5_c2_s = 4
+            if _c5_c2_s == 4:
+                x = _a
+                if x & 1054720: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                _c1_c1_EVRESSSOC = ((x >> 2) & 127)
-                if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
-                _c1_c1_s = -1
-            _c1_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-            _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
-            _c1_DC_EVStatus.EVCabinConditioning = _c1_c1_EVCabinConditioning
-            _c1_DC_EVStatus.EVRESSConditioning = _c1_c1_EVRESSConditioning
-            _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
-            _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            _c1_s = 1
+                _c5_c2_EVRESSSOC = ((x >> 13) & 127)
+                if _c5_c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c5_c2_EVRESSSOC, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
+                _c5_c2_s = -1
+            _c5_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+            _c5_DC_EVStatus.EVReady = _c5_c2_EVReady
+            _c5_DC_EVStatus.EVCabinConditioning = _c5_c2_EVCabinConditioning
+            _c5_DC_EVStatus.EVRESSConditioning = _c5_c2_EVRESSConditioning
+            _c5_DC_EVStatus.EVErrorCode = _c5_c2_EVErrorCode
+            _c5_DC_EVStatus.EVRESSSOC = _c5_c2_EVRESSSOC
             if ec == 0:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                x = _a
+                if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                    _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
+                    _c5_BulkChargingComplete = ((x >> 7) & 1) == 1
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c1_ChargingComplete = ((x >> 2) & 1) == 1
+                    _c5_ChargingComplete = ((x >> 3) & 1) == 1
                 else:
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c1_BulkChargingComplete, _c1_ChargingComplete = _t
-                _c1_s = 3
+                    _c5_BulkChargingComplete, _c5_ChargingComplete = _t
+                _a = (x & 1)
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                _c1_ChargingComplete = ((x >> 2) & 1) == 1
-                _c1_s = 3
+                _c5_ChargingComplete = ((x >> 3) & 1) == 1
+                _a = (x & 1)
             else:
                 raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-            _c1_s = -1
+            if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             f_DC_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType)
-            f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
-            f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
-            f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c5_DC_EVStatus
+            f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c5_BulkChargingComplete
+            f_DC_EVPowerDeliveryParameter.ChargingComplete = _c5_ChargingComplete
             s = 3
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            if _a: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'EVPowerDeliveryParameter'
             f_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_EVPowerDeliveryParameterType)
             s = 3
         elif ec == 3:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 2:
             if ec == 0:
+                x = _a
+                if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter'
-                _c3_DC_EVStatus = None
-                _c3_BulkChargingComplete = None
-                _c3_ChargingComplete = None
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _a = (x & 1)
+                _c7_DC_EVStatus = None
+                _c7_BulkChargingComplete = None
+                _c7_ChargingComplete = None
+                if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _c3_c1_EVReady = None
-                _c3_c1_EVCabinConditioning = None
-                _c3_c1_EVRESSConditioning = None
-                _c3_c1_EVErrorCode = None
-                _c3_c1_EVRESSSOC = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                _c7_c2_EVReady = None
+                _c7_c2_EVCabinConditioning = None
+                _c7_c2_EVRESSConditioning = None
+                _c7_c2_EVErrorCode = None
+                _c7_c2_EVRESSSOC = None
+                q -= 33
+                if q < 0: V, q = r.slidep(q, 33)
+                x = (V >> q) & 8589934591
+                if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                _c3_c1_EVReady = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c3_c1_s = 1
+                _c7_c2_EVReady = ((x >> 31) & 1) == 1
+                ec = ((x >> 28) & 3)
+                _a = (x & 268435455)
+                _c7_c2_s = 1
                 if ec == 0:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                    q += 28
+                    q -= 33
+                    if q < 0: V, q = r.slidep(q, 33)
+                    x = (V >> q) & 8589934591
+                    if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                    _c3_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                    ec = (x & 3)
-                    _c3_c1_s = 2
+                    _c7_c2_EVCabinConditioning = ((x >> 31) & 1) == 1
+                    ec = ((x >> 28) & 3)
+                    _a = (x & 268435455)
+                    _c7_c2_s = 2
                 elif ec == 1:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                    q += 28
+                    q -= 32
+                    if q < 0: V, q = r.slidep(q, 32)
+                    x = (V >> q) & 4294967295
+                    if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                    _c3_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                    _c3_c1_s = 3
+                    _c7_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                    _a = (x & 268435455)
+                    _c7_c2_s = 3
                 elif ec == 2:
-                    q -= 7
-                    if q < 0: V, q = r.slideq(q, 7)
-                    x = (V >> q) & 127
-                    if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                    x = _a
+                    if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVErrorCode = ((x >> 2) & 15)
-                    if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
-                    else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
-                    _c3_c1_s = 4
+                    _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                    if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c7_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
+                    _a = (x & 2097151)
+                    _c7_c2_s = 4
                 else:
                     raise r.deviation('DC_EVStatusType', r.end - q)
-                if _c3_c1_s == 2:
+                if _c7_c2_s == 2:
                     if ec == 0:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q += 28
+                        q -= 32
+                        if q < 0: V, q = r.slidep(q, 32)
+                        x = (V >> q) & 4294967295
+                        if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c3_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                        _c3_c1_s = 3
+                        _c7_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                        _a = (x & 268435455)
+                        _c7_c2_s = 3
                     elif ec == 1:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                        x = _a
+                        if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c3_c1_EVErrorCode = ((x >> 2) & 15)
-                        if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
-                        else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
-                        _c3_c1_s = 4
+                        _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                        if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
+                        else: _c7_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
+                        _a = (x & 2097151)
+                        _c7_c2_s = 4
                     else:
                         raise r.deviation('DC_EVStatusType', r.end - q)
-                if _c3_c1_s == 3:
-                    q -= 7
-                    if q < 0: V, q = r.slideq(q, 7)
-                    x = (V >> q) & 127
-                    if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                if _c7_c2_s == 3:
+                    x = _a
+                    if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVErrorCode = ((x >> 2) & 15)
-                    if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
-                    else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
-                    _c3_c1_s = 4
-                if _c3_c1_s == 4:
-                    q -= 10
-                    if q < 0: V, q = r.slideq(q, 10)
-                    x = (V >> q) & 1023
-                    if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+                    _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                    if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c7_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
+                    _a = (x & 2097151)
+                    _c7_c2_s = 4
+                if _c7_c2_s == 4:
+                    x = _a
+                    if x & 1054720: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                    _c3_c1_EVRESSSOC = ((x >> 2) & 127)
-                    if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
-                    _c3_c1_s = -1
-                _c3_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
-                _c3_DC_EVStatus.EVCabinConditioning = _c3_c1_EVCabinConditioning
-                _c3_DC_EVStatus.EVRESSConditioning = _c3_c1_EVRESSConditioning
-                _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
-                _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c3_s = 1
+                    _c7_c2_EVRESSSOC = ((x >> 13) & 127)
+                    if _c7_c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c7_c2_EVRESSSOC, r.at(r.end - q))
+                    ec = ((x >> 9) & 3)
+                    _a = (x & 511)
+                    _c7_c2_s = -1
+                _c7_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                _c7_DC_EVStatus.EVReady = _c7_c2_EVReady
+                _c7_DC_EVStatus.EVCabinConditioning = _c7_c2_EVCabinConditioning
+                _c7_DC_EVStatus.EVRESSConditioning = _c7_c2_EVRESSConditioning
+                _c7_DC_EVStatus.EVErrorCode = _c7_c2_EVErrorCode
+                _c7_DC_EVStatus.EVRESSSOC = _c7_c2_EVRESSSOC
                 if ec == 0:
-                    q -= 8
-                    if q < 0: V, q = r.slideq(q, 8)
-                    x = (V >> q) & 255
-                    if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                    _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                    x = _a
+                    if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
                     if _t is None:
                         el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
+                        _c7_BulkChargingComplete = ((x >> 7) & 1) == 1
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_ChargingComplete = ((x >> 2) & 1) == 1
+                        _c7_ChargingComplete = ((x >> 3) & 1) == 1
                     else:
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_BulkChargingComplete, _c3_ChargingComplete = _t
-                    _c3_s = 3
+                        _c7_BulkChargingComplete, _c7_ChargingComplete = _t
+                    _a = (x & 1)
                 elif ec == 1:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    q += 4
+                    x = _a >> 4
+                    if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c3_ChargingComplete = ((x >> 2) & 1) == 1
-                    _c3_s = 3
+                    _c7_ChargingComplete = ((x >> 3) & 1) == 1
+                    _a = (x & 1)
                 else:
                     raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _c3_s = -1
+                if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 f_DC_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType)
-                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
-                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
-                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c7_DC_EVStatus
+                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c7_BulkChargingComplete
+                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c7_ChargingComplete
                 s = 3
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                if _a: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_EVPowerDeliveryParameterType)
                 s = 3
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
@@ -8110,7 +7784,6 @@ def _e_PowerDeliveryReqType(w, o):
                     else:
                         raise EncodeError('missing content: expected one of EVRESSSOC')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of DC_EVStatus')
             if _c1_BulkChargingComplete is not None:
@@ -8121,19 +7794,16 @@ def _e_PowerDeliveryReqType(w, o):
                 if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
                 v = (v << 9) | (_c1_BulkChargingComplete << 5) | (_c1_ChargingComplete << 1)
                 n += 9
-                _c1_s = 3
             elif _c1_ChargingComplete is not None:
                 el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                 if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (_c1_ChargingComplete << 1)
                 n += 5
-                _c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
             if True:
                 v <<= 1
                 n += 1
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_DC_EVPowerDeliveryParameter = None
             s = 3
@@ -8233,7 +7903,6 @@ def _e_PowerDeliveryReqType(w, o):
                         else:
                             raise EncodeError('missing content: expected one of EVRESSSOC')
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of DC_EVStatus')
                 if _c3_BulkChargingComplete is not None:
@@ -8244,19 +7913,16 @@ def _e_PowerDeliveryReqType(w, o):
                     if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
                     v = (v << 9) | (_c3_BulkChargingComplete << 5) | (_c3_ChargingComplete << 1)
                     n += 9
-                    _c3_s = 3
                 elif _c3_ChargingComplete is not None:
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                     if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
                     v = (v << 5) | (1 << 3) | (_c3_ChargingComplete << 1)
                     n += 5
-                    _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
                 if True:
                     v <<= 1
                     n += 1
-                    _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 3
@@ -8293,154 +7959,139 @@ def _d_PowerDeliveryResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 772: raise r.deviation('PowerDeliveryResType', r.end - q)
+        q -= 25
+        if q < 0: V, q = r.slidep(q, 25)
+        x = (V >> q) & 33554431
+        if x & 25296896: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = ((x >> 18) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 15) & 3)
+        _a = (x & 32767)
         if ec == 0:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            q += 5
+            x = _a >> 5
             if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'AC_EVSEStatus'
             _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
             if _t is None:
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
-                _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                _c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
                 el = 'AC_EVSEStatus/RCD'
-                _c1_RCD = ((x >> 3) & 1) == 1
+                _c4_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
-                _c1_PowerSwitchClosed, _c1_RCD = _t
+                _c4_PowerSwitchClosed, _c4_RCD = _t
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
+                    _c4_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
+                    _c4_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c4_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 3) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c4_EVSENotification = ((x >> 3) & 3)
+            if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
+            else: _c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
             f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
-            f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
-            f_AC_EVSEStatus.RCD = _c1_RCD
-            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-            s = 2
+            f_AC_EVSEStatus.PowerSwitchClosed = _c4_PowerSwitchClosed
+            f_AC_EVSEStatus.RCD = _c4_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
         elif ec == 1:
+            x = _a
             el = 'DC_EVSEStatus'
-            _c2_EVSEIsolationStatus = None
-            _c2_EVSEStatusCode = None
-            _c2_NotificationMaxDelay = None
-            _c2_EVSENotification = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            ec = (x >> 13)
+            _a = (x & 8191)
+            _c5_EVSEIsolationStatus = None
+            _c5_EVSEStatusCode = None
+            _c5_NotificationMaxDelay = None
+            _c5_EVSENotification = None
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                x = _a
+                if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                    _c5_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                    _c5_EVSEStatusCode = ((x >> 3) & 15)
+                    if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                    else: _c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
                 else:
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
-                _c2_s = 2
+                    _c5_EVSEIsolationStatus, _c5_EVSEStatusCode = _t
+                _a = (x & 1)
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q += 5
+                x = _a >> 5
+                if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c2_EVSEStatusCode = ((x >> 2) & 15)
-                if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                _c2_s = 2
+                _c5_EVSEStatusCode = ((x >> 3) & 15)
+                if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
+                _a = (x & 1)
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c5_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c5_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c5_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
+                r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 231: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 2) & 3)
-            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-            _c2_s = -1
+            _c5_EVSENotification = ((x >> 3) & 3)
+            if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
+            else: _c5_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
             f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-            f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
-            f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
-            f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
-            s = 2
+            f_DC_EVSEStatus.EVSEIsolationStatus = _c5_EVSEIsolationStatus
+            f_DC_EVSEStatus.EVSEStatusCode = _c5_EVSEStatusCode
+            f_DC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
+            f_DC_EVSEStatus.EVSENotification = _c5_EVSENotification
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'EVSEStatus'
             f_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
-            s = 2
         else:
             raise r.deviation('PowerDeliveryResType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -8468,7 +8119,6 @@ def _e_PowerDeliveryResType(w, o):
             v = (v << 8) | (_i1 << 1)
             n += 8
             v_ResponseCode = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_AC_EVSEStatus is not None:
@@ -8500,7 +8150,6 @@ def _e_PowerDeliveryResType(w, o):
             v = (v << 6) | (_c2_i1 << 2)
             n += 6
             v_AC_EVSEStatus = None
-            s = 2
         elif v_DC_EVSEStatus is not None:
             el = 'DC_EVSEStatus'
             v = (v << 2) | 1
@@ -8520,14 +8169,12 @@ def _e_PowerDeliveryResType(w, o):
                 if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c3_i1 << 8) | (_c3_i2 << 1)
                 n += 13
-                _c3_s = 2
             elif _c3_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c3_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
                 if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c3_i3 << 1)
                 n += 8
-                _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c3_NotificationMaxDelay is not None:
@@ -8545,26 +8192,22 @@ def _e_PowerDeliveryResType(w, o):
                 if _c3_i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c3_i4 << 2)
                 n += 6
-                _c3_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_DC_EVSEStatus = None
-            s = 2
         elif v_EVSEStatus is not None:
             el = 'EVSEStatus'
             _o = v_EVSEStatus
             v = (v << 3) | (2 << 1)
             n += 3
             v_EVSEStatus = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
         if True:
             v <<= 1
             n += 1
             if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8579,87 +8222,83 @@ def _d_PreChargeReqType(r):
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 31
+        if q < 0: V, q = r.slidep(q, 31)
+        x = (V >> q) & 2147483647
+        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
+        _c1_EVReady = ((x >> 29) & 1) == 1
+        ec = ((x >> 26) & 3)
+        _a = (x & 67108863)
         _c1_s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            _c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
             _c1_s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _a = (x & 131071)
             _c1_s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 12) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1023)
             _c1_s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _a = (x & 131071)
                 _c1_s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
+                _c1_EVErrorCode = ((x >> 12) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _a = (x & 1023)
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 12) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1023)
             _c1_s = 4
         if _c1_s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
@@ -8671,26 +8310,24 @@ def _d_PreChargeReqType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetVoltage'
+        _a = (x & 65535)
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
+        _c2_Multiplier = ((x >> 12) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Unit'
             _c2_Unit = ((x >> 4) & 15)
@@ -8721,11 +8358,9 @@ def _d_PreChargeReqType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
@@ -8752,34 +8387,30 @@ def _d_PreChargeReqType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
         f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
         f_EVTargetVoltage.Unit = _c2_Unit
         f_EVTargetVoltage.Value = _c2_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetCurrent'
+        _a = (x & 65535)
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 3) & 7) + -3
+        _c3_Multiplier = ((x >> 12) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c3_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Unit'
             _c3_Unit = ((x >> 4) & 15)
@@ -8810,11 +8441,9 @@ def _d_PreChargeReqType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
@@ -8841,10 +8470,8 @@ def _d_PreChargeReqType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c3_s = -1
         f_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
@@ -8958,7 +8585,6 @@ def _e_PreChargeReqType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -8975,7 +8601,6 @@ def _e_PreChargeReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVTargetVoltage/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -8986,13 +8611,11 @@ def _e_PreChargeReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
@@ -9007,7 +8630,6 @@ def _e_PreChargeReqType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -9024,7 +8646,6 @@ def _e_PreChargeReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVTargetCurrent/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -9035,13 +8656,11 @@ def _e_PreChargeReqType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9061,54 +8680,48 @@ def _d_PreChargeResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('PreChargeResType', r.end - q)
+        q -= 24
+        if q < 0: V, q = r.slidep(q, 24)
+        x = (V >> q) & 16777215
+        if x & 12681216: raise r.deviation('PreChargeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 17) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+            x = _a
+            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
+                _c1_EVSEStatusCode = ((x >> 3) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 2
+            _a = (x & 1)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            _c1_EVSEStatusCode = ((x >> 3) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 2
+            _a = (x & 1)
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -9137,32 +8750,29 @@ def _d_PreChargeResType(r):
         _c1_EVSENotification = ((x >> 2) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PreChargeResType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('PreChargeResType', r.end - q)
         el = 'EVSEPresentVoltage'
+        _a = (x & 65535)
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
+        _c2_Multiplier = ((x >> 12) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Unit'
             _c2_Unit = ((x >> 4) & 15)
@@ -9193,11 +8803,9 @@ def _d_PreChargeResType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
@@ -9224,10 +8832,8 @@ def _d_PreChargeResType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
         f_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
@@ -9276,14 +8882,12 @@ def _e_PreChargeResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c2_NotificationMaxDelay is not None:
@@ -9301,7 +8905,6 @@ def _e_PreChargeResType(w, o):
                 if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c2_i4 << 2)
                 n += 6
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -9318,7 +8921,6 @@ def _e_PreChargeResType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -9335,7 +8937,6 @@ def _e_PreChargeResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVSEPresentVoltage/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -9346,13 +8947,11 @@ def _e_PreChargeResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9468,7 +9067,6 @@ def _d_ServiceDetailResType(r):
         if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'ServiceParameterList'
             r.pos = r.end - q
@@ -9477,10 +9075,8 @@ def _d_ServiceDetailResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceDetailResType', r.end - q)
         r.pos = r.end - q
@@ -9514,7 +9110,6 @@ def _e_ServiceDetailResType(w, o):
             elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_ServiceParameterList is not None:
@@ -9526,11 +9121,9 @@ def _e_ServiceDetailResType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9544,13 +9137,14 @@ def _d_ServiceDiscoveryReqType(r):
     f_ServiceScope = None
     f_ServiceCategory = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 7
+        if q < 0: V, q = r.slidep(q, 7)
+        x = (V >> q) & 127
+        ec = (x >> 5)
+        _a = (x & 31)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 4
+            x = _a >> 4
             el = 'ServiceScope'
             _esc = x
             if _esc:
@@ -9563,36 +9157,33 @@ def _d_ServiceDiscoveryReqType(r):
                 f_ServiceScope = r.string('din_msgbody:ServiceScope')
                 if len(f_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-            ec = (x & 3)
+            q -= 8
+            if q < 0: V, q = r.slidep(q, 8)
+            x = (V >> q) & 255
+            if x & 128: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            ec = ((x >> 5) & 3)
+            _a = (x & 31)
             s = 1
         elif ec == 1:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
+            x = _a
             if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
             f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
             s = 2
         elif ec == 2:
-            pass
+            q += 5
             s = -1
         else:
             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
+                x = _a
                 if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                 s = 2
             elif ec == 1:
-                pass
+                q += 5
                 s = -1
             else:
                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
@@ -9682,17 +9273,17 @@ def _d_ServiceDiscoveryResType(r):
         r.pos = r.end - q
         f_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService/ServiceTag'
+        _a = (x & 1)
         _c1_c1_ServiceID = None
         _c1_c1_ServiceName = None
         _c1_c1_ServiceCategory = None
         _c1_c1_ServiceScope = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+        if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ChargeService/ServiceTag/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -9712,17 +9303,16 @@ def _d_ServiceDiscoveryResType(r):
             _c1_c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_c1_s = 1
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 6
+            x = _a >> 6
             el = 'ChargeService/ServiceTag/ServiceName'
             _esc = x
             if _esc:
@@ -9735,29 +9325,25 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                 if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ChargeService/ServiceTag/ServiceCategory'
-            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_c1_s = 3
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            x = _a
+            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ChargeService/ServiceTag/ServiceCategory'
-            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_c1_s = 3
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ChargeService/ServiceTag/ServiceScope'
             _esc = x
             if _esc:
@@ -9773,10 +9359,8 @@ def _d_ServiceDiscoveryResType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-            _c1_c1_s = -1
         elif ec == 1:
-            pass
-            _c1_c1_s = -1
+            q += 1
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         _c1_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
@@ -9804,7 +9388,6 @@ def _d_ServiceDiscoveryResType(r):
         f_ChargeService.FreeService = _c1_FreeService
         f_ChargeService.EnergyTransferType = _c1_EnergyTransferType
         ec = (x & 3)
-        s = 3
         if ec == 0:
             el = 'ServiceList'
             r.pos = r.end - q
@@ -9813,10 +9396,8 @@ def _d_ServiceDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceDiscoveryResType', r.end - q)
         r.pos = r.end - q
@@ -9874,7 +9455,6 @@ def _e_ServiceDiscoveryResType(w, o):
                 elif _c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c1_ServiceID] << 1); n += 17
                 elif _c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c2_c1_ServiceName is not None:
@@ -9893,14 +9473,12 @@ def _e_ServiceDiscoveryResType(w, o):
                 if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_c2_c1_i1 << 1)
                 n += 6
-                _c2_c1_s = 3
             elif _c2_c1_ServiceCategory is not None:
                 el = 'ChargeService/ServiceTag/ServiceCategory'
                 _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
                 if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
                 n += 6
-                _c2_c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c2_c1_ServiceScope is not None:
@@ -9915,11 +9493,9 @@ def _e_ServiceDiscoveryResType(w, o):
                 else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c2_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'ChargeService/FreeService'
@@ -9930,7 +9506,6 @@ def _e_ServiceDiscoveryResType(w, o):
             if _c2_i2 is None: raise EncodeError(f'{_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
             v = (v << 12) | (_c2_FreeService << 9) | (_c2_i2 << 2)
             n += 12
-            s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_ServiceList is not None:
@@ -9942,11 +9517,9 @@ def _e_ServiceDiscoveryResType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10141,16 +9714,14 @@ def _d_SessionSetupResType(r):
             else:
                 r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVSEID)
             if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
-        ec = (x & 3)
-        s = 2
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
             el = 'DateTimeNow'
             _neg = (x & 1)
@@ -10177,10 +9748,8 @@ def _d_SessionSetupResType(r):
             if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
             if _neg: f_DateTimeNow = -f_DateTimeNow - 1
             if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 2
         else:
             raise r.deviation('SessionSetupResType', r.end - q)
         r.pos = r.end - q
@@ -10215,7 +9784,6 @@ def _e_SessionSetupResType(w, o):
             else: w.v = v; w.n = n; w.binary(v_EVSEID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_DateTimeNow is not None:
@@ -10228,11 +9796,9 @@ def _e_SessionSetupResType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10316,87 +9882,83 @@ def _d_WeldingDetectionReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WeldingDetectionReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('WeldingDetectionReqType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 31
+        if q < 0: V, q = r.slidep(q, 31)
+        x = (V >> q) & 2147483647
+        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
+        _c1_EVReady = ((x >> 29) & 1) == 1
+        ec = ((x >> 26) & 3)
+        _a = (x & 67108863)
         _c1_s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            _c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
             _c1_s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _a = (x & 131071)
             _c1_s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 12) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1023)
             _c1_s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _a = (x & 131071)
                 _c1_s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
+                _c1_EVErrorCode = ((x >> 12) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _a = (x & 1023)
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 12) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1023)
             _c1_s = 4
         if _c1_s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 2) & 127)
@@ -10518,54 +10080,48 @@ def _d_WeldingDetectionResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('WeldingDetectionResType', r.end - q)
+        q -= 24
+        if q < 0: V, q = r.slidep(q, 24)
+        x = (V >> q) & 16777215
+        if x & 12681216: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 17) & 31)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+            x = _a
+            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
+                _c1_EVSEStatusCode = ((x >> 3) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 2
+            _a = (x & 1)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            _c1_EVSEStatusCode = ((x >> 3) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 2
+            _a = (x & 1)
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -10594,32 +10150,29 @@ def _d_WeldingDetectionResType(r):
         _c1_EVSENotification = ((x >> 2) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WeldingDetectionResType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'EVSEPresentVoltage'
+        _a = (x & 65535)
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
+        _c2_Multiplier = ((x >> 12) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Unit'
             _c2_Unit = ((x >> 4) & 15)
@@ -10650,11 +10203,9 @@ def _d_WeldingDetectionResType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
@@ -10681,10 +10232,8 @@ def _d_WeldingDetectionResType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
         f_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
@@ -10733,14 +10282,12 @@ def _e_WeldingDetectionResType(w, o):
                 if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c2_i1 << 8) | (_c2_i2 << 1)
                 n += 13
-                _c2_s = 2
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
                 if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c2_i3 << 1)
                 n += 8
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c2_NotificationMaxDelay is not None:
@@ -10758,7 +10305,6 @@ def _e_WeldingDetectionResType(w, o):
                 if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c2_i4 << 2)
                 n += 6
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -10775,7 +10321,6 @@ def _e_WeldingDetectionResType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -10792,7 +10337,6 @@ def _e_WeldingDetectionResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVSEPresentVoltage/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -10803,13 +10347,11 @@ def _e_WeldingDetectionResType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1

@@ -108,27 +108,25 @@ def _d_AC_EVChargeParameterType(r):
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        q -= 19
+        if q < 0: V, q = r.slidep(q, 19)
+        x = (V >> q) & 524287
+        if x & 458752: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         el = 'EAmount'
+        _a = (x & 65535)
         _c1_Multiplier = None
         _c1_Unit = None
         _c1_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EAmount/Multiplier'
-        _c1_Multiplier = ((x >> 3) & 7) + -3
+        _c1_Multiplier = ((x >> 12) & 7) + -3
         if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EAmount/Unit'
             _c1_Unit = ((x >> 4) & 15)
@@ -159,11 +157,9 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            _c1_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EAmount/Value'
             _neg = (x & 1)
@@ -190,34 +186,30 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            _c1_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c1_s = -1
         f_EAmount = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EAmount.Multiplier = _c1_Multiplier
         f_EAmount.Unit = _c1_Unit
         f_EAmount.Value = _c1_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxVoltage'
+        _a = (x & 65535)
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
+        _c2_Multiplier = ((x >> 12) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxVoltage/Unit'
             _c2_Unit = ((x >> 4) & 15)
@@ -248,11 +240,9 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxVoltage/Value'
             _neg = (x & 1)
@@ -279,34 +269,30 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
         f_EVMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMaxVoltage.Multiplier = _c2_Multiplier
         f_EVMaxVoltage.Unit = _c2_Unit
         f_EVMaxVoltage.Value = _c2_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxCurrent'
+        _a = (x & 65535)
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 3) & 7) + -3
+        _c3_Multiplier = ((x >> 12) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c3_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxCurrent/Unit'
             _c3_Unit = ((x >> 4) & 15)
@@ -337,11 +323,9 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxCurrent/Value'
             _neg = (x & 1)
@@ -368,34 +352,30 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c3_s = -1
         f_EVMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMaxCurrent.Multiplier = _c3_Multiplier
         f_EVMaxCurrent.Unit = _c3_Unit
         f_EVMaxCurrent.Value = _c3_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMinCurrent'
+        _a = (x & 65535)
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMinCurrent/Multiplier'
-        _c4_Multiplier = ((x >> 3) & 7) + -3
+        _c4_Multiplier = ((x >> 12) & 7) + -3
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c4_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMinCurrent/Unit'
             _c4_Unit = ((x >> 4) & 15)
@@ -426,11 +406,9 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            _c4_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMinCurrent/Value'
             _neg = (x & 1)
@@ -457,10 +435,8 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            _c4_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c4_s = -1
         f_EVMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMinCurrent.Multiplier = _c4_Multiplier
         f_EVMinCurrent.Unit = _c4_Unit
@@ -512,7 +488,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c1_Multiplier - -3) << 1)
                 n += 6
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c1_Unit is not None:
@@ -529,7 +504,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c1_s = 3
             elif _c1_Value is not None:
                 el = 'EAmount/Value'
                 if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
@@ -540,13 +514,11 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'EVMaxVoltage'
@@ -561,7 +533,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -578,7 +549,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVMaxVoltage/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -589,13 +559,11 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'EVMaxCurrent'
@@ -610,7 +578,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -627,7 +594,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVMaxCurrent/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -638,13 +604,11 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'EVMinCurrent'
@@ -659,7 +623,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_Unit is not None:
@@ -676,7 +639,6 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             elif _c4_Value is not None:
                 el = 'EVMinCurrent/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
@@ -687,13 +649,11 @@ def _e_AC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -747,13 +707,13 @@ def _d_AC_EVSEChargeParameterType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 231: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        q -= 25
+        if q < 0: V, q = r.slidep(q, 25)
+        x = (V >> q) & 33554431
+        if x & 30343168: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
+        _c1_EVSENotification = ((x >> 20) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -762,22 +722,19 @@ def _d_AC_EVSEChargeParameterType(r):
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
         el = 'EVSEMaxVoltage'
+        _a = (x & 65535)
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
+        _c2_Multiplier = ((x >> 12) & 7) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxVoltage/Unit'
             _c2_Unit = ((x >> 4) & 15)
@@ -808,11 +765,9 @@ def _d_AC_EVSEChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxVoltage/Value'
             _neg = (x & 1)
@@ -839,34 +794,30 @@ def _d_AC_EVSEChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
         f_EVSEMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMaxVoltage.Multiplier = _c2_Multiplier
         f_EVSEMaxVoltage.Unit = _c2_Unit
         f_EVSEMaxVoltage.Value = _c2_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaxCurrent'
+        _a = (x & 65535)
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 3) & 7) + -3
+        _c3_Multiplier = ((x >> 12) & 7) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c3_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Unit'
             _c3_Unit = ((x >> 4) & 15)
@@ -897,11 +848,9 @@ def _d_AC_EVSEChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Value'
             _neg = (x & 1)
@@ -928,34 +877,30 @@ def _d_AC_EVSEChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            _c3_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c3_s = -1
         f_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
         f_EVSEMaxCurrent.Value = _c3_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinCurrent'
+        _a = (x & 65535)
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinCurrent/Multiplier'
-        _c4_Multiplier = ((x >> 3) & 7) + -3
+        _c4_Multiplier = ((x >> 12) & 7) + -3
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c4_s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinCurrent/Unit'
             _c4_Unit = ((x >> 4) & 15)
@@ -986,11 +931,9 @@ def _d_AC_EVSEChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            _c4_s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinCurrent/Value'
             _neg = (x & 1)
@@ -1017,10 +960,8 @@ def _d_AC_EVSEChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            _c4_s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c4_s = -1
         f_EVSEMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMinCurrent.Multiplier = _c4_Multiplier
         f_EVSEMinCurrent.Unit = _c4_Unit
@@ -1087,7 +1028,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -1104,7 +1044,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVSEMaxVoltage/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -1115,13 +1054,11 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
@@ -1136,7 +1073,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -1153,7 +1089,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVSEMaxCurrent/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -1164,13 +1099,11 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'EVSEMinCurrent'
@@ -1185,7 +1118,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_Unit is not None:
@@ -1202,7 +1134,6 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             elif _c4_Value is not None:
                 el = 'EVSEMinCurrent/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
@@ -1213,13 +1144,11 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -1360,7 +1289,6 @@ def _d_CertificateChainType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
-        s = 1
         if ec == 0:
             el = 'SubCertificates'
             r.pos = r.end - q
@@ -1369,10 +1297,8 @@ def _d_CertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         r.pos = r.end - q
@@ -1401,7 +1327,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
         if v_SubCertificates is not None:
@@ -1413,11 +1338,9 @@ def _e_CertificateChainType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1465,186 +1388,186 @@ def _d_ChargingProfileType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_ChargingProfileEntryStart = _y >> 16
+                _c2_ChargingProfileEntryStart = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ChargingProfileEntryStart = _U2[_y >> 8]
+                _c2_ChargingProfileEntryStart = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_ChargingProfileEntryStart = (V >> q) & 127
+            _c2_ChargingProfileEntryStart = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
+        if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_ChargingProfileEntryMaxPower = _y >> 16
+                _c2_ChargingProfileEntryMaxPower = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ChargingProfileEntryMaxPower = _U2[_y >> 8]
+                _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_ChargingProfileEntryMaxPower = (V >> q) & 127
+            _c2_ChargingProfileEntryMaxPower = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
-        if _neg: _c1_ChargingProfileEntryMaxPower = -_c1_ChargingProfileEntryMaxPower - 1
-        if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(r.end - q))
+            r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 6
+        if q < 0: V, q = r.slidep(q, 6)
+        x = (V >> q) & 63
+        if x & 48: raise r.deviation('ChargingProfileType', r.end - q)
+        if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
+        if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(r.end - q))
         _v = _new(_K_din_msgdatatypes_ProfileEntryType)
-        _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
-        _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
+        _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
+        _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         f_ProfileEntry.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 2
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
+            if _a: raise r.deviation('ChargingProfileType', r.end - q)
             el = 'ProfileEntry/ChargingProfileEntryStart'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_ChargingProfileEntryStart = _y >> 16
+                    _c3_ChargingProfileEntryStart = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_ChargingProfileEntryStart = _U2[_y >> 8]
+                    _c3_ChargingProfileEntryStart = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_ChargingProfileEntryStart = (V >> q) & 127
+                _c3_ChargingProfileEntryStart = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-            if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
+            if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_ChargingProfileEntryMaxPower = _y >> 16
+                    _c3_ChargingProfileEntryMaxPower = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8]
+                    _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_ChargingProfileEntryMaxPower = (V >> q) & 127
+                _c3_ChargingProfileEntryMaxPower = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
-            if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
-            if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(r.end - q))
+            if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
+            if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(r.end - q))
             _v = _new(_K_din_msgdatatypes_ProfileEntryType)
-            _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
-            _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
+            _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
+            _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
             f_ProfileEntry.append(_v)
             s = 3
         elif ec == 1:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('ChargingProfileType', r.end - q)
         if s == 3:
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
+                    if _a: raise r.deviation('ChargingProfileType', r.end - q)
                     el = 'ProfileEntry/ChargingProfileEntryStart'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_ChargingProfileEntryStart = _y >> 16
+                            _c5_ChargingProfileEntryStart = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_ChargingProfileEntryStart = _U2[_y >> 8]
+                            _c5_ChargingProfileEntryStart = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_ChargingProfileEntryStart = (V >> q) & 127
+                        _c5_ChargingProfileEntryStart = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-                    if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
+                    if _c5_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c5_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_ChargingProfileEntryMaxPower = _y >> 16
+                            _c5_ChargingProfileEntryMaxPower = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8]
+                            _c5_ChargingProfileEntryMaxPower = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_ChargingProfileEntryMaxPower = (V >> q) & 127
+                        _c5_ChargingProfileEntryMaxPower = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
-                    if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
-                    if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(r.end - q))
+                        r.pos = r.end - q; _c5_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 6
+                    if q < 0: V, q = r.slidep(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('ChargingProfileType', r.end - q)
+                    if _neg: _c5_ChargingProfileEntryMaxPower = -_c5_ChargingProfileEntryMaxPower - 1
+                    if _c5_ChargingProfileEntryMaxPower < -32768 or _c5_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c5_ChargingProfileEntryMaxPower, r.at(r.end - q))
                     _v = _new(_K_din_msgdatatypes_ProfileEntryType)
-                    _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
-                    _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
+                    _v.ChargingProfileEntryStart = _c5_ChargingProfileEntryStart
+                    _v.ChargingProfileEntryMaxPower = _c5_ChargingProfileEntryMaxPower
+                    ec = ((x >> 2) & 3)
+                    _a = (x & 3)
                     f_ProfileEntry.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 2
                     s = -1
                     break
                 else:
@@ -1805,142 +1728,144 @@ def _d_ConsumptionCostType(r):
             f_startValue = (V >> q) & 127
         else:
             r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ConsumptionCostType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 512: raise r.deviation('ConsumptionCostType', r.end - q)
         if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
-        ec = (x & 3)
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         s = 1
         if ec == 0:
+            x = _a
+            if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
             el = 'Cost'
-            _c1_costKind = None
-            _c1_amount = None
-            _c1_amountMultiplier = None
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 103: raise r.deviation('CostType', r.end - q)
+            _a = (x & 63)
+            _c2_costKind = None
+            _c2_amount = None
+            _c2_amountMultiplier = None
+            x = _a
+            if x & 39: raise r.deviation('CostType', r.end - q)
             el = 'Cost/costKind'
-            _c1_costKind = ((x >> 3) & 3)
-            if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(r.end - q))
-            else: _c1_costKind = _E_din_msgdatatypes_costKindType[_c1_costKind]
+            _c2_costKind = ((x >> 3) & 3)
+            if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(r.end - q))
+            else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
             el = 'Cost/amount'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_amount = _y >> 16
+                    _c2_amount = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_amount = _U2[_y >> 8]
+                    _c2_amount = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_amount = (V >> q) & 127
+                _c2_amount = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('CostType', r.end - q)
-            if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 2
+                r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            if x & 256: raise r.deviation('CostType', r.end - q)
+            if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
+            ec = ((x >> 6) & 3)
+            _a = (x & 63)
             if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
+                x = _a
                 if x & 35: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/amountMultiplier'
-                _c1_amountMultiplier = ((x >> 2) & 7) + -3
-                if _c1_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c1_amountMultiplier, r.at(r.end - q))
-                _c1_s = -1
+                _c2_amountMultiplier = ((x >> 2) & 7) + -3
+                if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
             elif ec == 1:
-                pass
-                _c1_s = -1
+                q += 6
             else:
                 raise r.deviation('CostType', r.end - q)
             _v = _new(_K_din_msgdatatypes_CostType)
-            _v.costKind = _c1_costKind
-            _v.amount = _c1_amount
-            _v.amountMultiplier = _c1_amountMultiplier
+            _v.costKind = _c2_costKind
+            _v.amount = _c2_amount
+            _v.amountMultiplier = _c2_amountMultiplier
             f_Cost.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 7
             s = -1
         else:
             raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 2:
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            ec = (x >> 7)
+            _a = (x & 127)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
+                    x = _a
+                    if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
                     el = 'Cost'
-                    _c2_costKind = None
-                    _c2_amount = None
-                    _c2_amountMultiplier = None
-                    q -= 7
-                    if q < 0: V, q = r.slideq(q, 7)
-                    x = (V >> q) & 127
-                    if x & 103: raise r.deviation('CostType', r.end - q)
+                    _a = (x & 63)
+                    _c4_costKind = None
+                    _c4_amount = None
+                    _c4_amountMultiplier = None
+                    x = _a
+                    if x & 39: raise r.deviation('CostType', r.end - q)
                     el = 'Cost/costKind'
-                    _c2_costKind = ((x >> 3) & 3)
-                    if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(r.end - q))
-                    else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
+                    _c4_costKind = ((x >> 3) & 3)
+                    if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(r.end - q))
+                    else: _c4_costKind = _E_din_msgdatatypes_costKindType[_c4_costKind]
                     el = 'Cost/amount'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_amount = _y >> 16
+                            _c4_amount = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_amount = _U2[_y >> 8]
+                            _c4_amount = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c4_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_amount = (V >> q) & 127
+                        _c4_amount = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('CostType', r.end - q)
-                    if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c2_s = 2
+                        r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 18
+                    if q < 0: V, q = r.slidep(q, 18)
+                    x = (V >> q) & 262143
+                    if x & 131072: raise r.deviation('CostType', r.end - q)
+                    if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
+                    ec = ((x >> 15) & 3)
+                    _a = (x & 32767)
                     if ec == 0:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 35: raise r.deviation('CostType', r.end - q)
+                        x = _a
+                        if x & 17920: raise r.deviation('CostType', r.end - q)
                         el = 'Cost/amountMultiplier'
-                        _c2_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
-                        _c2_s = -1
+                        _c4_amountMultiplier = ((x >> 11) & 7) + -3
+                        if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
+                        ec = ((x >> 7) & 3)
+                        _a = (x & 127)
                     elif ec == 1:
-                        pass
-                        _c2_s = -1
+                        q += 6
+                        x = _a >> 6
+                        ec = (x >> 7)
+                        _a = (x & 127)
                     else:
                         raise r.deviation('CostType', r.end - q)
                     _v = _new(_K_din_msgdatatypes_CostType)
-                    _v.costKind = _c2_costKind
-                    _v.amount = _c2_amount
-                    _v.amountMultiplier = _c2_amountMultiplier
+                    _v.costKind = _c4_costKind
+                    _v.amount = _c4_amount
+                    _v.amountMultiplier = _c4_amountMultiplier
                     f_Cost.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 7
                     s = -1
                     break
                 else:
@@ -1997,7 +1922,6 @@ def _e_ConsumptionCostType(w, o):
                 elif _c1_amount < 16384: v = (v << 17) | (_V2[_c1_amount] << 1); n += 17
                 elif _c1_amount < 2097152: v = (v << 25) | ((((_V2[_c1_amount & 16383] | 128) << 8) | (_c1_amount >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_amount); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of costKind')
             if _c1_amountMultiplier is not None:
@@ -2005,11 +1929,9 @@ def _e_ConsumptionCostType(w, o):
                 if not -3 <= _c1_amountMultiplier <= 3: raise EncodeError(f'value {_c1_amountMultiplier!r} outside [-3, 3]')
                 v = (v << 8) | ((_c1_amountMultiplier - -3) << 2)
                 n += 8
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Cost += 1
             s = 2
@@ -2041,7 +1963,6 @@ def _e_ConsumptionCostType(w, o):
                         elif _c2_amount < 16384: v = (v << 17) | (_V2[_c2_amount] << 1); n += 17
                         elif _c2_amount < 2097152: v = (v << 25) | ((((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c2_amount); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 2
                     else:
                         raise EncodeError('missing content: expected one of costKind')
                     if _c2_amountMultiplier is not None:
@@ -2049,11 +1970,9 @@ def _e_ConsumptionCostType(w, o):
                         if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
                         v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
                         n += 8
-                        _c2_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_Cost += 1
                 elif True:
@@ -2103,25 +2022,21 @@ def _d_CostType(r):
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('CostType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 256: raise r.deviation('CostType', r.end - q)
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 6) & 3)
+        _a = (x & 63)
         if ec == 0:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
+            x = _a
             if x & 35: raise r.deviation('CostType', r.end - q)
             el = 'amountMultiplier'
             f_amountMultiplier = ((x >> 2) & 7) + -3
             if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 6
         else:
             raise r.deviation('CostType', r.end - q)
         r.pos = r.end - q
@@ -2155,7 +2070,6 @@ def _e_CostType(w, o):
             elif v_amount < 16384: v = (v << 17) | (_V2[v_amount] << 1); n += 17
             elif v_amount < 2097152: v = (v << 25) | ((((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_amount); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
         if v_amountMultiplier is not None:
@@ -2163,11 +2077,9 @@ def _e_CostType(w, o):
             if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
             v = (v << 8) | ((v_amountMultiplier - -3) << 2)
             n += 8
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2187,153 +2099,147 @@ def _d_DC_EVChargeParameterType(r):
     f_FullSOC = None
     f_BulkSOC = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'DC_EVStatus'
-        _c1_EVReady = None
-        _c1_EVCabinConditioning = None
-        _c1_EVRESSConditioning = None
-        _c1_EVErrorCode = None
-        _c1_EVRESSSOC = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        _c7_EVReady = None
+        _c7_EVCabinConditioning = None
+        _c7_EVRESSConditioning = None
+        _c7_EVErrorCode = None
+        _c7_EVRESSSOC = None
+        q -= 31
+        if q < 0: V, q = r.slidep(q, 31)
+        x = (V >> q) & 2147483647
+        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
-        _c1_s = 1
+        _c7_EVReady = ((x >> 29) & 1) == 1
+        ec = ((x >> 26) & 3)
+        _a = (x & 67108863)
+        _c7_s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
-            _c1_s = 2
+            _c7_EVCabinConditioning = ((x >> 24) & 1) == 1
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
+            _c7_s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-            _c1_s = 3
+            _c7_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _a = (x & 131071)
+            _c7_s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-            _c1_s = 4
+            _c7_EVErrorCode = ((x >> 12) & 15)
+            if _c7_EVErrorCode >= 12: _c7_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_EVErrorCode, 12, r.at(r.end - q))
+            else: _c7_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_EVErrorCode]
+            _a = (x & 1023)
+            _c7_s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
-        if _c1_s == 2:
+        if _c7_s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
+                _c7_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _a = (x & 131071)
+                _c7_s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
+                _c7_EVErrorCode = ((x >> 12) & 15)
+                if _c7_EVErrorCode >= 12: _c7_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_EVErrorCode, 12, r.at(r.end - q))
+                else: _c7_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_EVErrorCode]
+                _a = (x & 1023)
+                _c7_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
-        if _c1_s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+        if _c7_s == 3:
+            x = _a
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-            _c1_s = 4
-        if _c1_s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            _c7_EVErrorCode = ((x >> 12) & 15)
+            if _c7_EVErrorCode >= 12: _c7_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_EVErrorCode, 12, r.at(r.end - q))
+            else: _c7_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_EVErrorCode]
+            _a = (x & 1023)
+            _c7_s = 4
+        if _c7_s == 4:
+            x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-            _c1_s = -1
+            _c7_EVRESSSOC = ((x >> 2) & 127)
+            if _c7_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c7_EVRESSSOC, r.at(r.end - q))
+            _c7_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-        f_DC_EVStatus.EVReady = _c1_EVReady
-        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
-        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
-        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
-        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        f_DC_EVStatus.EVReady = _c7_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c7_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c7_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c7_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c7_EVRESSSOC
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'EVMaximumCurrentLimit'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c8_Multiplier = None
+        _c8_Unit = None
+        _c8_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaximumCurrentLimit/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        _c8_Multiplier = ((x >> 12) & 7) + -3
+        if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Unit'
-            _c2_Unit = ((x >> 4) & 15)
-            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            _c8_Unit = ((x >> 4) & 15)
+            if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
+            else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            _a = (x & 524287)
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
@@ -2341,91 +2247,87 @@ def _d_DC_EVChargeParameterType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            _a = (x & 524287)
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
+        x = _a
+        ec = (x >> 17)
+        _a = (x & 131071)
         f_EVMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVMaximumCurrentLimit.Multiplier = _c2_Multiplier
-        f_EVMaximumCurrentLimit.Unit = _c2_Unit
-        f_EVMaximumCurrentLimit.Value = _c2_Value
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        f_EVMaximumCurrentLimit.Multiplier = _c8_Multiplier
+        f_EVMaximumCurrentLimit.Unit = _c8_Unit
+        f_EVMaximumCurrentLimit.Value = _c8_Value
         s = 2
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumPowerLimit'
-            _c3_Multiplier = None
-            _c3_Unit = None
-            _c3_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c9_Multiplier = None
+            _c9_Unit = None
+            _c9_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumPowerLimit/Multiplier'
-            _c3_Multiplier = ((x >> 3) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c3_s = 1
+            _c9_Multiplier = ((x >> 12) & 7) + -3
+            if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                _c9_Unit = ((x >> 4) & 15)
+                if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
+                else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
@@ -2433,88 +2335,84 @@ def _d_DC_EVChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c9_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c9_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c9_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c3_s = -1
             f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
-            f_EVMaximumPowerLimit.Unit = _c3_Unit
-            f_EVMaximumPowerLimit.Value = _c3_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            f_EVMaximumPowerLimit.Multiplier = _c9_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c9_Unit
+            f_EVMaximumPowerLimit.Value = _c9_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _c4_Multiplier = None
-            _c4_Unit = None
-            _c4_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c10_Multiplier = None
+            _c10_Unit = None
+            _c10_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
-            _c4_Multiplier = ((x >> 3) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c4_s = 1
+            _c10_Multiplier = ((x >> 12) & 7) + -3
+            if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c10_Unit = ((x >> 4) & 15)
+                if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
+                else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 26
+                if q < 0: V, q = r.slidep(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                _a = (x & 16777215)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
@@ -2522,91 +2420,89 @@ def _d_DC_EVChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 26
+                if q < 0: V, q = r.slidep(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                _a = (x & 16777215)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c4_s = -1
+            x = _a
+            ec = (x >> 21)
+            _a = (x & 2097151)
             f_EVMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
-            f_EVMaximumVoltageLimit.Unit = _c4_Unit
-            f_EVMaximumVoltageLimit.Value = _c4_Value
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            f_EVMaximumVoltageLimit.Multiplier = _c10_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c10_Unit
+            f_EVMaximumVoltageLimit.Value = _c10_Value
             s = 4
         elif ec == 1:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _c5_Multiplier = None
-            _c5_Unit = None
-            _c5_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c11_Multiplier = None
+            _c11_Unit = None
+            _c11_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
-            _c5_Multiplier = ((x >> 3) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c5_s = 1
+            _c11_Multiplier = ((x >> 12) & 7) + -3
+            if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c5_Unit = ((x >> 4) & 15)
-                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c11_Unit = ((x >> 4) & 15)
+                if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
+                else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 26
+                if q < 0: V, q = r.slidep(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                _a = (x & 16777215)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
@@ -2614,93 +2510,92 @@ def _d_DC_EVChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 26
+                if q < 0: V, q = r.slidep(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                _a = (x & 16777215)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c5_s = -1
+            x = _a
+            ec = (x >> 21)
+            _a = (x & 2097151)
             f_EVMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
-            f_EVMaximumVoltageLimit.Unit = _c5_Unit
-            f_EVMaximumVoltageLimit.Value = _c5_Value
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            f_EVMaximumVoltageLimit.Multiplier = _c11_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c11_Unit
+            f_EVMaximumVoltageLimit.Value = _c11_Value
             s = 4
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if ec == 0:
+            q += 4
+            x = _a >> 4
+            if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyCapacity'
-            _c6_Multiplier = None
-            _c6_Unit = None
-            _c6_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c12_Multiplier = None
+            _c12_Unit = None
+            _c12_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVEnergyCapacity/Multiplier'
-            _c6_Multiplier = ((x >> 3) & 7) + -3
-            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c6_s = 1
+            _c12_Multiplier = ((x >> 12) & 7) + -3
+            if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyCapacity/Unit'
-                _c6_Unit = ((x >> 4) & 15)
-                if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                _c12_Unit = ((x >> 4) & 15)
+                if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
+                else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'EVEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                _c6_s = 3
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 26
+                if q < 0: V, q = r.slidep(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                _a = (x & 16777215)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyCapacity/Value'
                 _neg = (x & 1)
@@ -2708,91 +2603,90 @@ def _d_DC_EVChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                _c6_s = 3
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 26
+                if q < 0: V, q = r.slidep(q, 26)
+                x = (V >> q) & 67108863
+                if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                _a = (x & 16777215)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c6_s = -1
+            x = _a
+            ec = (x >> 21)
+            _a = (x & 2097151)
             f_EVEnergyCapacity = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVEnergyCapacity.Multiplier = _c6_Multiplier
-            f_EVEnergyCapacity.Unit = _c6_Unit
-            f_EVEnergyCapacity.Value = _c6_Value
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            f_EVEnergyCapacity.Multiplier = _c12_Multiplier
+            f_EVEnergyCapacity.Unit = _c12_Unit
+            f_EVEnergyCapacity.Value = _c12_Value
             s = 5
         elif ec == 1:
+            q += 4
+            x = _a >> 4
+            if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyRequest'
-            _c7_Multiplier = None
-            _c7_Unit = None
-            _c7_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c13_Multiplier = None
+            _c13_Unit = None
+            _c13_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVEnergyRequest/Multiplier'
-            _c7_Multiplier = ((x >> 3) & 7) + -3
-            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c7_s = 1
+            _c13_Multiplier = ((x >> 12) & 7) + -3
+            if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Unit'
-                _c7_Unit = ((x >> 4) & 15)
-                if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                _c13_Unit = ((x >> 4) & 15)
+                if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
+                else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                _c7_s = 3
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 25
+                if q < 0: V, q = r.slidep(q, 25)
+                x = (V >> q) & 33554431
+                if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                _a = (x & 8388607)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
@@ -2800,116 +2694,113 @@ def _d_DC_EVChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                _c7_s = 3
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 25
+                if q < 0: V, q = r.slidep(q, 25)
+                x = (V >> q) & 33554431
+                if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                _a = (x & 8388607)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c7_s = -1
+            x = _a
+            ec = (x >> 21)
+            _a = (x & 2097151)
             f_EVEnergyRequest = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVEnergyRequest.Multiplier = _c7_Multiplier
-            f_EVEnergyRequest.Unit = _c7_Unit
-            f_EVEnergyRequest.Value = _c7_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVEnergyRequest.Multiplier = _c13_Multiplier
+            f_EVEnergyRequest.Unit = _c13_Unit
+            f_EVEnergyRequest.Value = _c13_Value
             s = 6
         elif ec == 2:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            x = _a
+            if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'FullSOC'
-            f_FullSOC = ((x >> 3) & 127)
+            f_FullSOC = ((x >> 13) & 127)
             if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 10) & 3)
+            _a = (x & 1023)
             s = 7
         elif ec == 3:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            q += 11
+            x = _a >> 11
             if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'BulkSOC'
             f_BulkSOC = ((x >> 2) & 127)
             if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
             s = 8
         elif ec == 4:
-            pass
+            q += 21
             s = -1
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 5:
             if ec == 0:
+                q += 4
+                x = _a >> 4
+                if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest'
-                _c8_Multiplier = None
-                _c8_Unit = None
-                _c8_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                _a = (x & 65535)
+                _c14_Multiplier = None
+                _c14_Unit = None
+                _c14_Value = None
+                x = _a
+                if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
-                _c8_Multiplier = ((x >> 3) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c8_s = 1
+                _c14_Multiplier = ((x >> 12) & 7) + -3
+                if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
+                    x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVEnergyRequest/Unit'
-                    _c8_Unit = ((x >> 4) & 15)
-                    if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                    else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                    _c14_Unit = ((x >> 4) & 15)
+                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
+                    else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                     el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c8_Value = _y >> 16
+                            _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = _U2[_y >> 8]
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c8_Value = (V >> q) & 127
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    _c8_s = 3
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 25
+                    if q < 0: V, q = r.slidep(q, 25)
+                    x = (V >> q) & 33554431
+                    if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                    _a = (x & 8388607)
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 7
+                    x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
@@ -2917,99 +2808,92 @@ def _d_DC_EVChargeParameterType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c8_Value = _y >> 16
+                            _c14_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c8_Value = _U2[_y >> 8]
+                            _c14_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c8_Value = (V >> q) & 127
+                        _c14_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    _c8_s = 3
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 25
+                    if q < 0: V, q = r.slidep(q, 25)
+                    x = (V >> q) & 33554431
+                    if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                    _a = (x & 8388607)
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
-                _c8_s = -1
+                x = _a
+                ec = (x >> 21)
+                _a = (x & 2097151)
                 f_EVEnergyRequest = _new(_K_din_msgdatatypes_PhysicalValueType)
-                f_EVEnergyRequest.Multiplier = _c8_Multiplier
-                f_EVEnergyRequest.Unit = _c8_Unit
-                f_EVEnergyRequest.Value = _c8_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                f_EVEnergyRequest.Multiplier = _c14_Multiplier
+                f_EVEnergyRequest.Unit = _c14_Unit
+                f_EVEnergyRequest.Value = _c14_Value
                 s = 6
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                x = _a
+                if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 3) & 127)
+                f_FullSOC = ((x >> 13) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 10) & 3)
+                _a = (x & 1023)
                 s = 7
             elif ec == 2:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
+                q += 11
+                x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 3:
-                pass
+                q += 21
                 s = -1
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                x = _a
+                if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 3) & 127)
+                f_FullSOC = ((x >> 13) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 10) & 3)
+                _a = (x & 1023)
                 s = 7
             elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
+                q += 11
+                x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 2:
-                pass
+                q += 21
                 s = -1
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
+                x = _a
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 1:
-                pass
+                q += 10
                 s = -1
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
@@ -3131,7 +3015,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -3148,7 +3031,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVMaximumCurrentLimit/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -3159,13 +3041,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
@@ -3183,7 +3063,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -3200,7 +3079,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVMaximumPowerLimit/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -3211,13 +3089,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
             el = 'EVMaximumVoltageLimit'
@@ -3232,7 +3108,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_Unit is not None:
@@ -3249,7 +3124,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             elif _c4_Value is not None:
                 el = 'EVMaximumVoltageLimit/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
@@ -3260,13 +3134,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 4
         elif v_EVMaximumVoltageLimit is not None:
@@ -3282,7 +3154,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                 n += 6
-                _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c5_Unit is not None:
@@ -3299,7 +3170,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             elif _c5_Value is not None:
                 el = 'EVMaximumVoltageLimit/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
@@ -3310,13 +3180,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c5_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 4
         else:
@@ -3334,7 +3202,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                 n += 6
-                _c6_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c6_Unit is not None:
@@ -3351,7 +3218,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c6_s = 3
             elif _c6_Value is not None:
                 el = 'EVEnergyCapacity/Value'
                 if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
@@ -3362,13 +3228,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c6_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c6_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 5
         elif v_EVEnergyRequest is not None:
@@ -3384,7 +3248,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                 n += 6
-                _c7_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c7_Unit is not None:
@@ -3401,7 +3264,6 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c7_s = 3
             elif _c7_Value is not None:
                 el = 'EVEnergyRequest/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
@@ -3412,13 +3274,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c7_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c7_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 6
         elif v_FullSOC is not None:
@@ -3451,7 +3311,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                     n += 6
-                    _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c8_Unit is not None:
@@ -3468,7 +3327,6 @@ def _e_DC_EVChargeParameterType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c8_s = 3
                 elif _c8_Value is not None:
                     el = 'EVEnergyRequest/Value'
                     if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
@@ -3479,13 +3337,11 @@ def _e_DC_EVChargeParameterType(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c8_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 6
             elif v_FullSOC is not None:
@@ -3551,91 +3407,95 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus'
         _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
         _c1_EVErrorCode = None
         _c1_EVRESSSOC = None
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 32
+        if q < 0: V, q = r.slidep(q, 32)
+        x = (V >> q) & 4294967295
+        if x & 2684354560: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
+        _c1_EVReady = ((x >> 30) & 1) == 1
+        ec = ((x >> 27) & 3)
+        _a = (x & 134217727)
         _c1_s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 27
+            q -= 32
+            if q < 0: V, q = r.slidep(q, 32)
+            x = (V >> q) & 4294967295
+            if x & 2684354560: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            _c1_EVCabinConditioning = ((x >> 30) & 1) == 1
+            ec = ((x >> 27) & 3)
+            _a = (x & 134217727)
             _c1_s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 27
+            q -= 31
+            if q < 0: V, q = r.slidep(q, 31)
+            x = (V >> q) & 2147483647
+            if x & 1476395008: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_EVRESSConditioning = ((x >> 29) & 1) == 1
+            _a = (x & 134217727)
             _c1_s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 70254592: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 22) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1048575)
             _c1_s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 27
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1476395008: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                _c1_EVRESSConditioning = ((x >> 29) & 1) == 1
+                _a = (x & 134217727)
                 _c1_s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 70254592: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
+                _c1_EVErrorCode = ((x >> 22) & 15)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _a = (x & 1048575)
                 _c1_s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 70254592: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 2) & 15)
+            _c1_EVErrorCode = ((x >> 22) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _a = (x & 1048575)
             _c1_s = 4
         if _c1_s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
-            if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 527360: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
+            _c1_EVRESSSOC = ((x >> 12) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
+            ec = ((x >> 8) & 3)
+            _a = (x & 255)
             _c1_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
@@ -3643,15 +3503,8 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
         if ec == 0:
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
+            x = _a
             if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
             if _t is None:
@@ -3662,18 +3515,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             else:
                 el = 'ChargingComplete'
                 f_BulkChargingComplete, f_ChargingComplete = _t
-            s = 3
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 4
+            x = _a >> 4
             if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'ChargingComplete'
             f_ChargingComplete = ((x >> 2) & 1) == 1
-            s = 3
         else:
             raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -3767,7 +3616,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 1
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         if v_BulkChargingComplete is not None:
@@ -3778,19 +3626,16 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
             v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
             n += 9
-            s = 3
         elif v_ChargingComplete is not None:
             el = 'ChargingComplete'
             if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
             v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
             n += 5
-            s = 3
         else:
             raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
         if True:
             v <<= 1
             n += 1
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3811,138 +3656,130 @@ def _d_DC_EVSEChargeParameterType(r):
     f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        if x & 32768: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
-        _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
+        _c10_EVSEIsolationStatus = None
+        _c10_EVSEStatusCode = None
+        _c10_NotificationMaxDelay = None
+        _c10_EVSENotification = None
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+            x = _a
+            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                _c10_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c10_EVSEStatusCode = ((x >> 3) & 15)
+                if _c10_EVSEStatusCode >= 12: _c10_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c10_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c10_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c10_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 2
+                _c10_EVSEIsolationStatus, _c10_EVSEStatusCode = _t
+            _a = (x & 1)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-            else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 2
+            _c10_EVSEStatusCode = ((x >> 3) & 15)
+            if _c10_EVSEStatusCode >= 12: _c10_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c10_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c10_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c10_EVSEStatusCode]
+            _a = (x & 1)
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
+                _c10_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
+                _c10_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_NotificationMaxDelay = (V >> q) & 127
+            _c10_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        if _c10_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c10_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 2) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        _c1_s = -1
+        _c10_EVSENotification = ((x >> 2) & 3)
+        if _c10_EVSENotification >= 3: _c10_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c10_EVSENotification, 3, r.at(r.end - q))
+        else: _c10_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c10_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
-        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
-        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c10_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c10_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c10_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c10_EVSENotification
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaximumCurrentLimit'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c11_Multiplier = None
+        _c11_Unit = None
+        _c11_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaximumCurrentLimit/Multiplier'
-        _c2_Multiplier = ((x >> 3) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 1
+        _c11_Multiplier = ((x >> 12) & 7) + -3
+        if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Unit'
-            _c2_Unit = ((x >> 4) & 15)
-            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            _c11_Unit = ((x >> 4) & 15)
+            if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
+            else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
             el = 'EVSEMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+            _a = (x & 524287)
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Value'
             _neg = (x & 1)
@@ -3950,91 +3787,86 @@ def _d_DC_EVSEChargeParameterType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            _c2_s = 3
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+            _a = (x & 524287)
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c2_s = -1
+        x = _a
+        ec = (x >> 17)
+        _a = (x & 131071)
         f_EVSEMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
-        f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
-        f_EVSEMaximumCurrentLimit.Value = _c2_Value
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 2
+        f_EVSEMaximumCurrentLimit.Multiplier = _c11_Multiplier
+        f_EVSEMaximumCurrentLimit.Unit = _c11_Unit
+        f_EVSEMaximumCurrentLimit.Value = _c11_Value
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
-            _c3_Multiplier = None
-            _c3_Unit = None
-            _c3_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c12_Multiplier = None
+            _c12_Unit = None
+            _c12_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumPowerLimit/Multiplier'
-            _c3_Multiplier = ((x >> 3) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c3_s = 1
+            _c12_Multiplier = ((x >> 12) & 7) + -3
+            if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                _c12_Unit = ((x >> 4) & 15)
+                if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
+                else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
@@ -4042,88 +3874,84 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c3_s = -1
             f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
-            f_EVSEMaximumPowerLimit.Unit = _c3_Unit
-            f_EVSEMaximumPowerLimit.Value = _c3_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            f_EVSEMaximumPowerLimit.Multiplier = _c12_Multiplier
+            f_EVSEMaximumPowerLimit.Unit = _c12_Unit
+            f_EVSEMaximumPowerLimit.Value = _c12_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _c4_Multiplier = None
-            _c4_Unit = None
-            _c4_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c13_Multiplier = None
+            _c13_Unit = None
+            _c13_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c4_Multiplier = ((x >> 3) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c4_s = 1
+            _c13_Multiplier = ((x >> 12) & 7) + -3
+            if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c13_Unit = ((x >> 4) & 15)
+                if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
+                else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                _a = (x & 262143)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
@@ -4131,90 +3959,88 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                _a = (x & 262143)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c4_s = -1
+            x = _a
+            if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 131071)
             f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-            f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-            f_EVSEMaximumVoltageLimit.Value = _c4_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            s = 4
+            f_EVSEMaximumVoltageLimit.Multiplier = _c13_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c13_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c13_Value
         elif ec == 1:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _c5_Multiplier = None
-            _c5_Unit = None
-            _c5_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c14_Multiplier = None
+            _c14_Unit = None
+            _c14_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c5_Multiplier = ((x >> 3) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c5_s = 1
+            _c14_Multiplier = ((x >> 12) & 7) + -3
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c5_Unit = ((x >> 4) & 15)
-                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c14_Unit = ((x >> 4) & 15)
+                if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
+                else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                _a = (x & 262143)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
@@ -4222,91 +4048,87 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                _c5_s = 3
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                _a = (x & 262143)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c5_s = -1
+            x = _a
+            if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 131071)
             f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
-            f_EVSEMaximumVoltageLimit.Unit = _c5_Unit
-            f_EVSEMaximumVoltageLimit.Value = _c5_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            s = 4
+            f_EVSEMaximumVoltageLimit.Multiplier = _c14_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c14_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c14_Value
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        x = _a
+        if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinimumCurrentLimit'
-        _c6_Multiplier = None
-        _c6_Unit = None
-        _c6_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c15_Multiplier = None
+        _c15_Unit = None
+        _c15_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinimumCurrentLimit/Multiplier'
-        _c6_Multiplier = ((x >> 3) & 7) + -3
-        if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c6_s = 1
+        _c15_Multiplier = ((x >> 12) & 7) + -3
+        if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumCurrentLimit/Unit'
-            _c6_Unit = ((x >> 4) & 15)
-            if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-            else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+            _c15_Unit = ((x >> 4) & 15)
+            if _c15_Unit >= 10: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 10, r.at(r.end - q))
+            else: _c15_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_Unit]
             el = 'EVSEMinimumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            _c6_s = 3
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumCurrentLimit/Value'
             _neg = (x & 1)
@@ -4314,88 +4136,84 @@ def _d_DC_EVSEChargeParameterType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            _c6_s = 3
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c6_s = -1
         f_EVSEMinimumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
-        f_EVSEMinimumCurrentLimit.Unit = _c6_Unit
-        f_EVSEMinimumCurrentLimit.Value = _c6_Value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        f_EVSEMinimumCurrentLimit.Multiplier = _c15_Multiplier
+        f_EVSEMinimumCurrentLimit.Unit = _c15_Unit
+        f_EVSEMinimumCurrentLimit.Value = _c15_Value
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinimumVoltageLimit'
-        _c7_Multiplier = None
-        _c7_Unit = None
-        _c7_Value = None
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        _a = (x & 65535)
+        _c16_Multiplier = None
+        _c16_Unit = None
+        _c16_Value = None
+        x = _a
+        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinimumVoltageLimit/Multiplier'
-        _c7_Multiplier = ((x >> 3) & 7) + -3
-        if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        _c7_s = 1
+        _c16_Multiplier = ((x >> 12) & 7) + -3
+        if _c16_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_Multiplier, r.at(r.end - q))
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumVoltageLimit/Unit'
-            _c7_Unit = ((x >> 4) & 15)
-            if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-            else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+            _c16_Unit = ((x >> 4) & 15)
+            if _c16_Unit >= 10: _c16_Unit = r.enum_index('PhysicalValueType/Unit', _c16_Unit, 10, r.at(r.end - q))
+            else: _c16_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_Unit]
             el = 'EVSEMinimumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c16_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c16_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c16_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            _c7_s = 3
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c16_Value = -_c16_Value - 1
+            if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
+            _a = (x & 524287)
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumVoltageLimit/Value'
             _neg = (x & 1)
@@ -4403,91 +4221,86 @@ def _d_DC_EVSEChargeParameterType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c16_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c16_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c16_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            _c7_s = 3
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c16_Value = -_c16_Value - 1
+            if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
+            _a = (x & 524287)
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        _c7_s = -1
+        x = _a
+        ec = (x >> 17)
+        _a = (x & 131071)
         f_EVSEMinimumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
-        f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
-        f_EVSEMinimumVoltageLimit.Unit = _c7_Unit
-        f_EVSEMinimumVoltageLimit.Value = _c7_Value
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 6
+        f_EVSEMinimumVoltageLimit.Multiplier = _c16_Multiplier
+        f_EVSEMinimumVoltageLimit.Unit = _c16_Unit
+        f_EVSEMinimumVoltageLimit.Value = _c16_Value
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSECurrentRegulationTolerance'
-            _c8_Multiplier = None
-            _c8_Unit = None
-            _c8_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c17_Multiplier = None
+            _c17_Unit = None
+            _c17_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSECurrentRegulationTolerance/Multiplier'
-            _c8_Multiplier = ((x >> 3) & 7) + -3
-            if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c8_s = 1
+            _c17_Multiplier = ((x >> 12) & 7) + -3
+            if _c17_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Unit'
-                _c8_Unit = ((x >> 4) & 15)
-                if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                _c17_Unit = ((x >> 4) & 15)
+                if _c17_Unit >= 10: _c17_Unit = r.enum_index('PhysicalValueType/Unit', _c17_Unit, 10, r.at(r.end - q))
+                else: _c17_Unit = _E_din_msgdatatypes_unitSymbolType[_c17_Unit]
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                _c8_s = 3
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
@@ -4495,88 +4308,84 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                _c8_s = 3
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c8_s = -1
             f_EVSECurrentRegulationTolerance = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
-            f_EVSECurrentRegulationTolerance.Unit = _c8_Unit
-            f_EVSECurrentRegulationTolerance.Value = _c8_Value
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            f_EVSECurrentRegulationTolerance.Multiplier = _c17_Multiplier
+            f_EVSECurrentRegulationTolerance.Unit = _c17_Unit
+            f_EVSECurrentRegulationTolerance.Value = _c17_Value
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
-            _c9_Multiplier = None
-            _c9_Unit = None
-            _c9_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c18_Multiplier = None
+            _c18_Unit = None
+            _c18_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPeakCurrentRipple/Multiplier'
-            _c9_Multiplier = ((x >> 3) & 7) + -3
-            if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c9_s = 1
+            _c18_Multiplier = ((x >> 12) & 7) + -3
+            if _c18_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c18_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c9_Unit = ((x >> 4) & 15)
-                if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
-                else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                _c18_Unit = ((x >> 4) & 15)
+                if _c18_Unit >= 10: _c18_Unit = r.enum_index('PhysicalValueType/Unit', _c18_Unit, 10, r.at(r.end - q))
+                else: _c18_Unit = _E_din_msgdatatypes_unitSymbolType[_c18_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                _c9_s = 3
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
+                _a = (x & 524287)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
@@ -4584,91 +4393,88 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                _c9_s = 3
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
+                _a = (x & 524287)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c9_s = -1
+            x = _a
+            ec = (x >> 17)
+            _a = (x & 131071)
             f_EVSEPeakCurrentRipple = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
-            f_EVSEPeakCurrentRipple.Unit = _c9_Unit
-            f_EVSEPeakCurrentRipple.Value = _c9_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            s = 8
+            f_EVSEPeakCurrentRipple.Multiplier = _c18_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c18_Unit
+            f_EVSEPeakCurrentRipple.Value = _c18_Value
         elif ec == 1:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
-            _c10_Multiplier = None
-            _c10_Unit = None
-            _c10_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c19_Multiplier = None
+            _c19_Unit = None
+            _c19_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPeakCurrentRipple/Multiplier'
-            _c10_Multiplier = ((x >> 3) & 7) + -3
-            if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c10_s = 1
+            _c19_Multiplier = ((x >> 12) & 7) + -3
+            if _c19_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c19_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c10_Unit = ((x >> 4) & 15)
-                if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
-                else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                _c19_Unit = ((x >> 4) & 15)
+                if _c19_Unit >= 10: _c19_Unit = r.enum_index('PhysicalValueType/Unit', _c19_Unit, 10, r.at(r.end - q))
+                else: _c19_Unit = _E_din_msgdatatypes_unitSymbolType[_c19_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c10_Value = _y >> 16
+                        _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = _U2[_y >> 8]
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c10_Value = (V >> q) & 127
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                _c10_s = 3
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
+                _a = (x & 524287)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
@@ -4676,93 +4482,88 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c10_Value = _y >> 16
+                        _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = _U2[_y >> 8]
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c10_Value = (V >> q) & 127
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                _c10_s = 3
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
+                _a = (x & 524287)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c10_s = -1
+            x = _a
+            ec = (x >> 17)
+            _a = (x & 131071)
             f_EVSEPeakCurrentRipple = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
-            f_EVSEPeakCurrentRipple.Unit = _c10_Unit
-            f_EVSEPeakCurrentRipple.Value = _c10_Value
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            s = 8
+            f_EVSEPeakCurrentRipple.Multiplier = _c19_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c19_Unit
+            f_EVSEPeakCurrentRipple.Value = _c19_Value
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEEnergyToBeDelivered'
-            _c11_Multiplier = None
-            _c11_Unit = None
-            _c11_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c20_Multiplier = None
+            _c20_Unit = None
+            _c20_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEEnergyToBeDelivered/Multiplier'
-            _c11_Multiplier = ((x >> 3) & 7) + -3
-            if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c11_s = 1
+            _c20_Multiplier = ((x >> 12) & 7) + -3
+            if _c20_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c20_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Unit'
-                _c11_Unit = ((x >> 4) & 15)
-                if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
-                else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                _c20_Unit = ((x >> 4) & 15)
+                if _c20_Unit >= 10: _c20_Unit = r.enum_index('PhysicalValueType/Unit', _c20_Unit, 10, r.at(r.end - q))
+                else: _c20_Unit = _E_din_msgdatatypes_unitSymbolType[_c20_Unit]
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c11_Value = _y >> 16
+                        _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = _U2[_y >> 8]
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c11_Value = (V >> q) & 127
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                _c11_s = 3
+                if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = (x & 1)
@@ -4770,40 +4571,36 @@ def _d_DC_EVSEChargeParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c11_Value = _y >> 16
+                        _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = _U2[_y >> 8]
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c11_Value = (V >> q) & 127
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                _c11_s = 3
+                if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c11_s = -1
             f_EVSEEnergyToBeDelivered = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
-            f_EVSEEnergyToBeDelivered.Unit = _c11_Unit
-            f_EVSEEnergyToBeDelivered.Value = _c11_Value
+            f_EVSEEnergyToBeDelivered.Multiplier = _c20_Multiplier
+            f_EVSEEnergyToBeDelivered.Unit = _c20_Unit
+            f_EVSEEnergyToBeDelivered.Value = _c20_Value
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 17
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         r.pos = r.end - q
@@ -4855,14 +4652,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c1_i1 << 8) | (_c1_i2 << 1)
                 n += 13
-                _c1_s = 2
             elif _c1_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
                 if _c1_i3 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c1_i3 << 1)
                 n += 8
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c1_NotificationMaxDelay is not None:
@@ -4880,7 +4675,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c1_i4 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c1_i4 << 2)
                 n += 6
-                _c1_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -4897,7 +4691,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -4914,7 +4707,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'EVSEMaximumCurrentLimit/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -4925,15 +4717,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
         if v_EVSEMaximumPowerLimit is not None:
@@ -4949,7 +4738,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c3_Unit is not None:
@@ -4966,7 +4754,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             elif _c3_Value is not None:
                 el = 'EVSEMaximumPowerLimit/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
@@ -4977,13 +4764,11 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
             el = 'EVSEMaximumVoltageLimit'
@@ -4998,7 +4783,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c4_Multiplier - -3) << 1)
                 n += 6
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c4_Unit is not None:
@@ -5015,7 +4799,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             elif _c4_Value is not None:
                 el = 'EVSEMaximumVoltageLimit/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
@@ -5026,15 +4809,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c4_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 4
         elif v_EVSEMaximumVoltageLimit is not None:
             el = 'EVSEMaximumVoltageLimit'
             v = (v << 2) | 1
@@ -5048,7 +4828,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c5_Multiplier - -3) << 1)
                 n += 6
-                _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c5_Unit is not None:
@@ -5065,7 +4844,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             elif _c5_Value is not None:
                 el = 'EVSEMaximumVoltageLimit/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
@@ -5076,15 +4854,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c5_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c5_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 4
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
         if v_EVSEMinimumCurrentLimit is not None:
@@ -5100,7 +4875,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c6_Multiplier - -3) << 1)
                 n += 6
-                _c6_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c6_Unit is not None:
@@ -5117,7 +4891,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c6_s = 3
             elif _c6_Value is not None:
                 el = 'EVSEMinimumCurrentLimit/Value'
                 if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
@@ -5128,13 +4901,11 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c6_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c6_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
             el = 'EVSEMinimumVoltageLimit'
@@ -5149,7 +4920,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c7_Multiplier - -3) << 1)
                 n += 6
-                _c7_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c7_Unit is not None:
@@ -5166,7 +4936,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c7_s = 3
             elif _c7_Value is not None:
                 el = 'EVSEMinimumVoltageLimit/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
@@ -5177,15 +4946,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c7_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c7_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
         if v_EVSECurrentRegulationTolerance is not None:
@@ -5201,7 +4967,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c8_Multiplier - -3) << 1)
                 n += 6
-                _c8_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c8_Unit is not None:
@@ -5218,7 +4983,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c8_s = 3
             elif _c8_Value is not None:
                 el = 'EVSECurrentRegulationTolerance/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
@@ -5229,13 +4993,11 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c8_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c8_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
             el = 'EVSEPeakCurrentRipple'
@@ -5250,7 +5012,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c9_Multiplier - -3) << 1)
                 n += 6
-                _c9_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c9_Unit is not None:
@@ -5267,7 +5028,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c9_s = 3
             elif _c9_Value is not None:
                 el = 'EVSEPeakCurrentRipple/Value'
                 if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
@@ -5278,15 +5038,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c9_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c9_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 8
         elif v_EVSEPeakCurrentRipple is not None:
             el = 'EVSEPeakCurrentRipple'
             v = (v << 2) | 1
@@ -5300,7 +5057,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c10_Multiplier - -3) << 1)
                 n += 6
-                _c10_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c10_Unit is not None:
@@ -5317,7 +5073,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c10_s = 3
             elif _c10_Value is not None:
                 el = 'EVSEPeakCurrentRipple/Value'
                 if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
@@ -5328,15 +5083,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c10_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c10_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 8
         else:
             raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
         if v_EVSEEnergyToBeDelivered is not None:
@@ -5352,7 +5104,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c11_Multiplier - -3) << 1)
                 n += 6
-                _c11_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c11_Unit is not None:
@@ -5369,7 +5120,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c11_s = 3
             elif _c11_Value is not None:
                 el = 'EVSEEnergyToBeDelivered/Value'
                 if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
@@ -5380,21 +5130,17 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c11_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c11_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5410,41 +5156,38 @@ def _d_DC_EVSEStatusType(r):
     f_NotificationMaxDelay = None
     f_EVSENotification = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 15
+        if q < 0: V, q = r.slidep(q, 15)
+        x = (V >> q) & 32767
+        ec = (x >> 13)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+            x = _a
+            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
             if _t is None:
                 el = 'EVSEIsolationStatus'
-                f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                 el = 'EVSEStatusCode'
-                f_EVSEStatusCode = ((x >> 2) & 15)
+                f_EVSEStatusCode = ((x >> 3) & 15)
                 if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                 else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
             else:
                 el = 'EVSEStatusCode'
                 f_EVSEIsolationStatus, f_EVSEStatusCode = _t
-            s = 2
+            _a = (x & 1)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEStatusCode'
-            f_EVSEStatusCode = ((x >> 2) & 15)
+            f_EVSEStatusCode = ((x >> 3) & 15)
             if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-            s = 2
+            _a = (x & 1)
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -5473,7 +5216,6 @@ def _d_DC_EVSEStatusType(r):
         f_EVSENotification = ((x >> 2) & 3)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5504,14 +5246,12 @@ def _e_DC_EVSEStatusType(w, o):
             if _i2 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
             v = (v << 13) | (_i1 << 8) | (_i2 << 1)
             n += 13
-            s = 2
         elif v_EVSEStatusCode is not None:
             el = 'EVSEStatusCode'
             _i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
             if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
             v = (v << 8) | (1 << 6) | (_i3 << 1)
             n += 8
-            s = 2
         else:
             raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
         if v_NotificationMaxDelay is not None:
@@ -5529,7 +5269,6 @@ def _e_DC_EVSEStatusType(w, o):
             if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             v = (v << 6) | (_i4 << 2)
             n += 6
-            s = -1
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
@@ -5548,78 +5287,74 @@ def _d_DC_EVStatusType(r):
     f_EVErrorCode = None
     f_EVRESSSOC = None
     try:
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+        q -= 32
+        if q < 0: V, q = r.slidep(q, 32)
+        x = (V >> q) & 4294967295
+        if x & 3489660928: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'EVReady'
-        f_EVReady = ((x >> 3) & 1) == 1
-        ec = (x & 3)
+        f_EVReady = ((x >> 29) & 1) == 1
+        ec = ((x >> 26) & 3)
+        _a = (x & 67108863)
         s = 1
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVCabinConditioning'
-            f_EVCabinConditioning = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            f_EVCabinConditioning = ((x >> 24) & 1) == 1
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
             s = 2
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 5
+            x = _a >> 5
+            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVRESSConditioning'
-            f_EVRESSConditioning = ((x >> 2) & 1) == 1
+            f_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _a = (x & 131071)
             s = 3
         elif ec == 2:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 2) & 15)
+            f_EVErrorCode = ((x >> 12) & 15)
             if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
             else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
+            _a = (x & 1023)
             s = 4
         else:
             raise r.deviation('DC_EVStatusType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                x = _a
+                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVRESSConditioning'
-                f_EVRESSConditioning = ((x >> 2) & 1) == 1
+                f_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _a = (x & 131071)
                 s = 3
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 2) & 15)
+                f_EVErrorCode = ((x >> 12) & 15)
                 if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
+                _a = (x & 1023)
                 s = 4
             else:
                 raise r.deviation('DC_EVStatusType', r.end - q)
         if s == 3:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            x = _a
+            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 2) & 15)
+            f_EVErrorCode = ((x >> 12) & 15)
             if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
             else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
+            _a = (x & 1023)
             s = 4
         if s == 4:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVRESSSOC'
             f_EVRESSSOC = ((x >> 2) & 127)
@@ -5869,92 +5604,83 @@ def _d_EntryType(r):
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         if ec == 0:
+            x = _a
+            if x & 2: raise r.deviation('EntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _c1_start = None
-            _c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c3_start = None
+            _c3_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_start = _y >> 16
+                    _c3_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = _U2[_y >> 8]
+                    _c3_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_start = (V >> q) & 127
+                _c3_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+                r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_duration = _y >> 16
+                        _c3_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_duration = _U2[_y >> 8]
+                        _c3_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_duration = (V >> q) & 127
+                    _c3_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
-                _c1_s = -1
+                    r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
             elif ec == 1:
-                pass
-                _c1_s = -1
+                if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
-            f_RelativeTimeInterval.start = _c1_start
-            f_RelativeTimeInterval.duration = _c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
-            s = 1
+            f_RelativeTimeInterval.start = _c3_start
+            f_RelativeTimeInterval.duration = _c3_duration
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('EntryType', r.end - q)
+            if _a: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-            s = 1
         else:
             raise r.deviation('EntryType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5987,7 +5713,6 @@ def _e_EntryType(w, o):
                 elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
                 elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
             if _c1_duration is not None:
@@ -5999,28 +5724,23 @@ def _e_EntryType(w, o):
                 elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
                 elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
-            s = 1
         elif v_TimeInterval is not None:
             el = 'TimeInterval'
             _o = v_TimeInterval
             v = (v << 3) | (1 << 1)
             n += 3
             v_TimeInterval = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
         if True:
             v <<= 1
             n += 1
             if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6078,19 +5798,16 @@ def _d_ListOfRootCertificateIDsType(r):
             _v = r.string('din_msgdatatypes:RootCertificateID')
             if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         f_RootCertificateID.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'RootCertificateID'
             _esc = x
             if _esc:
@@ -6109,19 +5826,19 @@ def _d_ListOfRootCertificateIDsType(r):
             f_RootCertificateID.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 2:
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'RootCertificateID'
                     _esc = x
                     if _esc:
@@ -6134,12 +5851,15 @@ def _d_ListOfRootCertificateIDsType(r):
                         _v = r.string('din_msgdatatypes:RootCertificateID')
                         if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     f_RootCertificateID.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                     break
                 else:
@@ -6248,65 +5968,65 @@ def _d_MeterInfoType(r):
             f_MeterID = r.string('din_msgdatatypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 8: raise r.deviation('MeterInfoType', r.end - q)
-        ec = (x & 7)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1048576: raise r.deviation('MeterInfoType', r.end - q)
+        ec = ((x >> 17) & 7)
+        _a = (x & 131071)
         s = 1
         if ec == 0:
+            x = _a
+            if x & 65536: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterReading'
-            _c1_Multiplier = None
-            _c1_Unit = None
-            _c1_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c2_Multiplier = None
+            _c2_Unit = None
+            _c2_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'MeterReading/Multiplier'
-            _c1_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+            _c2_Multiplier = ((x >> 12) & 7) + -3
+            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'MeterReading/Unit'
-                _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'MeterReading/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 96: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                _a = (x & 31)
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'MeterReading/Value'
                 _neg = (x & 1)
@@ -6314,42 +6034,40 @@ def _d_MeterInfoType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 96: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                _a = (x & 31)
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_s = -1
+            x = _a
+            ec = (x >> 2)
+            _a = (x & 3)
             f_MeterReading = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_MeterReading.Multiplier = _c1_Multiplier
-            f_MeterReading.Unit = _c1_Unit
-            f_MeterReading.Value = _c1_Value
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            f_MeterReading.Multiplier = _c2_Multiplier
+            f_MeterReading.Unit = _c2_Unit
+            f_MeterReading.Value = _c2_Value
             s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 16
+            x = _a >> 16
             el = 'SigMeterReading'
             _esc = x
             if _esc:
@@ -6364,16 +6082,16 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                 if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-            ec = (x & 3)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 3
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 15
+            x = _a >> 15
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterStatus'
             _neg = (x & 1)
@@ -6395,18 +6113,18 @@ def _d_MeterInfoType(r):
                 f_MeterStatus = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeterInfoType', r.end - q)
             if _neg: f_MeterStatus = -f_MeterStatus - 1
             if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 4
         elif ec == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 15
+            x = _a >> 15
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'TMeter'
             _neg = (x & 1)
@@ -6435,15 +6153,14 @@ def _d_MeterInfoType(r):
             if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
             s = 5
         elif ec == 4:
-            pass
+            q += 17
             s = -1
         else:
             raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'SigMeterReading'
                 _esc = x
                 if _esc:
@@ -6458,16 +6175,15 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                     if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 3
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -6489,18 +6205,17 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 4
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
@@ -6529,15 +6244,13 @@ def _d_MeterInfoType(r):
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 3:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -6559,18 +6272,17 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 4
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
@@ -6599,15 +6311,13 @@ def _d_MeterInfoType(r):
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
@@ -6636,7 +6346,7 @@ def _d_MeterInfoType(r):
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
@@ -6692,7 +6402,6 @@ def _e_MeterInfoType(w, o):
                 if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c1_Multiplier - -3) << 1)
                 n += 6
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c1_Unit is not None:
@@ -6709,7 +6418,6 @@ def _e_MeterInfoType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c1_s = 3
             elif _c1_Value is not None:
                 el = 'MeterReading/Value'
                 if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
@@ -6720,13 +6428,11 @@ def _e_MeterInfoType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         elif v_SigMeterReading is not None:
@@ -6865,20 +6571,18 @@ def _d_NotificationType(r):
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 100: raise r.deviation('NotificationType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slidep(q, 8)
+        x = (V >> q) & 255
+        if x & 200: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
-        f_FaultCode = ((x >> 3) & 3)
+        f_FaultCode = ((x >> 4) & 3)
         if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'FaultMsg'
             _esc = x
             if _esc:
@@ -6894,10 +6598,8 @@ def _d_NotificationType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 1
         else:
             raise r.deviation('NotificationType', r.end - q)
         r.pos = r.end - q
@@ -6922,7 +6624,6 @@ def _e_NotificationType(w, o):
             if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
             v = (v << 5) | (_i1 << 1)
             n += 5
-            s = 1
         else:
             raise EncodeError('missing content: expected one of FaultCode')
         if v_FaultMsg is not None:
@@ -6937,11 +6638,9 @@ def _e_NotificationType(w, o):
             else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
             v <<= 2
             n += 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6956,94 +6655,92 @@ def _d_PMaxScheduleEntryType(r):
     f_TimeInterval = None
     f_PMax = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 6
+        if q < 0: V, q = r.slidep(q, 6)
+        x = (V >> q) & 63
+        ec = (x >> 4)
+        _a = (x & 15)
         if ec == 0:
+            q += 2
+            x = _a >> 2
+            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _c1_start = None
-            _c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c3_start = None
+            _c3_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_start = _y >> 16
+                    _c3_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = _U2[_y >> 8]
+                    _c3_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_start = (V >> q) & 127
+                _c3_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+                r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                q += 2
+                if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_duration = _y >> 16
+                        _c3_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_duration = _U2[_y >> 8]
+                        _c3_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_duration = (V >> q) & 127
+                    _c3_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
-                _c1_s = -1
+                    r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
+                _a = (x & 3)
             elif ec == 1:
-                pass
-                _c1_s = -1
+                x = _a
+                if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _a = (x & 3)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
-            f_RelativeTimeInterval.start = _c1_start
-            f_RelativeTimeInterval.duration = _c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            s = 1
+            f_RelativeTimeInterval.start = _c3_start
+            f_RelativeTimeInterval.duration = _c3_duration
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            x = _a
+            if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-            s = 1
+            _a = (x & 3)
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
+        x = _a
         if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMax'
         _neg = (x & 1)
@@ -7070,7 +6767,6 @@ def _d_PMaxScheduleEntryType(r):
         if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if _neg: f_PMax = -f_PMax - 1
         if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(r.end - q))
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -7105,7 +6801,6 @@ def _e_PMaxScheduleEntryType(w, o):
                 elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
                 elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
             if _c1_duration is not None:
@@ -7117,21 +6812,17 @@ def _e_PMaxScheduleEntryType(w, o):
                 elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
                 elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
-            s = 1
         elif v_TimeInterval is not None:
             el = 'TimeInterval'
             _o = v_TimeInterval
             v = (v << 3) | (1 << 1)
             n += 3
             v_TimeInterval = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
         if v_PMax is not None:
@@ -7146,7 +6837,6 @@ def _e_PMaxScheduleEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_PMax = None
             if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
@@ -7186,103 +6876,99 @@ def _d_PMaxScheduleType(r):
             f_PMaxScheduleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('PMaxScheduleType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slidep(q, 8)
+        x = (V >> q) & 255
+        if x & 192: raise r.deviation('PMaxScheduleType', r.end - q)
         if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
         if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(r.end - q))
         el = 'PMaxScheduleEntry'
-        _c1_RelativeTimeInterval = None
-        _c1_TimeInterval = None
-        _c1_PMax = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        ec = ((x >> 4) & 3)
+        _a = (x & 15)
+        _c2_RelativeTimeInterval = None
+        _c2_TimeInterval = None
+        _c2_PMax = None
         if ec == 0:
+            q += 2
+            x = _a >> 2
+            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
-            _c1_c1_start = None
-            _c1_c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c2_c3_start = None
+            _c2_c3_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_c1_start = _y >> 16
+                    _c2_c3_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c1_start = _U2[_y >> 8]
+                    _c2_c3_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_c1_start = (V >> q) & 127
+                _c2_c3_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_c1_s = 1
+                r.pos = r.end - q; _c2_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c2_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c3_start, r.at(r.end - q))
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                q += 2
+                if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c1_duration = _y >> 16
+                        _c2_c3_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_duration = _U2[_y >> 8]
+                        _c2_c3_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c1_duration = (V >> q) & 127
+                    _c2_c3_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
-                _c1_c1_s = -1
+                    r.pos = r.end - q; _c2_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c2_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c3_duration, r.at(r.end - q))
+                _a = (x & 3)
             elif ec == 1:
-                pass
-                _c1_c1_s = -1
+                x = _a
+                if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _a = (x & 3)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            _c1_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
-            _c1_RelativeTimeInterval.start = _c1_c1_start
-            _c1_RelativeTimeInterval.duration = _c1_c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            _c1_s = 1
+            _c2_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
+            _c2_RelativeTimeInterval.start = _c2_c3_start
+            _c2_RelativeTimeInterval.duration = _c2_c3_duration
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            x = _a
+            if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
-            _c1_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-            _c1_s = 1
+            _c2_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
+            _a = (x & 3)
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
+        x = _a
         if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMaxScheduleEntry/PMax'
         _neg = (x & 1)
@@ -7290,129 +6976,123 @@ def _d_PMaxScheduleType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_PMax = _y >> 16
+                _c2_PMax = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_PMax = _U2[_y >> 8]
+                _c2_PMax = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_PMax = (V >> q) & 127
+            _c2_PMax = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if _neg: _c1_PMax = -_c1_PMax - 1
-        if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(r.end - q))
-        _c1_s = -1
+            r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 768: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        if _neg: _c2_PMax = -_c2_PMax - 1
+        if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
+        ec = ((x >> 6) & 3)
+        _a = (x & 63)
         _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
-        _v.RelativeTimeInterval = _c1_RelativeTimeInterval
-        _v.TimeInterval = _c1_TimeInterval
-        _v.PMax = _c1_PMax
+        _v.RelativeTimeInterval = _c2_RelativeTimeInterval
+        _v.TimeInterval = _c2_TimeInterval
+        _v.PMax = _c2_PMax
         f_PMaxScheduleEntry.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 2
         if ec == 0:
+            x = _a
             el = 'PMaxScheduleEntry'
-            _c2_RelativeTimeInterval = None
-            _c2_TimeInterval = None
-            _c2_PMax = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            ec = (x >> 4)
+            _a = (x & 15)
+            _c3_RelativeTimeInterval = None
+            _c3_TimeInterval = None
+            _c3_PMax = None
             if ec == 0:
+                q += 2
+                x = _a >> 2
+                if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                _c2_c1_start = None
-                _c2_c1_duration = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _a = (x & 1)
+                _c3_c3_start = None
+                _c3_c3_duration = None
+                if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c1_start = _y >> 16
+                        _c3_c3_start = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_start = _U2[_y >> 8]
+                        _c3_c3_start = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c3_start = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c1_start = (V >> q) & 127
+                    _c3_c3_start = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_c1_s = 1
+                    r.pos = r.end - q; _c3_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c3_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c3_start, r.at(r.end - q))
+                ec = ((x >> 3) & 3)
+                _a = (x & 7)
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    q += 2
+                    if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_c1_duration = _y >> 16
+                            _c3_c3_duration = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_duration = _U2[_y >> 8]
+                            _c3_c3_duration = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c3_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_c1_duration = (V >> q) & 127
+                        _c3_c3_duration = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
-                    _c2_c1_s = -1
+                        r.pos = r.end - q; _c3_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 5
+                    if q < 0: V, q = r.slidep(q, 5)
+                    x = (V >> q) & 31
+                    if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c3_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c3_duration, r.at(r.end - q))
+                    _a = (x & 3)
                 elif ec == 1:
-                    pass
-                    _c2_c1_s = -1
+                    x = _a
+                    if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    _a = (x & 3)
                 else:
                     raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                _c2_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
-                _c2_RelativeTimeInterval.start = _c2_c1_start
-                _c2_RelativeTimeInterval.duration = _c2_c1_duration
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                _c2_s = 1
+                _c3_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
+                _c3_RelativeTimeInterval.start = _c3_c3_start
+                _c3_RelativeTimeInterval.duration = _c3_c3_duration
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                x = _a
+                if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/TimeInterval'
-                _c2_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-                _c2_s = 1
+                _c3_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
+                _a = (x & 3)
             else:
                 raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/PMax'
             _neg = (x & 1)
@@ -7420,135 +7100,132 @@ def _d_PMaxScheduleType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_PMax = _y >> 16
+                    _c3_PMax = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_PMax = _U2[_y >> 8]
+                    _c3_PMax = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_PMax = (V >> q) & 127
+                _c3_PMax = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            if _neg: _c2_PMax = -_c2_PMax - 1
-            if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
-            _c2_s = -1
+            if _neg: _c3_PMax = -_c3_PMax - 1
+            if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(r.end - q))
             _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
-            _v.RelativeTimeInterval = _c2_RelativeTimeInterval
-            _v.TimeInterval = _c2_TimeInterval
-            _v.PMax = _c2_PMax
+            _v.RelativeTimeInterval = _c3_RelativeTimeInterval
+            _v.TimeInterval = _c3_TimeInterval
+            _v.PMax = _c3_PMax
             f_PMaxScheduleEntry.append(_v)
             s = 3
         elif ec == 1:
-            pass
+            q += 6
             s = -1
         else:
             raise r.deviation('PMaxScheduleType', r.end - q)
         if s == 3:
+            q -= 8
+            if q < 0: V, q = r.slidep(q, 8)
+            x = (V >> q) & 255
+            ec = (x >> 6)
+            _a = (x & 63)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
+                    x = _a
                     el = 'PMaxScheduleEntry'
-                    _c3_RelativeTimeInterval = None
-                    _c3_TimeInterval = None
-                    _c3_PMax = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
+                    ec = (x >> 4)
+                    _a = (x & 15)
+                    _c5_RelativeTimeInterval = None
+                    _c5_TimeInterval = None
+                    _c5_PMax = None
                     if ec == 0:
+                        q += 2
+                        x = _a >> 2
+                        if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                        _c3_c1_start = None
-                        _c3_c1_duration = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        _a = (x & 1)
+                        _c5_c3_start = None
+                        _c5_c3_duration = None
+                        if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c3_c1_start = _y >> 16
+                                _c5_c3_start = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_c1_start = _U2[_y >> 8]
+                                _c5_c3_start = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c3_start = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c3_c1_start = (V >> q) & 127
+                            _c5_c3_start = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c3_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c3_c1_s = 1
+                            r.pos = r.end - q; _c5_c3_start = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        if _c5_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c5_c3_start, r.at(r.end - q))
+                        ec = ((x >> 3) & 3)
+                        _a = (x & 7)
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            q += 2
+                            if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                             el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c3_c1_duration = _y >> 16
+                                    _c5_c3_duration = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c3_c1_duration = _U2[_y >> 8]
+                                    _c5_c3_duration = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c3_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c5_c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c5_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c3_c1_duration = (V >> q) & 127
+                                _c5_c3_duration = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                            if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
-                            _c3_c1_s = -1
+                                r.pos = r.end - q; _c5_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            if _c5_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c5_c3_duration, r.at(r.end - q))
+                            _a = (x & 3)
                         elif ec == 1:
-                            pass
-                            _c3_c1_s = -1
+                            x = _a
+                            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            _a = (x & 3)
                         else:
                             raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        _c3_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
-                        _c3_RelativeTimeInterval.start = _c3_c1_start
-                        _c3_RelativeTimeInterval.duration = _c3_c1_duration
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        _c3_s = 1
+                        _c5_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
+                        _c5_RelativeTimeInterval.start = _c5_c3_start
+                        _c5_RelativeTimeInterval.duration = _c5_c3_duration
                     elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                        x = _a
+                        if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/TimeInterval'
-                        _c3_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-                        _c3_s = 1
+                        _c5_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
+                        _a = (x & 3)
                     else:
                         raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/PMax'
                     _neg = (x & 1)
@@ -7556,33 +7233,35 @@ def _d_PMaxScheduleType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_PMax = _y >> 16
+                            _c5_PMax = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_PMax = _U2[_y >> 8]
+                            _c5_PMax = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_PMax = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_PMax = (V >> q) & 127
+                        _c5_PMax = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    if _neg: _c3_PMax = -_c3_PMax - 1
-                    if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(r.end - q))
-                    _c3_s = -1
+                        r.pos = r.end - q; _c5_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 10
+                    if q < 0: V, q = r.slidep(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 768: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    if _neg: _c5_PMax = -_c5_PMax - 1
+                    if _c5_PMax < -32768 or _c5_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c5_PMax, r.at(r.end - q))
+                    ec = ((x >> 6) & 3)
+                    _a = (x & 63)
                     _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
-                    _v.RelativeTimeInterval = _c3_RelativeTimeInterval
-                    _v.TimeInterval = _c3_TimeInterval
-                    _v.PMax = _c3_PMax
+                    _v.RelativeTimeInterval = _c5_RelativeTimeInterval
+                    _v.TimeInterval = _c5_TimeInterval
+                    _v.PMax = _c5_PMax
                     f_PMaxScheduleEntry.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 6
                     s = -1
                     break
                 else:
@@ -7640,7 +7319,6 @@ def _e_PMaxScheduleType(w, o):
                     elif _c1_c1_start < 16384: v = (v << 17) | (_V2[_c1_c1_start] << 1); n += 17
                     elif _c1_c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = (w.v << 1); n = w.n + 1
-                    _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
                 if _c1_c1_duration is not None:
@@ -7652,21 +7330,17 @@ def _e_PMaxScheduleType(w, o):
                     elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
                     elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_RelativeTimeInterval = None
-                _c1_s = 1
             elif _c1_TimeInterval is not None:
                 el = 'PMaxScheduleEntry/TimeInterval'
                 _o = _c1_TimeInterval
                 v = (v << 3) | (1 << 1)
                 n += 3
                 _c1_TimeInterval = None
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if _c1_PMax is not None:
@@ -7681,7 +7355,6 @@ def _e_PMaxScheduleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 _c1_PMax = None
                 if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
-                _c1_s = -1
             else:
                 raise EncodeError('missing content: expected one of PMax')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7713,7 +7386,6 @@ def _e_PMaxScheduleType(w, o):
                     elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
                     elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
-                    _c2_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
                 if _c2_c1_duration is not None:
@@ -7725,21 +7397,17 @@ def _e_PMaxScheduleType(w, o):
                     elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
                     elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c2_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c2_RelativeTimeInterval = None
-                _c2_s = 1
             elif _c2_TimeInterval is not None:
                 el = 'PMaxScheduleEntry/TimeInterval'
                 _o = _c2_TimeInterval
                 v = (v << 3) | (1 << 1)
                 n += 3
                 _c2_TimeInterval = None
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if _c2_PMax is not None:
@@ -7754,7 +7422,6 @@ def _e_PMaxScheduleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 _c2_PMax = None
                 if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of PMax')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7791,7 +7458,6 @@ def _e_PMaxScheduleType(w, o):
                             elif _c3_c1_start < 16384: v = (v << 17) | (_V2[_c3_c1_start] << 1); n += 17
                             elif _c3_c1_start < 2097152: v = (v << 25) | ((((_V2[_c3_c1_start & 16383] | 128) << 8) | (_c3_c1_start >> 14)) << 1); n += 25
                             else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = (w.v << 1); n = w.n + 1
-                            _c3_c1_s = 1
                         else:
                             raise EncodeError('missing content: expected one of start')
                         if _c3_c1_duration is not None:
@@ -7803,21 +7469,17 @@ def _e_PMaxScheduleType(w, o):
                             elif _c3_c1_duration < 16384: v = (v << 18) | (_V2[_c3_c1_duration] << 2); n += 18
                             elif _c3_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c3_c1_duration & 16383] | 128) << 8) | (_c3_c1_duration >> 14)) << 2); n += 26
                             else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = (w.v << 2); n = w.n + 2
-                            _c3_c1_s = -1
                         elif True:
                             v = (v << 2) | 1
                             n += 2
-                            _c3_c1_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         _c3_RelativeTimeInterval = None
-                        _c3_s = 1
                     elif _c3_TimeInterval is not None:
                         el = 'PMaxScheduleEntry/TimeInterval'
                         _o = _c3_TimeInterval
                         v = (v << 3) | (1 << 1)
                         n += 3
                         _c3_TimeInterval = None
-                        _c3_s = 1
                     else:
                         raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
                     if _c3_PMax is not None:
@@ -7832,7 +7494,6 @@ def _e_PMaxScheduleType(w, o):
                         else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         _c3_PMax = None
                         if _c3_RelativeTimeInterval is not None or _c3_TimeInterval is not None or _c3_PMax is not None: raise _leftover(_c3_o)
-                        _c3_s = -1
                     else:
                         raise EncodeError('missing content: expected one of PMax')
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7889,11 +7550,11 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
         _v = _d_ParameterType(r)
         V = r.v; q = r.end - r.pos
-        f_Parameter.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
+        f_Parameter.append(_v)
         s = 2
         if ec == 0:
             el = 'Parameter'
@@ -7908,15 +7569,20 @@ def _d_ParameterSetType(r):
         else:
             raise r.deviation('ParameterSetType', r.end - q)
         if s == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Parameter'
                     r.pos = r.end - q
                     _v = _d_ParameterType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_Parameter.append(_v)
                 elif ec == 1:
                     pass
@@ -8020,36 +7686,31 @@ def _d_ParameterType(r):
         r.pos = r.end - q
         f_Name = r.string('Name')
         V = r.v; q = r.end - r.pos
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 64: raise r.deviation('ParameterType', r.end - q)
+        q -= 24
+        if q < 0: V, q = r.slidep(q, 24)
+        x = (V >> q) & 16777215
+        if x & 8388608: raise r.deviation('ParameterType', r.end - q)
         el = '@ValueType'
-        f_ValueType = ((x >> 3) & 7)
+        f_ValueType = ((x >> 20) & 7)
         if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(r.end - q))
         else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
-        ec = (x & 7)
-        s = 2
+        ec = ((x >> 17) & 7)
+        _a = (x & 131071)
         if ec == 0:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 13
+            x = _a >> 13
             if x & 11: raise r.deviation('ParameterType', r.end - q)
             el = 'boolValue'
             f_boolValue = ((x >> 2) & 1) == 1
-            s = -1
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            q += 6
+            x = _a >> 6
             if x & 1027: raise r.deviation('ParameterType', r.end - q)
             el = 'byteValue'
             f_byteValue = ((x >> 2) & 255) + -128
-            s = -1
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 15
+            x = _a >> 15
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'shortValue'
             _neg = (x & 1)
@@ -8076,11 +7737,9 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
             if _neg: f_shortValue = -f_shortValue - 1
             if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
-            s = -1
         elif ec == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 15
+            x = _a >> 15
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'intValue'
             _neg = (x & 1)
@@ -8107,60 +7766,56 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
             if _neg: f_intValue = -f_intValue - 1
             if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
-            s = -1
         elif ec == 4:
+            x = _a
+            if x & 65536: raise r.deviation('ParameterType', r.end - q)
             el = 'physicalValue'
-            _c1_Multiplier = None
-            _c1_Unit = None
-            _c1_Value = None
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            _a = (x & 65535)
+            _c2_Multiplier = None
+            _c2_Unit = None
+            _c2_Value = None
+            x = _a
+            if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'physicalValue/Multiplier'
-            _c1_Multiplier = ((x >> 3) & 7) + -3
-            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+            _c2_Multiplier = ((x >> 12) & 7) + -3
+            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
+                x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'physicalValue/Unit'
-                _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'physicalValue/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                q += 7
+                x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'physicalValue/Value'
                 _neg = (x & 1)
@@ -8168,41 +7823,37 @@ def _d_ParameterType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
-            _c1_s = -1
             f_physicalValue = _new(_K_din_msgdatatypes_PhysicalValueType)
-            f_physicalValue.Multiplier = _c1_Multiplier
-            f_physicalValue.Unit = _c1_Unit
-            f_physicalValue.Value = _c1_Value
+            f_physicalValue.Multiplier = _c2_Multiplier
+            f_physicalValue.Unit = _c2_Unit
+            f_physicalValue.Value = _c2_Value
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
-            s = -1
         elif ec == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 16
+            x = _a >> 16
             el = 'stringValue'
             _esc = x
             if _esc:
@@ -8217,7 +7868,6 @@ def _d_ParameterType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-            s = -1
         else:
             raise r.deviation('ParameterType', r.end - q)
         r.pos = r.end - q
@@ -8265,7 +7915,6 @@ def _e_ParameterType(w, o):
             n += 4
             v_Name = None
             v_ValueType = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Name')
         if v_boolValue is not None:
@@ -8275,7 +7924,6 @@ def _e_ParameterType(w, o):
             n += 7
             v_boolValue = None
             if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_byteValue is not None:
             el = 'byteValue'
             if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
@@ -8283,7 +7931,6 @@ def _e_ParameterType(w, o):
             n += 14
             v_byteValue = None
             if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_shortValue is not None:
             el = 'shortValue'
             if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
@@ -8296,7 +7943,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_shortValue = None
             if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_intValue is not None:
             el = 'intValue'
             if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
@@ -8309,7 +7955,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_intValue = None
             if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_physicalValue is not None:
             el = 'physicalValue'
             v = (v << 3) | 4
@@ -8323,7 +7968,6 @@ def _e_ParameterType(w, o):
                 if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c2_Multiplier - -3) << 1)
                 n += 6
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c2_Unit is not None:
@@ -8340,7 +7984,6 @@ def _e_ParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             elif _c2_Value is not None:
                 el = 'physicalValue/Value'
                 if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
@@ -8351,19 +7994,16 @@ def _e_ParameterType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_physicalValue = None
             if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_stringValue is not None:
             el = 'stringValue'
             v = (v << 4) | (5 << 1)
@@ -8377,7 +8017,6 @@ def _e_ParameterType(w, o):
             n += 2
             v_stringValue = None
             if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
@@ -8392,47 +8031,48 @@ def _d_PaymentOptionsType(r):
     el = ''
     f_PaymentOption = []
     try:
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('PaymentOptionsType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 416: raise r.deviation('PaymentOptionsType', r.end - q)
         el = 'PaymentOption'
-        _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+        _v = _E_din_msgdatatypes_paymentOptionType[((x >> 6) & 1)]
+        ec = ((x >> 3) & 3)
+        _a = (x & 7)
         f_PaymentOption.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
+            x = _a
             if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
             el = 'PaymentOption'
             _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
             f_PaymentOption.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 3
             s = -1
         else:
             raise r.deviation('PaymentOptionsType', r.end - q)
         if s == 2:
+            q -= 7
+            if q < 0: V, q = r.slidep(q, 7)
+            x = (V >> q) & 127
+            ec = (x >> 5)
+            _a = (x & 31)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
+                    q += 5
+                    q -= 10
+                    if q < 0: V, q = r.slidep(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 640: raise r.deviation('PaymentOptionsType', r.end - q)
                     el = 'PaymentOption'
-                    _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+                    _v = _E_din_msgdatatypes_paymentOptionType[((x >> 8) & 1)]
+                    ec = ((x >> 5) & 3)
+                    _a = (x & 31)
                     f_PaymentOption.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 5
                     s = -1
                     break
                 else:
@@ -8505,19 +8145,17 @@ def _d_PhysicalValueType(r):
     f_Unit = None
     f_Value = None
     try:
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        if x & 100352: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'Multiplier'
-        f_Multiplier = ((x >> 3) & 7) + -3
+        f_Multiplier = ((x >> 12) & 7) + -3
         if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         if ec == 0:
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
+            x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'Unit'
             f_Unit = ((x >> 4) & 15)
@@ -8548,11 +8186,9 @@ def _d_PhysicalValueType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: f_Value = -f_Value - 1
             if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
-            s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 7
+            x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'Value'
             _neg = (x & 1)
@@ -8579,10 +8215,8 @@ def _d_PhysicalValueType(r):
             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: f_Value = -f_Value - 1
             if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
-            s = 3
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -8606,7 +8240,6 @@ def _e_PhysicalValueType(w, o):
             if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
             v = (v << 6) | ((v_Multiplier - -3) << 1)
             n += 6
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Multiplier')
         if v_Unit is not None:
@@ -8623,7 +8256,6 @@ def _e_PhysicalValueType(w, o):
             elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
             elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-            s = 3
         elif v_Value is not None:
             el = 'Value'
             if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
@@ -8634,13 +8266,11 @@ def _e_PhysicalValueType(w, o):
             elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
             elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-            s = 3
         else:
             raise EncodeError('missing content: expected one of Unit, Value')
         if True:
             v <<= 1
             n += 1
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8778,17 +8408,15 @@ def _d_RelativeTimeIntervalType(r):
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'duration'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -8812,10 +8440,8 @@ def _d_RelativeTimeIntervalType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 1
         else:
             raise r.deviation('RelativeTimeIntervalType', r.end - q)
         r.pos = r.end - q
@@ -8843,7 +8469,6 @@ def _e_RelativeTimeIntervalType(w, o):
             elif v_start < 16384: v = (v << 17) | (_V2[v_start] << 1); n += 17
             elif v_start < 2097152: v = (v << 25) | ((((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_start); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of start')
         if v_duration is not None:
@@ -8855,11 +8480,9 @@ def _e_RelativeTimeIntervalType(w, o):
             elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
             elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8872,212 +8495,217 @@ def _d_SAScheduleListType(r):
     el = ''
     f_SAScheduleTuple = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SAScheduleListType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
-        _c1_SAScheduleTupleID = None
-        _c1_PMaxSchedule = None
-        _c1_SalesTariff = None
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
+        _a = (x & 3)
+        _c2_SAScheduleTupleID = None
+        _c2_PMaxSchedule = None
+        _c2_SalesTariff = None
+        x = _a
+        if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTuple/SAScheduleTupleID'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_SAScheduleTupleID = _y >> 16
+                _c2_SAScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_SAScheduleTupleID = _U2[_y >> 8]
+                _c2_SAScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_SAScheduleTupleID = (V >> q) & 127
+            _c2_SAScheduleTupleID = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
-        if _neg: _c1_SAScheduleTupleID = -_c1_SAScheduleTupleID - 1
-        if _c1_SAScheduleTupleID < -32768 or _c1_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c1_SAScheduleTupleID, r.at(r.end - q))
+        if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
+        if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
         r.pos = r.end - q
-        _c1_PMaxSchedule = _d_PMaxScheduleType(r)
+        _c2_PMaxSchedule = _d_PMaxScheduleType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        _c1_s = 2
+        q -= 7
+        if q < 0: V, q = r.slidep(q, 7)
+        x = (V >> q) & 127
+        ec = (x >> 5)
+        _a = (x & 31)
         if ec == 0:
+            q += 5
             el = 'SAScheduleTuple/SalesTariff'
             r.pos = r.end - q
-            _c1_SalesTariff = _d_SalesTariffType(r)
+            _c2_SalesTariff = _d_SalesTariffType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-            _c1_s = -1
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('SAScheduleTupleType', r.end - q)
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 3)
+            _a = (x & 7)
         else:
             raise r.deviation('SAScheduleTupleType', r.end - q)
         _v = _new(_K_din_msgdatatypes_SAScheduleTupleType)
-        _v.SAScheduleTupleID = _c1_SAScheduleTupleID
-        _v.PMaxSchedule = _c1_PMaxSchedule
-        _v.SalesTariff = _c1_SalesTariff
+        _v.SAScheduleTupleID = _c2_SAScheduleTupleID
+        _v.PMaxSchedule = _c2_PMaxSchedule
+        _v.SalesTariff = _c2_SalesTariff
         f_SAScheduleTuple.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
+            x = _a
+            if x & 4: raise r.deviation('SAScheduleListType', r.end - q)
             el = 'SAScheduleTuple'
-            _c2_SAScheduleTupleID = None
-            _c2_PMaxSchedule = None
-            _c2_SalesTariff = None
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
+            _a = (x & 3)
+            _c3_SAScheduleTupleID = None
+            _c3_PMaxSchedule = None
+            _c3_SalesTariff = None
+            x = _a
+            if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
             el = 'SAScheduleTuple/SAScheduleTupleID'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_SAScheduleTupleID = _y >> 16
+                    _c3_SAScheduleTupleID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_SAScheduleTupleID = _U2[_y >> 8]
+                    _c3_SAScheduleTupleID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_SAScheduleTupleID = (V >> q) & 127
+                _c3_SAScheduleTupleID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
-            if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
-            if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
+            if _neg: _c3_SAScheduleTupleID = -_c3_SAScheduleTupleID - 1
+            if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(r.end - q))
             el = 'SAScheduleTuple/PMaxSchedule'
             r.pos = r.end - q
-            _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+            _c3_PMaxSchedule = _d_PMaxScheduleType(r)
             V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
-            _c2_s = 2
             if ec == 0:
                 el = 'SAScheduleTuple/SalesTariff'
                 r.pos = r.end - q
-                _c2_SalesTariff = _d_SalesTariffType(r)
+                _c3_SalesTariff = _d_SalesTariffType(r)
                 V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                _c2_s = -1
             elif ec == 1:
                 pass
-                _c2_s = -1
             else:
                 raise r.deviation('SAScheduleTupleType', r.end - q)
             _v = _new(_K_din_msgdatatypes_SAScheduleTupleType)
-            _v.SAScheduleTupleID = _c2_SAScheduleTupleID
-            _v.PMaxSchedule = _c2_PMaxSchedule
-            _v.SalesTariff = _c2_SalesTariff
+            _v.SAScheduleTupleID = _c3_SAScheduleTupleID
+            _v.PMaxSchedule = _c3_PMaxSchedule
+            _v.SalesTariff = _c3_SalesTariff
             f_SAScheduleTuple.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 3
             s = -1
         else:
             raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            ec = (x >> 3)
+            _a = (x & 7)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
+                    x = _a
+                    if x & 4: raise r.deviation('SAScheduleListType', r.end - q)
                     el = 'SAScheduleTuple'
-                    _c3_SAScheduleTupleID = None
-                    _c3_PMaxSchedule = None
-                    _c3_SalesTariff = None
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
+                    _a = (x & 3)
+                    _c5_SAScheduleTupleID = None
+                    _c5_PMaxSchedule = None
+                    _c5_SalesTariff = None
+                    x = _a
+                    if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
                     el = 'SAScheduleTuple/SAScheduleTupleID'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_SAScheduleTupleID = _y >> 16
+                            _c5_SAScheduleTupleID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_SAScheduleTupleID = _U2[_y >> 8]
+                            _c5_SAScheduleTupleID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_SAScheduleTupleID = (V >> q) & 127
+                        _c5_SAScheduleTupleID = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
-                    if _neg: _c3_SAScheduleTupleID = -_c3_SAScheduleTupleID - 1
-                    if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(r.end - q))
+                    if _neg: _c5_SAScheduleTupleID = -_c5_SAScheduleTupleID - 1
+                    if _c5_SAScheduleTupleID < -32768 or _c5_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c5_SAScheduleTupleID, r.at(r.end - q))
                     el = 'SAScheduleTuple/PMaxSchedule'
                     r.pos = r.end - q
-                    _c3_PMaxSchedule = _d_PMaxScheduleType(r)
+                    _c5_PMaxSchedule = _d_PMaxScheduleType(r)
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
-                    _c3_s = 2
+                    q -= 7
+                    if q < 0: V, q = r.slidep(q, 7)
+                    x = (V >> q) & 127
+                    ec = (x >> 5)
+                    _a = (x & 31)
                     if ec == 0:
+                        q += 5
                         el = 'SAScheduleTuple/SalesTariff'
                         r.pos = r.end - q
-                        _c3_SalesTariff = _d_SalesTariffType(r)
+                        _c5_SalesTariff = _d_SalesTariffType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                        _c3_s = -1
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 32: raise r.deviation('SAScheduleTupleType', r.end - q)
+                        ec = ((x >> 3) & 3)
+                        _a = (x & 7)
                     elif ec == 1:
-                        pass
-                        _c3_s = -1
+                        x = _a
+                        ec = (x >> 3)
+                        _a = (x & 7)
                     else:
                         raise r.deviation('SAScheduleTupleType', r.end - q)
                     _v = _new(_K_din_msgdatatypes_SAScheduleTupleType)
-                    _v.SAScheduleTupleID = _c3_SAScheduleTupleID
-                    _v.PMaxSchedule = _c3_PMaxSchedule
-                    _v.SalesTariff = _c3_SalesTariff
+                    _v.SAScheduleTupleID = _c5_SAScheduleTupleID
+                    _v.PMaxSchedule = _c5_PMaxSchedule
+                    _v.SalesTariff = _c5_SalesTariff
                     f_SAScheduleTuple.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 3
                     s = -1
                     break
                 else:
@@ -9123,7 +8751,6 @@ def _e_SAScheduleListType(w, o):
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c1_PMaxSchedule)
                 v = w.v; n = w.n
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if _c1_SalesTariff is not None:
@@ -9135,11 +8762,9 @@ def _e_SAScheduleListType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
             s = 1
@@ -9170,7 +8795,6 @@ def _e_SAScheduleListType(w, o):
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                 v = w.v; n = w.n
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if _c2_SalesTariff is not None:
@@ -9182,11 +8806,9 @@ def _e_SAScheduleListType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
             s = 2
@@ -9222,7 +8844,6 @@ def _e_SAScheduleListType(w, o):
                         w.v = v; w.n = n
                         _e_PMaxScheduleType(w, _c3_PMaxSchedule)
                         v = w.v; n = w.n
-                        _c3_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SAScheduleTupleID')
                     if _c3_SalesTariff is not None:
@@ -9234,11 +8855,9 @@ def _e_SAScheduleListType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c3_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SAScheduleTuple += 1
                 elif True:
@@ -9298,7 +8917,6 @@ def _d_SAScheduleTupleType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        s = 2
         if ec == 0:
             el = 'SalesTariff'
             r.pos = r.end - q
@@ -9307,10 +8925,8 @@ def _d_SAScheduleTupleType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('SAScheduleTupleType', r.end - q)
         r.pos = r.end - q
@@ -9348,7 +8964,6 @@ def _e_SAScheduleTupleType(w, o):
             w.v = v; w.n = n
             _e_PMaxScheduleType(w, v_PMaxSchedule)
             v = w.v; n = w.n
-            s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
         if v_SalesTariff is not None:
@@ -9360,11 +8975,9 @@ def _e_SAScheduleTupleType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9409,94 +9022,94 @@ def _d_SalesTariffEntryType(r):
     f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
+            q += 12
+            x = _a >> 12
+            if x & 2: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _c1_start = None
-            _c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c3_start = None
+            _c3_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_start = _y >> 16
+                    _c3_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = _U2[_y >> 8]
+                    _c3_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_start = (V >> q) & 127
+                _c3_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+                r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
+            ec = ((x >> 13) & 3)
+            _a = (x & 8191)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                q += 12
+                if _a >> 12: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_duration = _y >> 16
+                        _c3_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_duration = _U2[_y >> 8]
+                        _c3_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_duration = (V >> q) & 127
+                    _c3_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
-                _c1_s = -1
+                    r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 28672: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
+                _a = (x & 4095)
             elif ec == 1:
-                pass
-                _c1_s = -1
+                x = _a
+                if x & 4096: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _a = (x & 4095)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
-            f_RelativeTimeInterval.start = _c1_start
-            f_RelativeTimeInterval.duration = _c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SalesTariffEntryType', r.end - q)
+            f_RelativeTimeInterval.start = _c3_start
+            f_RelativeTimeInterval.duration = _c3_duration
             s = 1
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SalesTariffEntryType', r.end - q)
+            x = _a
+            if x & 12288: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
+            _a = (x & 4095)
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
+        x = _a
         if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
         el = 'EPriceLevel'
         f_EPriceLevel = ((x >> 3) & 255)
@@ -9515,15 +9128,20 @@ def _d_SalesTariffEntryType(r):
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
                     r.pos = r.end - q
                     _v = _d_ConsumptionCostType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_ConsumptionCost.append(_v)
                 elif ec == 1:
                     pass
@@ -9569,7 +9187,6 @@ def _e_SalesTariffEntryType(w, o):
                 elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
                 elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
             if _c1_duration is not None:
@@ -9581,11 +9198,9 @@ def _e_SalesTariffEntryType(w, o):
                 elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
                 elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -9684,18 +9299,18 @@ def _d_SalesTariffType(r):
             f_SalesTariffID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SalesTariffType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slidep(q, 14)
+        x = (V >> q) & 16383
+        if x & 8192: raise r.deviation('SalesTariffType', r.end - q)
         if _neg: f_SalesTariffID = -f_SalesTariffID - 1
         if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(r.end - q))
-        ec = (x & 3)
+        ec = ((x >> 11) & 3)
+        _a = (x & 2047)
         s = 2
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 10
+            x = _a >> 10
             el = 'SalesTariffDescription'
             _esc = x
             if _esc:
@@ -9716,9 +9331,7 @@ def _d_SalesTariffType(r):
             f_NumEPriceLevels = ((x >> 2) & 255)
             s = 4
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            x = _a
             if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
             el = 'NumEPriceLevels'
             f_NumEPriceLevels = ((x >> 2) & 255)
@@ -9729,11 +9342,11 @@ def _d_SalesTariffType(r):
         r.pos = r.end - q
         _v = _d_SalesTariffEntryType(r)
         V = r.v; q = r.end - r.pos
-        f_SalesTariffEntry.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
+        f_SalesTariffEntry.append(_v)
         s = 5
         if ec == 0:
             el = 'SalesTariffEntry'
@@ -9748,15 +9361,20 @@ def _d_SalesTariffType(r):
         else:
             raise r.deviation('SalesTariffType', r.end - q)
         if s == 6:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SalesTariffEntry'
                     r.pos = r.end - q
                     _v = _d_SalesTariffEntryType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_SalesTariffEntry.append(_v)
                 elif ec == 1:
                     pass
@@ -9892,45 +9510,44 @@ def _d_SelectedServiceListType(r):
     el = ''
     f_SelectedService = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
-        _c1_ServiceID = None
-        _c1_ParameterSetID = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+        _a = (x & 1)
+        _c2_ServiceID = None
+        _c2_ParameterSetID = None
+        if _a: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_ServiceID = _y >> 16
+                _c2_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
+                _c2_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_ServiceID = (V >> q) & 127
+            _c2_ServiceID = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
-        if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slidep(q, 7)
+        x = (V >> q) & 127
+        if x & 64: raise r.deviation('SelectedServiceType', r.end - q)
+        if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+        ec = ((x >> 4) & 3)
+        _a = (x & 15)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 2
+            x = _a >> 2
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ParameterSetID'
             _neg = (x & 1)
@@ -9938,77 +9555,75 @@ def _d_SelectedServiceListType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_ParameterSetID = _y >> 16
+                    _c2_ParameterSetID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_ParameterSetID = _U2[_y >> 8]
+                    _c2_ParameterSetID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_ParameterSetID = (V >> q) & 127
+                _c2_ParameterSetID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-            if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
-            if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
-            _c1_s = -1
+                r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('SelectedServiceType', r.end - q)
+            if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 2)
+            _a = (x & 3)
         else:
             raise r.deviation('SelectedServiceType', r.end - q)
         _v = _new(_K_din_msgdatatypes_SelectedServiceType)
-        _v.ServiceID = _c1_ServiceID
-        _v.ParameterSetID = _c1_ParameterSetID
+        _v.ServiceID = _c2_ServiceID
+        _v.ParameterSetID = _c2_ParameterSetID
         f_SelectedService.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
+            x = _a
+            if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
             el = 'SelectedService'
-            _c2_ServiceID = None
-            _c2_ParameterSetID = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+            _a = (x & 1)
+            _c3_ServiceID = None
+            _c3_ParameterSetID = None
+            if _a: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ServiceID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_ServiceID = _y >> 16
+                    _c3_ServiceID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_ServiceID = _U2[_y >> 8]
+                    _c3_ServiceID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_ServiceID = (V >> q) & 127
+                _c3_ServiceID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
-            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_s = 1
+                r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
+            if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ParameterSetID'
                 _neg = (x & 1)
@@ -10016,83 +9631,83 @@ def _d_SelectedServiceListType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ParameterSetID = _y >> 16
+                        _c3_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ParameterSetID = _U2[_y >> 8]
+                        _c3_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ParameterSetID = (V >> q) & 127
+                    _c3_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
-                if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
-                _c2_s = -1
+                if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
+                if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
             elif ec == 1:
-                pass
-                _c2_s = -1
+                q += 2
             else:
                 raise r.deviation('SelectedServiceType', r.end - q)
             _v = _new(_K_din_msgdatatypes_SelectedServiceType)
-            _v.ServiceID = _c2_ServiceID
-            _v.ParameterSetID = _c2_ParameterSetID
+            _v.ServiceID = _c3_ServiceID
+            _v.ParameterSetID = _c3_ParameterSetID
             f_SelectedService.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('SelectedServiceListType', r.end - q)
         if s == 2:
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
+                    x = _a
+                    if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
                     el = 'SelectedService'
-                    _c3_ServiceID = None
-                    _c3_ParameterSetID = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+                    _a = (x & 1)
+                    _c5_ServiceID = None
+                    _c5_ParameterSetID = None
+                    if _a: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ServiceID'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_ServiceID = _y >> 16
+                            _c5_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_ServiceID = _U2[_y >> 8]
+                            _c5_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_ServiceID = (V >> q) & 127
+                        _c5_ServiceID = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
-                    if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c3_s = 1
+                        r.pos = r.end - q; _c5_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 7
+                    if q < 0: V, q = r.slidep(q, 7)
+                    x = (V >> q) & 127
+                    if x & 64: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _c5_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c5_ServiceID, r.at(r.end - q))
+                    ec = ((x >> 4) & 3)
+                    _a = (x & 15)
                     if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
+                        q += 2
+                        x = _a >> 2
                         if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                         el = 'SelectedService/ParameterSetID'
                         _neg = (x & 1)
@@ -10100,37 +9715,40 @@ def _d_SelectedServiceListType(r):
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c3_ParameterSetID = _y >> 16
+                                _c5_ParameterSetID = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_ParameterSetID = _U2[_y >> 8]
+                                _c5_ParameterSetID = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c3_ParameterSetID = (V >> q) & 127
+                            _c5_ParameterSetID = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                        if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
-                        if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
-                        _c3_s = -1
+                            r.pos = r.end - q; _c5_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 48: raise r.deviation('SelectedServiceType', r.end - q)
+                        if _neg: _c5_ParameterSetID = -_c5_ParameterSetID - 1
+                        if _c5_ParameterSetID < -32768 or _c5_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c5_ParameterSetID, r.at(r.end - q))
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                     elif ec == 1:
-                        pass
-                        _c3_s = -1
+                        x = _a
+                        ec = (x >> 2)
+                        _a = (x & 3)
                     else:
                         raise r.deviation('SelectedServiceType', r.end - q)
                     _v = _new(_K_din_msgdatatypes_SelectedServiceType)
-                    _v.ServiceID = _c3_ServiceID
-                    _v.ParameterSetID = _c3_ParameterSetID
+                    _v.ServiceID = _c5_ServiceID
+                    _v.ParameterSetID = _c5_ParameterSetID
                     f_SelectedService.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 2
                     s = -1
                     break
                 else:
@@ -10167,7 +9785,6 @@ def _e_SelectedServiceListType(w, o):
                 elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
                 elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c1_ParameterSetID is not None:
@@ -10180,11 +9797,9 @@ def _e_SelectedServiceListType(w, o):
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
             s = 1
@@ -10206,7 +9821,6 @@ def _e_SelectedServiceListType(w, o):
                 elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
                 elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c2_ParameterSetID is not None:
@@ -10219,11 +9833,9 @@ def _e_SelectedServiceListType(w, o):
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
             s = 2
@@ -10250,7 +9862,6 @@ def _e_SelectedServiceListType(w, o):
                         elif _c3_ServiceID < 16384: v = (v << 17) | (_V2[_c3_ServiceID] << 1); n += 17
                         elif _c3_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c3_ServiceID & 16383] | 128) << 8) | (_c3_ServiceID >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c3_ServiceID); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
                     if _c3_ParameterSetID is not None:
@@ -10263,11 +9874,9 @@ def _e_SelectedServiceListType(w, o):
                         elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                         elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                         else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        _c3_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SelectedService += 1
                 elif True:
@@ -10311,17 +9920,15 @@ def _d_SelectedServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'ParameterSetID'
             _neg = (x & 1)
@@ -10348,10 +9955,8 @@ def _d_SelectedServiceType(r):
             if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
             if _neg: f_ParameterSetID = -f_ParameterSetID - 1
             if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 2
         else:
             raise r.deviation('SelectedServiceType', r.end - q)
         r.pos = r.end - q
@@ -10379,7 +9984,6 @@ def _e_SelectedServiceType(w, o):
             elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         if v_ParameterSetID is not None:
@@ -10392,11 +9996,9 @@ def _e_SelectedServiceType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10411,17 +10013,17 @@ def _d_ServiceChargeType(r):
     f_FreeService = None
     f_EnergyTransferType = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceChargeType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceChargeType', r.end - q)
         el = 'ServiceTag'
+        _a = (x & 1)
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+        if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -10441,17 +10043,16 @@ def _d_ServiceChargeType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 6
+            x = _a >> 6
             el = 'ServiceTag/ServiceName'
             _esc = x
             if _esc:
@@ -10464,29 +10065,25 @@ def _d_ServiceChargeType(r):
                 _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                 if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            x = _a
+            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ServiceTag/ServiceScope'
             _esc = x
             if _esc:
@@ -10502,10 +10099,8 @@ def _d_ServiceChargeType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
-            pass
-            _c1_s = -1
+            q += 1
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         f_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
@@ -10564,7 +10159,6 @@ def _e_ServiceChargeType(w, o):
                 elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
                 elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c1_ServiceName is not None:
@@ -10583,14 +10177,12 @@ def _e_ServiceChargeType(w, o):
                 if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_c1_i1 << 1)
                 n += 6
-                _c1_s = 3
             elif _c1_ServiceCategory is not None:
                 el = 'ServiceTag/ServiceCategory'
                 _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
                 if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
                 n += 6
-                _c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c1_ServiceScope is not None:
@@ -10605,11 +10197,9 @@ def _e_ServiceChargeType(w, o):
                 else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
@@ -10645,11 +10235,11 @@ def _d_ServiceParameterListType(r):
         r.pos = r.end - q
         _v = _d_ParameterSetType(r)
         V = r.v; q = r.end - r.pos
-        f_ParameterSet.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
+        f_ParameterSet.append(_v)
         s = 1
         if ec == 0:
             el = 'ParameterSet'
@@ -10664,15 +10254,20 @@ def _d_ServiceParameterListType(r):
         else:
             raise r.deviation('ServiceParameterListType', r.end - q)
         if s == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'ParameterSet'
                     r.pos = r.end - q
                     _v = _d_ParameterSetType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_ParameterSet.append(_v)
                 elif ec == 1:
                     pass
@@ -10749,362 +10344,339 @@ def _d_ServiceTagListType(r):
     el = ''
     f_Service = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceTagListType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/ServiceTag'
-        _c1_c1_ServiceID = None
-        _c1_c1_ServiceName = None
-        _c1_c1_ServiceCategory = None
-        _c1_c1_ServiceScope = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+        _a = (x & 1)
+        _c2_c1_ServiceID = None
+        _c2_c1_ServiceName = None
+        _c2_c1_ServiceCategory = None
+        _c2_c1_ServiceScope = None
+        if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'Service/ServiceTag/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_c1_ServiceID = _y >> 16
+                _c2_c1_ServiceID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_ServiceID = _U2[_y >> 8]
+                _c2_c1_ServiceID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_c1_ServiceID = (V >> q) & 127
+            _c2_c1_ServiceID = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
-        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_c1_s = 1
+            r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
+        if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 6
+            x = _a >> 6
             el = 'Service/ServiceTag/ServiceName'
             _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                _c1_c1_ServiceName = ''
+                _c2_c1_ServiceName = ''
             else:
                 r.pos = r.end - q
-                _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
+                _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceCategory'
-            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_c1_s = 3
+            _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            x = _a
+            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceCategory'
-            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_c1_s = 3
+            _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'Service/ServiceTag/ServiceScope'
             _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                _c1_c1_ServiceScope = ''
+                _c2_c1_ServiceScope = ''
             else:
                 r.pos = r.end - q
-                _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-            _c1_c1_s = -1
         elif ec == 1:
-            pass
-            _c1_c1_s = -1
+            q += 1
         else:
             raise r.deviation('ServiceTagType', r.end - q)
-        _c1_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
-        _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
-        _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
-        _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
-        _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
+        _c2_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
+        _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
+        _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
+        _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
+        _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 864: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/FreeService'
-        _c1_FreeService = ((x >> 2) & 1) == 1
+        _c2_FreeService = ((x >> 7) & 1) == 1
         _v = _new(_K_din_msgdatatypes_ServiceType)
-        _v.ServiceTag = _c1_ServiceTag
-        _v.FreeService = _c1_FreeService
+        _v.ServiceTag = _c2_ServiceTag
+        _v.FreeService = _c2_FreeService
+        ec = ((x >> 3) & 3)
+        _a = (x & 7)
         f_Service.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceTagListType', r.end - q)
+            x = _a
+            if x & 6: raise r.deviation('ServiceTagListType', r.end - q)
             el = 'Service/ServiceTag'
-            _c2_c1_ServiceID = None
-            _c2_c1_ServiceName = None
-            _c2_c1_ServiceCategory = None
-            _c2_c1_ServiceScope = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            _a = (x & 1)
+            _c3_c1_ServiceID = None
+            _c3_c1_ServiceName = None
+            _c3_c1_ServiceCategory = None
+            _c3_c1_ServiceScope = None
+            if _a: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c1_ServiceID = _y >> 16
+                    _c3_c1_ServiceID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c1_ServiceID = _U2[_y >> 8]
+                    _c3_c1_ServiceID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c1_ServiceID = (V >> q) & 127
+                _c3_c1_ServiceID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('ServiceTagType', r.end - q)
-            if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_c1_s = 1
+                r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 10
+            if q < 0: V, q = r.slidep(q, 10)
+            x = (V >> q) & 1023
+            if x & 512: raise r.deviation('ServiceTagType', r.end - q)
+            if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
+            ec = ((x >> 7) & 3)
+            _a = (x & 127)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 6
+                x = _a >> 6
                 el = 'Service/ServiceTag/ServiceName'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c2_c1_ServiceName = ''
+                    _c3_c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
-                    _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                    if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
+                    _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 9
+                if q < 0: V, q = r.slidep(q, 9)
+                x = (V >> q) & 511
+                if x & 456: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
-                _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c2_c1_s = 3
+                _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
             elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+                x = _a
+                if x & 72: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
-                _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c2_c1_s = 3
+                _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'Service/ServiceTag/ServiceScope'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c2_c1_ServiceScope = ''
+                    _c3_c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
-                    _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                    if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
+                    _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                _c2_c1_s = -1
             elif ec == 1:
-                pass
-                _c2_c1_s = -1
+                q += 1
             else:
                 raise r.deviation('ServiceTagType', r.end - q)
-            _c2_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
-            _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
-            _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
-            _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
-            _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
+            _c3_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
+            _c3_ServiceTag.ServiceID = _c3_c1_ServiceID
+            _c3_ServiceTag.ServiceName = _c3_c1_ServiceName
+            _c3_ServiceTag.ServiceCategory = _c3_c1_ServiceCategory
+            _c3_ServiceTag.ServiceScope = _c3_c1_ServiceScope
             q -= 5
             if q < 0: V, q = r.slideq(q, 5)
             x = (V >> q) & 31
             if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
             el = 'Service/FreeService'
-            _c2_FreeService = ((x >> 2) & 1) == 1
+            _c3_FreeService = ((x >> 2) & 1) == 1
             _v = _new(_K_din_msgdatatypes_ServiceType)
-            _v.ServiceTag = _c2_ServiceTag
-            _v.FreeService = _c2_FreeService
+            _v.ServiceTag = _c3_ServiceTag
+            _v.FreeService = _c3_FreeService
             f_Service.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 3
             s = -1
         else:
             raise r.deviation('ServiceTagListType', r.end - q)
         if s == 2:
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            ec = (x >> 3)
+            _a = (x & 7)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceTagListType', r.end - q)
+                    x = _a
+                    if x & 6: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/ServiceTag'
-                    _c3_c1_ServiceID = None
-                    _c3_c1_ServiceName = None
-                    _c3_c1_ServiceCategory = None
-                    _c3_c1_ServiceScope = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+                    _a = (x & 1)
+                    _c5_c1_ServiceID = None
+                    _c5_c1_ServiceName = None
+                    _c5_c1_ServiceCategory = None
+                    _c5_c1_ServiceScope = None
+                    if _a: raise r.deviation('ServiceTagType', r.end - q)
                     el = 'Service/ServiceTag/ServiceID'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_c1_ServiceID = _y >> 16
+                            _c5_c1_ServiceID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_c1_ServiceID = _U2[_y >> 8]
+                            _c5_c1_ServiceID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_c1_ServiceID = (V >> q) & 127
+                        _c5_c1_ServiceID = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('ServiceTagType', r.end - q)
-                    if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c3_c1_s = 1
+                        r.pos = r.end - q; _c5_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 10
+                    if q < 0: V, q = r.slidep(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 512: raise r.deviation('ServiceTagType', r.end - q)
+                    if _c5_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c5_c1_ServiceID, r.at(r.end - q))
+                    ec = ((x >> 7) & 3)
+                    _a = (x & 127)
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        q += 6
+                        x = _a >> 6
                         el = 'Service/ServiceTag/ServiceName'
                         _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                            _c3_c1_ServiceName = ''
+                            _c5_c1_ServiceName = ''
                         else:
                             r.pos = r.end - q
-                            _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                            if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
+                            _c5_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                            if len(_c5_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c5_c1_ServiceName, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+                        q -= 9
+                        if q < 0: V, q = r.slidep(q, 9)
+                        x = (V >> q) & 511
+                        if x & 456: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
-                        _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                        ec = (x & 3)
-                        _c3_c1_s = 3
+                        _c5_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                     elif ec == 1:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+                        x = _a
+                        if x & 72: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
-                        _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                        ec = (x & 3)
-                        _c3_c1_s = 3
+                        _c5_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                     else:
                         raise r.deviation('ServiceTagType', r.end - q)
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        x = _a
                         el = 'Service/ServiceTag/ServiceScope'
                         _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                            _c3_c1_ServiceScope = ''
+                            _c5_c1_ServiceScope = ''
                         else:
                             r.pos = r.end - q
-                            _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                            if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
+                            _c5_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                            if len(_c5_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c5_c1_ServiceScope, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                        _c3_c1_s = -1
                     elif ec == 1:
-                        pass
-                        _c3_c1_s = -1
+                        q += 1
                     else:
                         raise r.deviation('ServiceTagType', r.end - q)
-                    _c3_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
-                    _c3_ServiceTag.ServiceID = _c3_c1_ServiceID
-                    _c3_ServiceTag.ServiceName = _c3_c1_ServiceName
-                    _c3_ServiceTag.ServiceCategory = _c3_c1_ServiceCategory
-                    _c3_ServiceTag.ServiceScope = _c3_c1_ServiceScope
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
+                    _c5_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
+                    _c5_ServiceTag.ServiceID = _c5_c1_ServiceID
+                    _c5_ServiceTag.ServiceName = _c5_c1_ServiceName
+                    _c5_ServiceTag.ServiceCategory = _c5_c1_ServiceCategory
+                    _c5_ServiceTag.ServiceScope = _c5_c1_ServiceScope
+                    q -= 10
+                    if q < 0: V, q = r.slidep(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 864: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/FreeService'
-                    _c3_FreeService = ((x >> 2) & 1) == 1
+                    _c5_FreeService = ((x >> 7) & 1) == 1
                     _v = _new(_K_din_msgdatatypes_ServiceType)
-                    _v.ServiceTag = _c3_ServiceTag
-                    _v.FreeService = _c3_FreeService
+                    _v.ServiceTag = _c5_ServiceTag
+                    _v.FreeService = _c5_FreeService
+                    ec = ((x >> 3) & 3)
+                    _a = (x & 7)
                     f_Service.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 3
                     s = -1
                     break
                 else:
@@ -11148,7 +10720,6 @@ def _e_ServiceTagListType(w, o):
                 elif _c1_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_c1_ServiceID] << 1); n += 17
                 elif _c1_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_c1_ServiceID & 16383] | 128) << 8) | (_c1_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c1_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c1_c1_ServiceName is not None:
@@ -11167,14 +10738,12 @@ def _e_ServiceTagListType(w, o):
                 if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_c1_c1_i1 << 1)
                 n += 6
-                _c1_c1_s = 3
             elif _c1_c1_ServiceCategory is not None:
                 el = 'Service/ServiceTag/ServiceCategory'
                 _c1_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
                 if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c1_c1_i2 << 1)
                 n += 6
-                _c1_c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c1_c1_ServiceScope is not None:
@@ -11189,11 +10758,9 @@ def _e_ServiceTagListType(w, o):
                 else: w.v = v; w.n = n; w.string(_c1_c1_ServiceScope); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c1_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'Service/FreeService'
@@ -11227,7 +10794,6 @@ def _e_ServiceTagListType(w, o):
                 elif _c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c1_ServiceID] << 1); n += 17
                 elif _c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c2_c1_ServiceName is not None:
@@ -11246,14 +10812,12 @@ def _e_ServiceTagListType(w, o):
                 if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_c2_c1_i1 << 1)
                 n += 6
-                _c2_c1_s = 3
             elif _c2_c1_ServiceCategory is not None:
                 el = 'Service/ServiceTag/ServiceCategory'
                 _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
                 if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
                 n += 6
-                _c2_c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c2_c1_ServiceScope is not None:
@@ -11268,11 +10832,9 @@ def _e_ServiceTagListType(w, o):
                 else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c2_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'Service/FreeService'
@@ -11311,7 +10873,6 @@ def _e_ServiceTagListType(w, o):
                         elif _c3_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c3_c1_ServiceID] << 1); n += 17
                         elif _c3_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c3_c1_ServiceID & 16383] | 128) << 8) | (_c3_c1_ServiceID >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                        _c3_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
                     if _c3_c1_ServiceName is not None:
@@ -11330,14 +10891,12 @@ def _e_ServiceTagListType(w, o):
                         if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                         v = (v << 6) | (_c3_c1_i1 << 1)
                         n += 6
-                        _c3_c1_s = 3
                     elif _c3_c1_ServiceCategory is not None:
                         el = 'Service/ServiceTag/ServiceCategory'
                         _c3_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
                         if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                         v = (v << 6) | (1 << 4) | (_c3_c1_i2 << 1)
                         n += 6
-                        _c3_c1_s = 3
                     else:
                         raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
                     if _c3_c1_ServiceScope is not None:
@@ -11352,11 +10911,9 @@ def _e_ServiceTagListType(w, o):
                         else: w.v = v; w.n = n; w.string(_c3_c1_ServiceScope); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        _c3_c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c3_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (_c3_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'Service/FreeService'
@@ -11407,17 +10964,16 @@ def _d_ServiceTagType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 6
+            x = _a >> 6
             el = 'ServiceName'
             _esc = x
             if _esc:
@@ -11430,29 +10986,25 @@ def _d_ServiceTagType(r):
                 f_ServiceName = r.string('din_msgdatatypes:ServiceName')
                 if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            s = 3
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            x = _a
+            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            s = 3
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ServiceScope'
             _esc = x
             if _esc:
@@ -11468,10 +11020,8 @@ def _d_ServiceTagType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 1
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         r.pos = r.end - q
@@ -11503,7 +11053,6 @@ def _e_ServiceTagType(w, o):
             elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         if v_ServiceName is not None:
@@ -11522,14 +11071,12 @@ def _e_ServiceTagType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
             v = (v << 6) | (_i1 << 1)
             n += 6
-            s = 3
         elif v_ServiceCategory is not None:
             el = 'ServiceCategory'
             _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
             if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
             v = (v << 6) | (1 << 4) | (_i2 << 1)
             n += 6
-            s = 3
         else:
             raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
         if v_ServiceScope is not None:
@@ -11544,11 +11091,9 @@ def _e_ServiceTagType(w, o):
             else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
             v <<= 2
             n += 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11562,17 +11107,17 @@ def _d_ServiceType(r):
     f_ServiceTag = None
     f_FreeService = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceTag'
+        _a = (x & 1)
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+        if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -11592,17 +11137,16 @@ def _d_ServiceType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceTagType', r.end - q)
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 6
+            x = _a >> 6
             el = 'ServiceTag/ServiceName'
             _esc = x
             if _esc:
@@ -11615,29 +11159,25 @@ def _d_ServiceType(r):
                 _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                 if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            q -= 9
+            if q < 0: V, q = r.slidep(q, 9)
+            x = (V >> q) & 511
+            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            x = _a
+            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ServiceTag/ServiceScope'
             _esc = x
             if _esc:
@@ -11653,10 +11193,8 @@ def _d_ServiceType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
-            pass
-            _c1_s = -1
+            q += 1
         else:
             raise r.deviation('ServiceTagType', r.end - q)
         f_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
@@ -11704,7 +11242,6 @@ def _e_ServiceType(w, o):
                 elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
                 elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c1_ServiceName is not None:
@@ -11723,14 +11260,12 @@ def _e_ServiceType(w, o):
                 if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_c1_i1 << 1)
                 n += 6
-                _c1_s = 3
             elif _c1_ServiceCategory is not None:
                 el = 'ServiceTag/ServiceCategory'
                 _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
                 if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
                 n += 6
-                _c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c1_ServiceScope is not None:
@@ -11745,11 +11280,9 @@ def _e_ServiceType(w, o):
                 else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
@@ -11788,19 +11321,16 @@ def _d_SubCertificatesType(r):
             else:
                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
             if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         f_Certificate.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'Certificate'
             _esc = x
             if _esc:
@@ -11821,19 +11351,19 @@ def _d_SubCertificatesType(r):
             f_Certificate.append(_v)
             s = 2
         elif ec == 1:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'Certificate'
                     _esc = x
                     if _esc:
@@ -11848,12 +11378,15 @@ def _d_SubCertificatesType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     f_Certificate.append(_v)
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                     break
                 else:

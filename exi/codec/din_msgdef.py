@@ -49,6 +49,7 @@ _K_din_msgbody_MeteringReceiptReqType = din_msgbody.MeteringReceiptReqType
 _K_din_msgbody_MeteringReceiptResType = din_msgbody.MeteringReceiptResType
 _K_din_msgbody_PaymentDetailsReqType = din_msgbody.PaymentDetailsReqType
 _K_din_msgbody_PaymentDetailsResType = din_msgbody.PaymentDetailsResType
+_K_din_msgbody_PowerDeliveryResType = din_msgbody.PowerDeliveryResType
 _K_din_msgbody_PreChargeReqType = din_msgbody.PreChargeReqType
 _K_din_msgbody_PreChargeResType = din_msgbody.PreChargeResType
 _K_din_msgbody_ServiceDetailReqType = din_msgbody.ServiceDetailReqType
@@ -66,12 +67,14 @@ _K_din_msgdatatypes_AC_EVSEStatusType = din_msgdatatypes.AC_EVSEStatusType
 _K_din_msgdatatypes_CertificateChainType = din_msgdatatypes.CertificateChainType
 _K_din_msgdatatypes_DC_EVSEStatusType = din_msgdatatypes.DC_EVSEStatusType
 _K_din_msgdatatypes_DC_EVStatusType = din_msgdatatypes.DC_EVStatusType
+_K_din_msgdatatypes_EVSEStatusType = din_msgdatatypes.EVSEStatusType
 _K_din_msgdatatypes_NotificationType = din_msgdatatypes.NotificationType
 _K_din_msgdatatypes_PhysicalValueType = din_msgdatatypes.PhysicalValueType
 _K_din_msgdef_BodyBaseType = din_msgdef.BodyBaseType
 _K_din_msgdef_BodyType = din_msgdef.BodyType
 _K_din_msgdef_V2G_Message = din_msgdef.V2G_Message
 _K_din_msgheader_MessageHeaderType = din_msgheader.MessageHeaderType
+_T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(9, ((7, 2, 'enum', _E_din_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_din_msgdatatypes_DC_EVSEStatusCodeType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType = _fields_table(9, ((4, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'enum', _E_din_msgdatatypes_EVSEProcessingType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b = _fields_table(10, ((5, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'bool', None),))
@@ -115,7 +118,8 @@ def _d_BodyType(r):
     try:
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
-        ec = (V >> q) & 63
+        x = (V >> q) & 63
+        ec = x
         if ec < 18:
             if ec < 9:
                 if ec < 4:
@@ -128,9 +132,9 @@ def _d_BodyType(r):
                         _cv = _new(_K_din_msgdef_BodyBaseType)
                         s = 1
                     elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
@@ -139,78 +143,74 @@ def _d_BodyType(r):
                         _c2_c1_EVRESSConditioning = None
                         _c2_c1_EVErrorCode = None
                         _c2_c1_EVRESSSOC = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 31
+                        if q < 0: V, q = r.slidep(q, 31)
+                        x = (V >> q) & 2147483647
+                        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'CableCheckReq/DC_EVStatus/EVReady'
-                        _c2_c1_EVReady = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
+                        _c2_c1_EVReady = ((x >> 29) & 1) == 1
+                        ec = ((x >> 26) & 3)
+                        _a = (x & 67108863)
                         _c2_c1_s = 1
                         if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                            ec = (x & 3)
+                            _c2_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            ec = ((x >> 21) & 3)
+                            _a = (x & 2097151)
                             _c2_c1_s = 2
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _a = (x & 131071)
                             _c2_c1_s = 3
                         elif ec == 2:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 9
+                            x = _a >> 9
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            _c2_c1_EVErrorCode = ((x >> 12) & 15)
                             if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                            _a = (x & 1023)
                             _c2_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c1_s == 2:
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                x = _a
+                                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _a = (x & 131071)
                                 _c2_c1_s = 3
                             elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q += 4
+                                x = _a >> 4
+                                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c1_EVErrorCode = ((x >> 2) & 15)
+                                _c2_c1_EVErrorCode = ((x >> 12) & 15)
                                 if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                                _a = (x & 1023)
                                 _c2_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c1_s == 3:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            _c2_c1_EVErrorCode = ((x >> 12) & 15)
                             if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                            _a = (x & 1023)
                             _c2_c1_s = 4
                         if _c2_c1_s == 4:
-                            q -= 10
-                            if q < 0: V, q = r.slideq(q, 10)
-                            x = (V >> q) & 1023
+                            x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                             _c2_c1_EVRESSSOC = ((x >> 2) & 127)
@@ -229,56 +229,50 @@ def _d_BodyType(r):
                         _cv.DC_EVStatus = _c2_DC_EVStatus
                         s = 1
                     elif ec == 2:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 24
+                        if q < 0: V, q = r.slidep(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 12681216: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
-                        _c3_ResponseCode = ((x >> 2) & 31)
+                        _c3_ResponseCode = ((x >> 17) & 31)
                         if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(r.end - q))
                         else: _c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c3_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         _c3_c1_EVSEIsolationStatus = None
                         _c3_c1_EVSEStatusCode = None
                         _c3_c1_NotificationMaxDelay = None
                         _c3_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 12
-                            if q < 0: V, q = r.slideq(q, 12)
-                            x = (V >> q) & 4095
-                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            x = _a
+                            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                             if _t is None:
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c3_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                _c3_c1_EVSEStatusCode = ((x >> 3) & 15)
                                 if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
                             else:
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c3_c1_EVSEIsolationStatus, _c3_c1_EVSEStatusCode = _t
-                            _c3_c1_s = 2
+                            _a = (x & 1)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c3_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c3_c1_EVSEStatusCode = ((x >> 3) & 15)
                             if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
-                            _c3_c1_s = 2
+                            _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -307,7 +301,6 @@ def _d_BodyType(r):
                         _c3_c1_EVSENotification = ((x >> 2) & 3)
                         if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c3_c1_EVSENotification]
-                        _c3_c1_s = -1
                         _c3_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c3_DC_EVSEStatus.EVSEIsolationStatus = _c3_c1_EVSEIsolationStatus
                         _c3_DC_EVSEStatus.EVSEStatusCode = _c3_c1_EVSEStatusCode
@@ -325,16 +318,19 @@ def _d_BodyType(r):
                         _cv.EVSEProcessing = _c3_EVSEProcessing
                         s = 1
                     elif ec == 3:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'CertificateInstallationReq'
                         _cf = 'CertificateInstallationReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c4_Id = None
                         _c4_OEMProvisioningCert = None
                         _c4_ListOfRootCertificateIDs = None
                         _c4_DHParams = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'CertificateInstallationReq/@Id'
                             r.pos = r.end - q
                             _c4_Id = r.string('Id')
@@ -360,11 +356,8 @@ def _d_BodyType(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            _c4_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
                             _esc = x
                             if _esc:
@@ -382,7 +375,6 @@ def _d_BodyType(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            _c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
                         el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
@@ -407,18 +399,14 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_DHParams)
                             if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                        _c4_s = -1
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('CertificateInstallationReqType', r.end - q)
                         _cv = _new(_K_din_msgbody_CertificateInstallationReqType)
                         _cv.Id = _c4_Id
                         _cv.OEMProvisioningCert = _c4_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c4_ListOfRootCertificateIDs
                         _cv.DHParams = _c4_DHParams
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -433,23 +421,21 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c5_Id = r.string('Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ResponseCode'
-                        _c5_ResponseCode = ((x >> 2) & 31)
+                        _c5_ResponseCode = ((x >> 4) & 31)
                         if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c5_ResponseCode, 23, r.at(r.end - q))
                         else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
+                        _a = (x & 1)
                         _c5_c1_Certificate = None
                         _c5_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                        x = _a
                         el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -467,7 +453,6 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
-                        _c5_c1_s = 1
                         if ec == 0:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -476,10 +461,8 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c5_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c5_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c5_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -568,23 +551,21 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c6_Id = r.string('Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ResponseCode'
-                        _c6_ResponseCode = ((x >> 2) & 31)
+                        _c6_ResponseCode = ((x >> 4) & 31)
                         if _c6_ResponseCode >= 23: _c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c6_ResponseCode, 23, r.at(r.end - q))
                         else: _c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c6_ResponseCode]
                         el = 'CertificateUpdateRes/ContractSignatureCertChain'
+                        _a = (x & 1)
                         _c6_c1_Certificate = None
                         _c6_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                        x = _a
                         el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -602,7 +583,6 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
-                        _c6_c1_s = 1
                         if ec == 0:
                             el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -611,10 +591,8 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c6_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c6_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c6_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -753,27 +731,29 @@ def _d_BodyType(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 11:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'ContractAuthenticationReq'
                         _cf = 'ContractAuthenticationReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c8_Id = None
                         _c8_GenChallenge = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'ContractAuthenticationReq/@Id'
                             r.pos = r.end - q
                             _c8_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            ec = (x >> 1)
+                            _a = (x & 1)
                             _c8_s = 1
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'ContractAuthenticationReq/GenChallenge'
                             _esc = x
                             if _esc:
@@ -785,20 +765,20 @@ def _d_BodyType(r):
                                 r.pos = r.end - q
                                 _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                 V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            _a = (x & 1)
                             _c8_s = 2
                         elif ec == 2:
-                            pass
+                            if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c8_s = -1
                         else:
                             raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 1:
                             if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                x = (V >> q) & 1
+                                x = _a
                                 el = 'ContractAuthenticationReq/GenChallenge'
                                 _esc = x
                                 if _esc:
@@ -810,23 +790,23 @@ def _d_BodyType(r):
                                     r.pos = r.end - q
                                     _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                     V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                q -= 3
+                                if q < 0: V, q = r.slidep(q, 3)
+                                x = (V >> q) & 7
+                                if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                _a = (x & 1)
                                 _c8_s = 2
                             elif ec == 1:
-                                pass
+                                if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                                 _c8_s = -1
                             else:
                                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 2:
+                            if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c8_s = -1
                         _cv = _new(_K_din_msgbody_ContractAuthenticationReqType)
                         _cv.Id = _c8_Id
                         _cv.GenChallenge = _c8_GenChallenge
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 12:
                         q -= 14
@@ -874,16 +854,19 @@ def _d_BodyType(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 15:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'MeteringReceiptReq'
                         _cf = 'MeteringReceiptReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c10_Id = None
                         _c10_SessionID = None
                         _c10_SAScheduleTupleID = None
                         _c10_MeterInfo = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'MeteringReceiptReq/@Id'
                             r.pos = r.end - q
                             _c10_Id = r.string('Id')
@@ -906,16 +889,14 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c10_s = 2
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 2) & 3)
+                            _a = (x & 3)
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
@@ -930,18 +911,16 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c10_s = 2
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 2) & 3)
+                            _a = (x & 3)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            x = _a
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SAScheduleTupleID'
                             _neg = (x & 1)
@@ -972,30 +951,30 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c10_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         elif ec == 1:
+                            q += 2
                             el = 'MeteringReceiptReq/MeterInfo'
                             r.pos = r.end - q
                             _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c10_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        _c10_s = -1
+                        if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
                         _cv = _new(_K_din_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c10_Id
                         _cv.SessionID = _c10_SessionID
                         _cv.SAScheduleTupleID = _c10_SAScheduleTupleID
                         _cv.MeterInfo = _c10_MeterInfo
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 16:
                         q -= 19
@@ -1073,18 +1052,17 @@ def _d_BodyType(r):
                             _c12_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c12_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
+                        _a = (x & 1)
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                        x = _a
                         el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -1102,7 +1080,6 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
-                        _c12_c1_s = 1
                         if ec == 0:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -1111,10 +1088,8 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c12_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c12_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c12_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -1199,165 +1174,301 @@ def _d_BodyType(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 20:
+                        q -= 25
+                        if q < 0: V, q = r.slidep(q, 25)
+                        x = (V >> q) & 33554431
+                        if x & 16777216: raise r.deviation('BodyType', r.end - q)
                         el = 'PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_PowerDeliveryResType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _a = (x & 16777215)
+                        _c14_ResponseCode = None
+                        _c14_AC_EVSEStatus = None
+                        _c14_DC_EVSEStatus = None
+                        _c14_EVSEStatus = None
+                        x = _a
+                        if x & 8519680: raise r.deviation('PowerDeliveryResType', r.end - q)
+                        el = 'PowerDeliveryRes/ResponseCode'
+                        _c14_ResponseCode = ((x >> 18) & 31)
+                        if _c14_ResponseCode >= 23: _c14_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', _c14_ResponseCode, 23, r.at(r.end - q))
+                        else: _c14_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c14_ResponseCode]
+                        ec = ((x >> 15) & 3)
+                        _a = (x & 32767)
+                        if ec == 0:
+                            q += 5
+                            x = _a >> 5
+                            if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
+                            el = 'PowerDeliveryRes/AC_EVSEStatus'
+                            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                            if _t is None:
+                                el = 'PowerDeliveryRes/AC_EVSEStatus/PowerSwitchClosed'
+                                _c14_c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                                el = 'PowerDeliveryRes/AC_EVSEStatus/RCD'
+                                _c14_c4_RCD = ((x >> 3) & 1) == 1
+                            else:
+                                el = 'PowerDeliveryRes/AC_EVSEStatus/RCD'
+                                _c14_c4_PowerSwitchClosed, _c14_c4_RCD = _t
+                            el = 'PowerDeliveryRes/AC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c14_c4_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c14_c4_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c14_c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c14_c4_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 462: raise r.deviation('PowerDeliveryResType', r.end - q)
+                            if _c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c4_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
+                            _c14_c4_EVSENotification = ((x >> 4) & 3)
+                            if _c14_c4_EVSENotification >= 3: _c14_c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c14_c4_EVSENotification, 3, r.at(r.end - q))
+                            else: _c14_c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c14_c4_EVSENotification]
+                            _c14_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
+                            _c14_AC_EVSEStatus.PowerSwitchClosed = _c14_c4_PowerSwitchClosed
+                            _c14_AC_EVSEStatus.RCD = _c14_c4_RCD
+                            _c14_AC_EVSEStatus.NotificationMaxDelay = _c14_c4_NotificationMaxDelay
+                            _c14_AC_EVSEStatus.EVSENotification = _c14_c4_EVSENotification
+                            _a = (x & 1)
+                        elif ec == 1:
+                            x = _a
+                            el = 'PowerDeliveryRes/DC_EVSEStatus'
+                            ec = (x >> 13)
+                            _a = (x & 8191)
+                            _c14_c5_EVSEIsolationStatus = None
+                            _c14_c5_EVSEStatusCode = None
+                            _c14_c5_NotificationMaxDelay = None
+                            _c14_c5_EVSENotification = None
+                            if ec == 0:
+                                x = _a
+                                if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                                if _t is None:
+                                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                    _c14_c5_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
+                                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c14_c5_EVSEStatusCode = ((x >> 3) & 15)
+                                    if _c14_c5_EVSEStatusCode >= 12: _c14_c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c14_c5_EVSEStatusCode, 12, r.at(r.end - q))
+                                    else: _c14_c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c14_c5_EVSEStatusCode]
+                                else:
+                                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c14_c5_EVSEIsolationStatus, _c14_c5_EVSEStatusCode = _t
+                                _a = (x & 1)
+                            elif ec == 1:
+                                q += 5
+                                x = _a >> 5
+                                if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c14_c5_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c14_c5_EVSEStatusCode >= 12: _c14_c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c14_c5_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c14_c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c14_c5_EVSEStatusCode]
+                                _a = (x & 1)
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'PowerDeliveryRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c14_c5_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c14_c5_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c14_c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c14_c5_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 462: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c5_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
+                            _c14_c5_EVSENotification = ((x >> 4) & 3)
+                            if _c14_c5_EVSENotification >= 3: _c14_c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c14_c5_EVSENotification, 3, r.at(r.end - q))
+                            else: _c14_c5_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c14_c5_EVSENotification]
+                            _a = (x & 1)
+                            _c14_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                            _c14_DC_EVSEStatus.EVSEIsolationStatus = _c14_c5_EVSEIsolationStatus
+                            _c14_DC_EVSEStatus.EVSEStatusCode = _c14_c5_EVSEStatusCode
+                            _c14_DC_EVSEStatus.NotificationMaxDelay = _c14_c5_NotificationMaxDelay
+                            _c14_DC_EVSEStatus.EVSENotification = _c14_c5_EVSENotification
+                        elif ec == 2:
+                            q += 12
+                            x = _a >> 12
+                            if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
+                            el = 'PowerDeliveryRes/EVSEStatus'
+                            _c14_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
+                            _a = (x & 1)
+                        else:
+                            raise r.deviation('PowerDeliveryResType', r.end - q)
+                        if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_PowerDeliveryResType)
+                        _cv.ResponseCode = _c14_ResponseCode
+                        _cv.AC_EVSEStatus = _c14_AC_EVSEStatus
+                        _cv.DC_EVSEStatus = _c14_DC_EVSEStatus
+                        _cv.EVSEStatus = _c14_EVSEStatus
                         s = 1
                     elif ec == 21:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
-                        _c14_c1_EVReady = None
-                        _c14_c1_EVCabinConditioning = None
-                        _c14_c1_EVRESSConditioning = None
-                        _c14_c1_EVErrorCode = None
-                        _c14_c1_EVRESSSOC = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        _c15_c1_EVReady = None
+                        _c15_c1_EVCabinConditioning = None
+                        _c15_c1_EVRESSConditioning = None
+                        _c15_c1_EVErrorCode = None
+                        _c15_c1_EVRESSSOC = None
+                        q -= 31
+                        if q < 0: V, q = r.slidep(q, 31)
+                        x = (V >> q) & 2147483647
+                        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
-                        _c14_c1_EVReady = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
-                        _c14_c1_s = 1
+                        _c15_c1_EVReady = ((x >> 29) & 1) == 1
+                        ec = ((x >> 26) & 3)
+                        _a = (x & 67108863)
+                        _c15_c1_s = 1
                         if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                            _c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                            ec = (x & 3)
-                            _c14_c1_s = 2
+                            _c15_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            ec = ((x >> 21) & 3)
+                            _a = (x & 2097151)
+                            _c15_c1_s = 2
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                            _c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                            _c14_c1_s = 3
+                            _c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _a = (x & 131071)
+                            _c15_c1_s = 3
                         elif ec == 2:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 9
+                            x = _a >> 9
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c14_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
-                            _c14_c1_s = 4
+                            _c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c15_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c14_c1_s == 2:
+                        if _c15_c1_s == 2:
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                x = _a
+                                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c14_c1_s = 3
+                                _c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _a = (x & 131071)
+                                _c15_c1_s = 3
                             elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q += 4
+                                x = _a >> 4
+                                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c14_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
-                                _c14_c1_s = 4
+                                _c15_c1_EVErrorCode = ((x >> 12) & 15)
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                                _a = (x & 1023)
+                                _c15_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c14_c1_s == 3:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c15_c1_s == 3:
+                            x = _a
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c14_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
-                            _c14_c1_s = 4
-                        if _c14_c1_s == 4:
-                            q -= 10
-                            if q < 0: V, q = r.slideq(q, 10)
-                            x = (V >> q) & 1023
+                            _c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c15_c1_s = 4
+                        if _c15_c1_s == 4:
+                            x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                            _c14_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c14_c1_EVRESSSOC, r.at(r.end - q))
-                            _c14_c1_s = -1
-                        _c14_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                        _c14_DC_EVStatus.EVReady = _c14_c1_EVReady
-                        _c14_DC_EVStatus.EVCabinConditioning = _c14_c1_EVCabinConditioning
-                        _c14_DC_EVStatus.EVRESSConditioning = _c14_c1_EVRESSConditioning
-                        _c14_DC_EVStatus.EVErrorCode = _c14_c1_EVErrorCode
-                        _c14_DC_EVStatus.EVRESSSOC = _c14_c1_EVRESSSOC
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                            _c15_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(r.end - q))
+                            _c15_c1_s = -1
+                        _c15_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                        _c15_DC_EVStatus.EVReady = _c15_c1_EVReady
+                        _c15_DC_EVStatus.EVCabinConditioning = _c15_c1_EVCabinConditioning
+                        _c15_DC_EVStatus.EVRESSConditioning = _c15_c1_EVRESSConditioning
+                        _c15_DC_EVStatus.EVErrorCode = _c15_c1_EVErrorCode
+                        _c15_DC_EVStatus.EVRESSSOC = _c15_c1_EVRESSSOC
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage'
-                        _c14_c2_Multiplier = None
-                        _c14_c2_Unit = None
-                        _c14_c2_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c15_c2_Multiplier = None
+                        _c15_c2_Unit = None
+                        _c15_c2_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c14_c2_Multiplier = ((x >> 3) & 7) + -3
-                        if _c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c2_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c14_c2_s = 1
+                        _c15_c2_Multiplier = ((x >> 12) & 7) + -3
+                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetVoltage/Unit'
-                            _c14_c2_Unit = ((x >> 4) & 15)
-                            if _c14_c2_Unit >= 10: _c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c2_Unit, 10, r.at(r.end - q))
-                            else: _c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c2_Unit]
+                            _c15_c2_Unit = ((x >> 4) & 15)
+                            if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
+                            else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
                             el = 'PreChargeReq/EVTargetVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c14_c2_Value = _y >> 16
+                                    _c15_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c14_c2_Value = _U2[_y >> 8]
+                                    _c15_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c14_c2_Value = (V >> q) & 127
+                                _c15_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c14_c2_Value = -_c14_c2_Value - 1
-                            if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
-                            _c14_c2_s = 3
+                            if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                            if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetVoltage/Value'
                             _neg = (x & 1)
@@ -1365,88 +1476,82 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c14_c2_Value = _y >> 16
+                                    _c15_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c14_c2_Value = _U2[_y >> 8]
+                                    _c15_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c14_c2_Value = (V >> q) & 127
+                                _c15_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c14_c2_Value = -_c14_c2_Value - 1
-                            if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
-                            _c14_c2_s = 3
+                            if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                            if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c14_c2_s = -1
-                        _c14_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c14_EVTargetVoltage.Multiplier = _c14_c2_Multiplier
-                        _c14_EVTargetVoltage.Unit = _c14_c2_Unit
-                        _c14_EVTargetVoltage.Value = _c14_c2_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c15_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c15_EVTargetVoltage.Multiplier = _c15_c2_Multiplier
+                        _c15_EVTargetVoltage.Unit = _c15_c2_Unit
+                        _c15_EVTargetVoltage.Value = _c15_c2_Value
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent'
-                        _c14_c3_Multiplier = None
-                        _c14_c3_Unit = None
-                        _c14_c3_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c15_c3_Multiplier = None
+                        _c15_c3_Unit = None
+                        _c15_c3_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c14_c3_Multiplier = ((x >> 3) & 7) + -3
-                        if _c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c3_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c14_c3_s = 1
+                        _c15_c3_Multiplier = ((x >> 12) & 7) + -3
+                        if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetCurrent/Unit'
-                            _c14_c3_Unit = ((x >> 4) & 15)
-                            if _c14_c3_Unit >= 10: _c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c3_Unit, 10, r.at(r.end - q))
-                            else: _c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c3_Unit]
+                            _c15_c3_Unit = ((x >> 4) & 15)
+                            if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(r.end - q))
+                            else: _c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c3_Unit]
                             el = 'PreChargeReq/EVTargetCurrent/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c14_c3_Value = _y >> 16
+                                    _c15_c3_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c14_c3_Value = _U2[_y >> 8]
+                                    _c15_c3_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c14_c3_Value = (V >> q) & 127
+                                _c15_c3_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c14_c3_Value = -_c14_c3_Value - 1
-                            if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
-                            _c14_c3_s = 3
+                            if _neg: _c15_c3_Value = -_c15_c3_Value - 1
+                            if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetCurrent/Value'
                             _neg = (x & 1)
@@ -1454,184 +1559,171 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c14_c3_Value = _y >> 16
+                                    _c15_c3_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c14_c3_Value = _U2[_y >> 8]
+                                    _c15_c3_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c14_c3_Value = (V >> q) & 127
+                                _c15_c3_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c14_c3_Value = -_c14_c3_Value - 1
-                            if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
-                            _c14_c3_s = 3
+                            if _neg: _c15_c3_Value = -_c15_c3_Value - 1
+                            if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c14_c3_s = -1
-                        _c14_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c14_EVTargetCurrent.Multiplier = _c14_c3_Multiplier
-                        _c14_EVTargetCurrent.Unit = _c14_c3_Unit
-                        _c14_EVTargetCurrent.Value = _c14_c3_Value
+                        _c15_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c15_EVTargetCurrent.Multiplier = _c15_c3_Multiplier
+                        _c15_EVTargetCurrent.Unit = _c15_c3_Unit
+                        _c15_EVTargetCurrent.Value = _c15_c3_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_PreChargeReqType)
-                        _cv.DC_EVStatus = _c14_DC_EVStatus
-                        _cv.EVTargetVoltage = _c14_EVTargetVoltage
-                        _cv.EVTargetCurrent = _c14_EVTargetCurrent
+                        _cv.DC_EVStatus = _c15_DC_EVStatus
+                        _cv.EVTargetVoltage = _c15_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c15_EVTargetCurrent
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 22:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 24
+                        if q < 0: V, q = r.slidep(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 12681216: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
-                        _c15_ResponseCode = ((x >> 2) & 31)
-                        if _c15_ResponseCode >= 23: _c15_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c15_ResponseCode, 23, r.at(r.end - q))
-                        else: _c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c15_ResponseCode]
+                        _c16_ResponseCode = ((x >> 17) & 31)
+                        if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(r.end - q))
+                        else: _c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c16_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
-                        _c15_c1_EVSEIsolationStatus = None
-                        _c15_c1_EVSEStatusCode = None
-                        _c15_c1_NotificationMaxDelay = None
-                        _c15_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
+                        _c16_c1_EVSEIsolationStatus = None
+                        _c16_c1_EVSEStatusCode = None
+                        _c16_c1_NotificationMaxDelay = None
+                        _c16_c1_EVSENotification = None
                         if ec == 0:
-                            q -= 12
-                            if q < 0: V, q = r.slideq(q, 12)
-                            x = (V >> q) & 4095
-                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            x = _a
+                            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                             if _t is None:
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                _c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c15_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
+                                _c16_c1_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
                             else:
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c15_c1_EVSEIsolationStatus, _c15_c1_EVSEStatusCode = _t
-                            _c15_c1_s = 2
+                                _c16_c1_EVSEIsolationStatus, _c16_c1_EVSEStatusCode = _t
+                            _a = (x & 1)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c15_c1_EVSEStatusCode = ((x >> 2) & 15)
-                            if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
-                            _c15_c1_s = 2
+                            _c16_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
+                            _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c15_c1_NotificationMaxDelay = _y >> 16
+                                _c16_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c15_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c16_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c16_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c15_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c16_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c15_c1_EVSENotification = ((x >> 2) & 3)
-                        if _c15_c1_EVSENotification >= 3: _c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c15_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c15_c1_EVSENotification]
-                        _c15_c1_s = -1
-                        _c15_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-                        _c15_DC_EVSEStatus.EVSEIsolationStatus = _c15_c1_EVSEIsolationStatus
-                        _c15_DC_EVSEStatus.EVSEStatusCode = _c15_c1_EVSEStatusCode
-                        _c15_DC_EVSEStatus.NotificationMaxDelay = _c15_c1_NotificationMaxDelay
-                        _c15_DC_EVSEStatus.EVSENotification = _c15_c1_EVSENotification
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c16_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c16_c1_EVSENotification]
+                        _c16_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                        _c16_DC_EVSEStatus.EVSEIsolationStatus = _c16_c1_EVSEIsolationStatus
+                        _c16_DC_EVSEStatus.EVSEStatusCode = _c16_c1_EVSEStatusCode
+                        _c16_DC_EVSEStatus.NotificationMaxDelay = _c16_c1_NotificationMaxDelay
+                        _c16_DC_EVSEStatus.EVSENotification = _c16_c1_EVSENotification
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage'
-                        _c15_c2_Multiplier = None
-                        _c15_c2_Unit = None
-                        _c15_c2_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c16_c2_Multiplier = None
+                        _c16_c2_Unit = None
+                        _c16_c2_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c15_c2_Multiplier = ((x >> 3) & 7) + -3
-                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c15_c2_s = 1
+                        _c16_c2_Multiplier = ((x >> 12) & 7) + -3
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                            _c15_c2_Unit = ((x >> 4) & 15)
-                            if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
-                            else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
+                            _c16_c2_Unit = ((x >> 4) & 15)
+                            if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(r.end - q))
+                            else: _c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_c2_Unit]
                             el = 'PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c15_c2_Value = _y >> 16
+                                    _c16_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c15_c2_Value = _U2[_y >> 8]
+                                    _c16_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c15_c2_Value = (V >> q) & 127
+                                _c16_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                            if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
-                            _c15_c2_s = 3
+                            if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                            if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
@@ -1639,40 +1731,38 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c15_c2_Value = _y >> 16
+                                    _c16_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c15_c2_Value = _U2[_y >> 8]
+                                    _c16_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c15_c2_Value = (V >> q) & 127
+                                _c16_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                            if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
-                            _c15_c2_s = 3
+                            if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                            if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c15_c2_s = -1
-                        _c15_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c15_EVSEPresentVoltage.Multiplier = _c15_c2_Multiplier
-                        _c15_EVSEPresentVoltage.Unit = _c15_c2_Unit
-                        _c15_EVSEPresentVoltage.Value = _c15_c2_Value
+                        _c16_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c16_EVSEPresentVoltage.Multiplier = _c16_c2_Multiplier
+                        _c16_EVSEPresentVoltage.Unit = _c16_c2_Unit
+                        _c16_EVSEPresentVoltage.Value = _c16_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_PreChargeResType)
-                        _cv.ResponseCode = _c15_ResponseCode
-                        _cv.DC_EVSEStatus = _c15_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c15_EVSEPresentVoltage
+                        _cv.ResponseCode = _c16_ResponseCode
+                        _cv.DC_EVSEStatus = _c16_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c16_EVSEPresentVoltage
                         s = 1
                     elif ec == 23:
                         q -= 2
@@ -1681,46 +1771,6 @@ def _d_BodyType(r):
                         el = 'ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c16_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c16_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c16_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c16_ServiceID = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
-                        _cv = _new(_K_din_msgbody_ServiceDetailReqType)
-                        _cv.ServiceID = _c16_ServiceID
-                        s = 1
-                    elif ec == 24:
-                        el = 'ServiceDetailRes'
-                        _cf = 'ServiceDetailRes'
-                        _c17_ResponseCode = None
-                        _c17_ServiceID = None
-                        _c17_ServiceParameterList = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
-                        el = 'ServiceDetailRes/ResponseCode'
-                        _c17_ResponseCode = ((x >> 3) & 31)
-                        if _c17_ResponseCode >= 23: _c17_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c17_ResponseCode, 23, r.at(r.end - q))
-                        else: _c17_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c17_ResponseCode]
-                        el = 'ServiceDetailRes/ServiceID'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -1741,98 +1791,137 @@ def _d_BodyType(r):
                             r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
-                        if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c17_s = 2
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
+                        _cv = _new(_K_din_msgbody_ServiceDetailReqType)
+                        _cv.ServiceID = _c17_ServiceID
+                        s = 1
+                    elif ec == 24:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
+                        el = 'ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _a = (x & 511)
+                        _c18_ResponseCode = None
+                        _c18_ServiceID = None
+                        _c18_ServiceParameterList = None
+                        x = _a
+                        if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
+                        el = 'ServiceDetailRes/ResponseCode'
+                        _c18_ResponseCode = ((x >> 3) & 31)
+                        if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(r.end - q))
+                        else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
+                        el = 'ServiceDetailRes/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c18_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c18_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         if ec == 0:
+                            q += 1
                             el = 'ServiceDetailRes/ServiceParameterList'
                             r.pos = r.end - q
-                            _c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                            _c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                            _c17_s = -1
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
                         elif ec == 1:
-                            pass
-                            _c17_s = -1
+                            if _a: raise r.deviation('ServiceDetailResType', r.end - q)
                         else:
                             raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(_K_din_msgbody_ServiceDetailResType)
-                        _cv.ResponseCode = _c17_ResponseCode
-                        _cv.ServiceID = _c17_ServiceID
-                        _cv.ServiceParameterList = _c17_ServiceParameterList
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv.ResponseCode = _c18_ResponseCode
+                        _cv.ServiceID = _c18_ServiceID
+                        _cv.ServiceParameterList = _c18_ServiceParameterList
                         s = 1
                     elif ec == 25:
+                        q -= 8
+                        if q < 0: V, q = r.slidep(q, 8)
+                        x = (V >> q) & 255
                         el = 'ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
-                        _c18_ServiceScope = None
-                        _c18_ServiceCategory = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = (x >> 6)
+                        _a = (x & 63)
+                        _c19_ServiceScope = None
+                        _c19_ServiceCategory = None
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            q += 5
+                            x = _a >> 5
                             el = 'ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                                _c18_ServiceScope = ''
+                                _c19_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
-                                _c18_ServiceScope = r.string('din_msgbody:ServiceScope')
-                                if len(_c18_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c18_ServiceScope, r.at(r.pos))
+                                _c19_ServiceScope = r.string('din_msgbody:ServiceScope')
+                                if len(_c19_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c19_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = (x & 3)
-                            _c18_s = 1
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = ((x >> 6) & 3)
+                            _a = (x & 63)
+                            _c19_s = 1
                         elif ec == 1:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            x = _a
+                            if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
-                            _c18_s = 2
+                            _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _a = (x & 1)
+                            _c19_s = 2
                         elif ec == 2:
-                            pass
-                            _c18_s = -1
+                            q += 5
+                            if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            _c19_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                        if _c18_s == 1:
+                        if _c19_s == 1:
                             if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                x = _a
+                                if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
-                                _c18_s = 2
+                                _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _a = (x & 1)
+                                _c19_s = 2
                             elif ec == 1:
-                                pass
-                                _c18_s = -1
+                                q += 5
+                                if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                _c19_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                        if _c18_s == 2:
-                            _c18_s = -1
+                        if _c19_s == 2:
+                            if _a: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            _c19_s = -1
                         _cv = _new(_K_din_msgbody_ServiceDiscoveryReqType)
-                        _cv.ServiceScope = _c18_ServiceScope
-                        _cv.ServiceCategory = _c18_ServiceCategory
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv.ServiceScope = _c19_ServiceScope
+                        _cv.ServiceCategory = _c19_ServiceCategory
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDiscoveryRes'
@@ -1856,17 +1945,17 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c19_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
-                        _c19_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
-                        _cv.SelectedPaymentOption = _c19_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c19_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c20_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c20_SelectedServiceList
                         s = 1
                     elif ec == 28:
                         q -= 10
@@ -1876,11 +1965,11 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
-                        _c20_ResponseCode = ((x >> 3) & 31)
-                        if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c20_ResponseCode, 23, r.at(r.end - q))
-                        else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
+                        _c21_ResponseCode = ((x >> 3) & 31)
+                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(r.end - q))
+                        else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
-                        _cv.ResponseCode = _c20_ResponseCode
+                        _cv.ResponseCode = _c21_ResponseCode
                         s = 1
                     elif ec == 29:
                         q -= 2
@@ -1895,58 +1984,59 @@ def _d_BodyType(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
-                            _c21_EVCCID = b''
+                            _c22_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c21_EVCCID)
-                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c22_EVCCID)
+                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupReqType)
-                        _cv.EVCCID = _c21_EVCCID
+                        _cv.EVCCID = _c22_EVCCID
                         s = 1
                     elif ec == 30:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _c22_ResponseCode = None
-                        _c22_EVSEID = None
-                        _c22_DateTimeNow = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 774: raise r.deviation('SessionSetupResType', r.end - q)
+                        _a = (x & 511)
+                        _c23_ResponseCode = None
+                        _c23_EVSEID = None
+                        _c23_DateTimeNow = None
+                        x = _a
+                        if x & 262: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c22_ResponseCode = ((x >> 3) & 31)
-                        if _c22_ResponseCode >= 23: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 23, r.at(r.end - q))
-                        else: _c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c22_ResponseCode]
+                        _c23_ResponseCode = ((x >> 3) & 31)
+                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(r.end - q))
+                        else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         _esc = (x & 1)
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
-                            _c22_EVSEID = b''
+                            _c23_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c22_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c23_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c22_EVSEID)
-                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c22_EVSEID, r.at(r.end - q))
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = (x & 3)
-                        _c22_s = 2
+                                r.pos = r.end - q; _c23_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c23_EVSEID)
+                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(r.end - q))
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'SessionSetupRes/DateTimeNow'
                             _neg = (x & 1)
@@ -1954,38 +2044,34 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c22_DateTimeNow = _y >> 16
+                                    _c23_DateTimeNow = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c22_DateTimeNow = _U2[_y >> 8]
+                                    _c23_DateTimeNow = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c23_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c22_DateTimeNow = (V >> q) & 127
+                                _c23_DateTimeNow = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                            if _neg: _c22_DateTimeNow = -_c22_DateTimeNow - 1
-                            if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c22_DateTimeNow, r.at(r.end - q))
-                            _c22_s = -1
+                                r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
+                            if _neg: _c23_DateTimeNow = -_c23_DateTimeNow - 1
+                            if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(r.end - q))
                         elif ec == 1:
-                            pass
-                            _c22_s = -1
+                            q += 1
+                            if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupResType)
-                        _cv.ResponseCode = _c22_ResponseCode
-                        _cv.EVSEID = _c22_EVSEID
-                        _cv.DateTimeNow = _c22_DateTimeNow
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.EVSEID = _c23_EVSEID
+                        _cv.DateTimeNow = _c23_DateTimeNow
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -2006,253 +2092,238 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c24_ResponseCode = ((x >> 3) & 31)
-                        if _c24_ResponseCode >= 23: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 23, r.at(r.end - q))
-                        else: _c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c24_ResponseCode]
+                        _c25_ResponseCode = ((x >> 3) & 31)
+                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(r.end - q))
+                        else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(_K_din_msgbody_SessionStopResType)
-                        _cv.ResponseCode = _c24_ResponseCode
+                        _cv.ResponseCode = _c25_ResponseCode
                         s = 1
                     elif ec == 33:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
-                        _c25_c1_EVReady = None
-                        _c25_c1_EVCabinConditioning = None
-                        _c25_c1_EVRESSConditioning = None
-                        _c25_c1_EVErrorCode = None
-                        _c25_c1_EVRESSSOC = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        _c26_c1_EVReady = None
+                        _c26_c1_EVCabinConditioning = None
+                        _c26_c1_EVRESSConditioning = None
+                        _c26_c1_EVErrorCode = None
+                        _c26_c1_EVRESSSOC = None
+                        q -= 31
+                        if q < 0: V, q = r.slidep(q, 31)
+                        x = (V >> q) & 2147483647
+                        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c25_c1_EVReady = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
-                        _c25_c1_s = 1
+                        _c26_c1_EVReady = ((x >> 29) & 1) == 1
+                        ec = ((x >> 26) & 3)
+                        _a = (x & 67108863)
+                        _c26_c1_s = 1
                         if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                            _c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                            ec = (x & 3)
-                            _c25_c1_s = 2
+                            _c26_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            ec = ((x >> 21) & 3)
+                            _a = (x & 2097151)
+                            _c26_c1_s = 2
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                            _c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                            _c25_c1_s = 3
+                            _c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _a = (x & 131071)
+                            _c26_c1_s = 3
                         elif ec == 2:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 9
+                            x = _a >> 9
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c25_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
-                            _c25_c1_s = 4
+                            _c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c26_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c25_c1_s == 2:
+                        if _c26_c1_s == 2:
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                x = _a
+                                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c25_c1_s = 3
+                                _c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _a = (x & 131071)
+                                _c26_c1_s = 3
                             elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q += 4
+                                x = _a >> 4
+                                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c25_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
-                                _c25_c1_s = 4
+                                _c26_c1_EVErrorCode = ((x >> 12) & 15)
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                                _a = (x & 1023)
+                                _c26_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c25_c1_s == 3:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c26_c1_s == 3:
+                            x = _a
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c25_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
-                            _c25_c1_s = 4
-                        if _c25_c1_s == 4:
-                            q -= 10
-                            if q < 0: V, q = r.slideq(q, 10)
-                            x = (V >> q) & 1023
+                            _c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c26_c1_s = 4
+                        if _c26_c1_s == 4:
+                            x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c25_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
-                            _c25_c1_s = -1
-                        _c25_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                        _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
-                        _c25_DC_EVStatus.EVCabinConditioning = _c25_c1_EVCabinConditioning
-                        _c25_DC_EVStatus.EVRESSConditioning = _c25_c1_EVRESSConditioning
-                        _c25_DC_EVStatus.EVErrorCode = _c25_c1_EVErrorCode
-                        _c25_DC_EVStatus.EVRESSSOC = _c25_c1_EVRESSSOC
+                            _c26_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
+                            _c26_c1_s = -1
+                        _c26_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
+                        _c26_DC_EVStatus.EVCabinConditioning = _c26_c1_EVCabinConditioning
+                        _c26_DC_EVStatus.EVRESSConditioning = _c26_c1_EVRESSConditioning
+                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
+                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c25_DC_EVStatus
+                        _cv.DC_EVStatus = _c26_DC_EVStatus
                         s = 1
                     elif ec == 34:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 24
+                        if q < 0: V, q = r.slidep(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 12681216: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c26_ResponseCode = ((x >> 2) & 31)
-                        if _c26_ResponseCode >= 23: _c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c26_ResponseCode, 23, r.at(r.end - q))
-                        else: _c26_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c26_ResponseCode]
+                        _c27_ResponseCode = ((x >> 17) & 31)
+                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(r.end - q))
+                        else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
-                        _c26_c1_EVSEIsolationStatus = None
-                        _c26_c1_EVSEStatusCode = None
-                        _c26_c1_NotificationMaxDelay = None
-                        _c26_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
+                        _c27_c1_EVSEIsolationStatus = None
+                        _c27_c1_EVSEStatusCode = None
+                        _c27_c1_NotificationMaxDelay = None
+                        _c27_c1_EVSENotification = None
                         if ec == 0:
-                            q -= 12
-                            if q < 0: V, q = r.slideq(q, 12)
-                            x = (V >> q) & 4095
-                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            x = _a
+                            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                             if _t is None:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                                _c27_c1_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                             else:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
-                            _c26_c1_s = 2
+                                _c27_c1_EVSEIsolationStatus, _c27_c1_EVSEStatusCode = _t
+                            _a = (x & 1)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                            if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
-                            _c26_c1_s = 2
+                            _c27_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                            _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c26_c1_NotificationMaxDelay = _y >> 16
+                                _c27_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c26_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c27_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c26_c1_EVSENotification = ((x >> 2) & 3)
-                        if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
-                        _c26_c1_s = -1
-                        _c26_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-                        _c26_DC_EVSEStatus.EVSEIsolationStatus = _c26_c1_EVSEIsolationStatus
-                        _c26_DC_EVSEStatus.EVSEStatusCode = _c26_c1_EVSEStatusCode
-                        _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
-                        _c26_DC_EVSEStatus.EVSENotification = _c26_c1_EVSENotification
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c27_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
+                        _c27_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
+                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
+                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
+                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                        _c26_c2_Multiplier = None
-                        _c26_c2_Unit = None
-                        _c26_c2_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c27_c2_Multiplier = None
+                        _c27_c2_Unit = None
+                        _c27_c2_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c26_c2_Multiplier = ((x >> 3) & 7) + -3
-                        if _c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_c2_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c26_c2_s = 1
+                        _c27_c2_Multiplier = ((x >> 12) & 7) + -3
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c26_c2_Unit = ((x >> 4) & 15)
-                            if _c26_c2_Unit >= 10: _c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c26_c2_Unit, 10, r.at(r.end - q))
-                            else: _c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c26_c2_Unit]
+                            _c27_c2_Unit = ((x >> 4) & 15)
+                            if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(r.end - q))
+                            else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c26_c2_Value = _y >> 16
+                                    _c27_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c26_c2_Value = _U2[_y >> 8]
+                                    _c27_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c26_c2_Value = (V >> q) & 127
+                                _c27_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c26_c2_Value = -_c26_c2_Value - 1
-                            if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
-                            _c26_c2_s = 3
+                            if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                            if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
@@ -2260,40 +2331,38 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c26_c2_Value = _y >> 16
+                                    _c27_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c26_c2_Value = _U2[_y >> 8]
+                                    _c27_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c26_c2_Value = (V >> q) & 127
+                                _c27_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c26_c2_Value = -_c26_c2_Value - 1
-                            if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
-                            _c26_c2_s = 3
+                            if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                            if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c26_c2_s = -1
-                        _c26_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
-                        _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
-                        _c26_EVSEPresentVoltage.Value = _c26_c2_Value
+                        _c27_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
+                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
+                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionResType)
-                        _cv.ResponseCode = _c26_ResponseCode
-                        _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c26_EVSEPresentVoltage
+                        _cv.ResponseCode = _c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -2433,14 +2502,12 @@ def _e_BodyType(w, o):
                 if _c3_c2_i2 is None: raise EncodeError(f'{_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 13) | (_c3_c2_i1 << 8) | (_c3_c2_i2 << 1)
                 n += 13
-                _c3_c2_s = 2
             elif _c3_c2_EVSEStatusCode is not None:
                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                 _c3_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_c2_EVSEStatusCode)
                 if _c3_c2_i3 is None: raise EncodeError(f'{_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                 v = (v << 8) | (1 << 6) | (_c3_c2_i3 << 1)
                 n += 8
-                _c3_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if _c3_c2_NotificationMaxDelay is not None:
@@ -2458,7 +2525,6 @@ def _e_BodyType(w, o):
                 if _c3_c2_i4 is None: raise EncodeError(f'{_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 v = (v << 6) | (_c3_c2_i4 << 2)
                 n += 6
-                _c3_c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -2497,7 +2563,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_s = 2
             elif _c4_OEMProvisioningCert is not None:
                 el = 'CertificateInstallationReq/OEMProvisioningCert'
                 v = (v << 3) | (1 << 1)
@@ -2508,7 +2573,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
             if _c4_ListOfRootCertificateIDs is not None:
@@ -2528,7 +2592,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c4_s = -1
             else:
                 raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -2574,7 +2637,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c5_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c5_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c5_c2_SubCertificates is not None:
@@ -2586,11 +2648,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c5_c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c5_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -2671,7 +2731,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c6_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c6_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c6_c2_SubCertificates is not None:
@@ -2683,11 +2742,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c6_c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c6_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
@@ -2885,7 +2942,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_s = 2
             elif _c10_SessionID is not None:
                 el = 'MeteringReceiptReq/SessionID'
                 v = (v << 3) | (1 << 1)
@@ -2896,7 +2952,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, SessionID')
             if _c10_SAScheduleTupleID is not None:
@@ -2916,7 +2971,6 @@ def _e_BodyType(w, o):
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
                 v = w.v; n = w.n
-                _c10_s = 4
             elif _c10_MeterInfo is not None:
                 el = 'MeteringReceiptReq/MeterInfo'
                 v = (v << 2) | 1
@@ -2924,13 +2978,11 @@ def _e_BodyType(w, o):
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
                 v = w.v; n = w.n
-                _c10_s = 4
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
             if True:
                 v <<= 1
                 n += 1
-                _c10_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3005,7 +3057,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c12_c1_SubCertificates is not None:
@@ -3017,11 +3068,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3070,274 +3119,258 @@ def _e_BodyType(w, o):
             el = 'PowerDeliveryRes'
             v = (v << 6) | 20
             n += 6
-            w.v = v; w.n = n
-            c_din_msgbody._e_PowerDeliveryResType(w, v_PowerDeliveryRes)
-            v = w.v; n = w.n
+            _c14_o = v_PowerDeliveryRes
+            _c14_ResponseCode = _c14_o.ResponseCode
+            _c14_AC_EVSEStatus = _c14_o.AC_EVSEStatus
+            _c14_DC_EVSEStatus = _c14_o.DC_EVSEStatus
+            _c14_EVSEStatus = _c14_o.EVSEStatus
+            if _c14_ResponseCode is not None:
+                el = 'PowerDeliveryRes/ResponseCode'
+                _c14_i1 = _I_din_msgdatatypes_responseCodeType.get(_c14_ResponseCode)
+                if _c14_i1 is None: raise EncodeError(f'{_c14_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 8) | (_c14_i1 << 1)
+                n += 8
+                _c14_ResponseCode = None
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c14_AC_EVSEStatus is not None:
+                el = 'PowerDeliveryRes/AC_EVSEStatus'
+                _o = _c14_AC_EVSEStatus
+                _c14_c2_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c14_c2_RCD = _o.RCD
+                _c14_c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c14_c2_EVSENotification = _o.EVSENotification
+                if not (_c14_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                el = 'PowerDeliveryRes/AC_EVSEStatus/PowerSwitchClosed'
+                if _c14_c2_PowerSwitchClosed is not True and _c14_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c14_c2_PowerSwitchClosed!r}')
+                if not (_c14_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                el = 'PowerDeliveryRes/AC_EVSEStatus/RCD'
+                if _c14_c2_RCD is not True and _c14_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c14_c2_RCD!r}')
+                if not (_c14_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                el = 'PowerDeliveryRes/AC_EVSEStatus/NotificationMaxDelay'
+                if _c14_c2_NotificationMaxDelay < 0 or _c14_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c14_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 12) | (_c14_c2_PowerSwitchClosed << 7) | (_c14_c2_RCD << 3)
+                n += 12
+                if _c14_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c14_c2_NotificationMaxDelay << 1); n += 9
+                elif _c14_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c14_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c14_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c14_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c14_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c14_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c14_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
+                _c14_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c14_c2_EVSENotification)
+                if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c14_c2_i1 << 2)
+                n += 6
+                _c14_AC_EVSEStatus = None
+            elif _c14_DC_EVSEStatus is not None:
+                el = 'PowerDeliveryRes/DC_EVSEStatus'
+                v = (v << 2) | 1
+                n += 2
+                _c14_c3_o = _c14_DC_EVSEStatus
+                _c14_c3_EVSEIsolationStatus = _c14_c3_o.EVSEIsolationStatus
+                _c14_c3_EVSEStatusCode = _c14_c3_o.EVSEStatusCode
+                _c14_c3_NotificationMaxDelay = _c14_c3_o.NotificationMaxDelay
+                _c14_c3_EVSENotification = _c14_c3_o.EVSENotification
+                if _c14_c3_EVSEIsolationStatus is not None:
+                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c14_c3_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c14_c3_EVSEIsolationStatus)
+                    if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c14_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c14_c3_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c14_c3_EVSEStatusCode)
+                    if _c14_c3_i2 is None: raise EncodeError(f'{_c14_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c14_c3_i1 << 8) | (_c14_c3_i2 << 1)
+                    n += 13
+                elif _c14_c3_EVSEStatusCode is not None:
+                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c14_c3_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c14_c3_EVSEStatusCode)
+                    if _c14_c3_i3 is None: raise EncodeError(f'{_c14_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c14_c3_i3 << 1)
+                    n += 8
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c14_c3_NotificationMaxDelay is not None:
+                    el = 'PowerDeliveryRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c14_c3_NotificationMaxDelay < 0 or _c14_c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c14_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c14_c3_NotificationMaxDelay < 128: v = (v << 9) | (_c14_c3_NotificationMaxDelay << 1); n += 9
+                    elif _c14_c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c14_c3_NotificationMaxDelay] << 1); n += 17
+                    elif _c14_c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c14_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c14_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c14_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c14_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
+                    _c14_c3_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c14_c3_EVSENotification)
+                    if _c14_c3_i4 is None: raise EncodeError(f'{_c14_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c14_c3_i4 << 2)
+                    n += 6
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c14_DC_EVSEStatus = None
+            elif _c14_EVSEStatus is not None:
+                el = 'PowerDeliveryRes/EVSEStatus'
+                _o = _c14_EVSEStatus
+                v = (v << 3) | (2 << 1)
+                n += 3
+                _c14_EVSEStatus = None
+            else:
+                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+            if True:
+                v <<= 1
+                n += 1
+                if _c14_ResponseCode is not None or _c14_AC_EVSEStatus is not None or _c14_DC_EVSEStatus is not None or _c14_EVSEStatus is not None: raise _leftover(_c14_o)
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             if o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_PreChargeReq := o.PreChargeReq) is not None:
             el = 'PreChargeReq'
             _o = v_PreChargeReq
-            _c14_DC_EVStatus = _o.DC_EVStatus
-            _c14_EVTargetVoltage = _o.EVTargetVoltage
-            _c14_EVTargetCurrent = _o.EVTargetCurrent
-            if not (_c14_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c15_DC_EVStatus = _o.DC_EVStatus
+            _c15_EVTargetVoltage = _o.EVTargetVoltage
+            _c15_EVTargetCurrent = _o.EVTargetCurrent
+            if not (_c15_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'PreChargeReq/DC_EVStatus'
             v = (v << 7) | (21 << 1)
             n += 7
-            _c14_c1_o = _c14_DC_EVStatus
-            _c14_c1_EVReady = _c14_c1_o.EVReady
-            _c14_c1_EVCabinConditioning = _c14_c1_o.EVCabinConditioning
-            _c14_c1_EVRESSConditioning = _c14_c1_o.EVRESSConditioning
-            _c14_c1_EVErrorCode = _c14_c1_o.EVErrorCode
-            _c14_c1_EVRESSSOC = _c14_c1_o.EVRESSSOC
-            if _c14_c1_EVReady is not None:
+            _c15_c1_o = _c15_DC_EVStatus
+            _c15_c1_EVReady = _c15_c1_o.EVReady
+            _c15_c1_EVCabinConditioning = _c15_c1_o.EVCabinConditioning
+            _c15_c1_EVRESSConditioning = _c15_c1_o.EVRESSConditioning
+            _c15_c1_EVErrorCode = _c15_c1_o.EVErrorCode
+            _c15_c1_EVRESSSOC = _c15_c1_o.EVRESSSOC
+            if _c15_c1_EVReady is not None:
                 el = 'PreChargeReq/DC_EVStatus/EVReady'
-                if _c14_c1_EVReady is not True and _c14_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVReady!r}')
-                v = (v << 4) | (_c14_c1_EVReady << 1)
+                if _c15_c1_EVReady is not True and _c15_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVReady!r}')
+                v = (v << 4) | (_c15_c1_EVReady << 1)
                 n += 4
-                _c14_c1_s = 1
+                _c15_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c14_c1_EVCabinConditioning is not None:
+            if _c15_c1_EVCabinConditioning is not None:
                 el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                if _c14_c1_EVCabinConditioning is not True and _c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVCabinConditioning!r}')
-                v = (v << 5) | (_c14_c1_EVCabinConditioning << 1)
+                if _c15_c1_EVCabinConditioning is not True and _c15_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c15_c1_EVCabinConditioning << 1)
                 n += 5
-                _c14_c1_s = 2
-            elif _c14_c1_EVRESSConditioning is not None:
+                _c15_c1_s = 2
+            elif _c15_c1_EVRESSConditioning is not None:
                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                if _c14_c1_EVRESSConditioning is not True and _c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVRESSConditioning!r}')
-                v = (v << 5) | (1 << 3) | (_c14_c1_EVRESSConditioning << 1)
+                if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c15_c1_EVRESSConditioning << 1)
                 n += 5
-                _c14_c1_s = 3
-            elif _c14_c1_EVErrorCode is not None:
+                _c15_c1_s = 3
+            elif _c15_c1_EVErrorCode is not None:
                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                _c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
-                if _c14_c1_i1 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                v = (v << 8) | (2 << 6) | (_c14_c1_i1 << 1)
+                _c15_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                if _c15_c1_i1 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c15_c1_i1 << 1)
                 n += 8
-                _c14_c1_s = 4
+                _c15_c1_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-            if _c14_c1_s == 2:
-                if _c14_c1_EVRESSConditioning is not None:
+            if _c15_c1_s == 2:
+                if _c15_c1_EVRESSConditioning is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                    if _c14_c1_EVRESSConditioning is not True and _c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (_c14_c1_EVRESSConditioning << 1)
+                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c15_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c14_c1_s = 3
-                elif _c14_c1_EVErrorCode is not None:
+                    _c15_c1_s = 3
+                elif _c15_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c14_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
-                    if _c14_c1_i2 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_c14_c1_i2 << 1)
+                    _c15_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i2 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c15_c1_i2 << 1)
                     n += 8
-                    _c14_c1_s = 4
+                    _c15_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-            if _c14_c1_s == 3:
-                if _c14_c1_EVErrorCode is not None:
+            if _c15_c1_s == 3:
+                if _c15_c1_EVErrorCode is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c14_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
-                    if _c14_c1_i3 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_c14_c1_i3 << 1)
+                    _c15_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i3 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c15_c1_i3 << 1)
                     n += 7
-                    _c14_c1_s = 4
+                    _c15_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
-            if _c14_c1_s == 4:
-                if _c14_c1_EVRESSSOC is not None:
+            if _c15_c1_s == 4:
+                if _c15_c1_EVRESSSOC is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c14_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c14_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 11) | (_c14_c1_EVRESSSOC << 2)
+                    if not 0 <= _c15_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c15_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c15_c1_EVRESSSOC << 2)
                     n += 11
-                    _c14_c1_s = -1
+                    _c15_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c14_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            if not (_c15_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'PreChargeReq/EVTargetVoltage'
             v <<= 1
             n += 1
-            _c14_c2_o = _c14_EVTargetVoltage
-            _c14_c2_Multiplier = _c14_c2_o.Multiplier
-            _c14_c2_Unit = _c14_c2_o.Unit
-            _c14_c2_Value = _c14_c2_o.Value
-            if _c14_c2_Multiplier is not None:
+            _c15_c2_o = _c15_EVTargetVoltage
+            _c15_c2_Multiplier = _c15_c2_o.Multiplier
+            _c15_c2_Unit = _c15_c2_o.Unit
+            _c15_c2_Value = _c15_c2_o.Value
+            if _c15_c2_Multiplier is not None:
                 el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                if not -3 <= _c14_c2_Multiplier <= 3: raise EncodeError(f'value {_c14_c2_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c14_c2_Multiplier - -3) << 1)
+                if not -3 <= _c15_c2_Multiplier <= 3: raise EncodeError(f'value {_c15_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c15_c2_Multiplier - -3) << 1)
                 n += 6
-                _c14_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c14_c2_Unit is not None:
+            if _c15_c2_Unit is not None:
                 el = 'PreChargeReq/EVTargetVoltage/Unit'
-                _c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c2_Unit)
-                if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
+                _c15_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c2_Unit)
+                if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c15_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'PreChargeReq/EVTargetVoltage/Value'
-                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 11) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
+                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c15_c2_i1 << 4) | (_c15_c2_Value < 0)
                 n += 11
-                _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
+                _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
                 if _m < 128: v = (v << 9) | (_m << 1); n += 9
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c14_c2_s = 3
-            elif _c14_c2_Value is not None:
+            elif _c15_c2_Value is not None:
                 el = 'PreChargeReq/EVTargetVoltage/Value'
-                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 4) | (1 << 2) | (_c14_c2_Value < 0)
+                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c15_c2_Value < 0)
                 n += 4
-                _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
+                _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
                 if _m < 128: v = (v << 9) | (_m << 1); n += 9
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c14_c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c14_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            if not (_c15_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
             v <<= 1
             n += 1
-            _c14_c3_o = _c14_EVTargetCurrent
-            _c14_c3_Multiplier = _c14_c3_o.Multiplier
-            _c14_c3_Unit = _c14_c3_o.Unit
-            _c14_c3_Value = _c14_c3_o.Value
-            if _c14_c3_Multiplier is not None:
-                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                if not -3 <= _c14_c3_Multiplier <= 3: raise EncodeError(f'value {_c14_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c14_c3_Multiplier - -3) << 1)
-                n += 6
-                _c14_c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c14_c3_Unit is not None:
-                el = 'PreChargeReq/EVTargetCurrent/Unit'
-                _c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c3_Unit)
-                if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c14_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'PreChargeReq/EVTargetCurrent/Value'
-                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 11) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
-                n += 11
-                _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c14_c3_s = 3
-            elif _c14_c3_Value is not None:
-                el = 'PreChargeReq/EVTargetCurrent/Value'
-                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 4) | (1 << 2) | (_c14_c3_Value < 0)
-                n += 4
-                _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c14_c3_s = 3
-            else:
-                raise EncodeError('missing content: expected one of Unit, Value')
-            if True:
-                v <<= 1
-                n += 1
-                _c14_c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
-        elif (v_PreChargeRes := o.PreChargeRes) is not None:
-            el = 'PreChargeRes'
-            _o = v_PreChargeRes
-            _c15_ResponseCode = _o.ResponseCode
-            _c15_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c15_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-            el = 'PreChargeRes/ResponseCode'
-            _c15_i1 = _I_din_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
-            if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c15_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-            el = 'PreChargeRes/DC_EVSEStatus'
-            v = (v << 15) | (22 << 9) | (_c15_i1 << 2)
-            n += 15
-            _c15_c2_o = _c15_DC_EVSEStatus
-            _c15_c2_EVSEIsolationStatus = _c15_c2_o.EVSEIsolationStatus
-            _c15_c2_EVSEStatusCode = _c15_c2_o.EVSEStatusCode
-            _c15_c2_NotificationMaxDelay = _c15_c2_o.NotificationMaxDelay
-            _c15_c2_EVSENotification = _c15_c2_o.EVSENotification
-            if _c15_c2_EVSEIsolationStatus is not None:
-                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c15_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c15_c2_EVSEIsolationStatus)
-                if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c15_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                _c15_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c15_c2_EVSEStatusCode)
-                if _c15_c2_i2 is None: raise EncodeError(f'{_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c15_c2_i1 << 8) | (_c15_c2_i2 << 1)
-                n += 13
-                _c15_c2_s = 2
-            elif _c15_c2_EVSEStatusCode is not None:
-                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                _c15_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c15_c2_EVSEStatusCode)
-                if _c15_c2_i3 is None: raise EncodeError(f'{_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c15_c2_i3 << 1)
-                n += 8
-                _c15_c2_s = 2
-            else:
-                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c15_c2_NotificationMaxDelay is not None:
-                el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c15_c2_NotificationMaxDelay < 0 or _c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                v <<= 2
-                n += 2
-                if _c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c15_c2_NotificationMaxDelay << 1); n += 9
-                elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c15_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                _c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c15_c2_EVSENotification)
-                if _c15_c2_i4 is None: raise EncodeError(f'{_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c15_c2_i4 << 2)
-                n += 6
-                _c15_c2_s = -1
-            else:
-                raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-            el = 'PreChargeRes/EVSEPresentVoltage'
-            v <<= 1
-            n += 1
-            _c15_c3_o = _c15_EVSEPresentVoltage
+            _c15_c3_o = _c15_EVTargetCurrent
             _c15_c3_Multiplier = _c15_c3_o.Multiplier
             _c15_c3_Unit = _c15_c3_o.Unit
             _c15_c3_Value = _c15_c3_o.Value
             if _c15_c3_Multiplier is not None:
-                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                 if not -3 <= _c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c15_c3_Multiplier!r} outside [-3, 3]')
                 v = (v << 6) | ((_c15_c3_Multiplier - -3) << 1)
                 n += 6
-                _c15_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
             if _c15_c3_Unit is not None:
-                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                el = 'PreChargeReq/EVTargetCurrent/Unit'
                 _c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
                 if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
                 if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                el = 'PreChargeReq/EVTargetCurrent/Value'
                 if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
                 n += 11
@@ -3346,9 +3379,8 @@ def _e_BodyType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c15_c3_s = 3
             elif _c15_c3_Value is not None:
-                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                el = 'PreChargeReq/EVTargetCurrent/Value'
                 if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
                 v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
                 n += 4
@@ -3357,13 +3389,114 @@ def _e_BodyType(w, o):
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c15_c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c15_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
+        elif (v_PreChargeRes := o.PreChargeRes) is not None:
+            el = 'PreChargeRes'
+            _o = v_PreChargeRes
+            _c16_ResponseCode = _o.ResponseCode
+            _c16_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c16_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c16_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'PreChargeRes/ResponseCode'
+            _c16_i1 = _I_din_msgdatatypes_responseCodeType.get(_c16_ResponseCode)
+            if _c16_i1 is None: raise EncodeError(f'{_c16_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c16_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            el = 'PreChargeRes/DC_EVSEStatus'
+            v = (v << 15) | (22 << 9) | (_c16_i1 << 2)
+            n += 15
+            _c16_c2_o = _c16_DC_EVSEStatus
+            _c16_c2_EVSEIsolationStatus = _c16_c2_o.EVSEIsolationStatus
+            _c16_c2_EVSEStatusCode = _c16_c2_o.EVSEStatusCode
+            _c16_c2_NotificationMaxDelay = _c16_c2_o.NotificationMaxDelay
+            _c16_c2_EVSENotification = _c16_c2_o.EVSENotification
+            if _c16_c2_EVSEIsolationStatus is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c16_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c16_c2_EVSEIsolationStatus)
+                if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c16_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c16_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
+                if _c16_c2_i2 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c16_c2_i1 << 8) | (_c16_c2_i2 << 1)
+                n += 13
+            elif _c16_c2_EVSEStatusCode is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c16_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
+                if _c16_c2_i3 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c16_c2_i3 << 1)
+                n += 8
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c16_c2_NotificationMaxDelay is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c16_c2_NotificationMaxDelay < 0 or _c16_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c16_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c16_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c16_c2_NotificationMaxDelay << 1); n += 9
+                elif _c16_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c16_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c16_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c16_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c16_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c16_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c16_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                _c16_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c16_c2_EVSENotification)
+                if _c16_c2_i4 is None: raise EncodeError(f'{_c16_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c16_c2_i4 << 2)
+                n += 6
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c16_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            el = 'PreChargeRes/EVSEPresentVoltage'
+            v <<= 1
+            n += 1
+            _c16_c3_o = _c16_EVSEPresentVoltage
+            _c16_c3_Multiplier = _c16_c3_o.Multiplier
+            _c16_c3_Unit = _c16_c3_o.Unit
+            _c16_c3_Value = _c16_c3_o.Value
+            if _c16_c3_Multiplier is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c16_c3_Multiplier - -3) << 1)
+                n += 6
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c16_c3_Unit is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                _c16_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c16_c3_Unit)
+                if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
+                n += 11
+                _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            elif _c16_c3_Value is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c16_c3_Value < 0)
+                n += 4
+                _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3371,55 +3504,52 @@ def _e_BodyType(w, o):
         elif (v_ServiceDetailReq := o.ServiceDetailReq) is not None:
             el = 'ServiceDetailReq'
             _o = v_ServiceDetailReq
-            _c16_ServiceID = _o.ServiceID
-            if not (_c16_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            _c17_ServiceID = _o.ServiceID
+            if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceDetailReq/ServiceID'
-            if _c16_ServiceID < 0 or _c16_ServiceID > 65535: raise EncodeError(f'value {_c16_ServiceID!r} outside [0, 65535]')
+            if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
             v = (v << 8) | (23 << 2)
             n += 8
-            if _c16_ServiceID < 128: v = (v << 11) | (_c16_ServiceID << 3); n += 11
-            elif _c16_ServiceID < 16384: v = (v << 19) | (_V2[_c16_ServiceID] << 3); n += 19
-            elif _c16_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c16_ServiceID & 16383] | 128) << 8) | (_c16_ServiceID >> 14)) << 3); n += 27
-            else: w.v = v; w.n = n; w.uint(_c16_ServiceID); v = (w.v << 3); n = w.n + 3
+            if _c17_ServiceID < 128: v = (v << 11) | (_c17_ServiceID << 3); n += 11
+            elif _c17_ServiceID < 16384: v = (v << 19) | (_V2[_c17_ServiceID] << 3); n += 19
+            elif _c17_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c17_ServiceID & 16383] | 128) << 8) | (_c17_ServiceID >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = (w.v << 3); n = w.n + 3
             if o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ServiceDetailRes := o.ServiceDetailRes) is not None:
             el = 'ServiceDetailRes'
             v = (v << 6) | 24
             n += 6
-            _c17_o = v_ServiceDetailRes
-            _c17_ResponseCode = _c17_o.ResponseCode
-            _c17_ServiceID = _c17_o.ServiceID
-            _c17_ServiceParameterList = _c17_o.ServiceParameterList
-            if _c17_ResponseCode is not None:
+            _c18_o = v_ServiceDetailRes
+            _c18_ResponseCode = _c18_o.ResponseCode
+            _c18_ServiceID = _c18_o.ServiceID
+            _c18_ServiceParameterList = _c18_o.ServiceParameterList
+            if _c18_ResponseCode is not None:
                 el = 'ServiceDetailRes/ResponseCode'
-                _c17_i1 = _I_din_msgdatatypes_responseCodeType.get(_c17_ResponseCode)
-                if _c17_i1 is None: raise EncodeError(f'{_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                _c18_i1 = _I_din_msgdatatypes_responseCodeType.get(_c18_ResponseCode)
+                if _c18_i1 is None: raise EncodeError(f'{_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                 el = 'ServiceDetailRes/ServiceID'
-                if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
-                v = (v << 10) | (_c17_i1 << 3)
+                if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
+                v = (v << 10) | (_c18_i1 << 3)
                 n += 10
-                if _c17_ServiceID < 128: v = (v << 9) | (_c17_ServiceID << 1); n += 9
-                elif _c17_ServiceID < 16384: v = (v << 17) | (_V2[_c17_ServiceID] << 1); n += 17
-                elif _c17_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c17_ServiceID & 16383] | 128) << 8) | (_c17_ServiceID >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c17_s = 2
+                if _c18_ServiceID < 128: v = (v << 9) | (_c18_ServiceID << 1); n += 9
+                elif _c18_ServiceID < 16384: v = (v << 17) | (_V2[_c18_ServiceID] << 1); n += 17
+                elif _c18_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c18_ServiceID & 16383] | 128) << 8) | (_c18_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = (w.v << 1); n = w.n + 1
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c17_ServiceParameterList is not None:
+            if _c18_ServiceParameterList is not None:
                 el = 'ServiceDetailRes/ServiceParameterList'
                 v <<= 2
                 n += 2
                 w.v = v; w.n = n
-                c_din_msgdatatypes._e_ServiceParameterListType(w, _c17_ServiceParameterList)
+                c_din_msgdatatypes._e_ServiceParameterListType(w, _c18_ServiceParameterList)
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c17_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c17_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3428,50 +3558,50 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryReq'
             v = (v << 6) | 25
             n += 6
-            _c18_o = v_ServiceDiscoveryReq
-            _c18_ServiceScope = _c18_o.ServiceScope
-            _c18_ServiceCategory = _c18_o.ServiceCategory
-            if _c18_ServiceScope is not None:
+            _c19_o = v_ServiceDiscoveryReq
+            _c19_ServiceScope = _c19_o.ServiceScope
+            _c19_ServiceCategory = _c19_o.ServiceCategory
+            if _c19_ServiceScope is not None:
                 el = 'ServiceDiscoveryReq/ServiceScope'
                 v <<= 3
                 n += 3
-                _l = len(_c18_ServiceScope)
-                if _l > 32: raise EncodeError(f'length {len(_c18_ServiceScope)} outside [0, 32]')
-                if _l < 126 and _c18_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_ServiceScope.encode(), 'big')
+                _l = len(_c19_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c19_ServiceScope)} outside [0, 32]')
+                if _l < 126 and _c19_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c18_ServiceScope); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c19_ServiceScope); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c18_s = 1
-            elif _c18_ServiceCategory is not None:
+                _c19_s = 1
+            elif _c19_ServiceCategory is not None:
                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                _c18_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c18_ServiceCategory)
-                if _c18_i1 is None: raise EncodeError(f'{_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_c18_i1 << 1)
+                _c19_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
+                if _c19_i1 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c19_i1 << 1)
                 n += 6
-                _c18_s = 2
+                _c19_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                _c18_s = -1
-            if _c18_s == 1:
-                if _c18_ServiceCategory is not None:
+                _c19_s = -1
+            if _c19_s == 1:
+                if _c19_ServiceCategory is not None:
                     el = 'ServiceDiscoveryReq/ServiceCategory'
-                    _c18_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c18_ServiceCategory)
-                    if _c18_i2 is None: raise EncodeError(f'{_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c18_i2 << 1)
+                    _c19_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
+                    if _c19_i2 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c19_i2 << 1)
                     n += 6
-                    _c18_s = 2
+                    _c19_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c18_s = -1
-            if _c18_s == 2:
+                    _c19_s = -1
+            if _c19_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    _c18_s = -1
+                    _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3489,18 +3619,18 @@ def _e_BodyType(w, o):
         elif (v_ServicePaymentSelectionReq := o.ServicePaymentSelectionReq) is not None:
             el = 'ServicePaymentSelectionReq'
             _o = v_ServicePaymentSelectionReq
-            _c19_SelectedPaymentOption = _o.SelectedPaymentOption
-            _c19_SelectedServiceList = _o.SelectedServiceList
-            if not (_c19_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            _c20_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c20_SelectedServiceList = _o.SelectedServiceList
+            if not (_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
             el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-            _c19_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c19_SelectedPaymentOption)
-            if _c19_i1 is None: raise EncodeError(f'{_c19_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-            if not (_c19_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            _c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c20_SelectedPaymentOption)
+            if _c20_i1 is None: raise EncodeError(f'{_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'ServicePaymentSelectionReq/SelectedServiceList'
-            v = (v << 11) | (27 << 5) | (_c19_i1 << 2)
+            v = (v << 11) | (27 << 5) | (_c20_i1 << 2)
             n += 11
             w.v = v; w.n = n
-            c_din_msgdatatypes._e_SelectedServiceListType(w, _c19_SelectedServiceList)
+            c_din_msgdatatypes._e_SelectedServiceListType(w, _c20_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3508,26 +3638,26 @@ def _e_BodyType(w, o):
         elif (v_ServicePaymentSelectionRes := o.ServicePaymentSelectionRes) is not None:
             el = 'ServicePaymentSelectionRes'
             _o = v_ServicePaymentSelectionRes
-            _c20_ResponseCode = _o.ResponseCode
-            if not (_c20_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c21_ResponseCode = _o.ResponseCode
+            if not (_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ServicePaymentSelectionRes/ResponseCode'
-            _c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c20_ResponseCode)
-            if _c20_i1 is None: raise EncodeError(f'{_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (28 << 10) | (_c20_i1 << 3)
+            _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
+            if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (28 << 10) | (_c21_i1 << 3)
             n += 16
             if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c21_EVCCID = _o.EVCCID
-            if not (_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c22_EVCCID = _o.EVCCID
+            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            _l = len(_c21_EVCCID)
-            if _l > 8: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 8]')
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c21_EVCCID); v = w.v; n = w.n
+            _l = len(_c22_EVCCID)
+            if _l > 8: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 8]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3535,42 +3665,39 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c22_o = v_SessionSetupRes
-            _c22_ResponseCode = _c22_o.ResponseCode
-            _c22_EVSEID = _c22_o.EVSEID
-            _c22_DateTimeNow = _c22_o.DateTimeNow
-            if _c22_ResponseCode is not None:
+            _c23_o = v_SessionSetupRes
+            _c23_ResponseCode = _c23_o.ResponseCode
+            _c23_EVSEID = _c23_o.EVSEID
+            _c23_DateTimeNow = _c23_o.DateTimeNow
+            if _c23_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c22_i1 = _I_din_msgdatatypes_responseCodeType.get(_c22_ResponseCode)
-                if _c22_i1 is None: raise EncodeError(f'{_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
+                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c22_i1 << 3)
+                v = (v << 10) | (_c23_i1 << 3)
                 n += 10
-                _l = len(_c22_EVSEID)
-                if _l > 32: raise EncodeError(f'length {len(_c22_EVSEID)} outside [0, 32]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVSEID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c22_EVSEID); v = w.v; n = w.n
+                _l = len(_c23_EVSEID)
+                if _l > 32: raise EncodeError(f'length {len(_c23_EVSEID)} outside [0, 32]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVSEID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c23_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c22_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c22_DateTimeNow is not None:
+            if _c23_DateTimeNow is not None:
                 el = 'SessionSetupRes/DateTimeNow'
-                if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 4) | (_c22_DateTimeNow < 0)
+                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c23_DateTimeNow < 0)
                 n += 4
-                _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
+                _m = (-_c23_DateTimeNow - 1 if _c23_DateTimeNow < 0 else _c23_DateTimeNow)
                 if _m < 128: v = (v << 10) | (_m << 2); n += 10
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                _c22_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c22_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3584,90 +3711,90 @@ def _e_BodyType(w, o):
         elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c24_ResponseCode = _o.ResponseCode
-            if not (_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c25_ResponseCode = _o.ResponseCode
+            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c24_i1 = _I_din_msgdatatypes_responseCodeType.get(_c24_ResponseCode)
-            if _c24_i1 is None: raise EncodeError(f'{_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (32 << 10) | (_c24_i1 << 3)
+            _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
+            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
             n += 16
             if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c25_DC_EVStatus = _o.DC_EVStatus
-            if not (_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c26_DC_EVStatus = _o.DC_EVStatus
+            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
             v = (v << 7) | (33 << 1)
             n += 7
-            _c25_c1_o = _c25_DC_EVStatus
-            _c25_c1_EVReady = _c25_c1_o.EVReady
-            _c25_c1_EVCabinConditioning = _c25_c1_o.EVCabinConditioning
-            _c25_c1_EVRESSConditioning = _c25_c1_o.EVRESSConditioning
-            _c25_c1_EVErrorCode = _c25_c1_o.EVErrorCode
-            _c25_c1_EVRESSSOC = _c25_c1_o.EVRESSSOC
-            if _c25_c1_EVReady is not None:
+            _c26_c1_o = _c26_DC_EVStatus
+            _c26_c1_EVReady = _c26_c1_o.EVReady
+            _c26_c1_EVCabinConditioning = _c26_c1_o.EVCabinConditioning
+            _c26_c1_EVRESSConditioning = _c26_c1_o.EVRESSConditioning
+            _c26_c1_EVErrorCode = _c26_c1_o.EVErrorCode
+            _c26_c1_EVRESSSOC = _c26_c1_o.EVRESSSOC
+            if _c26_c1_EVReady is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                if _c25_c1_EVReady is not True and _c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVReady!r}')
-                v = (v << 4) | (_c25_c1_EVReady << 1)
+                if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
+                v = (v << 4) | (_c26_c1_EVReady << 1)
                 n += 4
-                _c25_c1_s = 1
+                _c26_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c25_c1_EVCabinConditioning is not None:
+            if _c26_c1_EVCabinConditioning is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                if _c25_c1_EVCabinConditioning is not True and _c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVCabinConditioning!r}')
-                v = (v << 5) | (_c25_c1_EVCabinConditioning << 1)
+                if _c26_c1_EVCabinConditioning is not True and _c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c26_c1_EVCabinConditioning << 1)
                 n += 5
-                _c25_c1_s = 2
-            elif _c25_c1_EVRESSConditioning is not None:
+                _c26_c1_s = 2
+            elif _c26_c1_EVRESSConditioning is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                if _c25_c1_EVRESSConditioning is not True and _c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVRESSConditioning!r}')
-                v = (v << 5) | (1 << 3) | (_c25_c1_EVRESSConditioning << 1)
+                if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c26_c1_EVRESSConditioning << 1)
                 n += 5
-                _c25_c1_s = 3
-            elif _c25_c1_EVErrorCode is not None:
+                _c26_c1_s = 3
+            elif _c26_c1_EVErrorCode is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                _c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
-                if _c25_c1_i1 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                v = (v << 8) | (2 << 6) | (_c25_c1_i1 << 1)
+                _c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c26_c1_i1 << 1)
                 n += 8
-                _c25_c1_s = 4
+                _c26_c1_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-            if _c25_c1_s == 2:
-                if _c25_c1_EVRESSConditioning is not None:
+            if _c26_c1_s == 2:
+                if _c26_c1_EVRESSConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c25_c1_EVRESSConditioning is not True and _c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (_c25_c1_EVRESSConditioning << 1)
+                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c26_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c25_c1_s = 3
-                elif _c25_c1_EVErrorCode is not None:
+                    _c26_c1_s = 3
+                elif _c26_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c25_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
-                    if _c25_c1_i2 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_c25_c1_i2 << 1)
+                    _c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i2 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c26_c1_i2 << 1)
                     n += 8
-                    _c25_c1_s = 4
+                    _c26_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-            if _c25_c1_s == 3:
-                if _c25_c1_EVErrorCode is not None:
+            if _c26_c1_s == 3:
+                if _c26_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c25_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
-                    if _c25_c1_i3 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_c25_c1_i3 << 1)
+                    _c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i3 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c26_c1_i3 << 1)
                     n += 7
-                    _c25_c1_s = 4
+                    _c26_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
-            if _c25_c1_s == 4:
-                if _c25_c1_EVRESSSOC is not None:
+            if _c26_c1_s == 4:
+                if _c26_c1_EVRESSSOC is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c25_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 11) | (_c25_c1_EVRESSSOC << 2)
+                    if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c26_c1_EVRESSSOC << 2)
                     n += 11
-                    _c25_c1_s = -1
+                    _c26_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -3677,109 +3804,102 @@ def _e_BodyType(w, o):
         elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c26_ResponseCode = _o.ResponseCode
-            _c26_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c27_ResponseCode = _o.ResponseCode
+            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c26_i1 = _I_din_msgdatatypes_responseCodeType.get(_c26_ResponseCode)
-            if _c26_i1 is None: raise EncodeError(f'{_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
+            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c26_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
             n += 15
-            _c26_c2_o = _c26_DC_EVSEStatus
-            _c26_c2_EVSEIsolationStatus = _c26_c2_o.EVSEIsolationStatus
-            _c26_c2_EVSEStatusCode = _c26_c2_o.EVSEStatusCode
-            _c26_c2_NotificationMaxDelay = _c26_c2_o.NotificationMaxDelay
-            _c26_c2_EVSENotification = _c26_c2_o.EVSENotification
-            if _c26_c2_EVSEIsolationStatus is not None:
+            _c27_c2_o = _c27_DC_EVSEStatus
+            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
+            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
+            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
+            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
+            if _c27_c2_EVSEIsolationStatus is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c26_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c26_c2_EVSEIsolationStatus)
-                if _c26_c2_i1 is None: raise EncodeError(f'{_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                _c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
+                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c26_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
-                if _c26_c2_i2 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c26_c2_i1 << 8) | (_c26_c2_i2 << 1)
+                _c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c27_c2_i1 << 8) | (_c27_c2_i2 << 1)
                 n += 13
-                _c26_c2_s = 2
-            elif _c26_c2_EVSEStatusCode is not None:
+            elif _c27_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c26_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
-                if _c26_c2_i3 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c26_c2_i3 << 1)
+                _c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c27_c2_i3 << 1)
                 n += 8
-                _c26_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c26_c2_NotificationMaxDelay is not None:
+            if _c27_c2_NotificationMaxDelay is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c26_c2_NotificationMaxDelay << 1); n += 9
-                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c26_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c27_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c27_c2_NotificationMaxDelay << 1); n += 9
+                elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c27_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c27_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c27_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                _c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
-                if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c26_c2_i4 << 2)
+                _c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
+                if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c27_c2_i4 << 2)
                 n += 6
-                _c26_c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            _c26_c3_o = _c26_EVSEPresentVoltage
-            _c26_c3_Multiplier = _c26_c3_o.Multiplier
-            _c26_c3_Unit = _c26_c3_o.Unit
-            _c26_c3_Value = _c26_c3_o.Value
-            if _c26_c3_Multiplier is not None:
+            _c27_c3_o = _c27_EVSEPresentVoltage
+            _c27_c3_Multiplier = _c27_c3_o.Multiplier
+            _c27_c3_Unit = _c27_c3_o.Unit
+            _c27_c3_Value = _c27_c3_o.Value
+            if _c27_c3_Multiplier is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c26_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c26_c3_Multiplier - -3) << 1)
+                if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c27_c3_Multiplier - -3) << 1)
                 n += 6
-                _c26_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c26_c3_Unit is not None:
+            if _c27_c3_Unit is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                _c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c26_c3_Unit)
-                if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                _c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
+                if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 11) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
+                if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
                 n += 11
-                _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
+                _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
                 if _m < 128: v = (v << 9) | (_m << 1); n += 9
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c26_c3_s = 3
-            elif _c26_c3_Value is not None:
+            elif _c27_c3_Value is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 4) | (1 << 2) | (_c26_c3_Value < 0)
+                if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c27_c3_Value < 0)
                 n += 4
-                _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
+                _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
                 if _m < 128: v = (v << 9) | (_m << 1); n += 9
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                _c26_c3_s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                _c26_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3799,19 +3919,18 @@ def _d_V2G_Message(r):
     f_Header = None
     f_Body = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('MessageHeaderType', r.end - q)
+        x = _a
         el = 'Header/SessionID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -3824,60 +3943,59 @@ def _d_V2G_Message(r):
             else:
                 r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
             if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        ec = (x & 3)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 2048: raise r.deviation('MessageHeaderType', r.end - q)
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         _c1_s = 1
         if ec == 0:
+            x = _a
+            if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Header/Notification'
-            _c1_c1_FaultCode = None
-            _c1_c1_FaultMsg = None
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 100: raise r.deviation('NotificationType', r.end - q)
+            _a = (x & 255)
+            _c1_c2_FaultCode = None
+            _c1_c2_FaultMsg = None
+            x = _a
+            if x & 144: raise r.deviation('NotificationType', r.end - q)
             el = 'Header/Notification/FaultCode'
-            _c1_c1_FaultCode = ((x >> 3) & 3)
-            if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
-            else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
-            ec = (x & 3)
-            _c1_c1_s = 1
+            _c1_c2_FaultCode = ((x >> 5) & 3)
+            if _c1_c2_FaultCode >= 3: _c1_c2_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c2_FaultCode, 3, r.at(r.end - q))
+            else: _c1_c2_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c2_FaultCode]
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'Header/Notification/FaultMsg'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                    _c1_c1_FaultMsg = ''
+                    _c1_c2_FaultMsg = ''
                 else:
                     r.pos = r.end - q
-                    _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
-                    if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                    _c1_c2_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                    if len(_c1_c2_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c2_FaultMsg, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                _c1_c1_s = -1
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('NotificationType', r.end - q)
+                ec = (x & 3)
             elif ec == 1:
-                pass
-                _c1_c1_s = -1
+                x = _a
+                ec = x
             else:
                 raise r.deviation('NotificationType', r.end - q)
             _c1_Notification = _new(_K_din_msgdatatypes_NotificationType)
-            _c1_Notification.FaultCode = _c1_c1_FaultCode
-            _c1_Notification.FaultMsg = _c1_c1_FaultMsg
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            _c1_Notification.FaultCode = _c1_c2_FaultCode
+            _c1_Notification.FaultMsg = _c1_c2_FaultMsg
             _c1_s = 2
         elif ec == 1:
+            q += 9
             el = 'Header/Signature'
             r.pos = r.end - q
             _c1_Signature = c_xmldsig._d_SignatureType(r)
@@ -3887,7 +4005,7 @@ def _d_V2G_Message(r):
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             _c1_s = 3
         elif ec == 2:
-            pass
+            q += 9
             _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
@@ -3920,7 +4038,8 @@ def _d_V2G_Message(r):
         _cv = None
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
-        ec = (V >> q) & 63
+        x = (V >> q) & 63
+        ec = x
         if ec < 18:
             if ec < 9:
                 if ec < 4:
@@ -3933,9 +4052,9 @@ def _d_V2G_Message(r):
                         _cv = _new(_K_din_msgdef_BodyBaseType)
                         _c2_s = 1
                     elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'Body/CableCheckReq/DC_EVStatus'
@@ -3944,78 +4063,74 @@ def _d_V2G_Message(r):
                         _c2_c2_c1_EVRESSConditioning = None
                         _c2_c2_c1_EVErrorCode = None
                         _c2_c2_c1_EVRESSSOC = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        q -= 31
+                        if q < 0: V, q = r.slidep(q, 31)
+                        x = (V >> q) & 2147483647
+                        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
-                        _c2_c2_c1_EVReady = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
+                        _c2_c2_c1_EVReady = ((x >> 29) & 1) == 1
+                        ec = ((x >> 26) & 3)
+                        _a = (x & 67108863)
                         _c2_c2_c1_s = 1
                         if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                            ec = (x & 3)
+                            _c2_c2_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            ec = ((x >> 21) & 3)
+                            _a = (x & 2097151)
                             _c2_c2_c1_s = 2
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c2_c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _a = (x & 131071)
                             _c2_c2_c1_s = 3
                         elif ec == 2:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 9
+                            x = _a >> 9
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            _c2_c2_c1_EVErrorCode = ((x >> 12) & 15)
                             if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                            _a = (x & 1023)
                             _c2_c2_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c2_c1_s == 2:
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                x = _a
+                                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                                _c2_c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _a = (x & 131071)
                                 _c2_c2_c1_s = 3
                             elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q += 4
+                                x = _a >> 4
+                                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                                _c2_c2_c1_EVErrorCode = ((x >> 12) & 15)
                                 if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                                _a = (x & 1023)
                                 _c2_c2_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c2_c1_s == 3:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            _c2_c2_c1_EVErrorCode = ((x >> 12) & 15)
                             if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                            _a = (x & 1023)
                             _c2_c2_c1_s = 4
                         if _c2_c2_c1_s == 4:
-                            q -= 10
-                            if q < 0: V, q = r.slideq(q, 10)
-                            x = (V >> q) & 1023
+                            x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
                             _c2_c2_c1_EVRESSSOC = ((x >> 2) & 127)
@@ -4034,56 +4149,50 @@ def _d_V2G_Message(r):
                         _cv.DC_EVStatus = _c2_c2_DC_EVStatus
                         _c2_s = 1
                     elif ec == 2:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 24
+                        if q < 0: V, q = r.slidep(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 12681216: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'Body/CableCheckRes/ResponseCode'
-                        _c2_c3_ResponseCode = ((x >> 2) & 31)
+                        _c2_c3_ResponseCode = ((x >> 17) & 31)
                         if _c2_c3_ResponseCode >= 23: _c2_c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c2_c3_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c3_ResponseCode]
                         el = 'Body/CableCheckRes/DC_EVSEStatus'
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         _c2_c3_c1_EVSEIsolationStatus = None
                         _c2_c3_c1_EVSEStatusCode = None
                         _c2_c3_c1_NotificationMaxDelay = None
                         _c2_c3_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 12
-                            if q < 0: V, q = r.slideq(q, 12)
-                            x = (V >> q) & 4095
-                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            x = _a
+                            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                             if _t is None:
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c2_c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                _c2_c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c3_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                _c2_c3_c1_EVSEStatusCode = ((x >> 3) & 15)
                                 if _c2_c3_c1_EVSEStatusCode >= 12: _c2_c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c2_c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c3_c1_EVSEStatusCode]
                             else:
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c3_c1_EVSEIsolationStatus, _c2_c3_c1_EVSEStatusCode = _t
-                            _c2_c3_c1_s = 2
+                            _a = (x & 1)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c3_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c2_c3_c1_EVSEStatusCode = ((x >> 3) & 15)
                             if _c2_c3_c1_EVSEStatusCode >= 12: _c2_c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c3_c1_EVSEStatusCode]
-                            _c2_c3_c1_s = 2
+                            _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -4112,7 +4221,6 @@ def _d_V2G_Message(r):
                         _c2_c3_c1_EVSENotification = ((x >> 2) & 3)
                         if _c2_c3_c1_EVSENotification >= 3: _c2_c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c3_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c3_c1_EVSENotification]
-                        _c2_c3_c1_s = -1
                         _c2_c3_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c2_c3_DC_EVSEStatus.EVSEIsolationStatus = _c2_c3_c1_EVSEIsolationStatus
                         _c2_c3_DC_EVSEStatus.EVSEStatusCode = _c2_c3_c1_EVSEStatusCode
@@ -4130,16 +4238,19 @@ def _d_V2G_Message(r):
                         _cv.EVSEProcessing = _c2_c3_EVSEProcessing
                         _c2_s = 1
                     elif ec == 3:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'Body/CertificateInstallationReq'
                         _cf = 'CertificateInstallationReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c2_c4_Id = None
                         _c2_c4_OEMProvisioningCert = None
                         _c2_c4_ListOfRootCertificateIDs = None
                         _c2_c4_DHParams = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/CertificateInstallationReq/@Id'
                             r.pos = r.end - q
                             _c2_c4_Id = r.string('Id')
@@ -4165,11 +4276,8 @@ def _d_V2G_Message(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            _c2_c4_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                             _esc = x
                             if _esc:
@@ -4187,7 +4295,6 @@ def _d_V2G_Message(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            _c2_c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
                         el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
@@ -4212,18 +4319,14 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_DHParams)
                             if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                        _c2_c4_s = -1
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('CertificateInstallationReqType', r.end - q)
                         _cv = _new(_K_din_msgbody_CertificateInstallationReqType)
                         _cv.Id = _c2_c4_Id
                         _cv.OEMProvisioningCert = _c2_c4_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c2_c4_ListOfRootCertificateIDs
                         _cv.DHParams = _c2_c4_DHParams
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -4238,23 +4341,21 @@ def _d_V2G_Message(r):
                         r.pos = r.end - q
                         _c2_c5_Id = r.string('Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ResponseCode'
-                        _c2_c5_ResponseCode = ((x >> 2) & 31)
+                        _c2_c5_ResponseCode = ((x >> 4) & 31)
                         if _c2_c5_ResponseCode >= 23: _c2_c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c2_c5_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
+                        _a = (x & 1)
                         _c2_c5_c1_Certificate = None
                         _c2_c5_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                        x = _a
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4272,7 +4373,6 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
-                        _c2_c5_c1_s = 1
                         if ec == 0:
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -4281,10 +4381,8 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c5_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c5_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c5_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -4373,23 +4471,21 @@ def _d_V2G_Message(r):
                         r.pos = r.end - q
                         _c2_c6_Id = r.string('Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ResponseCode'
-                        _c2_c6_ResponseCode = ((x >> 2) & 31)
+                        _c2_c6_ResponseCode = ((x >> 4) & 31)
                         if _c2_c6_ResponseCode >= 23: _c2_c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c2_c6_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c6_ResponseCode]
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain'
+                        _a = (x & 1)
                         _c2_c6_c1_Certificate = None
                         _c2_c6_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                        x = _a
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4407,7 +4503,6 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
-                        _c2_c6_c1_s = 1
                         if ec == 0:
                             el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -4416,10 +4511,8 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c6_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c6_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c6_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -4558,27 +4651,29 @@ def _d_V2G_Message(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 11:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'Body/ContractAuthenticationReq'
                         _cf = 'ContractAuthenticationReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c2_c8_Id = None
                         _c2_c8_GenChallenge = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/ContractAuthenticationReq/@Id'
                             r.pos = r.end - q
                             _c2_c8_Id = r.string('Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            ec = (x >> 1)
+                            _a = (x & 1)
                             _c2_c8_s = 1
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/ContractAuthenticationReq/GenChallenge'
                             _esc = x
                             if _esc:
@@ -4590,20 +4685,20 @@ def _d_V2G_Message(r):
                                 r.pos = r.end - q
                                 _c2_c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                 V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            _a = (x & 1)
                             _c2_c8_s = 2
                         elif ec == 2:
-                            pass
+                            if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c2_c8_s = -1
                         else:
                             raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c2_c8_s == 1:
                             if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                x = (V >> q) & 1
+                                x = _a
                                 el = 'Body/ContractAuthenticationReq/GenChallenge'
                                 _esc = x
                                 if _esc:
@@ -4615,23 +4710,23 @@ def _d_V2G_Message(r):
                                     r.pos = r.end - q
                                     _c2_c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                     V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                q -= 3
+                                if q < 0: V, q = r.slidep(q, 3)
+                                x = (V >> q) & 7
+                                if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                _a = (x & 1)
                                 _c2_c8_s = 2
                             elif ec == 1:
-                                pass
+                                if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                                 _c2_c8_s = -1
                             else:
                                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c2_c8_s == 2:
+                            if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c2_c8_s = -1
                         _cv = _new(_K_din_msgbody_ContractAuthenticationReqType)
                         _cv.Id = _c2_c8_Id
                         _cv.GenChallenge = _c2_c8_GenChallenge
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 12:
                         q -= 14
@@ -4679,16 +4774,19 @@ def _d_V2G_Message(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 15:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'Body/MeteringReceiptReq'
                         _cf = 'MeteringReceiptReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c2_c10_Id = None
                         _c2_c10_SessionID = None
                         _c2_c10_SAScheduleTupleID = None
                         _c2_c10_MeterInfo = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/MeteringReceiptReq/@Id'
                             r.pos = r.end - q
                             _c2_c10_Id = r.string('Id')
@@ -4711,16 +4809,14 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c2_c10_s = 2
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 2) & 3)
+                            _a = (x & 3)
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
@@ -4735,18 +4831,16 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c2_c10_s = 2
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 2) & 3)
+                            _a = (x & 3)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            x = _a
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
                             _neg = (x & 1)
@@ -4777,30 +4871,30 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c2_c10_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         elif ec == 1:
+                            q += 2
                             el = 'Body/MeteringReceiptReq/MeterInfo'
                             r.pos = r.end - q
                             _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c2_c10_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        _c2_c10_s = -1
+                        if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
                         _cv = _new(_K_din_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c2_c10_Id
                         _cv.SessionID = _c2_c10_SessionID
                         _cv.SAScheduleTupleID = _c2_c10_SAScheduleTupleID
                         _cv.MeterInfo = _c2_c10_MeterInfo
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 16:
                         q -= 19
@@ -4878,18 +4972,17 @@ def _d_V2G_Message(r):
                             _c2_c12_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c2_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c2_c12_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
+                        _a = (x & 1)
                         _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+                        x = _a
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4907,7 +5000,6 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
-                        _c2_c12_c1_s = 1
                         if ec == 0:
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -4916,10 +5008,8 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c12_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c12_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c12_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -5004,165 +5094,301 @@ def _d_V2G_Message(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 20:
+                        q -= 25
+                        if q < 0: V, q = r.slidep(q, 25)
+                        x = (V >> q) & 33554431
+                        if x & 16777216: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_PowerDeliveryResType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _a = (x & 16777215)
+                        _c2_c14_ResponseCode = None
+                        _c2_c14_AC_EVSEStatus = None
+                        _c2_c14_DC_EVSEStatus = None
+                        _c2_c14_EVSEStatus = None
+                        x = _a
+                        if x & 8519680: raise r.deviation('PowerDeliveryResType', r.end - q)
+                        el = 'Body/PowerDeliveryRes/ResponseCode'
+                        _c2_c14_ResponseCode = ((x >> 18) & 31)
+                        if _c2_c14_ResponseCode >= 23: _c2_c14_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', _c2_c14_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c14_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c14_ResponseCode]
+                        ec = ((x >> 15) & 3)
+                        _a = (x & 32767)
+                        if ec == 0:
+                            q += 5
+                            x = _a >> 5
+                            if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
+                            el = 'Body/PowerDeliveryRes/AC_EVSEStatus'
+                            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                            if _t is None:
+                                el = 'Body/PowerDeliveryRes/AC_EVSEStatus/PowerSwitchClosed'
+                                _c2_c14_c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                                el = 'Body/PowerDeliveryRes/AC_EVSEStatus/RCD'
+                                _c2_c14_c4_RCD = ((x >> 3) & 1) == 1
+                            else:
+                                el = 'Body/PowerDeliveryRes/AC_EVSEStatus/RCD'
+                                _c2_c14_c4_PowerSwitchClosed, _c2_c14_c4_RCD = _t
+                            el = 'Body/PowerDeliveryRes/AC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c14_c4_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c14_c4_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c14_c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c14_c4_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 462: raise r.deviation('PowerDeliveryResType', r.end - q)
+                            if _c2_c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c4_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'Body/PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
+                            _c2_c14_c4_EVSENotification = ((x >> 4) & 3)
+                            if _c2_c14_c4_EVSENotification >= 3: _c2_c14_c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c14_c4_EVSENotification, 3, r.at(r.end - q))
+                            else: _c2_c14_c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c14_c4_EVSENotification]
+                            _c2_c14_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
+                            _c2_c14_AC_EVSEStatus.PowerSwitchClosed = _c2_c14_c4_PowerSwitchClosed
+                            _c2_c14_AC_EVSEStatus.RCD = _c2_c14_c4_RCD
+                            _c2_c14_AC_EVSEStatus.NotificationMaxDelay = _c2_c14_c4_NotificationMaxDelay
+                            _c2_c14_AC_EVSEStatus.EVSENotification = _c2_c14_c4_EVSENotification
+                            _a = (x & 1)
+                        elif ec == 1:
+                            x = _a
+                            el = 'Body/PowerDeliveryRes/DC_EVSEStatus'
+                            ec = (x >> 13)
+                            _a = (x & 8191)
+                            _c2_c14_c5_EVSEIsolationStatus = None
+                            _c2_c14_c5_EVSEStatusCode = None
+                            _c2_c14_c5_NotificationMaxDelay = None
+                            _c2_c14_c5_EVSENotification = None
+                            if ec == 0:
+                                x = _a
+                                if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                                if _t is None:
+                                    el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                    _c2_c14_c5_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
+                                    el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c14_c5_EVSEStatusCode = ((x >> 3) & 15)
+                                    if _c2_c14_c5_EVSEStatusCode >= 12: _c2_c14_c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c14_c5_EVSEStatusCode, 12, r.at(r.end - q))
+                                    else: _c2_c14_c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c14_c5_EVSEStatusCode]
+                                else:
+                                    el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                                    _c2_c14_c5_EVSEIsolationStatus, _c2_c14_c5_EVSEStatusCode = _t
+                                _a = (x & 1)
+                            elif ec == 1:
+                                q += 5
+                                x = _a >> 5
+                                if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                                el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c14_c5_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c2_c14_c5_EVSEStatusCode >= 12: _c2_c14_c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c14_c5_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c14_c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c14_c5_EVSEStatusCode]
+                                _a = (x & 1)
+                            else:
+                                raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/PowerDeliveryRes/DC_EVSEStatus/NotificationMaxDelay'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c14_c5_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c14_c5_NotificationMaxDelay = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c14_c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c14_c5_NotificationMaxDelay = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 462: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            if _c2_c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c5_NotificationMaxDelay, r.at(r.end - q))
+                            el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
+                            _c2_c14_c5_EVSENotification = ((x >> 4) & 3)
+                            if _c2_c14_c5_EVSENotification >= 3: _c2_c14_c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c14_c5_EVSENotification, 3, r.at(r.end - q))
+                            else: _c2_c14_c5_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c14_c5_EVSENotification]
+                            _a = (x & 1)
+                            _c2_c14_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                            _c2_c14_DC_EVSEStatus.EVSEIsolationStatus = _c2_c14_c5_EVSEIsolationStatus
+                            _c2_c14_DC_EVSEStatus.EVSEStatusCode = _c2_c14_c5_EVSEStatusCode
+                            _c2_c14_DC_EVSEStatus.NotificationMaxDelay = _c2_c14_c5_NotificationMaxDelay
+                            _c2_c14_DC_EVSEStatus.EVSENotification = _c2_c14_c5_EVSENotification
+                        elif ec == 2:
+                            q += 12
+                            x = _a >> 12
+                            if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
+                            el = 'Body/PowerDeliveryRes/EVSEStatus'
+                            _c2_c14_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
+                            _a = (x & 1)
+                        else:
+                            raise r.deviation('PowerDeliveryResType', r.end - q)
+                        if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_PowerDeliveryResType)
+                        _cv.ResponseCode = _c2_c14_ResponseCode
+                        _cv.AC_EVSEStatus = _c2_c14_AC_EVSEStatus
+                        _cv.DC_EVSEStatus = _c2_c14_DC_EVSEStatus
+                        _cv.EVSEStatus = _c2_c14_EVSEStatus
                         _c2_s = 1
                     elif ec == 21:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'Body/PreChargeReq/DC_EVStatus'
-                        _c2_c14_c1_EVReady = None
-                        _c2_c14_c1_EVCabinConditioning = None
-                        _c2_c14_c1_EVRESSConditioning = None
-                        _c2_c14_c1_EVErrorCode = None
-                        _c2_c14_c1_EVRESSSOC = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        _c2_c15_c1_EVReady = None
+                        _c2_c15_c1_EVCabinConditioning = None
+                        _c2_c15_c1_EVRESSConditioning = None
+                        _c2_c15_c1_EVErrorCode = None
+                        _c2_c15_c1_EVRESSSOC = None
+                        q -= 31
+                        if q < 0: V, q = r.slidep(q, 31)
+                        x = (V >> q) & 2147483647
+                        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
-                        _c2_c14_c1_EVReady = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
-                        _c2_c14_c1_s = 1
+                        _c2_c15_c1_EVReady = ((x >> 29) & 1) == 1
+                        ec = ((x >> 26) & 3)
+                        _a = (x & 67108863)
+                        _c2_c15_c1_s = 1
                         if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                            ec = (x & 3)
-                            _c2_c14_c1_s = 2
+                            _c2_c15_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            ec = ((x >> 21) & 3)
+                            _a = (x & 2097151)
+                            _c2_c15_c1_s = 2
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                            _c2_c14_c1_s = 3
+                            _c2_c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _a = (x & 131071)
+                            _c2_c15_c1_s = 3
                         elif ec == 2:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 9
+                            x = _a >> 9
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
-                            _c2_c14_c1_s = 4
+                            _c2_c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c2_c15_c1_EVErrorCode >= 12: _c2_c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c15_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c15_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c2_c15_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c2_c14_c1_s == 2:
+                        if _c2_c15_c1_s == 2:
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                x = _a
+                                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c2_c14_c1_s = 3
+                                _c2_c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _a = (x & 131071)
+                                _c2_c15_c1_s = 3
                             elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q += 4
+                                x = _a >> 4
+                                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
-                                _c2_c14_c1_s = 4
+                                _c2_c15_c1_EVErrorCode = ((x >> 12) & 15)
+                                if _c2_c15_c1_EVErrorCode >= 12: _c2_c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c15_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c15_c1_EVErrorCode]
+                                _a = (x & 1023)
+                                _c2_c15_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c2_c14_c1_s == 3:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c15_c1_s == 3:
+                            x = _a
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
-                            _c2_c14_c1_s = 4
-                        if _c2_c14_c1_s == 4:
-                            q -= 10
-                            if q < 0: V, q = r.slideq(q, 10)
-                            x = (V >> q) & 1023
+                            _c2_c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c2_c15_c1_EVErrorCode >= 12: _c2_c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c15_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c15_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c2_c15_c1_s = 4
+                        if _c2_c15_c1_s == 4:
+                            x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c14_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c2_c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c14_c1_EVRESSSOC, r.at(r.end - q))
-                            _c2_c14_c1_s = -1
-                        _c2_c14_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                        _c2_c14_DC_EVStatus.EVReady = _c2_c14_c1_EVReady
-                        _c2_c14_DC_EVStatus.EVCabinConditioning = _c2_c14_c1_EVCabinConditioning
-                        _c2_c14_DC_EVStatus.EVRESSConditioning = _c2_c14_c1_EVRESSConditioning
-                        _c2_c14_DC_EVStatus.EVErrorCode = _c2_c14_c1_EVErrorCode
-                        _c2_c14_DC_EVStatus.EVRESSSOC = _c2_c14_c1_EVRESSSOC
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                            _c2_c15_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c15_c1_EVRESSSOC, r.at(r.end - q))
+                            _c2_c15_c1_s = -1
+                        _c2_c15_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                        _c2_c15_DC_EVStatus.EVReady = _c2_c15_c1_EVReady
+                        _c2_c15_DC_EVStatus.EVCabinConditioning = _c2_c15_c1_EVCabinConditioning
+                        _c2_c15_DC_EVStatus.EVRESSConditioning = _c2_c15_c1_EVRESSConditioning
+                        _c2_c15_DC_EVStatus.EVErrorCode = _c2_c15_c1_EVErrorCode
+                        _c2_c15_DC_EVStatus.EVRESSSOC = _c2_c15_c1_EVRESSSOC
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetVoltage'
-                        _c2_c14_c2_Multiplier = None
-                        _c2_c14_c2_Unit = None
-                        _c2_c14_c2_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c2_c15_c2_Multiplier = None
+                        _c2_c15_c2_Unit = None
+                        _c2_c15_c2_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c2_c14_c2_Multiplier = ((x >> 3) & 7) + -3
-                        if _c2_c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c14_c2_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c14_c2_s = 1
+                        _c2_c15_c2_Multiplier = ((x >> 12) & 7) + -3
+                        if _c2_c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c2_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
-                            _c2_c14_c2_Unit = ((x >> 4) & 15)
-                            if _c2_c14_c2_Unit >= 10: _c2_c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c2_Unit, 10, r.at(r.end - q))
-                            else: _c2_c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c2_Unit]
+                            _c2_c15_c2_Unit = ((x >> 4) & 15)
+                            if _c2_c15_c2_Unit >= 10: _c2_c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c2_Unit]
                             el = 'Body/PreChargeReq/EVTargetVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c14_c2_Value = _y >> 16
+                                    _c2_c15_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c14_c2_Value = _U2[_y >> 8]
+                                    _c2_c15_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c14_c2_Value = (V >> q) & 127
+                                _c2_c15_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
-                            if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
-                            _c2_c14_c2_s = 3
+                            if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
+                            if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetVoltage/Value'
                             _neg = (x & 1)
@@ -5170,88 +5396,82 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c14_c2_Value = _y >> 16
+                                    _c2_c15_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c14_c2_Value = _U2[_y >> 8]
+                                    _c2_c15_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c14_c2_Value = (V >> q) & 127
+                                _c2_c15_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
-                            if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
-                            _c2_c14_c2_s = 3
+                            if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
+                            if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c2_c14_c2_s = -1
-                        _c2_c14_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c2_c14_EVTargetVoltage.Multiplier = _c2_c14_c2_Multiplier
-                        _c2_c14_EVTargetVoltage.Unit = _c2_c14_c2_Unit
-                        _c2_c14_EVTargetVoltage.Value = _c2_c14_c2_Value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_c15_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c2_c15_EVTargetVoltage.Multiplier = _c2_c15_c2_Multiplier
+                        _c2_c15_EVTargetVoltage.Unit = _c2_c15_c2_Unit
+                        _c2_c15_EVTargetVoltage.Value = _c2_c15_c2_Value
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetCurrent'
-                        _c2_c14_c3_Multiplier = None
-                        _c2_c14_c3_Unit = None
-                        _c2_c14_c3_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c2_c15_c3_Multiplier = None
+                        _c2_c15_c3_Unit = None
+                        _c2_c15_c3_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c2_c14_c3_Multiplier = ((x >> 3) & 7) + -3
-                        if _c2_c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c14_c3_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c14_c3_s = 1
+                        _c2_c15_c3_Multiplier = ((x >> 12) & 7) + -3
+                        if _c2_c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c3_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
-                            _c2_c14_c3_Unit = ((x >> 4) & 15)
-                            if _c2_c14_c3_Unit >= 10: _c2_c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c3_Unit, 10, r.at(r.end - q))
-                            else: _c2_c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c3_Unit]
+                            _c2_c15_c3_Unit = ((x >> 4) & 15)
+                            if _c2_c15_c3_Unit >= 10: _c2_c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c3_Unit, 10, r.at(r.end - q))
+                            else: _c2_c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c3_Unit]
                             el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c14_c3_Value = _y >> 16
+                                    _c2_c15_c3_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c14_c3_Value = _U2[_y >> 8]
+                                    _c2_c15_c3_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c14_c3_Value = (V >> q) & 127
+                                _c2_c15_c3_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
-                            if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
-                            _c2_c14_c3_s = 3
+                            if _neg: _c2_c15_c3_Value = -_c2_c15_c3_Value - 1
+                            if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c3_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                             _neg = (x & 1)
@@ -5259,184 +5479,171 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c14_c3_Value = _y >> 16
+                                    _c2_c15_c3_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c14_c3_Value = _U2[_y >> 8]
+                                    _c2_c15_c3_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c14_c3_Value = (V >> q) & 127
+                                _c2_c15_c3_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
-                            if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
-                            _c2_c14_c3_s = 3
+                            if _neg: _c2_c15_c3_Value = -_c2_c15_c3_Value - 1
+                            if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c3_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c2_c14_c3_s = -1
-                        _c2_c14_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c2_c14_EVTargetCurrent.Multiplier = _c2_c14_c3_Multiplier
-                        _c2_c14_EVTargetCurrent.Unit = _c2_c14_c3_Unit
-                        _c2_c14_EVTargetCurrent.Value = _c2_c14_c3_Value
+                        _c2_c15_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c2_c15_EVTargetCurrent.Multiplier = _c2_c15_c3_Multiplier
+                        _c2_c15_EVTargetCurrent.Unit = _c2_c15_c3_Unit
+                        _c2_c15_EVTargetCurrent.Value = _c2_c15_c3_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_PreChargeReqType)
-                        _cv.DC_EVStatus = _c2_c14_DC_EVStatus
-                        _cv.EVTargetVoltage = _c2_c14_EVTargetVoltage
-                        _cv.EVTargetCurrent = _c2_c14_EVTargetCurrent
+                        _cv.DC_EVStatus = _c2_c15_DC_EVStatus
+                        _cv.EVTargetVoltage = _c2_c15_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c2_c15_EVTargetCurrent
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 22:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 24
+                        if q < 0: V, q = r.slidep(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 12681216: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'Body/PreChargeRes/ResponseCode'
-                        _c2_c15_ResponseCode = ((x >> 2) & 31)
-                        if _c2_c15_ResponseCode >= 23: _c2_c15_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c15_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c15_ResponseCode]
+                        _c2_c16_ResponseCode = ((x >> 17) & 31)
+                        if _c2_c16_ResponseCode >= 23: _c2_c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c16_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c16_ResponseCode]
                         el = 'Body/PreChargeRes/DC_EVSEStatus'
-                        _c2_c15_c1_EVSEIsolationStatus = None
-                        _c2_c15_c1_EVSEStatusCode = None
-                        _c2_c15_c1_NotificationMaxDelay = None
-                        _c2_c15_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
+                        _c2_c16_c1_EVSEIsolationStatus = None
+                        _c2_c16_c1_EVSEStatusCode = None
+                        _c2_c16_c1_NotificationMaxDelay = None
+                        _c2_c16_c1_EVSENotification = None
                         if ec == 0:
-                            q -= 12
-                            if q < 0: V, q = r.slideq(q, 12)
-                            x = (V >> q) & 4095
-                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            x = _a
+                            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                             if _t is None:
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c2_c15_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                _c2_c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c15_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                if _c2_c15_c1_EVSEStatusCode >= 12: _c2_c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c2_c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c15_c1_EVSEStatusCode]
+                                _c2_c16_c1_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c2_c16_c1_EVSEStatusCode >= 12: _c2_c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c16_c1_EVSEStatusCode]
                             else:
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c15_c1_EVSEIsolationStatus, _c2_c15_c1_EVSEStatusCode = _t
-                            _c2_c15_c1_s = 2
+                                _c2_c16_c1_EVSEIsolationStatus, _c2_c16_c1_EVSEStatusCode = _t
+                            _a = (x & 1)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c15_c1_EVSEStatusCode = ((x >> 2) & 15)
-                            if _c2_c15_c1_EVSEStatusCode >= 12: _c2_c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c15_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c2_c15_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c15_c1_EVSEStatusCode]
-                            _c2_c15_c1_s = 2
+                            _c2_c16_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            if _c2_c16_c1_EVSEStatusCode >= 12: _c2_c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c16_c1_EVSEStatusCode]
+                            _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c2_c15_c1_NotificationMaxDelay = _y >> 16
+                                _c2_c16_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c2_c16_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c16_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c2_c15_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c2_c16_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c15_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c2_c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c15_c1_EVSENotification = ((x >> 2) & 3)
-                        if _c2_c15_c1_EVSENotification >= 3: _c2_c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c15_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c2_c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c15_c1_EVSENotification]
-                        _c2_c15_c1_s = -1
-                        _c2_c15_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-                        _c2_c15_DC_EVSEStatus.EVSEIsolationStatus = _c2_c15_c1_EVSEIsolationStatus
-                        _c2_c15_DC_EVSEStatus.EVSEStatusCode = _c2_c15_c1_EVSEStatusCode
-                        _c2_c15_DC_EVSEStatus.NotificationMaxDelay = _c2_c15_c1_NotificationMaxDelay
-                        _c2_c15_DC_EVSEStatus.EVSENotification = _c2_c15_c1_EVSENotification
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_c16_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c2_c16_c1_EVSENotification >= 3: _c2_c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c16_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c16_c1_EVSENotification]
+                        _c2_c16_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                        _c2_c16_DC_EVSEStatus.EVSEIsolationStatus = _c2_c16_c1_EVSEIsolationStatus
+                        _c2_c16_DC_EVSEStatus.EVSEStatusCode = _c2_c16_c1_EVSEStatusCode
+                        _c2_c16_DC_EVSEStatus.NotificationMaxDelay = _c2_c16_c1_NotificationMaxDelay
+                        _c2_c16_DC_EVSEStatus.EVSENotification = _c2_c16_c1_EVSENotification
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage'
-                        _c2_c15_c2_Multiplier = None
-                        _c2_c15_c2_Unit = None
-                        _c2_c15_c2_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c2_c16_c2_Multiplier = None
+                        _c2_c16_c2_Unit = None
+                        _c2_c16_c2_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c2_c15_c2_Multiplier = ((x >> 3) & 7) + -3
-                        if _c2_c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c2_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c15_c2_s = 1
+                        _c2_c16_c2_Multiplier = ((x >> 12) & 7) + -3
+                        if _c2_c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c16_c2_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
-                            _c2_c15_c2_Unit = ((x >> 4) & 15)
-                            if _c2_c15_c2_Unit >= 10: _c2_c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c2_Unit, 10, r.at(r.end - q))
-                            else: _c2_c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c2_Unit]
+                            _c2_c16_c2_Unit = ((x >> 4) & 15)
+                            if _c2_c16_c2_Unit >= 10: _c2_c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c16_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c16_c2_Unit]
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c15_c2_Value = _y >> 16
+                                    _c2_c16_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c15_c2_Value = _U2[_y >> 8]
+                                    _c2_c16_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c15_c2_Value = (V >> q) & 127
+                                _c2_c16_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
-                            if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
-                            _c2_c15_c2_s = 3
+                            if _neg: _c2_c16_c2_Value = -_c2_c16_c2_Value - 1
+                            if _c2_c16_c2_Value < -32768 or _c2_c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c16_c2_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
@@ -5444,40 +5651,38 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c15_c2_Value = _y >> 16
+                                    _c2_c16_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c15_c2_Value = _U2[_y >> 8]
+                                    _c2_c16_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c15_c2_Value = (V >> q) & 127
+                                _c2_c16_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
-                            if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
-                            _c2_c15_c2_s = 3
+                            if _neg: _c2_c16_c2_Value = -_c2_c16_c2_Value - 1
+                            if _c2_c16_c2_Value < -32768 or _c2_c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c16_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c2_c15_c2_s = -1
-                        _c2_c15_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c2_c15_EVSEPresentVoltage.Multiplier = _c2_c15_c2_Multiplier
-                        _c2_c15_EVSEPresentVoltage.Unit = _c2_c15_c2_Unit
-                        _c2_c15_EVSEPresentVoltage.Value = _c2_c15_c2_Value
+                        _c2_c16_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c2_c16_EVSEPresentVoltage.Multiplier = _c2_c16_c2_Multiplier
+                        _c2_c16_EVSEPresentVoltage.Unit = _c2_c16_c2_Unit
+                        _c2_c16_EVSEPresentVoltage.Value = _c2_c16_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_PreChargeResType)
-                        _cv.ResponseCode = _c2_c15_ResponseCode
-                        _cv.DC_EVSEStatus = _c2_c15_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c2_c15_EVSEPresentVoltage
+                        _cv.ResponseCode = _c2_c16_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c16_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c16_EVSEPresentVoltage
                         _c2_s = 1
                     elif ec == 23:
                         q -= 2
@@ -5486,46 +5691,6 @@ def _d_V2G_Message(r):
                         el = 'Body/ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'Body/ServiceDetailReq/ServiceID'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c16_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c16_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c16_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c16_ServiceID = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c16_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        if _c2_c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c2_c16_ServiceID, r.at(r.end - q))
-                        _cv = _new(_K_din_msgbody_ServiceDetailReqType)
-                        _cv.ServiceID = _c2_c16_ServiceID
-                        _c2_s = 1
-                    elif ec == 24:
-                        el = 'Body/ServiceDetailRes'
-                        _cf = 'ServiceDetailRes'
-                        _c2_c17_ResponseCode = None
-                        _c2_c17_ServiceID = None
-                        _c2_c17_ServiceParameterList = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
-                        el = 'Body/ServiceDetailRes/ResponseCode'
-                        _c2_c17_ResponseCode = ((x >> 3) & 31)
-                        if _c2_c17_ResponseCode >= 23: _c2_c17_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c17_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c17_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c17_ResponseCode]
-                        el = 'Body/ServiceDetailRes/ServiceID'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -5546,98 +5711,137 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q; _c2_c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
-                        if _c2_c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c17_ServiceID, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c17_s = 2
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
+                        if _c2_c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c2_c17_ServiceID, r.at(r.end - q))
+                        _cv = _new(_K_din_msgbody_ServiceDetailReqType)
+                        _cv.ServiceID = _c2_c17_ServiceID
+                        _c2_s = 1
+                    elif ec == 24:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
+                        el = 'Body/ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
+                        _a = (x & 511)
+                        _c2_c18_ResponseCode = None
+                        _c2_c18_ServiceID = None
+                        _c2_c18_ServiceParameterList = None
+                        x = _a
+                        if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
+                        el = 'Body/ServiceDetailRes/ResponseCode'
+                        _c2_c18_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c18_ResponseCode >= 23: _c2_c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c18_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c18_ResponseCode]
+                        el = 'Body/ServiceDetailRes/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c18_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c18_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
+                        if _c2_c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c18_ServiceID, r.at(r.end - q))
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         if ec == 0:
+                            q += 1
                             el = 'Body/ServiceDetailRes/ServiceParameterList'
                             r.pos = r.end - q
-                            _c2_c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                            _c2_c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                            _c2_c17_s = -1
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
                         elif ec == 1:
-                            pass
-                            _c2_c17_s = -1
+                            if _a: raise r.deviation('ServiceDetailResType', r.end - q)
                         else:
                             raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(_K_din_msgbody_ServiceDetailResType)
-                        _cv.ResponseCode = _c2_c17_ResponseCode
-                        _cv.ServiceID = _c2_c17_ServiceID
-                        _cv.ServiceParameterList = _c2_c17_ServiceParameterList
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv.ResponseCode = _c2_c18_ResponseCode
+                        _cv.ServiceID = _c2_c18_ServiceID
+                        _cv.ServiceParameterList = _c2_c18_ServiceParameterList
                         _c2_s = 1
                     elif ec == 25:
+                        q -= 8
+                        if q < 0: V, q = r.slidep(q, 8)
+                        x = (V >> q) & 255
                         el = 'Body/ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
-                        _c2_c18_ServiceScope = None
-                        _c2_c18_ServiceCategory = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = (x >> 6)
+                        _a = (x & 63)
+                        _c2_c19_ServiceScope = None
+                        _c2_c19_ServiceCategory = None
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            q += 5
+                            x = _a >> 5
                             el = 'Body/ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
                                 if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                                _c2_c18_ServiceScope = ''
+                                _c2_c19_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
-                                _c2_c18_ServiceScope = r.string('din_msgbody:ServiceScope')
-                                if len(_c2_c18_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c2_c18_ServiceScope, r.at(r.pos))
+                                _c2_c19_ServiceScope = r.string('din_msgbody:ServiceScope')
+                                if len(_c2_c19_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c2_c19_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = (x & 3)
-                            _c2_c18_s = 1
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = ((x >> 6) & 3)
+                            _a = (x & 63)
+                            _c2_c19_s = 1
                         elif ec == 1:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            x = _a
+                            if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                            _c2_c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
-                            _c2_c18_s = 2
+                            _c2_c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _a = (x & 1)
+                            _c2_c19_s = 2
                         elif ec == 2:
-                            pass
-                            _c2_c18_s = -1
+                            q += 5
+                            if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            _c2_c19_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                        if _c2_c18_s == 1:
+                        if _c2_c19_s == 1:
                             if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                x = _a
+                                if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                                _c2_c18_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
-                                _c2_c18_s = 2
+                                _c2_c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _a = (x & 1)
+                                _c2_c19_s = 2
                             elif ec == 1:
-                                pass
-                                _c2_c18_s = -1
+                                q += 5
+                                if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                _c2_c19_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                        if _c2_c18_s == 2:
-                            _c2_c18_s = -1
+                        if _c2_c19_s == 2:
+                            if _a: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            _c2_c19_s = -1
                         _cv = _new(_K_din_msgbody_ServiceDiscoveryReqType)
-                        _cv.ServiceScope = _c2_c18_ServiceScope
-                        _cv.ServiceCategory = _c2_c18_ServiceCategory
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv.ServiceScope = _c2_c19_ServiceScope
+                        _cv.ServiceCategory = _c2_c19_ServiceCategory
                         _c2_s = 1
                     elif ec == 26:
                         el = 'Body/ServiceDiscoveryRes'
@@ -5661,17 +5865,17 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c2_c19_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c2_c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
-                        _c2_c19_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        _c2_c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
-                        _cv.SelectedPaymentOption = _c2_c19_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c2_c19_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c2_c20_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c2_c20_SelectedServiceList
                         _c2_s = 1
                     elif ec == 28:
                         q -= 10
@@ -5681,11 +5885,11 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'Body/ServicePaymentSelectionRes/ResponseCode'
-                        _c2_c20_ResponseCode = ((x >> 3) & 31)
-                        if _c2_c20_ResponseCode >= 23: _c2_c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c20_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c20_ResponseCode]
+                        _c2_c21_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c21_ResponseCode >= 23: _c2_c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c21_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c21_ResponseCode]
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
-                        _cv.ResponseCode = _c2_c20_ResponseCode
+                        _cv.ResponseCode = _c2_c21_ResponseCode
                         _c2_s = 1
                     elif ec == 29:
                         q -= 2
@@ -5700,58 +5904,59 @@ def _d_V2G_Message(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
-                            _c2_c21_EVCCID = b''
+                            _c2_c22_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c2_c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c2_c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c21_EVCCID)
-                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c22_EVCCID)
+                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c22_EVCCID, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupReqType)
-                        _cv.EVCCID = _c2_c21_EVCCID
+                        _cv.EVCCID = _c2_c22_EVCCID
                         _c2_s = 1
                     elif ec == 30:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _c2_c22_ResponseCode = None
-                        _c2_c22_EVSEID = None
-                        _c2_c22_DateTimeNow = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 774: raise r.deviation('SessionSetupResType', r.end - q)
+                        _a = (x & 511)
+                        _c2_c23_ResponseCode = None
+                        _c2_c23_EVSEID = None
+                        _c2_c23_DateTimeNow = None
+                        x = _a
+                        if x & 262: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
-                        _c2_c22_ResponseCode = ((x >> 3) & 31)
-                        if _c2_c22_ResponseCode >= 23: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
+                        _c2_c23_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c23_ResponseCode >= 23: _c2_c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c23_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c23_ResponseCode]
                         el = 'Body/SessionSetupRes/EVSEID'
                         _esc = (x & 1)
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
-                            _c2_c22_EVSEID = b''
+                            _c2_c23_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c2_c22_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c2_c23_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c22_EVSEID)
-                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c22_EVSEID, r.at(r.end - q))
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = (x & 3)
-                        _c2_c22_s = 2
+                                r.pos = r.end - q; _c2_c23_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c23_EVSEID)
+                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c23_EVSEID, r.at(r.end - q))
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'Body/SessionSetupRes/DateTimeNow'
                             _neg = (x & 1)
@@ -5759,38 +5964,34 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c22_DateTimeNow = _y >> 16
+                                    _c2_c23_DateTimeNow = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c22_DateTimeNow = _U2[_y >> 8]
+                                    _c2_c23_DateTimeNow = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c23_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c22_DateTimeNow = (V >> q) & 127
+                                _c2_c23_DateTimeNow = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                            if _neg: _c2_c22_DateTimeNow = -_c2_c22_DateTimeNow - 1
-                            if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_DateTimeNow, r.at(r.end - q))
-                            _c2_c22_s = -1
+                                r.pos = r.end - q; _c2_c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
+                            if _neg: _c2_c23_DateTimeNow = -_c2_c23_DateTimeNow - 1
+                            if _c2_c23_DateTimeNow < -9223372036854775808 or _c2_c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c23_DateTimeNow, r.at(r.end - q))
                         elif ec == 1:
-                            pass
-                            _c2_c22_s = -1
+                            q += 1
+                            if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupResType)
-                        _cv.ResponseCode = _c2_c22_ResponseCode
-                        _cv.EVSEID = _c2_c22_EVSEID
-                        _cv.DateTimeNow = _c2_c22_DateTimeNow
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _cv.ResponseCode = _c2_c23_ResponseCode
+                        _cv.EVSEID = _c2_c23_EVSEID
+                        _cv.DateTimeNow = _c2_c23_DateTimeNow
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -5811,253 +6012,238 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'Body/SessionStopRes/ResponseCode'
-                        _c2_c24_ResponseCode = ((x >> 3) & 31)
-                        if _c2_c24_ResponseCode >= 23: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
+                        _c2_c25_ResponseCode = ((x >> 3) & 31)
+                        if _c2_c25_ResponseCode >= 23: _c2_c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c25_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c25_ResponseCode]
                         _cv = _new(_K_din_msgbody_SessionStopResType)
-                        _cv.ResponseCode = _c2_c24_ResponseCode
+                        _cv.ResponseCode = _c2_c25_ResponseCode
                         _c2_s = 1
                     elif ec == 33:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'Body/WeldingDetectionReq/DC_EVStatus'
-                        _c2_c25_c1_EVReady = None
-                        _c2_c25_c1_EVCabinConditioning = None
-                        _c2_c25_c1_EVRESSConditioning = None
-                        _c2_c25_c1_EVErrorCode = None
-                        _c2_c25_c1_EVRESSSOC = None
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+                        _c2_c26_c1_EVReady = None
+                        _c2_c26_c1_EVCabinConditioning = None
+                        _c2_c26_c1_EVRESSConditioning = None
+                        _c2_c26_c1_EVErrorCode = None
+                        _c2_c26_c1_EVRESSSOC = None
+                        q -= 31
+                        if q < 0: V, q = r.slidep(q, 31)
+                        x = (V >> q) & 2147483647
+                        if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c2_c25_c1_EVReady = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
-                        _c2_c25_c1_s = 1
+                        _c2_c26_c1_EVReady = ((x >> 29) & 1) == 1
+                        ec = ((x >> 26) & 3)
+                        _a = (x & 67108863)
+                        _c2_c26_c1_s = 1
                         if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            x = _a
+                            if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                            ec = (x & 3)
-                            _c2_c25_c1_s = 2
+                            _c2_c26_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            ec = ((x >> 21) & 3)
+                            _a = (x & 2097151)
+                            _c2_c26_c1_s = 2
                         elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                            _c2_c25_c1_s = 3
+                            _c2_c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _a = (x & 131071)
+                            _c2_c26_c1_s = 3
                         elif ec == 2:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            q += 9
+                            x = _a >> 9
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
-                            _c2_c25_c1_s = 4
+                            _c2_c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c2_c26_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c2_c25_c1_s == 2:
+                        if _c2_c26_c1_s == 2:
                             if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                                x = _a
+                                if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c2_c25_c1_s = 3
+                                _c2_c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _a = (x & 131071)
+                                _c2_c26_c1_s = 3
                             elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                                q += 4
+                                x = _a >> 4
+                                if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
-                                _c2_c25_c1_s = 4
+                                _c2_c26_c1_EVErrorCode = ((x >> 12) & 15)
+                                if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
+                                _a = (x & 1023)
+                                _c2_c26_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c2_c25_c1_s == 3:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                        if _c2_c26_c1_s == 3:
+                            x = _a
+                            if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
-                            if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
-                            _c2_c25_c1_s = 4
-                        if _c2_c25_c1_s == 4:
-                            q -= 10
-                            if q < 0: V, q = r.slideq(q, 10)
-                            x = (V >> q) & 1023
+                            _c2_c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
+                            _a = (x & 1023)
+                            _c2_c26_c1_s = 4
+                        if _c2_c26_c1_s == 4:
+                            x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c25_c1_EVRESSSOC = ((x >> 2) & 127)
-                            if _c2_c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c25_c1_EVRESSSOC, r.at(r.end - q))
-                            _c2_c25_c1_s = -1
-                        _c2_c25_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                        _c2_c25_DC_EVStatus.EVReady = _c2_c25_c1_EVReady
-                        _c2_c25_DC_EVStatus.EVCabinConditioning = _c2_c25_c1_EVCabinConditioning
-                        _c2_c25_DC_EVStatus.EVRESSConditioning = _c2_c25_c1_EVRESSConditioning
-                        _c2_c25_DC_EVStatus.EVErrorCode = _c2_c25_c1_EVErrorCode
-                        _c2_c25_DC_EVStatus.EVRESSSOC = _c2_c25_c1_EVRESSSOC
+                            _c2_c26_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c26_c1_EVRESSSOC, r.at(r.end - q))
+                            _c2_c26_c1_s = -1
+                        _c2_c26_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                        _c2_c26_DC_EVStatus.EVReady = _c2_c26_c1_EVReady
+                        _c2_c26_DC_EVStatus.EVCabinConditioning = _c2_c26_c1_EVCabinConditioning
+                        _c2_c26_DC_EVStatus.EVRESSConditioning = _c2_c26_c1_EVRESSConditioning
+                        _c2_c26_DC_EVStatus.EVErrorCode = _c2_c26_c1_EVErrorCode
+                        _c2_c26_DC_EVStatus.EVRESSSOC = _c2_c26_c1_EVRESSSOC
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c2_c25_DC_EVStatus
+                        _cv.DC_EVStatus = _c2_c26_DC_EVStatus
                         _c2_s = 1
                     elif ec == 34:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 24
+                        if q < 0: V, q = r.slidep(q, 24)
+                        x = (V >> q) & 16777215
+                        if x & 12681216: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'Body/WeldingDetectionRes/ResponseCode'
-                        _c2_c26_ResponseCode = ((x >> 2) & 31)
-                        if _c2_c26_ResponseCode >= 23: _c2_c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c26_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c26_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
+                        _c2_c27_ResponseCode = ((x >> 17) & 31)
+                        if _c2_c27_ResponseCode >= 23: _c2_c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c27_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c27_ResponseCode]
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
-                        _c2_c26_c1_EVSEIsolationStatus = None
-                        _c2_c26_c1_EVSEStatusCode = None
-                        _c2_c26_c1_NotificationMaxDelay = None
-                        _c2_c26_c1_EVSENotification = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
+                        _c2_c27_c1_EVSEIsolationStatus = None
+                        _c2_c27_c1_EVSEStatusCode = None
+                        _c2_c27_c1_NotificationMaxDelay = None
+                        _c2_c27_c1_EVSENotification = None
                         if ec == 0:
-                            q -= 12
-                            if q < 0: V, q = r.slideq(q, 12)
-                            x = (V >> q) & 4095
-                            if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                            x = _a
+                            if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
                             if _t is None:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c2_c26_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
+                                _c2_c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c2_c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                                _c2_c27_c1_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
                             else:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
-                            _c2_c26_c1_s = 2
+                                _c2_c27_c1_EVSEIsolationStatus, _c2_c27_c1_EVSEStatusCode = _t
+                            _a = (x & 1)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            q += 5
+                            x = _a >> 5
+                            if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                            if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c2_c26_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
-                            _c2_c26_c1_s = 2
+                            _c2_c27_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
+                            _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c2_c26_c1_NotificationMaxDelay = _y >> 16
+                                _c2_c27_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c2_c27_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c2_c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c26_c1_EVSENotification = ((x >> 2) & 3)
-                        if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c2_c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
-                        _c2_c26_c1_s = -1
-                        _c2_c26_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-                        _c2_c26_DC_EVSEStatus.EVSEIsolationStatus = _c2_c26_c1_EVSEIsolationStatus
-                        _c2_c26_DC_EVSEStatus.EVSEStatusCode = _c2_c26_c1_EVSEStatusCode
-                        _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
-                        _c2_c26_DC_EVSEStatus.EVSENotification = _c2_c26_c1_EVSENotification
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        _c2_c27_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c2_c27_c1_EVSENotification >= 3: _c2_c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c27_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c27_c1_EVSENotification]
+                        _c2_c27_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                        _c2_c27_DC_EVSEStatus.EVSEIsolationStatus = _c2_c27_c1_EVSEIsolationStatus
+                        _c2_c27_DC_EVSEStatus.EVSEStatusCode = _c2_c27_c1_EVSEStatusCode
+                        _c2_c27_DC_EVSEStatus.NotificationMaxDelay = _c2_c27_c1_NotificationMaxDelay
+                        _c2_c27_DC_EVSEStatus.EVSENotification = _c2_c27_c1_EVSENotification
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
-                        _c2_c26_c2_Multiplier = None
-                        _c2_c26_c2_Unit = None
-                        _c2_c26_c2_Value = None
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+                        _a = (x & 65535)
+                        _c2_c27_c2_Multiplier = None
+                        _c2_c27_c2_Unit = None
+                        _c2_c27_c2_Value = None
+                        x = _a
+                        if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c2_c26_c2_Multiplier = ((x >> 3) & 7) + -3
-                        if _c2_c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c26_c2_Multiplier, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c26_c2_s = 1
+                        _c2_c27_c2_Multiplier = ((x >> 12) & 7) + -3
+                        if _c2_c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c27_c2_Multiplier, r.at(r.end - q))
+                        ec = ((x >> 9) & 3)
+                        _a = (x & 511)
                         if ec == 0:
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
+                            x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c2_c26_c2_Unit = ((x >> 4) & 15)
-                            if _c2_c26_c2_Unit >= 10: _c2_c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c26_c2_Unit, 10, r.at(r.end - q))
-                            else: _c2_c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c26_c2_Unit]
+                            _c2_c27_c2_Unit = ((x >> 4) & 15)
+                            if _c2_c27_c2_Unit >= 10: _c2_c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c27_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c27_c2_Unit]
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c26_c2_Value = _y >> 16
+                                    _c2_c27_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c26_c2_Value = _U2[_y >> 8]
+                                    _c2_c27_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c26_c2_Value = (V >> q) & 127
+                                _c2_c27_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
-                            if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
-                            _c2_c26_c2_s = 3
+                            if _neg: _c2_c27_c2_Value = -_c2_c27_c2_Value - 1
+                            if _c2_c27_c2_Value < -32768 or _c2_c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c27_c2_Value, r.at(r.end - q))
                         elif ec == 1:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            q += 7
+                            x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
@@ -6065,40 +6251,38 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c26_c2_Value = _y >> 16
+                                    _c2_c27_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c26_c2_Value = _U2[_y >> 8]
+                                    _c2_c27_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c26_c2_Value = (V >> q) & 127
+                                _c2_c27_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
-                            if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
-                            _c2_c26_c2_s = 3
+                            if _neg: _c2_c27_c2_Value = -_c2_c27_c2_Value - 1
+                            if _c2_c27_c2_Value < -32768 or _c2_c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c27_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c2_c26_c2_s = -1
-                        _c2_c26_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c2_c26_EVSEPresentVoltage.Multiplier = _c2_c26_c2_Multiplier
-                        _c2_c26_EVSEPresentVoltage.Unit = _c2_c26_c2_Unit
-                        _c2_c26_EVSEPresentVoltage.Value = _c2_c26_c2_Value
+                        _c2_c27_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c2_c27_EVSEPresentVoltage.Multiplier = _c2_c27_c2_Multiplier
+                        _c2_c27_EVSEPresentVoltage.Unit = _c2_c27_c2_Unit
+                        _c2_c27_EVSEPresentVoltage.Value = _c2_c27_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionResType)
-                        _cv.ResponseCode = _c2_c26_ResponseCode
-                        _cv.DC_EVSEStatus = _c2_c26_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c2_c26_EVSEPresentVoltage
+                        _cv.ResponseCode = _c2_c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c27_EVSEPresentVoltage
                         _c2_s = 1
                     elif ec == 35:
                         pass
@@ -6163,7 +6347,6 @@ def _e_V2G_Message(w, o):
                     if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
                     v = (v << 5) | (_c1_c1_i1 << 1)
                     n += 5
-                    _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of FaultCode')
                 if _c1_c1_FaultMsg is not None:
@@ -6178,11 +6361,9 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_s = 2
             elif _c1_Signature is not None:
@@ -6338,14 +6519,12 @@ def _e_V2G_Message(w, o):
                     if _c2_c3_c2_i2 is None: raise EncodeError(f'{_c2_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                     v = (v << 13) | (_c2_c3_c2_i1 << 8) | (_c2_c3_c2_i2 << 1)
                     n += 13
-                    _c2_c3_c2_s = 2
                 elif _c2_c3_c2_EVSEStatusCode is not None:
                     el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                     _c2_c3_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c3_c2_EVSEStatusCode)
                     if _c2_c3_c2_i3 is None: raise EncodeError(f'{_c2_c3_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
                     v = (v << 8) | (1 << 6) | (_c2_c3_c2_i3 << 1)
                     n += 8
-                    _c2_c3_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
                 if _c2_c3_c2_NotificationMaxDelay is not None:
@@ -6363,7 +6542,6 @@ def _e_V2G_Message(w, o):
                     if _c2_c3_c2_i4 is None: raise EncodeError(f'{_c2_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 6) | (_c2_c3_c2_i4 << 2)
                     n += 6
-                    _c2_c3_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -6402,7 +6580,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c4_OEMProvisioningCert); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c4_s = 2
                 elif _c2_c4_OEMProvisioningCert is not None:
                     el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                     v = (v << 3) | (1 << 1)
@@ -6413,7 +6590,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c4_OEMProvisioningCert); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
                 if _c2_c4_ListOfRootCertificateIDs is not None:
@@ -6433,7 +6609,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c4_DHParams); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c2_c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -6479,7 +6654,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c5_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c5_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
                 if _c2_c5_c2_SubCertificates is not None:
@@ -6491,11 +6665,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c5_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c5_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                 el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -6576,7 +6748,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c6_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c6_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
                 if _c2_c6_c2_SubCertificates is not None:
@@ -6588,11 +6759,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c6_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c6_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                 el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
@@ -6790,7 +6959,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c10_SessionID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c10_s = 2
                 elif _c2_c10_SessionID is not None:
                     el = 'Body/MeteringReceiptReq/SessionID'
                     v = (v << 3) | (1 << 1)
@@ -6801,7 +6969,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c10_SessionID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c10_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SessionID')
                 if _c2_c10_SAScheduleTupleID is not None:
@@ -6821,7 +6988,6 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
                     v = w.v; n = w.n
-                    _c2_c10_s = 4
                 elif _c2_c10_MeterInfo is not None:
                     el = 'Body/MeteringReceiptReq/MeterInfo'
                     v = (v << 2) | 1
@@ -6829,13 +6995,11 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
                     v = w.v; n = w.n
-                    _c2_c10_s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
                 if True:
                     v <<= 1
                     n += 1
-                    _c2_c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -6910,7 +7074,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c12_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
                 if _c2_c12_c1_SubCertificates is not None:
@@ -6922,11 +7085,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c12_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c12_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -6975,274 +7136,258 @@ def _e_V2G_Message(w, o):
                 el = 'Body/PowerDeliveryRes'
                 v = (v << 6) | 20
                 n += 6
-                w.v = v; w.n = n
-                c_din_msgbody._e_PowerDeliveryResType(w, _c2_PowerDeliveryRes)
-                v = w.v; n = w.n
+                _c2_c14_o = _c2_PowerDeliveryRes
+                _c2_c14_ResponseCode = _c2_c14_o.ResponseCode
+                _c2_c14_AC_EVSEStatus = _c2_c14_o.AC_EVSEStatus
+                _c2_c14_DC_EVSEStatus = _c2_c14_o.DC_EVSEStatus
+                _c2_c14_EVSEStatus = _c2_c14_o.EVSEStatus
+                if _c2_c14_ResponseCode is not None:
+                    el = 'Body/PowerDeliveryRes/ResponseCode'
+                    _c2_c14_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c14_ResponseCode)
+                    if _c2_c14_i1 is None: raise EncodeError(f'{_c2_c14_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 8) | (_c2_c14_i1 << 1)
+                    n += 8
+                    _c2_c14_ResponseCode = None
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c14_AC_EVSEStatus is not None:
+                    el = 'Body/PowerDeliveryRes/AC_EVSEStatus'
+                    _o = _c2_c14_AC_EVSEStatus
+                    _c2_c14_c2_PowerSwitchClosed = _o.PowerSwitchClosed
+                    _c2_c14_c2_RCD = _o.RCD
+                    _c2_c14_c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c2_c14_c2_EVSENotification = _o.EVSENotification
+                    if not (_c2_c14_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                    el = 'Body/PowerDeliveryRes/AC_EVSEStatus/PowerSwitchClosed'
+                    if _c2_c14_c2_PowerSwitchClosed is not True and _c2_c14_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c2_PowerSwitchClosed!r}')
+                    if not (_c2_c14_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'Body/PowerDeliveryRes/AC_EVSEStatus/RCD'
+                    if _c2_c14_c2_RCD is not True and _c2_c14_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c2_RCD!r}')
+                    if not (_c2_c14_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'Body/PowerDeliveryRes/AC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c14_c2_NotificationMaxDelay < 0 or _c2_c14_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c14_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v = (v << 12) | (_c2_c14_c2_PowerSwitchClosed << 7) | (_c2_c14_c2_RCD << 3)
+                    n += 12
+                    if _c2_c14_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c14_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c14_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c14_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c14_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c14_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c14_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c14_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c14_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
+                    _c2_c14_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c14_c2_EVSENotification)
+                    if _c2_c14_c2_i1 is None: raise EncodeError(f'{_c2_c14_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c14_c2_i1 << 2)
+                    n += 6
+                    _c2_c14_AC_EVSEStatus = None
+                elif _c2_c14_DC_EVSEStatus is not None:
+                    el = 'Body/PowerDeliveryRes/DC_EVSEStatus'
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c14_c3_o = _c2_c14_DC_EVSEStatus
+                    _c2_c14_c3_EVSEIsolationStatus = _c2_c14_c3_o.EVSEIsolationStatus
+                    _c2_c14_c3_EVSEStatusCode = _c2_c14_c3_o.EVSEStatusCode
+                    _c2_c14_c3_NotificationMaxDelay = _c2_c14_c3_o.NotificationMaxDelay
+                    _c2_c14_c3_EVSENotification = _c2_c14_c3_o.EVSENotification
+                    if _c2_c14_c3_EVSEIsolationStatus is not None:
+                        el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEIsolationStatus'
+                        _c2_c14_c3_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c14_c3_EVSEIsolationStatus)
+                        if _c2_c14_c3_i1 is None: raise EncodeError(f'{_c2_c14_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                        if not (_c2_c14_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                        el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c14_c3_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c14_c3_EVSEStatusCode)
+                        if _c2_c14_c3_i2 is None: raise EncodeError(f'{_c2_c14_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 13) | (_c2_c14_c3_i1 << 8) | (_c2_c14_c3_i2 << 1)
+                        n += 13
+                    elif _c2_c14_c3_EVSEStatusCode is not None:
+                        el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
+                        _c2_c14_c3_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c14_c3_EVSEStatusCode)
+                        if _c2_c14_c3_i3 is None: raise EncodeError(f'{_c2_c14_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c14_c3_i3 << 1)
+                        n += 8
+                    else:
+                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                    if _c2_c14_c3_NotificationMaxDelay is not None:
+                        el = 'Body/PowerDeliveryRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if _c2_c14_c3_NotificationMaxDelay < 0 or _c2_c14_c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c14_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c14_c3_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c14_c3_NotificationMaxDelay << 1); n += 9
+                        elif _c2_c14_c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c14_c3_NotificationMaxDelay] << 1); n += 17
+                        elif _c2_c14_c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c14_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c14_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c14_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                        if not (_c2_c14_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                        el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c14_c3_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c14_c3_EVSENotification)
+                        if _c2_c14_c3_i4 is None: raise EncodeError(f'{_c2_c14_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                        v = (v << 6) | (_c2_c14_c3_i4 << 2)
+                        n += 6
+                    else:
+                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c2_c14_DC_EVSEStatus = None
+                elif _c2_c14_EVSEStatus is not None:
+                    el = 'Body/PowerDeliveryRes/EVSEStatus'
+                    _o = _c2_c14_EVSEStatus
+                    v = (v << 3) | (2 << 1)
+                    n += 3
+                    _c2_c14_EVSEStatus = None
+                else:
+                    raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_c14_ResponseCode is not None or _c2_c14_AC_EVSEStatus is not None or _c2_c14_DC_EVSEStatus is not None or _c2_c14_EVSEStatus is not None: raise _leftover(_c2_c14_o)
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 if _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_PreChargeReq := _c2_o.PreChargeReq) is not None:
                 el = 'Body/PreChargeReq'
                 _o = _c2_PreChargeReq
-                _c2_c14_DC_EVStatus = _o.DC_EVStatus
-                _c2_c14_EVTargetVoltage = _o.EVTargetVoltage
-                _c2_c14_EVTargetCurrent = _o.EVTargetCurrent
-                if not (_c2_c14_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                _c2_c15_DC_EVStatus = _o.DC_EVStatus
+                _c2_c15_EVTargetVoltage = _o.EVTargetVoltage
+                _c2_c15_EVTargetCurrent = _o.EVTargetCurrent
+                if not (_c2_c15_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                 el = 'Body/PreChargeReq/DC_EVStatus'
                 v = (v << 7) | (21 << 1)
                 n += 7
-                _c2_c14_c1_o = _c2_c14_DC_EVStatus
-                _c2_c14_c1_EVReady = _c2_c14_c1_o.EVReady
-                _c2_c14_c1_EVCabinConditioning = _c2_c14_c1_o.EVCabinConditioning
-                _c2_c14_c1_EVRESSConditioning = _c2_c14_c1_o.EVRESSConditioning
-                _c2_c14_c1_EVErrorCode = _c2_c14_c1_o.EVErrorCode
-                _c2_c14_c1_EVRESSSOC = _c2_c14_c1_o.EVRESSSOC
-                if _c2_c14_c1_EVReady is not None:
+                _c2_c15_c1_o = _c2_c15_DC_EVStatus
+                _c2_c15_c1_EVReady = _c2_c15_c1_o.EVReady
+                _c2_c15_c1_EVCabinConditioning = _c2_c15_c1_o.EVCabinConditioning
+                _c2_c15_c1_EVRESSConditioning = _c2_c15_c1_o.EVRESSConditioning
+                _c2_c15_c1_EVErrorCode = _c2_c15_c1_o.EVErrorCode
+                _c2_c15_c1_EVRESSSOC = _c2_c15_c1_o.EVRESSSOC
+                if _c2_c15_c1_EVReady is not None:
                     el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
-                    if _c2_c14_c1_EVReady is not True and _c2_c14_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVReady!r}')
-                    v = (v << 4) | (_c2_c14_c1_EVReady << 1)
+                    if _c2_c15_c1_EVReady is not True and _c2_c15_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c15_c1_EVReady!r}')
+                    v = (v << 4) | (_c2_c15_c1_EVReady << 1)
                     n += 4
-                    _c2_c14_c1_s = 1
+                    _c2_c15_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
-                if _c2_c14_c1_EVCabinConditioning is not None:
+                if _c2_c15_c1_EVCabinConditioning is not None:
                     el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                    if _c2_c14_c1_EVCabinConditioning is not True and _c2_c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c2_c14_c1_EVCabinConditioning << 1)
+                    if _c2_c15_c1_EVCabinConditioning is not True and _c2_c15_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c15_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c15_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c2_c14_c1_s = 2
-                elif _c2_c14_c1_EVRESSConditioning is not None:
+                    _c2_c15_c1_s = 2
+                elif _c2_c15_c1_EVRESSConditioning is not None:
                     el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                    if _c2_c14_c1_EVRESSConditioning is not True and _c2_c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c2_c14_c1_EVRESSConditioning << 1)
+                    if _c2_c15_c1_EVRESSConditioning is not True and _c2_c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c15_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c15_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c2_c14_c1_s = 3
-                elif _c2_c14_c1_EVErrorCode is not None:
+                    _c2_c15_c1_s = 3
+                elif _c2_c15_c1_EVErrorCode is not None:
                     el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c2_c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
-                    if _c2_c14_c1_i1 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c2_c14_c1_i1 << 1)
+                    _c2_c15_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c15_c1_EVErrorCode)
+                    if _c2_c15_c1_i1 is None: raise EncodeError(f'{_c2_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c15_c1_i1 << 1)
                     n += 8
-                    _c2_c14_c1_s = 4
+                    _c2_c15_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-                if _c2_c14_c1_s == 2:
-                    if _c2_c14_c1_EVRESSConditioning is not None:
+                if _c2_c15_c1_s == 2:
+                    if _c2_c15_c1_EVRESSConditioning is not None:
                         el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                        if _c2_c14_c1_EVRESSConditioning is not True and _c2_c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVRESSConditioning!r}')
-                        v = (v << 5) | (_c2_c14_c1_EVRESSConditioning << 1)
+                        if _c2_c15_c1_EVRESSConditioning is not True and _c2_c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c15_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c2_c15_c1_EVRESSConditioning << 1)
                         n += 5
-                        _c2_c14_c1_s = 3
-                    elif _c2_c14_c1_EVErrorCode is not None:
+                        _c2_c15_c1_s = 3
+                    elif _c2_c15_c1_EVErrorCode is not None:
                         el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                        _c2_c14_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
-                        if _c2_c14_c1_i2 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 8) | (1 << 6) | (_c2_c14_c1_i2 << 1)
+                        _c2_c15_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c15_c1_EVErrorCode)
+                        if _c2_c15_c1_i2 is None: raise EncodeError(f'{_c2_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c15_c1_i2 << 1)
                         n += 8
-                        _c2_c14_c1_s = 4
+                        _c2_c15_c1_s = 4
                     else:
                         raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-                if _c2_c14_c1_s == 3:
-                    if _c2_c14_c1_EVErrorCode is not None:
+                if _c2_c15_c1_s == 3:
+                    if _c2_c15_c1_EVErrorCode is not None:
                         el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                        _c2_c14_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
-                        if _c2_c14_c1_i3 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 7) | (_c2_c14_c1_i3 << 1)
+                        _c2_c15_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c15_c1_EVErrorCode)
+                        if _c2_c15_c1_i3 is None: raise EncodeError(f'{_c2_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c2_c15_c1_i3 << 1)
                         n += 7
-                        _c2_c14_c1_s = 4
+                        _c2_c15_c1_s = 4
                     else:
                         raise EncodeError('missing content: expected one of EVErrorCode')
-                if _c2_c14_c1_s == 4:
-                    if _c2_c14_c1_EVRESSSOC is not None:
+                if _c2_c15_c1_s == 4:
+                    if _c2_c15_c1_EVRESSSOC is not None:
                         el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
-                        if not 0 <= _c2_c14_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c14_c1_EVRESSSOC!r} outside [0, 100]')
-                        v = (v << 11) | (_c2_c14_c1_EVRESSSOC << 2)
+                        if not 0 <= _c2_c15_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c15_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c2_c15_c1_EVRESSSOC << 2)
                         n += 11
-                        _c2_c14_c1_s = -1
+                        _c2_c15_c1_s = -1
                     else:
                         raise EncodeError('missing content: expected one of EVRESSSOC')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_c14_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+                if not (_c2_c15_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
                 el = 'Body/PreChargeReq/EVTargetVoltage'
                 v <<= 1
                 n += 1
-                _c2_c14_c2_o = _c2_c14_EVTargetVoltage
-                _c2_c14_c2_Multiplier = _c2_c14_c2_o.Multiplier
-                _c2_c14_c2_Unit = _c2_c14_c2_o.Unit
-                _c2_c14_c2_Value = _c2_c14_c2_o.Value
-                if _c2_c14_c2_Multiplier is not None:
+                _c2_c15_c2_o = _c2_c15_EVTargetVoltage
+                _c2_c15_c2_Multiplier = _c2_c15_c2_o.Multiplier
+                _c2_c15_c2_Unit = _c2_c15_c2_o.Unit
+                _c2_c15_c2_Value = _c2_c15_c2_o.Value
+                if _c2_c15_c2_Multiplier is not None:
                     el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
-                    if not -3 <= _c2_c14_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c14_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c14_c2_Multiplier - -3) << 1)
+                    if not -3 <= _c2_c15_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c15_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c15_c2_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c14_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c14_c2_Unit is not None:
+                if _c2_c15_c2_Unit is not None:
                     el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
-                    _c2_c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c2_Unit)
-                    if _c2_c14_c2_i1 is None: raise EncodeError(f'{_c2_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_c14_c2_Value is not None): raise EncodeError('missing content: Value')
+                    _c2_c15_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c15_c2_Unit)
+                    if _c2_c15_c2_i1 is None: raise EncodeError(f'{_c2_c15_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c15_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                    if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_c14_c2_i1 << 4) | (_c2_c14_c2_Value < 0)
+                    if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: raise EncodeError(f'value {_c2_c15_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c15_c2_i1 << 4) | (_c2_c15_c2_Value < 0)
                     n += 11
-                    _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
+                    _m = (-_c2_c15_c2_Value - 1 if _c2_c15_c2_Value < 0 else _c2_c15_c2_Value)
                     if _m < 128: v = (v << 9) | (_m << 1); n += 9
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c14_c2_s = 3
-                elif _c2_c14_c2_Value is not None:
+                elif _c2_c15_c2_Value is not None:
                     el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                    if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_c14_c2_Value < 0)
+                    if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: raise EncodeError(f'value {_c2_c15_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c15_c2_Value < 0)
                     n += 4
-                    _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
+                    _m = (-_c2_c15_c2_Value - 1 if _c2_c15_c2_Value < 0 else _c2_c15_c2_Value)
                     if _m < 128: v = (v << 9) | (_m << 1); n += 9
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c14_c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c2_c14_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+                if not (_c2_c15_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                 el = 'Body/PreChargeReq/EVTargetCurrent'
                 v <<= 1
                 n += 1
-                _c2_c14_c3_o = _c2_c14_EVTargetCurrent
-                _c2_c14_c3_Multiplier = _c2_c14_c3_o.Multiplier
-                _c2_c14_c3_Unit = _c2_c14_c3_o.Unit
-                _c2_c14_c3_Value = _c2_c14_c3_o.Value
-                if _c2_c14_c3_Multiplier is not None:
-                    el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
-                    if not -3 <= _c2_c14_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c14_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c14_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c14_c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c14_c3_Unit is not None:
-                    el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
-                    _c2_c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c3_Unit)
-                    if _c2_c14_c3_i1 is None: raise EncodeError(f'{_c2_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_c14_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                    if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_c14_c3_i1 << 4) | (_c2_c14_c3_Value < 0)
-                    n += 11
-                    _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c14_c3_s = 3
-                elif _c2_c14_c3_Value is not None:
-                    el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                    if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_c14_c3_Value < 0)
-                    n += 4
-                    _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c14_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_c14_c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                if _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
-            elif (_c2_PreChargeRes := _c2_o.PreChargeRes) is not None:
-                el = 'Body/PreChargeRes'
-                _o = _c2_PreChargeRes
-                _c2_c15_ResponseCode = _o.ResponseCode
-                _c2_c15_DC_EVSEStatus = _o.DC_EVSEStatus
-                _c2_c15_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                if not (_c2_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                el = 'Body/PreChargeRes/ResponseCode'
-                _c2_c15_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c15_ResponseCode)
-                if _c2_c15_i1 is None: raise EncodeError(f'{_c2_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c2_c15_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                el = 'Body/PreChargeRes/DC_EVSEStatus'
-                v = (v << 15) | (22 << 9) | (_c2_c15_i1 << 2)
-                n += 15
-                _c2_c15_c2_o = _c2_c15_DC_EVSEStatus
-                _c2_c15_c2_EVSEIsolationStatus = _c2_c15_c2_o.EVSEIsolationStatus
-                _c2_c15_c2_EVSEStatusCode = _c2_c15_c2_o.EVSEStatusCode
-                _c2_c15_c2_NotificationMaxDelay = _c2_c15_c2_o.NotificationMaxDelay
-                _c2_c15_c2_EVSENotification = _c2_c15_c2_o.EVSENotification
-                if _c2_c15_c2_EVSEIsolationStatus is not None:
-                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_c15_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c15_c2_EVSEIsolationStatus)
-                    if _c2_c15_c2_i1 is None: raise EncodeError(f'{_c2_c15_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_c15_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c15_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c15_c2_EVSEStatusCode)
-                    if _c2_c15_c2_i2 is None: raise EncodeError(f'{_c2_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 13) | (_c2_c15_c2_i1 << 8) | (_c2_c15_c2_i2 << 1)
-                    n += 13
-                    _c2_c15_c2_s = 2
-                elif _c2_c15_c2_EVSEStatusCode is not None:
-                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c15_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c15_c2_EVSEStatusCode)
-                    if _c2_c15_c2_i3 is None: raise EncodeError(f'{_c2_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_c15_c2_i3 << 1)
-                    n += 8
-                    _c2_c15_c2_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c15_c2_NotificationMaxDelay is not None:
-                    el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_c15_c2_NotificationMaxDelay < 0 or _c2_c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c15_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c15_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                    _c2_c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c15_c2_EVSENotification)
-                    if _c2_c15_c2_i4 is None: raise EncodeError(f'{_c2_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_c15_c2_i4 << 2)
-                    n += 6
-                    _c2_c15_c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                el = 'Body/PreChargeRes/EVSEPresentVoltage'
-                v <<= 1
-                n += 1
-                _c2_c15_c3_o = _c2_c15_EVSEPresentVoltage
+                _c2_c15_c3_o = _c2_c15_EVTargetCurrent
                 _c2_c15_c3_Multiplier = _c2_c15_c3_o.Multiplier
                 _c2_c15_c3_Unit = _c2_c15_c3_o.Unit
                 _c2_c15_c3_Value = _c2_c15_c3_o.Value
                 if _c2_c15_c3_Multiplier is not None:
-                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
                     if not -3 <= _c2_c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c15_c3_Multiplier!r} outside [-3, 3]')
                     v = (v << 6) | ((_c2_c15_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c15_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
                 if _c2_c15_c3_Unit is not None:
-                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
                     _c2_c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c15_c3_Unit)
                     if _c2_c15_c3_i1 is None: raise EncodeError(f'{_c2_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c2_c15_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                     if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 11) | (_c2_c15_c3_i1 << 4) | (_c2_c15_c3_Value < 0)
                     n += 11
@@ -7251,9 +7396,8 @@ def _e_V2G_Message(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c15_c3_s = 3
                 elif _c2_c15_c3_Value is not None:
-                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                     if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
                     v = (v << 4) | (1 << 2) | (_c2_c15_c3_Value < 0)
                     n += 4
@@ -7262,13 +7406,114 @@ def _e_V2G_Message(w, o):
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c15_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c2_c15_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                if _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
+            elif (_c2_PreChargeRes := _c2_o.PreChargeRes) is not None:
+                el = 'Body/PreChargeRes'
+                _o = _c2_PreChargeRes
+                _c2_c16_ResponseCode = _o.ResponseCode
+                _c2_c16_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c16_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c16_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                el = 'Body/PreChargeRes/ResponseCode'
+                _c2_c16_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c16_ResponseCode)
+                if _c2_c16_i1 is None: raise EncodeError(f'{_c2_c16_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c16_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                el = 'Body/PreChargeRes/DC_EVSEStatus'
+                v = (v << 15) | (22 << 9) | (_c2_c16_i1 << 2)
+                n += 15
+                _c2_c16_c2_o = _c2_c16_DC_EVSEStatus
+                _c2_c16_c2_EVSEIsolationStatus = _c2_c16_c2_o.EVSEIsolationStatus
+                _c2_c16_c2_EVSEStatusCode = _c2_c16_c2_o.EVSEStatusCode
+                _c2_c16_c2_NotificationMaxDelay = _c2_c16_c2_o.NotificationMaxDelay
+                _c2_c16_c2_EVSENotification = _c2_c16_c2_o.EVSENotification
+                if _c2_c16_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c16_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c16_c2_EVSEIsolationStatus)
+                    if _c2_c16_c2_i1 is None: raise EncodeError(f'{_c2_c16_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c16_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c16_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c16_c2_EVSEStatusCode)
+                    if _c2_c16_c2_i2 is None: raise EncodeError(f'{_c2_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c2_c16_c2_i1 << 8) | (_c2_c16_c2_i2 << 1)
+                    n += 13
+                elif _c2_c16_c2_EVSEStatusCode is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c16_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c16_c2_EVSEStatusCode)
+                    if _c2_c16_c2_i3 is None: raise EncodeError(f'{_c2_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c16_c2_i3 << 1)
+                    n += 8
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if _c2_c16_c2_NotificationMaxDelay is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c16_c2_NotificationMaxDelay < 0 or _c2_c16_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c16_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c16_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c16_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c16_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c16_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c16_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c16_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c16_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c16_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c16_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c16_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c16_c2_EVSENotification)
+                    if _c2_c16_c2_i4 is None: raise EncodeError(f'{_c2_c16_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c16_c2_i4 << 2)
+                    n += 6
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c2_c16_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                el = 'Body/PreChargeRes/EVSEPresentVoltage'
+                v <<= 1
+                n += 1
+                _c2_c16_c3_o = _c2_c16_EVSEPresentVoltage
+                _c2_c16_c3_Multiplier = _c2_c16_c3_o.Multiplier
+                _c2_c16_c3_Unit = _c2_c16_c3_o.Unit
+                _c2_c16_c3_Value = _c2_c16_c3_o.Value
+                if _c2_c16_c3_Multiplier is not None:
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
+                    if not -3 <= _c2_c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c16_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c16_c3_Multiplier - -3) << 1)
+                    n += 6
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c16_c3_Unit is not None:
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                    _c2_c16_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c16_c3_Unit)
+                    if _c2_c16_c3_i1 is None: raise EncodeError(f'{_c2_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c16_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c2_c16_c3_Value < -32768 or _c2_c16_c3_Value > 32767: raise EncodeError(f'value {_c2_c16_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c16_c3_i1 << 4) | (_c2_c16_c3_Value < 0)
+                    n += 11
+                    _m = (-_c2_c16_c3_Value - 1 if _c2_c16_c3_Value < 0 else _c2_c16_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                elif _c2_c16_c3_Value is not None:
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c2_c16_c3_Value < -32768 or _c2_c16_c3_Value > 32767: raise EncodeError(f'value {_c2_c16_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c16_c3_Value < 0)
+                    n += 4
+                    _m = (-_c2_c16_c3_Value - 1 if _c2_c16_c3_Value < 0 else _c2_c16_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7276,55 +7521,52 @@ def _e_V2G_Message(w, o):
             elif (_c2_ServiceDetailReq := _c2_o.ServiceDetailReq) is not None:
                 el = 'Body/ServiceDetailReq'
                 _o = _c2_ServiceDetailReq
-                _c2_c16_ServiceID = _o.ServiceID
-                if not (_c2_c16_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                _c2_c17_ServiceID = _o.ServiceID
+                if not (_c2_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                 el = 'Body/ServiceDetailReq/ServiceID'
-                if _c2_c16_ServiceID < 0 or _c2_c16_ServiceID > 65535: raise EncodeError(f'value {_c2_c16_ServiceID!r} outside [0, 65535]')
+                if _c2_c17_ServiceID < 0 or _c2_c17_ServiceID > 65535: raise EncodeError(f'value {_c2_c17_ServiceID!r} outside [0, 65535]')
                 v = (v << 8) | (23 << 2)
                 n += 8
-                if _c2_c16_ServiceID < 128: v = (v << 11) | (_c2_c16_ServiceID << 3); n += 11
-                elif _c2_c16_ServiceID < 16384: v = (v << 19) | (_V2[_c2_c16_ServiceID] << 3); n += 19
-                elif _c2_c16_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c2_c16_ServiceID & 16383] | 128) << 8) | (_c2_c16_ServiceID >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_c2_c16_ServiceID); v = (w.v << 3); n = w.n + 3
+                if _c2_c17_ServiceID < 128: v = (v << 11) | (_c2_c17_ServiceID << 3); n += 11
+                elif _c2_c17_ServiceID < 16384: v = (v << 19) | (_V2[_c2_c17_ServiceID] << 3); n += 19
+                elif _c2_c17_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c2_c17_ServiceID & 16383] | 128) << 8) | (_c2_c17_ServiceID >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_c2_c17_ServiceID); v = (w.v << 3); n = w.n + 3
                 if _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_ServiceDetailRes := _c2_o.ServiceDetailRes) is not None:
                 el = 'Body/ServiceDetailRes'
                 v = (v << 6) | 24
                 n += 6
-                _c2_c17_o = _c2_ServiceDetailRes
-                _c2_c17_ResponseCode = _c2_c17_o.ResponseCode
-                _c2_c17_ServiceID = _c2_c17_o.ServiceID
-                _c2_c17_ServiceParameterList = _c2_c17_o.ServiceParameterList
-                if _c2_c17_ResponseCode is not None:
+                _c2_c18_o = _c2_ServiceDetailRes
+                _c2_c18_ResponseCode = _c2_c18_o.ResponseCode
+                _c2_c18_ServiceID = _c2_c18_o.ServiceID
+                _c2_c18_ServiceParameterList = _c2_c18_o.ServiceParameterList
+                if _c2_c18_ResponseCode is not None:
                     el = 'Body/ServiceDetailRes/ResponseCode'
-                    _c2_c17_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c17_ResponseCode)
-                    if _c2_c17_i1 is None: raise EncodeError(f'{_c2_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c2_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    _c2_c18_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c18_ResponseCode)
+                    if _c2_c18_i1 is None: raise EncodeError(f'{_c2_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'Body/ServiceDetailRes/ServiceID'
-                    if _c2_c17_ServiceID < 0 or _c2_c17_ServiceID > 65535: raise EncodeError(f'value {_c2_c17_ServiceID!r} outside [0, 65535]')
-                    v = (v << 10) | (_c2_c17_i1 << 3)
+                    if _c2_c18_ServiceID < 0 or _c2_c18_ServiceID > 65535: raise EncodeError(f'value {_c2_c18_ServiceID!r} outside [0, 65535]')
+                    v = (v << 10) | (_c2_c18_i1 << 3)
                     n += 10
-                    if _c2_c17_ServiceID < 128: v = (v << 9) | (_c2_c17_ServiceID << 1); n += 9
-                    elif _c2_c17_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c17_ServiceID] << 1); n += 17
-                    elif _c2_c17_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c17_ServiceID & 16383] | 128) << 8) | (_c2_c17_ServiceID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_c17_ServiceID); v = (w.v << 1); n = w.n + 1
-                    _c2_c17_s = 2
+                    if _c2_c18_ServiceID < 128: v = (v << 9) | (_c2_c18_ServiceID << 1); n += 9
+                    elif _c2_c18_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c18_ServiceID] << 1); n += 17
+                    elif _c2_c18_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c18_ServiceID & 16383] | 128) << 8) | (_c2_c18_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c18_ServiceID); v = (w.v << 1); n = w.n + 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c17_ServiceParameterList is not None:
+                if _c2_c18_ServiceParameterList is not None:
                     el = 'Body/ServiceDetailRes/ServiceParameterList'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c2_c17_ServiceParameterList)
+                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c2_c18_ServiceParameterList)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c17_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c17_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7333,50 +7575,50 @@ def _e_V2G_Message(w, o):
                 el = 'Body/ServiceDiscoveryReq'
                 v = (v << 6) | 25
                 n += 6
-                _c2_c18_o = _c2_ServiceDiscoveryReq
-                _c2_c18_ServiceScope = _c2_c18_o.ServiceScope
-                _c2_c18_ServiceCategory = _c2_c18_o.ServiceCategory
-                if _c2_c18_ServiceScope is not None:
+                _c2_c19_o = _c2_ServiceDiscoveryReq
+                _c2_c19_ServiceScope = _c2_c19_o.ServiceScope
+                _c2_c19_ServiceCategory = _c2_c19_o.ServiceCategory
+                if _c2_c19_ServiceScope is not None:
                     el = 'Body/ServiceDiscoveryReq/ServiceScope'
                     v <<= 3
                     n += 3
-                    _l = len(_c2_c18_ServiceScope)
-                    if _l > 32: raise EncodeError(f'length {len(_c2_c18_ServiceScope)} outside [0, 32]')
-                    if _l < 126 and _c2_c18_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c18_ServiceScope.encode(), 'big')
+                    _l = len(_c2_c19_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c19_ServiceScope)} outside [0, 32]')
+                    if _l < 126 and _c2_c19_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c19_ServiceScope.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_c18_ServiceScope); v = w.v; n = w.n
+                    else: w.v = v; w.n = n; w.string(_c2_c19_ServiceScope); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c18_s = 1
-                elif _c2_c18_ServiceCategory is not None:
+                    _c2_c19_s = 1
+                elif _c2_c19_ServiceCategory is not None:
                     el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                    _c2_c18_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c18_ServiceCategory)
-                    if _c2_c18_i1 is None: raise EncodeError(f'{_c2_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c2_c18_i1 << 1)
+                    _c2_c19_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c19_ServiceCategory)
+                    if _c2_c19_i1 is None: raise EncodeError(f'{_c2_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_c19_i1 << 1)
                     n += 6
-                    _c2_c18_s = 2
+                    _c2_c19_s = 2
                 elif True:
                     v = (v << 2) | 2
                     n += 2
-                    _c2_c18_s = -1
-                if _c2_c18_s == 1:
-                    if _c2_c18_ServiceCategory is not None:
+                    _c2_c19_s = -1
+                if _c2_c19_s == 1:
+                    if _c2_c19_ServiceCategory is not None:
                         el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                        _c2_c18_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c18_ServiceCategory)
-                        if _c2_c18_i2 is None: raise EncodeError(f'{_c2_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                        v = (v << 6) | (_c2_c18_i2 << 1)
+                        _c2_c19_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c19_ServiceCategory)
+                        if _c2_c19_i2 is None: raise EncodeError(f'{_c2_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c19_i2 << 1)
                         n += 6
-                        _c2_c18_s = 2
+                        _c2_c19_s = 2
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c2_c18_s = -1
-                if _c2_c18_s == 2:
+                        _c2_c19_s = -1
+                if _c2_c19_s == 2:
                     if True:
                         v <<= 1
                         n += 1
-                        _c2_c18_s = -1
+                        _c2_c19_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7394,18 +7636,18 @@ def _e_V2G_Message(w, o):
             elif (_c2_ServicePaymentSelectionReq := _c2_o.ServicePaymentSelectionReq) is not None:
                 el = 'Body/ServicePaymentSelectionReq'
                 _o = _c2_ServicePaymentSelectionReq
-                _c2_c19_SelectedPaymentOption = _o.SelectedPaymentOption
-                _c2_c19_SelectedServiceList = _o.SelectedServiceList
-                if not (_c2_c19_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                _c2_c20_SelectedPaymentOption = _o.SelectedPaymentOption
+                _c2_c20_SelectedServiceList = _o.SelectedServiceList
+                if not (_c2_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
                 el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
-                _c2_c19_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c2_c19_SelectedPaymentOption)
-                if _c2_c19_i1 is None: raise EncodeError(f'{_c2_c19_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                if not (_c2_c19_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                _c2_c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c2_c20_SelectedPaymentOption)
+                if _c2_c20_i1 is None: raise EncodeError(f'{_c2_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                if not (_c2_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
                 el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
-                v = (v << 11) | (27 << 5) | (_c2_c19_i1 << 2)
+                v = (v << 11) | (27 << 5) | (_c2_c20_i1 << 2)
                 n += 11
                 w.v = v; w.n = n
-                c_din_msgdatatypes._e_SelectedServiceListType(w, _c2_c19_SelectedServiceList)
+                c_din_msgdatatypes._e_SelectedServiceListType(w, _c2_c20_SelectedServiceList)
                 v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7413,26 +7655,26 @@ def _e_V2G_Message(w, o):
             elif (_c2_ServicePaymentSelectionRes := _c2_o.ServicePaymentSelectionRes) is not None:
                 el = 'Body/ServicePaymentSelectionRes'
                 _o = _c2_ServicePaymentSelectionRes
-                _c2_c20_ResponseCode = _o.ResponseCode
-                if not (_c2_c20_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c21_ResponseCode = _o.ResponseCode
+                if not (_c2_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/ServicePaymentSelectionRes/ResponseCode'
-                _c2_c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c20_ResponseCode)
-                if _c2_c20_i1 is None: raise EncodeError(f'{_c2_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
-                v = (v << 16) | (28 << 10) | (_c2_c20_i1 << 3)
+                _c2_c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c21_ResponseCode)
+                if _c2_c21_i1 is None: raise EncodeError(f'{_c2_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (28 << 10) | (_c2_c21_i1 << 3)
                 n += 16
                 if _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_SessionSetupReq := _c2_o.SessionSetupReq) is not None:
                 el = 'Body/SessionSetupReq'
                 _o = _c2_SessionSetupReq
-                _c2_c21_EVCCID = _o.EVCCID
-                if not (_c2_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                _c2_c22_EVCCID = _o.EVCCID
+                if not (_c2_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
                 el = 'Body/SessionSetupReq/EVCCID'
                 v = (v << 8) | (29 << 2)
                 n += 8
-                _l = len(_c2_c21_EVCCID)
-                if _l > 8: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 8]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c21_EVCCID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c2_c21_EVCCID); v = w.v; n = w.n
+                _l = len(_c2_c22_EVCCID)
+                if _l > 8: raise EncodeError(f'length {len(_c2_c22_EVCCID)} outside [0, 8]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c22_EVCCID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c22_EVCCID); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 if _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
@@ -7440,42 +7682,39 @@ def _e_V2G_Message(w, o):
                 el = 'Body/SessionSetupRes'
                 v = (v << 6) | 30
                 n += 6
-                _c2_c22_o = _c2_SessionSetupRes
-                _c2_c22_ResponseCode = _c2_c22_o.ResponseCode
-                _c2_c22_EVSEID = _c2_c22_o.EVSEID
-                _c2_c22_DateTimeNow = _c2_c22_o.DateTimeNow
-                if _c2_c22_ResponseCode is not None:
+                _c2_c23_o = _c2_SessionSetupRes
+                _c2_c23_ResponseCode = _c2_c23_o.ResponseCode
+                _c2_c23_EVSEID = _c2_c23_o.EVSEID
+                _c2_c23_DateTimeNow = _c2_c23_o.DateTimeNow
+                if _c2_c23_ResponseCode is not None:
                     el = 'Body/SessionSetupRes/ResponseCode'
-                    _c2_c22_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c22_ResponseCode)
-                    if _c2_c22_i1 is None: raise EncodeError(f'{_c2_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c2_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                    _c2_c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c23_ResponseCode)
+                    if _c2_c23_i1 is None: raise EncodeError(f'{_c2_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'Body/SessionSetupRes/EVSEID'
-                    v = (v << 10) | (_c2_c22_i1 << 3)
+                    v = (v << 10) | (_c2_c23_i1 << 3)
                     n += 10
-                    _l = len(_c2_c22_EVSEID)
-                    if _l > 32: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [0, 32]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c22_EVSEID, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c2_c22_EVSEID); v = w.v; n = w.n
+                    _l = len(_c2_c23_EVSEID)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c23_EVSEID)} outside [0, 32]')
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c23_EVSEID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c23_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c22_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c22_DateTimeNow is not None:
+                if _c2_c23_DateTimeNow is not None:
                     el = 'Body/SessionSetupRes/DateTimeNow'
-                    if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c2_c22_DateTimeNow < 0)
+                    if _c2_c23_DateTimeNow < -9223372036854775808 or _c2_c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c2_c23_DateTimeNow < 0)
                     n += 4
-                    _m = (-_c2_c22_DateTimeNow - 1 if _c2_c22_DateTimeNow < 0 else _c2_c22_DateTimeNow)
+                    _m = (-_c2_c23_DateTimeNow - 1 if _c2_c23_DateTimeNow < 0 else _c2_c23_DateTimeNow)
                     if _m < 128: v = (v << 10) | (_m << 2); n += 10
                     elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                     elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c2_c22_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c22_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7489,90 +7728,90 @@ def _e_V2G_Message(w, o):
             elif (_c2_SessionStopRes := _c2_o.SessionStopRes) is not None:
                 el = 'Body/SessionStopRes'
                 _o = _c2_SessionStopRes
-                _c2_c24_ResponseCode = _o.ResponseCode
-                if not (_c2_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c25_ResponseCode = _o.ResponseCode
+                if not (_c2_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/SessionStopRes/ResponseCode'
-                _c2_c24_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c24_ResponseCode)
-                if _c2_c24_i1 is None: raise EncodeError(f'{_c2_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
-                v = (v << 16) | (32 << 10) | (_c2_c24_i1 << 3)
+                _c2_c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c25_ResponseCode)
+                if _c2_c25_i1 is None: raise EncodeError(f'{_c2_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (32 << 10) | (_c2_c25_i1 << 3)
                 n += 16
                 if _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_WeldingDetectionReq := _c2_o.WeldingDetectionReq) is not None:
                 el = 'Body/WeldingDetectionReq'
                 _o = _c2_WeldingDetectionReq
-                _c2_c25_DC_EVStatus = _o.DC_EVStatus
-                if not (_c2_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                _c2_c26_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                 el = 'Body/WeldingDetectionReq/DC_EVStatus'
                 v = (v << 7) | (33 << 1)
                 n += 7
-                _c2_c25_c1_o = _c2_c25_DC_EVStatus
-                _c2_c25_c1_EVReady = _c2_c25_c1_o.EVReady
-                _c2_c25_c1_EVCabinConditioning = _c2_c25_c1_o.EVCabinConditioning
-                _c2_c25_c1_EVRESSConditioning = _c2_c25_c1_o.EVRESSConditioning
-                _c2_c25_c1_EVErrorCode = _c2_c25_c1_o.EVErrorCode
-                _c2_c25_c1_EVRESSSOC = _c2_c25_c1_o.EVRESSSOC
-                if _c2_c25_c1_EVReady is not None:
+                _c2_c26_c1_o = _c2_c26_DC_EVStatus
+                _c2_c26_c1_EVReady = _c2_c26_c1_o.EVReady
+                _c2_c26_c1_EVCabinConditioning = _c2_c26_c1_o.EVCabinConditioning
+                _c2_c26_c1_EVRESSConditioning = _c2_c26_c1_o.EVRESSConditioning
+                _c2_c26_c1_EVErrorCode = _c2_c26_c1_o.EVErrorCode
+                _c2_c26_c1_EVRESSSOC = _c2_c26_c1_o.EVRESSSOC
+                if _c2_c26_c1_EVReady is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                    if _c2_c25_c1_EVReady is not True and _c2_c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVReady!r}')
-                    v = (v << 4) | (_c2_c25_c1_EVReady << 1)
+                    if _c2_c26_c1_EVReady is not True and _c2_c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVReady!r}')
+                    v = (v << 4) | (_c2_c26_c1_EVReady << 1)
                     n += 4
-                    _c2_c25_c1_s = 1
+                    _c2_c26_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
-                if _c2_c25_c1_EVCabinConditioning is not None:
+                if _c2_c26_c1_EVCabinConditioning is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                    if _c2_c25_c1_EVCabinConditioning is not True and _c2_c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c2_c25_c1_EVCabinConditioning << 1)
+                    if _c2_c26_c1_EVCabinConditioning is not True and _c2_c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c26_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c2_c25_c1_s = 2
-                elif _c2_c25_c1_EVRESSConditioning is not None:
+                    _c2_c26_c1_s = 2
+                elif _c2_c26_c1_EVRESSConditioning is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c2_c25_c1_EVRESSConditioning is not True and _c2_c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c2_c25_c1_EVRESSConditioning << 1)
+                    if _c2_c26_c1_EVRESSConditioning is not True and _c2_c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c26_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c2_c25_c1_s = 3
-                elif _c2_c25_c1_EVErrorCode is not None:
+                    _c2_c26_c1_s = 3
+                elif _c2_c26_c1_EVErrorCode is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c2_c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
-                    if _c2_c25_c1_i1 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c2_c25_c1_i1 << 1)
+                    _c2_c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
+                    if _c2_c26_c1_i1 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c26_c1_i1 << 1)
                     n += 8
-                    _c2_c25_c1_s = 4
+                    _c2_c26_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-                if _c2_c25_c1_s == 2:
-                    if _c2_c25_c1_EVRESSConditioning is not None:
+                if _c2_c26_c1_s == 2:
+                    if _c2_c26_c1_EVRESSConditioning is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                        if _c2_c25_c1_EVRESSConditioning is not True and _c2_c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVRESSConditioning!r}')
-                        v = (v << 5) | (_c2_c25_c1_EVRESSConditioning << 1)
+                        if _c2_c26_c1_EVRESSConditioning is not True and _c2_c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c2_c26_c1_EVRESSConditioning << 1)
                         n += 5
-                        _c2_c25_c1_s = 3
-                    elif _c2_c25_c1_EVErrorCode is not None:
+                        _c2_c26_c1_s = 3
+                    elif _c2_c26_c1_EVErrorCode is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c2_c25_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
-                        if _c2_c25_c1_i2 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 8) | (1 << 6) | (_c2_c25_c1_i2 << 1)
+                        _c2_c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
+                        if _c2_c26_c1_i2 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c26_c1_i2 << 1)
                         n += 8
-                        _c2_c25_c1_s = 4
+                        _c2_c26_c1_s = 4
                     else:
                         raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-                if _c2_c25_c1_s == 3:
-                    if _c2_c25_c1_EVErrorCode is not None:
+                if _c2_c26_c1_s == 3:
+                    if _c2_c26_c1_EVErrorCode is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c2_c25_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
-                        if _c2_c25_c1_i3 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 7) | (_c2_c25_c1_i3 << 1)
+                        _c2_c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
+                        if _c2_c26_c1_i3 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c2_c26_c1_i3 << 1)
                         n += 7
-                        _c2_c25_c1_s = 4
+                        _c2_c26_c1_s = 4
                     else:
                         raise EncodeError('missing content: expected one of EVErrorCode')
-                if _c2_c25_c1_s == 4:
-                    if _c2_c25_c1_EVRESSSOC is not None:
+                if _c2_c26_c1_s == 4:
+                    if _c2_c26_c1_EVRESSSOC is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        if not 0 <= _c2_c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c25_c1_EVRESSSOC!r} outside [0, 100]')
-                        v = (v << 11) | (_c2_c25_c1_EVRESSSOC << 2)
+                        if not 0 <= _c2_c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c26_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c2_c26_c1_EVRESSSOC << 2)
                         n += 11
-                        _c2_c25_c1_s = -1
+                        _c2_c26_c1_s = -1
                     else:
                         raise EncodeError('missing content: expected one of EVRESSSOC')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7582,109 +7821,102 @@ def _e_V2G_Message(w, o):
             elif (_c2_WeldingDetectionRes := _c2_o.WeldingDetectionRes) is not None:
                 el = 'Body/WeldingDetectionRes'
                 _o = _c2_WeldingDetectionRes
-                _c2_c26_ResponseCode = _o.ResponseCode
-                _c2_c26_DC_EVSEStatus = _o.DC_EVSEStatus
-                _c2_c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                if not (_c2_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c27_ResponseCode = _o.ResponseCode
+                _c2_c27_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/WeldingDetectionRes/ResponseCode'
-                _c2_c26_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c26_ResponseCode)
-                if _c2_c26_i1 is None: raise EncodeError(f'{_c2_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c2_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                _c2_c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c27_ResponseCode)
+                if _c2_c27_i1 is None: raise EncodeError(f'{_c2_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
-                v = (v << 15) | (34 << 9) | (_c2_c26_i1 << 2)
+                v = (v << 15) | (34 << 9) | (_c2_c27_i1 << 2)
                 n += 15
-                _c2_c26_c2_o = _c2_c26_DC_EVSEStatus
-                _c2_c26_c2_EVSEIsolationStatus = _c2_c26_c2_o.EVSEIsolationStatus
-                _c2_c26_c2_EVSEStatusCode = _c2_c26_c2_o.EVSEStatusCode
-                _c2_c26_c2_NotificationMaxDelay = _c2_c26_c2_o.NotificationMaxDelay
-                _c2_c26_c2_EVSENotification = _c2_c26_c2_o.EVSENotification
-                if _c2_c26_c2_EVSEIsolationStatus is not None:
+                _c2_c27_c2_o = _c2_c27_DC_EVSEStatus
+                _c2_c27_c2_EVSEIsolationStatus = _c2_c27_c2_o.EVSEIsolationStatus
+                _c2_c27_c2_EVSEStatusCode = _c2_c27_c2_o.EVSEStatusCode
+                _c2_c27_c2_NotificationMaxDelay = _c2_c27_c2_o.NotificationMaxDelay
+                _c2_c27_c2_EVSENotification = _c2_c27_c2_o.EVSENotification
+                if _c2_c27_c2_EVSEIsolationStatus is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_c26_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c26_c2_EVSEIsolationStatus)
-                    if _c2_c26_c2_i1 is None: raise EncodeError(f'{_c2_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    _c2_c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c27_c2_EVSEIsolationStatus)
+                    if _c2_c27_c2_i1 is None: raise EncodeError(f'{_c2_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c26_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
-                    if _c2_c26_c2_i2 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 13) | (_c2_c26_c2_i1 << 8) | (_c2_c26_c2_i2 << 1)
+                    _c2_c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c27_c2_EVSEStatusCode)
+                    if _c2_c27_c2_i2 is None: raise EncodeError(f'{_c2_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c2_c27_c2_i1 << 8) | (_c2_c27_c2_i2 << 1)
                     n += 13
-                    _c2_c26_c2_s = 2
-                elif _c2_c26_c2_EVSEStatusCode is not None:
+                elif _c2_c27_c2_EVSEStatusCode is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c26_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
-                    if _c2_c26_c2_i3 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_c26_c2_i3 << 1)
+                    _c2_c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c27_c2_EVSEStatusCode)
+                    if _c2_c27_c2_i3 is None: raise EncodeError(f'{_c2_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c27_c2_i3 << 1)
                     n += 8
-                    _c2_c26_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c26_c2_NotificationMaxDelay is not None:
+                if _c2_c27_c2_NotificationMaxDelay is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    if _c2_c27_c2_NotificationMaxDelay < 0 or _c2_c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c26_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c26_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c2_c27_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c27_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c27_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c27_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c27_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c27_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c27_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c27_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                    _c2_c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
-                    if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_c26_c2_i4 << 2)
+                    _c2_c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c27_c2_EVSENotification)
+                    if _c2_c27_c2_i4 is None: raise EncodeError(f'{_c2_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c27_c2_i4 << 2)
                     n += 6
-                    _c2_c26_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                if not (_c2_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
                 v <<= 1
                 n += 1
-                _c2_c26_c3_o = _c2_c26_EVSEPresentVoltage
-                _c2_c26_c3_Multiplier = _c2_c26_c3_o.Multiplier
-                _c2_c26_c3_Unit = _c2_c26_c3_o.Unit
-                _c2_c26_c3_Value = _c2_c26_c3_o.Value
-                if _c2_c26_c3_Multiplier is not None:
+                _c2_c27_c3_o = _c2_c27_EVSEPresentVoltage
+                _c2_c27_c3_Multiplier = _c2_c27_c3_o.Multiplier
+                _c2_c27_c3_Unit = _c2_c27_c3_o.Unit
+                _c2_c27_c3_Value = _c2_c27_c3_o.Value
+                if _c2_c27_c3_Multiplier is not None:
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                    if not -3 <= _c2_c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c26_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c26_c3_Multiplier - -3) << 1)
+                    if not -3 <= _c2_c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c27_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c27_c3_Multiplier - -3) << 1)
                     n += 6
-                    _c2_c26_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c26_c3_Unit is not None:
+                if _c2_c27_c3_Unit is not None:
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c2_c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c26_c3_Unit)
-                    if _c2_c26_c3_i1 is None: raise EncodeError(f'{_c2_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                    _c2_c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c27_c3_Unit)
+                    if _c2_c27_c3_i1 is None: raise EncodeError(f'{_c2_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c27_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
+                    if _c2_c27_c3_Value < -32768 or _c2_c27_c3_Value > 32767: raise EncodeError(f'value {_c2_c27_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c27_c3_i1 << 4) | (_c2_c27_c3_Value < 0)
                     n += 11
-                    _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                    _m = (-_c2_c27_c3_Value - 1 if _c2_c27_c3_Value < 0 else _c2_c27_c3_Value)
                     if _m < 128: v = (v << 9) | (_m << 1); n += 9
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c26_c3_s = 3
-                elif _c2_c26_c3_Value is not None:
+                elif _c2_c27_c3_Value is not None:
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_c26_c3_Value < 0)
+                    if _c2_c27_c3_Value < -32768 or _c2_c27_c3_Value > 32767: raise EncodeError(f'value {_c2_c27_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c27_c3_Value < 0)
                     n += 4
-                    _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                    _m = (-_c2_c27_c3_Value - 1 if _c2_c27_c3_Value < 0 else _c2_c27_c3_Value)
                     if _m < 128: v = (v << 9) | (_m << 1); n += 9
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_c26_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
                 if True:
                     v <<= 1
                     n += 1
-                    _c2_c26_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2

@@ -49,16 +49,16 @@ def _d_ACDP_ConnectReqType(r):
     f_Header = None
     f_EVElectricalChargingDeviceStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ACDP_ConnectReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -94,7 +94,6 @@ def _d_ACDP_ConnectReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -103,10 +102,8 @@ def _d_ACDP_ConnectReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -160,7 +157,6 @@ def _e_ACDP_ConnectReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -172,11 +168,9 @@ def _e_ACDP_ConnectReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVElectricalChargingDeviceStatus')
             el = 'EVElectricalChargingDeviceStatus'
@@ -205,16 +199,16 @@ def _d_ACDP_ConnectResType(r):
     f_EVSEElectricalChargingDeviceStatus = None
     f_EVSEMechanicalChargingDeviceStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ACDP_ConnectResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ACDP_ConnectResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -250,7 +244,6 @@ def _d_ACDP_ConnectResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -259,10 +252,8 @@ def _d_ACDP_ConnectResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -339,7 +330,6 @@ def _e_ACDP_ConnectResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -351,11 +341,9 @@ def _e_ACDP_ConnectResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -396,16 +384,16 @@ def _d_ACDP_SystemStatusReqType(r):
     f_Header = None
     f_EVTechnicalStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -441,7 +429,6 @@ def _d_ACDP_SystemStatusReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -450,10 +437,8 @@ def _d_ACDP_SystemStatusReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -511,7 +496,6 @@ def _e_ACDP_SystemStatusReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -523,11 +507,9 @@ def _e_ACDP_SystemStatusReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTechnicalStatus is not None): raise EncodeError('missing content: EVTechnicalStatus')
             el = 'EVTechnicalStatus'
@@ -565,16 +547,16 @@ def _d_ACDP_SystemStatusResType(r):
     f_EVInChargePosition = None
     f_EVAssociationStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -610,7 +592,6 @@ def _d_ACDP_SystemStatusResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -619,10 +600,8 @@ def _d_ACDP_SystemStatusResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -731,7 +710,6 @@ def _e_ACDP_SystemStatusResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -743,11 +721,9 @@ def _e_ACDP_SystemStatusResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -812,16 +788,16 @@ def _d_ACDP_VehiclePositioningReqType(r):
     f_EVMobilityStatus = None
     f_EVPositioningSupport = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -857,7 +833,6 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -866,10 +841,8 @@ def _d_ACDP_VehiclePositioningReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -932,7 +905,6 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -944,11 +916,9 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMobilityStatus is not None): raise EncodeError('missing content: EVMobilityStatus')
             el = 'EVMobilityStatus'
@@ -984,16 +954,16 @@ def _d_ACDP_VehiclePositioningResType(r):
     f_ContactWindowYc = None
     f_EVInChargePosition = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -1029,7 +999,6 @@ def _d_ACDP_VehiclePositioningResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1038,10 +1007,8 @@ def _d_ACDP_VehiclePositioningResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -1228,7 +1195,6 @@ def _e_ACDP_VehiclePositioningResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -1240,11 +1206,9 @@ def _e_ACDP_VehiclePositioningResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1333,314 +1297,311 @@ def _d_EVTechnicalStatusType(r):
     f_EVErrorCode = None
     f_EVTimeout = None
     try:
-        q -= 11
-        if q < 0: V, q = r.slideq(q, 11)
-        x = (V >> q) & 2047
-        if x & 1768: raise r.deviation('EVTechnicalStatusType', r.end - q)
-        _t = _T_b__z1__z1__z1__b[((x >> 4) & 31)]
+        q -= 34
+        if q < 0: V, q = r.slidep(q, 34)
+        x = (V >> q) & 17179869183
+        if x & 14831058944: raise r.deviation('EVTechnicalStatusType', r.end - q)
+        _t = _T_b__z1__z1__z1__b[((x >> 27) & 31)]
         if _t is None:
             el = 'EVReadyToCharge'
-            f_EVReadyToCharge = ((x >> 8) & 1) == 1
+            f_EVReadyToCharge = ((x >> 31) & 1) == 1
             el = 'EVImmobilizationRequest'
-            f_EVImmobilizationRequest = ((x >> 4) & 1) == 1
+            f_EVImmobilizationRequest = ((x >> 27) & 1) == 1
         else:
             el = 'EVImmobilizationRequest'
             f_EVReadyToCharge, f_EVImmobilizationRequest = _t
-        ec = (x & 7)
+        ec = ((x >> 23) & 7)
+        _a = (x & 8388607)
         s = 2
         if ec == 0:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 40: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            q += 23
+            q -= 29
+            if q < 0: V, q = r.slidep(q, 29)
+            x = (V >> q) & 536870911
+            if x & 335544320: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVImmobilized'
-            f_EVImmobilized = ((x >> 4) & 1) == 1
-            ec = (x & 7)
+            f_EVImmobilized = ((x >> 27) & 1) == 1
+            ec = ((x >> 23) & 7)
+            _a = (x & 8388607)
             s = 3
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 9
+            x = _a >> 9
             if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVWLANStrength/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVWLANStrength/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 28
+            if q < 0: V, q = r.slidep(q, 28)
+            x = (V >> q) & 268435455
+            if x & 201326592: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVWLANStrength = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVWLANStrength.Exponent = _c1_Exponent
-            f_EVWLANStrength.Value = _c1_Value
-            ec = (x & 7)
+            f_EVWLANStrength.Exponent = _c3_Exponent
+            f_EVWLANStrength.Value = _c3_Value
+            ec = ((x >> 23) & 7)
+            _a = (x & 8388607)
             s = 4
         elif ec == 2:
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            q += 23
+            q -= 31
+            if q < 0: V, q = r.slidep(q, 31)
+            x = (V >> q) & 2147483647
+            if x & 1140850688: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVCPStatus'
-            f_EVCPStatus = ((x >> 4) & 7)
+            f_EVCPStatus = ((x >> 27) & 7)
             if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
             else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-            ec = (x & 7)
+            ec = ((x >> 23) & 7)
+            _a = (x & 8388607)
             s = 5
         elif ec == 3:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            x = _a
+            if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVSOC'
-            f_EVSOC = ((x >> 3) & 127)
+            f_EVSOC = ((x >> 15) & 127)
             if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 12) & 3)
+            _a = (x & 4095)
             s = 6
         elif ec == 4:
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            q += 11
+            x = _a >> 11
+            if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 3) & 15)
+            f_EVErrorCode = ((x >> 7) & 15)
             if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
             else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-            ec = (x & 3)
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
             s = 7
         elif ec == 5:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 19
+            x = _a >> 19
             if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVTimeout'
             f_EVTimeout = ((x >> 2) & 1) == 1
             s = 8
         elif ec == 6:
-            pass
+            q += 23
             s = -1
         else:
             raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 9
+                x = _a >> 9
                 if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVWLANStrength/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVWLANStrength/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = _U2[_y >> 8]
+                        _c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c4_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 201326592: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
                 f_EVWLANStrength = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVWLANStrength.Exponent = _c2_Exponent
-                f_EVWLANStrength.Value = _c2_Value
-                ec = (x & 7)
+                f_EVWLANStrength.Exponent = _c4_Exponent
+                f_EVWLANStrength.Value = _c4_Value
+                ec = ((x >> 23) & 7)
+                _a = (x & 8388607)
                 s = 4
             elif ec == 1:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q += 23
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1140850688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 4) & 7)
+                f_EVCPStatus = ((x >> 27) & 7)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-                ec = (x & 7)
+                ec = ((x >> 23) & 7)
+                _a = (x & 8388607)
                 s = 5
             elif ec == 2:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                x = _a
+                if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 3) & 127)
+                f_EVSOC = ((x >> 15) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 12) & 3)
+                _a = (x & 4095)
                 s = 6
             elif ec == 3:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q += 11
+                x = _a >> 11
+                if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 3) & 15)
+                f_EVErrorCode = ((x >> 7) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                ec = (x & 3)
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 7
             elif ec == 4:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 19
+                x = _a >> 19
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 5:
-                pass
+                q += 23
                 s = -1
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q += 23
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1140850688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 4) & 7)
+                f_EVCPStatus = ((x >> 27) & 7)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-                ec = (x & 7)
+                ec = ((x >> 23) & 7)
+                _a = (x & 8388607)
                 s = 5
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                x = _a
+                if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 3) & 127)
+                f_EVSOC = ((x >> 15) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 12) & 3)
+                _a = (x & 4095)
                 s = 6
             elif ec == 2:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q += 11
+                x = _a >> 11
+                if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 3) & 15)
+                f_EVErrorCode = ((x >> 7) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                ec = (x & 3)
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 7
             elif ec == 3:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 19
+                x = _a >> 19
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 4:
-                pass
+                q += 23
                 s = -1
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                x = _a
+                if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 3) & 127)
+                f_EVSOC = ((x >> 15) & 127)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 12) & 3)
+                _a = (x & 4095)
                 s = 6
             elif ec == 1:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                q += 11
+                x = _a >> 11
+                if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 3) & 15)
+                f_EVErrorCode = ((x >> 7) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                ec = (x & 3)
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 7
             elif ec == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 19
+                x = _a >> 19
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 3:
-                pass
+                q += 23
                 s = -1
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 6:
             if ec == 0:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
+                x = _a
+                if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 3) & 15)
+                f_EVErrorCode = ((x >> 7) & 15)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                ec = (x & 3)
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 7
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 8
+                x = _a >> 8
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 2:
-                pass
+                q += 12
                 s = -1
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                x = _a
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
                 f_EVTimeout = ((x >> 2) & 1) == 1
                 s = 8
             elif ec == 1:
-                pass
+                q += 4
                 s = -1
             else:
                 raise r.deviation('EVTechnicalStatusType', r.end - q)

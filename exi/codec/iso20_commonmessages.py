@@ -149,10 +149,13 @@ def _d_AbsolutePriceScheduleType(r):
     f_OverstayRules = None
     f_AdditionalSelectedServices = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('iso20_commonmessages:Id')
@@ -179,15 +182,15 @@ def _d_AbsolutePriceScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
+            _a = (x & 1)
             s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            if _a: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'TimeAnchor'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -207,16 +210,16 @@ def _d_AbsolutePriceScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
+            _a = (x & 1)
             s = 2
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        if _a: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         el = 'PriceScheduleID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -236,17 +239,16 @@ def _d_AbsolutePriceScheduleType(r):
             f_PriceScheduleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('AbsolutePriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-        ec = (x & 3)
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         s = 3
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'PriceScheduleDescription'
             _esc = x
             if _esc:
@@ -275,14 +277,14 @@ def _d_AbsolutePriceScheduleType(r):
                 f_Currency = r.string('iso20_commonmessages:Currency')
                 if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            _a = (x & 1)
             s = 5
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'Currency'
             _esc = x
             if _esc:
@@ -295,15 +297,15 @@ def _d_AbsolutePriceScheduleType(r):
                 f_Currency = r.string('iso20_commonmessages:Currency')
                 if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            _a = (x & 1)
             s = 5
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        x = (V >> q) & 1
+        x = _a
         el = 'Language'
         _esc = x
         if _esc:
@@ -332,89 +334,88 @@ def _d_AbsolutePriceScheduleType(r):
             f_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
             if len(f_PriceAlgorithm) > 255: r.facet('AbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 8: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-        ec = (x & 7)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 131072: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        ec = ((x >> 14) & 7)
+        _a = (x & 16383)
         s = 7
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'MinimumCost/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'MinimumCost/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_MinimumCost = _new(_K_iso20_commontypes_RationalNumberType)
-            f_MinimumCost.Exponent = _c1_Exponent
-            f_MinimumCost.Value = _c1_Value
-            ec = (x & 3)
+            f_MinimumCost.Exponent = _c4_Exponent
+            f_MinimumCost.Value = _c4_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 8
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'MaximumCost/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'MaximumCost/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_MaximumCost = _new(_K_iso20_commontypes_RationalNumberType)
-            f_MaximumCost.Exponent = _c2_Exponent
-            f_MaximumCost.Value = _c2_Value
+            f_MaximumCost.Exponent = _c5_Exponent
+            f_MaximumCost.Value = _c5_Value
             ec = (x & 3)
             s = 9
         elif ec == 2:
+            q += 14
             el = 'TaxRules'
             r.pos = r.end - q
             f_TaxRules = _d_TaxRuleListType(r)
@@ -424,6 +425,7 @@ def _d_AbsolutePriceScheduleType(r):
             if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             s = 10
         elif ec == 3:
+            q += 14
             el = 'PriceRuleStacks'
             r.pos = r.end - q
             f_PriceRuleStacks = _d_PriceRuleStackListType(r)
@@ -437,44 +439,43 @@ def _d_AbsolutePriceScheduleType(r):
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 el = 'MaximumCost/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'MaximumCost/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c6_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_MaximumCost = _new(_K_iso20_commontypes_RationalNumberType)
-                f_MaximumCost.Exponent = _c3_Exponent
-                f_MaximumCost.Value = _c3_Value
+                f_MaximumCost.Exponent = _c6_Exponent
+                f_MaximumCost.Value = _c6_Value
                 ec = (x & 3)
                 s = 9
             elif ec == 1:
+                q += 14
                 el = 'TaxRules'
                 r.pos = r.end - q
                 f_TaxRules = _d_TaxRuleListType(r)
@@ -484,6 +485,7 @@ def _d_AbsolutePriceScheduleType(r):
                 if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 10
             elif ec == 2:
+                q += 14
                 el = 'PriceRuleStacks'
                 r.pos = r.end - q
                 f_PriceRuleStacks = _d_PriceRuleStackListType(r)
@@ -968,15 +970,15 @@ def _d_AdditionalServiceListType(r):
         _v.ServiceFee = _c1_ServiceFee
         f_AdditionalService.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('AdditionalServiceListType', r.end - q)
                 el = 'AdditionalService/ServiceName'
                 _esc = (x & 1)
@@ -984,56 +986,60 @@ def _d_AdditionalServiceListType(r):
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c2_ServiceName = ''
+                    _c3_ServiceName = ''
                 else:
                     r.pos = r.end - q
-                    _c2_ServiceName = r.string('iso20_commonmessages:ServiceName')
-                    if len(_c2_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c2_ServiceName, r.at(r.pos))
+                    _c3_ServiceName = r.string('iso20_commonmessages:ServiceName')
+                    if len(_c3_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c3_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
                 el = 'AdditionalService/ServiceFee/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                _c3_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalService/ServiceFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = _y >> 16
+                        _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
+                        _c3_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c1_Value = (V >> q) & 127
+                    _c3_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_ServiceFee = _new(_K_iso20_commontypes_RationalNumberType)
-                _c2_ServiceFee.Exponent = _c2_c1_Exponent
-                _c2_ServiceFee.Value = _c2_c1_Value
+                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 112: raise r.deviation('AdditionalServiceListType', r.end - q)
+                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
+                _c3_ServiceFee = _new(_K_iso20_commontypes_RationalNumberType)
+                _c3_ServiceFee.Exponent = _c3_c1_Exponent
+                _c3_ServiceFee.Value = _c3_c1_Value
                 _v = _new(_K_iso20_commonmessages_AdditionalServiceType)
-                _v.ServiceName = _c2_ServiceName
-                _v.ServiceFee = _c2_ServiceFee
+                _v.ServiceName = _c3_ServiceName
+                _v.ServiceFee = _c3_ServiceFee
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_AdditionalService.append(_v)
                 _k += 1
                 if _k == 4:
+                    q += 4
                     s = 5
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -1272,23 +1278,23 @@ def _d_AuthorizationReqType(r):
     f_EIM_AReqAuthorizationMode = None
     f_PnC_AReqAuthorizationMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c3_SessionID = None
+        _c3_TimeStamp = None
+        _c3_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c3_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c3_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c3_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1297,67 +1303,60 @@ def _d_AuthorizationReqType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c3_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c3_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c3_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c3_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 6
-        if q < 0: V, q = r.slideq(q, 6)
-        x = (V >> q) & 63
-        if x & 52: raise r.deviation('AuthorizationReqType', r.end - q)
+        f_Header.SessionID = _c3_SessionID
+        f_Header.TimeStamp = _c3_TimeStamp
+        f_Header.Signature = _c3_Signature
+        q -= 8
+        if q < 0: V, q = r.slidep(q, 8)
+        x = (V >> q) & 255
+        if x & 208: raise r.deviation('AuthorizationReqType', r.end - q)
         el = 'SelectedAuthorizationService'
-        f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[((x >> 3) & 1)]
-        ec = (x & 3)
-        s = 2
+        f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[((x >> 5) & 1)]
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'EIM_AReqAuthorizationMode'
             f_EIM_AReqAuthorizationMode = _new(_K_iso20_commonmessages_EIM_AReqAuthorizationModeType)
-            s = -1
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+            q += 1
+            if _a >> 1: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'PnC_AReqAuthorizationMode/@Id'
             r.pos = r.end - q
-            _c3_Id = r.string('iso20_commonmessages:Id')
+            _c5_Id = r.string('iso20_commonmessages:Id')
             V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1365,10 +1364,10 @@ def _d_AuthorizationReqType(r):
             el = 'PnC_AReqAuthorizationMode/GenChallenge'
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
-                _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                _c5_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
-            if _l < 16 or _l > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
+                r.pos = r.end - q; _c5_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_GenChallenge)
+            if _l < 16 or _l > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c5_GenChallenge, r.at(r.end - q))
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
@@ -1379,32 +1378,31 @@ def _d_AuthorizationReqType(r):
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                _c3_c1_Certificate = b''
+                _c5_c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
-                    _c3_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    _c5_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c3_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_c1_Certificate)
-                if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_c1_Certificate, r.at(r.end - q))
+                    r.pos = r.end - q; _c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_c1_Certificate)
+                if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c5_c1_Certificate, r.at(r.end - q))
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
             r.pos = r.end - q
-            _c3_c1_SubCertificates = _d_SubCertificatesType(r)
+            _c5_c1_SubCertificates = _d_SubCertificatesType(r)
             V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('AuthorizationReqType', r.end - q)
-            _c3_ContractCertificateChain = _new(_K_iso20_commonmessages_ContractCertificateChainType)
-            _c3_ContractCertificateChain.Certificate = _c3_c1_Certificate
-            _c3_ContractCertificateChain.SubCertificates = _c3_c1_SubCertificates
+            _c5_ContractCertificateChain = _new(_K_iso20_commonmessages_ContractCertificateChainType)
+            _c5_ContractCertificateChain.Certificate = _c5_c1_Certificate
+            _c5_ContractCertificateChain.SubCertificates = _c5_c1_SubCertificates
             f_PnC_AReqAuthorizationMode = _new(_K_iso20_commonmessages_PnC_AReqAuthorizationModeType)
-            f_PnC_AReqAuthorizationMode.Id = _c3_Id
-            f_PnC_AReqAuthorizationMode.GenChallenge = _c3_GenChallenge
-            f_PnC_AReqAuthorizationMode.ContractCertificateChain = _c3_ContractCertificateChain
-            s = -1
+            f_PnC_AReqAuthorizationMode.Id = _c5_Id
+            f_PnC_AReqAuthorizationMode.GenChallenge = _c5_GenChallenge
+            f_PnC_AReqAuthorizationMode.ContractCertificateChain = _c5_ContractCertificateChain
         else:
             raise r.deviation('AuthorizationReqType', r.end - q)
         r.pos = r.end - q
@@ -1452,7 +1450,6 @@ def _e_AuthorizationReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -1464,11 +1461,9 @@ def _e_AuthorizationReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SelectedAuthorizationService is not None): raise EncodeError('missing content: SelectedAuthorizationService')
             el = 'SelectedAuthorizationService'
@@ -1478,7 +1473,6 @@ def _e_AuthorizationReqType(w, o):
             n += 4
             v_Header = None
             v_SelectedAuthorizationService = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_EIM_AReqAuthorizationMode is not None:
@@ -1488,7 +1482,6 @@ def _e_AuthorizationReqType(w, o):
             n += 4
             v_EIM_AReqAuthorizationMode = None
             if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
-            s = -1
         elif v_PnC_AReqAuthorizationMode is not None:
             el = 'PnC_AReqAuthorizationMode'
             _o = v_PnC_AReqAuthorizationMode
@@ -1536,7 +1529,6 @@ def _e_AuthorizationReqType(w, o):
             n += 3
             v_PnC_AReqAuthorizationMode = None
             if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EIM_AReqAuthorizationMode, PnC_AReqAuthorizationMode')
         w.v = v; w.n = n
@@ -1553,16 +1545,16 @@ def _d_AuthorizationResType(r):
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AuthorizationResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('AuthorizationResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -1598,7 +1590,6 @@ def _d_AuthorizationResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1607,10 +1598,8 @@ def _d_AuthorizationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -1672,7 +1661,6 @@ def _e_AuthorizationResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -1684,11 +1672,9 @@ def _e_AuthorizationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1718,16 +1704,16 @@ def _d_AuthorizationSetupReqType(r):
     el = ''
     f_Header = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AuthorizationSetupReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('AuthorizationSetupReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -1763,7 +1749,6 @@ def _d_AuthorizationSetupReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1772,10 +1757,8 @@ def _d_AuthorizationSetupReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -1824,7 +1807,6 @@ def _e_AuthorizationSetupReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -1836,11 +1818,9 @@ def _e_AuthorizationSetupReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -1863,23 +1843,23 @@ def _d_AuthorizationSetupResType(r):
     f_EIM_ASResAuthorizationMode = None
     f_PnC_ASResAuthorizationMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('AuthorizationSetupResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('AuthorizationSetupResType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c3_SessionID = None
+        _c3_TimeStamp = None
+        _c3_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c3_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c3_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c3_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1888,141 +1868,126 @@ def _d_AuthorizationSetupResType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c3_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c3_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c3_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c3_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 13
-        if q < 0: V, q = r.slideq(q, 13)
-        x = (V >> q) & 8191
-        if x & 6173: raise r.deviation('AuthorizationSetupResType', r.end - q)
-        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType[((x >> 1) & 1023)]
+        f_Header.SessionID = _c3_SessionID
+        f_Header.TimeStamp = _c3_TimeStamp
+        f_Header.Signature = _c3_Signature
+        q -= 22
+        if q < 0: V, q = r.slidep(q, 22)
+        x = (V >> q) & 4194303
+        if x & 3160576: raise r.deviation('AuthorizationSetupResType', r.end - q)
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType[((x >> 10) & 1023)]
         if _t is None:
             el = 'ResponseCode'
-            f_ResponseCode = ((x >> 5) & 63)
+            f_ResponseCode = ((x >> 14) & 63)
             if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AuthorizationSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
             else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
             el = 'AuthorizationServices'
-            _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+            _v = _E_iso20_commonmessages_authorizationType[((x >> 10) & 1)]
         else:
             el = 'AuthorizationServices'
             f_ResponseCode, _v = _t
+        ec = ((x >> 7) & 3)
+        _a = (x & 127)
         f_AuthorizationServices.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 3
         if ec == 0:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
+            q += 4
+            x = _a >> 4
             if x & 5: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'AuthorizationServices'
             _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
             f_AuthorizationServices.append(_v)
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 52: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            q -= 8
+            if q < 0: V, q = r.slidep(q, 8)
+            x = (V >> q) & 255
+            if x & 208: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'CertificateInstallationService'
-            f_CertificateInstallationService = ((x >> 3) & 1) == 1
-            ec = (x & 3)
-            s = 5
+            f_CertificateInstallationService = ((x >> 5) & 1) == 1
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
         elif ec == 1:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            x = _a
+            if x & 80: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'CertificateInstallationService'
-            f_CertificateInstallationService = ((x >> 3) & 1) == 1
-            ec = (x & 3)
-            s = 5
+            f_CertificateInstallationService = ((x >> 5) & 1) == 1
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
         else:
             raise r.deviation('AuthorizationSetupResType', r.end - q)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            if _a: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'EIM_ASResAuthorizationMode'
             f_EIM_ASResAuthorizationMode = _new(_K_iso20_commonmessages_EIM_ASResAuthorizationModeType)
-            s = -1
         elif ec == 1:
+            x = _a
+            if x & 2: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'PnC_ASResAuthorizationMode'
-            _c3_GenChallenge = None
-            _c3_SupportedProviders = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+            _a = (x & 1)
+            _c5_GenChallenge = None
+            _c5_SupportedProviders = None
+            if _a: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
             el = 'PnC_ASResAuthorizationMode/GenChallenge'
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
-                _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                _c5_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
-            if _l < 16 or _l > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
+                r.pos = r.end - q; _c5_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_GenChallenge)
+            if _l < 16 or _l > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c5_GenChallenge, r.at(r.end - q))
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
             ec = (x & 3)
-            _c3_s = 1
             if ec == 0:
                 el = 'PnC_ASResAuthorizationMode/SupportedProviders'
                 r.pos = r.end - q
-                _c3_SupportedProviders = _d_SupportedProvidersListType(r)
+                _c5_SupportedProviders = _d_SupportedProvidersListType(r)
                 V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-                _c3_s = -1
             elif ec == 1:
                 pass
-                _c3_s = -1
             else:
                 raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
             f_PnC_ASResAuthorizationMode = _new(_K_iso20_commonmessages_PnC_ASResAuthorizationModeType)
-            f_PnC_ASResAuthorizationMode.GenChallenge = _c3_GenChallenge
-            f_PnC_ASResAuthorizationMode.SupportedProviders = _c3_SupportedProviders
+            f_PnC_ASResAuthorizationMode.GenChallenge = _c5_GenChallenge
+            f_PnC_ASResAuthorizationMode.SupportedProviders = _c5_SupportedProviders
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AuthorizationSetupResType', r.end - q)
-            s = -1
         else:
             raise r.deviation('AuthorizationSetupResType', r.end - q)
         r.pos = r.end - q
@@ -2076,7 +2041,6 @@ def _e_AuthorizationSetupResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -2088,11 +2052,9 @@ def _e_AuthorizationSetupResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -2107,7 +2069,6 @@ def _e_AuthorizationSetupResType(w, o):
             v_Header = None
             v_ResponseCode = None
             i_AuthorizationServices += 1
-            s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
         if i_AuthorizationServices < n_AuthorizationServices:
@@ -2123,14 +2084,12 @@ def _e_AuthorizationSetupResType(w, o):
             v = (v << 4) | (v_CertificateInstallationService << 1)
             n += 4
             v_CertificateInstallationService = None
-            s = 5
         elif v_CertificateInstallationService is not None:
             el = 'CertificateInstallationService'
             if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
             v = (v << 5) | (1 << 3) | (v_CertificateInstallationService << 1)
             n += 5
             v_CertificateInstallationService = None
-            s = 5
         else:
             raise EncodeError('missing content: expected one of AuthorizationServices, CertificateInstallationService')
         if v_EIM_ASResAuthorizationMode is not None:
@@ -2140,7 +2099,6 @@ def _e_AuthorizationSetupResType(w, o):
             n += 4
             v_EIM_ASResAuthorizationMode = None
             if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
-            s = -1
         elif v_PnC_ASResAuthorizationMode is not None:
             el = 'PnC_ASResAuthorizationMode'
             v = (v << 2) | 1
@@ -2158,7 +2116,6 @@ def _e_AuthorizationSetupResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c6_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c6_s = 1
             else:
                 raise EncodeError('missing content: expected one of GenChallenge')
             if _c6_SupportedProviders is not None:
@@ -2170,17 +2127,14 @@ def _e_AuthorizationSetupResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c6_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c6_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_PnC_ASResAuthorizationMode = None
             if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EIM_ASResAuthorizationMode, PnC_ASResAuthorizationMode')
         w.v = v; w.n = n
@@ -2219,7 +2173,6 @@ def _d_CertificateChainType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
-        s = 1
         if ec == 0:
             el = 'SubCertificates'
             r.pos = r.end - q
@@ -2228,10 +2181,8 @@ def _d_CertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         r.pos = r.end - q
@@ -2260,7 +2211,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
         if v_SubCertificates is not None:
@@ -2272,11 +2222,9 @@ def _e_CertificateChainType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2293,16 +2241,16 @@ def _d_CertificateInstallationReqType(r):
     f_MaximumContractCertificateChains = None
     f_PrioritizedEMAIDs = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -2338,7 +2286,6 @@ def _d_CertificateInstallationReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -2347,26 +2294,21 @@ def _d_CertificateInstallationReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'OEMProvisioningCertificateChain'
         _c2_Id = None
         _c2_Certificate = None
         _c2_SubCertificates = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
         el = 'OEMProvisioningCertificateChain/@Id'
         r.pos = r.end - q
         _c2_Id = r.string('iso20_commonmessages:Id')
@@ -2394,7 +2336,6 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
         ec = (x & 3)
-        _c2_s = 2
         if ec == 0:
             el = 'OEMProvisioningCertificateChain/SubCertificates'
             r.pos = r.end - q
@@ -2403,10 +2344,8 @@ def _d_CertificateInstallationReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
-            _c2_s = -1
         elif ec == 1:
             pass
-            _c2_s = -1
         else:
             raise r.deviation('SignedCertificateChainType', r.end - q)
         f_OEMProvisioningCertificateChain = _new(_K_iso20_commonmessages_SignedCertificateChainType)
@@ -2427,7 +2366,6 @@ def _d_CertificateInstallationReqType(r):
         el = 'MaximumContractCertificateChains'
         f_MaximumContractCertificateChains = ((x >> 3) & 255)
         ec = (x & 3)
-        s = 4
         if ec == 0:
             el = 'PrioritizedEMAIDs'
             r.pos = r.end - q
@@ -2436,10 +2374,8 @@ def _d_CertificateInstallationReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
         r.pos = r.end - q
@@ -2489,7 +2425,6 @@ def _e_CertificateInstallationReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -2501,11 +2436,9 @@ def _e_CertificateInstallationReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_OEMProvisioningCertificateChain is not None): raise EncodeError('missing content: OEMProvisioningCertificateChain')
             el = 'OEMProvisioningCertificateChain'
@@ -2535,7 +2468,6 @@ def _e_CertificateInstallationReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c2_SubCertificates is not None:
@@ -2547,11 +2479,9 @@ def _e_CertificateInstallationReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
             el = 'ListOfRootCertificateIDs'
@@ -2568,7 +2498,6 @@ def _e_CertificateInstallationReqType(w, o):
             n += 11
             v_ListOfRootCertificateIDs = None
             v_MaximumContractCertificateChains = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_PrioritizedEMAIDs is not None:
@@ -2582,12 +2511,10 @@ def _e_CertificateInstallationReqType(w, o):
             n += 1
             v_PrioritizedEMAIDs = None
             if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
             if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2605,16 +2532,16 @@ def _d_CertificateInstallationResType(r):
     f_SignedInstallationData = None
     f_RemainingContractCertificateChains = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -2650,7 +2577,6 @@ def _d_CertificateInstallationResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -2659,37 +2585,33 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
-        if x & 24691: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        if x & 98766: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 7) & 63)
+        f_ResponseCode = ((x >> 9) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 2) & 3)
+        f_EVSEProcessing = ((x >> 4) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CertificateInstallationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         el = 'CPSCertificateChain'
+        _a = (x & 1)
         _c2_Certificate = None
         _c2_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateChainType', r.end - q)
+        x = _a
         el = 'CPSCertificateChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -2707,7 +2629,6 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
-        _c2_s = 1
         if ec == 0:
             el = 'CPSCertificateChain/SubCertificates'
             r.pos = r.end - q
@@ -2716,10 +2637,8 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c2_s = -1
         elif ec == 1:
             pass
-            _c2_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_CPSCertificateChain = _new(_K_iso20_commonmessages_CertificateChainType)
@@ -2787,7 +2706,6 @@ def _e_CertificateInstallationResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -2799,11 +2717,9 @@ def _e_CertificateInstallationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -2833,7 +2749,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
             if _c4_SubCertificates is not None:
@@ -2845,11 +2760,9 @@ def _e_CertificateInstallationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SignedInstallationData is not None): raise EncodeError('missing content: SignedInstallationData')
             el = 'SignedInstallationData'
@@ -2890,12 +2803,13 @@ def _d_ChargingScheduleType(r):
         r.pos = r.end - q
         f_PowerSchedule = _d_PowerScheduleType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        ec = (x >> 3)
+        _a = (x & 7)
         if ec == 0:
+            q += 3
             el = 'AbsolutePriceSchedule'
             r.pos = r.end - q
             f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
@@ -2903,19 +2817,154 @@ def _d_ChargingScheduleType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            s = -1
         elif ec == 1:
+            x = _a
             el = 'PriceLevelSchedule'
+            ec = (x >> 1)
+            _a = (x & 1)
+            _c1_Id = None
+            _c1_TimeAnchor = None
+            _c1_PriceScheduleID = None
+            _c1_PriceScheduleDescription = None
+            _c1_NumberOfPriceLevels = None
+            _c1_PriceLevelScheduleEntries = None
+            if ec == 0:
+                q += 1
+                el = 'PriceLevelSchedule/@Id'
+                r.pos = r.end - q
+                _c1_Id = r.string('iso20_commonmessages:Id')
+                V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_TimeAnchor = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_TimeAnchor = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeAnchor = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
+                _a = (x & 1)
+            elif ec == 1:
+                if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_TimeAnchor = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_TimeAnchor = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeAnchor = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
+                _a = (x & 1)
+            else:
+                raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            el = 'PriceLevelSchedule/PriceScheduleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_PriceScheduleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_PriceScheduleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_PriceScheduleID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 14
+            if q < 0: V, q = r.slidep(q, 14)
+            x = (V >> q) & 16383
+            if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if _c1_PriceScheduleID < 1 or _c1_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c1_PriceScheduleID, r.at(r.end - q))
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
+            if ec == 0:
+                q += 10
+                x = _a >> 10
+                el = 'PriceLevelSchedule/PriceScheduleDescription'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                    _c1_PriceScheduleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                    if len(_c1_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', _c1_PriceScheduleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+            elif ec == 1:
+                x = _a
+                if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+            else:
+                raise r.deviation('PriceLevelScheduleType', r.end - q)
+            el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
             r.pos = r.end - q
-            f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+            _c1_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            f_PriceLevelSchedule = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
+            f_PriceLevelSchedule.Id = _c1_Id
+            f_PriceLevelSchedule.TimeAnchor = _c1_TimeAnchor
+            f_PriceLevelSchedule.PriceScheduleID = _c1_PriceScheduleID
+            f_PriceLevelSchedule.PriceScheduleDescription = _c1_PriceScheduleDescription
+            f_PriceLevelSchedule.NumberOfPriceLevels = _c1_NumberOfPriceLevels
+            f_PriceLevelSchedule.PriceLevelScheduleEntries = _c1_PriceLevelScheduleEntries
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            s = -1
         elif ec == 2:
-            pass
-            s = -1
+            q += 3
         else:
             raise r.deviation('ChargingScheduleType', r.end - q)
         r.pos = r.end - q
@@ -2944,7 +2993,6 @@ def _e_ChargingScheduleType(w, o):
             _e_PowerScheduleType(w, v_PowerSchedule)
             v = w.v; n = w.n
             v_PowerSchedule = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of PowerSchedule')
         if v_AbsolutePriceSchedule is not None:
@@ -2958,24 +3006,108 @@ def _e_ChargingScheduleType(w, o):
             n += 1
             v_AbsolutePriceSchedule = None
             if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-            s = -1
         elif v_PriceLevelSchedule is not None:
             el = 'PriceLevelSchedule'
             v = (v << 2) | 1
             n += 2
-            w.v = v; w.n = n
-            _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
-            v = w.v; n = w.n
+            _c1_o = v_PriceLevelSchedule
+            _c1_Id = _c1_o.Id
+            _c1_TimeAnchor = _c1_o.TimeAnchor
+            _c1_PriceScheduleID = _c1_o.PriceScheduleID
+            _c1_PriceScheduleDescription = _c1_o.PriceScheduleDescription
+            _c1_NumberOfPriceLevels = _c1_o.NumberOfPriceLevels
+            _c1_PriceLevelScheduleEntries = _c1_o.PriceLevelScheduleEntries
+            if _c1_Id is not None:
+                el = 'PriceLevelSchedule/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c1_Id)
+                if _l < 126 and _c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                if not (_c1_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if _c1_TimeAnchor < 0 or _c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
+                v <<= 2
+                n += 2
+                _c1_Id = None
+                if _c1_TimeAnchor < 128: v = (v << 9) | (_c1_TimeAnchor << 1); n += 9
+                elif _c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c1_TimeAnchor] << 1); n += 17
+                elif _c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                _c1_TimeAnchor = None
+            elif _c1_TimeAnchor is not None:
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if _c1_TimeAnchor < 0 or _c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if _c1_TimeAnchor < 128: v = (v << 9) | (_c1_TimeAnchor << 1); n += 9
+                elif _c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c1_TimeAnchor] << 1); n += 17
+                elif _c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                _c1_TimeAnchor = None
+            else:
+                raise EncodeError('missing content: expected one of Id, TimeAnchor')
+            if _c1_PriceScheduleID is not None:
+                el = 'PriceLevelSchedule/PriceScheduleID'
+                if _c1_PriceScheduleID < 1 or _c1_PriceScheduleID > 4294967295: raise EncodeError(f'value {_c1_PriceScheduleID!r} outside [1, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_PriceScheduleID < 128: v = (v << 9) | (_c1_PriceScheduleID << 1); n += 9
+                elif _c1_PriceScheduleID < 16384: v = (v << 17) | (_V2[_c1_PriceScheduleID] << 1); n += 17
+                elif _c1_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[_c1_PriceScheduleID & 16383] | 128) << 8) | (_c1_PriceScheduleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+                _c1_PriceScheduleID = None
+            else:
+                raise EncodeError('missing content: expected one of PriceScheduleID')
+            if _c1_PriceScheduleDescription is not None:
+                el = 'PriceLevelSchedule/PriceScheduleDescription'
+                v <<= 3
+                n += 3
+                _l = len(_c1_PriceScheduleDescription)
+                if _l > 160: raise EncodeError(f'length {len(_c1_PriceScheduleDescription)} outside [0, 160]')
+                if _l < 126 and _c1_PriceScheduleDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_PriceScheduleDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_PriceScheduleDescription); v = w.v; n = w.n
+                if not (_c1_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                if not 0 <= _c1_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c1_NumberOfPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (_c1_NumberOfPriceLevels << 1)
+                n += 12
+                _c1_PriceScheduleDescription = None
+                _c1_NumberOfPriceLevels = None
+            elif _c1_NumberOfPriceLevels is not None:
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                if not 0 <= _c1_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c1_NumberOfPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (1 << 10) | (_c1_NumberOfPriceLevels << 1)
+                n += 12
+                _c1_NumberOfPriceLevels = None
+            else:
+                raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
+            if _c1_PriceLevelScheduleEntries is not None:
+                el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_PriceLevelScheduleEntryListType(w, _c1_PriceLevelScheduleEntries)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_PriceLevelScheduleEntries = None
+                if _c1_Id is not None or _c1_TimeAnchor is not None or _c1_PriceScheduleID is not None or _c1_PriceScheduleDescription is not None or _c1_NumberOfPriceLevels is not None or _c1_PriceLevelScheduleEntries is not None: raise _leftover(_c1_o)
+            else:
+                raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_PriceLevelSchedule = None
             if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 2
             n += 2
             if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3122,342 +3254,339 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_DepartureTime = (V >> q) & 127
         else:
             r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+        q -= 27
+        if q < 0: V, q = r.slidep(q, 27)
+        x = (V >> q) & 134217727
+        if x & 67108864: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-        ec = (x & 3)
+        ec = ((x >> 24) & 3)
+        _a = (x & 16777215)
         s = 1
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            q += 24
+            q -= 35
+            if q < 0: V, q = r.slidep(q, 35)
+            x = (V >> q) & 34359738367
+            if x & 17246978048: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 3) & 127)
+            f_MinimumSOC = ((x >> 27) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_SEReqControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 24) & 3)
+            _a = (x & 16777215)
             s = 2
         elif ec == 1:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
-            if x & 515: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            x = _a
+            if x & 8437760: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 2) & 127)
+            f_TargetSOC = ((x >> 16) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            _a = (x & 16383)
             s = 3
         elif ec == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 10
+            x = _a >> 10
             if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
+            f_EVTargetEnergyRequest.Exponent = _c9_Exponent
+            f_EVTargetEnergyRequest.Value = _c9_Value
+            _a = (x & 16383)
             s = 4
         else:
             raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 515: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                x = _a
+                if x & 8437760: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 2) & 127)
+                f_TargetSOC = ((x >> 16) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 3
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 10
+                x = _a >> 10
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVTargetEnergyRequest/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVTargetEnergyRequest.Exponent = _c2_Exponent
-                f_EVTargetEnergyRequest.Value = _c2_Value
+                f_EVTargetEnergyRequest.Exponent = _c10_Exponent
+                f_EVTargetEnergyRequest.Value = _c10_Value
+                _a = (x & 16383)
                 s = 4
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c3_Exponent
-            f_EVTargetEnergyRequest.Value = _c3_Value
+            f_EVTargetEnergyRequest.Exponent = _c11_Exponent
+            f_EVTargetEnergyRequest.Value = _c11_Value
+            _a = (x & 16383)
             s = 4
         if s == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
-            f_EVMaximumEnergyRequest.Value = _c4_Value
+            f_EVMaximumEnergyRequest.Exponent = _c12_Exponent
+            f_EVMaximumEnergyRequest.Value = _c12_Value
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
-            f_EVMinimumEnergyRequest.Value = _c5_Value
-            ec = (x & 3)
+            f_EVMinimumEnergyRequest.Exponent = _c13_Exponent
+            f_EVMinimumEnergyRequest.Value = _c13_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 6
         if s == 6:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVMaximumV2XEnergyRequest/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumV2XEnergyRequest.Exponent = _c6_Exponent
-                f_EVMaximumV2XEnergyRequest.Value = _c6_Value
-                ec = (x & 3)
+                f_EVMaximumV2XEnergyRequest.Exponent = _c14_Exponent
+                f_EVMaximumV2XEnergyRequest.Value = _c14_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 7
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumV2XEnergyRequest.Exponent = _c7_Exponent
-                f_EVMinimumV2XEnergyRequest.Value = _c7_Value
+                f_EVMinimumV2XEnergyRequest.Exponent = _c15_Exponent
+                f_EVMinimumV2XEnergyRequest.Value = _c15_Value
                 s = 8
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumV2XEnergyRequest.Exponent = _c8_Exponent
-                f_EVMinimumV2XEnergyRequest.Value = _c8_Value
+                f_EVMinimumV2XEnergyRequest.Exponent = _c16_Exponent
+                f_EVMinimumV2XEnergyRequest.Value = _c16_Value
                 s = 8
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
@@ -3714,13 +3843,14 @@ def _d_Dynamic_SEResControlModeType(r):
     f_AbsolutePriceSchedule = None
     f_PriceLevelSchedule = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 29
+        if q < 0: V, q = r.slidep(q, 29)
+        x = (V >> q) & 536870911
+        ec = (x >> 26)
+        _a = (x & 67108863)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q += 25
+            if _a >> 25: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -3740,34 +3870,35 @@ def _d_Dynamic_SEResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q -= 30
+            if q < 0: V, q = r.slidep(q, 30)
+            x = (V >> q) & 1073741823
+            if x & 536870912: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 26) & 7)
+            _a = (x & 67108863)
             s = 1
         elif ec == 1:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2056: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            x = _a
+            if x & 33685504: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 4) & 127)
+            f_MinimumSOC = ((x >> 18) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 14) & 7)
+            _a = (x & 16383)
             s = 2
         elif ec == 2:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q += 12
+            x = _a >> 12
+            if x & 8224: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 3) & 127)
+            f_TargetSOC = ((x >> 6) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
             s = 3
         elif ec == 3:
+            q += 26
             el = 'AbsolutePriceSchedule'
             r.pos = r.end - q
             f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
@@ -3777,41 +3908,177 @@ def _d_Dynamic_SEResControlModeType(r):
             if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             s = 4
         elif ec == 4:
+            q += 23
+            x = _a >> 23
             el = 'PriceLevelSchedule'
+            ec = (x >> 1)
+            _a = (x & 1)
+            _c1_Id = None
+            _c1_TimeAnchor = None
+            _c1_PriceScheduleID = None
+            _c1_PriceScheduleDescription = None
+            _c1_NumberOfPriceLevels = None
+            _c1_PriceLevelScheduleEntries = None
+            if ec == 0:
+                q += 1
+                el = 'PriceLevelSchedule/@Id'
+                r.pos = r.end - q
+                _c1_Id = r.string('iso20_commonmessages:Id')
+                V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_TimeAnchor = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_TimeAnchor = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeAnchor = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
+                _a = (x & 1)
+            elif ec == 1:
+                if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_TimeAnchor = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_TimeAnchor = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_TimeAnchor = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
+                _a = (x & 1)
+            else:
+                raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            el = 'PriceLevelSchedule/PriceScheduleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_PriceScheduleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_PriceScheduleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_PriceScheduleID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 14
+            if q < 0: V, q = r.slidep(q, 14)
+            x = (V >> q) & 16383
+            if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if _c1_PriceScheduleID < 1 or _c1_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c1_PriceScheduleID, r.at(r.end - q))
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
+            if ec == 0:
+                q += 10
+                x = _a >> 10
+                el = 'PriceLevelSchedule/PriceScheduleDescription'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                    _c1_PriceScheduleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                    if len(_c1_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', _c1_PriceScheduleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+            elif ec == 1:
+                x = _a
+                if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+            else:
+                raise r.deviation('PriceLevelScheduleType', r.end - q)
+            el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
             r.pos = r.end - q
-            f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+            _c1_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            f_PriceLevelSchedule = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
+            f_PriceLevelSchedule.Id = _c1_Id
+            f_PriceLevelSchedule.TimeAnchor = _c1_TimeAnchor
+            f_PriceLevelSchedule.PriceScheduleID = _c1_PriceScheduleID
+            f_PriceLevelSchedule.PriceScheduleDescription = _c1_PriceScheduleDescription
+            f_PriceLevelSchedule.NumberOfPriceLevels = _c1_NumberOfPriceLevels
+            f_PriceLevelSchedule.PriceLevelScheduleEntries = _c1_PriceLevelScheduleEntries
             s = 5
         elif ec == 5:
-            pass
+            q += 26
             s = -1
         else:
             raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2056: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                x = _a
+                if x & 33685504: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 4) & 127)
+                f_MinimumSOC = ((x >> 18) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 2
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q += 12
+                x = _a >> 12
+                if x & 8224: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 6) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 3) & 3)
+                _a = (x & 7)
                 s = 3
             elif ec == 2:
+                q += 26
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
                 f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
@@ -3821,31 +4088,167 @@ def _d_Dynamic_SEResControlModeType(r):
                 if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 4
             elif ec == 3:
+                q += 23
+                x = _a >> 23
                 el = 'PriceLevelSchedule'
+                ec = (x >> 1)
+                _a = (x & 1)
+                _c2_Id = None
+                _c2_TimeAnchor = None
+                _c2_PriceScheduleID = None
+                _c2_PriceScheduleDescription = None
+                _c2_NumberOfPriceLevels = None
+                _c2_PriceLevelScheduleEntries = None
+                if ec == 0:
+                    q += 1
+                    el = 'PriceLevelSchedule/@Id'
+                    r.pos = r.end - q
+                    _c2_Id = r.string('iso20_commonmessages:Id')
+                    V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c2_TimeAnchor = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c2_TimeAnchor = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_TimeAnchor = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
+                    _a = (x & 1)
+                elif ec == 1:
+                    if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c2_TimeAnchor = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c2_TimeAnchor = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_TimeAnchor = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
+                    _a = (x & 1)
+                else:
+                    raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/PriceScheduleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_PriceScheduleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_PriceScheduleID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_PriceScheduleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c2_PriceScheduleID < 1 or _c2_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c2_PriceScheduleID, r.at(r.end - q))
+                ec = ((x >> 11) & 3)
+                _a = (x & 2047)
+                if ec == 0:
+                    q += 10
+                    x = _a >> 10
+                    el = 'PriceLevelSchedule/PriceScheduleDescription'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                        _c2_PriceScheduleDescription = ''
+                    else:
+                        r.pos = r.end - q
+                        _c2_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                        if len(_c2_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', _c2_PriceScheduleDescription, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                    q -= 13
+                    if q < 0: V, q = r.slideq(q, 13)
+                    x = (V >> q) & 8191
+                    if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    _c2_NumberOfPriceLevels = ((x >> 2) & 255)
+                elif ec == 1:
+                    x = _a
+                    if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    _c2_NumberOfPriceLevels = ((x >> 2) & 255)
+                else:
+                    raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
                 r.pos = r.end - q
-                f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                _c2_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                f_PriceLevelSchedule = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
+                f_PriceLevelSchedule.Id = _c2_Id
+                f_PriceLevelSchedule.TimeAnchor = _c2_TimeAnchor
+                f_PriceLevelSchedule.PriceScheduleID = _c2_PriceScheduleID
+                f_PriceLevelSchedule.PriceScheduleDescription = _c2_PriceScheduleDescription
+                f_PriceLevelSchedule.NumberOfPriceLevels = _c2_NumberOfPriceLevels
+                f_PriceLevelSchedule.PriceLevelScheduleEntries = _c2_PriceLevelScheduleEntries
                 s = 5
             elif ec == 4:
-                pass
+                q += 26
                 s = -1
             else:
                 raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                x = _a
+                if x & 8224: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 6) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 3) & 3)
+                _a = (x & 7)
                 s = 3
             elif ec == 1:
+                q += 14
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
                 f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
@@ -3855,21 +4258,158 @@ def _d_Dynamic_SEResControlModeType(r):
                 if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 4
             elif ec == 2:
+                q += 11
+                x = _a >> 11
                 el = 'PriceLevelSchedule'
+                ec = (x >> 1)
+                _a = (x & 1)
+                _c3_Id = None
+                _c3_TimeAnchor = None
+                _c3_PriceScheduleID = None
+                _c3_PriceScheduleDescription = None
+                _c3_NumberOfPriceLevels = None
+                _c3_PriceLevelScheduleEntries = None
+                if ec == 0:
+                    q += 1
+                    el = 'PriceLevelSchedule/@Id'
+                    r.pos = r.end - q
+                    _c3_Id = r.string('iso20_commonmessages:Id')
+                    V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c3_TimeAnchor = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c3_TimeAnchor = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c3_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_TimeAnchor = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
+                    _a = (x & 1)
+                elif ec == 1:
+                    if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c3_TimeAnchor = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c3_TimeAnchor = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c3_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_TimeAnchor = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
+                    _a = (x & 1)
+                else:
+                    raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/PriceScheduleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_PriceScheduleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_PriceScheduleID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c3_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_PriceScheduleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c3_PriceScheduleID < 1 or _c3_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c3_PriceScheduleID, r.at(r.end - q))
+                ec = ((x >> 11) & 3)
+                _a = (x & 2047)
+                if ec == 0:
+                    q += 10
+                    x = _a >> 10
+                    el = 'PriceLevelSchedule/PriceScheduleDescription'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                        _c3_PriceScheduleDescription = ''
+                    else:
+                        r.pos = r.end - q
+                        _c3_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                        if len(_c3_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', _c3_PriceScheduleDescription, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                    q -= 13
+                    if q < 0: V, q = r.slideq(q, 13)
+                    x = (V >> q) & 8191
+                    if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    _c3_NumberOfPriceLevels = ((x >> 2) & 255)
+                elif ec == 1:
+                    x = _a
+                    if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    _c3_NumberOfPriceLevels = ((x >> 2) & 255)
+                else:
+                    raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
                 r.pos = r.end - q
-                f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                _c3_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                f_PriceLevelSchedule = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
+                f_PriceLevelSchedule.Id = _c3_Id
+                f_PriceLevelSchedule.TimeAnchor = _c3_TimeAnchor
+                f_PriceLevelSchedule.PriceScheduleID = _c3_PriceScheduleID
+                f_PriceLevelSchedule.PriceScheduleDescription = _c3_PriceScheduleDescription
+                f_PriceLevelSchedule.NumberOfPriceLevels = _c3_NumberOfPriceLevels
+                f_PriceLevelSchedule.PriceLevelScheduleEntries = _c3_PriceLevelScheduleEntries
                 s = 5
             elif ec == 3:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
         if s == 3:
             if ec == 0:
+                q += 3
                 el = 'AbsolutePriceSchedule'
                 r.pos = r.end - q
                 f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
@@ -3879,16 +4419,151 @@ def _d_Dynamic_SEResControlModeType(r):
                 if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 s = 4
             elif ec == 1:
+                x = _a
                 el = 'PriceLevelSchedule'
+                ec = (x >> 1)
+                _a = (x & 1)
+                _c4_Id = None
+                _c4_TimeAnchor = None
+                _c4_PriceScheduleID = None
+                _c4_PriceScheduleDescription = None
+                _c4_NumberOfPriceLevels = None
+                _c4_PriceLevelScheduleEntries = None
+                if ec == 0:
+                    q += 1
+                    el = 'PriceLevelSchedule/@Id'
+                    r.pos = r.end - q
+                    _c4_Id = r.string('iso20_commonmessages:Id')
+                    V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_TimeAnchor = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_TimeAnchor = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_TimeAnchor = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
+                    _a = (x & 1)
+                elif ec == 1:
+                    if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_TimeAnchor = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_TimeAnchor = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_TimeAnchor = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
+                    _a = (x & 1)
+                else:
+                    raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/PriceScheduleID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_PriceScheduleID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_PriceScheduleID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c4_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_PriceScheduleID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                if _c4_PriceScheduleID < 1 or _c4_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c4_PriceScheduleID, r.at(r.end - q))
+                ec = ((x >> 11) & 3)
+                _a = (x & 2047)
+                if ec == 0:
+                    q += 10
+                    x = _a >> 10
+                    el = 'PriceLevelSchedule/PriceScheduleDescription'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                        _c4_PriceScheduleDescription = ''
+                    else:
+                        r.pos = r.end - q
+                        _c4_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                        if len(_c4_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', _c4_PriceScheduleDescription, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                    q -= 13
+                    if q < 0: V, q = r.slideq(q, 13)
+                    x = (V >> q) & 8191
+                    if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    _c4_NumberOfPriceLevels = ((x >> 2) & 255)
+                elif ec == 1:
+                    x = _a
+                    if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    _c4_NumberOfPriceLevels = ((x >> 2) & 255)
+                else:
+                    raise r.deviation('PriceLevelScheduleType', r.end - q)
+                el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
                 r.pos = r.end - q
-                f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                _c4_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                f_PriceLevelSchedule = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
+                f_PriceLevelSchedule.Id = _c4_Id
+                f_PriceLevelSchedule.TimeAnchor = _c4_TimeAnchor
+                f_PriceLevelSchedule.PriceScheduleID = _c4_PriceScheduleID
+                f_PriceLevelSchedule.PriceScheduleDescription = _c4_PriceScheduleDescription
+                f_PriceLevelSchedule.NumberOfPriceLevels = _c4_NumberOfPriceLevels
+                f_PriceLevelSchedule.PriceLevelScheduleEntries = _c4_PriceLevelScheduleEntries
                 s = 5
             elif ec == 2:
-                pass
+                q += 3
                 s = -1
             else:
                 raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
@@ -3956,9 +4631,96 @@ def _e_Dynamic_SEResControlModeType(w, o):
             el = 'PriceLevelSchedule'
             v = (v << 3) | 4
             n += 3
-            w.v = v; w.n = n
-            _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
-            v = w.v; n = w.n
+            _c1_o = v_PriceLevelSchedule
+            _c1_Id = _c1_o.Id
+            _c1_TimeAnchor = _c1_o.TimeAnchor
+            _c1_PriceScheduleID = _c1_o.PriceScheduleID
+            _c1_PriceScheduleDescription = _c1_o.PriceScheduleDescription
+            _c1_NumberOfPriceLevels = _c1_o.NumberOfPriceLevels
+            _c1_PriceLevelScheduleEntries = _c1_o.PriceLevelScheduleEntries
+            if _c1_Id is not None:
+                el = 'PriceLevelSchedule/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c1_Id)
+                if _l < 126 and _c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                if not (_c1_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if _c1_TimeAnchor < 0 or _c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
+                v <<= 2
+                n += 2
+                _c1_Id = None
+                if _c1_TimeAnchor < 128: v = (v << 9) | (_c1_TimeAnchor << 1); n += 9
+                elif _c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c1_TimeAnchor] << 1); n += 17
+                elif _c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                _c1_TimeAnchor = None
+            elif _c1_TimeAnchor is not None:
+                el = 'PriceLevelSchedule/TimeAnchor'
+                if _c1_TimeAnchor < 0 or _c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if _c1_TimeAnchor < 128: v = (v << 9) | (_c1_TimeAnchor << 1); n += 9
+                elif _c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c1_TimeAnchor] << 1); n += 17
+                elif _c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                _c1_TimeAnchor = None
+            else:
+                raise EncodeError('missing content: expected one of Id, TimeAnchor')
+            if _c1_PriceScheduleID is not None:
+                el = 'PriceLevelSchedule/PriceScheduleID'
+                if _c1_PriceScheduleID < 1 or _c1_PriceScheduleID > 4294967295: raise EncodeError(f'value {_c1_PriceScheduleID!r} outside [1, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_PriceScheduleID < 128: v = (v << 9) | (_c1_PriceScheduleID << 1); n += 9
+                elif _c1_PriceScheduleID < 16384: v = (v << 17) | (_V2[_c1_PriceScheduleID] << 1); n += 17
+                elif _c1_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[_c1_PriceScheduleID & 16383] | 128) << 8) | (_c1_PriceScheduleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+                _c1_PriceScheduleID = None
+            else:
+                raise EncodeError('missing content: expected one of PriceScheduleID')
+            if _c1_PriceScheduleDescription is not None:
+                el = 'PriceLevelSchedule/PriceScheduleDescription'
+                v <<= 3
+                n += 3
+                _l = len(_c1_PriceScheduleDescription)
+                if _l > 160: raise EncodeError(f'length {len(_c1_PriceScheduleDescription)} outside [0, 160]')
+                if _l < 126 and _c1_PriceScheduleDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_PriceScheduleDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_PriceScheduleDescription); v = w.v; n = w.n
+                if not (_c1_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                if not 0 <= _c1_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c1_NumberOfPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (_c1_NumberOfPriceLevels << 1)
+                n += 12
+                _c1_PriceScheduleDescription = None
+                _c1_NumberOfPriceLevels = None
+            elif _c1_NumberOfPriceLevels is not None:
+                el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                if not 0 <= _c1_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c1_NumberOfPriceLevels!r} outside [0, 255]')
+                v = (v << 12) | (1 << 10) | (_c1_NumberOfPriceLevels << 1)
+                n += 12
+                _c1_NumberOfPriceLevels = None
+            else:
+                raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
+            if _c1_PriceLevelScheduleEntries is not None:
+                el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_PriceLevelScheduleEntryListType(w, _c1_PriceLevelScheduleEntries)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_PriceLevelScheduleEntries = None
+                if _c1_Id is not None or _c1_TimeAnchor is not None or _c1_PriceScheduleID is not None or _c1_PriceScheduleDescription is not None or _c1_NumberOfPriceLevels is not None or _c1_PriceLevelScheduleEntries is not None: raise _leftover(_c1_o)
+            else:
+                raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_PriceLevelSchedule = None
             s = 5
         elif True:
@@ -3994,9 +4756,96 @@ def _e_Dynamic_SEResControlModeType(w, o):
                 el = 'PriceLevelSchedule'
                 v = (v << 3) | 3
                 n += 3
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
-                v = w.v; n = w.n
+                _c2_o = v_PriceLevelSchedule
+                _c2_Id = _c2_o.Id
+                _c2_TimeAnchor = _c2_o.TimeAnchor
+                _c2_PriceScheduleID = _c2_o.PriceScheduleID
+                _c2_PriceScheduleDescription = _c2_o.PriceScheduleDescription
+                _c2_NumberOfPriceLevels = _c2_o.NumberOfPriceLevels
+                _c2_PriceLevelScheduleEntries = _c2_o.PriceLevelScheduleEntries
+                if _c2_Id is not None:
+                    el = 'PriceLevelSchedule/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_Id)
+                    if _l < 126 and _c2_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_Id); v = w.v; n = w.n
+                    if not (_c2_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if _c2_TimeAnchor < 0 or _c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 2
+                    n += 2
+                    _c2_Id = None
+                    if _c2_TimeAnchor < 128: v = (v << 9) | (_c2_TimeAnchor << 1); n += 9
+                    elif _c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c2_TimeAnchor] << 1); n += 17
+                    elif _c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c2_TimeAnchor & 16383] | 128) << 8) | (_c2_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                    _c2_TimeAnchor = None
+                elif _c2_TimeAnchor is not None:
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if _c2_TimeAnchor < 0 or _c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c2_TimeAnchor < 128: v = (v << 9) | (_c2_TimeAnchor << 1); n += 9
+                    elif _c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c2_TimeAnchor] << 1); n += 17
+                    elif _c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c2_TimeAnchor & 16383] | 128) << 8) | (_c2_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                    _c2_TimeAnchor = None
+                else:
+                    raise EncodeError('missing content: expected one of Id, TimeAnchor')
+                if _c2_PriceScheduleID is not None:
+                    el = 'PriceLevelSchedule/PriceScheduleID'
+                    if _c2_PriceScheduleID < 1 or _c2_PriceScheduleID > 4294967295: raise EncodeError(f'value {_c2_PriceScheduleID!r} outside [1, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_PriceScheduleID < 128: v = (v << 9) | (_c2_PriceScheduleID << 1); n += 9
+                    elif _c2_PriceScheduleID < 16384: v = (v << 17) | (_V2[_c2_PriceScheduleID] << 1); n += 17
+                    elif _c2_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[_c2_PriceScheduleID & 16383] | 128) << 8) | (_c2_PriceScheduleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+                    _c2_PriceScheduleID = None
+                else:
+                    raise EncodeError('missing content: expected one of PriceScheduleID')
+                if _c2_PriceScheduleDescription is not None:
+                    el = 'PriceLevelSchedule/PriceScheduleDescription'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c2_PriceScheduleDescription)
+                    if _l > 160: raise EncodeError(f'length {len(_c2_PriceScheduleDescription)} outside [0, 160]')
+                    if _l < 126 and _c2_PriceScheduleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_PriceScheduleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_PriceScheduleDescription); v = w.v; n = w.n
+                    if not (_c2_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    if not 0 <= _c2_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c2_NumberOfPriceLevels!r} outside [0, 255]')
+                    v = (v << 12) | (_c2_NumberOfPriceLevels << 1)
+                    n += 12
+                    _c2_PriceScheduleDescription = None
+                    _c2_NumberOfPriceLevels = None
+                elif _c2_NumberOfPriceLevels is not None:
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    if not 0 <= _c2_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c2_NumberOfPriceLevels!r} outside [0, 255]')
+                    v = (v << 12) | (1 << 10) | (_c2_NumberOfPriceLevels << 1)
+                    n += 12
+                    _c2_NumberOfPriceLevels = None
+                else:
+                    raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
+                if _c2_PriceLevelScheduleEntries is not None:
+                    el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleEntryListType(w, _c2_PriceLevelScheduleEntries)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_PriceLevelScheduleEntries = None
+                    if _c2_Id is not None or _c2_TimeAnchor is not None or _c2_PriceScheduleID is not None or _c2_PriceScheduleDescription is not None or _c2_NumberOfPriceLevels is not None or _c2_PriceLevelScheduleEntries is not None: raise _leftover(_c2_o)
+                else:
+                    raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_PriceLevelSchedule = None
                 s = 5
             elif True:
@@ -4025,9 +4874,96 @@ def _e_Dynamic_SEResControlModeType(w, o):
                 el = 'PriceLevelSchedule'
                 v = (v << 3) | 2
                 n += 3
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
-                v = w.v; n = w.n
+                _c3_o = v_PriceLevelSchedule
+                _c3_Id = _c3_o.Id
+                _c3_TimeAnchor = _c3_o.TimeAnchor
+                _c3_PriceScheduleID = _c3_o.PriceScheduleID
+                _c3_PriceScheduleDescription = _c3_o.PriceScheduleDescription
+                _c3_NumberOfPriceLevels = _c3_o.NumberOfPriceLevels
+                _c3_PriceLevelScheduleEntries = _c3_o.PriceLevelScheduleEntries
+                if _c3_Id is not None:
+                    el = 'PriceLevelSchedule/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c3_Id)
+                    if _l < 126 and _c3_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c3_Id); v = w.v; n = w.n
+                    if not (_c3_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if _c3_TimeAnchor < 0 or _c3_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c3_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 2
+                    n += 2
+                    _c3_Id = None
+                    if _c3_TimeAnchor < 128: v = (v << 9) | (_c3_TimeAnchor << 1); n += 9
+                    elif _c3_TimeAnchor < 16384: v = (v << 17) | (_V2[_c3_TimeAnchor] << 1); n += 17
+                    elif _c3_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c3_TimeAnchor & 16383] | 128) << 8) | (_c3_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                    _c3_TimeAnchor = None
+                elif _c3_TimeAnchor is not None:
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if _c3_TimeAnchor < 0 or _c3_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c3_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c3_TimeAnchor < 128: v = (v << 9) | (_c3_TimeAnchor << 1); n += 9
+                    elif _c3_TimeAnchor < 16384: v = (v << 17) | (_V2[_c3_TimeAnchor] << 1); n += 17
+                    elif _c3_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c3_TimeAnchor & 16383] | 128) << 8) | (_c3_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                    _c3_TimeAnchor = None
+                else:
+                    raise EncodeError('missing content: expected one of Id, TimeAnchor')
+                if _c3_PriceScheduleID is not None:
+                    el = 'PriceLevelSchedule/PriceScheduleID'
+                    if _c3_PriceScheduleID < 1 or _c3_PriceScheduleID > 4294967295: raise EncodeError(f'value {_c3_PriceScheduleID!r} outside [1, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c3_PriceScheduleID < 128: v = (v << 9) | (_c3_PriceScheduleID << 1); n += 9
+                    elif _c3_PriceScheduleID < 16384: v = (v << 17) | (_V2[_c3_PriceScheduleID] << 1); n += 17
+                    elif _c3_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[_c3_PriceScheduleID & 16383] | 128) << 8) | (_c3_PriceScheduleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+                    _c3_PriceScheduleID = None
+                else:
+                    raise EncodeError('missing content: expected one of PriceScheduleID')
+                if _c3_PriceScheduleDescription is not None:
+                    el = 'PriceLevelSchedule/PriceScheduleDescription'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c3_PriceScheduleDescription)
+                    if _l > 160: raise EncodeError(f'length {len(_c3_PriceScheduleDescription)} outside [0, 160]')
+                    if _l < 126 and _c3_PriceScheduleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_PriceScheduleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c3_PriceScheduleDescription); v = w.v; n = w.n
+                    if not (_c3_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    if not 0 <= _c3_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c3_NumberOfPriceLevels!r} outside [0, 255]')
+                    v = (v << 12) | (_c3_NumberOfPriceLevels << 1)
+                    n += 12
+                    _c3_PriceScheduleDescription = None
+                    _c3_NumberOfPriceLevels = None
+                elif _c3_NumberOfPriceLevels is not None:
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    if not 0 <= _c3_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c3_NumberOfPriceLevels!r} outside [0, 255]')
+                    v = (v << 12) | (1 << 10) | (_c3_NumberOfPriceLevels << 1)
+                    n += 12
+                    _c3_NumberOfPriceLevels = None
+                else:
+                    raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
+                if _c3_PriceLevelScheduleEntries is not None:
+                    el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleEntryListType(w, _c3_PriceLevelScheduleEntries)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_PriceLevelScheduleEntries = None
+                    if _c3_Id is not None or _c3_TimeAnchor is not None or _c3_PriceScheduleID is not None or _c3_PriceScheduleDescription is not None or _c3_NumberOfPriceLevels is not None or _c3_PriceLevelScheduleEntries is not None: raise _leftover(_c3_o)
+                else:
+                    raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_PriceLevelSchedule = None
                 s = 5
             elif True:
@@ -4049,9 +4985,96 @@ def _e_Dynamic_SEResControlModeType(w, o):
                 el = 'PriceLevelSchedule'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
-                v = w.v; n = w.n
+                _c4_o = v_PriceLevelSchedule
+                _c4_Id = _c4_o.Id
+                _c4_TimeAnchor = _c4_o.TimeAnchor
+                _c4_PriceScheduleID = _c4_o.PriceScheduleID
+                _c4_PriceScheduleDescription = _c4_o.PriceScheduleDescription
+                _c4_NumberOfPriceLevels = _c4_o.NumberOfPriceLevels
+                _c4_PriceLevelScheduleEntries = _c4_o.PriceLevelScheduleEntries
+                if _c4_Id is not None:
+                    el = 'PriceLevelSchedule/@Id'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c4_Id)
+                    if _l < 126 and _c4_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
+                    if not (_c4_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if _c4_TimeAnchor < 0 or _c4_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 2
+                    n += 2
+                    _c4_Id = None
+                    if _c4_TimeAnchor < 128: v = (v << 9) | (_c4_TimeAnchor << 1); n += 9
+                    elif _c4_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_TimeAnchor] << 1); n += 17
+                    elif _c4_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                    _c4_TimeAnchor = None
+                elif _c4_TimeAnchor is not None:
+                    el = 'PriceLevelSchedule/TimeAnchor'
+                    if _c4_TimeAnchor < 0 or _c4_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c4_TimeAnchor < 128: v = (v << 9) | (_c4_TimeAnchor << 1); n += 9
+                    elif _c4_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_TimeAnchor] << 1); n += 17
+                    elif _c4_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                    _c4_TimeAnchor = None
+                else:
+                    raise EncodeError('missing content: expected one of Id, TimeAnchor')
+                if _c4_PriceScheduleID is not None:
+                    el = 'PriceLevelSchedule/PriceScheduleID'
+                    if _c4_PriceScheduleID < 1 or _c4_PriceScheduleID > 4294967295: raise EncodeError(f'value {_c4_PriceScheduleID!r} outside [1, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c4_PriceScheduleID < 128: v = (v << 9) | (_c4_PriceScheduleID << 1); n += 9
+                    elif _c4_PriceScheduleID < 16384: v = (v << 17) | (_V2[_c4_PriceScheduleID] << 1); n += 17
+                    elif _c4_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[_c4_PriceScheduleID & 16383] | 128) << 8) | (_c4_PriceScheduleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+                    _c4_PriceScheduleID = None
+                else:
+                    raise EncodeError('missing content: expected one of PriceScheduleID')
+                if _c4_PriceScheduleDescription is not None:
+                    el = 'PriceLevelSchedule/PriceScheduleDescription'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c4_PriceScheduleDescription)
+                    if _l > 160: raise EncodeError(f'length {len(_c4_PriceScheduleDescription)} outside [0, 160]')
+                    if _l < 126 and _c4_PriceScheduleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_PriceScheduleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c4_PriceScheduleDescription); v = w.v; n = w.n
+                    if not (_c4_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    if not 0 <= _c4_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c4_NumberOfPriceLevels!r} outside [0, 255]')
+                    v = (v << 12) | (_c4_NumberOfPriceLevels << 1)
+                    n += 12
+                    _c4_PriceScheduleDescription = None
+                    _c4_NumberOfPriceLevels = None
+                elif _c4_NumberOfPriceLevels is not None:
+                    el = 'PriceLevelSchedule/NumberOfPriceLevels'
+                    if not 0 <= _c4_NumberOfPriceLevels <= 255: raise EncodeError(f'value {_c4_NumberOfPriceLevels!r} outside [0, 255]')
+                    v = (v << 12) | (1 << 10) | (_c4_NumberOfPriceLevels << 1)
+                    n += 12
+                    _c4_NumberOfPriceLevels = None
+                else:
+                    raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
+                if _c4_PriceLevelScheduleEntries is not None:
+                    el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleEntryListType(w, _c4_PriceLevelScheduleEntries)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_PriceLevelScheduleEntries = None
+                    if _c4_Id is not None or _c4_TimeAnchor is not None or _c4_PriceScheduleID is not None or _c4_PriceScheduleDescription is not None or _c4_NumberOfPriceLevels is not None or _c4_PriceLevelScheduleEntries is not None: raise _leftover(_c4_o)
+                else:
+                    raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_PriceLevelSchedule = None
                 s = 5
             elif True:
@@ -4191,15 +5214,15 @@ def _d_EMAIDListType(r):
         if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
         f_EMAID.append(_v)
         s = 1
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'EMAID'
                 _esc = x
                 if _esc:
@@ -4212,16 +5235,20 @@ def _d_EMAIDListType(r):
                     _v = r.string('iso20_commonmessages:EMAID')
                     if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('EMAIDListType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_EMAID.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 3
                     s = 8
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -4655,19 +5682,25 @@ def _d_EVPowerProfileEntryListType(r):
         V = r.v; q = r.end - r.pos
         f_EVPowerProfileEntry.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVPowerProfileEntry'
                 r.pos = r.end - q
                 _v = _d_PowerScheduleEntryType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_EVPowerProfileEntry.append(_v)
                 _k += 1
                 if _k == 2047:
+                    q += 2
                     s = 2048
                     break
             elif ec == 1:
@@ -4771,17 +5804,15 @@ def _d_EVPowerProfileType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('EVPowerProfileType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('EVPowerProfileType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
+            if _a: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'Dynamic_EVPPTControlMode'
             f_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
             el = 'EVPowerProfileEntries'
@@ -4791,14 +5822,14 @@ def _d_EVPowerProfileType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-            s = 4
         elif ec == 1:
+            x = _a
+            if x & 2: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'Scheduled_EVPPTControlMode'
+            _a = (x & 1)
             _c2_SelectedScheduleTupleID = None
             _c2_PowerToleranceAcceptance = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+            if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4818,24 +5849,20 @@ def _d_EVPowerProfileType(r):
                 _c2_SelectedScheduleTupleID = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slidep(q, 7)
+            x = (V >> q) & 127
+            if x & 64: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_s = 1
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                x = _a
                 if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 el = 'Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
                 _c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
-                _c2_s = -1
             elif ec == 1:
-                pass
-                _c2_s = -1
+                q += 4
             else:
                 raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             f_Scheduled_EVPPTControlMode = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
@@ -4851,10 +5878,8 @@ def _d_EVPowerProfileType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-            s = 4
         else:
             raise r.deviation('EVPowerProfileType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -4885,7 +5910,6 @@ def _e_EVPowerProfileType(w, o):
             elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
         if v_Dynamic_EVPPTControlMode is not None:
@@ -4900,7 +5924,6 @@ def _e_EVPowerProfileType(w, o):
             _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
             v = w.v; n = w.n
             v_EVPowerProfileEntries = None
-            s = 4
         elif v_Scheduled_EVPPTControlMode is not None:
             el = 'Scheduled_EVPPTControlMode'
             v = (v << 2) | 1
@@ -4917,7 +5940,6 @@ def _e_EVPowerProfileType(w, o):
                 elif _c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_SelectedScheduleTupleID] << 1); n += 17
                 elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
             if _c2_PowerToleranceAcceptance is not None:
@@ -4926,11 +5948,9 @@ def _e_EVPowerProfileType(w, o):
                 if _c2_i1 is None: raise EncodeError(f'{_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
                 v = (v << 6) | (_c2_i1 << 2)
                 n += 6
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
             el = 'EVPowerProfileEntries'
@@ -4941,14 +5961,12 @@ def _e_EVPowerProfileType(w, o):
             _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
             v = w.v; n = w.n
             v_EVPowerProfileEntries = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
         if True:
             v <<= 1
             n += 1
             if v_TimeAnchor is not None or v_Dynamic_EVPPTControlMode is not None or v_Scheduled_EVPPTControlMode is not None or v_EVPowerProfileEntries is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5023,79 +6041,83 @@ def _d_EVPowerScheduleEntryListType(r):
         _v.Power = _c1_Power
         f_EVPowerScheduleEntry.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                if _a: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
                 el = 'EVPowerScheduleEntry/Duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Duration = _y >> 16
+                        _c3_Duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Duration = _U2[_y >> 8]
+                        _c3_Duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Duration = (V >> q) & 127
+                    _c3_Duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
+                if _c3_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 el = 'EVPowerScheduleEntry/Power/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                _c3_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPowerScheduleEntry/Power/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = _y >> 16
+                        _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
+                        _c3_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c1_Value = (V >> q) & 127
+                    _c3_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_Power = _new(_K_iso20_commontypes_RationalNumberType)
-                _c2_Power.Exponent = _c2_c1_Exponent
-                _c2_Power.Value = _c2_c1_Value
+                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 112: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
+                _c3_Power = _new(_K_iso20_commontypes_RationalNumberType)
+                _c3_Power.Exponent = _c3_c1_Exponent
+                _c3_Power.Value = _c3_c1_Value
                 _v = _new(_K_iso20_commonmessages_EVPowerScheduleEntryType)
-                _v.Duration = _c2_Duration
-                _v.Power = _c2_Power
+                _v.Duration = _c3_Duration
+                _v.Power = _c3_Power
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_EVPowerScheduleEntry.append(_v)
                 _k += 1
                 if _k == 1023:
+                    q += 4
                     s = 1024
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -5426,19 +6448,25 @@ def _d_EVPriceRuleStackListType(r):
         V = r.v; q = r.end - r.pos
         f_EVPriceRuleStack.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'EVPriceRuleStack'
                 r.pos = r.end - q
                 _v = _d_EVPriceRuleStackType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_EVPriceRuleStack.append(_v)
                 _k += 1
                 if _k == 1023:
+                    q += 2
                     s = 1024
                     break
             elif ec == 1:
@@ -5611,87 +6639,91 @@ def _d_EVPriceRuleStackType(r):
         _v.PowerRangeStart = _c1_PowerRangeStart
         f_EVPriceRule.append(_v)
         s = 2
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 15)
+        _a = (x & 32767)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('EVPriceRuleStackType', r.end - q)
                 el = 'EVPriceRule/EnergyFee/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                _c3_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPriceRule/EnergyFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = _y >> 16
+                        _c3_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
+                        _c3_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c1_Value = (V >> q) & 127
+                    _c3_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
-                _c2_EnergyFee.Exponent = _c2_c1_Exponent
-                _c2_EnergyFee.Value = _c2_c1_Value
+                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
+                _c3_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
+                _c3_EnergyFee.Exponent = _c3_c1_Exponent
+                _c3_EnergyFee.Value = _c3_c1_Value
                 el = 'EVPriceRule/PowerRangeStart/Exponent'
-                _c2_c2_Exponent = ((x >> 4) & 255) + -128
+                _c3_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPriceRule/PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c2_Value = _y >> 16
+                        _c3_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_Value = _U2[_y >> 8]
+                        _c3_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c2_Value = (V >> q) & 127
+                    _c3_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
-                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                _c2_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
-                _c2_PowerRangeStart.Exponent = _c2_c2_Exponent
-                _c2_PowerRangeStart.Value = _c2_c2_Value
+                    r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 917504: raise r.deviation('EVPriceRuleStackType', r.end - q)
+                if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
+                _c3_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
+                _c3_PowerRangeStart.Exponent = _c3_c2_Exponent
+                _c3_PowerRangeStart.Value = _c3_c2_Value
                 _v = _new(_K_iso20_commonmessages_EVPriceRuleType)
-                _v.EnergyFee = _c2_EnergyFee
-                _v.PowerRangeStart = _c2_PowerRangeStart
+                _v.EnergyFee = _c3_EnergyFee
+                _v.PowerRangeStart = _c3_PowerRangeStart
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 f_EVPriceRule.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 17
                     s = 9
                     break
             elif ec == 1:
-                pass
+                q += 15
                 s = -1
                 break
             else:
@@ -5979,16 +7011,16 @@ def _d_MeteringConfirmationReqType(r):
     f_Header = None
     f_SignedMeteringData = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeteringConfirmationReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('MeteringConfirmationReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -6024,7 +7056,6 @@ def _d_MeteringConfirmationReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -6033,19 +7064,17 @@ def _d_MeteringConfirmationReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeteringConfirmationReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeteringConfirmationReqType', r.end - q)
         el = 'SignedMeteringData'
         _c2_Id = None
         _c2_SessionID = None
@@ -6053,9 +7082,6 @@ def _d_MeteringConfirmationReqType(r):
         _c2_Receipt = None
         _c2_Dynamic_SMDTControlMode = None
         _c2_Scheduled_SMDTControlMode = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SignedMeteringDataType', r.end - q)
         el = 'SignedMeteringData/@Id'
         r.pos = r.end - q
         _c2_Id = r.string('iso20_commonmessages:Id')
@@ -6077,97 +7103,92 @@ def _d_MeteringConfirmationReqType(r):
         r.pos = r.end - q
         _c2_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _c2_s = 3
         if ec == 0:
+            q += 2
             el = 'SignedMeteringData/Receipt'
             r.pos = r.end - q
             _c2_Receipt = c_iso20_commontypes._d_ReceiptType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             _c2_s = 4
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
             el = 'SignedMeteringData/Dynamic_SMDTControlMode'
             _c2_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
             _c2_s = 5
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
             el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c2_SelectedScheduleTupleID = _y >> 16
+                    _c2_c6_SelectedScheduleTupleID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
+                    _c2_c6_SelectedScheduleTupleID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c6_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_c6_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
+                _c2_c6_SelectedScheduleTupleID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_c6_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
-            if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
+            if _c2_c6_SelectedScheduleTupleID < 1 or _c2_c6_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c6_SelectedScheduleTupleID, r.at(r.end - q))
             _c2_Scheduled_SMDTControlMode = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
-            _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
+            _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c6_SelectedScheduleTupleID
             _c2_s = 6
         else:
             raise r.deviation('SignedMeteringDataType', r.end - q)
         if _c2_s == 4:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'SignedMeteringData/Dynamic_SMDTControlMode'
                 _c2_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
                 _c2_s = 5
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c4_SelectedScheduleTupleID = _y >> 16
+                        _c2_c8_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c4_SelectedScheduleTupleID = _U2[_y >> 8]
+                        _c2_c8_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c4_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c8_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_c8_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c4_SelectedScheduleTupleID = (V >> q) & 127
+                    _c2_c8_SelectedScheduleTupleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_c8_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
-                if _c2_c4_SelectedScheduleTupleID < 1 or _c2_c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c4_SelectedScheduleTupleID, r.at(r.end - q))
+                if _c2_c8_SelectedScheduleTupleID < 1 or _c2_c8_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c8_SelectedScheduleTupleID, r.at(r.end - q))
                 _c2_Scheduled_SMDTControlMode = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
-                _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c4_SelectedScheduleTupleID
+                _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c8_SelectedScheduleTupleID
                 _c2_s = 6
             else:
                 raise r.deviation('SignedMeteringDataType', r.end - q)
@@ -6226,7 +7247,6 @@ def _e_MeteringConfirmationReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -6238,11 +7258,9 @@ def _e_MeteringConfirmationReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SignedMeteringData is not None): raise EncodeError('missing content: SignedMeteringData')
             el = 'SignedMeteringData'
@@ -6376,16 +7394,16 @@ def _d_MeteringConfirmationResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeteringConfirmationResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('MeteringConfirmationResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -6421,7 +7439,6 @@ def _d_MeteringConfirmationResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -6430,10 +7447,8 @@ def _d_MeteringConfirmationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -6489,7 +7504,6 @@ def _e_MeteringConfirmationResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -6501,11 +7515,9 @@ def _e_MeteringConfirmationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -6532,13 +7544,14 @@ def _d_OverstayRuleListType(r):
     f_OverstayPowerThreshold = None
     f_OverstayRule = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayTimeThreshold'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -6558,73 +7571,73 @@ def _d_OverstayRuleListType(r):
                 f_OverstayTimeThreshold = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('OverstayRuleListType', r.end - q)
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 65536: raise r.deviation('OverstayRuleListType', r.end - q)
             if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 1
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayPowerThreshold/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayPowerThreshold/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 56: raise r.deviation('OverstayRuleListType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_OverstayPowerThreshold = _new(_K_iso20_commontypes_RationalNumberType)
-            f_OverstayPowerThreshold.Exponent = _c1_Exponent
-            f_OverstayPowerThreshold.Value = _c1_Value
+            f_OverstayPowerThreshold.Exponent = _c6_Exponent
+            f_OverstayPowerThreshold.Value = _c6_Value
+            _a = (x & 7)
             s = 2
         elif ec == 2:
+            q += 11
+            x = _a >> 11
             el = 'OverstayRule'
-            _c2_OverstayRuleDescription = None
-            _c2_StartTime = None
-            _c2_OverstayFee = None
-            _c2_OverstayFeePeriod = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            ec = (x >> 1)
+            _a = (x & 1)
+            _c7_OverstayRuleDescription = None
+            _c7_StartTime = None
+            _c7_OverstayFee = None
+            _c7_OverstayFeePeriod = None
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'OverstayRule/OverstayRuleDescription'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    _c2_OverstayRuleDescription = ''
+                    _c7_OverstayRuleDescription = ''
                 else:
                     r.pos = r.end - q
-                    _c2_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                    if len(_c2_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c2_OverstayRuleDescription, r.at(r.pos))
+                    _c7_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c7_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c7_OverstayRuleDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -6634,183 +7647,179 @@ def _d_OverstayRuleListType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_StartTime = _y >> 16
+                        _c7_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_StartTime = _U2[_y >> 8]
+                        _c7_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_StartTime = (V >> q) & 127
+                    _c7_StartTime = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
-                _c2_s = 2
+                    r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
+                _a = (x & 16383)
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _a: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_StartTime = _y >> 16
+                        _c7_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_StartTime = _U2[_y >> 8]
+                        _c7_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_StartTime = (V >> q) & 127
+                    _c7_StartTime = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
-                _c2_s = 2
+                    r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
+                _a = (x & 16383)
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'OverstayRule/OverstayFee/Exponent'
-            _c2_c1_Exponent = ((x >> 4) & 255) + -128
+            _c7_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayRule/OverstayFee/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c1_Value = _y >> 16
+                    _c7_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c1_Value = _U2[_y >> 8]
+                    _c7_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c1_Value = (V >> q) & 127
+                _c7_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-            if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-            _c2_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
-            _c2_OverstayFee.Exponent = _c2_c1_Exponent
-            _c2_OverstayFee.Value = _c2_c1_Value
+            if _neg: _c7_c2_Value = -_c7_c2_Value - 1
+            if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
+            _c7_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+            _c7_OverstayFee.Exponent = _c7_c2_Exponent
+            _c7_OverstayFee.Value = _c7_c2_Value
             el = 'OverstayRule/OverstayFeePeriod'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_OverstayFeePeriod = _y >> 16
+                    _c7_OverstayFeePeriod = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_OverstayFeePeriod = _U2[_y >> 8]
+                    _c7_OverstayFeePeriod = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_OverstayFeePeriod = (V >> q) & 127
+                _c7_OverstayFeePeriod = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-            if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
-            _c2_s = -1
+            if _c7_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c7_OverstayFeePeriod, r.at(r.end - q))
             _v = _new(_K_iso20_commonmessages_OverstayRuleType)
-            _v.OverstayRuleDescription = _c2_OverstayRuleDescription
-            _v.StartTime = _c2_StartTime
-            _v.OverstayFee = _c2_OverstayFee
-            _v.OverstayFeePeriod = _c2_OverstayFeePeriod
+            _v.OverstayRuleDescription = _c7_OverstayRuleDescription
+            _v.StartTime = _c7_StartTime
+            _v.OverstayFee = _c7_OverstayFee
+            _v.OverstayFeePeriod = _c7_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         else:
             raise r.deviation('OverstayRuleListType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c8_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c8_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c8_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('OverstayRuleListType', r.end - q)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                 f_OverstayPowerThreshold = _new(_K_iso20_commontypes_RationalNumberType)
-                f_OverstayPowerThreshold.Exponent = _c3_Exponent
-                f_OverstayPowerThreshold.Value = _c3_Value
+                f_OverstayPowerThreshold.Exponent = _c8_Exponent
+                f_OverstayPowerThreshold.Value = _c8_Value
+                _a = (x & 7)
                 s = 2
             elif ec == 1:
+                q += 11
+                x = _a >> 11
                 el = 'OverstayRule'
-                _c4_OverstayRuleDescription = None
-                _c4_StartTime = None
-                _c4_OverstayFee = None
-                _c4_OverstayFeePeriod = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                ec = (x >> 1)
+                _a = (x & 1)
+                _c9_OverstayRuleDescription = None
+                _c9_StartTime = None
+                _c9_OverstayFee = None
+                _c9_OverstayFeePeriod = None
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'OverstayRule/OverstayRuleDescription'
                     _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
-                        _c4_OverstayRuleDescription = ''
+                        _c9_OverstayRuleDescription = ''
                     else:
                         r.pos = r.end - q
-                        _c4_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                        if len(_c4_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c4_OverstayRuleDescription, r.at(r.pos))
+                        _c9_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                        if len(_c9_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c9_OverstayRuleDescription, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
@@ -6820,146 +7829,141 @@ def _d_OverstayRuleListType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c4_StartTime = _y >> 16
+                            _c9_StartTime = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_StartTime = _U2[_y >> 8]
+                            _c9_StartTime = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c4_StartTime = (V >> q) & 127
+                        _c9_StartTime = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
-                    _c4_s = 2
+                        r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 16
+                    if q < 0: V, q = r.slidep(q, 16)
+                    x = (V >> q) & 65535
+                    if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
+                    _a = (x & 16383)
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _a: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/StartTime'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c4_StartTime = _y >> 16
+                            _c9_StartTime = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_StartTime = _U2[_y >> 8]
+                            _c9_StartTime = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c4_StartTime = (V >> q) & 127
+                        _c9_StartTime = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
-                    _c4_s = 2
+                        r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 16
+                    if q < 0: V, q = r.slidep(q, 16)
+                    x = (V >> q) & 65535
+                    if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
+                    _a = (x & 16383)
                 else:
                     raise r.deviation('OverstayRuleType', r.end - q)
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/OverstayFee/Exponent'
-                _c4_c1_Exponent = ((x >> 4) & 255) + -128
+                _c9_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayRule/OverstayFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_c1_Value = _y >> 16
+                        _c9_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c1_Value = _U2[_y >> 8]
+                        _c9_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_c1_Value = (V >> q) & 127
+                    _c9_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
-                _c4_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
-                _c4_OverstayFee.Exponent = _c4_c1_Exponent
-                _c4_OverstayFee.Value = _c4_c1_Value
+                if _neg: _c9_c2_Value = -_c9_c2_Value - 1
+                if _c9_c2_Value < -32768 or _c9_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c2_Value, r.at(r.end - q))
+                _c9_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+                _c9_OverstayFee.Exponent = _c9_c2_Exponent
+                _c9_OverstayFee.Value = _c9_c2_Value
                 el = 'OverstayRule/OverstayFeePeriod'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_OverstayFeePeriod = _y >> 16
+                        _c9_OverstayFeePeriod = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_OverstayFeePeriod = _U2[_y >> 8]
+                        _c9_OverstayFeePeriod = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_OverstayFeePeriod = (V >> q) & 127
+                    _c9_OverstayFeePeriod = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
-                _c4_s = -1
+                if _c9_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c9_OverstayFeePeriod, r.at(r.end - q))
                 _v = _new(_K_iso20_commonmessages_OverstayRuleType)
-                _v.OverstayRuleDescription = _c4_OverstayRuleDescription
-                _v.StartTime = _c4_StartTime
-                _v.OverstayFee = _c4_OverstayFee
-                _v.OverstayFeePeriod = _c4_OverstayFeePeriod
+                _v.OverstayRuleDescription = _c9_OverstayRuleDescription
+                _v.StartTime = _c9_StartTime
+                _v.OverstayFee = _c9_OverstayFee
+                _v.OverstayFeePeriod = _c9_OverstayFeePeriod
                 f_OverstayRule.append(_v)
                 s = 3
             else:
                 raise r.deviation('OverstayRuleListType', r.end - q)
         if s == 2:
+            x = _a
             el = 'OverstayRule'
-            _c5_OverstayRuleDescription = None
-            _c5_StartTime = None
-            _c5_OverstayFee = None
-            _c5_OverstayFeePeriod = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            ec = (x >> 1)
+            _a = (x & 1)
+            _c10_OverstayRuleDescription = None
+            _c10_StartTime = None
+            _c10_OverstayFee = None
+            _c10_OverstayFeePeriod = None
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'OverstayRule/OverstayRuleDescription'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
-                    _c5_OverstayRuleDescription = ''
+                    _c10_OverstayRuleDescription = ''
                 else:
                     r.pos = r.end - q
-                    _c5_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                    if len(_c5_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c5_OverstayRuleDescription, r.at(r.pos))
+                    _c10_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c10_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c10_OverstayRuleDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
@@ -6969,150 +7973,147 @@ def _d_OverstayRuleListType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_StartTime = _y >> 16
+                        _c10_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_StartTime = _U2[_y >> 8]
+                        _c10_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_StartTime = (V >> q) & 127
+                    _c10_StartTime = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
-                _c5_s = 2
+                    r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
+                _a = (x & 16383)
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                if _a: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_StartTime = _y >> 16
+                        _c10_StartTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_StartTime = _U2[_y >> 8]
+                        _c10_StartTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_StartTime = (V >> q) & 127
+                    _c10_StartTime = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
-                _c5_s = 2
+                    r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
+                _a = (x & 16383)
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'OverstayRule/OverstayFee/Exponent'
-            _c5_c1_Exponent = ((x >> 4) & 255) + -128
+            _c10_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayRule/OverstayFee/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_c1_Value = _y >> 16
+                    _c10_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_c1_Value = _U2[_y >> 8]
+                    _c10_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_c1_Value = (V >> q) & 127
+                _c10_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-            if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-            _c5_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
-            _c5_OverstayFee.Exponent = _c5_c1_Exponent
-            _c5_OverstayFee.Value = _c5_c1_Value
+            if _neg: _c10_c2_Value = -_c10_c2_Value - 1
+            if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
+            _c10_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+            _c10_OverstayFee.Exponent = _c10_c2_Exponent
+            _c10_OverstayFee.Value = _c10_c2_Value
             el = 'OverstayRule/OverstayFeePeriod'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_OverstayFeePeriod = _y >> 16
+                    _c10_OverstayFeePeriod = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_OverstayFeePeriod = _U2[_y >> 8]
+                    _c10_OverstayFeePeriod = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_OverstayFeePeriod = (V >> q) & 127
+                _c10_OverstayFeePeriod = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-            if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
-            _c5_s = -1
+            if _c10_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c10_OverstayFeePeriod, r.at(r.end - q))
             _v = _new(_K_iso20_commonmessages_OverstayRuleType)
-            _v.OverstayRuleDescription = _c5_OverstayRuleDescription
-            _v.StartTime = _c5_StartTime
-            _v.OverstayFee = _c5_OverstayFee
-            _v.OverstayFeePeriod = _c5_OverstayFeePeriod
+            _v.OverstayRuleDescription = _c10_OverstayRuleDescription
+            _v.StartTime = _c10_StartTime
+            _v.OverstayFee = _c10_OverstayFee
+            _v.OverstayFeePeriod = _c10_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         if s == 3:
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            ec = (x >> 3)
+            _a = (x & 7)
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
+                    x = _a
                     el = 'OverstayRule'
-                    _c6_OverstayRuleDescription = None
-                    _c6_StartTime = None
-                    _c6_OverstayFee = None
-                    _c6_OverstayFeePeriod = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
+                    ec = (x >> 1)
+                    _a = (x & 1)
+                    _c12_OverstayRuleDescription = None
+                    _c12_StartTime = None
+                    _c12_OverstayFee = None
+                    _c12_OverstayFeePeriod = None
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        x = _a
                         el = 'OverstayRule/OverstayRuleDescription'
                         _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
-                            _c6_OverstayRuleDescription = ''
+                            _c12_OverstayRuleDescription = ''
                         else:
                             r.pos = r.end - q
-                            _c6_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
-                            if len(_c6_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c6_OverstayRuleDescription, r.at(r.pos))
+                            _c12_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                            if len(_c12_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c12_OverstayRuleDescription, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
@@ -7122,125 +8123,126 @@ def _d_OverstayRuleListType(r):
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c6_StartTime = _y >> 16
+                                _c12_StartTime = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_StartTime = _U2[_y >> 8]
+                                _c12_StartTime = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c12_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c6_StartTime = (V >> q) & 127
+                            _c12_StartTime = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
-                        _c6_s = 2
+                            r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 16
+                        if q < 0: V, q = r.slidep(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
+                        _a = (x & 16383)
                     elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _a: raise r.deviation('OverstayRuleType', r.end - q)
                         el = 'OverstayRule/StartTime'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c6_StartTime = _y >> 16
+                                _c12_StartTime = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c6_StartTime = _U2[_y >> 8]
+                                _c12_StartTime = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c12_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c6_StartTime = (V >> q) & 127
+                            _c12_StartTime = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
-                        _c6_s = 2
+                            r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 16
+                        if q < 0: V, q = r.slidep(q, 16)
+                        x = (V >> q) & 65535
+                        if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
+                        _a = (x & 16383)
                     else:
                         raise r.deviation('OverstayRuleType', r.end - q)
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
+                    x = _a
                     if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/OverstayFee/Exponent'
-                    _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                    _c12_c2_Exponent = ((x >> 4) & 255) + -128
                     el = 'OverstayRule/OverstayFee/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c6_c1_Value = _y >> 16
+                            _c12_c2_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_c1_Value = _U2[_y >> 8]
+                            _c12_c2_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c12_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c12_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c6_c1_Value = (V >> q) & 127
+                        _c12_c2_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                    _c6_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
-                    _c6_OverstayFee.Exponent = _c6_c1_Exponent
-                    _c6_OverstayFee.Value = _c6_c1_Value
+                    if _neg: _c12_c2_Value = -_c12_c2_Value - 1
+                    if _c12_c2_Value < -32768 or _c12_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c2_Value, r.at(r.end - q))
+                    _c12_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+                    _c12_OverstayFee.Exponent = _c12_c2_Exponent
+                    _c12_OverstayFee.Value = _c12_c2_Value
                     el = 'OverstayRule/OverstayFeePeriod'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c6_OverstayFeePeriod = _y >> 16
+                            _c12_OverstayFeePeriod = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c6_OverstayFeePeriod = _U2[_y >> 8]
+                            _c12_OverstayFeePeriod = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c6_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c12_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c12_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c6_OverstayFeePeriod = (V >> q) & 127
+                        _c12_OverstayFeePeriod = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
-                    _c6_s = -1
+                        r.pos = r.end - q; _c12_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 7
+                    if q < 0: V, q = r.slidep(q, 7)
+                    x = (V >> q) & 127
+                    if x & 96: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c12_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c12_OverstayFeePeriod, r.at(r.end - q))
+                    ec = ((x >> 3) & 3)
+                    _a = (x & 7)
                     _v = _new(_K_iso20_commonmessages_OverstayRuleType)
-                    _v.OverstayRuleDescription = _c6_OverstayRuleDescription
-                    _v.StartTime = _c6_StartTime
-                    _v.OverstayFee = _c6_OverstayFee
-                    _v.OverstayFeePeriod = _c6_OverstayFeePeriod
+                    _v.OverstayRuleDescription = _c12_OverstayRuleDescription
+                    _v.StartTime = _c12_StartTime
+                    _v.OverstayFee = _c12_OverstayFee
+                    _v.OverstayFeePeriod = _c12_OverstayFeePeriod
                     f_OverstayRule.append(_v)
                     _k += 1
                     if _k == 4:
+                        q += 5
                         s = 7
                         break
                 elif ec == 1:
-                    pass
+                    q += 3
                     s = -1
                     break
                 else:
@@ -7329,7 +8331,6 @@ def _e_OverstayRuleListType(w, o):
                 elif _c2_StartTime < 16384: v = (v << 17) | (_V2[_c2_StartTime] << 1); n += 17
                 elif _c2_StartTime < 2097152: v = (v << 25) | ((((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = (w.v << 1); n = w.n + 1
-                _c2_s = 2
             elif _c2_StartTime is not None:
                 el = 'OverstayRule/StartTime'
                 if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
@@ -7339,7 +8340,6 @@ def _e_OverstayRuleListType(w, o):
                 elif _c2_StartTime < 16384: v = (v << 17) | (_V2[_c2_StartTime] << 1); n += 17
                 elif _c2_StartTime < 2097152: v = (v << 25) | ((((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = (w.v << 1); n = w.n + 1
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
             if _c2_OverstayFee is not None:
@@ -7369,7 +8369,6 @@ def _e_OverstayRuleListType(w, o):
                 elif _c2_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c2_OverstayFeePeriod] << 2); n += 18
                 elif _c2_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c2_OverstayFeePeriod & 16383] | 128) << 8) | (_c2_OverstayFeePeriod >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of OverstayFee')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7426,7 +8425,6 @@ def _e_OverstayRuleListType(w, o):
                     elif _c4_StartTime < 16384: v = (v << 17) | (_V2[_c4_StartTime] << 1); n += 17
                     elif _c4_StartTime < 2097152: v = (v << 25) | ((((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 2
                 elif _c4_StartTime is not None:
                     el = 'OverstayRule/StartTime'
                     if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
@@ -7436,7 +8434,6 @@ def _e_OverstayRuleListType(w, o):
                     elif _c4_StartTime < 16384: v = (v << 17) | (_V2[_c4_StartTime] << 1); n += 17
                     elif _c4_StartTime < 2097152: v = (v << 25) | ((((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
                 if _c4_OverstayFee is not None:
@@ -7466,7 +8463,6 @@ def _e_OverstayRuleListType(w, o):
                     elif _c4_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c4_OverstayFeePeriod] << 2); n += 18
                     elif _c4_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c4_OverstayFeePeriod & 16383] | 128) << 8) | (_c4_OverstayFeePeriod >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                    _c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of OverstayFee')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7503,7 +8499,6 @@ def _e_OverstayRuleListType(w, o):
                     elif _c5_StartTime < 16384: v = (v << 17) | (_V2[_c5_StartTime] << 1); n += 17
                     elif _c5_StartTime < 2097152: v = (v << 25) | ((((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = (w.v << 1); n = w.n + 1
-                    _c5_s = 2
                 elif _c5_StartTime is not None:
                     el = 'OverstayRule/StartTime'
                     if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
@@ -7513,7 +8508,6 @@ def _e_OverstayRuleListType(w, o):
                     elif _c5_StartTime < 16384: v = (v << 17) | (_V2[_c5_StartTime] << 1); n += 17
                     elif _c5_StartTime < 2097152: v = (v << 25) | ((((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = (w.v << 1); n = w.n + 1
-                    _c5_s = 2
                 else:
                     raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
                 if _c5_OverstayFee is not None:
@@ -7543,7 +8537,6 @@ def _e_OverstayRuleListType(w, o):
                     elif _c5_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c5_OverstayFeePeriod] << 2); n += 18
                     elif _c5_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c5_OverstayFeePeriod & 16383] | 128) << 8) | (_c5_OverstayFeePeriod >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                    _c5_s = -1
                 else:
                     raise EncodeError('missing content: expected one of OverstayFee')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7582,7 +8575,6 @@ def _e_OverstayRuleListType(w, o):
                         elif _c6_StartTime < 16384: v = (v << 17) | (_V2[_c6_StartTime] << 1); n += 17
                         elif _c6_StartTime < 2097152: v = (v << 25) | ((((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 2
                     elif _c6_StartTime is not None:
                         el = 'OverstayRule/StartTime'
                         if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
@@ -7592,7 +8584,6 @@ def _e_OverstayRuleListType(w, o):
                         elif _c6_StartTime < 16384: v = (v << 17) | (_V2[_c6_StartTime] << 1); n += 17
                         elif _c6_StartTime < 2097152: v = (v << 25) | ((((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 2
                     else:
                         raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
                     if _c6_OverstayFee is not None:
@@ -7622,7 +8613,6 @@ def _e_OverstayRuleListType(w, o):
                         elif _c6_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c6_OverstayFeePeriod] << 2); n += 18
                         elif _c6_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c6_OverstayFeePeriod & 16383] | 128) << 8) | (_c6_OverstayFeePeriod >> 14)) << 2); n += 26
                         else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                        _c6_s = -1
                     else:
                         raise EncodeError('missing content: expected one of OverstayFee')
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7658,13 +8648,13 @@ def _d_OverstayRuleType(r):
     f_OverstayFee = None
     f_OverstayFeePeriod = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'OverstayRuleDescription'
             _esc = x
             if _esc:
@@ -7699,15 +8689,14 @@ def _d_OverstayRuleType(r):
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
             if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
-            s = 2
+            _a = (x & 16383)
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+            if _a: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'StartTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -7727,16 +8716,15 @@ def _d_OverstayRuleType(r):
                 f_StartTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
             if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
-            s = 2
+            _a = (x & 16383)
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
+        x = _a
         if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
         el = 'OverstayFee/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
@@ -7791,7 +8779,6 @@ def _d_OverstayRuleType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
         if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -7831,7 +8818,6 @@ def _e_OverstayRuleType(w, o):
             elif v_StartTime < 16384: v = (v << 17) | (_V2[v_StartTime] << 1); n += 17
             elif v_StartTime < 2097152: v = (v << 25) | ((((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_StartTime); v = (w.v << 1); n = w.n + 1
-            s = 2
         elif v_StartTime is not None:
             el = 'StartTime'
             if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
@@ -7841,7 +8827,6 @@ def _e_OverstayRuleType(w, o):
             elif v_StartTime < 16384: v = (v << 17) | (_V2[v_StartTime] << 1); n += 17
             elif v_StartTime < 2097152: v = (v << 25) | ((((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_StartTime); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
         if v_OverstayFee is not None:
@@ -7871,7 +8856,6 @@ def _e_OverstayRuleType(w, o):
             elif v_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[v_OverstayFeePeriod] << 2); n += 18
             elif v_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[v_OverstayFeePeriod & 16383] | 128) << 8) | (v_OverstayFeePeriod >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-            s = -1
         else:
             raise EncodeError('missing content: expected one of OverstayFee')
         w.v = v; w.n = n
@@ -7919,19 +8903,25 @@ def _d_ParameterSetType(r):
         V = r.v; q = r.end - r.pos
         f_Parameter.append(_v)
         s = 2
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Parameter'
                 r.pos = r.end - q
                 _v = _d_ParameterType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_Parameter.append(_v)
                 _k += 1
                 if _k == 31:
+                    q += 2
                     s = 33
                     break
             elif ec == 1:
@@ -8036,31 +9026,26 @@ def _d_ParameterType(r):
         f_Name = r.string('iso20_commonmessages:Name')
         if len(f_Name) > 80: r.facet('ParameterType/Name', 'length [0, 80]', f_Name, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        ec = x
-        s = 1
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 10
+            x = _a >> 10
             if x & 11: raise r.deviation('ParameterType', r.end - q)
             el = 'boolValue'
             f_boolValue = ((x >> 2) & 1) == 1
-            s = -1
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            q += 3
+            x = _a >> 3
             if x & 1027: raise r.deviation('ParameterType', r.end - q)
             el = 'byteValue'
             f_byteValue = ((x >> 2) & 255) + -128
-            s = -1
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 12
+            x = _a >> 12
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'shortValue'
             _neg = (x & 1)
@@ -8087,11 +9072,9 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
             if _neg: f_shortValue = -f_shortValue - 1
             if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
-            s = -1
         elif ec == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 12
+            x = _a >> 12
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'intValue'
             _neg = (x & 1)
@@ -8118,47 +9101,42 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
             if _neg: f_intValue = -f_intValue - 1
             if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
-            s = -1
         elif ec == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('ParameterType', r.end - q)
             el = 'rationalNumber/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'rationalNumber/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_rationalNumber = _new(_K_iso20_commontypes_RationalNumberType)
-            f_rationalNumber.Exponent = _c1_Exponent
-            f_rationalNumber.Value = _c1_Value
-            s = -1
+            f_rationalNumber.Exponent = _c2_Exponent
+            f_rationalNumber.Value = _c2_Value
         elif ec == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 13
+            x = _a >> 13
             el = 'finiteString'
             _esc = x
             if _esc:
@@ -8174,7 +9152,6 @@ def _d_ParameterType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-            s = -1
         else:
             raise r.deviation('ParameterType', r.end - q)
         r.pos = r.end - q
@@ -8214,7 +9191,6 @@ def _e_ParameterType(w, o):
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
             v_Name = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Name')
         if v_boolValue is not None:
@@ -8224,7 +9200,6 @@ def _e_ParameterType(w, o):
             n += 7
             v_boolValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-            s = -1
         elif v_byteValue is not None:
             el = 'byteValue'
             if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
@@ -8232,7 +9207,6 @@ def _e_ParameterType(w, o):
             n += 14
             v_byteValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-            s = -1
         elif v_shortValue is not None:
             el = 'shortValue'
             if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
@@ -8245,7 +9219,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_shortValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-            s = -1
         elif v_intValue is not None:
             el = 'intValue'
             if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
@@ -8258,7 +9231,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_intValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-            s = -1
         elif v_rationalNumber is not None:
             el = 'rationalNumber'
             _o = v_rationalNumber
@@ -8279,7 +9251,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_rationalNumber = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-            s = -1
         elif v_finiteString is not None:
             el = 'finiteString'
             v = (v << 4) | (5 << 1)
@@ -8294,7 +9265,6 @@ def _e_ParameterType(w, o):
             n += 2
             v_finiteString = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, rationalNumber, finiteString')
         w.v = v; w.n = n
@@ -8446,7 +9416,6 @@ def _d_PnC_ASResAuthorizationModeType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
         ec = (x & 3)
-        s = 1
         if ec == 0:
             el = 'SupportedProviders'
             r.pos = r.end - q
@@ -8455,10 +9424,8 @@ def _d_PnC_ASResAuthorizationModeType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
         r.pos = r.end - q
@@ -8487,7 +9454,6 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
             else: w.v = v; w.n = n; w.binary(v_GenChallenge); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of GenChallenge')
         if v_SupportedProviders is not None:
@@ -8499,11 +9465,9 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8520,23 +9484,23 @@ def _d_PowerDeliveryReqType(r):
     f_EVPowerProfile = None
     f_BPT_ChannelSelection = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c2_SessionID = None
+        _c2_TimeStamp = None
+        _c2_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c2_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -8545,208 +9509,199 @@ def _d_PowerDeliveryReqType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c2_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c2_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c2_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c2_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3300: raise r.deviation('PowerDeliveryReqType', r.end - q)
-        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[((x >> 3) & 127)]
+        f_Header.SessionID = _c2_SessionID
+        f_Header.TimeStamp = _c2_TimeStamp
+        f_Header.Signature = _c2_Signature
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        if x & 52800: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[((x >> 7) & 127)]
         if _t is None:
             el = 'EVProcessing'
-            f_EVProcessing = ((x >> 8) & 3)
+            f_EVProcessing = ((x >> 12) & 3)
             if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('PowerDeliveryReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
             else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
             el = 'ChargeProgress'
-            f_ChargeProgress = _E_iso20_commonmessages_chargeProgressType[((x >> 3) & 3)]
+            f_ChargeProgress = _E_iso20_commonmessages_chargeProgressType[((x >> 7) & 3)]
         else:
             el = 'ChargeProgress'
             f_EVProcessing, f_ChargeProgress = _t
-        ec = (x & 3)
+        ec = ((x >> 4) & 3)
+        _a = (x & 15)
         s = 3
         if ec == 0:
+            q += 2
+            x = _a >> 2
+            if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'EVPowerProfile'
-            _c2_TimeAnchor = None
-            _c2_Dynamic_EVPPTControlMode = None
-            _c2_Scheduled_EVPPTControlMode = None
-            _c2_EVPowerProfileEntries = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
+            _a = (x & 1)
+            _c3_TimeAnchor = None
+            _c3_Dynamic_EVPPTControlMode = None
+            _c3_Scheduled_EVPPTControlMode = None
+            _c3_EVPowerProfileEntries = None
+            if _a: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'EVPowerProfile/TimeAnchor'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_TimeAnchor = _y >> 16
+                    _c3_TimeAnchor = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_TimeAnchor = _U2[_y >> 8]
+                    _c3_TimeAnchor = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_TimeAnchor = (V >> q) & 127
+                _c3_TimeAnchor = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('EVPowerProfileType', r.end - q)
-            if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
-            ec = (x & 3)
-            _c2_s = 1
+                r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('EVPowerProfileType', r.end - q)
+            if _c3_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
+                if _a: raise r.deviation('EVPowerProfileType', r.end - q)
                 el = 'EVPowerProfile/Dynamic_EVPPTControlMode'
-                _c2_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
+                _c3_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
                 el = 'EVPowerProfile/EVPowerProfileEntries'
                 r.pos = r.end - q
-                _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
+                _c3_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                _c2_s = 4
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 64: raise r.deviation('EVPowerProfileType', r.end - q)
+                _a = (x & 63)
             elif ec == 1:
+                x = _a
+                if x & 2: raise r.deviation('EVPowerProfileType', r.end - q)
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
-                _c2_c2_SelectedScheduleTupleID = None
-                _c2_c2_PowerToleranceAcceptance = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                _a = (x & 1)
+                _c3_c4_SelectedScheduleTupleID = None
+                _c3_c4_PowerToleranceAcceptance = None
+                if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c2_SelectedScheduleTupleID = _y >> 16
+                        _c3_c4_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
+                        _c3_c4_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c4_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
+                    _c3_c4_SelectedScheduleTupleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_c2_s = 1
+                    r.pos = r.end - q; _c3_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 64: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                if _c3_c4_SelectedScheduleTupleID < 1 or _c3_c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c3_c4_SelectedScheduleTupleID, r.at(r.end - q))
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 if ec == 0:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
+                    x = _a
                     if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                     el = 'EVPowerProfile/Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                    _c2_c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
-                    _c2_c2_s = -1
+                    _c3_c4_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
                 elif ec == 1:
-                    pass
-                    _c2_c2_s = -1
+                    q += 4
                 else:
                     raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                _c2_Scheduled_EVPPTControlMode = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
-                _c2_Scheduled_EVPPTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
-                _c2_Scheduled_EVPPTControlMode.PowerToleranceAcceptance = _c2_c2_PowerToleranceAcceptance
+                _c3_Scheduled_EVPPTControlMode = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
+                _c3_Scheduled_EVPPTControlMode.SelectedScheduleTupleID = _c3_c4_SelectedScheduleTupleID
+                _c3_Scheduled_EVPPTControlMode.PowerToleranceAcceptance = _c3_c4_PowerToleranceAcceptance
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                 el = 'EVPowerProfile/EVPowerProfileEntries'
                 r.pos = r.end - q
-                _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
+                _c3_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                _c2_s = 4
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 64: raise r.deviation('EVPowerProfileType', r.end - q)
+                _a = (x & 63)
             else:
                 raise r.deviation('EVPowerProfileType', r.end - q)
-            _c2_s = -1
+            x = _a
+            ec = (x >> 4)
+            _a = (x & 15)
             f_EVPowerProfile = _new(_K_iso20_commonmessages_EVPowerProfileType)
-            f_EVPowerProfile.TimeAnchor = _c2_TimeAnchor
-            f_EVPowerProfile.Dynamic_EVPPTControlMode = _c2_Dynamic_EVPPTControlMode
-            f_EVPowerProfile.Scheduled_EVPPTControlMode = _c2_Scheduled_EVPPTControlMode
-            f_EVPowerProfile.EVPowerProfileEntries = _c2_EVPowerProfileEntries
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_EVPowerProfile.TimeAnchor = _c3_TimeAnchor
+            f_EVPowerProfile.Dynamic_EVPPTControlMode = _c3_Dynamic_EVPPTControlMode
+            f_EVPowerProfile.Scheduled_EVPPTControlMode = _c3_Scheduled_EVPPTControlMode
+            f_EVPowerProfile.EVPowerProfileEntries = _c3_EVPowerProfileEntries
             s = 4
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'BPT_ChannelSelection'
             f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
             s = 5
         elif ec == 2:
-            pass
+            q += 4
             s = -1
         else:
             raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                x = _a
                 if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'BPT_ChannelSelection'
                 f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
                 s = 5
             elif ec == 1:
-                pass
+                q += 4
                 s = -1
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
@@ -8799,7 +9754,6 @@ def _e_PowerDeliveryReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -8811,11 +9765,9 @@ def _e_PowerDeliveryReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -8852,7 +9804,6 @@ def _e_PowerDeliveryReqType(w, o):
                 elif _c4_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 _c4_TimeAnchor = None
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of TimeAnchor')
             if _c4_Dynamic_EVPPTControlMode is not None:
@@ -8867,7 +9818,6 @@ def _e_PowerDeliveryReqType(w, o):
                 _e_EVPowerProfileEntryListType(w, _c4_EVPowerProfileEntries)
                 v = w.v; n = w.n
                 _c4_EVPowerProfileEntries = None
-                _c4_s = 4
             elif _c4_Scheduled_EVPPTControlMode is not None:
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
                 v = (v << 2) | 1
@@ -8884,7 +9834,6 @@ def _e_PowerDeliveryReqType(w, o):
                     elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c4_c2_SelectedScheduleTupleID] << 1); n += 17
                     elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c4_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
-                    _c4_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
                 if _c4_c2_PowerToleranceAcceptance is not None:
@@ -8893,11 +9842,9 @@ def _e_PowerDeliveryReqType(w, o):
                     if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
                     v = (v << 6) | (_c4_c2_i1 << 2)
                     n += 6
-                    _c4_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c4_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c4_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
                 el = 'EVPowerProfile/EVPowerProfileEntries'
@@ -8908,14 +9855,12 @@ def _e_PowerDeliveryReqType(w, o):
                 _e_EVPowerProfileEntryListType(w, _c4_EVPowerProfileEntries)
                 v = w.v; n = w.n
                 _c4_EVPowerProfileEntries = None
-                _c4_s = 4
             else:
                 raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
             if True:
                 v <<= 1
                 n += 1
                 if _c4_TimeAnchor is not None or _c4_Dynamic_EVPPTControlMode is not None or _c4_Scheduled_EVPPTControlMode is not None or _c4_EVPowerProfileEntries is not None: raise _leftover(_c4_o)
-                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_EVPowerProfile = None
             s = 4
@@ -8966,23 +9911,23 @@ def _d_PowerDeliveryResType(r):
     f_ResponseCode = None
     f_EVSEStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c2_SessionID = None
+        _c2_TimeStamp = None
+        _c2_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c2_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -8991,94 +9936,87 @@ def _d_PowerDeliveryResType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c2_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c2_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c2_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c2_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 11
-        if q < 0: V, q = r.slideq(q, 11)
-        x = (V >> q) & 2047
-        if x & 1540: raise r.deviation('PowerDeliveryResType', r.end - q)
+        f_Header.SessionID = _c2_SessionID
+        f_Header.TimeStamp = _c2_TimeStamp
+        f_Header.Signature = _c2_Signature
+        q -= 13
+        if q < 0: V, q = r.slidep(q, 13)
+        x = (V >> q) & 8191
+        if x & 6160: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 63)
+        f_ResponseCode = ((x >> 5) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c3_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c3_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c3_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 9
             if q < 0: V, q = r.slideq(q, 9)
             x = (V >> q) & 511
             if x & 455: raise r.deviation('PowerDeliveryResType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 3) & 7)
-            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            _c3_EVSENotification = ((x >> 3) & 7)
+            if _c3_EVSENotification >= 6: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 6, r.at(r.end - q))
+            else: _c3_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c3_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
-            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_EVSEStatus.EVSENotification = _c2_EVSENotification
-            s = -1
+            f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c3_EVSENotification
         elif ec == 1:
-            pass
-            s = -1
+            q += 2
         else:
             raise r.deviation('PowerDeliveryResType', r.end - q)
         r.pos = r.end - q
@@ -9124,7 +10062,6 @@ def _e_PowerDeliveryResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -9136,11 +10073,9 @@ def _e_PowerDeliveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -9150,7 +10085,6 @@ def _e_PowerDeliveryResType(w, o):
             n += 9
             v_Header = None
             v_ResponseCode = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_EVSEStatus is not None:
@@ -9175,12 +10109,10 @@ def _e_PowerDeliveryResType(w, o):
             n += 8
             v_EVSEStatus = None
             if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
             if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9202,19 +10134,25 @@ def _d_PowerScheduleEntryListType(r):
         V = r.v; q = r.end - r.pos
         f_PowerScheduleEntry.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PowerScheduleEntry'
                 r.pos = r.end - q
                 _v = _d_PowerScheduleEntryType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_PowerScheduleEntry.append(_v)
                 _k += 1
                 if _k == 1023:
+                    q += 2
                     s = 1024
                     break
             elif ec == 1:
@@ -9345,21 +10283,20 @@ def _d_PowerScheduleEntryType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('PowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_Power = _new(_K_iso20_commontypes_RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
-        ec = (x & 3)
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         s = 2
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
             el = 'Power_L2/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
@@ -9383,21 +10320,20 @@ def _d_PowerScheduleEntryType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('PowerScheduleEntryType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_Power_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_Power_L2.Exponent = _c2_Exponent
             f_Power_L2.Value = _c2_Value
-            ec = (x & 3)
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
             el = 'Power_L3/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
@@ -9431,15 +10367,13 @@ def _d_PowerScheduleEntryType(r):
             f_Power_L3.Value = _c3_Value
             s = 4
         elif ec == 2:
-            pass
+            q += 14
             s = -1
         else:
             raise r.deviation('PowerScheduleEntryType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 el = 'Power_L3/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
@@ -9473,7 +10407,7 @@ def _d_PowerScheduleEntryType(r):
                 f_Power_L3.Value = _c4_Value
                 s = 4
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('PowerScheduleEntryType', r.end - q)
@@ -9637,17 +10571,16 @@ def _d_PowerScheduleType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('PowerScheduleType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        if x & 65536: raise r.deviation('PowerScheduleType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-        ec = (x & 3)
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         s = 1
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
             el = 'AvailableEnergy/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
@@ -9671,21 +10604,20 @@ def _d_PowerScheduleType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('PowerScheduleType', r.end - q)
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('PowerScheduleType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_AvailableEnergy = _new(_K_iso20_commontypes_RationalNumberType)
             f_AvailableEnergy.Exponent = _c1_Exponent
             f_AvailableEnergy.Value = _c1_Value
-            ec = (x & 3)
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 2
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
             el = 'PowerTolerance/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
@@ -9719,6 +10651,7 @@ def _d_PowerScheduleType(r):
             f_PowerTolerance.Value = _c2_Value
             s = 3
         elif ec == 2:
+            q += 14
             el = 'PowerScheduleEntries'
             r.pos = r.end - q
             f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
@@ -9731,9 +10664,7 @@ def _d_PowerScheduleType(r):
             raise r.deviation('PowerScheduleType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
                 el = 'PowerTolerance/Exponent'
                 _c3_Exponent = ((x >> 4) & 255) + -128
@@ -9767,6 +10698,7 @@ def _d_PowerScheduleType(r):
                 f_PowerTolerance.Value = _c3_Value
                 s = 3
             elif ec == 1:
+                q += 14
                 el = 'PowerScheduleEntries'
                 r.pos = r.end - q
                 f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
@@ -9960,51 +10892,54 @@ def _d_PriceLevelScheduleEntryListType(r):
         _v.PriceLevel = _c1_PriceLevel
         f_PriceLevelScheduleEntry.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+                if _a: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
                 el = 'PriceLevelScheduleEntry/Duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Duration = _y >> 16
+                        _c3_Duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Duration = _U2[_y >> 8]
+                        _c3_Duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Duration = (V >> q) & 127
+                    _c3_Duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-                if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114736: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+                if _c3_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 el = 'PriceLevelScheduleEntry/PriceLevel'
-                _c2_PriceLevel = ((x >> 2) & 255)
+                _c3_PriceLevel = ((x >> 6) & 255)
                 _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
-                _v.Duration = _c2_Duration
-                _v.PriceLevel = _c2_PriceLevel
+                _v.Duration = _c3_Duration
+                _v.PriceLevel = _c3_PriceLevel
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_PriceLevelScheduleEntry.append(_v)
                 _k += 1
                 if _k == 1023:
+                    q += 4
                     s = 1024
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -10182,10 +11117,13 @@ def _d_PriceLevelScheduleType(r):
     f_NumberOfPriceLevels = None
     f_PriceLevelScheduleEntries = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('iso20_commonmessages:Id')
@@ -10212,15 +11150,14 @@ def _d_PriceLevelScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-            s = 2
+            _a = (x & 1)
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'TimeAnchor'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -10240,16 +11177,15 @@ def _d_PriceLevelScheduleType(r):
                 f_TimeAnchor = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-            s = 2
+            _a = (x & 1)
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+        if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
         el = 'PriceScheduleID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -10269,17 +11205,16 @@ def _d_PriceLevelScheduleType(r):
             f_PriceScheduleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('PriceLevelScheduleType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slidep(q, 14)
+        x = (V >> q) & 16383
+        if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 3
+        ec = ((x >> 11) & 3)
+        _a = (x & 2047)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 10
+            x = _a >> 10
             el = 'PriceScheduleDescription'
             _esc = x
             if _esc:
@@ -10298,15 +11233,11 @@ def _d_PriceLevelScheduleType(r):
             if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'NumberOfPriceLevels'
             f_NumberOfPriceLevels = ((x >> 2) & 255)
-            s = 5
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            x = _a
             if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'NumberOfPriceLevels'
             f_NumberOfPriceLevels = ((x >> 2) & 255)
-            s = 5
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
         el = 'PriceLevelScheduleEntries'
@@ -10316,7 +11247,6 @@ def _d_PriceLevelScheduleType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10361,7 +11291,6 @@ def _e_PriceLevelScheduleType(w, o):
             elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
-            s = 2
         elif v_TimeAnchor is not None:
             el = 'TimeAnchor'
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
@@ -10372,7 +11301,6 @@ def _e_PriceLevelScheduleType(w, o):
             elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id, TimeAnchor')
         if v_PriceScheduleID is not None:
@@ -10385,7 +11313,6 @@ def _e_PriceLevelScheduleType(w, o):
             elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
             v_PriceScheduleID = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of PriceScheduleID')
         if v_PriceScheduleDescription is not None:
@@ -10405,14 +11332,12 @@ def _e_PriceLevelScheduleType(w, o):
             n += 12
             v_PriceScheduleDescription = None
             v_NumberOfPriceLevels = None
-            s = 5
         elif v_NumberOfPriceLevels is not None:
             el = 'NumberOfPriceLevels'
             if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
             v = (v << 12) | (1 << 10) | (v_NumberOfPriceLevels << 1)
             n += 12
             v_NumberOfPriceLevels = None
-            s = 5
         else:
             raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
         if v_PriceLevelScheduleEntries is not None:
@@ -10426,7 +11351,6 @@ def _e_PriceLevelScheduleType(w, o):
             n += 1
             v_PriceLevelScheduleEntries = None
             if v_Id is not None or v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None or v_NumberOfPriceLevels is not None or v_PriceLevelScheduleEntries is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
         w.v = v; w.n = n
@@ -10450,19 +11374,25 @@ def _d_PriceRuleStackListType(r):
         V = r.v; q = r.end - r.pos
         f_PriceRuleStack.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PriceRuleStack'
                 r.pos = r.end - q
                 _v = _d_PriceRuleStackType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_PriceRuleStack.append(_v)
                 _k += 1
                 if _k == 1023:
+                    q += 2
                     s = 1024
                     break
             elif ec == 1:
@@ -10574,19 +11504,25 @@ def _d_PriceRuleStackType(r):
         V = r.v; q = r.end - r.pos
         f_PriceRule.append(_v)
         s = 2
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'PriceRule'
                 r.pos = r.end - q
                 _v = _d_PriceRuleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_PriceRule.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 2
                     s = 9
                     break
             elif ec == 1:
@@ -10708,21 +11644,21 @@ def _d_PriceRuleType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 24: raise r.deviation('PriceRuleType', r.end - q)
+        q -= 30
+        if q < 0: V, q = r.slidep(q, 30)
+        x = (V >> q) & 1073741823
+        if x & 805306368: raise r.deviation('PriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
-        ec = (x & 7)
+        ec = ((x >> 25) & 7)
+        _a = (x & 33554431)
         s = 1
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 11
+            x = _a >> 11
             if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'ParkingFee/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
@@ -10746,21 +11682,21 @@ def _d_PriceRuleType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('PriceRuleType', r.end - q)
+            q -= 30
+            if q < 0: V, q = r.slidep(q, 30)
+            x = (V >> q) & 1073741823
+            if x & 805306368: raise r.deviation('PriceRuleType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_ParkingFee = _new(_K_iso20_commontypes_RationalNumberType)
             f_ParkingFee.Exponent = _c2_Exponent
             f_ParkingFee.Value = _c2_Value
-            ec = (x & 7)
+            ec = ((x >> 25) & 7)
+            _a = (x & 33554431)
             s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+            q += 24
+            if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
             el = 'ParkingFeePeriod'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -10780,17 +11716,17 @@ def _d_PriceRuleType(r):
                 f_ParkingFeePeriod = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+            q -= 28
+            if q < 0: V, q = r.slidep(q, 28)
+            x = (V >> q) & 268435455
+            if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
             if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 25) & 3)
+            _a = (x & 33554431)
             s = 3
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+            q += 24
+            if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
             el = 'CarbonDioxideEmission'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -10810,25 +11746,24 @@ def _d_PriceRuleType(r):
                 f_CarbonDioxideEmission = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+            q -= 28
+            if q < 0: V, q = r.slidep(q, 28)
+            x = (V >> q) & 268435455
+            if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
             if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 25) & 3)
+            _a = (x & 33554431)
             s = 4
         elif ec == 3:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
+            x = _a
+            if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
             el = 'RenewableGenerationPercentage'
-            f_RenewableGenerationPercentage = ((x >> 2) & 255)
+            f_RenewableGenerationPercentage = ((x >> 16) & 255)
+            _a = (x & 16383)
             s = 5
         elif ec == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 11
+            x = _a >> 11
             if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'PowerRangeStart/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
@@ -10865,9 +11800,8 @@ def _d_PriceRuleType(r):
             raise r.deviation('PriceRuleType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'ParkingFeePeriod'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -10887,17 +11821,17 @@ def _d_PriceRuleType(r):
                     f_ParkingFeePeriod = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
                 if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 25) & 3)
+                _a = (x & 33554431)
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'CarbonDioxideEmission'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -10917,25 +11851,24 @@ def _d_PriceRuleType(r):
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 25) & 3)
+                _a = (x & 33554431)
                 s = 4
             elif ec == 2:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
+                x = _a
+                if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 2) & 255)
+                f_RenewableGenerationPercentage = ((x >> 16) & 255)
+                _a = (x & 16383)
                 s = 5
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'PowerRangeStart/Exponent'
                 _c4_Exponent = ((x >> 4) & 255) + -128
@@ -10972,9 +11905,8 @@ def _d_PriceRuleType(r):
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'CarbonDioxideEmission'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -10994,25 +11926,24 @@ def _d_PriceRuleType(r):
                     f_CarbonDioxideEmission = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 25) & 3)
+                _a = (x & 33554431)
                 s = 4
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
+                x = _a
+                if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 2) & 255)
+                f_RenewableGenerationPercentage = ((x >> 16) & 255)
+                _a = (x & 16383)
                 s = 5
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'PowerRangeStart/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
@@ -11049,17 +11980,15 @@ def _d_PriceRuleType(r):
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
+                x = _a
+                if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 2) & 255)
+                f_RenewableGenerationPercentage = ((x >> 16) & 255)
+                _a = (x & 16383)
                 s = 5
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'PowerRangeStart/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
@@ -11095,9 +12024,7 @@ def _d_PriceRuleType(r):
             else:
                 raise r.deviation('PriceRuleType', r.end - q)
         if s == 5:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'PowerRangeStart/Exponent'
             _c7_Exponent = ((x >> 4) & 255) + -128
@@ -11443,17 +12370,15 @@ def _d_PriceScheduleType(r):
             f_PriceScheduleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('PriceScheduleType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('PriceScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'PriceScheduleDescription'
             _esc = x
             if _esc:
@@ -11469,10 +12394,8 @@ def _d_PriceScheduleType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PriceScheduleType', r.end - q)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 1
         else:
             raise r.deviation('PriceScheduleType', r.end - q)
         r.pos = r.end - q
@@ -11511,7 +12434,6 @@ def _e_PriceScheduleType(w, o):
             elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
             elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
         if v_PriceScheduleDescription is not None:
@@ -11526,11 +12448,9 @@ def _e_PriceScheduleType(w, o):
             else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
             v <<= 2
             n += 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11546,16 +12466,16 @@ def _d_ScheduleExchangeReqType(r):
     f_Dynamic_SEReqControlMode = None
     f_Scheduled_SEReqControlMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -11591,7 +12511,6 @@ def _d_ScheduleExchangeReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11600,10 +12519,8 @@ def _d_ScheduleExchangeReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -11618,7 +12535,6 @@ def _d_ScheduleExchangeReqType(r):
         f_MaximumSupportingPoints = ((x >> 3) & 1023) + 12
         if f_MaximumSupportingPoints > 1024: r.facet('ScheduleExchangeReqType/MaximumSupportingPoints', 'maxInclusive 1024', f_MaximumSupportingPoints, r.at(r.end - q))
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'Dynamic_SEReqControlMode'
             r.pos = r.end - q
@@ -11627,7 +12543,6 @@ def _d_ScheduleExchangeReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
-            s = -1
         elif ec == 1:
             el = 'Scheduled_SEReqControlMode'
             r.pos = r.end - q
@@ -11636,7 +12551,6 @@ def _d_ScheduleExchangeReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
-            s = -1
         else:
             raise r.deviation('ScheduleExchangeReqType', r.end - q)
         r.pos = r.end - q
@@ -11684,7 +12598,6 @@ def _e_ScheduleExchangeReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11696,11 +12609,9 @@ def _e_ScheduleExchangeReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_MaximumSupportingPoints is not None): raise EncodeError('missing content: MaximumSupportingPoints')
             el = 'MaximumSupportingPoints'
@@ -11709,7 +12620,6 @@ def _e_ScheduleExchangeReqType(w, o):
             n += 13
             v_Header = None
             v_MaximumSupportingPoints = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_Dynamic_SEReqControlMode is not None:
@@ -11723,7 +12633,6 @@ def _e_ScheduleExchangeReqType(w, o):
             n += 1
             v_Dynamic_SEReqControlMode = None
             if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
-            s = -1
         elif v_Scheduled_SEReqControlMode is not None:
             el = 'Scheduled_SEReqControlMode'
             v = (v << 2) | 1
@@ -11735,7 +12644,6 @@ def _e_ScheduleExchangeReqType(w, o):
             n += 1
             v_Scheduled_SEReqControlMode = None
             if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of Dynamic_SEReqControlMode, Scheduled_SEReqControlMode')
         w.v = v; w.n = n
@@ -11755,16 +12663,16 @@ def _d_ScheduleExchangeResType(r):
     f_Dynamic_SEResControlMode = None
     f_Scheduled_SEResControlMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ScheduleExchangeResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -11800,7 +12708,6 @@ def _d_ScheduleExchangeResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11809,40 +12716,38 @@ def _d_ScheduleExchangeResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 16
-        if q < 0: V, q = r.slideq(q, 16)
-        x = (V >> q) & 65535
-        if x & 49380: raise r.deviation('ScheduleExchangeResType', r.end - q)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1580160: raise r.deviation('ScheduleExchangeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 8) & 63)
+        f_ResponseCode = ((x >> 13) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ScheduleExchangeResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 3) & 3)
+        f_EVSEProcessing = ((x >> 8) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ScheduleExchangeResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        ec = (x & 3)
+        ec = ((x >> 5) & 3)
+        _a = (x & 31)
         s = 3
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
+            x = _a
             if x & 20: raise r.deviation('ScheduleExchangeResType', r.end - q)
             el = 'GoToPause'
             f_GoToPause = ((x >> 3) & 1) == 1
             ec = (x & 3)
             s = 4
         elif ec == 1:
+            q += 5
             el = 'Dynamic_SEResControlMode'
             r.pos = r.end - q
             f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
@@ -11852,6 +12757,7 @@ def _d_ScheduleExchangeResType(r):
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
             s = 5
         elif ec == 2:
+            q += 5
             el = 'Scheduled_SEResControlMode'
             r.pos = r.end - q
             f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
@@ -11936,7 +12842,6 @@ def _e_ScheduleExchangeResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11948,11 +12853,9 @@ def _e_ScheduleExchangeResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -12071,104 +12974,23 @@ def _d_ScheduleTupleType(r):
         if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
         if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', f_ScheduleTupleID, r.at(r.end - q))
         el = 'ChargingSchedule'
-        _c1_PowerSchedule = None
-        _c1_AbsolutePriceSchedule = None
-        _c1_PriceLevelSchedule = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-        el = 'ChargingSchedule/PowerSchedule'
         r.pos = r.end - q
-        _c1_PowerSchedule = _d_PowerScheduleType(r)
+        f_ChargingSchedule = _d_ChargingScheduleType(r)
         V = r.v; q = r.end - r.pos
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _c1_s = 1
-        if ec == 0:
-            el = 'ChargingSchedule/AbsolutePriceSchedule'
-            r.pos = r.end - q
-            _c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-            V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            _c1_s = -1
-        elif ec == 1:
-            el = 'ChargingSchedule/PriceLevelSchedule'
-            r.pos = r.end - q
-            _c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-            V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            _c1_s = -1
-        elif ec == 2:
-            pass
-            _c1_s = -1
-        else:
-            raise r.deviation('ChargingScheduleType', r.end - q)
-        f_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-        f_ChargingSchedule.PowerSchedule = _c1_PowerSchedule
-        f_ChargingSchedule.AbsolutePriceSchedule = _c1_AbsolutePriceSchedule
-        f_ChargingSchedule.PriceLevelSchedule = _c1_PriceLevelSchedule
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 2
         if ec == 0:
             el = 'DischargingSchedule'
-            _c2_PowerSchedule = None
-            _c2_AbsolutePriceSchedule = None
-            _c2_PriceLevelSchedule = None
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            el = 'DischargingSchedule/PowerSchedule'
             r.pos = r.end - q
-            _c2_PowerSchedule = _d_PowerScheduleType(r)
+            f_DischargingSchedule = _d_ChargingScheduleType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            _c2_s = 1
-            if ec == 0:
-                el = 'DischargingSchedule/AbsolutePriceSchedule'
-                r.pos = r.end - q
-                _c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c2_s = -1
-            elif ec == 1:
-                el = 'DischargingSchedule/PriceLevelSchedule'
-                r.pos = r.end - q
-                _c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c2_s = -1
-            elif ec == 2:
-                pass
-                _c2_s = -1
-            else:
-                raise r.deviation('ChargingScheduleType', r.end - q)
-            f_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-            f_DischargingSchedule.PowerSchedule = _c2_PowerSchedule
-            f_DischargingSchedule.AbsolutePriceSchedule = _c2_AbsolutePriceSchedule
-            f_DischargingSchedule.PriceLevelSchedule = _c2_PriceLevelSchedule
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ScheduleTupleType', r.end - q)
         r.pos = r.end - q
@@ -12202,110 +13024,23 @@ def _e_ScheduleTupleType(w, o):
             el = 'ChargingSchedule'
             v <<= 1
             n += 1
-            _c1_o = v_ChargingSchedule
-            _c1_PowerSchedule = _c1_o.PowerSchedule
-            _c1_AbsolutePriceSchedule = _c1_o.AbsolutePriceSchedule
-            _c1_PriceLevelSchedule = _c1_o.PriceLevelSchedule
-            if _c1_PowerSchedule is not None:
-                el = 'ChargingSchedule/PowerSchedule'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                _e_PowerScheduleType(w, _c1_PowerSchedule)
-                v = w.v; n = w.n
-                _c1_PowerSchedule = None
-                _c1_s = 1
-            else:
-                raise EncodeError('missing content: expected one of PowerSchedule')
-            if _c1_AbsolutePriceSchedule is not None:
-                el = 'ChargingSchedule/AbsolutePriceSchedule'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_AbsolutePriceScheduleType(w, _c1_AbsolutePriceSchedule)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c1_AbsolutePriceSchedule = None
-                if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
-                _c1_s = -1
-            elif _c1_PriceLevelSchedule is not None:
-                el = 'ChargingSchedule/PriceLevelSchedule'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleType(w, _c1_PriceLevelSchedule)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c1_PriceLevelSchedule = None
-                if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
-                _c1_s = -1
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
-                _c1_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 2
+            w.v = v; w.n = n
+            _e_ChargingScheduleType(w, v_ChargingSchedule)
+            v = w.v; n = w.n
         else:
             raise EncodeError('missing content: expected one of ScheduleTupleID')
         if v_DischargingSchedule is not None:
             el = 'DischargingSchedule'
             v <<= 2
             n += 2
-            _c2_o = v_DischargingSchedule
-            _c2_PowerSchedule = _c2_o.PowerSchedule
-            _c2_AbsolutePriceSchedule = _c2_o.AbsolutePriceSchedule
-            _c2_PriceLevelSchedule = _c2_o.PriceLevelSchedule
-            if _c2_PowerSchedule is not None:
-                el = 'DischargingSchedule/PowerSchedule'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                _e_PowerScheduleType(w, _c2_PowerSchedule)
-                v = w.v; n = w.n
-                _c2_PowerSchedule = None
-                _c2_s = 1
-            else:
-                raise EncodeError('missing content: expected one of PowerSchedule')
-            if _c2_AbsolutePriceSchedule is not None:
-                el = 'DischargingSchedule/AbsolutePriceSchedule'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_AbsolutePriceScheduleType(w, _c2_AbsolutePriceSchedule)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c2_AbsolutePriceSchedule = None
-                if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
-                _c2_s = -1
-            elif _c2_PriceLevelSchedule is not None:
-                el = 'DischargingSchedule/PriceLevelSchedule'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleType(w, _c2_PriceLevelSchedule)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c2_PriceLevelSchedule = None
-                if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
-                _c2_s = -1
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
-                _c2_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            _e_ChargingScheduleType(w, v_DischargingSchedule)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -12341,24 +13076,20 @@ def _d_Scheduled_EVPPTControlModeType(r):
             f_SelectedScheduleTupleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+        q -= 7
+        if q < 0: V, q = r.slidep(q, 7)
+        x = (V >> q) & 127
+        if x & 64: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
         if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 4) & 3)
+        _a = (x & 15)
         if ec == 0:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             el = 'PowerToleranceAcceptance'
             f_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 4
         else:
             raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
         r.pos = r.end - q
@@ -12386,7 +13117,6 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             elif v_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[v_SelectedScheduleTupleID] << 1); n += 17
             elif v_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
         if v_PowerToleranceAcceptance is not None:
@@ -12395,11 +13125,9 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             if _i1 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
             v = (v << 6) | (_i1 << 2)
             n += 6
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -12416,13 +13144,14 @@ def _d_Scheduled_SEReqControlModeType(r):
     f_EVMinimumEnergyRequest = None
     f_EVEnergyOffer = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -12442,17 +13171,16 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 131072: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 14) & 7)
+            _a = (x & 16383)
             s = 1
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
             _c1_Exponent = ((x >> 4) & 255) + -128
@@ -12476,21 +13204,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c1_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
-            ec = (x & 7)
+            ec = ((x >> 14) & 7)
+            _a = (x & 16383)
             s = 2
         elif ec == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
             _c2_Exponent = ((x >> 4) & 255) + -128
@@ -12514,21 +13241,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c2_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
-            ec = (x & 3)
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
             _c3_Exponent = ((x >> 4) & 255) + -128
@@ -12552,21 +13278,21 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c3_Value = (V >> q) & 127
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 7
+            if q < 0: V, q = r.slidep(q, 7)
+            x = (V >> q) & 127
+            if x & 96: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
-            ec = (x & 3)
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
             s = 4
         elif ec == 4:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q += 11
+            if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -12672,15 +13398,13 @@ def _d_Scheduled_SEReqControlModeType(r):
             f_EVEnergyOffer.EVAbsolutePriceSchedule = _c4_EVAbsolutePriceSchedule
             s = 5
         elif ec == 5:
-            pass
+            q += 14
             s = -1
         else:
             raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVTargetEnergyRequest/Exponent'
                 _c5_Exponent = ((x >> 4) & 255) + -128
@@ -12704,21 +13428,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c5_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
                 f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c5_Exponent
                 f_EVTargetEnergyRequest.Value = _c5_Value
-                ec = (x & 7)
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 2
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
                 _c6_Exponent = ((x >> 4) & 255) + -128
@@ -12742,21 +13465,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c6_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumEnergyRequest.Value = _c6_Value
-                ec = (x & 3)
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c7_Exponent = ((x >> 4) & 255) + -128
@@ -12780,21 +13502,21 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c7_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 96: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumEnergyRequest.Value = _c7_Value
-                ec = (x & 3)
+                ec = ((x >> 3) & 3)
+                _a = (x & 7)
                 s = 4
             elif ec == 3:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q += 11
+                if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -12900,15 +13622,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c8_EVAbsolutePriceSchedule
                 s = 5
             elif ec == 4:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
                 _c9_Exponent = ((x >> 4) & 255) + -128
@@ -12932,21 +13652,20 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c9_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c9_Exponent
                 f_EVMaximumEnergyRequest.Value = _c9_Value
-                ec = (x & 3)
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c10_Exponent = ((x >> 4) & 255) + -128
@@ -12970,21 +13689,21 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c10_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 96: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMinimumEnergyRequest.Value = _c10_Value
-                ec = (x & 3)
+                ec = ((x >> 3) & 3)
+                _a = (x & 7)
                 s = 4
             elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q += 11
+                if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -13090,15 +13809,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c11_EVAbsolutePriceSchedule
                 s = 5
             elif ec == 3:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
                 _c12_Exponent = ((x >> 4) & 255) + -128
@@ -13122,21 +13839,21 @@ def _d_Scheduled_SEReqControlModeType(r):
                     _c12_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 96: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                 f_EVMinimumEnergyRequest.Value = _c12_Value
-                ec = (x & 3)
+                ec = ((x >> 3) & 3)
+                _a = (x & 7)
                 s = 4
             elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q += 11
+                if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -13242,15 +13959,13 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c13_EVAbsolutePriceSchedule
                 s = 5
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                if _a: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -13356,7 +14071,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c14_EVAbsolutePriceSchedule
                 s = 5
             elif ec == 1:
-                pass
+                q += 3
                 s = -1
             else:
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13966,441 +14681,206 @@ def _d_Scheduled_SEResControlModeType(r):
     el = ''
     f_ScheduleTuple = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         el = 'ScheduleTuple'
-        _c1_ScheduleTupleID = None
-        _c1_ChargingSchedule = None
-        _c1_DischargingSchedule = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+        _a = (x & 1)
+        _c3_ScheduleTupleID = None
+        _c3_ChargingSchedule = None
+        _c3_DischargingSchedule = None
+        if _a: raise r.deviation('ScheduleTupleType', r.end - q)
         el = 'ScheduleTuple/ScheduleTupleID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_ScheduleTupleID = _y >> 16
+                _c3_ScheduleTupleID = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_ScheduleTupleID = _U2[_y >> 8]
+                _c3_ScheduleTupleID = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_ScheduleTupleID = (V >> q) & 127
+            _c3_ScheduleTupleID = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
-        if _c1_ScheduleTupleID < 1 or _c1_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c1_ScheduleTupleID, r.at(r.end - q))
+        if _c3_ScheduleTupleID < 1 or _c3_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c3_ScheduleTupleID, r.at(r.end - q))
         el = 'ScheduleTuple/ChargingSchedule'
-        _c1_c1_PowerSchedule = None
-        _c1_c1_AbsolutePriceSchedule = None
-        _c1_c1_PriceLevelSchedule = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-        el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
         r.pos = r.end - q
-        _c1_c1_PowerSchedule = _d_PowerScheduleType(r)
+        _c3_ChargingSchedule = _d_ChargingScheduleType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        _c1_c1_s = 1
+        q -= 6
+        if q < 0: V, q = r.slidep(q, 6)
+        x = (V >> q) & 63
+        ec = (x >> 4)
+        _a = (x & 15)
         if ec == 0:
-            el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-            r.pos = r.end - q
-            _c1_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-            V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            _c1_c1_s = -1
-        elif ec == 1:
-            el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-            r.pos = r.end - q
-            _c1_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-            V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            _c1_c1_s = -1
-        elif ec == 2:
-            pass
-            _c1_c1_s = -1
-        else:
-            raise r.deviation('ChargingScheduleType', r.end - q)
-        _c1_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-        _c1_ChargingSchedule.PowerSchedule = _c1_c1_PowerSchedule
-        _c1_ChargingSchedule.AbsolutePriceSchedule = _c1_c1_AbsolutePriceSchedule
-        _c1_ChargingSchedule.PriceLevelSchedule = _c1_c1_PriceLevelSchedule
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        _c1_s = 2
-        if ec == 0:
+            q += 4
             el = 'ScheduleTuple/DischargingSchedule'
-            _c1_c2_PowerSchedule = None
-            _c1_c2_AbsolutePriceSchedule = None
-            _c1_c2_PriceLevelSchedule = None
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
             r.pos = r.end - q
-            _c1_c2_PowerSchedule = _d_PowerScheduleType(r)
+            _c3_DischargingSchedule = _d_ChargingScheduleType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            _c1_c2_s = 1
-            if ec == 0:
-                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                r.pos = r.end - q
-                _c1_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_c2_s = -1
-            elif ec == 1:
-                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                r.pos = r.end - q
-                _c1_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_c2_s = -1
-            elif ec == 2:
-                pass
-                _c1_c2_s = -1
-            else:
-                raise r.deviation('ChargingScheduleType', r.end - q)
-            _c1_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-            _c1_DischargingSchedule.PowerSchedule = _c1_c2_PowerSchedule
-            _c1_DischargingSchedule.AbsolutePriceSchedule = _c1_c2_AbsolutePriceSchedule
-            _c1_DischargingSchedule.PriceLevelSchedule = _c1_c2_PriceLevelSchedule
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-            _c1_s = -1
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('ScheduleTupleType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 2)
+            _a = (x & 3)
         else:
             raise r.deviation('ScheduleTupleType', r.end - q)
         _v = _new(_K_iso20_commonmessages_ScheduleTupleType)
-        _v.ScheduleTupleID = _c1_ScheduleTupleID
-        _v.ChargingSchedule = _c1_ChargingSchedule
-        _v.DischargingSchedule = _c1_DischargingSchedule
+        _v.ScheduleTupleID = _c3_ScheduleTupleID
+        _v.ChargingSchedule = _c3_ChargingSchedule
+        _v.DischargingSchedule = _c3_DischargingSchedule
         f_ScheduleTuple.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
+            x = _a
+            if x & 2: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
             el = 'ScheduleTuple'
-            _c2_ScheduleTupleID = None
-            _c2_ChargingSchedule = None
-            _c2_DischargingSchedule = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+            _a = (x & 1)
+            _c4_ScheduleTupleID = None
+            _c4_ChargingSchedule = None
+            _c4_DischargingSchedule = None
+            if _a: raise r.deviation('ScheduleTupleType', r.end - q)
             el = 'ScheduleTuple/ScheduleTupleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_ScheduleTupleID = _y >> 16
+                    _c4_ScheduleTupleID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_ScheduleTupleID = _U2[_y >> 8]
+                    _c4_ScheduleTupleID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_ScheduleTupleID = (V >> q) & 127
+                _c4_ScheduleTupleID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
-            if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c2_ScheduleTupleID, r.at(r.end - q))
+            if _c4_ScheduleTupleID < 1 or _c4_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c4_ScheduleTupleID, r.at(r.end - q))
             el = 'ScheduleTuple/ChargingSchedule'
-            _c2_c1_PowerSchedule = None
-            _c2_c1_AbsolutePriceSchedule = None
-            _c2_c1_PriceLevelSchedule = None
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-            el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
             r.pos = r.end - q
-            _c2_c1_PowerSchedule = _d_PowerScheduleType(r)
+            _c4_ChargingSchedule = _d_ChargingScheduleType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            _c2_c1_s = 1
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            ec = (x >> 4)
+            _a = (x & 15)
             if ec == 0:
-                el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                r.pos = r.end - q
-                _c2_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c2_c1_s = -1
-            elif ec == 1:
-                el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                r.pos = r.end - q
-                _c2_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c2_c1_s = -1
-            elif ec == 2:
-                pass
-                _c2_c1_s = -1
-            else:
-                raise r.deviation('ChargingScheduleType', r.end - q)
-            _c2_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-            _c2_ChargingSchedule.PowerSchedule = _c2_c1_PowerSchedule
-            _c2_ChargingSchedule.AbsolutePriceSchedule = _c2_c1_AbsolutePriceSchedule
-            _c2_ChargingSchedule.PriceLevelSchedule = _c2_c1_PriceLevelSchedule
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            _c2_s = 2
-            if ec == 0:
+                q += 4
                 el = 'ScheduleTuple/DischargingSchedule'
-                _c2_c2_PowerSchedule = None
-                _c2_c2_AbsolutePriceSchedule = None
-                _c2_c2_PriceLevelSchedule = None
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
                 r.pos = r.end - q
-                _c2_c2_PowerSchedule = _d_PowerScheduleType(r)
+                _c4_DischargingSchedule = _d_ChargingScheduleType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c2_c2_s = 1
-                if ec == 0:
-                    el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                    r.pos = r.end - q
-                    _c2_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                    _c2_c2_s = -1
-                elif ec == 1:
-                    el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                    r.pos = r.end - q
-                    _c2_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                    _c2_c2_s = -1
-                elif ec == 2:
-                    pass
-                    _c2_c2_s = -1
-                else:
-                    raise r.deviation('ChargingScheduleType', r.end - q)
-                _c2_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-                _c2_DischargingSchedule.PowerSchedule = _c2_c2_PowerSchedule
-                _c2_DischargingSchedule.AbsolutePriceSchedule = _c2_c2_AbsolutePriceSchedule
-                _c2_DischargingSchedule.PriceLevelSchedule = _c2_c2_PriceLevelSchedule
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-                _c2_s = -1
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('ScheduleTupleType', r.end - q)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
             elif ec == 1:
-                pass
-                _c2_s = -1
+                x = _a
+                ec = (x >> 2)
+                _a = (x & 3)
             else:
                 raise r.deviation('ScheduleTupleType', r.end - q)
             _v = _new(_K_iso20_commonmessages_ScheduleTupleType)
-            _v.ScheduleTupleID = _c2_ScheduleTupleID
-            _v.ChargingSchedule = _c2_ChargingSchedule
-            _v.DischargingSchedule = _c2_DischargingSchedule
+            _v.ScheduleTupleID = _c4_ScheduleTupleID
+            _v.ChargingSchedule = _c4_ChargingSchedule
+            _v.DischargingSchedule = _c4_DischargingSchedule
             f_ScheduleTuple.append(_v)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
             s = 2
         elif ec == 1:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
+                x = _a
+                if x & 2: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
                 el = 'ScheduleTuple'
-                _c3_ScheduleTupleID = None
-                _c3_ChargingSchedule = None
-                _c3_DischargingSchedule = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+                _a = (x & 1)
+                _c5_ScheduleTupleID = None
+                _c5_ChargingSchedule = None
+                _c5_DischargingSchedule = None
+                if _a: raise r.deviation('ScheduleTupleType', r.end - q)
                 el = 'ScheduleTuple/ScheduleTupleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_ScheduleTupleID = _y >> 16
+                        _c5_ScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_ScheduleTupleID = _U2[_y >> 8]
+                        _c5_ScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c5_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_ScheduleTupleID = (V >> q) & 127
+                    _c5_ScheduleTupleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
-                if _c3_ScheduleTupleID < 1 or _c3_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c3_ScheduleTupleID, r.at(r.end - q))
+                if _c5_ScheduleTupleID < 1 or _c5_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c5_ScheduleTupleID, r.at(r.end - q))
                 el = 'ScheduleTuple/ChargingSchedule'
-                _c3_c1_PowerSchedule = None
-                _c3_c1_AbsolutePriceSchedule = None
-                _c3_c1_PriceLevelSchedule = None
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
                 r.pos = r.end - q
-                _c3_c1_PowerSchedule = _d_PowerScheduleType(r)
+                _c5_ChargingSchedule = _d_ChargingScheduleType(r)
                 V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
-                _c3_c1_s = 1
-                if ec == 0:
-                    el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                    r.pos = r.end - q
-                    _c3_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                    _c3_c1_s = -1
-                elif ec == 1:
-                    el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                    r.pos = r.end - q
-                    _c3_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                    _c3_c1_s = -1
-                elif ec == 2:
-                    pass
-                    _c3_c1_s = -1
-                else:
-                    raise r.deviation('ChargingScheduleType', r.end - q)
-                _c3_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-                _c3_ChargingSchedule.PowerSchedule = _c3_c1_PowerSchedule
-                _c3_ChargingSchedule.AbsolutePriceSchedule = _c3_c1_AbsolutePriceSchedule
-                _c3_ChargingSchedule.PriceLevelSchedule = _c3_c1_PriceLevelSchedule
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c3_s = 2
                 if ec == 0:
                     el = 'ScheduleTuple/DischargingSchedule'
-                    _c3_c2_PowerSchedule = None
-                    _c3_c2_AbsolutePriceSchedule = None
-                    _c3_c2_PriceLevelSchedule = None
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                    el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
                     r.pos = r.end - q
-                    _c3_c2_PowerSchedule = _d_PowerScheduleType(r)
+                    _c5_DischargingSchedule = _d_ChargingScheduleType(r)
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
-                    _c3_c2_s = 1
-                    if ec == 0:
-                        el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                        r.pos = r.end - q
-                        _c3_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c3_c2_s = -1
-                    elif ec == 1:
-                        el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                        r.pos = r.end - q
-                        _c3_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c3_c2_s = -1
-                    elif ec == 2:
-                        pass
-                        _c3_c2_s = -1
-                    else:
-                        raise r.deviation('ChargingScheduleType', r.end - q)
-                    _c3_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
-                    _c3_DischargingSchedule.PowerSchedule = _c3_c2_PowerSchedule
-                    _c3_DischargingSchedule.AbsolutePriceSchedule = _c3_c2_AbsolutePriceSchedule
-                    _c3_DischargingSchedule.PriceLevelSchedule = _c3_c2_PriceLevelSchedule
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-                    _c3_s = -1
                 elif ec == 1:
                     pass
-                    _c3_s = -1
                 else:
                     raise r.deviation('ScheduleTupleType', r.end - q)
                 _v = _new(_K_iso20_commonmessages_ScheduleTupleType)
-                _v.ScheduleTupleID = _c3_ScheduleTupleID
-                _v.ChargingSchedule = _c3_ChargingSchedule
-                _v.DischargingSchedule = _c3_DischargingSchedule
+                _v.ScheduleTupleID = _c5_ScheduleTupleID
+                _v.ChargingSchedule = _c5_ChargingSchedule
+                _v.DischargingSchedule = _c5_DischargingSchedule
                 f_ScheduleTuple.append(_v)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
                 s = -1
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
@@ -14441,110 +14921,23 @@ def _e_Scheduled_SEResControlModeType(w, o):
                 el = 'ScheduleTuple/ChargingSchedule'
                 v <<= 1
                 n += 1
-                _c1_c1_o = _c1_ChargingSchedule
-                _c1_c1_PowerSchedule = _c1_c1_o.PowerSchedule
-                _c1_c1_AbsolutePriceSchedule = _c1_c1_o.AbsolutePriceSchedule
-                _c1_c1_PriceLevelSchedule = _c1_c1_o.PriceLevelSchedule
-                if _c1_c1_PowerSchedule is not None:
-                    el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PowerScheduleType(w, _c1_c1_PowerSchedule)
-                    v = w.v; n = w.n
-                    _c1_c1_PowerSchedule = None
-                    _c1_c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PowerSchedule')
-                if _c1_c1_AbsolutePriceSchedule is not None:
-                    el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AbsolutePriceScheduleType(w, _c1_c1_AbsolutePriceSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_c1_AbsolutePriceSchedule = None
-                    if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
-                    _c1_c1_s = -1
-                elif _c1_c1_PriceLevelSchedule is not None:
-                    el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceLevelScheduleType(w, _c1_c1_PriceLevelSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_c1_PriceLevelSchedule = None
-                    if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
-                    _c1_c1_s = -1
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
-                    _c1_c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                _c1_s = 2
+                w.v = v; w.n = n
+                _e_ChargingScheduleType(w, _c1_ChargingSchedule)
+                v = w.v; n = w.n
             else:
                 raise EncodeError('missing content: expected one of ScheduleTupleID')
             if _c1_DischargingSchedule is not None:
                 el = 'ScheduleTuple/DischargingSchedule'
                 v <<= 2
                 n += 2
-                _c1_c2_o = _c1_DischargingSchedule
-                _c1_c2_PowerSchedule = _c1_c2_o.PowerSchedule
-                _c1_c2_AbsolutePriceSchedule = _c1_c2_o.AbsolutePriceSchedule
-                _c1_c2_PriceLevelSchedule = _c1_c2_o.PriceLevelSchedule
-                if _c1_c2_PowerSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PowerScheduleType(w, _c1_c2_PowerSchedule)
-                    v = w.v; n = w.n
-                    _c1_c2_PowerSchedule = None
-                    _c1_c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PowerSchedule')
-                if _c1_c2_AbsolutePriceSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AbsolutePriceScheduleType(w, _c1_c2_AbsolutePriceSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_c2_AbsolutePriceSchedule = None
-                    if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
-                    _c1_c2_s = -1
-                elif _c1_c2_PriceLevelSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceLevelScheduleType(w, _c1_c2_PriceLevelSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_c2_PriceLevelSchedule = None
-                    if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
-                    _c1_c2_s = -1
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
-                    _c1_c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                _e_ChargingScheduleType(w, _c1_DischargingSchedule)
+                v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ScheduleTuple += 1
             s = 1
@@ -14571,110 +14964,23 @@ def _e_Scheduled_SEResControlModeType(w, o):
                 el = 'ScheduleTuple/ChargingSchedule'
                 v <<= 1
                 n += 1
-                _c2_c1_o = _c2_ChargingSchedule
-                _c2_c1_PowerSchedule = _c2_c1_o.PowerSchedule
-                _c2_c1_AbsolutePriceSchedule = _c2_c1_o.AbsolutePriceSchedule
-                _c2_c1_PriceLevelSchedule = _c2_c1_o.PriceLevelSchedule
-                if _c2_c1_PowerSchedule is not None:
-                    el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PowerScheduleType(w, _c2_c1_PowerSchedule)
-                    v = w.v; n = w.n
-                    _c2_c1_PowerSchedule = None
-                    _c2_c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PowerSchedule')
-                if _c2_c1_AbsolutePriceSchedule is not None:
-                    el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AbsolutePriceScheduleType(w, _c2_c1_AbsolutePriceSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_c1_AbsolutePriceSchedule = None
-                    if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
-                    _c2_c1_s = -1
-                elif _c2_c1_PriceLevelSchedule is not None:
-                    el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceLevelScheduleType(w, _c2_c1_PriceLevelSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_c1_PriceLevelSchedule = None
-                    if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
-                    _c2_c1_s = -1
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
-                    _c2_c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                _c2_s = 2
+                w.v = v; w.n = n
+                _e_ChargingScheduleType(w, _c2_ChargingSchedule)
+                v = w.v; n = w.n
             else:
                 raise EncodeError('missing content: expected one of ScheduleTupleID')
             if _c2_DischargingSchedule is not None:
                 el = 'ScheduleTuple/DischargingSchedule'
                 v <<= 2
                 n += 2
-                _c2_c2_o = _c2_DischargingSchedule
-                _c2_c2_PowerSchedule = _c2_c2_o.PowerSchedule
-                _c2_c2_AbsolutePriceSchedule = _c2_c2_o.AbsolutePriceSchedule
-                _c2_c2_PriceLevelSchedule = _c2_c2_o.PriceLevelSchedule
-                if _c2_c2_PowerSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PowerScheduleType(w, _c2_c2_PowerSchedule)
-                    v = w.v; n = w.n
-                    _c2_c2_PowerSchedule = None
-                    _c2_c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PowerSchedule')
-                if _c2_c2_AbsolutePriceSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AbsolutePriceScheduleType(w, _c2_c2_AbsolutePriceSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_c2_AbsolutePriceSchedule = None
-                    if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
-                    _c2_c2_s = -1
-                elif _c2_c2_PriceLevelSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceLevelScheduleType(w, _c2_c2_PriceLevelSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_c2_PriceLevelSchedule = None
-                    if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
-                    _c2_c2_s = -1
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
-                    _c2_c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                _e_ChargingScheduleType(w, _c2_DischargingSchedule)
+                v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ScheduleTuple += 1
             s = 2
@@ -14705,110 +15011,23 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     el = 'ScheduleTuple/ChargingSchedule'
                     v <<= 1
                     n += 1
-                    _c3_c1_o = _c3_ChargingSchedule
-                    _c3_c1_PowerSchedule = _c3_c1_o.PowerSchedule
-                    _c3_c1_AbsolutePriceSchedule = _c3_c1_o.AbsolutePriceSchedule
-                    _c3_c1_PriceLevelSchedule = _c3_c1_o.PriceLevelSchedule
-                    if _c3_c1_PowerSchedule is not None:
-                        el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
-                        v <<= 1
-                        n += 1
-                        w.v = v; w.n = n
-                        _e_PowerScheduleType(w, _c3_c1_PowerSchedule)
-                        v = w.v; n = w.n
-                        _c3_c1_PowerSchedule = None
-                        _c3_c1_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of PowerSchedule')
-                    if _c3_c1_AbsolutePriceSchedule is not None:
-                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_AbsolutePriceScheduleType(w, _c3_c1_AbsolutePriceSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_c1_AbsolutePriceSchedule = None
-                        if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
-                        _c3_c1_s = -1
-                    elif _c3_c1_PriceLevelSchedule is not None:
-                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                        v = (v << 2) | 1
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PriceLevelScheduleType(w, _c3_c1_PriceLevelSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_c1_PriceLevelSchedule = None
-                        if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
-                        _c3_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 2
-                        n += 2
-                        if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
-                        _c3_c1_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c3_s = 2
+                    w.v = v; w.n = n
+                    _e_ChargingScheduleType(w, _c3_ChargingSchedule)
+                    v = w.v; n = w.n
                 else:
                     raise EncodeError('missing content: expected one of ScheduleTupleID')
                 if _c3_DischargingSchedule is not None:
                     el = 'ScheduleTuple/DischargingSchedule'
                     v <<= 2
                     n += 2
-                    _c3_c2_o = _c3_DischargingSchedule
-                    _c3_c2_PowerSchedule = _c3_c2_o.PowerSchedule
-                    _c3_c2_AbsolutePriceSchedule = _c3_c2_o.AbsolutePriceSchedule
-                    _c3_c2_PriceLevelSchedule = _c3_c2_o.PriceLevelSchedule
-                    if _c3_c2_PowerSchedule is not None:
-                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                        v <<= 1
-                        n += 1
-                        w.v = v; w.n = n
-                        _e_PowerScheduleType(w, _c3_c2_PowerSchedule)
-                        v = w.v; n = w.n
-                        _c3_c2_PowerSchedule = None
-                        _c3_c2_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of PowerSchedule')
-                    if _c3_c2_AbsolutePriceSchedule is not None:
-                        el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_AbsolutePriceScheduleType(w, _c3_c2_AbsolutePriceSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_c2_AbsolutePriceSchedule = None
-                        if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
-                        _c3_c2_s = -1
-                    elif _c3_c2_PriceLevelSchedule is not None:
-                        el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                        v = (v << 2) | 1
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PriceLevelScheduleType(w, _c3_c2_PriceLevelSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_c2_PriceLevelSchedule = None
-                        if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
-                        _c3_c2_s = -1
-                    elif True:
-                        v = (v << 2) | 2
-                        n += 2
-                        if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
-                        _c3_c2_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    w.v = v; w.n = n
+                    _e_ChargingScheduleType(w, _c3_DischargingSchedule)
+                    v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_ScheduleTuple += 1
                 v <<= 1
@@ -14949,71 +15168,75 @@ def _d_SelectedServiceListType(r):
         _v.ParameterSetID = _c1_ParameterSetID
         f_SelectedService.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
+                if _a: raise r.deviation('SelectedServiceListType', r.end - q)
                 el = 'SelectedService/ServiceID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = _y >> 16
+                        _c3_ServiceID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ServiceID = _U2[_y >> 8]
+                        _c3_ServiceID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ServiceID = (V >> q) & 127
+                    _c3_ServiceID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
-                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                 el = 'SelectedService/ParameterSetID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ParameterSetID = _y >> 16
+                        _c3_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ParameterSetID = _U2[_y >> 8]
+                        _c3_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ParameterSetID = (V >> q) & 127
+                    _c3_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
-                if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('SelectedServiceListType', r.end - q)
+                if _c3_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c3_ParameterSetID, r.at(r.end - q))
                 _v = _new(_K_iso20_commonmessages_SelectedServiceType)
-                _v.ServiceID = _c2_ServiceID
-                _v.ParameterSetID = _c2_ParameterSetID
+                _v.ServiceID = _c3_ServiceID
+                _v.ParameterSetID = _c3_ParameterSetID
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_SelectedService.append(_v)
                 _k += 1
                 if _k == 15:
+                    q += 4
                     s = 16
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -15219,16 +15442,16 @@ def _d_ServiceDetailReqType(r):
     f_Header = None
     f_ServiceID = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDetailReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -15264,7 +15487,6 @@ def _d_ServiceDetailReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -15273,10 +15495,8 @@ def _d_ServiceDetailReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -15350,7 +15570,6 @@ def _e_ServiceDetailReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -15362,11 +15581,9 @@ def _e_ServiceDetailReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceID'
@@ -15397,16 +15614,16 @@ def _d_ServiceDetailResType(r):
     f_ServiceID = None
     f_ServiceParameterList = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -15442,7 +15659,6 @@ def _d_ServiceDetailResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -15451,10 +15667,8 @@ def _d_ServiceDetailResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -15544,7 +15758,6 @@ def _e_ServiceDetailResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -15556,11 +15769,9 @@ def _e_ServiceDetailResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -15604,16 +15815,16 @@ def _d_ServiceDiscoveryReqType(r):
     f_Header = None
     f_SupportedServiceIDs = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -15643,36 +15854,33 @@ def _d_ServiceDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 2
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
+            q += 2
             el = 'Header/Signature'
             r.pos = r.end - q
             _c1_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+            ec = (x & 3)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = x
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
         if ec == 0:
             el = 'SupportedServiceIDs'
             r.pos = r.end - q
@@ -15681,10 +15889,8 @@ def _d_ServiceDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         r.pos = r.end - q
@@ -15728,7 +15934,6 @@ def _e_ServiceDiscoveryReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -15740,14 +15945,11 @@ def _e_ServiceDiscoveryReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_SupportedServiceIDs is not None:
@@ -15761,12 +15963,10 @@ def _e_ServiceDiscoveryReqType(w, o):
             n += 1
             v_SupportedServiceIDs = None
             if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
             if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -15783,16 +15983,16 @@ def _d_ServiceDiscoveryResType(r):
     f_EnergyTransferServiceList = None
     f_VASList = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -15828,7 +16028,6 @@ def _d_ServiceDiscoveryResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -15837,10 +16036,8 @@ def _d_ServiceDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -15870,7 +16067,6 @@ def _d_ServiceDiscoveryResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        s = 4
         if ec == 0:
             el = 'VASList'
             r.pos = r.end - q
@@ -15879,10 +16075,8 @@ def _d_ServiceDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceDiscoveryResType', r.end - q)
         r.pos = r.end - q
@@ -15932,7 +16126,6 @@ def _e_ServiceDiscoveryResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -15944,11 +16137,9 @@ def _e_ServiceDiscoveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -15968,7 +16159,6 @@ def _e_ServiceDiscoveryResType(w, o):
             _e_ServiceListType(w, v_EnergyTransferServiceList)
             v = w.v; n = w.n
             v_EnergyTransferServiceList = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_VASList is not None:
@@ -15982,12 +16172,10 @@ def _e_ServiceDiscoveryResType(w, o):
             n += 1
             v_VASList = None
             if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
             if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -16028,15 +16216,15 @@ def _d_ServiceIDListType(r):
         if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         f_ServiceID.append(_v)
         s = 1
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
+                if _a: raise r.deviation('ServiceIDListType', r.end - q)
                 el = 'ServiceID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -16056,17 +16244,21 @@ def _d_ServiceIDListType(r):
                     _v = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('ServiceIDListType', r.end - q)
                 if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_ServiceID.append(_v)
                 _k += 1
                 if _k == 15:
+                    q += 3
                     s = 16
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -16179,51 +16371,54 @@ def _d_ServiceListType(r):
         _v.FreeService = _c1_FreeService
         f_Service.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceListType', r.end - q)
+                if _a: raise r.deviation('ServiceListType', r.end - q)
                 el = 'Service/ServiceID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = _y >> 16
+                        _c3_ServiceID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ServiceID = _U2[_y >> 8]
+                        _c3_ServiceID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ServiceID = (V >> q) & 127
+                    _c3_ServiceID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 59: raise r.deviation('ServiceListType', r.end - q)
-                if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                    r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 10
+                if q < 0: V, q = r.slidep(q, 10)
+                x = (V >> q) & 1023
+                if x & 944: raise r.deviation('ServiceListType', r.end - q)
+                if _c3_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                 el = 'Service/FreeService'
-                _c2_FreeService = ((x >> 2) & 1) == 1
+                _c3_FreeService = ((x >> 6) & 1) == 1
                 _v = _new(_K_iso20_commonmessages_ServiceType)
-                _v.ServiceID = _c2_ServiceID
-                _v.FreeService = _c2_FreeService
+                _v.ServiceID = _c3_ServiceID
+                _v.FreeService = _c3_FreeService
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_Service.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 4
                     s = 8
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -16331,19 +16526,25 @@ def _d_ServiceParameterListType(r):
         V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ParameterSet'
                 r.pos = r.end - q
                 _v = _d_ParameterSetType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_ParameterSet.append(_v)
                 _k += 1
                 if _k == 31:
+                    q += 2
                     s = 32
                     break
             elif ec == 1:
@@ -16424,16 +16625,16 @@ def _d_ServiceSelectionReqType(r):
     f_SelectedEnergyTransferService = None
     f_SelectedVASList = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceSelectionReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceSelectionReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -16469,7 +16670,6 @@ def _d_ServiceSelectionReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -16478,10 +16678,8 @@ def _d_ServiceSelectionReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -16542,7 +16740,6 @@ def _d_ServiceSelectionReqType(r):
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
         f_SelectedEnergyTransferService.ParameterSetID = _c2_ParameterSetID
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'SelectedVASList'
             r.pos = r.end - q
@@ -16551,10 +16748,8 @@ def _d_ServiceSelectionReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceSelectionReqType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceSelectionReqType', r.end - q)
         r.pos = r.end - q
@@ -16600,7 +16795,6 @@ def _e_ServiceSelectionReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -16612,11 +16806,9 @@ def _e_ServiceSelectionReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SelectedEnergyTransferService is not None): raise EncodeError('missing content: SelectedEnergyTransferService')
             el = 'SelectedEnergyTransferService'
@@ -16643,7 +16835,6 @@ def _e_ServiceSelectionReqType(w, o):
             elif _c2_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = (w.v << 2); n = w.n + 2
             v_SelectedEnergyTransferService = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_SelectedVASList is not None:
@@ -16657,12 +16848,10 @@ def _e_ServiceSelectionReqType(w, o):
             n += 1
             v_SelectedVASList = None
             if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
             if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -16676,16 +16865,16 @@ def _d_ServiceSelectionResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceSelectionResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceSelectionResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -16721,7 +16910,6 @@ def _d_ServiceSelectionResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -16730,10 +16918,8 @@ def _d_ServiceSelectionResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -16789,7 +16975,6 @@ def _e_ServiceSelectionResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -16801,11 +16986,9 @@ def _e_ServiceSelectionResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -16905,16 +17088,16 @@ def _d_SessionSetupReqType(r):
     f_Header = None
     f_EVCCID = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -16950,7 +17133,6 @@ def _d_SessionSetupReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -16959,10 +17141,8 @@ def _d_SessionSetupReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -17029,7 +17209,6 @@ def _e_SessionSetupReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -17041,11 +17220,9 @@ def _e_SessionSetupReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'EVCCID'
@@ -17078,16 +17255,16 @@ def _d_SessionSetupResType(r):
     f_ResponseCode = None
     f_EVSEID = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -17123,7 +17300,6 @@ def _d_SessionSetupResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17132,10 +17308,8 @@ def _d_SessionSetupResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -17208,7 +17382,6 @@ def _e_SessionSetupResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -17220,11 +17393,9 @@ def _e_SessionSetupResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -17263,16 +17434,16 @@ def _d_SessionStopReqType(r):
     f_EVTerminationCode = None
     f_EVTerminationExplanation = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionStopReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -17308,7 +17479,6 @@ def _d_SessionStopReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17317,30 +17487,27 @@ def _d_SessionStopReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 100: raise r.deviation('SessionStopReqType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slidep(q, 8)
+        x = (V >> q) & 255
+        if x & 200: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'ChargingSession'
-        f_ChargingSession = ((x >> 3) & 3)
+        f_ChargingSession = ((x >> 4) & 3)
         if f_ChargingSession >= 3: f_ChargingSession = r.enum_index('SessionStopReqType/ChargingSession', f_ChargingSession, 3, r.at(r.end - q))
         else: f_ChargingSession = _E_iso20_commonmessages_chargingSessionType[f_ChargingSession]
-        ec = (x & 3)
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         s = 2
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'EVTerminationCode'
             _esc = x
             if _esc:
@@ -17353,16 +17520,15 @@ def _d_SessionStopReqType(r):
                 f_EVTerminationCode = r.string('iso20_commonmessages:EVTerminationCode')
                 if len(f_EVTerminationCode) > 80: r.facet('SessionStopReqType/EVTerminationCode', 'length [0, 80]', f_EVTerminationCode, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('SessionStopReqType', r.end - q)
-            ec = (x & 3)
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('SessionStopReqType', r.end - q)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 3
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'EVTerminationExplanation'
             _esc = x
             if _esc:
@@ -17380,15 +17546,13 @@ def _d_SessionStopReqType(r):
             if (V >> q) & 3: raise r.deviation('SessionStopReqType', r.end - q)
             s = 4
         elif ec == 2:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('SessionStopReqType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'EVTerminationExplanation'
                 _esc = x
                 if _esc:
@@ -17406,7 +17570,7 @@ def _d_SessionStopReqType(r):
                 if (V >> q) & 3: raise r.deviation('SessionStopReqType', r.end - q)
                 s = 4
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('SessionStopReqType', r.end - q)
@@ -17457,7 +17621,6 @@ def _e_SessionStopReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -17469,11 +17632,9 @@ def _e_SessionStopReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
             el = 'ChargingSession'
@@ -17558,16 +17719,16 @@ def _d_SessionStopResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionStopResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SessionStopResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -17603,7 +17764,6 @@ def _d_SessionStopResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17612,10 +17772,8 @@ def _d_SessionStopResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -17671,7 +17829,6 @@ def _e_SessionStopResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -17683,11 +17840,9 @@ def _e_SessionStopResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -17744,7 +17899,6 @@ def _d_SignedCertificateChainType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'SubCertificates'
             r.pos = r.end - q
@@ -17753,10 +17907,8 @@ def _d_SignedCertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('SignedCertificateChainType', r.end - q)
         r.pos = r.end - q
@@ -17796,7 +17948,6 @@ def _e_SignedCertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id')
         if v_SubCertificates is not None:
@@ -17808,11 +17959,9 @@ def _e_SignedCertificateChainType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -17879,16 +18028,14 @@ def _d_SignedInstallationDataType(r):
         else:
             r.pos = r.end - q; f_DHPublicKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHPublicKey)
         if _l < 133 or _l > 133: r.facet('SignedInstallationDataType/DHPublicKey', 'length [133, 133]', f_DHPublicKey, r.at(r.end - q))
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SignedInstallationDataType', r.end - q)
-        ec = (x & 3)
-        s = 4
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('SignedInstallationDataType', r.end - q)
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+            if _a: raise r.deviation('SignedInstallationDataType', r.end - q)
             el = 'SECP521_EncryptedPrivateKey'
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
@@ -17899,11 +18046,8 @@ def _d_SignedInstallationDataType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
-            s = -1
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+            if _a: raise r.deviation('SignedInstallationDataType', r.end - q)
             el = 'X448_EncryptedPrivateKey'
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
@@ -17914,11 +18058,8 @@ def _d_SignedInstallationDataType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
-            s = -1
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+            if _a: raise r.deviation('SignedInstallationDataType', r.end - q)
             el = 'TPM_EncryptedPrivateKey'
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
@@ -17929,7 +18070,6 @@ def _d_SignedInstallationDataType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
-            s = -1
         else:
             raise r.deviation('SignedInstallationDataType', r.end - q)
         r.pos = r.end - q
@@ -18005,7 +18145,6 @@ def _e_SignedInstallationDataType(w, o):
             v <<= 1
             n += 1
             v_DHPublicKey = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of Id')
         if v_SECP521_EncryptedPrivateKey is not None:
@@ -18020,7 +18159,6 @@ def _e_SignedInstallationDataType(w, o):
             n += 2
             v_SECP521_EncryptedPrivateKey = None
             if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-            s = -1
         elif v_X448_EncryptedPrivateKey is not None:
             el = 'X448_EncryptedPrivateKey'
             v = (v << 3) | (1 << 1)
@@ -18033,7 +18171,6 @@ def _e_SignedInstallationDataType(w, o):
             n += 2
             v_X448_EncryptedPrivateKey = None
             if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-            s = -1
         elif v_TPM_EncryptedPrivateKey is not None:
             el = 'TPM_EncryptedPrivateKey'
             v = (v << 3) | (2 << 1)
@@ -18046,7 +18183,6 @@ def _e_SignedInstallationDataType(w, o):
             n += 2
             v_TPM_EncryptedPrivateKey = None
             if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of SECP521_EncryptedPrivateKey, X448_EncryptedPrivateKey, TPM_EncryptedPrivateKey')
         w.v = v; w.n = n
@@ -18090,32 +18226,31 @@ def _d_SignedMeteringDataType(r):
         r.pos = r.end - q
         f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         s = 3
         if ec == 0:
+            q += 2
             el = 'Receipt'
             r.pos = r.end - q
             f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             s = 4
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
             el = 'Dynamic_SMDTControlMode'
             f_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
             s = 5
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
             el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -18146,16 +18281,12 @@ def _d_SignedMeteringDataType(r):
             raise r.deviation('SignedMeteringDataType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'Dynamic_SMDTControlMode'
                 f_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
                 s = 5
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+                if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -18342,19 +18473,16 @@ def _d_SubCertificatesType(r):
             else:
                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
             if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         f_Certificate.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'Certificate'
             _esc = x
             if _esc:
@@ -18369,25 +18497,22 @@ def _d_SubCertificatesType(r):
                 else:
                     r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                 if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             f_Certificate.append(_v)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
             s = 2
         elif ec == 1:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'Certificate'
                 _esc = x
                 if _esc:
@@ -18411,7 +18536,7 @@ def _d_SubCertificatesType(r):
                 if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
                 s = -1
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('SubCertificatesType', r.end - q)
@@ -18516,15 +18641,15 @@ def _d_SupportedProvidersListType(r):
         if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
         f_ProviderID.append(_v)
         s = 1
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'ProviderID'
                 _esc = x
                 if _esc:
@@ -18537,16 +18662,20 @@ def _d_SupportedProvidersListType(r):
                     _v = r.string('iso20_commonmessages:ProviderID')
                     if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('SupportedProvidersListType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_ProviderID.append(_v)
                 _k += 1
                 if _k == 127:
+                    q += 3
                     s = 128
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -18738,19 +18867,25 @@ def _d_TaxRuleListType(r):
         V = r.v; q = r.end - r.pos
         f_TaxRule.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'TaxRule'
                 r.pos = r.end - q
                 _v = _d_TaxRuleType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_TaxRule.append(_v)
                 _k += 1
                 if _k == 9:
+                    q += 2
                     s = 10
                     break
             elif ec == 1:
@@ -18858,17 +18993,16 @@ def _d_TaxRuleType(r):
             f_TaxRuleID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('TaxRuleType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        if x & 65536: raise r.deviation('TaxRuleType', r.end - q)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('TaxRuleType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 13
+            x = _a >> 13
             el = 'TaxRuleName'
             _esc = x
             if _esc:
@@ -18886,106 +19020,99 @@ def _d_TaxRuleType(r):
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('TaxRuleType', r.end - q)
             el = 'TaxRate/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'TaxRate/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('TaxRuleType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 24
+            if q < 0: V, q = r.slidep(q, 24)
+            x = (V >> q) & 16777215
+            if x & 12582912: raise r.deviation('TaxRuleType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_TaxRate = _new(_K_iso20_commontypes_RationalNumberType)
-            f_TaxRate.Exponent = _c1_Exponent
-            f_TaxRate.Value = _c1_Value
-            ec = (x & 3)
-            s = 3
+            f_TaxRate.Exponent = _c3_Exponent
+            f_TaxRate.Value = _c3_Value
+            ec = ((x >> 20) & 3)
+            _a = (x & 1048575)
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('TaxRuleType', r.end - q)
             el = 'TaxRate/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'TaxRate/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('TaxRuleType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 24
+            if q < 0: V, q = r.slidep(q, 24)
+            x = (V >> q) & 16777215
+            if x & 12582912: raise r.deviation('TaxRuleType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
             f_TaxRate = _new(_K_iso20_commontypes_RationalNumberType)
-            f_TaxRate.Exponent = _c2_Exponent
-            f_TaxRate.Value = _c2_Value
-            ec = (x & 3)
-            s = 3
+            f_TaxRate.Exponent = _c4_Exponent
+            f_TaxRate.Value = _c4_Value
+            ec = ((x >> 20) & 3)
+            _a = (x & 1048575)
         else:
             raise r.deviation('TaxRuleType', r.end - q)
         if ec == 0:
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 187: raise r.deviation('TaxRuleType', r.end - q)
-            _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+            x = _a
+            if x & 765952: raise r.deviation('TaxRuleType', r.end - q)
+            _t = _T_b__z1__z1__z1__b[((x >> 14) & 31)]
             if _t is None:
                 el = 'TaxIncludedInPrice'
-                f_TaxIncludedInPrice = ((x >> 6) & 1) == 1
+                f_TaxIncludedInPrice = ((x >> 18) & 1) == 1
                 el = 'AppliesToEnergyFee'
-                f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
+                f_AppliesToEnergyFee = ((x >> 14) & 1) == 1
             else:
                 el = 'AppliesToEnergyFee'
                 f_TaxIncludedInPrice, f_AppliesToEnergyFee = _t
-            s = 5
+            _a = (x & 4095)
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('TaxRuleType', r.end - q)
+            q += 4
+            x = _a >> 4
+            if x & 45056: raise r.deviation('TaxRuleType', r.end - q)
             el = 'AppliesToEnergyFee'
-            f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
-            s = 5
+            f_AppliesToEnergyFee = ((x >> 14) & 1) == 1
+            _a = (x & 4095)
         else:
             raise r.deviation('TaxRuleType', r.end - q)
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
+        x = _a
         if x & 3003: raise r.deviation('TaxRuleType', r.end - q)
         _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 2) & 511)]
         if _t is None:
@@ -18998,7 +19125,6 @@ def _d_TaxRuleType(r):
         else:
             el = 'AppliesMinimumMaximumCost'
             f_AppliesToParkingFee, f_AppliesToOverstayFee, f_AppliesMinimumMaximumCost = _t
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -19036,7 +19162,6 @@ def _e_TaxRuleType(w, o):
             elif v_TaxRuleID < 16384: v = (v << 17) | (_V2[v_TaxRuleID] << 1); n += 17
             elif v_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
         if v_TaxRuleName is not None:
@@ -19067,7 +19192,6 @@ def _e_TaxRuleType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 3
         elif v_TaxRate is not None:
             el = 'TaxRate'
             _o = v_TaxRate
@@ -19086,7 +19210,6 @@ def _e_TaxRuleType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 3
         else:
             raise EncodeError('missing content: expected one of TaxRuleName, TaxRate')
         if v_TaxIncludedInPrice is not None:
@@ -19097,13 +19220,11 @@ def _e_TaxRuleType(w, o):
             if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
             v = (v << 9) | (v_TaxIncludedInPrice << 5) | (v_AppliesToEnergyFee << 1)
             n += 9
-            s = 5
         elif v_AppliesToEnergyFee is not None:
             el = 'AppliesToEnergyFee'
             if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
             v = (v << 5) | (1 << 3) | (v_AppliesToEnergyFee << 1)
             n += 5
-            s = 5
         else:
             raise EncodeError('missing content: expected one of TaxIncludedInPrice, AppliesToEnergyFee')
         if v_AppliesToParkingFee is not None:
@@ -19117,7 +19238,6 @@ def _e_TaxRuleType(w, o):
             if v_AppliesMinimumMaximumCost is not True and v_AppliesMinimumMaximumCost is not False: raise EncodeError(f'expected a bool, got {v_AppliesMinimumMaximumCost!r}')
             v = (v << 13) | (v_AppliesToParkingFee << 10) | (v_AppliesToOverstayFee << 6) | (v_AppliesMinimumMaximumCost << 2)
             n += 13
-            s = -1
         else:
             raise EncodeError('missing content: expected one of AppliesToParkingFee')
         w.v = v; w.n = n
@@ -19137,16 +19257,16 @@ def _d_VehicleCheckInReqType(r):
     f_DeviceOffset = None
     f_VehicleTravel = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('VehicleCheckInReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('VehicleCheckInReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -19182,7 +19302,6 @@ def _d_VehicleCheckInReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -19191,39 +19310,36 @@ def _d_VehicleCheckInReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 13
-        if q < 0: V, q = r.slideq(q, 13)
-        x = (V >> q) & 8191
-        if x & 6600: raise r.deviation('VehicleCheckInReqType', r.end - q)
-        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[((x >> 4) & 127)]
+        q -= 15
+        if q < 0: V, q = r.slidep(q, 15)
+        x = (V >> q) & 32767
+        if x & 26400: raise r.deviation('VehicleCheckInReqType', r.end - q)
+        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[((x >> 6) & 127)]
         if _t is None:
             el = 'EVCheckInStatus'
-            f_EVCheckInStatus = ((x >> 9) & 3)
+            f_EVCheckInStatus = ((x >> 11) & 3)
             if f_EVCheckInStatus >= 3: f_EVCheckInStatus = r.enum_index('VehicleCheckInReqType/EVCheckInStatus', f_EVCheckInStatus, 3, r.at(r.end - q))
             else: f_EVCheckInStatus = _E_iso20_commonmessages_evCheckInStatusType[f_EVCheckInStatus]
             el = 'ParkingMethod'
-            f_ParkingMethod = ((x >> 4) & 3)
+            f_ParkingMethod = ((x >> 6) & 3)
             if f_ParkingMethod >= 3: f_ParkingMethod = r.enum_index('VehicleCheckInReqType/ParkingMethod', f_ParkingMethod, 3, r.at(r.end - q))
             else: f_ParkingMethod = _E_iso20_commonmessages_parkingMethodType[f_ParkingMethod]
         else:
             el = 'ParkingMethod'
             f_EVCheckInStatus, f_ParkingMethod = _t
-        ec = (x & 7)
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 3
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
             el = 'VehicleFrame'
             _neg = (x & 1)
@@ -19245,18 +19361,17 @@ def _d_VehicleCheckInReqType(r):
                 f_VehicleFrame = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('VehicleCheckInReqType', r.end - q)
             if _neg: f_VehicleFrame = -f_VehicleFrame - 1
             if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 4
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
             el = 'DeviceOffset'
             _neg = (x & 1)
@@ -19278,18 +19393,17 @@ def _d_VehicleCheckInReqType(r):
                 f_DeviceOffset = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('VehicleCheckInReqType', r.end - q)
             if _neg: f_DeviceOffset = -f_DeviceOffset - 1
             if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 5
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
             el = 'VehicleTravel'
             _neg = (x & 1)
@@ -19318,15 +19432,13 @@ def _d_VehicleCheckInReqType(r):
             if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
             s = 6
         elif ec == 3:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 el = 'DeviceOffset'
                 _neg = (x & 1)
@@ -19348,18 +19460,17 @@ def _d_VehicleCheckInReqType(r):
                     f_DeviceOffset = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
                 if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 5
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 el = 'VehicleTravel'
                 _neg = (x & 1)
@@ -19388,15 +19499,13 @@ def _d_VehicleCheckInReqType(r):
                 if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 el = 'VehicleTravel'
                 _neg = (x & 1)
@@ -19425,7 +19534,7 @@ def _d_VehicleCheckInReqType(r):
                 if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
                 s = 6
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('VehicleCheckInReqType', r.end - q)
@@ -19480,7 +19589,6 @@ def _e_VehicleCheckInReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -19492,11 +19600,9 @@ def _e_VehicleCheckInReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCheckInStatus is not None): raise EncodeError('missing content: EVCheckInStatus')
             el = 'EVCheckInStatus'
@@ -19625,16 +19731,16 @@ def _d_VehicleCheckInResType(r):
     f_DeviceLocation = None
     f_TargetDistance = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('VehicleCheckInResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('VehicleCheckInResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -19670,7 +19776,6 @@ def _d_VehicleCheckInResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -19679,30 +19784,27 @@ def _d_VehicleCheckInResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3080: raise r.deviation('VehicleCheckInResType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slidep(q, 14)
+        x = (V >> q) & 16383
+        if x & 12320: raise r.deviation('VehicleCheckInResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 63)
+        f_ResponseCode = ((x >> 6) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckInResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        ec = (x & 7)
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 2
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
             el = 'ParkingSpace'
             _neg = (x & 1)
@@ -19724,18 +19826,17 @@ def _d_VehicleCheckInResType(r):
                 f_ParkingSpace = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('VehicleCheckInResType', r.end - q)
             if _neg: f_ParkingSpace = -f_ParkingSpace - 1
             if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 3
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
             el = 'DeviceLocation'
             _neg = (x & 1)
@@ -19757,18 +19858,17 @@ def _d_VehicleCheckInResType(r):
                 f_DeviceLocation = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('VehicleCheckInResType', r.end - q)
             if _neg: f_DeviceLocation = -f_DeviceLocation - 1
             if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 4
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
             el = 'TargetDistance'
             _neg = (x & 1)
@@ -19797,15 +19897,13 @@ def _d_VehicleCheckInResType(r):
             if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
             s = 5
         elif ec == 3:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
                 el = 'DeviceLocation'
                 _neg = (x & 1)
@@ -19827,18 +19925,17 @@ def _d_VehicleCheckInResType(r):
                     f_DeviceLocation = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
                 if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 4
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
                 el = 'TargetDistance'
                 _neg = (x & 1)
@@ -19867,15 +19964,13 @@ def _d_VehicleCheckInResType(r):
                 if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
                 el = 'TargetDistance'
                 _neg = (x & 1)
@@ -19904,7 +19999,7 @@ def _d_VehicleCheckInResType(r):
                 if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
                 s = 5
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('VehicleCheckInResType', r.end - q)
@@ -19957,7 +20052,6 @@ def _e_VehicleCheckInResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -19969,11 +20063,9 @@ def _e_VehicleCheckInResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -20095,16 +20187,16 @@ def _d_VehicleCheckOutReqType(r):
     f_EVCheckOutStatus = None
     f_CheckOutTime = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('VehicleCheckOutReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('VehicleCheckOutReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -20140,7 +20232,6 @@ def _d_VehicleCheckOutReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -20149,10 +20240,8 @@ def _d_VehicleCheckOutReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -20233,7 +20322,6 @@ def _e_VehicleCheckOutReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -20245,11 +20333,9 @@ def _e_VehicleCheckOutReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCheckOutStatus is not None): raise EncodeError('missing content: EVCheckOutStatus')
             el = 'EVCheckOutStatus'
@@ -20284,16 +20370,16 @@ def _d_VehicleCheckOutResType(r):
     f_ResponseCode = None
     f_EVSECheckOutStatus = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('VehicleCheckOutResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('VehicleCheckOutResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -20329,7 +20415,6 @@ def _d_VehicleCheckOutResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -20338,10 +20423,8 @@ def _d_VehicleCheckOutResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -20406,7 +20489,6 @@ def _e_VehicleCheckOutResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -20418,11 +20500,9 @@ def _e_VehicleCheckOutResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'

@@ -102,16 +102,16 @@ def _d_ChargeLoopReqType(r):
     f_DisplayParameters = None
     f_MeterInfoRequested = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeLoopReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargeLoopReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -141,37 +141,37 @@ def _d_ChargeLoopReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 2
+        ec = ((x >> 6) & 3)
+        _a = (x & 63)
         if ec == 0:
+            q += 6
             el = 'Header/Signature'
             r.pos = r.end - q
             _c1_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
+            q -= 7
+            if q < 0: V, q = r.slidep(q, 7)
+            x = (V >> q) & 127
+            if x & 64: raise r.deviation('MessageHeaderType', r.end - q)
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 4)
+            _a = (x & 15)
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
         if ec == 0:
+            q += 4
             el = 'DisplayParameters'
             r.pos = r.end - q
             f_DisplayParameters = _d_DisplayParametersType(r)
@@ -182,18 +182,13 @@ def _d_ChargeLoopReqType(r):
             if x & 27: raise r.deviation('ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
             f_MeterInfoRequested = ((x >> 2) & 1) == 1
-            s = 3
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
             f_MeterInfoRequested = ((x >> 2) & 1) == 1
-            s = 3
         else:
             raise r.deviation('ChargeLoopReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -237,7 +232,6 @@ def _e_ChargeLoopReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -249,14 +243,11 @@ def _e_ChargeLoopReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_DisplayParameters is not None:
@@ -273,21 +264,18 @@ def _e_ChargeLoopReqType(w, o):
             n += 4
             v_DisplayParameters = None
             v_MeterInfoRequested = None
-            s = 3
         elif v_MeterInfoRequested is not None:
             el = 'MeterInfoRequested'
             if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
             v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
             n += 5
             v_MeterInfoRequested = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
         if True:
             v <<= 1
             n += 1
             if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -304,23 +292,23 @@ def _d_ChargeLoopResType(r):
     f_MeterInfo = None
     f_Receipt = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c2_SessionID = None
+        _c2_TimeStamp = None
+        _c2_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c2_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -329,93 +317,90 @@ def _d_ChargeLoopResType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c2_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c2_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c2_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c2_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3080: raise r.deviation('ChargeLoopResType', r.end - q)
+        f_Header.SessionID = _c2_SessionID
+        f_Header.TimeStamp = _c2_TimeStamp
+        f_Header.Signature = _c2_Signature
+        q -= 14
+        if q < 0: V, q = r.slidep(q, 14)
+        x = (V >> q) & 16383
+        if x & 12320: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 63)
+        f_ResponseCode = ((x >> 6) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        ec = (x & 7)
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 2
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargeLoopResType', r.end - q)
+            if _a: raise r.deviation('ChargeLoopResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c3_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c3_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c3_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 10
             if q < 0: V, q = r.slideq(q, 10)
             x = (V >> q) & 1023
             if x & 908: raise r.deviation('ChargeLoopResType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 4) & 7)
-            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            _c3_EVSENotification = ((x >> 4) & 7)
+            if _c3_EVSENotification >= 6: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 6, r.at(r.end - q))
+            else: _c3_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c3_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
-            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_EVSEStatus.EVSENotification = _c2_EVSENotification
+            f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c3_EVSENotification
             ec = (x & 3)
             s = 3
         elif ec == 1:
+            q += 2
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = _d_MeterInfoType(r)
@@ -426,6 +411,7 @@ def _d_ChargeLoopResType(r):
             ec = x
             s = 4
         elif ec == 2:
+            q += 2
             el = 'Receipt'
             r.pos = r.end - q
             f_Receipt = _d_ReceiptType(r)
@@ -435,7 +421,7 @@ def _d_ChargeLoopResType(r):
             if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
             s = 5
         elif ec == 3:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('ChargeLoopResType', r.end - q)
@@ -528,7 +514,6 @@ def _e_ChargeLoopResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -540,11 +525,9 @@ def _e_ChargeLoopResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -659,16 +642,16 @@ def _d_ChargeParameterDiscoveryReqType(r):
     el = ''
     f_Header = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -704,7 +687,6 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -713,10 +695,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -765,7 +745,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -777,11 +756,9 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -800,16 +777,16 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -845,7 +822,6 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -854,10 +830,8 @@ def _d_ChargeParameterDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -913,7 +887,6 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -925,11 +898,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1212,7 +1183,8 @@ def _d_DisplayParametersType(r):
     try:
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
-        ec = (V >> q) & 15
+        x = (V >> q) & 15
+        ec = x
         if ec < 5:
             if ec == 0:
                 q -= 13
@@ -1235,24 +1207,26 @@ def _d_DisplayParametersType(r):
                 ec = (x & 15)
                 s = 2
             elif ec == 2:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 32
+                if q < 0: V, q = r.slidep(q, 32)
+                x = (V >> q) & 4294967295
+                if x & 2155872256: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 5) & 127)
+                f_TargetSOC = ((x >> 24) & 127)
                 if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 15)
+                ec = ((x >> 19) & 15)
+                _a = (x & 524287)
                 s = 3
             elif ec == 3:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
-                f_MaximumSOC = ((x >> 4) & 127)
+                f_MaximumSOC = ((x >> 23) & 127)
                 if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 4
             elif ec == 4:
                 q -= 1
@@ -1277,12 +1251,13 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 5
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
@@ -1310,12 +1285,13 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 6
             elif ec == 6:
                 q -= 1
@@ -1340,21 +1316,23 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 7
             elif ec == 7:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 17) & 1) == 1
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 8:
                 q -= 14
@@ -1362,37 +1340,38 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_Value = _y >> 16
+                        _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_Value = _U2[_y >> 8]
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c1_Exponent
-                f_BatteryEnergyCapacity.Value = _c1_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c7_Exponent
+                f_BatteryEnergyCapacity.Value = _c7_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 9:
                 q -= 4
@@ -1420,24 +1399,26 @@ def _d_DisplayParametersType(r):
                     ec = (x & 15)
                     s = 2
                 elif ec == 1:
-                    q -= 13
-                    if q < 0: V, q = r.slideq(q, 13)
-                    x = (V >> q) & 8191
-                    if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 32
+                    if q < 0: V, q = r.slidep(q, 32)
+                    x = (V >> q) & 4294967295
+                    if x & 2155872256: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 5) & 127)
+                    f_TargetSOC = ((x >> 24) & 127)
                     if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                    ec = (x & 15)
+                    ec = ((x >> 19) & 15)
+                    _a = (x & 524287)
                     s = 3
                 elif ec == 2:
-                    q -= 12
-                    if q < 0: V, q = r.slideq(q, 12)
-                    x = (V >> q) & 4095
-                    if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 31
+                    if q < 0: V, q = r.slidep(q, 31)
+                    x = (V >> q) & 2147483647
+                    if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 4) & 127)
+                    f_MaximumSOC = ((x >> 23) & 127)
                     if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 4
                 elif ec == 3:
                     q -= 1
@@ -1462,12 +1443,13 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 23
+                    if q < 0: V, q = r.slidep(q, 23)
+                    x = (V >> q) & 8388607
+                    if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 5
                 elif ec == 4:
                     q -= 1
@@ -1492,12 +1474,13 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 23
+                    if q < 0: V, q = r.slidep(q, 23)
+                    x = (V >> q) & 8388607
+                    if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 6
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
@@ -1525,21 +1508,23 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 23
+                    if q < 0: V, q = r.slidep(q, 23)
+                    x = (V >> q) & 8388607
+                    if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 7
                 elif ec == 6:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 3) & 1) == 1
-                    ec = (x & 3)
+                    f_ChargingComplete = ((x >> 17) & 1) == 1
+                    ec = ((x >> 14) & 3)
+                    _a = (x & 16383)
                     s = 8
                 elif ec == 7:
                     q -= 14
@@ -1547,37 +1532,38 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'BatteryEnergyCapacity/Exponent'
-                    _c2_Exponent = ((x >> 4) & 255) + -128
+                    _c8_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_Value = _y >> 16
+                            _c8_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_Value = _U2[_y >> 8]
+                            _c8_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_Value = (V >> q) & 127
+                        _c8_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                    if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 8
+                    if q < 0: V, q = r.slidep(q, 8)
+                    x = (V >> q) & 255
+                    if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_BatteryEnergyCapacity.Exponent = _c2_Exponent
-                    f_BatteryEnergyCapacity.Value = _c2_Value
-                    ec = (x & 3)
+                    f_BatteryEnergyCapacity.Exponent = _c8_Exponent
+                    f_BatteryEnergyCapacity.Value = _c8_Value
+                    ec = ((x >> 4) & 3)
+                    _a = (x & 15)
                     s = 9
                 elif ec == 8:
                     q -= 4
@@ -1595,24 +1581,26 @@ def _d_DisplayParametersType(r):
         if s == 2:
             if ec < 4:
                 if ec == 0:
-                    q -= 13
-                    if q < 0: V, q = r.slideq(q, 13)
-                    x = (V >> q) & 8191
-                    if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 32
+                    if q < 0: V, q = r.slidep(q, 32)
+                    x = (V >> q) & 4294967295
+                    if x & 2155872256: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 5) & 127)
+                    f_TargetSOC = ((x >> 24) & 127)
                     if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                    ec = (x & 15)
+                    ec = ((x >> 19) & 15)
+                    _a = (x & 524287)
                     s = 3
                 elif ec == 1:
-                    q -= 12
-                    if q < 0: V, q = r.slideq(q, 12)
-                    x = (V >> q) & 4095
-                    if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 31
+                    if q < 0: V, q = r.slidep(q, 31)
+                    x = (V >> q) & 2147483647
+                    if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 4) & 127)
+                    f_MaximumSOC = ((x >> 23) & 127)
                     if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 4
                 elif ec == 2:
                     q -= 1
@@ -1637,12 +1625,13 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMinimumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 23
+                    if q < 0: V, q = r.slidep(q, 23)
+                    x = (V >> q) & 8388607
+                    if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 5
                 elif ec == 3:
                     q -= 1
@@ -1667,12 +1656,13 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToTargetSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 23
+                    if q < 0: V, q = r.slidep(q, 23)
+                    x = (V >> q) & 8388607
+                    if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 6
                 else:
                     raise r.deviation('DisplayParametersType', r.end - q)
@@ -1700,21 +1690,23 @@ def _d_DisplayParametersType(r):
                         f_RemainingTimeToMaximumSOC = (V >> q) & 127
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 23
+                    if q < 0: V, q = r.slidep(q, 23)
+                    x = (V >> q) & 8388607
+                    if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                    ec = (x & 7)
+                    ec = ((x >> 19) & 7)
+                    _a = (x & 524287)
                     s = 7
                 elif ec == 5:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 3) & 1) == 1
-                    ec = (x & 3)
+                    f_ChargingComplete = ((x >> 17) & 1) == 1
+                    ec = ((x >> 14) & 3)
+                    _a = (x & 16383)
                     s = 8
                 elif ec == 6:
                     q -= 14
@@ -1722,37 +1714,38 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'BatteryEnergyCapacity/Exponent'
-                    _c3_Exponent = ((x >> 4) & 255) + -128
+                    _c9_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_Value = _y >> 16
+                            _c9_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_Value = _U2[_y >> 8]
+                            _c9_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_Value = (V >> q) & 127
+                        _c9_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                    if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 8
+                    if q < 0: V, q = r.slidep(q, 8)
+                    x = (V >> q) & 255
+                    if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                    if _neg: _c9_Value = -_c9_Value - 1
+                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
                     f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_BatteryEnergyCapacity.Exponent = _c3_Exponent
-                    f_BatteryEnergyCapacity.Value = _c3_Value
-                    ec = (x & 3)
+                    f_BatteryEnergyCapacity.Exponent = _c9_Exponent
+                    f_BatteryEnergyCapacity.Value = _c9_Value
+                    ec = ((x >> 4) & 3)
+                    _a = (x & 15)
                     s = 9
                 elif ec == 7:
                     q -= 4
@@ -1769,19 +1762,20 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2056: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 19
+                q -= 31
+                if q < 0: V, q = r.slidep(q, 31)
+                x = (V >> q) & 2147483647
+                if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
-                f_MaximumSOC = ((x >> 4) & 127)
+                f_MaximumSOC = ((x >> 23) & 127)
                 if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 4
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -1801,17 +1795,17 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 5
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -1831,17 +1825,17 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 6
             elif ec == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -1861,78 +1855,76 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 7
             elif ec == 4:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                x = _a
+                if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 17) & 1) == 1
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 5:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 5
+                x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c4_Exponent
-                f_BatteryEnergyCapacity.Value = _c4_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c10_Exponent
+                f_BatteryEnergyCapacity.Value = _c10_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 6:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 15
+                x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 7:
-                pass
+                q += 19
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -1952,17 +1944,17 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMinimumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 5
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -1982,17 +1974,17 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 6
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2012,78 +2004,76 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 7
             elif ec == 3:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                x = _a
+                if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 17) & 1) == 1
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 5
+                x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c5_Exponent
-                f_BatteryEnergyCapacity.Value = _c5_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c11_Exponent
+                f_BatteryEnergyCapacity.Value = _c11_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 5:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 15
+                x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 6:
-                pass
+                q += 19
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2103,17 +2093,17 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToTargetSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 6
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2133,78 +2123,76 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 7
             elif ec == 2:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                x = _a
+                if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 17) & 1) == 1
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 5
+                x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c6_Exponent
-                f_BatteryEnergyCapacity.Value = _c6_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c12_Exponent
+                f_BatteryEnergyCapacity.Value = _c12_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 4:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 15
+                x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 5:
-                pass
+                q += 19
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 6:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
+                q += 18
+                if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2224,197 +2212,190 @@ def _d_DisplayParametersType(r):
                     f_RemainingTimeToMaximumSOC = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('DisplayParametersType', r.end - q)
+                q -= 23
+                if q < 0: V, q = r.slidep(q, 23)
+                x = (V >> q) & 8388607
+                if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 19) & 7)
+                _a = (x & 524287)
                 s = 7
             elif ec == 1:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                x = _a
+                if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 17) & 1) == 1
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 5
+                x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c7_Exponent
-                f_BatteryEnergyCapacity.Value = _c7_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c13_Exponent
+                f_BatteryEnergyCapacity.Value = _c13_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 3:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 15
+                x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 4:
-                pass
+                q += 19
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DisplayParametersType', r.end - q)
+                x = _a
+                if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 17) & 1) == 1
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 5
+                x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c8_Exponent
-                f_BatteryEnergyCapacity.Value = _c8_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c14_Exponent
+                f_BatteryEnergyCapacity.Value = _c14_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 15
+                x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 3:
-                pass
+                q += 19
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                if x & 192: raise r.deviation('DisplayParametersType', r.end - q)
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
-                f_BatteryEnergyCapacity.Exponent = _c9_Exponent
-                f_BatteryEnergyCapacity.Value = _c9_Value
-                ec = (x & 3)
+                f_BatteryEnergyCapacity.Exponent = _c15_Exponent
+                f_BatteryEnergyCapacity.Value = _c15_Value
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 s = 9
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                q += 10
+                x = _a >> 10
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 9:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                x = _a
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
                 f_InletHot = ((x >> 2) & 1) == 1
                 s = 10
             elif ec == 1:
-                pass
+                q += 4
                 s = -1
             else:
                 raise r.deviation('DisplayParametersType', r.end - q)
@@ -3040,13 +3021,14 @@ def _d_Dynamic_CLReqControlModeType(r):
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -3072,140 +3054,137 @@ def _d_Dynamic_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
-            s = 2
+            f_EVTargetEnergyRequest.Exponent = _c5_Exponent
+            f_EVTargetEnergyRequest.Value = _c5_Value
+            _a = (x & 16383)
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c2_Exponent
-            f_EVTargetEnergyRequest.Value = _c2_Value
-            s = 2
+            f_EVTargetEnergyRequest.Exponent = _c6_Exponent
+            f_EVTargetEnergyRequest.Value = _c6_Value
+            _a = (x & 16383)
         else:
             raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
+        x = _a
         if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c7_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c7_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c7_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
         f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-        f_EVMaximumEnergyRequest.Value = _c3_Value
+        f_EVMaximumEnergyRequest.Exponent = _c7_Exponent
+        f_EVMaximumEnergyRequest.Value = _c7_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c4_Value = _y >> 16
+                _c8_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = _U2[_y >> 8]
+                _c8_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c4_Value = (V >> q) & 127
+            _c8_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-        f_EVMinimumEnergyRequest.Value = _c4_Value
-        s = -1
+        f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
+        f_EVMinimumEnergyRequest.Value = _c8_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -3253,7 +3232,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 2
         elif v_EVTargetEnergyRequest is not None:
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -3272,7 +3250,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
         if v_EVMaximumEnergyRequest is not None:
@@ -3311,7 +3288,6 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
             elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
         w.v = v; w.n = n
@@ -3329,13 +3305,14 @@ def _d_Dynamic_CLResControlModeType(r):
     f_TargetSOC = None
     f_AckMaxDelay = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 26
+        if q < 0: V, q = r.slidep(q, 26)
+        x = (V >> q) & 67108863
+        ec = (x >> 23)
+        _a = (x & 8388607)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q += 22
+            if _a >> 22: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -3355,37 +3332,36 @@ def _d_Dynamic_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q -= 27
+            if q < 0: V, q = r.slidep(q, 27)
+            x = (V >> q) & 134217727
+            if x & 67108864: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 23) & 7)
+            _a = (x & 8388607)
             s = 1
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            x = _a
+            if x & 4210688: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 3) & 127)
+            f_MinimumSOC = ((x >> 15) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 12) & 3)
+            _a = (x & 4095)
             s = 2
         elif ec == 2:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q += 11
+            x = _a >> 11
+            if x & 2056: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 3) & 127)
+            f_TargetSOC = ((x >> 4) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 3
         elif ec == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+            q += 22
+            if _a >> 22: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -3411,35 +3387,33 @@ def _d_Dynamic_CLResControlModeType(r):
             if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
             s = 4
         elif ec == 4:
-            pass
+            q += 23
             s = -1
         else:
             raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                x = _a
+                if x & 4210688: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 3) & 127)
+                f_MinimumSOC = ((x >> 15) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 12) & 3)
+                _a = (x & 4095)
                 s = 2
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q += 11
+                x = _a >> 11
+                if x & 2056: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 4) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 3
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q += 22
+                if _a >> 22: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -3465,25 +3439,23 @@ def _d_Dynamic_CLResControlModeType(r):
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 3:
-                pass
+                q += 23
                 s = -1
             else:
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                x = _a
+                if x & 2056: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 4) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                q += 11
+                if _a >> 11: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -3509,15 +3481,13 @@ def _d_Dynamic_CLResControlModeType(r):
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                pass
+                q += 12
                 s = -1
             else:
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
+                if _a: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -3543,7 +3513,7 @@ def _d_Dynamic_CLResControlModeType(r):
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
@@ -3810,15 +3780,15 @@ def _d_ListOfRootCertificateIDsType(r):
         _v.X509SerialNumber = _c1_X509SerialNumber
         f_RootCertificateID.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 el = 'RootCertificateID/X509IssuerName'
                 _esc = (x & 1)
@@ -3826,10 +3796,10 @@ def _d_ListOfRootCertificateIDsType(r):
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                    _c2_X509IssuerName = ''
+                    _c3_X509IssuerName = ''
                 else:
                     r.pos = r.end - q
-                    _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                    _c3_X509IssuerName = r.string('xmldsig:X509IssuerName')
                     V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
@@ -3841,34 +3811,38 @@ def _d_ListOfRootCertificateIDsType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_X509SerialNumber = _y >> 16
+                        _c3_X509SerialNumber = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_X509SerialNumber = _U2[_y >> 8]
+                        _c3_X509SerialNumber = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_X509SerialNumber = (V >> q) & 127
+                    _c3_X509SerialNumber = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                    r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
                 _v = _new(_K_xmldsig_X509IssuerSerialType)
-                _v.X509IssuerName = _c2_X509IssuerName
-                _v.X509SerialNumber = _c2_X509SerialNumber
+                _v.X509IssuerName = _c3_X509IssuerName
+                _v.X509SerialNumber = _c3_X509SerialNumber
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_RootCertificateID.append(_v)
                 _k += 1
                 if _k == 19:
+                    q += 4
                     s = 20
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -4017,7 +3991,6 @@ def _d_MessageHeaderType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'Signature'
             r.pos = r.end - q
@@ -4026,10 +3999,8 @@ def _d_MessageHeaderType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         r.pos = r.end - q
@@ -4067,7 +4038,6 @@ def _e_MessageHeaderType(w, o):
             elif v_TimeStamp < 16384: v = (v << 17) | (_V2[v_TimeStamp] << 1); n += 17
             elif v_TimeStamp < 2097152: v = (v << 25) | ((((_V2[v_TimeStamp & 16383] | 128) << 8) | (v_TimeStamp >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of SessionID')
         if v_Signature is not None:
@@ -4079,11 +4049,9 @@ def _e_MessageHeaderType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4141,17 +4109,17 @@ def _d_MeterInfoType(r):
             f_ChargedEnergyReadingWh = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+        q -= 6
+        if q < 0: V, q = r.slidep(q, 6)
+        x = (V >> q) & 63
+        if x & 32: raise r.deviation('MeterInfoType', r.end - q)
         if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
-        ec = (x & 7)
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 2
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            q += 1
+            if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'BPT_DischargedEnergyReadingWh'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4171,17 +4139,17 @@ def _d_MeterInfoType(r):
                 f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 2) & 7)
+            _a = (x & 3)
             s = 3
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            q += 1
+            if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'CapacitiveEnergyReadingVARh'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4201,17 +4169,17 @@ def _d_MeterInfoType(r):
                 f_CapacitiveEnergyReadingVARh = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 2) & 7)
+            _a = (x & 3)
             s = 4
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            q += 1
+            if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'BPT_InductiveEnergyReadingVARh'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4231,17 +4199,17 @@ def _d_MeterInfoType(r):
                 f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 2) & 7)
+            _a = (x & 3)
             s = 5
         elif ec == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 1
+            x = _a >> 1
             el = 'MeterSignature'
             _esc = x
             if _esc:
@@ -4256,16 +4224,15 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                 if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-            ec = (x & 3)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 6
         elif ec == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterStatus'
             _neg = (x & 1)
@@ -4287,18 +4254,18 @@ def _d_MeterInfoType(r):
                 f_MeterStatus = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
             if _neg: f_MeterStatus = -f_MeterStatus - 1
             if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 7
         elif ec == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            q += 1
+            if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterTimestamp'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4324,15 +4291,14 @@ def _d_MeterInfoType(r):
             if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
             s = 8
         elif ec == 6:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'CapacitiveEnergyReadingVARh'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4352,17 +4318,17 @@ def _d_MeterInfoType(r):
                     f_CapacitiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 32: raise r.deviation('MeterInfoType', r.end - q)
                 if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 2) & 7)
+                _a = (x & 3)
                 s = 4
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4382,17 +4348,17 @@ def _d_MeterInfoType(r):
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 32: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 2) & 7)
+                _a = (x & 3)
                 s = 5
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
@@ -4407,16 +4373,15 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 6
             elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -4438,18 +4403,18 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 7
             elif ec == 4:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4475,15 +4440,14 @@ def _d_MeterInfoType(r):
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 5:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4503,17 +4467,17 @@ def _d_MeterInfoType(r):
                     f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 32: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-                ec = (x & 7)
+                ec = ((x >> 2) & 7)
+                _a = (x & 3)
                 s = 5
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
@@ -4528,16 +4492,15 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 6
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -4559,18 +4522,18 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 7
             elif ec == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4596,15 +4559,14 @@ def _d_MeterInfoType(r):
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 4:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
@@ -4619,16 +4581,15 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 6
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -4650,18 +4611,18 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 7
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4687,15 +4648,13 @@ def _d_MeterInfoType(r):
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 3:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 6:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -4717,18 +4676,18 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 7
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4754,15 +4713,13 @@ def _d_MeterInfoType(r):
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+                if _a: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4788,7 +4745,7 @@ def _d_MeterInfoType(r):
                 if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
                 s = 8
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
@@ -5211,1151 +5168,1140 @@ def _d_ReceiptType(r):
             f_TimeAnchor = (V >> q) & 127
         else:
             r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 8: raise r.deviation('ReceiptType', r.end - q)
+        q -= 19
+        if q < 0: V, q = r.slidep(q, 19)
+        x = (V >> q) & 524287
+        if x & 262144: raise r.deviation('ReceiptType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-        ec = (x & 7)
+        ec = ((x >> 15) & 7)
+        _a = (x & 32767)
         s = 1
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'EnergyCosts/Amount/Exponent'
-            _c1_c1_Exponent = ((x >> 4) & 255) + -128
+            _c16_c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EnergyCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_c1_Value = _y >> 16
+                    _c16_c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c1_Value = _U2[_y >> 8]
+                    _c16_c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_c1_Value = (V >> q) & 127
+                _c16_c1_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-            _c1_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-            _c1_Amount.Exponent = _c1_c1_Exponent
-            _c1_Amount.Value = _c1_c1_Value
+            if _neg: _c16_c1_Value = -_c16_c1_Value - 1
+            if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(r.end - q))
+            _c16_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c16_Amount.Exponent = _c16_c1_Exponent
+            _c16_Amount.Value = _c16_c1_Value
             el = 'EnergyCosts/CostPerUnit/Exponent'
-            _c1_c2_Exponent = ((x >> 4) & 255) + -128
+            _c16_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EnergyCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_c2_Value = _y >> 16
+                    _c16_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c2_Value = _U2[_y >> 8]
+                    _c16_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_c2_Value = (V >> q) & 127
+                _c16_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 56: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-            if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-            _c1_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-            _c1_CostPerUnit.Exponent = _c1_c2_Exponent
-            _c1_CostPerUnit.Value = _c1_c2_Value
+                r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1835008: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+            if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
+            _c16_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c16_CostPerUnit.Exponent = _c16_c2_Exponent
+            _c16_CostPerUnit.Value = _c16_c2_Value
             f_EnergyCosts = _new(_K_iso20_commontypes_DetailedCostType)
-            f_EnergyCosts.Amount = _c1_Amount
-            f_EnergyCosts.CostPerUnit = _c1_CostPerUnit
-            ec = (x & 7)
+            f_EnergyCosts.Amount = _c16_Amount
+            f_EnergyCosts.CostPerUnit = _c16_CostPerUnit
+            ec = ((x >> 15) & 7)
+            _a = (x & 32767)
             s = 2
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'OccupancyCosts/Amount/Exponent'
-            _c2_c1_Exponent = ((x >> 4) & 255) + -128
+            _c17_c1_Exponent = ((x >> 4) & 255) + -128
             el = 'OccupancyCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c1_Value = _y >> 16
+                    _c17_c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c1_Value = _U2[_y >> 8]
+                    _c17_c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c1_Value = (V >> q) & 127
+                _c17_c1_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c17_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-            _c2_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-            _c2_Amount.Exponent = _c2_c1_Exponent
-            _c2_Amount.Value = _c2_c1_Value
+            if _neg: _c17_c1_Value = -_c17_c1_Value - 1
+            if _c17_c1_Value < -32768 or _c17_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_c1_Value, r.at(r.end - q))
+            _c17_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c17_Amount.Exponent = _c17_c1_Exponent
+            _c17_Amount.Value = _c17_c1_Value
             el = 'OccupancyCosts/CostPerUnit/Exponent'
-            _c2_c2_Exponent = ((x >> 4) & 255) + -128
+            _c17_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'OccupancyCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c2_Value = _y >> 16
+                    _c17_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c2_Value = _U2[_y >> 8]
+                    _c17_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c2_Value = (V >> q) & 127
+                _c17_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 56: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-            _c2_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-            _c2_CostPerUnit.Exponent = _c2_c2_Exponent
-            _c2_CostPerUnit.Value = _c2_c2_Value
+                r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1835008: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c17_c2_Value = -_c17_c2_Value - 1
+            if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(r.end - q))
+            _c17_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c17_CostPerUnit.Exponent = _c17_c2_Exponent
+            _c17_CostPerUnit.Value = _c17_c2_Value
             f_OccupancyCosts = _new(_K_iso20_commontypes_DetailedCostType)
-            f_OccupancyCosts.Amount = _c2_Amount
-            f_OccupancyCosts.CostPerUnit = _c2_CostPerUnit
-            ec = (x & 7)
+            f_OccupancyCosts.Amount = _c17_Amount
+            f_OccupancyCosts.CostPerUnit = _c17_CostPerUnit
+            ec = ((x >> 15) & 7)
+            _a = (x & 32767)
             s = 3
         elif ec == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'AdditionalServicesCosts/Amount/Exponent'
-            _c3_c1_Exponent = ((x >> 4) & 255) + -128
+            _c18_c1_Exponent = ((x >> 4) & 255) + -128
             el = 'AdditionalServicesCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_c1_Value = _y >> 16
+                    _c18_c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_c1_Value = _U2[_y >> 8]
+                    _c18_c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c18_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_c1_Value = (V >> q) & 127
+                _c18_c1_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c18_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c3_c1_Value = -_c3_c1_Value - 1
-            if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
-            _c3_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-            _c3_Amount.Exponent = _c3_c1_Exponent
-            _c3_Amount.Value = _c3_c1_Value
+            if _neg: _c18_c1_Value = -_c18_c1_Value - 1
+            if _c18_c1_Value < -32768 or _c18_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_c1_Value, r.at(r.end - q))
+            _c18_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c18_Amount.Exponent = _c18_c1_Exponent
+            _c18_Amount.Value = _c18_c1_Value
             el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-            _c3_c2_Exponent = ((x >> 4) & 255) + -128
+            _c18_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'AdditionalServicesCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_c2_Value = _y >> 16
+                    _c18_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_c2_Value = _U2[_y >> 8]
+                    _c18_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c18_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_c2_Value = (V >> q) & 127
+                _c18_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 28: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c3_c2_Value = -_c3_c2_Value - 1
-            if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
-            _c3_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-            _c3_CostPerUnit.Exponent = _c3_c2_Exponent
-            _c3_CostPerUnit.Value = _c3_c2_Value
+                r.pos = r.end - q; _c18_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 20
+            if q < 0: V, q = r.slidep(q, 20)
+            x = (V >> q) & 1048575
+            if x & 917504: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c18_c2_Value = -_c18_c2_Value - 1
+            if _c18_c2_Value < -32768 or _c18_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_c2_Value, r.at(r.end - q))
+            _c18_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c18_CostPerUnit.Exponent = _c18_c2_Exponent
+            _c18_CostPerUnit.Value = _c18_c2_Value
             f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
-            f_AdditionalServicesCosts.Amount = _c3_Amount
-            f_AdditionalServicesCosts.CostPerUnit = _c3_CostPerUnit
-            ec = (x & 3)
+            f_AdditionalServicesCosts.Amount = _c18_Amount
+            f_AdditionalServicesCosts.CostPerUnit = _c18_CostPerUnit
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             s = 4
         elif ec == 3:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'OverstayCosts/Amount/Exponent'
-            _c4_c1_Exponent = ((x >> 4) & 255) + -128
+            _c19_c1_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_c1_Value = _y >> 16
+                    _c19_c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_c1_Value = _U2[_y >> 8]
+                    _c19_c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c19_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c19_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_c1_Value = (V >> q) & 127
+                _c19_c1_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c19_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-            if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
-            _c4_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-            _c4_Amount.Exponent = _c4_c1_Exponent
-            _c4_Amount.Value = _c4_c1_Value
+            if _neg: _c19_c1_Value = -_c19_c1_Value - 1
+            if _c19_c1_Value < -32768 or _c19_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_c1_Value, r.at(r.end - q))
+            _c19_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c19_Amount.Exponent = _c19_c1_Exponent
+            _c19_Amount.Value = _c19_c1_Value
             el = 'OverstayCosts/CostPerUnit/Exponent'
-            _c4_c2_Exponent = ((x >> 4) & 255) + -128
+            _c19_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_c2_Value = _y >> 16
+                    _c19_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_c2_Value = _U2[_y >> 8]
+                    _c19_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c19_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c19_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_c2_Value = (V >> q) & 127
+                _c19_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 28: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
-            _c4_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-            _c4_CostPerUnit.Exponent = _c4_c2_Exponent
-            _c4_CostPerUnit.Value = _c4_c2_Value
+                r.pos = r.end - q; _c19_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slidep(q, 7)
+            x = (V >> q) & 127
+            if x & 112: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c19_c2_Value = -_c19_c2_Value - 1
+            if _c19_c2_Value < -32768 or _c19_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_c2_Value, r.at(r.end - q))
+            _c19_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c19_CostPerUnit.Exponent = _c19_c2_Exponent
+            _c19_CostPerUnit.Value = _c19_c2_Value
             f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
-            f_OverstayCosts.Amount = _c4_Amount
-            f_OverstayCosts.CostPerUnit = _c4_CostPerUnit
-            ec = (x & 3)
+            f_OverstayCosts.Amount = _c19_Amount
+            f_OverstayCosts.CostPerUnit = _c19_CostPerUnit
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 5
         elif ec == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
             el = 'TaxCosts/TaxRuleID'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_TaxRuleID = _y >> 16
+                    _c20_TaxRuleID = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_TaxRuleID = _U2[_y >> 8]
+                    _c20_TaxRuleID = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c20_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c20_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_TaxRuleID = (V >> q) & 127
+                _c20_TaxRuleID = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c20_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
             q -= 16
             if q < 0: V, q = r.slideq(q, 16)
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-            if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(r.end - q))
+            if _c20_TaxRuleID < 1 or _c20_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c20_TaxRuleID, r.at(r.end - q))
             el = 'TaxCosts/Amount/Exponent'
-            _c5_c1_Exponent = ((x >> 4) & 255) + -128
+            _c20_c1_Exponent = ((x >> 4) & 255) + -128
             el = 'TaxCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_c1_Value = _y >> 16
+                    _c20_c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_c1_Value = _U2[_y >> 8]
+                    _c20_c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c20_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c20_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_c1_Value = (V >> q) & 127
+                _c20_c1_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c20_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-            if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-            _c5_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-            _c5_Amount.Exponent = _c5_c1_Exponent
-            _c5_Amount.Value = _c5_c1_Value
+            if _neg: _c20_c1_Value = -_c20_c1_Value - 1
+            if _c20_c1_Value < -32768 or _c20_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_c1_Value, r.at(r.end - q))
+            _c20_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c20_Amount.Exponent = _c20_c1_Exponent
+            _c20_Amount.Value = _c20_c1_Value
             _v = _new(_K_iso20_commontypes_DetailedTaxType)
-            _v.TaxRuleID = _c5_TaxRuleID
-            _v.Amount = _c5_Amount
+            _v.TaxRuleID = _c20_TaxRuleID
+            _v.Amount = _c20_Amount
             f_TaxCosts.append(_v)
             s = 6
         elif ec == 5:
-            pass
+            q += 15
             s = -1
         else:
             raise r.deviation('ReceiptType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OccupancyCosts/Amount/Exponent'
-                _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                _c21_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_c1_Value = _y >> 16
+                        _c21_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c1_Value = _U2[_y >> 8]
+                        _c21_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c21_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_c1_Value = (V >> q) & 127
+                    _c21_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c21_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                _c6_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c6_Amount.Exponent = _c6_c1_Exponent
-                _c6_Amount.Value = _c6_c1_Value
+                if _neg: _c21_c1_Value = -_c21_c1_Value - 1
+                if _c21_c1_Value < -32768 or _c21_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_c1_Value, r.at(r.end - q))
+                _c21_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c21_Amount.Exponent = _c21_c1_Exponent
+                _c21_Amount.Value = _c21_c1_Value
                 el = 'OccupancyCosts/CostPerUnit/Exponent'
-                _c6_c2_Exponent = ((x >> 4) & 255) + -128
+                _c21_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_c2_Value = _y >> 16
+                        _c21_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c2_Value = _U2[_y >> 8]
+                        _c21_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c21_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_c2_Value = (V >> q) & 127
+                    _c21_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 56: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c6_c2_Value = -_c6_c2_Value - 1
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
-                _c6_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-                _c6_CostPerUnit.Exponent = _c6_c2_Exponent
-                _c6_CostPerUnit.Value = _c6_c2_Value
+                    r.pos = r.end - q; _c21_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slidep(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1835008: raise r.deviation('ReceiptType', r.end - q)
+                if _neg: _c21_c2_Value = -_c21_c2_Value - 1
+                if _c21_c2_Value < -32768 or _c21_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_c2_Value, r.at(r.end - q))
+                _c21_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+                _c21_CostPerUnit.Exponent = _c21_c2_Exponent
+                _c21_CostPerUnit.Value = _c21_c2_Value
                 f_OccupancyCosts = _new(_K_iso20_commontypes_DetailedCostType)
-                f_OccupancyCosts.Amount = _c6_Amount
-                f_OccupancyCosts.CostPerUnit = _c6_CostPerUnit
-                ec = (x & 7)
+                f_OccupancyCosts.Amount = _c21_Amount
+                f_OccupancyCosts.CostPerUnit = _c21_CostPerUnit
+                ec = ((x >> 15) & 7)
+                _a = (x & 32767)
                 s = 3
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
-                _c7_c1_Exponent = ((x >> 4) & 255) + -128
+                _c22_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_c1_Value = _y >> 16
+                        _c22_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_c1_Value = _U2[_y >> 8]
+                        _c22_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c22_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c22_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_c1_Value = (V >> q) & 127
+                    _c22_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c22_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c7_c1_Value = -_c7_c1_Value - 1
-                if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(r.end - q))
-                _c7_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c7_Amount.Exponent = _c7_c1_Exponent
-                _c7_Amount.Value = _c7_c1_Value
+                if _neg: _c22_c1_Value = -_c22_c1_Value - 1
+                if _c22_c1_Value < -32768 or _c22_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_c1_Value, r.at(r.end - q))
+                _c22_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c22_Amount.Exponent = _c22_c1_Exponent
+                _c22_Amount.Value = _c22_c1_Value
                 el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                _c7_c2_Exponent = ((x >> 4) & 255) + -128
+                _c22_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_c2_Value = _y >> 16
+                        _c22_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_c2_Value = _U2[_y >> 8]
+                        _c22_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c22_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c22_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_c2_Value = (V >> q) & 127
+                    _c22_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c7_c2_Value = -_c7_c2_Value - 1
-                if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
-                _c7_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-                _c7_CostPerUnit.Exponent = _c7_c2_Exponent
-                _c7_CostPerUnit.Value = _c7_c2_Value
+                    r.pos = r.end - q; _c22_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 917504: raise r.deviation('ReceiptType', r.end - q)
+                if _neg: _c22_c2_Value = -_c22_c2_Value - 1
+                if _c22_c2_Value < -32768 or _c22_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_c2_Value, r.at(r.end - q))
+                _c22_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+                _c22_CostPerUnit.Exponent = _c22_c2_Exponent
+                _c22_CostPerUnit.Value = _c22_c2_Value
                 f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
-                f_AdditionalServicesCosts.Amount = _c7_Amount
-                f_AdditionalServicesCosts.CostPerUnit = _c7_CostPerUnit
-                ec = (x & 3)
+                f_AdditionalServicesCosts.Amount = _c22_Amount
+                f_AdditionalServicesCosts.CostPerUnit = _c22_CostPerUnit
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 4
             elif ec == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
-                _c8_c1_Exponent = ((x >> 4) & 255) + -128
+                _c23_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_c1_Value = _y >> 16
+                        _c23_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_c1_Value = _U2[_y >> 8]
+                        _c23_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c23_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_c1_Value = (V >> q) & 127
+                    _c23_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c23_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c8_c1_Value = -_c8_c1_Value - 1
-                if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(r.end - q))
-                _c8_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c8_Amount.Exponent = _c8_c1_Exponent
-                _c8_Amount.Value = _c8_c1_Value
+                if _neg: _c23_c1_Value = -_c23_c1_Value - 1
+                if _c23_c1_Value < -32768 or _c23_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_c1_Value, r.at(r.end - q))
+                _c23_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c23_Amount.Exponent = _c23_c1_Exponent
+                _c23_Amount.Value = _c23_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c8_c2_Exponent = ((x >> 4) & 255) + -128
+                _c23_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_c2_Value = _y >> 16
+                        _c23_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_c2_Value = _U2[_y >> 8]
+                        _c23_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c23_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_c2_Value = (V >> q) & 127
+                    _c23_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c8_c2_Value = -_c8_c2_Value - 1
-                if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(r.end - q))
-                _c8_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-                _c8_CostPerUnit.Exponent = _c8_c2_Exponent
-                _c8_CostPerUnit.Value = _c8_c2_Value
+                    r.pos = r.end - q; _c23_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 112: raise r.deviation('ReceiptType', r.end - q)
+                if _neg: _c23_c2_Value = -_c23_c2_Value - 1
+                if _c23_c2_Value < -32768 or _c23_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_c2_Value, r.at(r.end - q))
+                _c23_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+                _c23_CostPerUnit.Exponent = _c23_c2_Exponent
+                _c23_CostPerUnit.Value = _c23_c2_Value
                 f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
-                f_OverstayCosts.Amount = _c8_Amount
-                f_OverstayCosts.CostPerUnit = _c8_CostPerUnit
-                ec = (x & 3)
+                f_OverstayCosts.Amount = _c23_Amount
+                f_OverstayCosts.CostPerUnit = _c23_CostPerUnit
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 5
             elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+                q += 13
+                if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_TaxRuleID = _y >> 16
+                        _c24_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_TaxRuleID = _U2[_y >> 8]
+                        _c24_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c24_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_TaxRuleID = (V >> q) & 127
+                    _c24_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c24_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-                if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c9_TaxRuleID, r.at(r.end - q))
+                if _c24_TaxRuleID < 1 or _c24_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c24_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c9_c1_Exponent = ((x >> 4) & 255) + -128
+                _c24_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_c1_Value = _y >> 16
+                        _c24_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_c1_Value = _U2[_y >> 8]
+                        _c24_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c24_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_c1_Value = (V >> q) & 127
+                    _c24_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c24_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c9_c1_Value = -_c9_c1_Value - 1
-                if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(r.end - q))
-                _c9_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c9_Amount.Exponent = _c9_c1_Exponent
-                _c9_Amount.Value = _c9_c1_Value
+                if _neg: _c24_c1_Value = -_c24_c1_Value - 1
+                if _c24_c1_Value < -32768 or _c24_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_c1_Value, r.at(r.end - q))
+                _c24_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c24_Amount.Exponent = _c24_c1_Exponent
+                _c24_Amount.Value = _c24_c1_Value
                 _v = _new(_K_iso20_commontypes_DetailedTaxType)
-                _v.TaxRuleID = _c9_TaxRuleID
-                _v.Amount = _c9_Amount
+                _v.TaxRuleID = _c24_TaxRuleID
+                _v.Amount = _c24_Amount
                 f_TaxCosts.append(_v)
                 s = 6
             elif ec == 4:
-                pass
+                q += 15
                 s = -1
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
-                _c10_c1_Exponent = ((x >> 4) & 255) + -128
+                _c25_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c10_c1_Value = _y >> 16
+                        _c25_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_c1_Value = _U2[_y >> 8]
+                        _c25_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c25_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c10_c1_Value = (V >> q) & 127
+                    _c25_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c25_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c10_c1_Value = -_c10_c1_Value - 1
-                if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(r.end - q))
-                _c10_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c10_Amount.Exponent = _c10_c1_Exponent
-                _c10_Amount.Value = _c10_c1_Value
+                if _neg: _c25_c1_Value = -_c25_c1_Value - 1
+                if _c25_c1_Value < -32768 or _c25_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_c1_Value, r.at(r.end - q))
+                _c25_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c25_Amount.Exponent = _c25_c1_Exponent
+                _c25_Amount.Value = _c25_c1_Value
                 el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                _c10_c2_Exponent = ((x >> 4) & 255) + -128
+                _c25_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c10_c2_Value = _y >> 16
+                        _c25_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_c2_Value = _U2[_y >> 8]
+                        _c25_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c25_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c10_c2_Value = (V >> q) & 127
+                    _c25_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c10_c2_Value = -_c10_c2_Value - 1
-                if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
-                _c10_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-                _c10_CostPerUnit.Exponent = _c10_c2_Exponent
-                _c10_CostPerUnit.Value = _c10_c2_Value
+                    r.pos = r.end - q; _c25_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 917504: raise r.deviation('ReceiptType', r.end - q)
+                if _neg: _c25_c2_Value = -_c25_c2_Value - 1
+                if _c25_c2_Value < -32768 or _c25_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_c2_Value, r.at(r.end - q))
+                _c25_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+                _c25_CostPerUnit.Exponent = _c25_c2_Exponent
+                _c25_CostPerUnit.Value = _c25_c2_Value
                 f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
-                f_AdditionalServicesCosts.Amount = _c10_Amount
-                f_AdditionalServicesCosts.CostPerUnit = _c10_CostPerUnit
-                ec = (x & 3)
+                f_AdditionalServicesCosts.Amount = _c25_Amount
+                f_AdditionalServicesCosts.CostPerUnit = _c25_CostPerUnit
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 4
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
-                _c11_c1_Exponent = ((x >> 4) & 255) + -128
+                _c26_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c11_c1_Value = _y >> 16
+                        _c26_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_c1_Value = _U2[_y >> 8]
+                        _c26_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c26_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c11_c1_Value = (V >> q) & 127
+                    _c26_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c26_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c11_c1_Value = -_c11_c1_Value - 1
-                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(r.end - q))
-                _c11_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c11_Amount.Exponent = _c11_c1_Exponent
-                _c11_Amount.Value = _c11_c1_Value
+                if _neg: _c26_c1_Value = -_c26_c1_Value - 1
+                if _c26_c1_Value < -32768 or _c26_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_c1_Value, r.at(r.end - q))
+                _c26_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c26_Amount.Exponent = _c26_c1_Exponent
+                _c26_Amount.Value = _c26_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c11_c2_Exponent = ((x >> 4) & 255) + -128
+                _c26_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c11_c2_Value = _y >> 16
+                        _c26_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_c2_Value = _U2[_y >> 8]
+                        _c26_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c11_c2_Value = (V >> q) & 127
+                    _c26_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c11_c2_Value = -_c11_c2_Value - 1
-                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(r.end - q))
-                _c11_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-                _c11_CostPerUnit.Exponent = _c11_c2_Exponent
-                _c11_CostPerUnit.Value = _c11_c2_Value
+                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 112: raise r.deviation('ReceiptType', r.end - q)
+                if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
+                _c26_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+                _c26_CostPerUnit.Exponent = _c26_c2_Exponent
+                _c26_CostPerUnit.Value = _c26_c2_Value
                 f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
-                f_OverstayCosts.Amount = _c11_Amount
-                f_OverstayCosts.CostPerUnit = _c11_CostPerUnit
-                ec = (x & 3)
+                f_OverstayCosts.Amount = _c26_Amount
+                f_OverstayCosts.CostPerUnit = _c26_CostPerUnit
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 5
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+                q += 13
+                if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c12_TaxRuleID = _y >> 16
+                        _c27_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_TaxRuleID = _U2[_y >> 8]
+                        _c27_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c27_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c12_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c27_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c12_TaxRuleID = (V >> q) & 127
+                    _c27_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c12_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c27_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-                if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c12_TaxRuleID, r.at(r.end - q))
+                if _c27_TaxRuleID < 1 or _c27_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c27_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c12_c1_Exponent = ((x >> 4) & 255) + -128
+                _c27_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c12_c1_Value = _y >> 16
+                        _c27_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_c1_Value = _U2[_y >> 8]
+                        _c27_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c27_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c27_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c12_c1_Value = (V >> q) & 127
+                    _c27_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c27_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
-                _c12_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c12_Amount.Exponent = _c12_c1_Exponent
-                _c12_Amount.Value = _c12_c1_Value
+                if _neg: _c27_c1_Value = -_c27_c1_Value - 1
+                if _c27_c1_Value < -32768 or _c27_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_c1_Value, r.at(r.end - q))
+                _c27_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c27_Amount.Exponent = _c27_c1_Exponent
+                _c27_Amount.Value = _c27_c1_Value
                 _v = _new(_K_iso20_commontypes_DetailedTaxType)
-                _v.TaxRuleID = _c12_TaxRuleID
-                _v.Amount = _c12_Amount
+                _v.TaxRuleID = _c27_TaxRuleID
+                _v.Amount = _c27_Amount
                 f_TaxCosts.append(_v)
                 s = 6
             elif ec == 3:
-                pass
+                q += 15
                 s = -1
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
-                _c13_c1_Exponent = ((x >> 4) & 255) + -128
+                _c28_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c13_c1_Value = _y >> 16
+                        _c28_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c1_Value = _U2[_y >> 8]
+                        _c28_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c28_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c28_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c13_c1_Value = (V >> q) & 127
+                    _c28_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c28_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c13_c1_Value = -_c13_c1_Value - 1
-                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
-                _c13_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c13_Amount.Exponent = _c13_c1_Exponent
-                _c13_Amount.Value = _c13_c1_Value
+                if _neg: _c28_c1_Value = -_c28_c1_Value - 1
+                if _c28_c1_Value < -32768 or _c28_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_c1_Value, r.at(r.end - q))
+                _c28_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c28_Amount.Exponent = _c28_c1_Exponent
+                _c28_Amount.Value = _c28_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c13_c2_Exponent = ((x >> 4) & 255) + -128
+                _c28_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c13_c2_Value = _y >> 16
+                        _c28_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c2_Value = _U2[_y >> 8]
+                        _c28_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c13_c2_Value = (V >> q) & 127
+                    _c28_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c13_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c13_c2_Value = -_c13_c2_Value - 1
-                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(r.end - q))
-                _c13_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
-                _c13_CostPerUnit.Exponent = _c13_c2_Exponent
-                _c13_CostPerUnit.Value = _c13_c2_Value
+                    r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 112: raise r.deviation('ReceiptType', r.end - q)
+                if _neg: _c28_c2_Value = -_c28_c2_Value - 1
+                if _c28_c2_Value < -32768 or _c28_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_c2_Value, r.at(r.end - q))
+                _c28_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+                _c28_CostPerUnit.Exponent = _c28_c2_Exponent
+                _c28_CostPerUnit.Value = _c28_c2_Value
                 f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
-                f_OverstayCosts.Amount = _c13_Amount
-                f_OverstayCosts.CostPerUnit = _c13_CostPerUnit
-                ec = (x & 3)
+                f_OverstayCosts.Amount = _c28_Amount
+                f_OverstayCosts.CostPerUnit = _c28_CostPerUnit
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 5
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+                q += 13
+                if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c14_TaxRuleID = _y >> 16
+                        _c29_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_TaxRuleID = _U2[_y >> 8]
+                        _c29_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c29_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c14_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c29_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c14_TaxRuleID = (V >> q) & 127
+                    _c29_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c14_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c29_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-                if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c14_TaxRuleID, r.at(r.end - q))
+                if _c29_TaxRuleID < 1 or _c29_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c29_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c14_c1_Exponent = ((x >> 4) & 255) + -128
+                _c29_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c14_c1_Value = _y >> 16
+                        _c29_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_c1_Value = _U2[_y >> 8]
+                        _c29_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c29_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c29_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c14_c1_Value = (V >> q) & 127
+                    _c29_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c14_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c29_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c14_c1_Value = -_c14_c1_Value - 1
-                if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(r.end - q))
-                _c14_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c14_Amount.Exponent = _c14_c1_Exponent
-                _c14_Amount.Value = _c14_c1_Value
+                if _neg: _c29_c1_Value = -_c29_c1_Value - 1
+                if _c29_c1_Value < -32768 or _c29_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_c1_Value, r.at(r.end - q))
+                _c29_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c29_Amount.Exponent = _c29_c1_Exponent
+                _c29_Amount.Value = _c29_c1_Value
                 _v = _new(_K_iso20_commontypes_DetailedTaxType)
-                _v.TaxRuleID = _c14_TaxRuleID
-                _v.Amount = _c14_Amount
+                _v.TaxRuleID = _c29_TaxRuleID
+                _v.Amount = _c29_Amount
                 f_TaxCosts.append(_v)
                 s = 6
             elif ec == 2:
-                pass
+                q += 15
                 s = -1
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+                if _a: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c15_TaxRuleID = _y >> 16
+                        _c30_TaxRuleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_TaxRuleID = _U2[_y >> 8]
+                        _c30_TaxRuleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c15_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c30_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c15_TaxRuleID = (V >> q) & 127
+                    _c30_TaxRuleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c15_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c30_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 16
                 if q < 0: V, q = r.slideq(q, 16)
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-                if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c15_TaxRuleID, r.at(r.end - q))
+                if _c30_TaxRuleID < 1 or _c30_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c30_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c15_c1_Exponent = ((x >> 4) & 255) + -128
+                _c30_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c15_c1_Value = _y >> 16
+                        _c30_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_c1_Value = _U2[_y >> 8]
+                        _c30_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c30_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c15_c1_Value = (V >> q) & 127
+                    _c30_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c15_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c30_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c15_c1_Value = -_c15_c1_Value - 1
-                if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(r.end - q))
-                _c15_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                _c15_Amount.Exponent = _c15_c1_Exponent
-                _c15_Amount.Value = _c15_c1_Value
+                if _neg: _c30_c1_Value = -_c30_c1_Value - 1
+                if _c30_c1_Value < -32768 or _c30_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_c1_Value, r.at(r.end - q))
+                _c30_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                _c30_Amount.Exponent = _c30_c1_Exponent
+                _c30_Amount.Value = _c30_c1_Value
                 _v = _new(_K_iso20_commontypes_DetailedTaxType)
-                _v.TaxRuleID = _c15_TaxRuleID
-                _v.Amount = _c15_Amount
+                _v.TaxRuleID = _c30_TaxRuleID
+                _v.Amount = _c30_Amount
                 f_TaxCosts.append(_v)
                 s = 6
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('ReceiptType', r.end - q)
         if s == 6:
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+                    if _a: raise r.deviation('ReceiptType', r.end - q)
                     el = 'TaxCosts/TaxRuleID'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c16_TaxRuleID = _y >> 16
+                            _c32_TaxRuleID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_TaxRuleID = _U2[_y >> 8]
+                            _c32_TaxRuleID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c32_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c16_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c32_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c16_TaxRuleID = (V >> q) & 127
+                        _c32_TaxRuleID = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c16_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c32_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 16
                     if q < 0: V, q = r.slideq(q, 16)
                     x = (V >> q) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-                    if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c16_TaxRuleID, r.at(r.end - q))
+                    if _c32_TaxRuleID < 1 or _c32_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c32_TaxRuleID, r.at(r.end - q))
                     el = 'TaxCosts/Amount/Exponent'
-                    _c16_c1_Exponent = ((x >> 4) & 255) + -128
+                    _c32_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c16_c1_Value = _y >> 16
+                            _c32_c1_Value = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c16_c1_Value = _U2[_y >> 8]
+                            _c32_c1_Value = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c16_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c32_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c32_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c16_c1_Value = (V >> q) & 127
+                        _c32_c1_Value = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-                    if _neg: _c16_c1_Value = -_c16_c1_Value - 1
-                    if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(r.end - q))
-                    _c16_Amount = _new(_K_iso20_commontypes_RationalNumberType)
-                    _c16_Amount.Exponent = _c16_c1_Exponent
-                    _c16_Amount.Value = _c16_c1_Value
+                        r.pos = r.end - q; _c32_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 7
+                    if q < 0: V, q = r.slidep(q, 7)
+                    x = (V >> q) & 127
+                    if x & 112: raise r.deviation('ReceiptType', r.end - q)
+                    if _neg: _c32_c1_Value = -_c32_c1_Value - 1
+                    if _c32_c1_Value < -32768 or _c32_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_c1_Value, r.at(r.end - q))
+                    _c32_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+                    _c32_Amount.Exponent = _c32_c1_Exponent
+                    _c32_Amount.Value = _c32_c1_Value
                     _v = _new(_K_iso20_commontypes_DetailedTaxType)
-                    _v.TaxRuleID = _c16_TaxRuleID
-                    _v.Amount = _c16_Amount
+                    _v.TaxRuleID = _c32_TaxRuleID
+                    _v.Amount = _c32_Amount
+                    ec = ((x >> 2) & 3)
+                    _a = (x & 3)
                     f_TaxCosts.append(_v)
                     _k += 1
                     if _k == 9:
+                        q += 4
                         s = 15
                         break
                 elif ec == 1:
-                    pass
+                    q += 2
                     s = -1
                     break
                 else:
@@ -7099,245 +7045,238 @@ def _d_Scheduled_CLReqControlModeType(r):
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
-            ec = (x & 3)
+            f_EVTargetEnergyRequest.Exponent = _c7_Exponent
+            f_EVTargetEnergyRequest.Value = _c7_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 1
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
-            f_EVMaximumEnergyRequest.Value = _c2_Value
-            ec = (x & 3)
+            f_EVMaximumEnergyRequest.Exponent = _c8_Exponent
+            f_EVMaximumEnergyRequest.Value = _c8_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 2
         elif ec == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMinimumEnergyRequest.Value = _c3_Value
+            f_EVMinimumEnergyRequest.Exponent = _c9_Exponent
+            f_EVMinimumEnergyRequest.Value = _c9_Value
             s = 3
         elif ec == 3:
-            pass
+            q += 14
             s = -1
         else:
             raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
-                f_EVMaximumEnergyRequest.Value = _c4_Value
-                ec = (x & 3)
+                f_EVMaximumEnergyRequest.Exponent = _c10_Exponent
+                f_EVMaximumEnergyRequest.Value = _c10_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 2
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
-                f_EVMinimumEnergyRequest.Value = _c5_Value
+                f_EVMinimumEnergyRequest.Exponent = _c11_Exponent
+                f_EVMinimumEnergyRequest.Value = _c11_Value
                 s = 3
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
-                f_EVMinimumEnergyRequest.Value = _c6_Value
+                f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
+                f_EVMinimumEnergyRequest.Value = _c12_Value
                 s = 3
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
@@ -7535,16 +7474,16 @@ def _d_V2GMessageType(r):
     el = ''
     f_Header = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('V2GMessageType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('V2GMessageType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -7580,7 +7519,6 @@ def _d_V2GMessageType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7589,10 +7527,8 @@ def _d_V2GMessageType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -7641,7 +7577,6 @@ def _e_V2GMessageType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -7653,11 +7588,9 @@ def _e_V2GMessageType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7675,16 +7608,16 @@ def _d_V2GRequestType(r):
     el = ''
     f_Header = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('V2GRequestType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('V2GRequestType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -7720,7 +7653,6 @@ def _d_V2GRequestType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7729,10 +7661,8 @@ def _d_V2GRequestType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -7781,7 +7711,6 @@ def _e_V2GRequestType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -7793,11 +7722,9 @@ def _e_V2GRequestType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7816,16 +7743,16 @@ def _d_V2GResponseType(r):
     f_Header = None
     f_ResponseCode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('V2GResponseType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('V2GResponseType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -7861,7 +7788,6 @@ def _d_V2GResponseType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7870,10 +7796,8 @@ def _d_V2GResponseType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -7929,7 +7853,6 @@ def _e_V2GResponseType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -7941,11 +7864,9 @@ def _e_V2GResponseType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'

@@ -66,163 +66,8 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMaximumChargePower/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c1_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumChargePower.Exponent = _c1_Exponent
-        f_EVMaximumChargePower.Value = _c1_Value
-        el = 'EVMinimumChargePower/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMinimumChargePower/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c2_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumChargePower.Exponent = _c2_Exponent
-        f_EVMinimumChargePower.Value = _c2_Value
-        el = 'EVMaximumChargeCurrent/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMaximumChargeCurrent/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c3_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
-        f_EVMaximumChargeCurrent.Value = _c3_Value
-        el = 'EVMinimumChargeCurrent/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMinimumChargeCurrent/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c4_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
-        f_EVMinimumChargeCurrent.Value = _c4_Value
-        el = 'EVMaximumVoltage/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMaximumVoltage/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c5_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumVoltage.Exponent = _c5_Exponent
-        f_EVMaximumVoltage.Value = _c5_Value
-        el = 'EVMinimumVoltage/Exponent'
         _c6_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMinimumVoltage/Value'
+        el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -242,101 +87,80 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumVoltage.Exponent = _c6_Exponent
-        f_EVMinimumVoltage.Value = _c6_Value
-        ec = (x & 3)
-        s = 6
-        if ec == 0:
-            q -= 24
-            if q < 0: V, q = r.slideq(q, 24)
-            x = (V >> q) & 16777215
-            if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            el = 'TargetSOC'
-            f_TargetSOC = ((x >> 16) & 127)
-            if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-            el = 'EVMaximumDischargePower/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumDischargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargePower.Exponent = _c6_Exponent
+        f_EVMaximumChargePower.Value = _c6_Value
+        el = 'EVMinimumChargePower/Exponent'
+        _c7_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c7_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c7_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumDischargePower.Exponent = _c7_Exponent
-            f_EVMaximumDischargePower.Value = _c7_Value
-            s = 8
-        elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            el = 'EVMaximumDischargePower/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumDischargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c7_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+        f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumChargePower.Exponent = _c7_Exponent
+        f_EVMinimumChargePower.Value = _c7_Value
+        el = 'EVMaximumChargeCurrent/Exponent'
+        _c8_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c8_Value = (V >> q) & 127
+                _c8_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c8_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumDischargePower.Exponent = _c8_Exponent
-            f_EVMaximumDischargePower.Value = _c8_Value
-            s = 8
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c8_Value = (V >> q) & 127
         else:
-            raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        el = 'EVMinimumDischargePower/Exponent'
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+        f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargeCurrent.Exponent = _c8_Exponent
+        f_EVMaximumChargeCurrent.Value = _c8_Value
+        el = 'EVMinimumChargeCurrent/Exponent'
         _c9_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMinimumDischargePower/Value'
+        el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -362,12 +186,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c9_Value = -_c9_Value - 1
         if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-        f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumDischargePower.Exponent = _c9_Exponent
-        f_EVMinimumDischargePower.Value = _c9_Value
-        el = 'EVMaximumDischargeCurrent/Exponent'
+        f_EVMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumChargeCurrent.Exponent = _c9_Exponent
+        f_EVMinimumChargeCurrent.Value = _c9_Value
+        el = 'EVMaximumVoltage/Exponent'
         _c10_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMaximumDischargeCurrent/Value'
+        el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -393,12 +217,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c10_Value = -_c10_Value - 1
         if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-        f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumDischargeCurrent.Exponent = _c10_Exponent
-        f_EVMaximumDischargeCurrent.Value = _c10_Value
-        el = 'EVMinimumDischargeCurrent/Exponent'
+        f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumVoltage.Exponent = _c10_Exponent
+        f_EVMaximumVoltage.Value = _c10_Value
+        el = 'EVMinimumVoltage/Exponent'
         _c11_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVMinimumDischargeCurrent/Value'
+        el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -418,15 +242,187 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c11_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 28
+        if q < 0: V, q = r.slidep(q, 28)
+        x = (V >> q) & 268435455
+        if x & 201326592: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c11_Value = -_c11_Value - 1
+        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+        f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumVoltage.Exponent = _c11_Exponent
+        f_EVMinimumVoltage.Value = _c11_Value
+        ec = ((x >> 24) & 3)
+        _a = (x & 16777215)
+        if ec == 0:
+            x = _a
+            if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'TargetSOC'
+            f_TargetSOC = ((x >> 16) & 127)
+            if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            el = 'EVMaximumDischargePower/Exponent'
+            _c12_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumDischargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c12_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c12_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c12_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumDischargePower.Exponent = _c12_Exponent
+            f_EVMaximumDischargePower.Value = _c12_Value
+            _a = (x & 16383)
+        elif ec == 1:
+            q += 10
+            x = _a >> 10
+            if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMaximumDischargePower/Exponent'
+            _c13_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumDischargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c13_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c13_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c13_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumDischargePower.Exponent = _c13_Exponent
+            f_EVMaximumDischargePower.Value = _c13_Value
+            _a = (x & 16383)
+        else:
+            raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        x = _a
+        if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        el = 'EVMinimumDischargePower/Exponent'
+        _c14_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumDischargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c14_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c14_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c14_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c14_Value = -_c14_Value - 1
+        if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+        f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumDischargePower.Exponent = _c14_Exponent
+        f_EVMinimumDischargePower.Value = _c14_Value
+        el = 'EVMaximumDischargeCurrent/Exponent'
+        _c15_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c15_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c15_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c15_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c15_Value = -_c15_Value - 1
+        if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+        f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumDischargeCurrent.Exponent = _c15_Exponent
+        f_EVMaximumDischargeCurrent.Value = _c15_Value
+        el = 'EVMinimumDischargeCurrent/Exponent'
+        _c16_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c16_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c16_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c16_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if _neg: _c11_Value = -_c11_Value - 1
-        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+        if _neg: _c16_Value = -_c16_Value - 1
+        if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
         f_EVMinimumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumDischargeCurrent.Exponent = _c11_Exponent
-        f_EVMinimumDischargeCurrent.Value = _c11_Value
-        s = -1
+        f_EVMinimumDischargeCurrent.Exponent = _c16_Exponent
+        f_EVMinimumDischargeCurrent.Value = _c16_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -575,7 +571,6 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumVoltage = None
-            s = 6
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
         if v_TargetSOC is not None:
@@ -601,7 +596,6 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumDischargePower = None
-            s = 8
         elif v_EVMaximumDischargePower is not None:
             el = 'EVMaximumDischargePower'
             _o = v_EVMaximumDischargePower
@@ -621,7 +615,6 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumDischargePower = None
-            s = 8
         else:
             raise EncodeError('missing content: expected one of TargetSOC, EVMaximumDischargePower')
         if v_EVMinimumDischargePower is not None:
@@ -682,7 +675,6 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVMinimumDischargeCurrent = None
             if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMinimumDischargeCurrent is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EVMinimumDischargePower')
         w.v = v; w.n = n
@@ -712,305 +704,101 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_Value = _y >> 16
+                _c7_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = _U2[_y >> 8]
+                _c7_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_Value = (V >> q) & 127
+            _c7_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
         f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumChargePower.Exponent = _c1_Exponent
-        f_EVSEMaximumChargePower.Value = _c1_Value
+        f_EVSEMaximumChargePower.Exponent = _c7_Exponent
+        f_EVSEMaximumChargePower.Value = _c7_Value
         el = 'EVSEMinimumChargePower/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c2_Value = _y >> 16
+                _c8_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = _U2[_y >> 8]
+                _c8_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c2_Value = (V >> q) & 127
+            _c8_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumChargePower.Exponent = _c2_Exponent
-        f_EVSEMinimumChargePower.Value = _c2_Value
+        f_EVSEMinimumChargePower.Exponent = _c8_Exponent
+        f_EVSEMinimumChargePower.Value = _c8_Value
         el = 'EVSEMaximumChargeCurrent/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c9_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c9_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c9_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c3_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
-        f_EVSEMaximumChargeCurrent.Value = _c3_Value
-        el = 'EVSEMinimumChargeCurrent/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumChargeCurrent/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c4_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVSEMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
-        f_EVSEMinimumChargeCurrent.Value = _c4_Value
-        el = 'EVSEMaximumVoltage/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMaximumVoltage/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c5_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumVoltage.Exponent = _c5_Exponent
-        f_EVSEMaximumVoltage.Value = _c5_Value
-        el = 'EVSEMinimumVoltage/Exponent'
-        _c6_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumVoltage/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c6_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumVoltage.Exponent = _c6_Exponent
-        f_EVSEMinimumVoltage.Value = _c6_Value
-        ec = (x & 3)
-        s = 6
-        if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            el = 'EVSEPowerRampLimitation/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVSEPowerRampLimitation/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c7_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
-            f_EVSEPowerRampLimitation.Value = _c7_Value
-            el = 'EVSEMaximumDischargePower/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVSEMaximumDischargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c8_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumDischargePower.Exponent = _c8_Exponent
-            f_EVSEMaximumDischargePower.Value = _c8_Value
-            s = 8
-        elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            el = 'EVSEMaximumDischargePower/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVSEMaximumDischargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c9_Value = (V >> q) & 127
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
-            f_EVSEMaximumDischargePower.Value = _c9_Value
-            s = 8
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c9_Value = (V >> q) & 127
         else:
-            raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
-        if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        el = 'EVSEMinimumDischargePower/Exponent'
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumChargeCurrent.Exponent = _c9_Exponent
+        f_EVSEMaximumChargeCurrent.Value = _c9_Value
+        el = 'EVSEMinimumChargeCurrent/Exponent'
         _c10_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumDischargePower/Value'
+        el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -1036,12 +824,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c10_Value = -_c10_Value - 1
         if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-        f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
-        f_EVSEMinimumDischargePower.Value = _c10_Value
-        el = 'EVSEMaximumDischargeCurrent/Exponent'
+        f_EVSEMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumChargeCurrent.Exponent = _c10_Exponent
+        f_EVSEMinimumChargeCurrent.Value = _c10_Value
+        el = 'EVSEMaximumVoltage/Exponent'
         _c11_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMaximumDischargeCurrent/Value'
+        el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -1067,12 +855,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c11_Value = -_c11_Value - 1
         if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-        f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
-        f_EVSEMaximumDischargeCurrent.Value = _c11_Value
-        el = 'EVSEMinimumDischargeCurrent/Exponent'
+        f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumVoltage.Exponent = _c11_Exponent
+        f_EVSEMaximumVoltage.Value = _c11_Value
+        el = 'EVSEMinimumVoltage/Exponent'
         _c12_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumDischargeCurrent/Value'
+        el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -1092,15 +880,214 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c12_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c12_Value = -_c12_Value - 1
+        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+        f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumVoltage.Exponent = _c12_Exponent
+        f_EVSEMinimumVoltage.Value = _c12_Value
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
+        if ec == 0:
+            x = _a
+            if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEPowerRampLimitation/Exponent'
+            _c13_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEPowerRampLimitation/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c13_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c13_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c13_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+            f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEPowerRampLimitation.Exponent = _c13_Exponent
+            f_EVSEPowerRampLimitation.Value = _c13_Value
+            el = 'EVSEMaximumDischargePower/Exponent'
+            _c14_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumDischargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c14_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c14_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c14_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumDischargePower.Exponent = _c14_Exponent
+            f_EVSEMaximumDischargePower.Value = _c14_Value
+            _a = (x & 16383)
+        elif ec == 1:
+            x = _a
+            if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMaximumDischargePower/Exponent'
+            _c15_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumDischargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c15_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c15_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c15_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumDischargePower.Exponent = _c15_Exponent
+            f_EVSEMaximumDischargePower.Value = _c15_Value
+            _a = (x & 16383)
+        else:
+            raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        x = _a
+        if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        el = 'EVSEMinimumDischargePower/Exponent'
+        _c16_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMinimumDischargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c16_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c16_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c16_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c16_Value = -_c16_Value - 1
+        if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
+        f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumDischargePower.Exponent = _c16_Exponent
+        f_EVSEMinimumDischargePower.Value = _c16_Value
+        el = 'EVSEMaximumDischargeCurrent/Exponent'
+        _c17_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMaximumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c17_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c17_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c17_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c17_Value = -_c17_Value - 1
+        if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
+        f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumDischargeCurrent.Exponent = _c17_Exponent
+        f_EVSEMaximumDischargeCurrent.Value = _c17_Value
+        el = 'EVSEMinimumDischargeCurrent/Exponent'
+        _c18_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMinimumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c18_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c18_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c18_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c12_Value = -_c12_Value - 1
-        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+        if _neg: _c18_Value = -_c18_Value - 1
+        if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
         f_EVSEMinimumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumDischargeCurrent.Exponent = _c12_Exponent
-        f_EVSEMinimumDischargeCurrent.Value = _c12_Value
-        s = -1
+        f_EVSEMinimumDischargeCurrent.Exponent = _c18_Exponent
+        f_EVSEMinimumDischargeCurrent.Value = _c18_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1249,7 +1236,6 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMinimumVoltage = None
-            s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
         if v_EVSEPowerRampLimitation is not None:
@@ -1290,7 +1276,6 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumDischargePower = None
-            s = 8
         elif v_EVSEMaximumDischargePower is not None:
             el = 'EVSEMaximumDischargePower'
             _o = v_EVSEMaximumDischargePower
@@ -1310,7 +1295,6 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumDischargePower = None
-            s = 8
         else:
             raise EncodeError('missing content: expected one of EVSEPowerRampLimitation, EVSEMaximumDischargePower')
         if v_EVSEMinimumDischargePower is not None:
@@ -1371,7 +1355,6 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVSEMinimumDischargeCurrent = None
             if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumDischargeCurrent is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
         w.v = v; w.n = n
@@ -1399,13 +1382,14 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
     f_EVMaximumV2XEnergyRequest = None
     f_EVMinimumV2XEnergyRequest = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -1431,508 +1415,504 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c16_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c16_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c16_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c16_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c16_Value = -_c16_Value - 1
+            if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
+            f_EVTargetEnergyRequest.Exponent = _c16_Exponent
+            f_EVTargetEnergyRequest.Value = _c16_Value
+            _a = (x & 16383)
             s = 2
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c17_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c17_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c17_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c17_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c17_Value = -_c17_Value - 1
+            if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c2_Exponent
-            f_EVTargetEnergyRequest.Value = _c2_Value
+            f_EVTargetEnergyRequest.Exponent = _c17_Exponent
+            f_EVTargetEnergyRequest.Value = _c17_Value
+            _a = (x & 16383)
             s = 2
         else:
             raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
+        x = _a
         if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c18_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c18_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c18_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c18_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        if _neg: _c18_Value = -_c18_Value - 1
+        if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
         f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-        f_EVMaximumEnergyRequest.Value = _c3_Value
+        f_EVMaximumEnergyRequest.Exponent = _c18_Exponent
+        f_EVMaximumEnergyRequest.Value = _c18_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c19_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c4_Value = _y >> 16
+                _c19_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = _U2[_y >> 8]
+                _c19_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c4_Value = (V >> q) & 127
+            _c19_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        if _neg: _c19_Value = -_c19_Value - 1
+        if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
         f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-        f_EVMinimumEnergyRequest.Value = _c4_Value
+        f_EVMinimumEnergyRequest.Exponent = _c19_Exponent
+        f_EVMinimumEnergyRequest.Value = _c19_Value
         el = 'EVMaximumChargePower/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
+        _c20_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c5_Value = _y >> 16
+                _c20_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = _U2[_y >> 8]
+                _c20_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c5_Value = (V >> q) & 127
+            _c20_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        if _neg: _c20_Value = -_c20_Value - 1
+        if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumChargePower.Exponent = _c5_Exponent
-        f_EVMaximumChargePower.Value = _c5_Value
+        f_EVMaximumChargePower.Exponent = _c20_Exponent
+        f_EVMaximumChargePower.Value = _c20_Value
         el = 'EVMinimumChargePower/Exponent'
-        _c6_Exponent = ((x >> 4) & 255) + -128
+        _c21_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c6_Value = _y >> 16
+                _c21_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = _U2[_y >> 8]
+                _c21_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c6_Value = (V >> q) & 127
+            _c21_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+        if _neg: _c21_Value = -_c21_Value - 1
+        if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumChargePower.Exponent = _c6_Exponent
-        f_EVMinimumChargePower.Value = _c6_Value
+        f_EVMinimumChargePower.Exponent = _c21_Exponent
+        f_EVMinimumChargePower.Value = _c21_Value
         el = 'EVMaximumChargeCurrent/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c22_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c7_Value = _y >> 16
+                _c22_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c7_Value = _U2[_y >> 8]
+                _c22_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c7_Value = (V >> q) & 127
+            _c22_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c7_Value = -_c7_Value - 1
-        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+        if _neg: _c22_Value = -_c22_Value - 1
+        if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
-        f_EVMaximumChargeCurrent.Value = _c7_Value
+        f_EVMaximumChargeCurrent.Exponent = _c22_Exponent
+        f_EVMaximumChargeCurrent.Value = _c22_Value
         el = 'EVMaximumVoltage/Exponent'
-        _c8_Exponent = ((x >> 4) & 255) + -128
+        _c23_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c8_Value = _y >> 16
+                _c23_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c8_Value = _U2[_y >> 8]
+                _c23_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c8_Value = (V >> q) & 127
+            _c23_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c8_Value = -_c8_Value - 1
-        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+        if _neg: _c23_Value = -_c23_Value - 1
+        if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumVoltage.Exponent = _c8_Exponent
-        f_EVMaximumVoltage.Value = _c8_Value
+        f_EVMaximumVoltage.Exponent = _c23_Exponent
+        f_EVMaximumVoltage.Value = _c23_Value
         el = 'EVMinimumVoltage/Exponent'
-        _c9_Exponent = ((x >> 4) & 255) + -128
+        _c24_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c9_Value = _y >> 16
+                _c24_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c9_Value = _U2[_y >> 8]
+                _c24_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c9_Value = (V >> q) & 127
+            _c24_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c9_Value = -_c9_Value - 1
-        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        if _neg: _c24_Value = -_c24_Value - 1
+        if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumVoltage.Exponent = _c9_Exponent
-        f_EVMinimumVoltage.Value = _c9_Value
+        f_EVMinimumVoltage.Exponent = _c24_Exponent
+        f_EVMinimumVoltage.Value = _c24_Value
         el = 'EVMaximumDischargePower/Exponent'
-        _c10_Exponent = ((x >> 4) & 255) + -128
+        _c25_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c10_Value = _y >> 16
+                _c25_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c10_Value = _U2[_y >> 8]
+                _c25_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c10_Value = (V >> q) & 127
+            _c25_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c10_Value = -_c10_Value - 1
-        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+        if _neg: _c25_Value = -_c25_Value - 1
+        if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
         f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumDischargePower.Exponent = _c10_Exponent
-        f_EVMaximumDischargePower.Value = _c10_Value
+        f_EVMaximumDischargePower.Exponent = _c25_Exponent
+        f_EVMaximumDischargePower.Value = _c25_Value
         el = 'EVMinimumDischargePower/Exponent'
-        _c11_Exponent = ((x >> 4) & 255) + -128
+        _c26_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c11_Value = _y >> 16
+                _c26_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c11_Value = _U2[_y >> 8]
+                _c26_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c11_Value = (V >> q) & 127
+            _c26_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c11_Value = -_c11_Value - 1
-        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+        if _neg: _c26_Value = -_c26_Value - 1
+        if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
         f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumDischargePower.Exponent = _c11_Exponent
-        f_EVMinimumDischargePower.Value = _c11_Value
+        f_EVMinimumDischargePower.Exponent = _c26_Exponent
+        f_EVMinimumDischargePower.Value = _c26_Value
         el = 'EVMaximumDischargeCurrent/Exponent'
-        _c12_Exponent = ((x >> 4) & 255) + -128
+        _c27_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c12_Value = _y >> 16
+                _c27_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c12_Value = _U2[_y >> 8]
+                _c27_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c12_Value = (V >> q) & 127
+            _c27_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c12_Value = -_c12_Value - 1
-        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c27_Value = -_c27_Value - 1
+        if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
         f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
-        f_EVMaximumDischargeCurrent.Value = _c12_Value
-        ec = (x & 3)
+        f_EVMaximumDischargeCurrent.Exponent = _c27_Exponent
+        f_EVMaximumDischargeCurrent.Value = _c27_Value
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         s = 12
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumV2XEnergyRequest/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c28_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c13_Value = _y >> 16
+                    _c28_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c13_Value = _U2[_y >> 8]
+                    _c28_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c13_Value = (V >> q) & 127
+                _c28_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c13_Value = -_c13_Value - 1
-            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c28_Value = -_c28_Value - 1
+            if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
             f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
-            f_EVMaximumV2XEnergyRequest.Value = _c13_Value
-            ec = (x & 3)
+            f_EVMaximumV2XEnergyRequest.Exponent = _c28_Exponent
+            f_EVMaximumV2XEnergyRequest.Value = _c28_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 13
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumV2XEnergyRequest/Exponent'
-            _c14_Exponent = ((x >> 4) & 255) + -128
+            _c29_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c14_Value = _y >> 16
+                    _c29_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c14_Value = _U2[_y >> 8]
+                    _c29_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c14_Value = (V >> q) & 127
+                _c29_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c14_Value = -_c14_Value - 1
-            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+            if _neg: _c29_Value = -_c29_Value - 1
+            if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
             f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMinimumV2XEnergyRequest.Exponent = _c14_Exponent
-            f_EVMinimumV2XEnergyRequest.Value = _c14_Value
+            f_EVMinimumV2XEnergyRequest.Exponent = _c29_Exponent
+            f_EVMinimumV2XEnergyRequest.Value = _c29_Value
             s = 14
         elif ec == 2:
-            pass
+            q += 14
             s = -1
         else:
             raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 13:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c15_Value = _y >> 16
+                        _c30_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = _U2[_y >> 8]
+                        _c30_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c15_Value = (V >> q) & 127
+                    _c30_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+                if _neg: _c30_Value = -_c30_Value - 1
+                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
                 f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumV2XEnergyRequest.Exponent = _c15_Exponent
-                f_EVMinimumV2XEnergyRequest.Value = _c15_Value
+                f_EVMinimumV2XEnergyRequest.Exponent = _c30_Exponent
+                f_EVMinimumV2XEnergyRequest.Value = _c30_Value
                 s = 14
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
@@ -2323,13 +2303,14 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
     f_EVSEMaximumDischargeCurrent = None
     f_EVSEMinimumVoltage = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 28
+        if q < 0: V, q = r.slidep(q, 28)
+        x = (V >> q) & 268435455
+        ec = (x >> 25)
+        _a = (x & 33554431)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q += 24
+            if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -2349,37 +2330,38 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 29
+            if q < 0: V, q = r.slidep(q, 29)
+            x = (V >> q) & 536870911
+            if x & 268435456: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 25) & 7)
+            _a = (x & 33554431)
             s = 1
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q += 25
+            q -= 36
+            if q < 0: V, q = r.slidep(q, 36)
+            x = (V >> q) & 68719476735
+            if x & 34493956096: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 3) & 127)
+            f_MinimumSOC = ((x >> 28) & 127)
             if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 25) & 3)
+            _a = (x & 33554431)
             s = 2
         elif ec == 2:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            x = _a
+            if x & 16842752: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 3) & 127)
+            f_TargetSOC = ((x >> 17) & 127)
             if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q += 24
+            if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -2399,74 +2381,77 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+            _a = (x & 16383)
             s = 4
         elif ec == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 11
+            x = _a >> 11
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargePower.Exponent = _c1_Exponent
-            f_EVSEMaximumChargePower.Value = _c1_Value
+            f_EVSEMaximumChargePower.Exponent = _c13_Exponent
+            f_EVSEMaximumChargePower.Value = _c13_Value
+            _a = (x & 16383)
             s = 5
         else:
             raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 25
+                q -= 36
+                if q < 0: V, q = r.slidep(q, 36)
+                x = (V >> q) & 68719476735
+                if x & 34493956096: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 3) & 127)
+                f_MinimumSOC = ((x >> 28) & 127)
                 if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 25) & 3)
+                _a = (x & 33554431)
                 s = 2
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                x = _a
+                if x & 16842752: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 17) & 127)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2486,64 +2471,65 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 4
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = _U2[_y >> 8]
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c2_Exponent
-                f_EVSEMaximumChargePower.Value = _c2_Value
+                f_EVSEMaximumChargePower.Exponent = _c14_Exponent
+                f_EVSEMaximumChargePower.Value = _c14_Value
+                _a = (x & 16383)
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                x = _a
+                if x & 16842752: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 17) & 127)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2563,54 +2549,56 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 4
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c3_Exponent
-                f_EVSEMaximumChargePower.Value = _c3_Value
+                f_EVSEMaximumChargePower.Exponent = _c15_Exponent
+                f_EVSEMaximumChargePower.Value = _c15_Value
+                _a = (x & 16383)
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 13
+                if _a >> 13: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -2630,306 +2618,306 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 4
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c4_Exponent
-                f_EVSEMaximumChargePower.Value = _c4_Value
+                f_EVSEMaximumChargePower.Exponent = _c16_Exponent
+                f_EVSEMaximumChargePower.Value = _c16_Value
+                _a = (x & 16383)
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
+            _c17_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_Value = _y >> 16
+                    _c17_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = _U2[_y >> 8]
+                    _c17_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c17_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
+            if _neg: _c17_Value = -_c17_Value - 1
+            if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargePower.Exponent = _c5_Exponent
-            f_EVSEMaximumChargePower.Value = _c5_Value
+            f_EVSEMaximumChargePower.Exponent = _c17_Exponent
+            f_EVSEMaximumChargePower.Value = _c17_Value
+            _a = (x & 16383)
             s = 5
         if s == 5:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c18_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c18_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c18_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c18_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            if _neg: _c18_Value = -_c18_Value - 1
+            if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMinimumChargePower.Exponent = _c6_Exponent
-            f_EVSEMinimumChargePower.Value = _c6_Value
+            f_EVSEMinimumChargePower.Exponent = _c18_Exponent
+            f_EVSEMinimumChargePower.Value = _c18_Value
             el = 'EVSEMaximumChargeCurrent/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
+            _c19_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c19_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c19_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c19_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            if _neg: _c19_Value = -_c19_Value - 1
+            if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
-            f_EVSEMaximumChargeCurrent.Value = _c7_Value
+            f_EVSEMaximumChargeCurrent.Exponent = _c19_Exponent
+            f_EVSEMaximumChargeCurrent.Value = _c19_Value
             el = 'EVSEMaximumVoltage/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
+            _c20_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c8_Value = _y >> 16
+                    _c20_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = _U2[_y >> 8]
+                    _c20_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c8_Value = (V >> q) & 127
+                _c20_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            if _neg: _c20_Value = -_c20_Value - 1
+            if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumVoltage.Exponent = _c8_Exponent
-            f_EVSEMaximumVoltage.Value = _c8_Value
+            f_EVSEMaximumVoltage.Exponent = _c20_Exponent
+            f_EVSEMaximumVoltage.Value = _c20_Value
             el = 'EVSEMaximumDischargePower/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
+            _c21_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c9_Value = _y >> 16
+                    _c21_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = _U2[_y >> 8]
+                    _c21_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c9_Value = (V >> q) & 127
+                _c21_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+            if _neg: _c21_Value = -_c21_Value - 1
+            if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
             f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
-            f_EVSEMaximumDischargePower.Value = _c9_Value
+            f_EVSEMaximumDischargePower.Exponent = _c21_Exponent
+            f_EVSEMaximumDischargePower.Value = _c21_Value
             el = 'EVSEMinimumDischargePower/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c22_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c10_Value = _y >> 16
+                    _c22_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = _U2[_y >> 8]
+                    _c22_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c10_Value = (V >> q) & 127
+                _c22_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+            if _neg: _c22_Value = -_c22_Value - 1
+            if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
             f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
-            f_EVSEMinimumDischargePower.Value = _c10_Value
+            f_EVSEMinimumDischargePower.Exponent = _c22_Exponent
+            f_EVSEMinimumDischargePower.Value = _c22_Value
             el = 'EVSEMaximumDischargeCurrent/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
+            _c23_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c11_Value = _y >> 16
+                    _c23_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = _U2[_y >> 8]
+                    _c23_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c11_Value = (V >> q) & 127
+                _c23_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+            if _neg: _c23_Value = -_c23_Value - 1
+            if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
             f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
-            f_EVSEMaximumDischargeCurrent.Value = _c11_Value
+            f_EVSEMaximumDischargeCurrent.Exponent = _c23_Exponent
+            f_EVSEMaximumDischargeCurrent.Value = _c23_Value
             el = 'EVSEMinimumVoltage/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
+            _c24_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c12_Value = _y >> 16
+                    _c24_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c12_Value = _U2[_y >> 8]
+                    _c24_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c12_Value = (V >> q) & 127
+                _c24_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+            if _neg: _c24_Value = -_c24_Value - 1
+            if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
             f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMinimumVoltage.Exponent = _c12_Exponent
-            f_EVSEMinimumVoltage.Value = _c12_Value
+            f_EVSEMinimumVoltage.Exponent = _c24_Exponent
+            f_EVSEMinimumVoltage.Value = _c24_Value
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -3333,742 +3321,314 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
     f_EVMinimumDischargePower = None
     f_EVMaximumDischargeCurrent = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
-            ec = (x & 3)
+            f_EVTargetEnergyRequest.Exponent = _c12_Exponent
+            f_EVTargetEnergyRequest.Value = _c12_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 1
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
-            f_EVMaximumEnergyRequest.Value = _c2_Value
-            ec = (x & 3)
+            f_EVMaximumEnergyRequest.Exponent = _c13_Exponent
+            f_EVMaximumEnergyRequest.Value = _c13_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 2
         elif ec == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMinimumEnergyRequest.Value = _c3_Value
+            f_EVMinimumEnergyRequest.Exponent = _c14_Exponent
+            f_EVMinimumEnergyRequest.Value = _c14_Value
+            _a = (x & 16383)
             s = 3
         elif ec == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetCurrent.Exponent = _c4_Exponent
-            f_EVTargetCurrent.Value = _c4_Value
+            f_EVTargetCurrent.Exponent = _c15_Exponent
+            f_EVTargetCurrent.Value = _c15_Value
+            _a = (x & 16383)
             s = 4
         else:
             raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
-                f_EVMaximumEnergyRequest.Value = _c5_Value
-                ec = (x & 3)
+                f_EVMaximumEnergyRequest.Exponent = _c16_Exponent
+                f_EVMaximumEnergyRequest.Value = _c16_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 2
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
-                f_EVMinimumEnergyRequest.Value = _c6_Value
+                f_EVMinimumEnergyRequest.Exponent = _c17_Exponent
+                f_EVMinimumEnergyRequest.Value = _c17_Value
+                _a = (x & 16383)
                 s = 3
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVTargetCurrent.Exponent = _c7_Exponent
-                f_EVTargetCurrent.Value = _c7_Value
+                f_EVTargetCurrent.Exponent = _c18_Exponent
+                f_EVTargetCurrent.Value = _c18_Value
+                _a = (x & 16383)
                 s = 4
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c8_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
-                f_EVMinimumEnergyRequest.Value = _c8_Value
-                s = 3
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                el = 'EVTargetCurrent/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c9_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVTargetCurrent.Exponent = _c9_Exponent
-                f_EVTargetCurrent.Value = _c9_Value
-                s = 4
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-        if s == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            el = 'EVTargetCurrent/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVTargetCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c10_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetCurrent.Exponent = _c10_Exponent
-            f_EVTargetCurrent.Value = _c10_Value
-            s = 4
-        if s == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            el = 'EVTargetVoltage/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVTargetVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c11_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetVoltage.Exponent = _c11_Exponent
-            f_EVTargetVoltage.Value = _c11_Value
-            ec = (x & 15)
-            s = 5
-        if s == 5:
-            if ec < 4:
-                if ec == 0:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMaximumChargePower/Exponent'
-                    _c12_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumChargePower/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c12_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c12_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c12_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
-                    if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c12_Value = -_c12_Value - 1
-                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMaximumChargePower.Exponent = _c12_Exponent
-                    f_EVMaximumChargePower.Value = _c12_Value
-                    ec = (x & 15)
-                    s = 6
-                elif ec == 1:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMinimumChargePower/Exponent'
-                    _c13_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMinimumChargePower/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c13_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c13_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c13_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMinimumChargePower.Exponent = _c13_Exponent
-                    f_EVMinimumChargePower.Value = _c13_Value
-                    ec = (x & 7)
-                    s = 7
-                elif ec == 2:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMaximumChargeCurrent/Exponent'
-                    _c14_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumChargeCurrent/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c14_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
-                    f_EVMaximumChargeCurrent.Value = _c14_Value
-                    ec = (x & 7)
-                    s = 8
-                elif ec == 3:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMaximumVoltage/Exponent'
-                    _c15_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumVoltage/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c15_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c15_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c15_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c15_Value = -_c15_Value - 1
-                    if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMaximumVoltage.Exponent = _c15_Exponent
-                    f_EVMaximumVoltage.Value = _c15_Value
-                    ec = (x & 7)
-                    s = 9
-                else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-            else:
-                if ec == 4:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMinimumVoltage/Exponent'
-                    _c16_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMinimumVoltage/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c16_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c16_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c16_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c16_Value = -_c16_Value - 1
-                    if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                    f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMinimumVoltage.Exponent = _c16_Exponent
-                    f_EVMinimumVoltage.Value = _c16_Value
-                    ec = (x & 7)
-                    s = 10
-                elif ec == 5:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMaximumDischargePower/Exponent'
-                    _c17_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumDischargePower/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c17_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c17_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c17_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c17_Value = -_c17_Value - 1
-                    if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMaximumDischargePower.Exponent = _c17_Exponent
-                    f_EVMaximumDischargePower.Value = _c17_Value
-                    ec = (x & 3)
-                    s = 11
-                elif ec == 6:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMinimumDischargePower/Exponent'
-                    _c18_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMinimumDischargePower/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c18_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c18_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c18_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c18_Value = -_c18_Value - 1
-                    if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMinimumDischargePower.Exponent = _c18_Exponent
-                    f_EVMinimumDischargePower.Value = _c18_Value
-                    ec = (x & 3)
-                    s = 12
-                elif ec == 7:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    el = 'EVMaximumDischargeCurrent/Exponent'
-                    _c19_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVMaximumDischargeCurrent/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c19_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c19_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c19_Value = (V >> q) & 127
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                    if _neg: _c19_Value = -_c19_Value - 1
-                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                    f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                    f_EVMaximumDischargeCurrent.Exponent = _c19_Exponent
-                    f_EVMaximumDischargeCurrent.Value = _c19_Value
-                    s = 13
-                elif ec == 8:
-                    pass
-                    s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c19_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-        if s == 6:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVMinimumEnergyRequest.Exponent = _c19_Exponent
+                f_EVMinimumEnergyRequest.Value = _c19_Value
+                _a = (x & 16383)
+                s = 3
+            elif ec == 1:
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                el = 'EVMinimumChargePower/Exponent'
+                el = 'EVTargetCurrent/Exponent'
                 _c20_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumChargePower/Value'
+                el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -4088,1067 +3648,1464 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c20_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
+                f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVTargetCurrent.Exponent = _c20_Exponent
+                f_EVTargetCurrent.Value = _c20_Value
+                _a = (x & 16383)
+                s = 4
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+        if s == 3:
+            x = _a
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            el = 'EVTargetCurrent/Exponent'
+            _c21_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVTargetCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c21_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c21_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c21_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c21_Value = -_c21_Value - 1
+            if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
+            f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVTargetCurrent.Exponent = _c21_Exponent
+            f_EVTargetCurrent.Value = _c21_Value
+            _a = (x & 16383)
+            s = 4
+        if s == 4:
+            x = _a
+            if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            el = 'EVTargetVoltage/Exponent'
+            _c22_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVTargetVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c22_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c22_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c22_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c22_Value = -_c22_Value - 1
+            if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
+            f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVTargetVoltage.Exponent = _c22_Exponent
+            f_EVTargetVoltage.Value = _c22_Value
+            ec = (x & 15)
+            s = 5
+        if s == 5:
+            if ec < 4:
+                if ec == 0:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMaximumChargePower/Exponent'
+                    _c51_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMaximumChargePower/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c51_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c51_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c51_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 20
+                    if q < 0: V, q = r.slidep(q, 20)
+                    x = (V >> q) & 1048575
+                    if x & 786432: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c51_Value = -_c51_Value - 1
+                    if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
+                    f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMaximumChargePower.Exponent = _c51_Exponent
+                    f_EVMaximumChargePower.Value = _c51_Value
+                    ec = ((x >> 14) & 15)
+                    _a = (x & 16383)
+                    s = 6
+                elif ec == 1:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMinimumChargePower/Exponent'
+                    _c52_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMinimumChargePower/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c52_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c52_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c52_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c52_Value = -_c52_Value - 1
+                    if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
+                    f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMinimumChargePower.Exponent = _c52_Exponent
+                    f_EVMinimumChargePower.Value = _c52_Value
+                    ec = ((x >> 14) & 7)
+                    _a = (x & 16383)
+                    s = 7
+                elif ec == 2:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMaximumChargeCurrent/Exponent'
+                    _c53_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMaximumChargeCurrent/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c53_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c53_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c53_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c53_Value = -_c53_Value - 1
+                    if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(r.end - q))
+                    f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMaximumChargeCurrent.Exponent = _c53_Exponent
+                    f_EVMaximumChargeCurrent.Value = _c53_Value
+                    ec = ((x >> 14) & 7)
+                    _a = (x & 16383)
+                    s = 8
+                elif ec == 3:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMaximumVoltage/Exponent'
+                    _c54_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMaximumVoltage/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c54_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c54_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c54_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c54_Value = -_c54_Value - 1
+                    if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(r.end - q))
+                    f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMaximumVoltage.Exponent = _c54_Exponent
+                    f_EVMaximumVoltage.Value = _c54_Value
+                    ec = ((x >> 14) & 7)
+                    _a = (x & 16383)
+                    s = 9
+                else:
+                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+            else:
+                if ec == 4:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMinimumVoltage/Exponent'
+                    _c55_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMinimumVoltage/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c55_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c55_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c55_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c55_Value = -_c55_Value - 1
+                    if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(r.end - q))
+                    f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMinimumVoltage.Exponent = _c55_Exponent
+                    f_EVMinimumVoltage.Value = _c55_Value
+                    ec = ((x >> 14) & 7)
+                    _a = (x & 16383)
+                    s = 10
+                elif ec == 5:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMaximumDischargePower/Exponent'
+                    _c56_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMaximumDischargePower/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c56_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c56_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c56_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 18
+                    if q < 0: V, q = r.slidep(q, 18)
+                    x = (V >> q) & 262143
+                    if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c56_Value = -_c56_Value - 1
+                    if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(r.end - q))
+                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMaximumDischargePower.Exponent = _c56_Exponent
+                    f_EVMaximumDischargePower.Value = _c56_Value
+                    ec = ((x >> 14) & 3)
+                    _a = (x & 16383)
+                    s = 11
+                elif ec == 6:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMinimumDischargePower/Exponent'
+                    _c57_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMinimumDischargePower/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c57_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c57_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c57_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 18
+                    if q < 0: V, q = r.slidep(q, 18)
+                    x = (V >> q) & 262143
+                    if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c57_Value = -_c57_Value - 1
+                    if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(r.end - q))
+                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMinimumDischargePower.Exponent = _c57_Exponent
+                    f_EVMinimumDischargePower.Value = _c57_Value
+                    ec = ((x >> 14) & 3)
+                    _a = (x & 16383)
+                    s = 12
+                elif ec == 7:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    el = 'EVMaximumDischargeCurrent/Exponent'
+                    _c58_Exponent = ((x >> 4) & 255) + -128
+                    el = 'EVMaximumDischargeCurrent/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c58_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c58_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c58_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                    if _neg: _c58_Value = -_c58_Value - 1
+                    if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(r.end - q))
+                    f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                    f_EVMaximumDischargeCurrent.Exponent = _c58_Exponent
+                    f_EVMaximumDischargeCurrent.Value = _c58_Value
+                    s = 13
+                elif ec == 8:
+                    pass
+                    s = -1
+                else:
+                    raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+        if s == 6:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                el = 'EVMinimumChargePower/Exponent'
+                _c59_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVMinimumChargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c59_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c59_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c59_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c59_Value = -_c59_Value - 1
+                if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c20_Exponent
-                f_EVMinimumChargePower.Value = _c20_Value
-                ec = (x & 7)
+                f_EVMinimumChargePower.Exponent = _c59_Exponent
+                f_EVMinimumChargePower.Value = _c59_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 7
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c21_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c21_Value = _y >> 16
+                        _c60_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = _U2[_y >> 8]
+                        _c60_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c21_Value = (V >> q) & 127
+                    _c60_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c60_Value = -_c60_Value - 1
+                if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
-                f_EVMaximumChargeCurrent.Value = _c21_Value
-                ec = (x & 7)
+                f_EVMaximumChargeCurrent.Exponent = _c60_Exponent
+                f_EVMaximumChargeCurrent.Value = _c60_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 8
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c22_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c22_Value = _y >> 16
+                        _c61_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = _U2[_y >> 8]
+                        _c61_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c22_Value = (V >> q) & 127
+                    _c61_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c61_Value = -_c61_Value - 1
+                if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c22_Exponent
-                f_EVMaximumVoltage.Value = _c22_Value
-                ec = (x & 7)
+                f_EVMaximumVoltage.Exponent = _c61_Exponent
+                f_EVMaximumVoltage.Value = _c61_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 9
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c23_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c23_Value = _y >> 16
+                        _c62_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = _U2[_y >> 8]
+                        _c62_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c23_Value = (V >> q) & 127
+                    _c62_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c62_Value = -_c62_Value - 1
+                if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c23_Exponent
-                f_EVMinimumVoltage.Value = _c23_Value
-                ec = (x & 7)
+                f_EVMinimumVoltage.Exponent = _c62_Exponent
+                f_EVMinimumVoltage.Value = _c62_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 10
             elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c24_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c24_Value = _y >> 16
+                        _c63_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = _U2[_y >> 8]
+                        _c63_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c24_Value = (V >> q) & 127
+                    _c63_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c63_Value = -_c63_Value - 1
+                if _c63_Value < -32768 or _c63_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c63_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c24_Exponent
-                f_EVMaximumDischargePower.Value = _c24_Value
-                ec = (x & 3)
+                f_EVMaximumDischargePower.Exponent = _c63_Exponent
+                f_EVMaximumDischargePower.Value = _c63_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 11
             elif ec == 5:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c25_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c25_Value = _y >> 16
+                        _c64_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = _U2[_y >> 8]
+                        _c64_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c25_Value = (V >> q) & 127
+                    _c64_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c64_Value = -_c64_Value - 1
+                if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumDischargePower.Exponent = _c25_Exponent
-                f_EVMinimumDischargePower.Value = _c25_Value
-                ec = (x & 3)
+                f_EVMinimumDischargePower.Exponent = _c64_Exponent
+                f_EVMinimumDischargePower.Value = _c64_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 12
             elif ec == 6:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c26_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c26_Value = _y >> 16
+                        _c65_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = _U2[_y >> 8]
+                        _c65_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c26_Value = (V >> q) & 127
+                    _c65_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
+                if _neg: _c65_Value = -_c65_Value - 1
+                if _c65_Value < -32768 or _c65_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c65_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c26_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c26_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c65_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c65_Value
                 s = 13
             elif ec == 7:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c27_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c27_Value = _y >> 16
+                        _c66_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c27_Value = _U2[_y >> 8]
+                        _c66_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c27_Value = (V >> q) & 127
+                    _c66_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c66_Value = -_c66_Value - 1
+                if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumChargeCurrent.Exponent = _c27_Exponent
-                f_EVMaximumChargeCurrent.Value = _c27_Value
-                ec = (x & 7)
+                f_EVMaximumChargeCurrent.Exponent = _c66_Exponent
+                f_EVMaximumChargeCurrent.Value = _c66_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 8
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c28_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c28_Value = _y >> 16
+                        _c67_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c28_Value = _U2[_y >> 8]
+                        _c67_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c28_Value = (V >> q) & 127
+                    _c67_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c28_Value = -_c28_Value - 1
-                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c67_Value = -_c67_Value - 1
+                if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c28_Exponent
-                f_EVMaximumVoltage.Value = _c28_Value
-                ec = (x & 7)
+                f_EVMaximumVoltage.Exponent = _c67_Exponent
+                f_EVMaximumVoltage.Value = _c67_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 9
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c29_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c29_Value = _y >> 16
+                        _c68_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c29_Value = _U2[_y >> 8]
+                        _c68_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c29_Value = (V >> q) & 127
+                    _c68_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c29_Value = -_c29_Value - 1
-                if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c68_Value = -_c68_Value - 1
+                if _c68_Value < -32768 or _c68_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c68_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c29_Exponent
-                f_EVMinimumVoltage.Value = _c29_Value
-                ec = (x & 7)
+                f_EVMinimumVoltage.Exponent = _c68_Exponent
+                f_EVMinimumVoltage.Value = _c68_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 10
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c30_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c30_Value = _y >> 16
+                        _c69_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c30_Value = _U2[_y >> 8]
+                        _c69_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c30_Value = (V >> q) & 127
+                    _c69_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c30_Value = -_c30_Value - 1
-                if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c69_Value = -_c69_Value - 1
+                if _c69_Value < -32768 or _c69_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c69_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c30_Exponent
-                f_EVMaximumDischargePower.Value = _c30_Value
-                ec = (x & 3)
+                f_EVMaximumDischargePower.Exponent = _c69_Exponent
+                f_EVMaximumDischargePower.Value = _c69_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 11
             elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c31_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c31_Value = _y >> 16
+                        _c70_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c31_Value = _U2[_y >> 8]
+                        _c70_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c31_Value = (V >> q) & 127
+                    _c70_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c31_Value = -_c31_Value - 1
-                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c70_Value = -_c70_Value - 1
+                if _c70_Value < -32768 or _c70_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c70_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumDischargePower.Exponent = _c31_Exponent
-                f_EVMinimumDischargePower.Value = _c31_Value
-                ec = (x & 3)
+                f_EVMinimumDischargePower.Exponent = _c70_Exponent
+                f_EVMinimumDischargePower.Value = _c70_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 12
             elif ec == 5:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c32_Value = _y >> 16
+                        _c71_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c32_Value = _U2[_y >> 8]
+                        _c71_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c32_Value = (V >> q) & 127
+                    _c71_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c32_Value = -_c32_Value - 1
-                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
+                if _neg: _c71_Value = -_c71_Value - 1
+                if _c71_Value < -32768 or _c71_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c71_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c32_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c32_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c71_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c71_Value
                 s = 13
             elif ec == 6:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c33_Value = _y >> 16
+                        _c72_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c33_Value = _U2[_y >> 8]
+                        _c72_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c33_Value = (V >> q) & 127
+                    _c72_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c33_Value = -_c33_Value - 1
-                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c72_Value = -_c72_Value - 1
+                if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c33_Exponent
-                f_EVMaximumVoltage.Value = _c33_Value
-                ec = (x & 7)
+                f_EVMaximumVoltage.Exponent = _c72_Exponent
+                f_EVMaximumVoltage.Value = _c72_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 9
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c34_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c34_Value = _y >> 16
+                        _c73_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c34_Value = _U2[_y >> 8]
+                        _c73_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c34_Value = (V >> q) & 127
+                    _c73_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c34_Value = -_c34_Value - 1
-                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c73_Value = -_c73_Value - 1
+                if _c73_Value < -32768 or _c73_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c73_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c34_Exponent
-                f_EVMinimumVoltage.Value = _c34_Value
-                ec = (x & 7)
+                f_EVMinimumVoltage.Exponent = _c73_Exponent
+                f_EVMinimumVoltage.Value = _c73_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 10
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c35_Value = _y >> 16
+                        _c74_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c35_Value = _U2[_y >> 8]
+                        _c74_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c35_Value = (V >> q) & 127
+                    _c74_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c35_Value = -_c35_Value - 1
-                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c74_Value = -_c74_Value - 1
+                if _c74_Value < -32768 or _c74_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c74_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c35_Exponent
-                f_EVMaximumDischargePower.Value = _c35_Value
-                ec = (x & 3)
+                f_EVMaximumDischargePower.Exponent = _c74_Exponent
+                f_EVMaximumDischargePower.Value = _c74_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 11
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c75_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c36_Value = _y >> 16
+                        _c75_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c36_Value = _U2[_y >> 8]
+                        _c75_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c36_Value = (V >> q) & 127
+                    _c75_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c36_Value = -_c36_Value - 1
-                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c75_Value = -_c75_Value - 1
+                if _c75_Value < -32768 or _c75_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c75_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumDischargePower.Exponent = _c36_Exponent
-                f_EVMinimumDischargePower.Value = _c36_Value
-                ec = (x & 3)
+                f_EVMinimumDischargePower.Exponent = _c75_Exponent
+                f_EVMinimumDischargePower.Value = _c75_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 12
             elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c37_Exponent = ((x >> 4) & 255) + -128
+                _c76_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c37_Value = _y >> 16
+                        _c76_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c37_Value = _U2[_y >> 8]
+                        _c76_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c37_Value = (V >> q) & 127
+                    _c76_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c37_Value = -_c37_Value - 1
-                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
+                if _neg: _c76_Value = -_c76_Value - 1
+                if _c76_Value < -32768 or _c76_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c76_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c37_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c37_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c76_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c76_Value
                 s = 13
             elif ec == 5:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 9:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c77_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c38_Value = _y >> 16
+                        _c77_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c38_Value = _U2[_y >> 8]
+                        _c77_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c38_Value = (V >> q) & 127
+                    _c77_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c38_Value = -_c38_Value - 1
-                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c77_Value = -_c77_Value - 1
+                if _c77_Value < -32768 or _c77_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c77_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c38_Exponent
-                f_EVMinimumVoltage.Value = _c38_Value
-                ec = (x & 7)
+                f_EVMinimumVoltage.Exponent = _c77_Exponent
+                f_EVMinimumVoltage.Value = _c77_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 10
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c78_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c39_Value = _y >> 16
+                        _c78_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c39_Value = _U2[_y >> 8]
+                        _c78_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c39_Value = (V >> q) & 127
+                    _c78_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c39_Value = -_c39_Value - 1
-                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c78_Value = -_c78_Value - 1
+                if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c39_Exponent
-                f_EVMaximumDischargePower.Value = _c39_Value
-                ec = (x & 3)
+                f_EVMaximumDischargePower.Exponent = _c78_Exponent
+                f_EVMaximumDischargePower.Value = _c78_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 11
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c40_Exponent = ((x >> 4) & 255) + -128
+                _c79_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c40_Value = _y >> 16
+                        _c79_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c40_Value = _U2[_y >> 8]
+                        _c79_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c40_Value = (V >> q) & 127
+                    _c79_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c40_Value = -_c40_Value - 1
-                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c79_Value = -_c79_Value - 1
+                if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumDischargePower.Exponent = _c40_Exponent
-                f_EVMinimumDischargePower.Value = _c40_Value
-                ec = (x & 3)
+                f_EVMinimumDischargePower.Exponent = _c79_Exponent
+                f_EVMinimumDischargePower.Value = _c79_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 12
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c80_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c41_Value = _y >> 16
+                        _c80_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c41_Value = _U2[_y >> 8]
+                        _c80_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c41_Value = (V >> q) & 127
+                    _c80_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c41_Value = -_c41_Value - 1
-                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
+                if _neg: _c80_Value = -_c80_Value - 1
+                if _c80_Value < -32768 or _c80_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c80_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c41_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c41_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c80_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c80_Value
                 s = 13
             elif ec == 4:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 10:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c81_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c42_Value = _y >> 16
+                        _c81_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c42_Value = _U2[_y >> 8]
+                        _c81_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c42_Value = (V >> q) & 127
+                    _c81_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c42_Value = -_c42_Value - 1
-                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c81_Value = -_c81_Value - 1
+                if _c81_Value < -32768 or _c81_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c81_Value, r.at(r.end - q))
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c42_Exponent
-                f_EVMaximumDischargePower.Value = _c42_Value
-                ec = (x & 3)
+                f_EVMaximumDischargePower.Exponent = _c81_Exponent
+                f_EVMaximumDischargePower.Value = _c81_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 11
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c43_Exponent = ((x >> 4) & 255) + -128
+                _c82_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c43_Value = _y >> 16
+                        _c82_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c43_Value = _U2[_y >> 8]
+                        _c82_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c43_Value = (V >> q) & 127
+                    _c82_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c43_Value = -_c43_Value - 1
-                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c82_Value = -_c82_Value - 1
+                if _c82_Value < -32768 or _c82_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c82_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumDischargePower.Exponent = _c43_Exponent
-                f_EVMinimumDischargePower.Value = _c43_Value
-                ec = (x & 3)
+                f_EVMinimumDischargePower.Exponent = _c82_Exponent
+                f_EVMinimumDischargePower.Value = _c82_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 12
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c44_Exponent = ((x >> 4) & 255) + -128
+                _c83_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c44_Value = _y >> 16
+                        _c83_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c44_Value = _U2[_y >> 8]
+                        _c83_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c44_Value = (V >> q) & 127
+                    _c83_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c44_Value = -_c44_Value - 1
-                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
+                if _neg: _c83_Value = -_c83_Value - 1
+                if _c83_Value < -32768 or _c83_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c83_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c44_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c44_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c83_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c83_Value
                 s = 13
             elif ec == 3:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 11:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c45_Exponent = ((x >> 4) & 255) + -128
+                _c84_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c45_Value = _y >> 16
+                        _c84_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c45_Value = _U2[_y >> 8]
+                        _c84_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c45_Value = (V >> q) & 127
+                    _c84_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c45_Value = -_c45_Value - 1
-                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c84_Value = -_c84_Value - 1
+                if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(r.end - q))
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumDischargePower.Exponent = _c45_Exponent
-                f_EVMinimumDischargePower.Value = _c45_Value
-                ec = (x & 3)
+                f_EVMinimumDischargePower.Exponent = _c84_Exponent
+                f_EVMinimumDischargePower.Value = _c84_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 12
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c85_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c46_Value = _y >> 16
+                        _c85_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c46_Value = _U2[_y >> 8]
+                        _c85_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c46_Value = (V >> q) & 127
+                    _c85_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c46_Value = -_c46_Value - 1
-                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
+                if _neg: _c85_Value = -_c85_Value - 1
+                if _c85_Value < -32768 or _c85_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c85_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c46_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c46_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c85_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c85_Value
                 s = 13
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 12:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c86_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c47_Value = _y >> 16
+                        _c86_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c47_Value = _U2[_y >> 8]
+                        _c86_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c86_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c47_Value = (V >> q) & 127
+                    _c86_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c47_Value = -_c47_Value - 1
-                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
+                if _neg: _c86_Value = -_c86_Value - 1
+                if _c86_Value < -32768 or _c86_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c86_Value, r.at(r.end - q))
                 f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumDischargeCurrent.Exponent = _c47_Exponent
-                f_EVMaximumDischargeCurrent.Value = _c47_Value
+                f_EVMaximumDischargeCurrent.Exponent = _c86_Exponent
+                f_EVMaximumDischargeCurrent.Value = _c86_Value
                 s = 13
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -6221,7 +6178,8 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
     try:
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
-        ec = (V >> q) & 15
+        x = (V >> q) & 15
+        ec = x
         if ec < 4:
             if ec == 0:
                 q -= 14
@@ -6229,1091 +6187,8 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 48: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c1_Exponent
-                f_EVSEMaximumChargePower.Value = _c1_Value
-                ec = (x & 15)
-                s = 1
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumChargePower/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumChargePower.Exponent = _c2_Exponent
-                f_EVSEMinimumChargePower.Value = _c2_Value
-                ec = (x & 7)
-                s = 2
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c3_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
-                f_EVSEMaximumChargeCurrent.Value = _c3_Value
-                ec = (x & 7)
-                s = 3
-            elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumVoltage/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c4_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c4_Exponent
-                f_EVSEMaximumVoltage.Value = _c4_Value
-                ec = (x & 7)
-                s = 4
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        else:
-            if ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c5_Exponent
-                f_EVSEMaximumDischargePower.Value = _c5_Value
-                ec = (x & 7)
-                s = 5
-            elif ec == 5:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumDischargePower/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c6_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumDischargePower.Exponent = _c6_Exponent
-                f_EVSEMinimumDischargePower.Value = _c6_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 6:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c7_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c7_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c7_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 7:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c8_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c8_Exponent
-                f_EVSEMinimumVoltage.Value = _c8_Value
-                s = 8
-            elif ec == 8:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumChargePower/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c9_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumChargePower.Exponent = _c9_Exponent
-                f_EVSEMinimumChargePower.Value = _c9_Value
-                ec = (x & 7)
-                s = 2
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c10_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargeCurrent.Exponent = _c10_Exponent
-                f_EVSEMaximumChargeCurrent.Value = _c10_Value
-                ec = (x & 7)
-                s = 3
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumVoltage/Exponent'
-                _c11_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c11_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c11_Exponent
-                f_EVSEMaximumVoltage.Value = _c11_Value
-                ec = (x & 7)
-                s = 4
-            elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c12_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c12_Exponent
-                f_EVSEMaximumDischargePower.Value = _c12_Value
-                ec = (x & 7)
-                s = 5
-            elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumDischargePower/Exponent'
-                _c13_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c13_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumDischargePower.Exponent = _c13_Exponent
-                f_EVSEMinimumDischargePower.Value = _c13_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 5:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c14_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c14_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c14_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 6:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c15_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c15_Exponent
-                f_EVSEMinimumVoltage.Value = _c15_Value
-                s = 8
-            elif ec == 7:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c16_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
-                f_EVSEMaximumChargeCurrent.Value = _c16_Value
-                ec = (x & 7)
-                s = 3
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumVoltage/Exponent'
-                _c17_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c17_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c17_Exponent
-                f_EVSEMaximumVoltage.Value = _c17_Value
-                ec = (x & 7)
-                s = 4
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c18_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c18_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c18_Exponent
-                f_EVSEMaximumDischargePower.Value = _c18_Value
-                ec = (x & 7)
-                s = 5
-            elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumDischargePower/Exponent'
-                _c19_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c19_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c19_Value = -_c19_Value - 1
-                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumDischargePower.Exponent = _c19_Exponent
-                f_EVSEMinimumDischargePower.Value = _c19_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c20_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c20_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c20_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c20_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 5:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
-                _c21_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c21_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c21_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c21_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c21_Exponent
-                f_EVSEMinimumVoltage.Value = _c21_Value
-                s = 8
-            elif ec == 6:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 3:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumVoltage/Exponent'
-                _c22_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c22_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c22_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c22_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c22_Exponent
-                f_EVSEMaximumVoltage.Value = _c22_Value
-                ec = (x & 7)
-                s = 4
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c23_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c23_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c23_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c23_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c23_Exponent
-                f_EVSEMaximumDischargePower.Value = _c23_Value
-                ec = (x & 7)
-                s = 5
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumDischargePower/Exponent'
-                _c24_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c24_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c24_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c24_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumDischargePower.Exponent = _c24_Exponent
-                f_EVSEMinimumDischargePower.Value = _c24_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c25_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c25_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c25_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c25_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c25_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c25_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
-                _c26_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c26_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c26_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c26_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c26_Exponent
-                f_EVSEMinimumVoltage.Value = _c26_Value
-                s = 8
-            elif ec == 5:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 4:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c27_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c27_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c27_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c27_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c27_Exponent
-                f_EVSEMaximumDischargePower.Value = _c27_Value
-                ec = (x & 7)
-                s = 5
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumDischargePower/Exponent'
-                _c28_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c28_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c28_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c28_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c28_Value = -_c28_Value - 1
-                if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumDischargePower.Exponent = _c28_Exponent
-                f_EVSEMinimumDischargePower.Value = _c28_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c29_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
+                el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7333,25 +6208,26 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c29_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 20
+                if q < 0: V, q = r.slidep(q, 20)
+                x = (V >> q) & 1048575
+                if x & 786432: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c29_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c29_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 3:
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumChargePower.Exponent = _c29_Exponent
+                f_EVSEMaximumChargePower.Value = _c29_Value
+                ec = ((x >> 14) & 15)
+                _a = (x & 16383)
+                s = 1
+            elif ec == 1:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
+                el = 'EVSEMinimumChargePower/Exponent'
                 _c30_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
+                el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7371,29 +6247,26 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c30_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c30_Exponent
-                f_EVSEMinimumVoltage.Value = _c30_Value
-                s = 8
-            elif ec == 4:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 5:
-            if ec == 0:
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumChargePower.Exponent = _c30_Exponent
+                f_EVSEMinimumChargePower.Value = _c30_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 2
+            elif ec == 2:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumDischargePower/Exponent'
+                el = 'EVSEMaximumChargeCurrent/Exponent'
                 _c31_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumDischargePower/Value'
+                el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7413,25 +6286,26 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c31_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumDischargePower.Exponent = _c31_Exponent
-                f_EVSEMinimumDischargePower.Value = _c31_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 1:
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumChargeCurrent.Exponent = _c31_Exponent
+                f_EVSEMaximumChargeCurrent.Value = _c31_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 3
+            elif ec == 3:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                el = 'EVSEMaximumVoltage/Exponent'
                 _c32_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
+                el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7451,25 +6325,29 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c32_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c32_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c32_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 2:
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumVoltage.Exponent = _c32_Exponent
+                f_EVSEMaximumVoltage.Value = _c32_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 4
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        else:
+            if ec == 4:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
+                el = 'EVSEMaximumDischargePower/Exponent'
                 _c33_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
+                el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7489,29 +6367,26 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c33_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c33_Exponent
-                f_EVSEMinimumVoltage.Value = _c33_Value
-                s = 8
-            elif ec == 3:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 6:
-            if ec == 0:
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargePower.Exponent = _c33_Exponent
+                f_EVSEMaximumDischargePower.Value = _c33_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 5
+            elif ec == 5:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                el = 'EVSEMinimumDischargePower/Exponent'
                 _c34_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargeCurrent/Value'
+                el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7531,25 +6406,26 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c34_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumDischargeCurrent.Exponent = _c34_Exponent
-                f_EVSEMaximumDischargeCurrent.Value = _c34_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 1:
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumDischargePower.Exponent = _c34_Exponent
+                f_EVSEMinimumDischargePower.Value = _c34_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 6
+            elif ec == 6:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-                el = 'EVSEMinimumVoltage/Exponent'
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
                 _c35_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumVoltage/Value'
+                el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -7569,22 +6445,19 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     _c35_Value = (V >> q) & 127
                 else:
                     r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumVoltage.Exponent = _c35_Exponent
-                f_EVSEMinimumVoltage.Value = _c35_Value
-                s = 8
-            elif ec == 2:
-                pass
-                s = -1
-            else:
-                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
-        if s == 7:
-            if ec == 0:
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c35_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c35_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 7:
                 q -= 14
                 if q < 0: V, q = r.slideq(q, 14)
                 x = (V >> q) & 16383
@@ -7620,8 +6493,1065 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumVoltage.Exponent = _c36_Exponent
                 f_EVSEMinimumVoltage.Value = _c36_Value
                 s = 8
-            elif ec == 1:
+            elif ec == 8:
                 pass
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 1:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumChargePower/Exponent'
+                _c37_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumChargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c37_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c37_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c37_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c37_Value = -_c37_Value - 1
+                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumChargePower.Exponent = _c37_Exponent
+                f_EVSEMinimumChargePower.Value = _c37_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 2
+            elif ec == 1:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumChargeCurrent/Exponent'
+                _c38_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumChargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c38_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c38_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c38_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c38_Value = -_c38_Value - 1
+                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumChargeCurrent.Exponent = _c38_Exponent
+                f_EVSEMaximumChargeCurrent.Value = _c38_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 3
+            elif ec == 2:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumVoltage/Exponent'
+                _c39_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c39_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c39_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c39_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c39_Value = -_c39_Value - 1
+                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumVoltage.Exponent = _c39_Exponent
+                f_EVSEMaximumVoltage.Value = _c39_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 4
+            elif ec == 3:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargePower/Exponent'
+                _c40_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c40_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c40_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c40_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c40_Value = -_c40_Value - 1
+                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargePower.Exponent = _c40_Exponent
+                f_EVSEMaximumDischargePower.Value = _c40_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 5
+            elif ec == 4:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumDischargePower/Exponent'
+                _c41_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c41_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c41_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c41_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c41_Value = -_c41_Value - 1
+                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumDischargePower.Exponent = _c41_Exponent
+                f_EVSEMinimumDischargePower.Value = _c41_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 6
+            elif ec == 5:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                _c42_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c42_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c42_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c42_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c42_Value = -_c42_Value - 1
+                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c42_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c42_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 6:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c43_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c43_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c43_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c43_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c43_Value = -_c43_Value - 1
+                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c43_Exponent
+                f_EVSEMinimumVoltage.Value = _c43_Value
+                s = 8
+            elif ec == 7:
+                q += 14
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 2:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumChargeCurrent/Exponent'
+                _c44_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumChargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c44_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c44_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c44_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c44_Value = -_c44_Value - 1
+                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumChargeCurrent.Exponent = _c44_Exponent
+                f_EVSEMaximumChargeCurrent.Value = _c44_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 3
+            elif ec == 1:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumVoltage/Exponent'
+                _c45_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c45_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c45_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c45_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c45_Value = -_c45_Value - 1
+                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumVoltage.Exponent = _c45_Exponent
+                f_EVSEMaximumVoltage.Value = _c45_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 4
+            elif ec == 2:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargePower/Exponent'
+                _c46_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c46_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c46_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c46_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c46_Value = -_c46_Value - 1
+                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargePower.Exponent = _c46_Exponent
+                f_EVSEMaximumDischargePower.Value = _c46_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 5
+            elif ec == 3:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumDischargePower/Exponent'
+                _c47_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c47_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c47_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c47_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c47_Value = -_c47_Value - 1
+                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumDischargePower.Exponent = _c47_Exponent
+                f_EVSEMinimumDischargePower.Value = _c47_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 6
+            elif ec == 4:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                _c48_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c48_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c48_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c48_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c48_Value = -_c48_Value - 1
+                if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c48_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c48_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 5:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c49_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c49_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c49_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c49_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c49_Value = -_c49_Value - 1
+                if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c49_Exponent
+                f_EVSEMinimumVoltage.Value = _c49_Value
+                s = 8
+            elif ec == 6:
+                q += 14
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 3:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumVoltage/Exponent'
+                _c50_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c50_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c50_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c50_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c50_Value = -_c50_Value - 1
+                if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(r.end - q))
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumVoltage.Exponent = _c50_Exponent
+                f_EVSEMaximumVoltage.Value = _c50_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 4
+            elif ec == 1:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargePower/Exponent'
+                _c51_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c51_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c51_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c51_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c51_Value = -_c51_Value - 1
+                if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargePower.Exponent = _c51_Exponent
+                f_EVSEMaximumDischargePower.Value = _c51_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 5
+            elif ec == 2:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumDischargePower/Exponent'
+                _c52_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c52_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c52_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c52_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c52_Value = -_c52_Value - 1
+                if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumDischargePower.Exponent = _c52_Exponent
+                f_EVSEMinimumDischargePower.Value = _c52_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 6
+            elif ec == 3:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                _c53_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c53_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c53_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c53_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c53_Value = -_c53_Value - 1
+                if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c53_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c53_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 4:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c54_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c54_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c54_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c54_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c54_Value = -_c54_Value - 1
+                if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c54_Exponent
+                f_EVSEMinimumVoltage.Value = _c54_Value
+                s = 8
+            elif ec == 5:
+                q += 14
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 4:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargePower/Exponent'
+                _c55_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c55_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c55_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c55_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c55_Value = -_c55_Value - 1
+                if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargePower.Exponent = _c55_Exponent
+                f_EVSEMaximumDischargePower.Value = _c55_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
+                s = 5
+            elif ec == 1:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumDischargePower/Exponent'
+                _c56_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c56_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c56_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c56_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c56_Value = -_c56_Value - 1
+                if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(r.end - q))
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumDischargePower.Exponent = _c56_Exponent
+                f_EVSEMinimumDischargePower.Value = _c56_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 6
+            elif ec == 2:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                _c57_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c57_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c57_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c57_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c57_Value = -_c57_Value - 1
+                if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c57_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c57_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 3:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c58_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c58_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c58_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c58_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c58_Value = -_c58_Value - 1
+                if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c58_Exponent
+                f_EVSEMinimumVoltage.Value = _c58_Value
+                s = 8
+            elif ec == 4:
+                q += 14
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 5:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumDischargePower/Exponent'
+                _c59_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumDischargePower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c59_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c59_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c59_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c59_Value = -_c59_Value - 1
+                if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(r.end - q))
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumDischargePower.Exponent = _c59_Exponent
+                f_EVSEMinimumDischargePower.Value = _c59_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 6
+            elif ec == 1:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                _c60_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c60_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c60_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c60_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c60_Value = -_c60_Value - 1
+                if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c60_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c60_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 2:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c61_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c61_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c61_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c61_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c61_Value = -_c61_Value - 1
+                if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c61_Exponent
+                f_EVSEMinimumVoltage.Value = _c61_Value
+                s = 8
+            elif ec == 3:
+                q += 14
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 6:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMaximumDischargeCurrent/Exponent'
+                _c62_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMaximumDischargeCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c62_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c62_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c62_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c62_Value = -_c62_Value - 1
+                if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(r.end - q))
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMaximumDischargeCurrent.Exponent = _c62_Exponent
+                f_EVSEMaximumDischargeCurrent.Value = _c62_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
+                s = 7
+            elif ec == 1:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c63_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c63_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c63_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c63_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c63_Value = -_c63_Value - 1
+                if _c63_Value < -32768 or _c63_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c63_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c63_Exponent
+                f_EVSEMinimumVoltage.Value = _c63_Value
+                s = 8
+            elif ec == 2:
+                q += 14
+                s = -1
+            else:
+                raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+        if s == 7:
+            if ec == 0:
+                x = _a
+                if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                el = 'EVSEMinimumVoltage/Exponent'
+                _c64_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSEMinimumVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c64_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c64_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c64_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c64_Value = -_c64_Value - 1
+                if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(r.end - q))
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSEMinimumVoltage.Exponent = _c64_Exponent
+                f_EVSEMinimumVoltage.Value = _c64_Value
+                s = 8
+            elif ec == 1:
+                q += 14
                 s = -1
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
@@ -8627,29 +8557,25 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slidep(q, 14)
+        x = (V >> q) & 16383
+        if x & 12288: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
-        ec = (x & 3)
-        s = 6
+        ec = ((x >> 10) & 3)
+        _a = (x & 1023)
         if ec == 0:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            x = _a
             if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'TargetSOC'
             f_TargetSOC = ((x >> 2) & 127)
             if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 10
         else:
             raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         r.pos = r.end - q
@@ -8786,7 +8712,6 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 6
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
         if v_TargetSOC is not None:
@@ -8794,11 +8719,9 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
             v = (v << 12) | (v_TargetSOC << 2)
             n += 12
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8822,39 +8745,8 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMaximumChargePower/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c1_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
-        if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumChargePower.Exponent = _c1_Exponent
-        f_EVSEMaximumChargePower.Value = _c1_Value
-        el = 'EVSEMinimumChargePower/Exponent'
         _c2_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumChargePower/Value'
+        el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8880,12 +8772,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumChargePower.Exponent = _c2_Exponent
-        f_EVSEMinimumChargePower.Value = _c2_Value
-        el = 'EVSEMaximumChargeCurrent/Exponent'
+        f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumChargePower.Exponent = _c2_Exponent
+        f_EVSEMaximumChargePower.Value = _c2_Value
+        el = 'EVSEMinimumChargePower/Exponent'
         _c3_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMaximumChargeCurrent/Value'
+        el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8911,12 +8803,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
-        f_EVSEMaximumChargeCurrent.Value = _c3_Value
-        el = 'EVSEMinimumChargeCurrent/Exponent'
+        f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumChargePower.Exponent = _c3_Exponent
+        f_EVSEMinimumChargePower.Value = _c3_Value
+        el = 'EVSEMaximumChargeCurrent/Exponent'
         _c4_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumChargeCurrent/Value'
+        el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8942,12 +8834,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVSEMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
-        f_EVSEMinimumChargeCurrent.Value = _c4_Value
-        el = 'EVSEMaximumVoltage/Exponent'
+        f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumChargeCurrent.Exponent = _c4_Exponent
+        f_EVSEMaximumChargeCurrent.Value = _c4_Value
+        el = 'EVSEMinimumChargeCurrent/Exponent'
         _c5_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMaximumVoltage/Value'
+        el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8973,12 +8865,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMaximumVoltage.Exponent = _c5_Exponent
-        f_EVSEMaximumVoltage.Value = _c5_Value
-        el = 'EVSEMinimumVoltage/Exponent'
+        f_EVSEMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumChargeCurrent.Exponent = _c5_Exponent
+        f_EVSEMinimumChargeCurrent.Value = _c5_Value
+        el = 'EVSEMaximumVoltage/Exponent'
         _c6_Exponent = ((x >> 4) & 255) + -128
-        el = 'EVSEMinimumVoltage/Value'
+        el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8998,56 +8890,83 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+        f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumVoltage.Exponent = _c6_Exponent
+        f_EVSEMaximumVoltage.Value = _c6_Value
+        el = 'EVSEMinimumVoltage/Exponent'
+        _c7_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMinimumVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c7_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c7_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c7_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 196608: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
         f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVSEMinimumVoltage.Exponent = _c6_Exponent
-        f_EVSEMinimumVoltage.Value = _c6_Value
-        ec = (x & 3)
-        s = 6
+        f_EVSEMinimumVoltage.Exponent = _c7_Exponent
+        f_EVSEMinimumVoltage.Value = _c7_Value
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEPowerRampLimitation/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
+            _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPowerRampLimitation/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
             f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
-            f_EVSEPowerRampLimitation.Value = _c7_Value
-            s = -1
+            f_EVSEPowerRampLimitation.Exponent = _c8_Exponent
+            f_EVSEPowerRampLimitation.Value = _c8_Value
         elif ec == 1:
-            pass
-            s = -1
+            q += 14
         else:
             raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         r.pos = r.end - q
@@ -9184,7 +9103,6 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
         if v_EVSEPowerRampLimitation is not None:
@@ -9205,11 +9123,9 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
             elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9222,16 +9138,16 @@ def _d_DC_CableCheckReqType(r):
     el = ''
     f_Header = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_CableCheckReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_CableCheckReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -9267,7 +9183,6 @@ def _d_DC_CableCheckReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9276,10 +9191,8 @@ def _d_DC_CableCheckReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -9328,7 +9241,6 @@ def _e_DC_CableCheckReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -9340,11 +9252,9 @@ def _e_DC_CableCheckReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9364,16 +9274,16 @@ def _d_DC_CableCheckResType(r):
     f_ResponseCode = None
     f_EVSEProcessing = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_CableCheckResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_CableCheckResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -9409,7 +9319,6 @@ def _d_DC_CableCheckResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9418,10 +9327,8 @@ def _d_DC_CableCheckResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -9483,7 +9390,6 @@ def _e_DC_CableCheckResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -9495,11 +9401,9 @@ def _e_DC_CableCheckResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -9537,23 +9441,23 @@ def _d_DC_ChargeLoopReqType(r):
     f_Dynamic_DC_CLReqControlMode = None
     f_Scheduled_DC_CLReqControlMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c3_SessionID = None
+        _c3_TimeStamp = None
+        _c3_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c3_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c3_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c3_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9562,110 +9466,107 @@ def _d_DC_ChargeLoopReqType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c3_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c3_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c3_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 2
+            r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 23
+        if q < 0: V, q = r.slidep(q, 23)
+        x = (V >> q) & 8388607
+        if x & 4194304: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
+        ec = ((x >> 20) & 3)
+        _a = (x & 1048575)
         if ec == 0:
+            q += 20
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c3_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1048576: raise r.deviation('MessageHeaderType', r.end - q)
+            ec = ((x >> 18) & 3)
+            _a = (x & 262143)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 18)
+            _a = (x & 262143)
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
+        f_Header.SessionID = _c3_SessionID
+        f_Header.TimeStamp = _c3_TimeStamp
+        f_Header.Signature = _c3_Signature
         if ec == 0:
+            q += 18
             el = 'DisplayParameters'
             r.pos = r.end - q
             f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
             V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 27: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 442368: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 2) & 1) == 1
-            s = 3
+            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            _a = (x & 16383)
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            x = _a
+            if x & 180224: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 2) & 1) == 1
-            s = 3
+            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            _a = (x & 16383)
         else:
             raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
+        x = _a
         if x & 12302: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         el = 'EVPresentVoltage/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c2_Value = _y >> 16
+                _c4_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = _U2[_y >> 8]
+                _c4_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c2_Value = (V >> q) & 127
+            _c4_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 24: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slidep(q, 7)
+        x = (V >> q) & 127
+        if x & 96: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
         f_EVPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVPresentVoltage.Exponent = _c2_Exponent
-        f_EVPresentVoltage.Value = _c2_Value
-        ec = (x & 7)
-        s = 4
+        f_EVPresentVoltage.Exponent = _c4_Exponent
+        f_EVPresentVoltage.Value = _c4_Value
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         if ec == 0:
+            q += 2
             el = 'BPT_Dynamic_DC_CLReqControlMode'
             r.pos = r.end - q
             f_BPT_Dynamic_DC_CLReqControlMode = _d_BPT_Dynamic_DC_CLReqControlModeType(r)
@@ -9673,8 +9574,8 @@ def _d_DC_ChargeLoopReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-            s = 5
         elif ec == 1:
+            q += 2
             el = 'BPT_Scheduled_DC_CLReqControlMode'
             r.pos = r.end - q
             f_BPT_Scheduled_DC_CLReqControlMode = _d_BPT_Scheduled_DC_CLReqControlModeType(r)
@@ -9682,15 +9583,12 @@ def _d_DC_ChargeLoopReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-            s = 5
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            if _a: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'CLReqControlMode'
             f_CLReqControlMode = _new(_K_iso20_commontypes_CLReqControlModeType)
-            s = 5
         elif ec == 3:
+            q += 2
             el = 'Dynamic_DC_CLReqControlMode'
             r.pos = r.end - q
             f_Dynamic_DC_CLReqControlMode = _d_Dynamic_DC_CLReqControlModeType(r)
@@ -9698,8 +9596,8 @@ def _d_DC_ChargeLoopReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-            s = 5
         elif ec == 4:
+            q += 2
             el = 'Scheduled_DC_CLReqControlMode'
             r.pos = r.end - q
             f_Scheduled_DC_CLReqControlMode = _d_Scheduled_DC_CLReqControlModeType(r)
@@ -9707,10 +9605,8 @@ def _d_DC_ChargeLoopReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-            s = 5
         else:
             raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9766,7 +9662,6 @@ def _e_DC_ChargeLoopReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -9778,14 +9673,11 @@ def _e_DC_ChargeLoopReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_DisplayParameters is not None:
@@ -9802,14 +9694,12 @@ def _e_DC_ChargeLoopReqType(w, o):
             n += 4
             v_DisplayParameters = None
             v_MeterInfoRequested = None
-            s = 3
         elif v_MeterInfoRequested is not None:
             el = 'MeterInfoRequested'
             if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
             v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
             n += 5
             v_MeterInfoRequested = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
         if v_EVPresentVoltage is not None:
@@ -9831,7 +9721,6 @@ def _e_DC_ChargeLoopReqType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVPresentVoltage = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of EVPresentVoltage')
         if v_BPT_Dynamic_DC_CLReqControlMode is not None:
@@ -9842,7 +9731,6 @@ def _e_DC_ChargeLoopReqType(w, o):
             _e_BPT_Dynamic_DC_CLReqControlModeType(w, v_BPT_Dynamic_DC_CLReqControlMode)
             v = w.v; n = w.n
             v_BPT_Dynamic_DC_CLReqControlMode = None
-            s = 5
         elif v_BPT_Scheduled_DC_CLReqControlMode is not None:
             el = 'BPT_Scheduled_DC_CLReqControlMode'
             v = (v << 3) | 1
@@ -9851,14 +9739,12 @@ def _e_DC_ChargeLoopReqType(w, o):
             _e_BPT_Scheduled_DC_CLReqControlModeType(w, v_BPT_Scheduled_DC_CLReqControlMode)
             v = w.v; n = w.n
             v_BPT_Scheduled_DC_CLReqControlMode = None
-            s = 5
         elif v_CLReqControlMode is not None:
             el = 'CLReqControlMode'
             _o = v_CLReqControlMode
             v = (v << 4) | (2 << 1)
             n += 4
             v_CLReqControlMode = None
-            s = 5
         elif v_Dynamic_DC_CLReqControlMode is not None:
             el = 'Dynamic_DC_CLReqControlMode'
             v = (v << 3) | 3
@@ -9867,7 +9753,6 @@ def _e_DC_ChargeLoopReqType(w, o):
             _e_Dynamic_DC_CLReqControlModeType(w, v_Dynamic_DC_CLReqControlMode)
             v = w.v; n = w.n
             v_Dynamic_DC_CLReqControlMode = None
-            s = 5
         elif v_Scheduled_DC_CLReqControlMode is not None:
             el = 'Scheduled_DC_CLReqControlMode'
             v = (v << 3) | 4
@@ -9876,14 +9761,12 @@ def _e_DC_ChargeLoopReqType(w, o):
             _e_Scheduled_DC_CLReqControlModeType(w, v_Scheduled_DC_CLReqControlMode)
             v = w.v; n = w.n
             v_Scheduled_DC_CLReqControlMode = None
-            s = 5
         else:
             raise EncodeError('missing content: expected one of BPT_Dynamic_DC_CLReqControlMode, BPT_Scheduled_DC_CLReqControlMode, CLReqControlMode, Dynamic_DC_CLReqControlMode, Scheduled_DC_CLReqControlMode')
         if True:
             v <<= 1
             n += 1
             if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_EVPresentVoltage is not None or v_BPT_Dynamic_DC_CLReqControlMode is not None or v_BPT_Scheduled_DC_CLReqControlMode is not None or v_CLReqControlMode is not None or v_Dynamic_DC_CLReqControlMode is not None or v_Scheduled_DC_CLReqControlMode is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9910,23 +9793,23 @@ def _d_DC_ChargeLoopResType(r):
     f_Dynamic_DC_CLResControlMode = None
     f_Scheduled_DC_CLResControlMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c8_SessionID = None
+        _c8_TimeStamp = None
+        _c8_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c8_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c8_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c8_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c8_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9935,342 +9818,353 @@ def _d_DC_ChargeLoopResType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c8_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c8_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c8_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c8_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c8_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c8_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c8_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3080: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+        f_Header.SessionID = _c8_SessionID
+        f_Header.TimeStamp = _c8_TimeStamp
+        f_Header.Signature = _c8_Signature
+        q -= 26
+        if q < 0: V, q = r.slidep(q, 26)
+        x = (V >> q) & 67108863
+        if x & 50462720: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 63)
+        f_ResponseCode = ((x >> 18) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        ec = (x & 7)
+        ec = ((x >> 14) & 7)
+        _a = (x & 16383)
         s = 2
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            q += 12
+            if _a >> 12: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c9_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c9_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c9_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
-            if x & 908: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+                r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 24
+            if q < 0: V, q = r.slidep(q, 24)
+            x = (V >> q) & 16777215
+            if x & 14876672: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            if _c9_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 4) & 7)
-            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            _c9_EVSENotification = ((x >> 18) & 7)
+            if _c9_EVSENotification >= 6: _c9_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c9_EVSENotification, 6, r.at(r.end - q))
+            else: _c9_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c9_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
-            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_EVSEStatus.EVSENotification = _c2_EVSENotification
-            ec = (x & 3)
+            f_EVSEStatus.NotificationMaxDelay = _c9_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c9_EVSENotification
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 1:
+            q += 14
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            ec = (x >> 14)
+            _a = (x & 16383)
             s = 4
         elif ec == 2:
+            q += 14
             el = 'Receipt'
             r.pos = r.end - q
             f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slidep(q, 15)
+            x = (V >> q) & 32767
+            if x & 16384: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            _a = (x & 16383)
             s = 5
         elif ec == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentCurrent/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEPresentCurrent.Exponent = _c3_Exponent
-            f_EVSEPresentCurrent.Value = _c3_Value
+            f_EVSEPresentCurrent.Exponent = _c10_Exponent
+            f_EVSEPresentCurrent.Value = _c10_Value
+            _a = (x & 16383)
             s = 6
         else:
             raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 3:
             if ec == 0:
+                q += 14
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                ec = (x >> 14)
+                _a = (x & 16383)
                 s = 4
             elif ec == 1:
+                q += 14
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 16384: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                _a = (x & 16383)
                 s = 5
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEPresentCurrent.Exponent = _c4_Exponent
-                f_EVSEPresentCurrent.Value = _c4_Value
+                f_EVSEPresentCurrent.Exponent = _c11_Exponent
+                f_EVSEPresentCurrent.Value = _c11_Value
+                _a = (x & 16383)
                 s = 6
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 4:
             if ec == 0:
+                q += 14
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 16384: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                _a = (x & 16383)
                 s = 5
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEPresentCurrent.Exponent = _c5_Exponent
-                f_EVSEPresentCurrent.Value = _c5_Value
+                f_EVSEPresentCurrent.Exponent = _c12_Exponent
+                f_EVSEPresentCurrent.Value = _c12_Value
+                _a = (x & 16383)
                 s = 6
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 5:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentCurrent/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEPresentCurrent.Exponent = _c6_Exponent
-            f_EVSEPresentCurrent.Value = _c6_Value
+            f_EVSEPresentCurrent.Exponent = _c13_Exponent
+            f_EVSEPresentCurrent.Value = _c13_Value
+            _a = (x & 16383)
             s = 6
         if s == 6:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentVoltage/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126696: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 506784: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEPresentVoltage.Exponent = _c7_Exponent
-            f_EVSEPresentVoltage.Value = _c7_Value
-            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
+            f_EVSEPresentVoltage.Exponent = _c14_Exponent
+            f_EVSEPresentVoltage.Value = _c14_Value
+            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 6) & 511)]
             if _t is None:
                 el = 'EVSEPowerLimitAchieved'
-                f_EVSEPowerLimitAchieved = ((x >> 12) & 1) == 1
+                f_EVSEPowerLimitAchieved = ((x >> 14) & 1) == 1
                 el = 'EVSECurrentLimitAchieved'
-                f_EVSECurrentLimitAchieved = ((x >> 8) & 1) == 1
+                f_EVSECurrentLimitAchieved = ((x >> 10) & 1) == 1
                 el = 'EVSEVoltageLimitAchieved'
-                f_EVSEVoltageLimitAchieved = ((x >> 4) & 1) == 1
+                f_EVSEVoltageLimitAchieved = ((x >> 6) & 1) == 1
             else:
                 el = 'EVSEVoltageLimitAchieved'
                 f_EVSEPowerLimitAchieved, f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved = _t
-            ec = (x & 7)
+            ec = ((x >> 2) & 7)
+            _a = (x & 3)
             s = 10
         if s == 10:
             if ec == 0:
+                q += 2
                 el = 'BPT_Dynamic_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Dynamic_DC_CLResControlMode = _d_BPT_Dynamic_DC_CLResControlModeType(r)
@@ -10280,6 +10174,7 @@ def _d_DC_ChargeLoopResType(r):
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 11
             elif ec == 1:
+                q += 2
                 el = 'BPT_Scheduled_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_BPT_Scheduled_DC_CLResControlMode = _d_BPT_Scheduled_DC_CLResControlModeType(r)
@@ -10289,13 +10184,12 @@ def _d_DC_ChargeLoopResType(r):
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 11
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                if _a: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
                 f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
                 s = 11
             elif ec == 3:
+                q += 2
                 el = 'Dynamic_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_Dynamic_DC_CLResControlMode = _d_Dynamic_DC_CLResControlModeType(r)
@@ -10305,6 +10199,7 @@ def _d_DC_ChargeLoopResType(r):
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 s = 11
             elif ec == 4:
+                q += 2
                 el = 'Scheduled_DC_CLResControlMode'
                 r.pos = r.end - q
                 f_Scheduled_DC_CLResControlMode = _d_Scheduled_DC_CLResControlModeType(r)
@@ -10384,7 +10279,6 @@ def _e_DC_ChargeLoopResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -10396,11 +10290,9 @@ def _e_DC_ChargeLoopResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -10674,16 +10566,16 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
     f_BPT_DC_CPDReqEnergyTransferMode = None
     f_DC_CPDReqEnergyTransferMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -10713,36 +10605,33 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
             _c1_TimeStamp = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 2
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
+            q += 2
             el = 'Header/Signature'
             r.pos = r.end - q
             _c1_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+            ec = (x & 3)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = x
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
         if ec == 0:
             el = 'BPT_DC_CPDReqEnergyTransferMode'
             r.pos = r.end - q
@@ -10751,7 +10640,6 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-            s = 2
         elif ec == 1:
             el = 'DC_CPDReqEnergyTransferMode'
             r.pos = r.end - q
@@ -10760,10 +10648,8 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-            s = 2
         else:
             raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10807,7 +10693,6 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -10819,14 +10704,11 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_BPT_DC_CPDReqEnergyTransferMode is not None:
@@ -10837,7 +10719,6 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
             _e_BPT_DC_CPDReqEnergyTransferModeType(w, v_BPT_DC_CPDReqEnergyTransferMode)
             v = w.v; n = w.n
             v_BPT_DC_CPDReqEnergyTransferMode = None
-            s = 2
         elif v_DC_CPDReqEnergyTransferMode is not None:
             el = 'DC_CPDReqEnergyTransferMode'
             v = (v << 2) | 1
@@ -10846,14 +10727,12 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
             _e_DC_CPDReqEnergyTransferModeType(w, v_DC_CPDReqEnergyTransferMode)
             v = w.v; n = w.n
             v_DC_CPDReqEnergyTransferMode = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of BPT_DC_CPDReqEnergyTransferMode, DC_CPDReqEnergyTransferMode')
         if True:
             v <<= 1
             n += 1
             if v_Header is not None or v_BPT_DC_CPDReqEnergyTransferMode is not None or v_DC_CPDReqEnergyTransferMode is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10869,16 +10748,16 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
     f_BPT_DC_CPDResEnergyTransferMode = None
     f_DC_CPDResEnergyTransferMode = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -10914,7 +10793,6 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -10923,10 +10801,8 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -10942,7 +10818,6 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'BPT_DC_CPDResEnergyTransferMode'
             r.pos = r.end - q
@@ -10951,7 +10826,6 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-            s = 3
         elif ec == 1:
             el = 'DC_CPDResEnergyTransferMode'
             r.pos = r.end - q
@@ -10960,10 +10834,8 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-            s = 3
         else:
             raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11009,7 +10881,6 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11021,11 +10892,9 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11035,7 +10904,6 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
             n += 9
             v_Header = None
             v_ResponseCode = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
         if v_BPT_DC_CPDResEnergyTransferMode is not None:
@@ -11046,7 +10914,6 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
             _e_BPT_DC_CPDResEnergyTransferModeType(w, v_BPT_DC_CPDResEnergyTransferMode)
             v = w.v; n = w.n
             v_BPT_DC_CPDResEnergyTransferMode = None
-            s = 3
         elif v_DC_CPDResEnergyTransferMode is not None:
             el = 'DC_CPDResEnergyTransferMode'
             v = (v << 2) | 1
@@ -11055,14 +10922,12 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
             _e_DC_CPDResEnergyTransferModeType(w, v_DC_CPDResEnergyTransferMode)
             v = w.v; n = w.n
             v_DC_CPDResEnergyTransferMode = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of BPT_DC_CPDResEnergyTransferMode, DC_CPDResEnergyTransferMode')
         if True:
             v <<= 1
             n += 1
             if v_Header is not None or v_ResponseCode is not None or v_BPT_DC_CPDResEnergyTransferMode is not None or v_DC_CPDResEnergyTransferMode is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11078,16 +10943,16 @@ def _d_DC_PreChargeReqType(r):
     f_EVPresentVoltage = None
     f_EVTargetVoltage = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_PreChargeReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_PreChargeReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -11123,7 +10988,6 @@ def _d_DC_PreChargeReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11132,10 +10996,8 @@ def _d_DC_PreChargeReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -11256,7 +11118,6 @@ def _e_DC_PreChargeReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11268,11 +11129,9 @@ def _e_DC_PreChargeReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -11335,16 +11194,16 @@ def _d_DC_PreChargeResType(r):
     f_ResponseCode = None
     f_EVSEPresentVoltage = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_PreChargeResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_PreChargeResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -11380,7 +11239,6 @@ def _d_DC_PreChargeResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11389,10 +11247,8 @@ def _d_DC_PreChargeResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -11480,7 +11336,6 @@ def _e_DC_PreChargeResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11492,11 +11347,9 @@ def _e_DC_PreChargeResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11539,16 +11392,16 @@ def _d_DC_WeldingDetectionReqType(r):
     f_Header = None
     f_EVProcessing = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -11584,7 +11437,6 @@ def _d_DC_WeldingDetectionReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11593,10 +11445,8 @@ def _d_DC_WeldingDetectionReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -11652,7 +11502,6 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11664,11 +11513,9 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -11695,16 +11542,16 @@ def _d_DC_WeldingDetectionResType(r):
     f_ResponseCode = None
     f_EVSEPresentVoltage = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -11740,7 +11587,6 @@ def _d_DC_WeldingDetectionResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11749,10 +11595,8 @@ def _d_DC_WeldingDetectionResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -11840,7 +11684,6 @@ def _e_DC_WeldingDetectionResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -11852,11 +11695,9 @@ def _e_DC_WeldingDetectionResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11906,13 +11747,14 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
     f_EVMaximumVoltage = None
     f_EVMinimumVoltage = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -11938,295 +11780,292 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
-            s = 2
+            f_EVTargetEnergyRequest.Exponent = _c10_Exponent
+            f_EVTargetEnergyRequest.Value = _c10_Value
+            _a = (x & 16383)
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c2_Exponent
-            f_EVTargetEnergyRequest.Value = _c2_Value
-            s = 2
+            f_EVTargetEnergyRequest.Exponent = _c11_Exponent
+            f_EVTargetEnergyRequest.Value = _c11_Value
+            _a = (x & 16383)
         else:
             raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
+        x = _a
         if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c12_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c12_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c12_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c12_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        if _neg: _c12_Value = -_c12_Value - 1
+        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
         f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-        f_EVMaximumEnergyRequest.Value = _c3_Value
+        f_EVMaximumEnergyRequest.Exponent = _c12_Exponent
+        f_EVMaximumEnergyRequest.Value = _c12_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c13_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c4_Value = _y >> 16
+                _c13_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = _U2[_y >> 8]
+                _c13_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c4_Value = (V >> q) & 127
+            _c13_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        if _neg: _c13_Value = -_c13_Value - 1
+        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
         f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-        f_EVMinimumEnergyRequest.Value = _c4_Value
+        f_EVMinimumEnergyRequest.Exponent = _c13_Exponent
+        f_EVMinimumEnergyRequest.Value = _c13_Value
         el = 'EVMaximumChargePower/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
+        _c14_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c5_Value = _y >> 16
+                _c14_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = _U2[_y >> 8]
+                _c14_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c5_Value = (V >> q) & 127
+            _c14_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        if _neg: _c14_Value = -_c14_Value - 1
+        if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
         f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumChargePower.Exponent = _c5_Exponent
-        f_EVMaximumChargePower.Value = _c5_Value
+        f_EVMaximumChargePower.Exponent = _c14_Exponent
+        f_EVMaximumChargePower.Value = _c14_Value
         el = 'EVMinimumChargePower/Exponent'
-        _c6_Exponent = ((x >> 4) & 255) + -128
+        _c15_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c6_Value = _y >> 16
+                _c15_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c6_Value = _U2[_y >> 8]
+                _c15_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c6_Value = (V >> q) & 127
+            _c15_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c6_Value = -_c6_Value - 1
-        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+        if _neg: _c15_Value = -_c15_Value - 1
+        if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
         f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumChargePower.Exponent = _c6_Exponent
-        f_EVMinimumChargePower.Value = _c6_Value
+        f_EVMinimumChargePower.Exponent = _c15_Exponent
+        f_EVMinimumChargePower.Value = _c15_Value
         el = 'EVMaximumChargeCurrent/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c16_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c7_Value = _y >> 16
+                _c16_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c7_Value = _U2[_y >> 8]
+                _c16_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c7_Value = (V >> q) & 127
+            _c16_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c7_Value = -_c7_Value - 1
-        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+        if _neg: _c16_Value = -_c16_Value - 1
+        if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
         f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
-        f_EVMaximumChargeCurrent.Value = _c7_Value
+        f_EVMaximumChargeCurrent.Exponent = _c16_Exponent
+        f_EVMaximumChargeCurrent.Value = _c16_Value
         el = 'EVMaximumVoltage/Exponent'
-        _c8_Exponent = ((x >> 4) & 255) + -128
+        _c17_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c8_Value = _y >> 16
+                _c17_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c8_Value = _U2[_y >> 8]
+                _c17_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c8_Value = (V >> q) & 127
+            _c17_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c8_Value = -_c8_Value - 1
-        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+        if _neg: _c17_Value = -_c17_Value - 1
+        if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
         f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMaximumVoltage.Exponent = _c8_Exponent
-        f_EVMaximumVoltage.Value = _c8_Value
+        f_EVMaximumVoltage.Exponent = _c17_Exponent
+        f_EVMaximumVoltage.Value = _c17_Value
         el = 'EVMinimumVoltage/Exponent'
-        _c9_Exponent = ((x >> 4) & 255) + -128
+        _c18_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c9_Value = _y >> 16
+                _c18_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c9_Value = _U2[_y >> 8]
+                _c18_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c9_Value = (V >> q) & 127
+            _c18_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if _neg: _c9_Value = -_c9_Value - 1
-        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        if _neg: _c18_Value = -_c18_Value - 1
+        if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
         f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVMinimumVoltage.Exponent = _c9_Exponent
-        f_EVMinimumVoltage.Value = _c9_Value
-        s = -1
+        f_EVMinimumVoltage.Exponent = _c18_Exponent
+        f_EVMinimumVoltage.Value = _c18_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12286,7 +12125,6 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
-            s = 2
         elif v_EVTargetEnergyRequest is not None:
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -12306,7 +12144,6 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
         if v_EVMaximumEnergyRequest is not None:
@@ -12443,7 +12280,6 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVMinimumVoltage = None
             if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
         w.v = v; w.n = n
@@ -12465,13 +12301,14 @@ def _d_Dynamic_DC_CLResControlModeType(r):
     f_EVSEMaximumChargeCurrent = None
     f_EVSEMaximumVoltage = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 28
+        if q < 0: V, q = r.slidep(q, 28)
+        x = (V >> q) & 268435455
+        ec = (x >> 25)
+        _a = (x & 33554431)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q += 24
+            if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -12491,37 +12328,38 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 29
+            if q < 0: V, q = r.slidep(q, 29)
+            x = (V >> q) & 536870911
+            if x & 268435456: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 25) & 7)
+            _a = (x & 33554431)
             s = 1
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q += 25
+            q -= 36
+            if q < 0: V, q = r.slidep(q, 36)
+            x = (V >> q) & 68719476735
+            if x & 34493956096: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 3) & 127)
+            f_MinimumSOC = ((x >> 28) & 127)
             if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 25) & 3)
+            _a = (x & 33554431)
             s = 2
         elif ec == 2:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            x = _a
+            if x & 16842752: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 3) & 127)
+            f_TargetSOC = ((x >> 17) & 127)
             if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q += 24
+            if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -12541,74 +12379,77 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_AckMaxDelay = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+            _a = (x & 16383)
             s = 4
         elif ec == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 11
+            x = _a >> 11
             if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargePower.Exponent = _c1_Exponent
-            f_EVSEMaximumChargePower.Value = _c1_Value
+            f_EVSEMaximumChargePower.Exponent = _c9_Exponent
+            f_EVSEMaximumChargePower.Value = _c9_Value
+            _a = (x & 16383)
             s = 5
         else:
             raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 25
+                q -= 36
+                if q < 0: V, q = r.slidep(q, 36)
+                x = (V >> q) & 68719476735
+                if x & 34493956096: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 3) & 127)
+                f_MinimumSOC = ((x >> 28) & 127)
                 if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 25) & 3)
+                _a = (x & 33554431)
                 s = 2
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                x = _a
+                if x & 16842752: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 17) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -12628,64 +12469,65 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 4
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c10_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = _U2[_y >> 8]
+                        _c10_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c10_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c2_Exponent
-                f_EVSEMaximumChargePower.Value = _c2_Value
+                f_EVSEMaximumChargePower.Exponent = _c10_Exponent
+                f_EVSEMaximumChargePower.Value = _c10_Value
+                _a = (x & 16383)
                 s = 5
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                x = _a
+                if x & 16842752: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 3) & 127)
+                f_TargetSOC = ((x >> 17) & 127)
                 if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 24
+                if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -12705,54 +12547,56 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 4
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 11
+                x = _a >> 11
                 if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_Value = _y >> 16
+                        _c11_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_Value = _U2[_y >> 8]
+                        _c11_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c11_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c3_Exponent
-                f_EVSEMaximumChargePower.Value = _c3_Value
+                f_EVSEMaximumChargePower.Exponent = _c11_Exponent
+                f_EVSEMaximumChargePower.Value = _c11_Value
+                _a = (x & 16383)
                 s = 5
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q += 13
+                if _a >> 13: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -12772,182 +12616,182 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     f_AckMaxDelay = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
+                _a = (x & 16383)
                 s = 4
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c12_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c12_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c12_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+                if _neg: _c12_Value = -_c12_Value - 1
+                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargePower.Exponent = _c4_Exponent
-                f_EVSEMaximumChargePower.Value = _c4_Value
+                f_EVSEMaximumChargePower.Exponent = _c12_Exponent
+                f_EVSEMaximumChargePower.Value = _c12_Value
+                _a = (x & 16383)
                 s = 5
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
         if s == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargePower.Exponent = _c5_Exponent
-            f_EVSEMaximumChargePower.Value = _c5_Value
+            f_EVSEMaximumChargePower.Exponent = _c13_Exponent
+            f_EVSEMaximumChargePower.Value = _c13_Value
+            _a = (x & 16383)
             s = 5
         if s == 5:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMinimumChargePower.Exponent = _c6_Exponent
-            f_EVSEMinimumChargePower.Value = _c6_Value
+            f_EVSEMinimumChargePower.Exponent = _c14_Exponent
+            f_EVSEMinimumChargePower.Value = _c14_Value
             el = 'EVSEMaximumChargeCurrent/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
-            f_EVSEMaximumChargeCurrent.Value = _c7_Value
+            f_EVSEMaximumChargeCurrent.Exponent = _c15_Exponent
+            f_EVSEMaximumChargeCurrent.Value = _c15_Value
             el = 'EVSEMaximumVoltage/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
+            _c16_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c8_Value = _y >> 16
+                    _c16_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = _U2[_y >> 8]
+                    _c16_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c8_Value = (V >> q) & 127
+                _c16_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            if _neg: _c16_Value = -_c16_Value - 1
+            if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumVoltage.Exponent = _c8_Exponent
-            f_EVSEMaximumVoltage.Value = _c8_Value
+            f_EVSEMaximumVoltage.Exponent = _c16_Exponent
+            f_EVSEMaximumVoltage.Value = _c16_Value
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -13264,1008 +13108,986 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
     f_EVMaximumVoltage = None
     f_EVMinimumVoltage = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c27_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c27_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c27_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c27_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c27_Value = -_c27_Value - 1
+            if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-            f_EVTargetEnergyRequest.Value = _c1_Value
-            ec = (x & 3)
+            f_EVTargetEnergyRequest.Exponent = _c27_Exponent
+            f_EVTargetEnergyRequest.Value = _c27_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 1
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c28_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c28_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c28_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c28_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c28_Value = -_c28_Value - 1
+            if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
-            f_EVMaximumEnergyRequest.Value = _c2_Value
-            ec = (x & 3)
+            f_EVMaximumEnergyRequest.Exponent = _c28_Exponent
+            f_EVMaximumEnergyRequest.Value = _c28_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 2
         elif ec == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c29_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c29_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c29_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c29_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c29_Value = -_c29_Value - 1
+            if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMinimumEnergyRequest.Value = _c3_Value
+            f_EVMinimumEnergyRequest.Exponent = _c29_Exponent
+            f_EVMinimumEnergyRequest.Value = _c29_Value
+            _a = (x & 16383)
             s = 3
         elif ec == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c30_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c30_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c30_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c30_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c30_Value = -_c30_Value - 1
+            if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetCurrent.Exponent = _c4_Exponent
-            f_EVTargetCurrent.Value = _c4_Value
+            f_EVTargetCurrent.Exponent = _c30_Exponent
+            f_EVTargetCurrent.Value = _c30_Value
+            _a = (x & 16383)
             s = 4
         else:
             raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c31_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c31_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c31_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c31_Value = -_c31_Value - 1
+                if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
-                f_EVMaximumEnergyRequest.Value = _c5_Value
-                ec = (x & 3)
+                f_EVMaximumEnergyRequest.Exponent = _c31_Exponent
+                f_EVMaximumEnergyRequest.Value = _c31_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 2
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c32_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c32_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c32_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c32_Value = -_c32_Value - 1
+                if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
-                f_EVMinimumEnergyRequest.Value = _c6_Value
+                f_EVMinimumEnergyRequest.Exponent = _c32_Exponent
+                f_EVMinimumEnergyRequest.Value = _c32_Value
+                _a = (x & 16383)
                 s = 3
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c33_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c33_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c33_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c33_Value = -_c33_Value - 1
+                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVTargetCurrent.Exponent = _c7_Exponent
-                f_EVTargetCurrent.Value = _c7_Value
+                f_EVTargetCurrent.Exponent = _c33_Exponent
+                f_EVTargetCurrent.Value = _c33_Value
+                _a = (x & 16383)
                 s = 4
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c34_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c34_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c34_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c34_Value = -_c34_Value - 1
+                if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
-                f_EVMinimumEnergyRequest.Value = _c8_Value
+                f_EVMinimumEnergyRequest.Exponent = _c34_Exponent
+                f_EVMinimumEnergyRequest.Value = _c34_Value
+                _a = (x & 16383)
                 s = 3
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c35_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c35_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c35_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c35_Value = -_c35_Value - 1
+                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVTargetCurrent.Exponent = _c9_Exponent
-                f_EVTargetCurrent.Value = _c9_Value
+                f_EVTargetCurrent.Exponent = _c35_Exponent
+                f_EVTargetCurrent.Value = _c35_Value
+                _a = (x & 16383)
                 s = 4
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c36_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c10_Value = _y >> 16
+                    _c36_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = _U2[_y >> 8]
+                    _c36_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c10_Value = (V >> q) & 127
+                _c36_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 114688: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c36_Value = -_c36_Value - 1
+            if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetCurrent.Exponent = _c10_Exponent
-            f_EVTargetCurrent.Value = _c10_Value
+            f_EVTargetCurrent.Exponent = _c36_Exponent
+            f_EVTargetCurrent.Value = _c36_Value
+            _a = (x & 16383)
             s = 4
         if s == 4:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
+            _c37_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c11_Value = _y >> 16
+                    _c37_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = _U2[_y >> 8]
+                    _c37_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c11_Value = (V >> q) & 127
+                _c37_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c37_Value = -_c37_Value - 1
+            if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVTargetVoltage.Exponent = _c11_Exponent
-            f_EVTargetVoltage.Value = _c11_Value
-            ec = (x & 7)
+            f_EVTargetVoltage.Exponent = _c37_Exponent
+            f_EVTargetVoltage.Value = _c37_Value
+            ec = ((x >> 14) & 7)
+            _a = (x & 16383)
             s = 5
         if s == 5:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c12_Value = _y >> 16
+                        _c38_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = _U2[_y >> 8]
+                        _c38_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c12_Value = (V >> q) & 127
+                    _c38_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c38_Value = -_c38_Value - 1
+                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumChargePower.Exponent = _c12_Exponent
-                f_EVMaximumChargePower.Value = _c12_Value
-                ec = (x & 7)
+                f_EVMaximumChargePower.Exponent = _c38_Exponent
+                f_EVMaximumChargePower.Value = _c38_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 6
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c13_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c13_Value = _y >> 16
+                        _c39_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = _U2[_y >> 8]
+                        _c39_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c13_Value = (V >> q) & 127
+                    _c39_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c39_Value = -_c39_Value - 1
+                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c13_Exponent
-                f_EVMinimumChargePower.Value = _c13_Value
-                ec = (x & 7)
+                f_EVMinimumChargePower.Exponent = _c39_Exponent
+                f_EVMinimumChargePower.Value = _c39_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 7
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
+                _c40_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c14_Value = _y >> 16
+                        _c40_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c14_Value = _U2[_y >> 8]
+                        _c40_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c14_Value = (V >> q) & 127
+                    _c40_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c40_Value = -_c40_Value - 1
+                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
-                f_EVMaximumChargeCurrent.Value = _c14_Value
-                ec = (x & 3)
+                f_EVMaximumChargeCurrent.Exponent = _c40_Exponent
+                f_EVMaximumChargeCurrent.Value = _c40_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c15_Value = _y >> 16
+                        _c41_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c15_Value = _U2[_y >> 8]
+                        _c41_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c15_Value = (V >> q) & 127
+                    _c41_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c41_Value = -_c41_Value - 1
+                if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c15_Exponent
-                f_EVMaximumVoltage.Value = _c15_Value
-                ec = (x & 3)
+                f_EVMaximumVoltage.Exponent = _c41_Exponent
+                f_EVMaximumVoltage.Value = _c41_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 9
             elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c16_Value = _y >> 16
+                        _c42_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c16_Value = _U2[_y >> 8]
+                        _c42_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c16_Value = (V >> q) & 127
+                    _c42_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
+                if _neg: _c42_Value = -_c42_Value - 1
+                if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c16_Exponent
-                f_EVMinimumVoltage.Value = _c16_Value
+                f_EVMinimumVoltage.Exponent = _c42_Exponent
+                f_EVMinimumVoltage.Value = _c42_Value
                 s = 10
             elif ec == 5:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 6:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c17_Exponent = ((x >> 4) & 255) + -128
+                _c43_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c17_Value = _y >> 16
+                        _c43_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c17_Value = _U2[_y >> 8]
+                        _c43_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c17_Value = (V >> q) & 127
+                    _c43_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c43_Value = -_c43_Value - 1
+                if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c17_Exponent
-                f_EVMinimumChargePower.Value = _c17_Value
-                ec = (x & 7)
+                f_EVMinimumChargePower.Exponent = _c43_Exponent
+                f_EVMinimumChargePower.Value = _c43_Value
+                ec = ((x >> 14) & 7)
+                _a = (x & 16383)
                 s = 7
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c18_Exponent = ((x >> 4) & 255) + -128
+                _c44_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c18_Value = _y >> 16
+                        _c44_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c18_Value = _U2[_y >> 8]
+                        _c44_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c18_Value = (V >> q) & 127
+                    _c44_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c44_Value = -_c44_Value - 1
+                if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumChargeCurrent.Exponent = _c18_Exponent
-                f_EVMaximumChargeCurrent.Value = _c18_Value
-                ec = (x & 3)
+                f_EVMaximumChargeCurrent.Exponent = _c44_Exponent
+                f_EVMaximumChargeCurrent.Value = _c44_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c19_Exponent = ((x >> 4) & 255) + -128
+                _c45_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c19_Value = _y >> 16
+                        _c45_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c19_Value = _U2[_y >> 8]
+                        _c45_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c19_Value = (V >> q) & 127
+                    _c45_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c19_Value = -_c19_Value - 1
-                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c45_Value = -_c45_Value - 1
+                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c19_Exponent
-                f_EVMaximumVoltage.Value = _c19_Value
-                ec = (x & 3)
+                f_EVMaximumVoltage.Exponent = _c45_Exponent
+                f_EVMaximumVoltage.Value = _c45_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 9
             elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c20_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c20_Value = _y >> 16
+                        _c46_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c20_Value = _U2[_y >> 8]
+                        _c46_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c20_Value = (V >> q) & 127
+                    _c46_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c20_Value = -_c20_Value - 1
-                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
+                if _neg: _c46_Value = -_c46_Value - 1
+                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c20_Exponent
-                f_EVMinimumVoltage.Value = _c20_Value
+                f_EVMinimumVoltage.Exponent = _c46_Exponent
+                f_EVMinimumVoltage.Value = _c46_Value
                 s = 10
             elif ec == 4:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c21_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c21_Value = _y >> 16
+                        _c47_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c21_Value = _U2[_y >> 8]
+                        _c47_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c21_Value = (V >> q) & 127
+                    _c47_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c47_Value = -_c47_Value - 1
+                if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
-                f_EVMaximumChargeCurrent.Value = _c21_Value
-                ec = (x & 3)
+                f_EVMaximumChargeCurrent.Exponent = _c47_Exponent
+                f_EVMaximumChargeCurrent.Value = _c47_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 8
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c22_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c22_Value = _y >> 16
+                        _c48_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c22_Value = _U2[_y >> 8]
+                        _c48_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c22_Value = (V >> q) & 127
+                    _c48_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c48_Value = -_c48_Value - 1
+                if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c22_Exponent
-                f_EVMaximumVoltage.Value = _c22_Value
-                ec = (x & 3)
+                f_EVMaximumVoltage.Exponent = _c48_Exponent
+                f_EVMaximumVoltage.Value = _c48_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 9
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c23_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c23_Value = _y >> 16
+                        _c49_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c23_Value = _U2[_y >> 8]
+                        _c49_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c23_Value = (V >> q) & 127
+                    _c49_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
+                if _neg: _c49_Value = -_c49_Value - 1
+                if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c23_Exponent
-                f_EVMinimumVoltage.Value = _c23_Value
+                f_EVMinimumVoltage.Exponent = _c49_Exponent
+                f_EVMinimumVoltage.Value = _c49_Value
                 s = 10
             elif ec == 3:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c24_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c24_Value = _y >> 16
+                        _c50_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c24_Value = _U2[_y >> 8]
+                        _c50_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c24_Value = (V >> q) & 127
+                    _c50_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c24_Value = -_c24_Value - 1
-                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
+                if _neg: _c50_Value = -_c50_Value - 1
+                if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(r.end - q))
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMaximumVoltage.Exponent = _c24_Exponent
-                f_EVMaximumVoltage.Value = _c24_Value
-                ec = (x & 3)
+                f_EVMaximumVoltage.Exponent = _c50_Exponent
+                f_EVMaximumVoltage.Value = _c50_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 9
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c25_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c25_Value = _y >> 16
+                        _c51_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c25_Value = _U2[_y >> 8]
+                        _c51_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c25_Value = (V >> q) & 127
+                    _c51_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c25_Value = -_c25_Value - 1
-                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
+                if _neg: _c51_Value = -_c51_Value - 1
+                if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c25_Exponent
-                f_EVMinimumVoltage.Value = _c25_Value
+                f_EVMinimumVoltage.Exponent = _c51_Exponent
+                f_EVMinimumVoltage.Value = _c51_Value
                 s = 10
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 9:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c26_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c26_Value = _y >> 16
+                        _c52_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c26_Value = _U2[_y >> 8]
+                        _c52_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c26_Value = (V >> q) & 127
+                    _c52_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c26_Value = -_c26_Value - 1
-                if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
+                if _neg: _c52_Value = -_c52_Value - 1
+                if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVMinimumVoltage.Exponent = _c26_Exponent
-                f_EVMinimumVoltage.Value = _c26_Value
+                f_EVMinimumVoltage.Exponent = _c52_Exponent
+                f_EVMinimumVoltage.Value = _c52_Value
                 s = 10
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -14888,401 +14710,389 @@ def _d_Scheduled_DC_CLResControlModeType(r):
     f_EVSEMaximumChargeCurrent = None
     f_EVSEMaximumVoltage = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargePower.Exponent = _c1_Exponent
-            f_EVSEMaximumChargePower.Value = _c1_Value
-            ec = (x & 7)
+            f_EVSEMaximumChargePower.Exponent = _c11_Exponent
+            f_EVSEMaximumChargePower.Value = _c11_Value
+            ec = ((x >> 14) & 7)
+            _a = (x & 16383)
             s = 1
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMinimumChargePower.Exponent = _c2_Exponent
-            f_EVSEMinimumChargePower.Value = _c2_Value
-            ec = (x & 3)
+            f_EVSEMinimumChargePower.Exponent = _c12_Exponent
+            f_EVSEMinimumChargePower.Value = _c12_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 2
         elif ec == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargeCurrent/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
-            f_EVSEMaximumChargeCurrent.Value = _c3_Value
-            ec = (x & 3)
+            f_EVSEMaximumChargeCurrent.Exponent = _c13_Exponent
+            f_EVSEMaximumChargeCurrent.Value = _c13_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumVoltage/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVSEMaximumVoltage.Exponent = _c4_Exponent
-            f_EVSEMaximumVoltage.Value = _c4_Value
+            f_EVSEMaximumVoltage.Exponent = _c14_Exponent
+            f_EVSEMaximumVoltage.Value = _c14_Value
             s = 4
         elif ec == 4:
-            pass
+            q += 14
             s = -1
         else:
             raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMinimumChargePower.Exponent = _c5_Exponent
-                f_EVSEMinimumChargePower.Value = _c5_Value
-                ec = (x & 3)
+                f_EVSEMinimumChargePower.Exponent = _c15_Exponent
+                f_EVSEMinimumChargePower.Value = _c15_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 2
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargeCurrent.Exponent = _c6_Exponent
-                f_EVSEMaximumChargeCurrent.Value = _c6_Value
-                ec = (x & 3)
+                f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
+                f_EVSEMaximumChargeCurrent.Value = _c16_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c7_Exponent
-                f_EVSEMaximumVoltage.Value = _c7_Value
+                f_EVSEMaximumVoltage.Exponent = _c17_Exponent
+                f_EVSEMaximumVoltage.Value = _c17_Value
                 s = 4
             elif ec == 3:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
+                if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumChargeCurrent.Exponent = _c8_Exponent
-                f_EVSEMaximumChargeCurrent.Value = _c8_Value
-                ec = (x & 3)
+                f_EVSEMaximumChargeCurrent.Exponent = _c18_Exponent
+                f_EVSEMaximumChargeCurrent.Value = _c18_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 3
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c9_Exponent
-                f_EVSEMaximumVoltage.Value = _c9_Value
+                f_EVSEMaximumVoltage.Exponent = _c19_Exponent
+                f_EVSEMaximumVoltage.Value = _c19_Value
                 s = 4
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c10_Value = _y >> 16
+                        _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = _U2[_y >> 8]
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c10_Value = (V >> q) & 127
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
-                if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVSEMaximumVoltage.Exponent = _c10_Exponent
-                f_EVSEMaximumVoltage.Value = _c10_Value
+                f_EVSEMaximumVoltage.Exponent = _c20_Exponent
+                f_EVSEMaximumVoltage.Value = _c20_Value
                 s = 4
             elif ec == 1:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)

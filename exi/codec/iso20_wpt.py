@@ -84,19 +84,25 @@ def _d_AlternativeSECCListType(r):
         V = r.v; q = r.end - r.pos
         f_AlternativeSECC.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'AlternativeSECC'
                 r.pos = r.end - q
                 _v = _d_AlternativeSECCType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_AlternativeSECC.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 2
                     s = 8
                     break
             elif ec == 1:
@@ -178,13 +184,13 @@ def _d_AlternativeSECCType(r):
     f_IPAddress = None
     f_Port = None
     try:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'SSID'
             _esc = x
             if _esc:
@@ -197,16 +203,15 @@ def _d_AlternativeSECCType(r):
                 f_SSID = r.string('iso20_wpt:SSID')
                 if len(f_SSID) > 255: r.facet('AlternativeSECCType/SSID', 'length [0, 255]', f_SSID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
-            ec = (x & 7)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('AlternativeSECCType', r.end - q)
+            ec = ((x >> 1) & 7)
+            _a = (x & 1)
             s = 1
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'BSSID'
             _esc = x
             if _esc:
@@ -219,16 +224,15 @@ def _d_AlternativeSECCType(r):
                 f_BSSID = r.string('iso20_wpt:BSSID')
                 if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
-            ec = (x & 3)
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 2
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'IPAddress'
             _esc = x
             if _esc:
@@ -241,16 +245,15 @@ def _d_AlternativeSECCType(r):
                 f_IPAddress = r.string('iso20_wpt:IPAddress')
                 if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
-            ec = (x & 3)
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 3
         elif ec == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+            if _a: raise r.deviation('AlternativeSECCType', r.end - q)
             el = 'Port'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -276,15 +279,13 @@ def _d_AlternativeSECCType(r):
             if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
             s = 4
         elif ec == 4:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'BSSID'
                 _esc = x
                 if _esc:
@@ -297,16 +298,15 @@ def _d_AlternativeSECCType(r):
                     f_BSSID = r.string('iso20_wpt:BSSID')
                     if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
-                ec = (x & 3)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 2
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'IPAddress'
                 _esc = x
                 if _esc:
@@ -319,16 +319,15 @@ def _d_AlternativeSECCType(r):
                     f_IPAddress = r.string('iso20_wpt:IPAddress')
                     if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
-                ec = (x & 3)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 3
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if _a: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -354,15 +353,13 @@ def _d_AlternativeSECCType(r):
                 if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 3:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'IPAddress'
                 _esc = x
                 if _esc:
@@ -375,16 +372,15 @@ def _d_AlternativeSECCType(r):
                     f_IPAddress = r.string('iso20_wpt:IPAddress')
                     if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
-                ec = (x & 3)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 3
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if _a: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -410,15 +406,13 @@ def _d_AlternativeSECCType(r):
                 if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 2:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AlternativeSECCType', r.end - q)
+                if _a: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -444,7 +438,7 @@ def _d_AlternativeSECCType(r):
                 if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(r.end - q))
                 s = 4
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('AlternativeSECCType', r.end - q)
@@ -634,27 +628,33 @@ def _d_WPT_AlignmentCheckMethodListType(r):
         else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
         f_WPT_AlignmentCheckMethod.append(_v)
         s = 1
+        q -= 8
+        if q < 0: V, q = r.slidep(q, 8)
+        x = (V >> q) & 255
+        ec = (x >> 6)
+        _a = (x & 63)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
+                q += 6
+                q -= 12
+                if q < 0: V, q = r.slidep(q, 12)
+                x = (V >> q) & 4095
+                if x & 2304: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
                 el = 'WPT_AlignmentCheckMethod'
-                _v = ((x >> 1) & 3)
+                _v = ((x >> 9) & 3)
                 if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
                 else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
+                ec = ((x >> 6) & 3)
+                _a = (x & 63)
                 f_WPT_AlignmentCheckMethod.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 8
                     s = 8
                     break
             elif ec == 1:
-                pass
+                q += 6
                 s = -1
                 break
             else:
@@ -731,23 +731,23 @@ def _d_WPT_AlignmentCheckReqType(r):
     f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c2_SessionID = None
+        _c2_TimeStamp = None
+        _c2_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c2_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c2_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c2_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -756,100 +756,95 @@ def _d_WPT_AlignmentCheckReqType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c2_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c2_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c2_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c2_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 100: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+        f_Header.SessionID = _c2_SessionID
+        f_Header.TimeStamp = _c2_TimeStamp
+        f_Header.Signature = _c2_Signature
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1638400: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 3) & 3)
+        f_EVProcessing = ((x >> 17) & 3)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_AlignmentCheckReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
-        ec = (x & 3)
+        ec = ((x >> 14) & 3)
+        _a = (x & 16383)
         s = 2
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
             el = 'TargetCoilCurrent/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'TargetCoilCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c3_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 7
             if q < 0: V, q = r.slideq(q, 7)
             x = (V >> q) & 127
             if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
             f_TargetCoilCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_TargetCoilCurrent.Exponent = _c2_Exponent
-            f_TargetCoilCurrent.Value = _c2_Value
+            f_TargetCoilCurrent.Exponent = _c3_Exponent
+            f_TargetCoilCurrent.Value = _c3_Value
             el = 'EVResultCode'
             f_EVResultCode = ((x >> 1) & 3)
             if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
             else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
             s = 4
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 10
+            x = _a >> 10
             if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
             el = 'EVResultCode'
             f_EVResultCode = ((x >> 1) & 3)
@@ -858,15 +853,15 @@ def _d_WPT_AlignmentCheckReqType(r):
             s = 4
         else:
             raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -881,16 +876,20 @@ def _d_WPT_AlignmentCheckReqType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
                 _k += 1
                 if _k == 16:
+                    q += 3
                     s = 20
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -949,7 +948,6 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -961,11 +959,9 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -1061,23 +1057,23 @@ def _d_WPT_AlignmentCheckResType(r):
     f_SupplyDeviceCurrent = None
     f_VendorSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c4_SessionID = None
+        _c4_TimeStamp = None
+        _c4_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c4_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c4_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c4_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1086,139 +1082,134 @@ def _d_WPT_AlignmentCheckResType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c4_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c4_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c4_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c4_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c4_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c4_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c4_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 98760: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+        f_Header.SessionID = _c4_SessionID
+        f_Header.TimeStamp = _c4_TimeStamp
+        f_Header.Signature = _c4_Signature
+        q -= 31
+        if q < 0: V, q = r.slidep(q, 31)
+        x = (V >> q) & 2147483647
+        if x & 1618083840: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 9) & 63)
+        f_ResponseCode = ((x >> 23) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_AlignmentCheckResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 4) & 3)
+        f_EVSEProcessing = ((x >> 18) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_AlignmentCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        ec = (x & 7)
+        ec = ((x >> 14) & 7)
+        _a = (x & 16383)
         s = 3
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
             el = 'PowerTransmitted/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'PowerTransmitted/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c5_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c5_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c5_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
             f_PowerTransmitted = _new(_K_iso20_commontypes_RationalNumberType)
-            f_PowerTransmitted.Exponent = _c2_Exponent
-            f_PowerTransmitted.Value = _c2_Value
-            ec = (x & 3)
+            f_PowerTransmitted.Exponent = _c5_Exponent
+            f_PowerTransmitted.Value = _c5_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 4
         elif ec == 1:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
             el = 'SupplyDeviceCurrent/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'SupplyDeviceCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_SupplyDeviceCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-            f_SupplyDeviceCurrent.Exponent = _c3_Exponent
-            f_SupplyDeviceCurrent.Value = _c3_Value
-            ec = (x & 3)
+            f_SupplyDeviceCurrent.Exponent = _c6_Exponent
+            f_SupplyDeviceCurrent.Value = _c6_Value
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 5
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 13
+            x = _a >> 13
             el = 'VendorSpecificDataContainer'
             _esc = x
             if _esc:
@@ -1239,53 +1230,51 @@ def _d_WPT_AlignmentCheckResType(r):
             f_VendorSpecificDataContainer.append(_v)
             s = 6
         elif ec == 3:
-            pass
+            q += 14
             s = -1
         else:
             raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 el = 'SupplyDeviceCurrent/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c7_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c7_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c7_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
                 f_SupplyDeviceCurrent = _new(_K_iso20_commontypes_RationalNumberType)
-                f_SupplyDeviceCurrent.Exponent = _c4_Exponent
-                f_SupplyDeviceCurrent.Value = _c4_Value
-                ec = (x & 3)
+                f_SupplyDeviceCurrent.Exponent = _c7_Exponent
+                f_SupplyDeviceCurrent.Value = _c7_Value
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 5
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 13
+                x = _a >> 13
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -1306,15 +1295,13 @@ def _d_WPT_AlignmentCheckResType(r):
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 2:
-                pass
+                q += 14
                 s = -1
             else:
                 raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -1335,20 +1322,20 @@ def _d_WPT_AlignmentCheckResType(r):
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 6:
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
@@ -1363,16 +1350,20 @@ def _d_WPT_AlignmentCheckResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
+                        q += 3
                         s = 21
                         break
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                     break
                 else:
@@ -1433,7 +1424,6 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -1445,11 +1435,9 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1630,23 +1618,23 @@ def _d_WPT_ChargeLoopReqType(r):
     f_EVPCPowerControlParameter = None
     f_ManufacturerSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c6_SessionID = None
+        _c6_TimeStamp = None
+        _c6_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c6_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c6_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c6_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1655,320 +1643,318 @@ def _d_WPT_ChargeLoopReqType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c6_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c6_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c6_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c6_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 2
+            r.pos = r.end - q; _c6_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 23
+        if q < 0: V, q = r.slidep(q, 23)
+        x = (V >> q) & 8388607
+        if x & 4194304: raise r.deviation('MessageHeaderType', r.end - q)
+        if _c6_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c6_TimeStamp, r.at(r.end - q))
+        ec = ((x >> 20) & 3)
+        _a = (x & 1048575)
         if ec == 0:
+            q += 20
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c6_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
+            q -= 21
+            if q < 0: V, q = r.slidep(q, 21)
+            x = (V >> q) & 2097151
+            if x & 1048576: raise r.deviation('MessageHeaderType', r.end - q)
+            ec = ((x >> 18) & 3)
+            _a = (x & 262143)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 18)
+            _a = (x & 262143)
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        f_Header.SessionID = _c6_SessionID
+        f_Header.TimeStamp = _c6_TimeStamp
+        f_Header.Signature = _c6_Signature
         s = 1
         if ec == 0:
+            q += 18
             el = 'DisplayParameters'
             r.pos = r.end - q
             f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
             V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 27: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 442368: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            _a = (x & 16383)
             s = 3
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            x = _a
+            if x & 180224: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            _a = (x & 16383)
             s = 3
         else:
             raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-        q -= 14
-        if q < 0: V, q = r.slideq(q, 14)
-        x = (V >> q) & 16383
+        x = _a
         if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         el = 'EVPCPowerRequest/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCPowerRequest/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c2_Value = _y >> 16
+                _c7_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = _U2[_y >> 8]
+                _c7_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c2_Value = (V >> q) & 127
+            _c7_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 17
         if q < 0: V, q = r.slideq(q, 17)
         x = (V >> q) & 131071
         if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
         f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVPCPowerRequest.Exponent = _c2_Exponent
-        f_EVPCPowerRequest.Value = _c2_Value
+        f_EVPCPowerRequest.Exponent = _c7_Exponent
+        f_EVPCPowerRequest.Value = _c7_Value
         el = 'EVPCPowerOutput/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCPowerOutput/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c8_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c8_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c8_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 968: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 25
+        if q < 0: V, q = r.slidep(q, 25)
+        x = (V >> q) & 33554431
+        if x & 31719424: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         f_EVPCPowerOutput = _new(_K_iso20_commontypes_RationalNumberType)
-        f_EVPCPowerOutput.Exponent = _c3_Exponent
-        f_EVPCPowerOutput.Value = _c3_Value
+        f_EVPCPowerOutput.Exponent = _c8_Exponent
+        f_EVPCPowerOutput.Value = _c8_Value
         el = 'EVPCChargeDiagnostics'
-        f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 4) & 3)]
-        ec = (x & 7)
+        f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 19) & 3)]
+        ec = ((x >> 15) & 7)
+        _a = (x & 32767)
         s = 6
         if ec == 0:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            q += 1
+            x = _a >> 1
             if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'EVPCOperatingFrequency/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCOperatingFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c9_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c9_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c9_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
             f_EVPCOperatingFrequency = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVPCOperatingFrequency.Exponent = _c4_Exponent
-            f_EVPCOperatingFrequency.Value = _c4_Value
-            ec = (x & 3)
+            f_EVPCOperatingFrequency.Exponent = _c9_Exponent
+            f_EVPCOperatingFrequency.Value = _c9_Value
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             s = 7
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
-            _c5_c1_Exponent = ((x >> 4) & 255) + -128
+            _c10_c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_c1_Value = _y >> 16
+                    _c10_c1_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_c1_Value = _U2[_y >> 8]
+                    _c10_c1_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_c1_Value = (V >> q) & 127
+                _c10_c1_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-            _c5_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            _c5_EVPCCoilCurrentRequest.Exponent = _c5_c1_Exponent
-            _c5_EVPCCoilCurrentRequest.Value = _c5_c1_Value
+            if _neg: _c10_c1_Value = -_c10_c1_Value - 1
+            if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(r.end - q))
+            _c10_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
+            _c10_EVPCCoilCurrentRequest.Exponent = _c10_c1_Exponent
+            _c10_EVPCCoilCurrentRequest.Value = _c10_c1_Value
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
-            _c5_c2_Exponent = ((x >> 4) & 255) + -128
+            _c10_c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_c2_Value = _y >> 16
+                    _c10_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_c2_Value = _U2[_y >> 8]
+                    _c10_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_c2_Value = (V >> q) & 127
+                _c10_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c5_c2_Value = -_c5_c2_Value - 1
-            if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
-            _c5_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
-            _c5_EVPCCoilCurrentInformation.Exponent = _c5_c2_Exponent
-            _c5_EVPCCoilCurrentInformation.Value = _c5_c2_Value
+            if _neg: _c10_c2_Value = -_c10_c2_Value - 1
+            if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
+            _c10_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
+            _c10_EVPCCoilCurrentInformation.Exponent = _c10_c2_Exponent
+            _c10_EVPCCoilCurrentInformation.Value = _c10_c2_Value
             el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
-            _c5_c3_Exponent = ((x >> 4) & 255) + -128
+            _c10_c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_c3_Value = _y >> 16
+                    _c10_c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_c3_Value = _U2[_y >> 8]
+                    _c10_c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_c3_Value = (V >> q) & 127
+                _c10_c3_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c5_c3_Value = -_c5_c3_Value - 1
-            if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
-            _c5_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
-            _c5_EVPCCurrentOutputInformation.Exponent = _c5_c3_Exponent
-            _c5_EVPCCurrentOutputInformation.Value = _c5_c3_Value
+            if _neg: _c10_c3_Value = -_c10_c3_Value - 1
+            if _c10_c3_Value < -32768 or _c10_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c3_Value, r.at(r.end - q))
+            _c10_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
+            _c10_EVPCCurrentOutputInformation.Exponent = _c10_c3_Exponent
+            _c10_EVPCCurrentOutputInformation.Value = _c10_c3_Value
             el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
-            _c5_c4_Exponent = ((x >> 4) & 255) + -128
+            _c10_c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_c4_Value = _y >> 16
+                    _c10_c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_c4_Value = _U2[_y >> 8]
+                    _c10_c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_c4_Value = (V >> q) & 127
+                _c10_c4_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c5_c4_Value = -_c5_c4_Value - 1
-            if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
-            _c5_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
-            _c5_EVPCVoltageOutputInformation.Exponent = _c5_c4_Exponent
-            _c5_EVPCVoltageOutputInformation.Value = _c5_c4_Value
+                r.pos = r.end - q; _c10_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 56: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            if _neg: _c10_c4_Value = -_c10_c4_Value - 1
+            if _c10_c4_Value < -32768 or _c10_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c4_Value, r.at(r.end - q))
+            _c10_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
+            _c10_EVPCVoltageOutputInformation.Exponent = _c10_c4_Exponent
+            _c10_EVPCVoltageOutputInformation.Value = _c10_c4_Value
             f_EVPCPowerControlParameter = _new(_K_iso20_wpt_WPT_EVPCPowerControlParameterType)
-            f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c5_EVPCCoilCurrentRequest
-            f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c5_EVPCCoilCurrentInformation
-            f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c5_EVPCCurrentOutputInformation
-            f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c5_EVPCVoltageOutputInformation
-            ec = (x & 3)
+            f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c10_EVPCCoilCurrentRequest
+            f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c10_EVPCCoilCurrentInformation
+            f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c10_EVPCCurrentOutputInformation
+            f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c10_EVPCVoltageOutputInformation
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 8
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 14
+            x = _a >> 14
             el = 'ManufacturerSpecificDataContainer'
             _esc = x
             if _esc:
@@ -1989,151 +1975,149 @@ def _d_WPT_ChargeLoopReqType(r):
             f_ManufacturerSpecificDataContainer.append(_v)
             s = 9
         elif ec == 3:
-            pass
+            q += 15
             s = -1
         else:
             raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
-                _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                _c11_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_c1_Value = _y >> 16
+                        _c11_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c1_Value = _U2[_y >> 8]
+                        _c11_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_c1_Value = (V >> q) & 127
+                    _c11_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                _c6_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                _c6_EVPCCoilCurrentRequest.Exponent = _c6_c1_Exponent
-                _c6_EVPCCoilCurrentRequest.Value = _c6_c1_Value
+                if _neg: _c11_c1_Value = -_c11_c1_Value - 1
+                if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(r.end - q))
+                _c11_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
+                _c11_EVPCCoilCurrentRequest.Exponent = _c11_c1_Exponent
+                _c11_EVPCCoilCurrentRequest.Value = _c11_c1_Value
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
-                _c6_c2_Exponent = ((x >> 4) & 255) + -128
+                _c11_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_c2_Value = _y >> 16
+                        _c11_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c2_Value = _U2[_y >> 8]
+                        _c11_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_c2_Value = (V >> q) & 127
+                    _c11_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c6_c2_Value = -_c6_c2_Value - 1
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
-                _c6_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
-                _c6_EVPCCoilCurrentInformation.Exponent = _c6_c2_Exponent
-                _c6_EVPCCoilCurrentInformation.Value = _c6_c2_Value
+                if _neg: _c11_c2_Value = -_c11_c2_Value - 1
+                if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(r.end - q))
+                _c11_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
+                _c11_EVPCCoilCurrentInformation.Exponent = _c11_c2_Exponent
+                _c11_EVPCCoilCurrentInformation.Value = _c11_c2_Value
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
-                _c6_c3_Exponent = ((x >> 4) & 255) + -128
+                _c11_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_c3_Value = _y >> 16
+                        _c11_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c3_Value = _U2[_y >> 8]
+                        _c11_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_c3_Value = (V >> q) & 127
+                    _c11_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c6_c3_Value = -_c6_c3_Value - 1
-                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c3_Value, r.at(r.end - q))
-                _c6_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
-                _c6_EVPCCurrentOutputInformation.Exponent = _c6_c3_Exponent
-                _c6_EVPCCurrentOutputInformation.Value = _c6_c3_Value
+                if _neg: _c11_c3_Value = -_c11_c3_Value - 1
+                if _c11_c3_Value < -32768 or _c11_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c3_Value, r.at(r.end - q))
+                _c11_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
+                _c11_EVPCCurrentOutputInformation.Exponent = _c11_c3_Exponent
+                _c11_EVPCCurrentOutputInformation.Value = _c11_c3_Value
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
-                _c6_c4_Exponent = ((x >> 4) & 255) + -128
+                _c11_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_c4_Value = _y >> 16
+                        _c11_c4_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_c4_Value = _U2[_y >> 8]
+                        _c11_c4_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_c4_Value = (V >> q) & 127
+                    _c11_c4_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c6_c4_Value = -_c6_c4_Value - 1
-                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(r.end - q))
-                _c6_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
-                _c6_EVPCVoltageOutputInformation.Exponent = _c6_c4_Exponent
-                _c6_EVPCVoltageOutputInformation.Value = _c6_c4_Value
+                    r.pos = r.end - q; _c11_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                if _neg: _c11_c4_Value = -_c11_c4_Value - 1
+                if _c11_c4_Value < -32768 or _c11_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c4_Value, r.at(r.end - q))
+                _c11_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
+                _c11_EVPCVoltageOutputInformation.Exponent = _c11_c4_Exponent
+                _c11_EVPCVoltageOutputInformation.Value = _c11_c4_Value
                 f_EVPCPowerControlParameter = _new(_K_iso20_wpt_WPT_EVPCPowerControlParameterType)
-                f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c6_EVPCCoilCurrentRequest
-                f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c6_EVPCCoilCurrentInformation
-                f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c6_EVPCCurrentOutputInformation
-                f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c6_EVPCVoltageOutputInformation
-                ec = (x & 3)
+                f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c11_EVPCCoilCurrentRequest
+                f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c11_EVPCCoilCurrentInformation
+                f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c11_EVPCCurrentOutputInformation
+                f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c11_EVPCVoltageOutputInformation
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 8
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 14
+                x = _a >> 14
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -2154,15 +2138,13 @@ def _d_WPT_ChargeLoopReqType(r):
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 9
             elif ec == 2:
-                pass
+                q += 15
                 s = -1
             else:
                 raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -2183,20 +2165,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 9
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 9:
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'ManufacturerSpecificDataContainer'
                     _esc = x
                     if _esc:
@@ -2211,16 +2193,20 @@ def _d_WPT_ChargeLoopReqType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     f_ManufacturerSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
+                        q += 3
                         s = 24
                         break
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                     break
                 else:
@@ -2287,7 +2273,6 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -2299,11 +2284,9 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
@@ -2670,23 +2653,23 @@ def _d_WPT_ChargeLoopResType(r):
     f_SPCPowerControlParameter = None
     f_ManufacturerSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'Header'
-        _c1_SessionID = None
-        _c1_TimeStamp = None
-        _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        _a = (x & 1)
+        _c13_SessionID = None
+        _c13_TimeStamp = None
+        _c13_Signature = None
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
-            _c1_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            _c13_SessionID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
-            r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
-        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(r.end - q))
+            r.pos = r.end - q; _c13_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c13_SessionID)
+        if _l < 8 or _l > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c13_SessionID, r.at(r.end - q))
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2695,530 +2678,534 @@ def _d_WPT_ChargeLoopResType(r):
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_TimeStamp = _y >> 16
+                _c13_TimeStamp = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
+                _c13_TimeStamp = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c13_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c13_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_TimeStamp = (V >> q) & 127
+            _c13_TimeStamp = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c13_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
+        if _c13_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c13_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            _c13_Signature = c_xmldsig._d_SignatureType(r)
             V = r.v; q = r.end - r.pos
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
-        f_Header.SessionID = _c1_SessionID
-        f_Header.TimeStamp = _c1_TimeStamp
-        f_Header.Signature = _c1_Signature
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3080: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+        f_Header.SessionID = _c13_SessionID
+        f_Header.TimeStamp = _c13_TimeStamp
+        f_Header.Signature = _c13_Signature
+        q -= 26
+        if q < 0: V, q = r.slidep(q, 26)
+        x = (V >> q) & 67108863
+        if x & 50462720: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 63)
+        f_ResponseCode = ((x >> 18) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        ec = (x & 7)
+        ec = ((x >> 14) & 7)
+        _a = (x & 16383)
         s = 2
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            q += 12
+            if _a >> 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c14_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c14_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c14_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
-            if x & 908: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+                r.pos = r.end - q; _c14_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 24
+            if q < 0: V, q = r.slidep(q, 24)
+            x = (V >> q) & 16777215
+            if x & 14876672: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            if _c14_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c14_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 4) & 7)
-            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            _c14_EVSENotification = ((x >> 18) & 7)
+            if _c14_EVSENotification >= 6: _c14_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c14_EVSENotification, 6, r.at(r.end - q))
+            else: _c14_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c14_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
-            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_EVSEStatus.EVSENotification = _c2_EVSENotification
-            ec = (x & 3)
+            f_EVSEStatus.NotificationMaxDelay = _c14_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c14_EVSENotification
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 3
         elif ec == 1:
+            q += 14
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            ec = (x >> 14)
+            _a = (x & 16383)
             s = 4
         elif ec == 2:
+            q += 14
             el = 'Receipt'
             r.pos = r.end - q
             f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            q -= 15
+            if q < 0: V, q = r.slidep(q, 15)
+            x = (V >> q) & 32767
+            if x & 16384: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            _a = (x & 16383)
             s = 5
         elif ec == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVPCPowerRequest.Exponent = _c3_Exponent
-            f_EVPCPowerRequest.Value = _c3_Value
-            ec = (x & 3)
+            f_EVPCPowerRequest.Exponent = _c15_Exponent
+            f_EVPCPowerRequest.Value = _c15_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 6
         else:
             raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 3:
             if ec == 0:
+                q += 14
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                ec = (x >> 14)
+                _a = (x & 16383)
                 s = 4
             elif ec == 1:
+                q += 14
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 16384: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                _a = (x & 16383)
                 s = 5
             elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_Value = _y >> 16
+                        _c16_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_Value = _U2[_y >> 8]
+                        _c16_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c16_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c16_Value = -_c16_Value - 1
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVPCPowerRequest.Exponent = _c4_Exponent
-                f_EVPCPowerRequest.Value = _c4_Value
-                ec = (x & 3)
+                f_EVPCPowerRequest.Exponent = _c16_Exponent
+                f_EVPCPowerRequest.Value = _c16_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 6
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 4:
             if ec == 0:
+                q += 14
                 el = 'Receipt'
                 r.pos = r.end - q
                 f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 16384: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                _a = (x & 16383)
                 s = 5
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c5_Value = _y >> 16
+                        _c17_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c5_Value = _U2[_y >> 8]
+                        _c17_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c17_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c17_Value = -_c17_Value - 1
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
                 f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
-                f_EVPCPowerRequest.Exponent = _c5_Exponent
-                f_EVPCPowerRequest.Value = _c5_Value
-                ec = (x & 3)
+                f_EVPCPowerRequest.Exponent = _c17_Exponent
+                f_EVPCPowerRequest.Value = _c17_Value
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 s = 6
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 5:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c18_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c18_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c18_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c18_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            if _neg: _c18_Value = -_c18_Value - 1
+            if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
             f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
-            f_EVPCPowerRequest.Exponent = _c6_Exponent
-            f_EVPCPowerRequest.Value = _c6_Value
-            ec = (x & 3)
+            f_EVPCPowerRequest.Exponent = _c18_Exponent
+            f_EVPCPowerRequest.Value = _c18_Value
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             s = 6
         if s == 6:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SDPowerInput/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'SDPowerInput/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_SDPowerInput = _new(_K_iso20_commontypes_RationalNumberType)
-                f_SDPowerInput.Exponent = _c7_Exponent
-                f_SDPowerInput.Value = _c7_Value
+                f_SDPowerInput.Exponent = _c19_Exponent
+                f_SDPowerInput.Value = _c19_Value
                 el = 'SPCMaxOutputPowerLimit/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
-                f_SPCMaxOutputPowerLimit.Exponent = _c8_Exponent
-                f_SPCMaxOutputPowerLimit.Value = _c8_Value
+                f_SPCMaxOutputPowerLimit.Exponent = _c20_Exponent
+                f_SPCMaxOutputPowerLimit.Value = _c20_Value
+                _a = (x & 16383)
                 s = 8
             elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCMaxOutputPowerLimit/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c21_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 114688: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c21_Value = -_c21_Value - 1
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_SPCMaxOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
-                f_SPCMaxOutputPowerLimit.Exponent = _c9_Exponent
-                f_SPCMaxOutputPowerLimit.Value = _c9_Value
+                f_SPCMaxOutputPowerLimit.Exponent = _c21_Exponent
+                f_SPCMaxOutputPowerLimit.Value = _c21_Value
+                _a = (x & 16383)
                 s = 8
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 8:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
+            x = _a
             if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'SPCMinOutputPowerLimit/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c22_Exponent = ((x >> 4) & 255) + -128
             el = 'SPCMinOutputPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c10_Value = _y >> 16
+                    _c22_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = _U2[_y >> 8]
+                    _c22_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c10_Value = (V >> q) & 127
+                _c22_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1928: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 26
+            if q < 0: V, q = r.slidep(q, 26)
+            x = (V >> q) & 67108863
+            if x & 63176704: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            if _neg: _c22_Value = -_c22_Value - 1
+            if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
             f_SPCMinOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
-            f_SPCMinOutputPowerLimit.Exponent = _c10_Exponent
-            f_SPCMinOutputPowerLimit.Value = _c10_Value
+            f_SPCMinOutputPowerLimit.Exponent = _c22_Exponent
+            f_SPCMinOutputPowerLimit.Value = _c22_Value
             el = 'SPCChargeDiagnostics'
-            f_SPCChargeDiagnostics = ((x >> 4) & 7)
+            f_SPCChargeDiagnostics = ((x >> 19) & 7)
             if f_SPCChargeDiagnostics >= 6: f_SPCChargeDiagnostics = r.enum_index('WPT_ChargeLoopResType/SPCChargeDiagnostics', f_SPCChargeDiagnostics, 6, r.at(r.end - q))
             else: f_SPCChargeDiagnostics = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[f_SPCChargeDiagnostics]
-            ec = (x & 7)
+            ec = ((x >> 15) & 7)
+            _a = (x & 32767)
             s = 10
         if s == 10:
             if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
+                q += 1
+                x = _a >> 1
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCOperatingFrequency/Exponent'
-                _c11_Exponent = ((x >> 4) & 255) + -128
+                _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCOperatingFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c11_Value = _y >> 16
+                        _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = _U2[_y >> 8]
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c11_Value = (V >> q) & 127
+                    _c23_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c23_Value = -_c23_Value - 1
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_SPCOperatingFrequency = _new(_K_iso20_commontypes_RationalNumberType)
-                f_SPCOperatingFrequency.Exponent = _c11_Exponent
-                f_SPCOperatingFrequency.Value = _c11_Value
-                ec = (x & 3)
+                f_SPCOperatingFrequency.Exponent = _c23_Exponent
+                f_SPCOperatingFrequency.Value = _c23_Value
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 11
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Exponent'
-                _c12_c1_Exponent = ((x >> 4) & 255) + -128
+                _c24_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c12_c1_Value = _y >> 16
+                        _c24_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_c1_Value = _U2[_y >> 8]
+                        _c24_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c24_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c12_c1_Value = (V >> q) & 127
+                    _c24_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c12_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
-                _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
-                _c12_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c12_c1_Exponent
-                _c12_SPCPrimaryDeviceCoilCurrentInformation.Value = _c12_c1_Value
+                    r.pos = r.end - q; _c24_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c24_c1_Value = -_c24_c1_Value - 1
+                if _c24_c1_Value < -32768 or _c24_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_c1_Value, r.at(r.end - q))
+                _c24_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
+                _c24_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c24_c1_Exponent
+                _c24_SPCPrimaryDeviceCoilCurrentInformation.Value = _c24_c1_Value
                 f_SPCPowerControlParameter = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
-                f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c12_SPCPrimaryDeviceCoilCurrentInformation
-                ec = (x & 3)
+                f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c24_SPCPrimaryDeviceCoilCurrentInformation
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 12
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 14
+                x = _a >> 14
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -3239,55 +3226,53 @@ def _d_WPT_ChargeLoopResType(r):
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 13
             elif ec == 3:
-                pass
+                q += 15
                 s = -1
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 11:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Exponent'
-                _c13_c1_Exponent = ((x >> 4) & 255) + -128
+                _c25_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c13_c1_Value = _y >> 16
+                        _c25_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_c1_Value = _U2[_y >> 8]
+                        _c25_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c25_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c13_c1_Value = (V >> q) & 127
+                    _c25_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c13_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c13_c1_Value = -_c13_c1_Value - 1
-                if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
-                _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
-                _c13_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c13_c1_Exponent
-                _c13_SPCPrimaryDeviceCoilCurrentInformation.Value = _c13_c1_Value
+                    r.pos = r.end - q; _c25_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 56: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                if _neg: _c25_c1_Value = -_c25_c1_Value - 1
+                if _c25_c1_Value < -32768 or _c25_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_c1_Value, r.at(r.end - q))
+                _c25_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
+                _c25_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c25_c1_Exponent
+                _c25_SPCPrimaryDeviceCoilCurrentInformation.Value = _c25_c1_Value
                 f_SPCPowerControlParameter = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
-                f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c13_SPCPrimaryDeviceCoilCurrentInformation
-                ec = (x & 3)
+                f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c25_SPCPrimaryDeviceCoilCurrentInformation
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 12
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 14
+                x = _a >> 14
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -3308,15 +3293,13 @@ def _d_WPT_ChargeLoopResType(r):
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 13
             elif ec == 2:
-                pass
+                q += 15
                 s = -1
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 12:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -3337,20 +3320,20 @@ def _d_WPT_ChargeLoopResType(r):
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 13
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 13:
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'ManufacturerSpecificDataContainer'
                     _esc = x
                     if _esc:
@@ -3365,16 +3348,20 @@ def _d_WPT_ChargeLoopResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     f_ManufacturerSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
+                        q += 3
                         s = 28
                         break
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                     break
                 else:
@@ -3449,7 +3436,6 @@ def _e_WPT_ChargeLoopResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -3461,11 +3447,9 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -3898,16 +3882,16 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
     f_EVPCDeviceLocalControl = None
     f_VendorSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -3943,7 +3927,6 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -3952,10 +3935,8 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -4077,15 +4058,15 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         el = 'EVPCDeviceLocalControl'
         f_EVPCDeviceLocalControl = ((x >> 1) & 1) == 1
         s = 6
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -4100,16 +4081,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
                 _k += 1
                 if _k == 16:
+                    q += 3
                     s = 22
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -4172,7 +4157,6 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -4184,11 +4168,9 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVPCMaxReceivablePower is not None): raise EncodeError('missing content: EVPCMaxReceivablePower')
             el = 'EVPCMaxReceivablePower'
@@ -4308,16 +4290,16 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
     f_PDMaxCoilCurrent = None
     f_SDManufacturerSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -4353,7 +4335,6 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -4362,10 +4343,8 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -4552,15 +4531,15 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         f_PDMaxCoilCurrent.Exponent = _c5_Exponent
         f_PDMaxCoilCurrent.Value = _c5_Value
         s = 9
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'SDManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -4575,16 +4554,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_SDManufacturerSpecificDataContainer.append(_v)
                 _k += 1
                 if _k == 16:
+                    q += 3
                     s = 25
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -4653,7 +4636,6 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -4665,11 +4647,9 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -5213,27 +5193,33 @@ def _d_WPT_FinePositioningMethodListType(r):
         else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
         f_WPT_FinePositioningMethod.append(_v)
         s = 1
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        ec = (x >> 7)
+        _a = (x & 127)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 17: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
+                q += 7
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                if x & 8704: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
                 el = 'WPT_FinePositioningMethod'
-                _v = ((x >> 1) & 7)
+                _v = ((x >> 10) & 7)
                 if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
                 else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
+                ec = ((x >> 7) & 3)
+                _a = (x & 127)
                 f_WPT_FinePositioningMethod.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 9
                     s = 8
                     break
             elif ec == 1:
-                pass
+                q += 7
                 s = -1
                 break
             else:
@@ -5313,16 +5299,16 @@ def _d_WPT_FinePositioningReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 el = 'Header'
+                _a = (x & 1)
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+                if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
@@ -5358,7 +5344,6 @@ def _d_WPT_FinePositioningReqType(r):
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
-                _c1_s = 2
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -5367,10 +5352,8 @@ def _d_WPT_FinePositioningReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                    _c1_s = -1
                 elif ec == 1:
                     pass
-                    _c1_s = -1
                 else:
                     raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -5396,15 +5379,16 @@ def _d_WPT_FinePositioningReqType(r):
                     f_EVProcessing, f_EVResultCode = _t
                 s = 3
             if s == 3:
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                ec = (x >> 12)
+                _a = (x & 4095)
                 _k = 0
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        q += 11
+                        x = _a >> 11
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
@@ -5419,35 +5403,37 @@ def _d_WPT_FinePositioningReqType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+                        q -= 15
+                        if q < 0: V, q = r.slidep(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 16384: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+                        ec = ((x >> 12) & 3)
+                        _a = (x & 4095)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
+                            q += 14
                             s = 20
                             break
                     elif ec == 1:
-                        q -= 12
-                        if q < 0: V, q = r.slideq(q, 12)
-                        x = (V >> q) & 4095
+                        x = _a
                         if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         el = 'WPT_LF_DataPackageList/NumPackages'
-                        _c2_NumPackages = ((x >> 2) & 255)
+                        _c3_NumPackages = ((x >> 2) & 255)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                         r.pos = r.end - q
-                        _c2_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
+                        _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
-                        f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
-                        f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
+                        f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
+                        f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
                         s = 5
                         break
                     elif ec == 2:
-                        pass
+                        q += 12
                         s = -1
                         break
                     else:
@@ -5455,29 +5441,29 @@ def _d_WPT_FinePositioningReqType(r):
             if s == 5:
                 s = -1
             if s == 20:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                ec = (x >> 12)
+                _a = (x & 4095)
                 if ec == 0:
-                    q -= 12
-                    if q < 0: V, q = r.slideq(q, 12)
-                    x = (V >> q) & 4095
+                    x = _a
                     if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                     el = 'WPT_LF_DataPackageList/NumPackages'
-                    _c3_NumPackages = ((x >> 2) & 255)
+                    _c5_NumPackages = ((x >> 2) & 255)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                     r.pos = r.end - q
-                    _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
+                    _c5_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                     V = r.v; q = r.end - r.pos
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                     f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
-                    f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
-                    f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
+                    f_WPT_LF_DataPackageList.NumPackages = _c5_NumPackages
+                    f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c5_WPT_LF_DataPackage
                     s = 5
                 elif ec == 1:
-                    pass
+                    q += 12
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningReqType', r.end - q)
@@ -5533,7 +5519,6 @@ def _e_WPT_FinePositioningReqType(w, o):
                         elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                         elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                        _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
                     if _c1_Signature is not None:
@@ -5545,11 +5530,9 @@ def _e_WPT_FinePositioningReqType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
@@ -5661,16 +5644,16 @@ def _d_WPT_FinePositioningResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 el = 'Header'
+                _a = (x & 1)
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+                if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
@@ -5706,7 +5689,6 @@ def _d_WPT_FinePositioningResType(r):
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
-                _c1_s = 2
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -5715,10 +5697,8 @@ def _d_WPT_FinePositioningResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                    _c1_s = -1
                 elif ec == 1:
                     pass
-                    _c1_s = -1
                 else:
                     raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -5739,15 +5719,16 @@ def _d_WPT_FinePositioningResType(r):
                 else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
                 s = 3
             if s == 3:
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                ec = (x >> 12)
+                _a = (x & 4095)
                 _k = 0
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        q += 11
+                        x = _a >> 11
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
@@ -5762,35 +5743,37 @@ def _d_WPT_FinePositioningResType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
+                        q -= 15
+                        if q < 0: V, q = r.slidep(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 16384: raise r.deviation('WPT_FinePositioningResType', r.end - q)
+                        ec = ((x >> 12) & 3)
+                        _a = (x & 4095)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
+                            q += 14
                             s = 20
                             break
                     elif ec == 1:
-                        q -= 12
-                        if q < 0: V, q = r.slideq(q, 12)
-                        x = (V >> q) & 4095
+                        x = _a
                         if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         el = 'WPT_LF_DataPackageList/NumPackages'
-                        _c2_NumPackages = ((x >> 2) & 255)
+                        _c3_NumPackages = ((x >> 2) & 255)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                         r.pos = r.end - q
-                        _c2_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
+                        _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
-                        f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
-                        f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
+                        f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
+                        f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
                         s = 5
                         break
                     elif ec == 2:
-                        pass
+                        q += 12
                         s = -1
                         break
                     else:
@@ -5798,29 +5781,29 @@ def _d_WPT_FinePositioningResType(r):
             if s == 5:
                 s = -1
             if s == 20:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                ec = (x >> 12)
+                _a = (x & 4095)
                 if ec == 0:
-                    q -= 12
-                    if q < 0: V, q = r.slideq(q, 12)
-                    x = (V >> q) & 4095
+                    x = _a
                     if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                     el = 'WPT_LF_DataPackageList/NumPackages'
-                    _c3_NumPackages = ((x >> 2) & 255)
+                    _c5_NumPackages = ((x >> 2) & 255)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                     r.pos = r.end - q
-                    _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
+                    _c5_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                     V = r.v; q = r.end - r.pos
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                     f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
-                    f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
-                    f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
+                    f_WPT_LF_DataPackageList.NumPackages = _c5_NumPackages
+                    f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c5_WPT_LF_DataPackage
                     s = 5
                 elif ec == 1:
-                    pass
+                    q += 12
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningResType', r.end - q)
@@ -5876,7 +5859,6 @@ def _e_WPT_FinePositioningResType(w, o):
                         elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                         elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                        _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
                     if _c1_Signature is not None:
@@ -5888,11 +5870,9 @@ def _e_WPT_FinePositioningResType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
@@ -6007,16 +5987,16 @@ def _d_WPT_FinePositioningSetupReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'Header'
+                _a = (x & 1)
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+                if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
@@ -6052,7 +6032,6 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
-                _c1_s = 2
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -6061,10 +6040,8 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                    _c1_s = -1
                 elif ec == 1:
                     pass
-                    _c1_s = -1
                 else:
                     raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -6125,15 +6102,16 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 2)
+                _a = (x & 3)
                 _k = 0
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        q += 1
+                        x = _a >> 1
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
@@ -6148,49 +6126,49 @@ def _d_WPT_FinePositioningSetupReqType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
+                            q += 4
                             s = 23
                             break
                     elif ec == 1:
+                        x = _a
                         el = 'LF_SystemSetupData'
-                        _c2_LF_TransmitterSetupData = None
-                        _c2_LF_ReceiverSetupData = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = x
+                        _c3_LF_TransmitterSetupData = None
+                        _c3_LF_ReceiverSetupData = None
                         if ec == 0:
                             el = 'LF_SystemSetupData/LF_TransmitterSetupData'
                             r.pos = r.end - q
-                            _c2_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
+                            _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         elif ec == 1:
                             el = 'LF_SystemSetupData/LF_ReceiverSetupData'
                             r.pos = r.end - q
-                            _c2_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
+                            _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         else:
                             raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
-                        f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
-                        f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                        f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
+                        f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
                         s = 8
                         break
                     elif ec == 2:
-                        pass
+                        q += 2
                         s = -1
                         break
                     else:
@@ -6198,43 +6176,41 @@ def _d_WPT_FinePositioningSetupReqType(r):
             if s == 8:
                 s = -1
             if s == 23:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 2)
+                _a = (x & 3)
                 if ec == 0:
+                    x = _a
                     el = 'LF_SystemSetupData'
-                    _c3_LF_TransmitterSetupData = None
-                    _c3_LF_ReceiverSetupData = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
+                    ec = x
+                    _c5_LF_TransmitterSetupData = None
+                    _c5_LF_ReceiverSetupData = None
                     if ec == 0:
                         el = 'LF_SystemSetupData/LF_TransmitterSetupData'
                         r.pos = r.end - q
-                        _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
+                        _c5_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     elif ec == 1:
                         el = 'LF_SystemSetupData/LF_ReceiverSetupData'
                         r.pos = r.end - q
-                        _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
+                        _c5_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     else:
                         raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
-                    f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
-                    f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                    f_LF_SystemSetupData.LF_TransmitterSetupData = _c5_LF_TransmitterSetupData
+                    f_LF_SystemSetupData.LF_ReceiverSetupData = _c5_LF_ReceiverSetupData
                     s = 8
                 elif ec == 1:
-                    pass
+                    q += 2
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
@@ -6296,7 +6272,6 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                         elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                        _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
                     if _c1_Signature is not None:
@@ -6308,11 +6283,9 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
@@ -6484,16 +6457,16 @@ def _d_WPT_FinePositioningSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'Header'
+                _a = (x & 1)
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+                if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
@@ -6529,7 +6502,6 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
-                _c1_s = 2
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -6538,10 +6510,8 @@ def _d_WPT_FinePositioningSetupResType(r):
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                    _c1_s = -1
                 elif ec == 1:
                     pass
-                    _c1_s = -1
                 else:
                     raise r.deviation('MessageHeaderType', r.end - q)
                 f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
@@ -6602,15 +6572,16 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(r.end - q))
                 s = 6
             if s == 6:
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 2)
+                _a = (x & 3)
                 _k = 0
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        q += 1
+                        x = _a >> 1
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
@@ -6625,49 +6596,49 @@ def _d_WPT_FinePositioningSetupResType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
+                            q += 4
                             s = 23
                             break
                     elif ec == 1:
+                        x = _a
                         el = 'LF_SystemSetupData'
-                        _c2_LF_TransmitterSetupData = None
-                        _c2_LF_ReceiverSetupData = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
+                        ec = x
+                        _c3_LF_TransmitterSetupData = None
+                        _c3_LF_ReceiverSetupData = None
                         if ec == 0:
                             el = 'LF_SystemSetupData/LF_TransmitterSetupData'
                             r.pos = r.end - q
-                            _c2_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
+                            _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         elif ec == 1:
                             el = 'LF_SystemSetupData/LF_ReceiverSetupData'
                             r.pos = r.end - q
-                            _c2_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
+                            _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         else:
                             raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
-                        f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
-                        f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                        f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
+                        f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
                         s = 8
                         break
                     elif ec == 2:
-                        pass
+                        q += 2
                         s = -1
                         break
                     else:
@@ -6675,43 +6646,41 @@ def _d_WPT_FinePositioningSetupResType(r):
             if s == 8:
                 s = -1
             if s == 23:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 2)
+                _a = (x & 3)
                 if ec == 0:
+                    x = _a
                     el = 'LF_SystemSetupData'
-                    _c3_LF_TransmitterSetupData = None
-                    _c3_LF_ReceiverSetupData = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
+                    ec = x
+                    _c5_LF_TransmitterSetupData = None
+                    _c5_LF_ReceiverSetupData = None
                     if ec == 0:
                         el = 'LF_SystemSetupData/LF_TransmitterSetupData'
                         r.pos = r.end - q
-                        _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
+                        _c5_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     elif ec == 1:
                         el = 'LF_SystemSetupData/LF_ReceiverSetupData'
                         r.pos = r.end - q
-                        _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
+                        _c5_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     else:
                         raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
-                    f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
-                    f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                    f_LF_SystemSetupData.LF_TransmitterSetupData = _c5_LF_TransmitterSetupData
+                    f_LF_SystemSetupData.LF_ReceiverSetupData = _c5_LF_ReceiverSetupData
                     s = 8
                 elif ec == 1:
-                    pass
+                    q += 2
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
@@ -6773,7 +6742,6 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                         elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                        _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
                     if _c1_Signature is not None:
@@ -6785,11 +6753,9 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         v = w.v; n = w.n
                         v <<= 1
                         n += 1
-                        _c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
@@ -7009,18 +6975,16 @@ def _d_WPT_LF_DataPackageType(r):
     f_LF_TxData = None
     f_LF_RxData = None
     try:
-        q -= 13
-        if q < 0: V, q = r.slideq(q, 13)
-        x = (V >> q) & 8191
-        if x & 6148: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        if x & 49184: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
         el = 'PackageIndex'
-        f_PackageIndex = ((x >> 3) & 255)
-        ec = (x & 3)
-        s = 1
+        f_PackageIndex = ((x >> 6) & 255)
+        ec = ((x >> 3) & 3)
+        _a = (x & 7)
         if ec == 0:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _a: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
             el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -7080,11 +7044,8 @@ def _d_WPT_LF_DataPackageType(r):
             _c1_WPT_LF_TxDataList.EIRP = _c1_c1_EIRP
             f_LF_TxData = _new(_K_iso20_wpt_WPT_LF_TxDataListType)
             f_LF_TxData.WPT_LF_TxDataList = _c1_WPT_LF_TxDataList
-            s = -1
         elif ec == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _a: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
             el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -7172,7 +7133,6 @@ def _d_WPT_LF_DataPackageType(r):
             _c2_WPT_LF_RxDataList.RSSIData = _c2_c1_RSSIData
             f_LF_RxData = _new(_K_iso20_wpt_WPT_LF_RxDataListType)
             f_LF_RxData.WPT_LF_RxDataList = _c2_WPT_LF_RxDataList
-            s = -1
         else:
             raise r.deviation('WPT_LF_DataPackageType', r.end - q)
         r.pos = r.end - q
@@ -7199,7 +7159,6 @@ def _e_WPT_LF_DataPackageType(w, o):
             v = (v << 11) | (v_PackageIndex << 1)
             n += 11
             v_PackageIndex = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of PackageIndex')
         if v_LF_TxData is not None:
@@ -7240,7 +7199,6 @@ def _e_WPT_LF_DataPackageType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 5); n = w.n + 5
             v_LF_TxData = None
             if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
-            s = -1
         elif v_LF_RxData is not None:
             el = 'LF_RxData'
             _o = v_LF_RxData
@@ -7297,7 +7255,6 @@ def _e_WPT_LF_DataPackageType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 7); n = w.n + 7
             v_LF_RxData = None
             if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of LF_TxData, LF_RxData')
         w.v = v; w.n = n
@@ -7707,213 +7664,217 @@ def _d_WPT_LF_ReceiverDataType(r):
         _v.TxRxOrientation = _c2_TxRxOrientation
         f_RxSpecData.append(_v)
         s = 3
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _a: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                 el = 'RxSpecData/TxRxIdentifier'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_TxRxIdentifier = _y >> 16
+                        _c4_TxRxIdentifier = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_TxRxIdentifier = _U2[_y >> 8]
+                        _c4_TxRxIdentifier = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_TxRxIdentifier = (V >> q) & 127
+                    _c4_TxRxIdentifier = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 5
                 if q < 0: V, q = r.slideq(q, 5)
                 x = (V >> q) & 31
                 if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
+                if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(r.end - q))
                 el = 'RxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_c1_Coord_X = _y >> 16
+                        _c4_c1_Coord_X = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Coord_X = _U2[_y >> 8]
+                        _c4_c1_Coord_X = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_c1_Coord_X = (V >> q) & 127
+                    _c4_c1_Coord_X = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
-                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
+                if _neg: _c4_c1_Coord_X = -_c4_c1_Coord_X - 1
+                if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(r.end - q))
                 el = 'RxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_c1_Coord_Y = _y >> 16
+                        _c4_c1_Coord_Y = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Coord_Y = _U2[_y >> 8]
+                        _c4_c1_Coord_Y = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_c1_Coord_Y = (V >> q) & 127
+                    _c4_c1_Coord_Y = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
-                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
+                if _neg: _c4_c1_Coord_Y = -_c4_c1_Coord_Y - 1
+                if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(r.end - q))
                 el = 'RxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_c1_Coord_Z = _y >> 16
+                        _c4_c1_Coord_Z = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c1_Coord_Z = _U2[_y >> 8]
+                        _c4_c1_Coord_Z = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_c1_Coord_Z = (V >> q) & 127
+                    _c4_c1_Coord_Z = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 6
                 if q < 0: V, q = r.slideq(q, 6)
                 x = (V >> q) & 63
                 if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
-                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
-                _c3_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
-                _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
-                _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
-                _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
+                if _neg: _c4_c1_Coord_Z = -_c4_c1_Coord_Z - 1
+                if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(r.end - q))
+                _c4_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
+                _c4_TxRxPosition.Coord_X = _c4_c1_Coord_X
+                _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
+                _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
                 el = 'RxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_c2_Coord_X = _y >> 16
+                        _c4_c2_Coord_X = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Coord_X = _U2[_y >> 8]
+                        _c4_c2_Coord_X = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_c2_Coord_X = (V >> q) & 127
+                    _c4_c2_Coord_X = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
-                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
+                if _neg: _c4_c2_Coord_X = -_c4_c2_Coord_X - 1
+                if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(r.end - q))
                 el = 'RxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_c2_Coord_Y = _y >> 16
+                        _c4_c2_Coord_Y = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Coord_Y = _U2[_y >> 8]
+                        _c4_c2_Coord_Y = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_c2_Coord_Y = (V >> q) & 127
+                    _c4_c2_Coord_Y = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
-                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
+                if _neg: _c4_c2_Coord_Y = -_c4_c2_Coord_Y - 1
+                if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(r.end - q))
                 el = 'RxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_c2_Coord_Z = _y >> 16
+                        _c4_c2_Coord_Z = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_c2_Coord_Z = _U2[_y >> 8]
+                        _c4_c2_Coord_Z = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_c2_Coord_Z = (V >> q) & 127
+                    _c4_c2_Coord_Z = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
-                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
-                _c3_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
-                _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
-                _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
-                _c3_TxRxOrientation.Coord_Z = _c3_c2_Coord_Z
+                    r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 112: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
+                if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(r.end - q))
+                _c4_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
+                _c4_TxRxOrientation.Coord_X = _c4_c2_Coord_X
+                _c4_TxRxOrientation.Coord_Y = _c4_c2_Coord_Y
+                _c4_TxRxOrientation.Coord_Z = _c4_c2_Coord_Z
                 _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
-                _v.TxRxIdentifier = _c3_TxRxIdentifier
-                _v.TxRxPosition = _c3_TxRxPosition
-                _v.TxRxOrientation = _c3_TxRxOrientation
+                _v.TxRxIdentifier = _c4_TxRxIdentifier
+                _v.TxRxPosition = _c4_TxRxPosition
+                _v.TxRxOrientation = _c4_TxRxOrientation
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_RxSpecData.append(_v)
                 _k += 1
                 if _k == 253:
+                    q += 4
                     s = 256
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -8807,7 +8768,8 @@ def _d_WPT_LF_SystemSetupDataType(r):
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        x = (V >> q) & 3
+        ec = x
         if ec == 0:
             el = 'LF_TransmitterSetupData'
             r.pos = r.end - q
@@ -9309,212 +9271,217 @@ def _d_WPT_LF_TransmitterDataType(r):
                 f_TxSpecData.append(_v)
                 s = 4
             if s == 4:
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 2)
+                _a = (x & 3)
                 _k = 0
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+                        if _a: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         el = 'TxSpecData/TxRxIdentifier'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_TxRxIdentifier = _y >> 16
+                                _c5_TxRxIdentifier = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_TxRxIdentifier = _U2[_y >> 8]
+                                _c5_TxRxIdentifier = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_TxRxIdentifier = (V >> q) & 127
+                            _c5_TxRxIdentifier = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 5
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(r.end - q))
+                        if _c5_TxRxIdentifier < 1 or _c5_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c5_TxRxIdentifier, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_c1_Coord_X = _y >> 16
+                                _c5_c1_Coord_X = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c1_Coord_X = _U2[_y >> 8]
+                                _c5_c1_Coord_X = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_c1_Coord_X = (V >> q) & 127
+                            _c5_c1_Coord_X = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _neg: _c4_c1_Coord_X = -_c4_c1_Coord_X - 1
-                        if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(r.end - q))
+                        if _neg: _c5_c1_Coord_X = -_c5_c1_Coord_X - 1
+                        if _c5_c1_Coord_X < -32768 or _c5_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c5_c1_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_c1_Coord_Y = _y >> 16
+                                _c5_c1_Coord_Y = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c1_Coord_Y = _U2[_y >> 8]
+                                _c5_c1_Coord_Y = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_c1_Coord_Y = (V >> q) & 127
+                            _c5_c1_Coord_Y = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _neg: _c4_c1_Coord_Y = -_c4_c1_Coord_Y - 1
-                        if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(r.end - q))
+                        if _neg: _c5_c1_Coord_Y = -_c5_c1_Coord_Y - 1
+                        if _c5_c1_Coord_Y < -32768 or _c5_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c5_c1_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_c1_Coord_Z = _y >> 16
+                                _c5_c1_Coord_Z = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c1_Coord_Z = _U2[_y >> 8]
+                                _c5_c1_Coord_Z = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_c1_Coord_Z = (V >> q) & 127
+                            _c5_c1_Coord_Z = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 6
                         if q < 0: V, q = r.slideq(q, 6)
                         x = (V >> q) & 63
                         if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _neg: _c4_c1_Coord_Z = -_c4_c1_Coord_Z - 1
-                        if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(r.end - q))
-                        _c4_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
-                        _c4_TxRxPosition.Coord_X = _c4_c1_Coord_X
-                        _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
-                        _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
+                        if _neg: _c5_c1_Coord_Z = -_c5_c1_Coord_Z - 1
+                        if _c5_c1_Coord_Z < -32768 or _c5_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c5_c1_Coord_Z, r.at(r.end - q))
+                        _c5_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
+                        _c5_TxRxPosition.Coord_X = _c5_c1_Coord_X
+                        _c5_TxRxPosition.Coord_Y = _c5_c1_Coord_Y
+                        _c5_TxRxPosition.Coord_Z = _c5_c1_Coord_Z
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_c2_Coord_X = _y >> 16
+                                _c5_c2_Coord_X = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c2_Coord_X = _U2[_y >> 8]
+                                _c5_c2_Coord_X = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_c2_Coord_X = (V >> q) & 127
+                            _c5_c2_Coord_X = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _neg: _c4_c2_Coord_X = -_c4_c2_Coord_X - 1
-                        if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(r.end - q))
+                        if _neg: _c5_c2_Coord_X = -_c5_c2_Coord_X - 1
+                        if _c5_c2_Coord_X < -32768 or _c5_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c5_c2_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_c2_Coord_Y = _y >> 16
+                                _c5_c2_Coord_Y = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c2_Coord_Y = _U2[_y >> 8]
+                                _c5_c2_Coord_Y = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_c2_Coord_Y = (V >> q) & 127
+                            _c5_c2_Coord_Y = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c5_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _neg: _c4_c2_Coord_Y = -_c4_c2_Coord_Y - 1
-                        if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(r.end - q))
+                        if _neg: _c5_c2_Coord_Y = -_c5_c2_Coord_Y - 1
+                        if _c5_c2_Coord_Y < -32768 or _c5_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c5_c2_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c4_c2_Coord_Z = _y >> 16
+                                _c5_c2_Coord_Z = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c4_c2_Coord_Z = _U2[_y >> 8]
+                                _c5_c2_Coord_Z = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c4_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c5_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c4_c2_Coord_Z = (V >> q) & 127
+                            _c5_c2_Coord_Z = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-                        if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
-                        if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(r.end - q))
-                        _c4_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
-                        _c4_TxRxOrientation.Coord_X = _c4_c2_Coord_X
-                        _c4_TxRxOrientation.Coord_Y = _c4_c2_Coord_Y
-                        _c4_TxRxOrientation.Coord_Z = _c4_c2_Coord_Z
+                            r.pos = r.end - q; _c5_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slidep(q, 7)
+                        x = (V >> q) & 127
+                        if x & 112: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+                        if _neg: _c5_c2_Coord_Z = -_c5_c2_Coord_Z - 1
+                        if _c5_c2_Coord_Z < -32768 or _c5_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c5_c2_Coord_Z, r.at(r.end - q))
+                        _c5_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
+                        _c5_TxRxOrientation.Coord_X = _c5_c2_Coord_X
+                        _c5_TxRxOrientation.Coord_Y = _c5_c2_Coord_Y
+                        _c5_TxRxOrientation.Coord_Z = _c5_c2_Coord_Z
                         _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
-                        _v.TxRxIdentifier = _c4_TxRxIdentifier
-                        _v.TxRxPosition = _c4_TxRxPosition
-                        _v.TxRxOrientation = _c4_TxRxOrientation
+                        _v.TxRxIdentifier = _c5_TxRxIdentifier
+                        _v.TxRxPosition = _c5_TxRxPosition
+                        _v.TxRxOrientation = _c5_TxRxOrientation
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         f_TxSpecData.append(_v)
                         _k += 1
                         if _k == 253:
+                            q += 4
                             s = 258
                             break
                     elif ec == 1:
+                        q += 2
                         el = 'TxPackageSpecData'
                         r.pos = r.end - q
                         f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
@@ -9525,7 +9492,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         s = 6
                         break
                     elif ec == 2:
-                        pass
+                        q += 2
                         s = -1
                         break
                     else:
@@ -9535,7 +9502,8 @@ def _d_WPT_LF_TransmitterDataType(r):
             if s == 258:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                x = (V >> q) & 3
+                ec = x
                 if ec == 0:
                     el = 'TxPackageSpecData'
                     r.pos = r.end - q
@@ -10166,27 +10134,33 @@ def _d_WPT_PairingMethodListType(r):
         else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
         f_WPT_PairingMethod.append(_v)
         s = 1
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        ec = (x >> 7)
+        _a = (x & 127)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 17: raise r.deviation('WPT_PairingMethodListType', r.end - q)
+                q += 7
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                if x & 8704: raise r.deviation('WPT_PairingMethodListType', r.end - q)
                 el = 'WPT_PairingMethod'
-                _v = ((x >> 1) & 7)
+                _v = ((x >> 10) & 7)
                 if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
                 else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
+                ec = ((x >> 7) & 3)
+                _a = (x & 127)
                 f_WPT_PairingMethod.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 9
                     s = 8
                     break
             elif ec == 1:
-                pass
+                q += 7
                 s = -1
                 break
             else:
@@ -10263,16 +10237,16 @@ def _d_WPT_PairingReqType(r):
     f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -10308,7 +10282,6 @@ def _d_WPT_PairingReqType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -10317,30 +10290,28 @@ def _d_WPT_PairingReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 100: raise r.deviation('WPT_PairingReqType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1600: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 3) & 3)
+        f_EVProcessing = ((x >> 7) & 3)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_PairingReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
-        ec = (x & 3)
+        ec = ((x >> 4) & 3)
+        _a = (x & 15)
         s = 2
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
+            q += 3
+            if _a >> 3: raise r.deviation('WPT_PairingReqType', r.end - q)
             el = 'ObservedIDCode'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -10371,9 +10342,7 @@ def _d_WPT_PairingReqType(r):
             else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
             s = 4
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 9: raise r.deviation('WPT_PairingReqType', r.end - q)
             el = 'EVResultCode'
             f_EVResultCode = ((x >> 1) & 3)
@@ -10382,15 +10351,15 @@ def _d_WPT_PairingReqType(r):
             s = 4
         else:
             raise r.deviation('WPT_PairingReqType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -10405,16 +10374,20 @@ def _d_WPT_PairingReqType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('WPT_PairingReqType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
                 _k += 1
                 if _k == 16:
+                    q += 3
                     s = 20
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -10473,7 +10446,6 @@ def _e_WPT_PairingReqType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -10485,11 +10457,9 @@ def _e_WPT_PairingReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -10576,16 +10546,16 @@ def _d_WPT_PairingResType(r):
     f_AlternativeSECCList = None
     f_VendorSpecificDataContainer = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MessageHeaderType', r.end - q)
+        if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -10621,7 +10591,6 @@ def _d_WPT_PairingResType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
-        _c1_s = 2
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -10630,34 +10599,31 @@ def _d_WPT_PairingResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
         f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 98760: raise r.deviation('WPT_PairingResType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 197520: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 9) & 63)
+        f_ResponseCode = ((x >> 10) & 63)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_PairingResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 4) & 3)
+        f_EVSEProcessing = ((x >> 5) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_PairingResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        ec = (x & 7)
+        ec = ((x >> 1) & 7)
+        _a = (x & 1)
         s = 3
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+            if _a: raise r.deviation('WPT_PairingResType', r.end - q)
             el = 'ObservedIDCode'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -10677,27 +10643,28 @@ def _d_WPT_PairingResType(r):
                 f_ObservedIDCode = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('WPT_PairingResType', r.end - q)
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('WPT_PairingResType', r.end - q)
             if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             s = 4
         elif ec == 1:
+            q += 1
             el = 'AlternativeSECCList'
             r.pos = r.end - q
             f_AlternativeSECCList = _d_AlternativeSECCListType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             s = 5
         elif ec == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'VendorSpecificDataContainer'
             _esc = x
             if _esc:
@@ -10718,25 +10685,25 @@ def _d_WPT_PairingResType(r):
             f_VendorSpecificDataContainer.append(_v)
             s = 6
         elif ec == 3:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 4:
             if ec == 0:
+                q += 1
                 el = 'AlternativeSECCList'
                 r.pos = r.end - q
                 f_AlternativeSECCList = _d_AlternativeSECCListType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                ec = (x >> 1)
+                _a = (x & 1)
                 s = 5
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -10757,15 +10724,13 @@ def _d_WPT_PairingResType(r):
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 2:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
@@ -10786,20 +10751,20 @@ def _d_WPT_PairingResType(r):
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 6:
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
@@ -10814,16 +10779,20 @@ def _d_WPT_PairingResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('WPT_PairingResType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
+                        q += 3
                         s = 21
                         break
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                     break
                 else:
@@ -10884,7 +10853,6 @@ def _e_WPT_PairingResType(w, o):
                 elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
                 elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
             if _c1_Signature is not None:
@@ -10896,11 +10864,9 @@ def _e_WPT_PairingResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11236,73 +11202,76 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 f_PulseSequenceOrder.append(_v)
                 s = 2
             if s == 2:
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 2)
+                _a = (x & 3)
                 _k = 0
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if _a: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSequenceOrder/IndexNumber'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c3_IndexNumber = _y >> 16
+                                _c4_IndexNumber = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_IndexNumber = _U2[_y >> 8]
+                                _c4_IndexNumber = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c4_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c4_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c3_IndexNumber = (V >> q) & 127
+                            _c4_IndexNumber = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c3_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c4_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                        if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(r.end - q))
+                        if _c4_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c4_IndexNumber, r.at(r.end - q))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c3_TxRxIdentifier = _y >> 16
+                                _c4_TxRxIdentifier = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c3_TxRxIdentifier = _U2[_y >> 8]
+                                _c4_TxRxIdentifier = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c4_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c3_TxRxIdentifier = (V >> q) & 127
+                            _c4_TxRxIdentifier = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
-                        if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
+                            r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 48: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(r.end - q))
                         _v = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
-                        _v.IndexNumber = _c3_IndexNumber
-                        _v.TxRxIdentifier = _c3_TxRxIdentifier
+                        _v.IndexNumber = _c4_IndexNumber
+                        _v.TxRxIdentifier = _c4_TxRxIdentifier
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         f_PulseSequenceOrder.append(_v)
                         _k += 1
                         if _k == 253:
+                            q += 4
                             s = 258
                             break
                     elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        q += 1
+                        if _a >> 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSeparationTime'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -11322,18 +11291,18 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                             f_PulseSeparationTime = (V >> q) & 127
                         else:
                             r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
+                        _a = (x & 1)
                         s = 4
                         break
                     else:
                         raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
             if s == 4:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                if _a: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseDuration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
@@ -11404,10 +11373,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     f_PulseSeparationTime = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
+                _a = (x & 1)
                 s = 4
         r.pos = r.end - q
     except Exception as e:

@@ -98,23 +98,25 @@ def _d_AuthorizationReqType(r):
     f_Id = None
     f_GenChallenge = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('iso2_msgbody:Id')
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            ec = (x >> 1)
+            _a = (x & 1)
             s = 1
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'GenChallenge'
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
@@ -127,15 +129,13 @@ def _d_AuthorizationReqType(r):
             if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
             s = 2
         elif ec == 2:
-            pass
+            q += 1
             s = -1
         else:
             raise r.deviation('AuthorizationReqType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                 el = 'GenChallenge'
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
@@ -148,7 +148,7 @@ def _d_AuthorizationReqType(r):
                 if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
                 s = 2
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
             else:
                 raise r.deviation('AuthorizationReqType', r.end - q)
@@ -318,32 +318,35 @@ def _d_BodyType(r):
     try:
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
-        ec = (V >> q) & 63
+        x = (V >> q) & 63
+        ec = x
         if ec < 18:
             if ec < 9:
                 if ec < 4:
                     if ec == 0:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'AuthorizationReq'
                         _cf = 'AuthorizationReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c1_Id = None
                         _c1_GenChallenge = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'AuthorizationReq/@Id'
                             r.pos = r.end - q
                             _c1_Id = r.string('iso2_msgbody:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            ec = (x >> 1)
+                            _a = (x & 1)
                             _c1_s = 1
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                             el = 'AuthorizationReq/GenChallenge'
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
@@ -351,20 +354,20 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_GenChallenge)
                             if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
+                            _a = (x & 1)
                             _c1_s = 2
                         elif ec == 2:
-                            pass
+                            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c1_s = -1
                         else:
                             raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 1:
                             if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                                if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                                 el = 'AuthorizationReq/GenChallenge'
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                     q -= 8 + (_l << 3)
@@ -372,23 +375,23 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_GenChallenge)
                                 if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c1_GenChallenge, r.at(r.end - q))
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+                                q -= 3
+                                if q < 0: V, q = r.slidep(q, 3)
+                                x = (V >> q) & 7
+                                if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
+                                _a = (x & 1)
                                 _c1_s = 2
                             elif ec == 1:
-                                pass
+                                if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                                 _c1_s = -1
                             else:
                                 raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 2:
+                            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c1_s = -1
                         _cv = _new(_K_iso2_msgbody_AuthorizationReqType)
                         _cv.Id = _c1_Id
                         _cv.GenChallenge = _c1_GenChallenge
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 1:
                         q -= 15
@@ -455,24 +458,23 @@ def _d_BodyType(r):
                         raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 4:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
-                        _c5_ResponseCode = ((x >> 2) & 31)
+                        _c5_ResponseCode = ((x >> 4) & 31)
                         if _c5_ResponseCode >= 26: _c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c5_ResponseCode, 26, r.at(r.end - q))
                         else: _c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
+                        _a = (x & 1)
                         _c5_c1_NotificationMaxDelay = None
                         _c5_c1_EVSENotification = None
                         _c5_c1_EVSEIsolationStatus = None
                         _c5_c1_EVSEStatusCode = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -492,21 +494,19 @@ def _d_BodyType(r):
                             _c5_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 21
+                        if q < 0: V, q = r.slidep(q, 21)
+                        x = (V >> q) & 2097151
+                        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c5_c1_EVSENotification = ((x >> 3) & 3)
+                        _c5_c1_EVSENotification = ((x >> 16) & 3)
                         if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
-                        ec = (x & 3)
-                        _c5_c1_s = 2
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         if ec == 0:
-                            q -= 13
-                            if q < 0: V, q = r.slideq(q, 13)
-                            x = (V >> q) & 8191
+                            x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                             if _t is None:
@@ -521,20 +521,16 @@ def _d_BodyType(r):
                             else:
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c5_c1_EVSEIsolationStatus, _c5_c1_EVSEStatusCode = _t
-                            _c5_c1_s = 4
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
+                            q += 6
+                            x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                             _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
-                            _c5_c1_s = 4
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c5_c1_s = -1
                         _c5_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c5_DC_EVSEStatus.NotificationMaxDelay = _c5_c1_NotificationMaxDelay
                         _c5_DC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
@@ -597,24 +593,24 @@ def _d_BodyType(r):
                         _cv.ListOfRootCertificateIDs = _c6_ListOfRootCertificateIDs
                         s = 1
                     elif ec == 6:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 12
+                        if q < 0: V, q = r.slidep(q, 12)
+                        x = (V >> q) & 4095
+                        if x & 3096: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes'
                         _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/ResponseCode'
-                        _c7_ResponseCode = ((x >> 2) & 31)
+                        _c7_ResponseCode = ((x >> 5) & 31)
                         if _c7_ResponseCode >= 26: _c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c7_ResponseCode, 26, r.at(r.end - q))
                         else: _c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c7_ResponseCode]
                         el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c7_c1_Id = None
                         _c7_c1_Certificate = None
                         _c7_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
                             r.pos = r.end - q
                             _c7_c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -642,11 +638,8 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c7_c1_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             _esc = x
                             if _esc:
@@ -666,7 +659,6 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -677,27 +669,26 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c7_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c7_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c7_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c7_SAProvisioningCertificateChain.Id = _c7_c1_Id
                         _c7_SAProvisioningCertificateChain.Certificate = _c7_c1_Certificate
                         _c7_SAProvisioningCertificateChain.SubCertificates = _c7_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c7_c2_Id = None
                         _c7_c2_Certificate = None
                         _c7_c2_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/@Id'
                             r.pos = r.end - q
                             _c7_c2_Id = r.string('iso2_msgdatatypes:Id')
@@ -725,11 +716,8 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c7_c2_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
@@ -749,7 +737,6 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -760,30 +747,24 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c7_c2_s = -1
                         elif ec == 1:
                             pass
-                            _c7_c2_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c7_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c7_ContractSignatureCertChain.Id = _c7_c2_Id
                         _c7_ContractSignatureCertChain.Certificate = _c7_c2_Certificate
                         _c7_ContractSignatureCertChain.SubCertificates = _c7_c2_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                         _c7_c3_Id = None
                         _c7_c3_value = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
                         r.pos = r.end - q
                         _c7_c3_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
-                        _c7_c3_s = 1
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         ec = (V >> q) & 1
@@ -797,32 +778,26 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                            _c7_c3_s = -1
                         elif ec == 1:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                             _c7_c3_value = b''
-                            _c7_c3_s = -1
                         else:
                             raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                         _c7_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
                         _c7_ContractSignatureEncryptedPrivateKey.Id = _c7_c3_Id
                         _c7_ContractSignatureEncryptedPrivateKey.value = _c7_c3_value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHpublickey'
                         _c7_c4_Id = None
                         _c7_c4_value = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                         el = 'CertificateInstallationRes/DHpublickey/@Id'
                         r.pos = r.end - q
                         _c7_c4_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
-                        _c7_c4_s = 1
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         ec = (V >> q) & 1
@@ -836,13 +811,11 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                            _c7_c4_s = -1
                         elif ec == 1:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                             _c7_c4_value = b''
-                            _c7_c4_s = -1
                         else:
                             raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                         _c7_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
@@ -876,17 +849,18 @@ def _d_BodyType(r):
                         r.pos = r.end - q
                         _c8_Id = r.string('iso2_msgbody:Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq/ContractSignatureCertChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c8_c1_Id = None
                         _c8_c1_Certificate = None
                         _c8_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/@Id'
                             r.pos = r.end - q
                             _c8_c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -914,11 +888,8 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c8_c1_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
@@ -938,7 +909,6 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -949,10 +919,8 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c8_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c8_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c8_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
@@ -998,20 +966,21 @@ def _d_BodyType(r):
             else:
                 if ec < 13:
                     if ec == 9:
+                        q -= 13
+                        if q < 0: V, q = r.slidep(q, 13)
+                        x = (V >> q) & 8191
                         el = 'ChargeParameterDiscoveryReq'
                         _cf = 'ChargeParameterDiscoveryReq'
+                        ec = (x >> 11)
+                        _a = (x & 2047)
                         _c9_MaxEntriesSAScheduleTuple = None
                         _c9_RequestedEnergyTransferMode = None
                         _c9_AC_EVChargeParameter = None
                         _c9_DC_EVChargeParameter = None
                         _c9_EVChargeParameter = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            q += 10
+                            if _a >> 10: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
@@ -1031,103 +1000,101 @@ def _d_BodyType(r):
                                 _c9_MaxEntriesSAScheduleTuple = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
-                            if x & 452: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            q -= 13
+                            if q < 0: V, q = r.slidep(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 7232: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            _c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
                             if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
-                            ec = (x & 3)
-                            _c9_s = 2
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 68: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            x = _a
+                            if x & 1088: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            _c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
                             if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
-                            ec = (x & 3)
-                            _c9_s = 2
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         if ec == 0:
+                            q += 4
                             el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
                             r.pos = r.end - q
                             _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _c9_s = 3
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _a = (x & 1)
                         elif ec == 1:
+                            q += 4
                             el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
                             r.pos = r.end - q
                             _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _c9_s = 3
-                        elif ec == 2:
-                            el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
-                            _c9_c1_DepartureTime = None
                             q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _a = (x & 1)
+                        elif ec == 2:
+                            x = _a
+                            el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                            ec = (x >> 2)
+                            _a = (x & 3)
+                            _c9_c2_DepartureTime = None
                             if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                                q += 1
+                                if _a >> 1: raise r.deviation('EVChargeParameterType', r.end - q)
                                 el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
                                 if q >= 24:
                                     _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
                                         q -= 8
-                                        _c9_c1_DepartureTime = _y >> 16
+                                        _c9_c2_DepartureTime = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c9_c1_DepartureTime = _U2[_y >> 8]
+                                        _c9_c2_DepartureTime = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                        _c9_c2_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
-                                        r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                        r.pos = r.end - q; _c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
-                                    _c9_c1_DepartureTime = (V >> q) & 127
+                                    _c9_c2_DepartureTime = (V >> q) & 127
                                 else:
-                                    r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-                                if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
+                                    r.pos = r.end - q; _c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 4
+                                if q < 0: V, q = r.slidep(q, 4)
+                                x = (V >> q) & 15
+                                if x & 14: raise r.deviation('EVChargeParameterType', r.end - q)
+                                if _c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c2_DepartureTime, r.at(r.end - q))
+                                _a = (x & 1)
                             elif ec == 1:
-                                pass
+                                x = _a
+                                if x & 2: raise r.deviation('EVChargeParameterType', r.end - q)
+                                _a = (x & 1)
                             else:
                                 raise r.deviation('EVChargeParameterType', r.end - q)
                             _c9_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
-                            _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _c9_s = 3
+                            _c9_EVChargeParameter.DepartureTime = _c9_c2_DepartureTime
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                        _c9_s = -1
+                        if _a: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_ChargeParameterDiscoveryReqType)
                         _cv.MaxEntriesSAScheduleTuple = _c9_MaxEntriesSAScheduleTuple
                         _cv.RequestedEnergyTransferMode = _c9_RequestedEnergyTransferMode
                         _cv.AC_EVChargeParameter = _c9_AC_EVChargeParameter
                         _cv.DC_EVChargeParameter = _c9_DC_EVChargeParameter
                         _cv.EVChargeParameter = _c9_EVChargeParameter
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 10:
                         el = 'ChargeParameterDiscoveryRes'
@@ -1181,16 +1148,19 @@ def _d_BodyType(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 15:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'MeteringReceiptReq'
                         _cf = 'MeteringReceiptReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c11_Id = None
                         _c11_SessionID = None
                         _c11_SAScheduleTupleID = None
                         _c11_MeterInfo = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'MeteringReceiptReq/@Id'
                             r.pos = r.end - q
                             _c11_Id = r.string('iso2_msgbody:Id')
@@ -1213,16 +1183,14 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c11_s = 2
+                            q -= 14
+                            if q < 0: V, q = r.slidep(q, 14)
+                            x = (V >> q) & 16383
+                            if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 11) & 3)
+                            _a = (x & 2047)
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
@@ -1237,18 +1205,16 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c11_s = 2
+                            q -= 14
+                            if q < 0: V, q = r.slidep(q, 14)
+                            x = (V >> q) & 16383
+                            if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 11) & 3)
+                            _a = (x & 2047)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if ec == 0:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
+                            x = _a
                             if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SAScheduleTupleID'
                             _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
@@ -1257,30 +1223,30 @@ def _d_BodyType(r):
                             r.pos = r.end - q
                             _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c11_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         elif ec == 1:
+                            q += 11
                             el = 'MeteringReceiptReq/MeterInfo'
                             r.pos = r.end - q
                             _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c11_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        _c11_s = -1
+                        if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c11_Id
                         _cv.SessionID = _c11_SessionID
                         _cv.SAScheduleTupleID = _c11_SAScheduleTupleID
                         _cv.MeterInfo = _c11_MeterInfo
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 16:
                         el = 'MeteringReceiptRes'
@@ -1303,17 +1269,18 @@ def _d_BodyType(r):
                         _c12_eMAID = r.string('iso2_msgbody:eMAID')
                         if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c12_eMAID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 24: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c12_c1_Id = None
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/@Id'
                             r.pos = r.end - q
                             _c12_c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -1341,11 +1308,8 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c12_c1_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
@@ -1365,7 +1329,6 @@ def _d_BodyType(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -1376,10 +1339,8 @@ def _d_BodyType(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c12_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c12_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c12_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
@@ -1624,24 +1585,23 @@ def _d_BodyType(r):
                         _cv.EVTargetCurrent = _c16_EVTargetCurrent
                         s = 1
                     elif ec == 24:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
-                        _c17_ResponseCode = ((x >> 2) & 31)
+                        _c17_ResponseCode = ((x >> 4) & 31)
                         if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c17_ResponseCode, 26, r.at(r.end - q))
                         else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
+                        _a = (x & 1)
                         _c17_c1_NotificationMaxDelay = None
                         _c17_c1_EVSENotification = None
                         _c17_c1_EVSEIsolationStatus = None
                         _c17_c1_EVSEStatusCode = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -1661,21 +1621,19 @@ def _d_BodyType(r):
                             _c17_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 21
+                        if q < 0: V, q = r.slidep(q, 21)
+                        x = (V >> q) & 2097151
+                        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c17_c1_EVSENotification = ((x >> 3) & 3)
+                        _c17_c1_EVSENotification = ((x >> 16) & 3)
                         if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
-                        ec = (x & 3)
-                        _c17_c1_s = 2
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         if ec == 0:
-                            q -= 13
-                            if q < 0: V, q = r.slideq(q, 13)
-                            x = (V >> q) & 8191
+                            x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                             if _t is None:
@@ -1690,20 +1648,16 @@ def _d_BodyType(r):
                             else:
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c17_c1_EVSEIsolationStatus, _c17_c1_EVSEStatusCode = _t
-                            _c17_c1_s = 4
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
+                            q += 6
+                            x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                             _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
-                            _c17_c1_s = 4
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c17_c1_s = -1
                         _c17_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c17_DC_EVSEStatus.NotificationMaxDelay = _c17_c1_NotificationMaxDelay
                         _c17_DC_EVSEStatus.EVSENotification = _c17_c1_EVSENotification
@@ -1793,15 +1747,18 @@ def _d_BodyType(r):
                         _cv.ServiceID = _c18_ServiceID
                         s = 1
                     elif ec == 26:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
+                        _a = (x & 511)
                         _c19_ResponseCode = None
                         _c19_ServiceID = None
                         _c19_ServiceParameterList = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
+                        x = _a
+                        if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'ServiceDetailRes/ResponseCode'
                         _c19_ResponseCode = ((x >> 3) & 31)
                         if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c19_ResponseCode, 26, r.at(r.end - q))
@@ -1825,51 +1782,48 @@ def _d_BodyType(r):
                             _c19_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c19_s = 2
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         if ec == 0:
+                            q += 1
                             el = 'ServiceDetailRes/ServiceParameterList'
                             r.pos = r.end - q
                             _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                            _c19_s = -1
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
                         elif ec == 1:
-                            pass
-                            _c19_s = -1
+                            if _a: raise r.deviation('ServiceDetailResType', r.end - q)
                         else:
                             raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_ServiceDetailResType)
                         _cv.ResponseCode = _c19_ResponseCode
                         _cv.ServiceID = _c19_ServiceID
                         _cv.ServiceParameterList = _c19_ServiceParameterList
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 31:
                     if ec == 27:
+                        q -= 8
+                        if q < 0: V, q = r.slidep(q, 8)
+                        x = (V >> q) & 255
                         el = 'ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
+                        ec = (x >> 6)
+                        _a = (x & 63)
                         _c20_ServiceScope = None
                         _c20_ServiceCategory = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            q += 5
+                            x = _a >> 5
                             el = 'ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
@@ -1882,47 +1836,46 @@ def _d_BodyType(r):
                                 _c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                                 if len(_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c20_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = (x & 3)
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = ((x >> 6) & 3)
+                            _a = (x & 63)
                             _c20_s = 1
                         elif ec == 1:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            x = _a
+                            if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _a = (x & 1)
                             _c20_s = 2
                         elif ec == 2:
-                            pass
+                            q += 5
+                            if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c20_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 1:
                             if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                x = _a
+                                if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _a = (x & 1)
                                 _c20_s = 2
                             elif ec == 1:
-                                pass
+                                q += 5
+                                if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 _c20_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 2:
+                            if _a: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c20_s = -1
                         _cv = _new(_K_iso2_msgbody_ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c20_ServiceScope
                         _cv.ServiceCategory = _c20_ServiceCategory
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     elif ec == 28:
                         el = 'ServiceDiscoveryRes'
@@ -1962,15 +1915,18 @@ def _d_BodyType(r):
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
                     elif ec == 30:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
+                        _a = (x & 511)
                         _c22_ResponseCode = None
                         _c22_EVSEID = None
                         _c22_EVSETimeStamp = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
+                        x = _a
+                        if x & 263: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
                         _c22_ResponseCode = ((x >> 3) & 31)
                         if _c22_ResponseCode >= 26: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 26, r.at(r.end - q))
@@ -1980,16 +1936,14 @@ def _d_BodyType(r):
                         _c22_EVSEID = r.string('iso2_msgbody:EVSEID')
                         if len(_c22_EVSEID) < 7 or len(_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c22_EVSEID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = (x & 3)
-                        _c22_s = 2
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'SessionSetupRes/EVSETimeStamp'
                             _neg = (x & 1)
@@ -2011,24 +1965,20 @@ def _d_BodyType(r):
                                 _c22_EVSETimeStamp = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
                             if _neg: _c22_EVSETimeStamp = -_c22_EVSETimeStamp - 1
                             if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c22_EVSETimeStamp, r.at(r.end - q))
-                            _c22_s = -1
                         elif ec == 1:
-                            pass
-                            _c22_s = -1
+                            q += 1
+                            if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_SessionSetupResType)
                         _cv.ResponseCode = _c22_ResponseCode
                         _cv.EVSEID = _c22_EVSEID
                         _cv.EVSETimeStamp = _c22_EVSETimeStamp
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -2089,24 +2039,23 @@ def _d_BodyType(r):
                         _cv.DC_EVStatus = _c25_DC_EVStatus
                         s = 1
                     elif ec == 34:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c26_ResponseCode = ((x >> 2) & 31)
+                        _c26_ResponseCode = ((x >> 4) & 31)
                         if _c26_ResponseCode >= 26: _c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c26_ResponseCode, 26, r.at(r.end - q))
                         else: _c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c26_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
+                        _a = (x & 1)
                         _c26_c1_NotificationMaxDelay = None
                         _c26_c1_EVSENotification = None
                         _c26_c1_EVSEIsolationStatus = None
                         _c26_c1_EVSEStatusCode = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -2126,21 +2075,19 @@ def _d_BodyType(r):
                             _c26_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 21
+                        if q < 0: V, q = r.slidep(q, 21)
+                        x = (V >> q) & 2097151
+                        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c26_c1_EVSENotification = ((x >> 3) & 3)
+                        _c26_c1_EVSENotification = ((x >> 16) & 3)
                         if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
-                        ec = (x & 3)
-                        _c26_c1_s = 2
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         if ec == 0:
-                            q -= 13
-                            if q < 0: V, q = r.slideq(q, 13)
-                            x = (V >> q) & 8191
+                            x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                             if _t is None:
@@ -2155,20 +2102,16 @@ def _d_BodyType(r):
                             else:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
-                            _c26_c1_s = 4
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
+                            q += 6
+                            x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                             _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
-                            _c26_c1_s = 4
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c26_c1_s = -1
                         _c26_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
                         _c26_DC_EVSEStatus.EVSENotification = _c26_c1_EVSENotification
@@ -2384,7 +2327,6 @@ def _e_BodyType(w, o):
                 v = (v << 5) | (_c5_c2_i1 << 1)
                 n += 5
                 _c5_c2_EVSENotification = None
-                _c5_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c5_c2_EVSEIsolationStatus is not None:
@@ -2399,7 +2341,6 @@ def _e_BodyType(w, o):
                 n += 14
                 _c5_c2_EVSEIsolationStatus = None
                 _c5_c2_EVSEStatusCode = None
-                _c5_c2_s = 4
             elif _c5_c2_EVSEStatusCode is not None:
                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                 _c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
@@ -2407,14 +2348,12 @@ def _e_BodyType(w, o):
                 v = (v << 8) | (1 << 6) | (_c5_c2_i4 << 1)
                 n += 8
                 _c5_c2_EVSEStatusCode = None
-                _c5_c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c5_c2_NotificationMaxDelay is not None or _c5_c2_EVSENotification is not None or _c5_c2_EVSEIsolationStatus is not None or _c5_c2_EVSEStatusCode is not None: raise _leftover(_c5_c2_o)
-                _c5_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c5_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'CableCheckRes/EVSEProcessing'
@@ -2496,7 +2435,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c2_s = 2
             elif _c7_c2_Certificate is not None:
                 el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -2507,7 +2445,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c7_c2_SubCertificates is not None:
@@ -2519,11 +2456,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c7_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'CertificateInstallationRes/ContractSignatureCertChain'
@@ -2552,7 +2487,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c3_s = 2
             elif _c7_c3_Certificate is not None:
                 el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -2563,7 +2497,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c7_c3_SubCertificates is not None:
@@ -2575,11 +2508,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c3_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c7_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -2597,7 +2528,6 @@ def _e_BodyType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c4_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c7_c4_Id); v = w.v; n = w.n
-                _c7_c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c7_c4_value is not None:
@@ -2609,7 +2539,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c4_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c4_s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -2629,7 +2558,6 @@ def _e_BodyType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_c5_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c7_c5_Id); v = w.v; n = w.n
-                _c7_c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c7_c5_value is not None:
@@ -2641,7 +2569,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c7_c5_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_c5_s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -2698,7 +2625,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c8_c1_s = 2
             elif _c8_c1_Certificate is not None:
                 el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -2709,7 +2635,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c8_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c8_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c8_c1_SubCertificates is not None:
@@ -2721,11 +2646,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c8_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c8_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'CertificateUpdateReq/eMAID'
@@ -2784,7 +2707,6 @@ def _e_BodyType(w, o):
                 v = (v << 6) | (_c9_i1 << 1)
                 n += 6
                 _c9_RequestedEnergyTransferMode = None
-                _c9_s = 2
             elif _c9_RequestedEnergyTransferMode is not None:
                 el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                 _c9_i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c9_RequestedEnergyTransferMode)
@@ -2792,7 +2714,6 @@ def _e_BodyType(w, o):
                 v = (v << 7) | (1 << 5) | (_c9_i2 << 1)
                 n += 7
                 _c9_RequestedEnergyTransferMode = None
-                _c9_s = 2
             else:
                 raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
             if _c9_AC_EVChargeParameter is not None:
@@ -2803,7 +2724,6 @@ def _e_BodyType(w, o):
                 c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c9_AC_EVChargeParameter)
                 v = w.v; n = w.n
                 _c9_AC_EVChargeParameter = None
-                _c9_s = 3
             elif _c9_DC_EVChargeParameter is not None:
                 el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
                 v = (v << 2) | 1
@@ -2812,7 +2732,6 @@ def _e_BodyType(w, o):
                 c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c9_DC_EVChargeParameter)
                 v = w.v; n = w.n
                 _c9_DC_EVChargeParameter = None
-                _c9_s = 3
             elif _c9_EVChargeParameter is not None:
                 el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
                 v = (v << 2) | 2
@@ -2833,14 +2752,12 @@ def _e_BodyType(w, o):
                     n += 2
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c9_EVChargeParameter = None
-                _c9_s = 3
             else:
                 raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
             if True:
                 v <<= 1
                 n += 1
                 if _c9_MaxEntriesSAScheduleTuple is not None or _c9_RequestedEnergyTransferMode is not None or _c9_AC_EVChargeParameter is not None or _c9_DC_EVChargeParameter is not None or _c9_EVChargeParameter is not None: raise _leftover(_c9_o)
-                _c9_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2919,7 +2836,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c11_s = 2
             elif _c11_SessionID is not None:
                 el = 'MeteringReceiptReq/SessionID'
                 v = (v << 3) | (1 << 1)
@@ -2930,7 +2846,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c11_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, SessionID')
             if _c11_SAScheduleTupleID is not None:
@@ -2943,7 +2858,6 @@ def _e_BodyType(w, o):
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
                 v = w.v; n = w.n
-                _c11_s = 4
             elif _c11_MeterInfo is not None:
                 el = 'MeteringReceiptReq/MeterInfo'
                 v = (v << 2) | 1
@@ -2951,13 +2865,11 @@ def _e_BodyType(w, o):
                 w.v = v; w.n = n
                 c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
                 v = w.v; n = w.n
-                _c11_s = 4
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
             if True:
                 v <<= 1
                 n += 1
-                _c11_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3014,7 +2926,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_s = 2
             elif _c12_c1_Certificate is not None:
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -3025,7 +2936,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c12_c1_SubCertificates is not None:
@@ -3037,11 +2947,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c12_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3230,7 +3138,6 @@ def _e_BodyType(w, o):
                 v = (v << 5) | (_c17_c2_i1 << 1)
                 n += 5
                 _c17_c2_EVSENotification = None
-                _c17_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c17_c2_EVSEIsolationStatus is not None:
@@ -3245,7 +3152,6 @@ def _e_BodyType(w, o):
                 n += 14
                 _c17_c2_EVSEIsolationStatus = None
                 _c17_c2_EVSEStatusCode = None
-                _c17_c2_s = 4
             elif _c17_c2_EVSEStatusCode is not None:
                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                 _c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
@@ -3253,14 +3159,12 @@ def _e_BodyType(w, o):
                 v = (v << 8) | (1 << 6) | (_c17_c2_i4 << 1)
                 n += 8
                 _c17_c2_EVSEStatusCode = None
-                _c17_c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c17_c2_NotificationMaxDelay is not None or _c17_c2_EVSENotification is not None or _c17_c2_EVSEIsolationStatus is not None or _c17_c2_EVSEStatusCode is not None: raise _leftover(_c17_c2_o)
-                _c17_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'PreChargeRes/EVSEPresentVoltage'
@@ -3321,7 +3225,6 @@ def _e_BodyType(w, o):
                 elif _c19_ServiceID < 16384: v = (v << 17) | (_V2[_c19_ServiceID] << 1); n += 17
                 elif _c19_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c19_ServiceID & 16383] | 128) << 8) | (_c19_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c19_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
             if _c19_ServiceParameterList is not None:
@@ -3333,11 +3236,9 @@ def _e_BodyType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c19_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3443,7 +3344,6 @@ def _e_BodyType(w, o):
                 else: w.v = v; w.n = n; w.string(_c22_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c22_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
             if _c22_EVSETimeStamp is not None:
@@ -3456,11 +3356,9 @@ def _e_BodyType(w, o):
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                _c22_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c22_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3546,7 +3444,6 @@ def _e_BodyType(w, o):
                 v = (v << 5) | (_c26_c2_i1 << 1)
                 n += 5
                 _c26_c2_EVSENotification = None
-                _c26_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c26_c2_EVSEIsolationStatus is not None:
@@ -3561,7 +3458,6 @@ def _e_BodyType(w, o):
                 n += 14
                 _c26_c2_EVSEIsolationStatus = None
                 _c26_c2_EVSEStatusCode = None
-                _c26_c2_s = 4
             elif _c26_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                 _c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
@@ -3569,14 +3465,12 @@ def _e_BodyType(w, o):
                 v = (v << 8) | (1 << 6) | (_c26_c2_i4 << 1)
                 n += 8
                 _c26_c2_EVSEStatusCode = None
-                _c26_c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c26_c2_NotificationMaxDelay is not None or _c26_c2_EVSENotification is not None or _c26_c2_EVSEIsolationStatus is not None or _c26_c2_EVSEStatusCode is not None: raise _leftover(_c26_c2_o)
-                _c26_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
@@ -3687,22 +3581,21 @@ def _d_CableCheckResType(r):
     f_DC_EVSEStatus = None
     f_EVSEProcessing = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CableCheckResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1550: raise r.deviation('CableCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 4) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        _a = (x & 1)
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -3722,21 +3615,19 @@ def _d_CableCheckResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
+        _c1_EVSENotification = ((x >> 16) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        ec = (x & 3)
-        _c1_s = 2
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
+            x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
             if _t is None:
@@ -3751,20 +3642,16 @@ def _d_CableCheckResType(r):
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 4
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
+            q += 6
+            x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 4
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
@@ -3826,7 +3713,6 @@ def _e_CableCheckResType(w, o):
                 v = (v << 5) | (_c2_i1 << 1)
                 n += 5
                 _c2_EVSENotification = None
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c2_EVSEIsolationStatus is not None:
@@ -3841,7 +3727,6 @@ def _e_CableCheckResType(w, o):
                 n += 14
                 _c2_EVSEIsolationStatus = None
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
@@ -3849,14 +3734,12 @@ def _e_CableCheckResType(w, o):
                 v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
                 n += 8
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
@@ -3978,22 +3861,22 @@ def _d_CertificateInstallationResType(r):
     f_DHpublickey = None
     f_eMAID = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 3096: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 5) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 1
             el = 'SAProvisioningCertificateChain/@Id'
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -4021,11 +3904,8 @@ def _d_CertificateInstallationResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'SAProvisioningCertificateChain/Certificate'
             _esc = x
             if _esc:
@@ -4045,7 +3925,6 @@ def _d_CertificateInstallationResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4056,27 +3935,26 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_SAProvisioningCertificateChain.Id = _c1_Id
         f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
         f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureCertChain'
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         _c2_Id = None
         _c2_Certificate = None
         _c2_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 1
             el = 'ContractSignatureCertChain/@Id'
             r.pos = r.end - q
             _c2_Id = r.string('iso2_msgdatatypes:Id')
@@ -4104,11 +3982,8 @@ def _d_CertificateInstallationResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c2_s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
@@ -4128,7 +4003,6 @@ def _d_CertificateInstallationResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4139,30 +4013,24 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c2_s = -1
         elif ec == 1:
             pass
-            _c2_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Id = _c2_Id
         f_ContractSignatureCertChain.Certificate = _c2_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
         _c3_Id = None
         _c3_value = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey/@Id'
         r.pos = r.end - q
         _c3_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
-        _c3_s = 1
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         ec = (V >> q) & 1
@@ -4176,32 +4044,26 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-            _c3_s = -1
         elif ec == 1:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
             _c3_value = b''
-            _c3_s = -1
         else:
             raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         f_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
         f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
         f_ContractSignatureEncryptedPrivateKey.value = _c3_value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHpublickey'
         _c4_Id = None
         _c4_value = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         el = 'DHpublickey/@Id'
         r.pos = r.end - q
         _c4_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
-        _c4_s = 1
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         ec = (V >> q) & 1
@@ -4215,13 +4077,11 @@ def _d_CertificateInstallationResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-            _c4_s = -1
         elif ec == 1:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
             _c4_value = b''
-            _c4_s = -1
         else:
             raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         f_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
@@ -4292,7 +4152,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 2
             elif _c2_Certificate is not None:
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -4303,7 +4162,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c2_SubCertificates is not None:
@@ -4315,11 +4173,9 @@ def _e_CertificateInstallationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
@@ -4348,7 +4204,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_s = 2
             elif _c3_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -4359,7 +4214,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c3_SubCertificates is not None:
@@ -4371,11 +4225,9 @@ def _e_CertificateInstallationResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -4393,7 +4245,6 @@ def _e_CertificateInstallationResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c4_value is not None:
@@ -4405,7 +4256,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -4425,7 +4275,6 @@ def _e_CertificateInstallationResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
-                _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c5_value is not None:
@@ -4437,7 +4286,6 @@ def _e_CertificateInstallationResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c5_s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -4474,17 +4322,18 @@ def _d_CertificateUpdateReqType(r):
         r.pos = r.end - q
         f_Id = r.string('iso2_msgbody:Id')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'ContractSignatureCertChain'
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 1
             el = 'ContractSignatureCertChain/@Id'
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -4512,11 +4361,8 @@ def _d_CertificateUpdateReqType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
@@ -4536,7 +4382,6 @@ def _d_CertificateUpdateReqType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4547,10 +4392,8 @@ def _d_CertificateUpdateReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
@@ -4631,7 +4474,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = 2
             elif _c1_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -4642,7 +4484,6 @@ def _e_CertificateUpdateReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c1_SubCertificates is not None:
@@ -4654,11 +4495,9 @@ def _e_CertificateUpdateReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
@@ -4699,22 +4538,22 @@ def _d_CertificateUpdateResType(r):
     f_eMAID = None
     f_RetryCounter = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 3096: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 5) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 1
             el = 'SAProvisioningCertificateChain/@Id'
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -4742,11 +4581,8 @@ def _d_CertificateUpdateResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'SAProvisioningCertificateChain/Certificate'
             _esc = x
             if _esc:
@@ -4766,7 +4602,6 @@ def _d_CertificateUpdateResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4777,27 +4612,26 @@ def _d_CertificateUpdateResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_SAProvisioningCertificateChain.Id = _c1_Id
         f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
         f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureCertChain'
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         _c2_Id = None
         _c2_Certificate = None
         _c2_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 1
             el = 'ContractSignatureCertChain/@Id'
             r.pos = r.end - q
             _c2_Id = r.string('iso2_msgdatatypes:Id')
@@ -4825,11 +4659,8 @@ def _d_CertificateUpdateResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c2_s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
@@ -4849,7 +4680,6 @@ def _d_CertificateUpdateResType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4860,30 +4690,24 @@ def _d_CertificateUpdateResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c2_s = -1
         elif ec == 1:
             pass
-            _c2_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Id = _c2_Id
         f_ContractSignatureCertChain.Certificate = _c2_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
         _c3_Id = None
         _c3_value = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey/@Id'
         r.pos = r.end - q
         _c3_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
-        _c3_s = 1
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         ec = (V >> q) & 1
@@ -4897,32 +4721,26 @@ def _d_CertificateUpdateResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-            _c3_s = -1
         elif ec == 1:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
             _c3_value = b''
-            _c3_s = -1
         else:
             raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         f_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
         f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
         f_ContractSignatureEncryptedPrivateKey.value = _c3_value
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHpublickey'
         _c4_Id = None
         _c4_value = None
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         el = 'DHpublickey/@Id'
         r.pos = r.end - q
         _c4_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
-        _c4_s = 1
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         ec = (V >> q) & 1
@@ -4936,13 +4754,11 @@ def _d_CertificateUpdateResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-            _c4_s = -1
         elif ec == 1:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
             _c4_value = b''
-            _c4_s = -1
         else:
             raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         f_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
@@ -4955,15 +4771,13 @@ def _d_CertificateUpdateResType(r):
         r.pos = r.end - q
         f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 6
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
             el = 'RetryCounter'
             _neg = (x & 1)
@@ -4990,10 +4804,8 @@ def _d_CertificateUpdateResType(r):
             if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
             if _neg: f_RetryCounter = -f_RetryCounter - 1
             if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 2
         else:
             raise r.deviation('CertificateUpdateResType', r.end - q)
         r.pos = r.end - q
@@ -5053,7 +4865,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 2
             elif _c2_Certificate is not None:
                 el = 'SAProvisioningCertificateChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -5064,7 +4875,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c2_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c2_SubCertificates is not None:
@@ -5076,11 +4886,9 @@ def _e_CertificateUpdateResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
@@ -5109,7 +4917,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_s = 2
             elif _c3_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -5120,7 +4927,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c3_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c3_SubCertificates is not None:
@@ -5132,11 +4938,9 @@ def _e_CertificateUpdateResType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c3_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -5154,7 +4958,6 @@ def _e_CertificateUpdateResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-                _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c4_value is not None:
@@ -5166,7 +4969,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c4_s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -5186,7 +4988,6 @@ def _e_CertificateUpdateResType(w, o):
                     v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Id.encode(), 'big')
                     n += (_l + 1) << 3
                 else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
-                _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
             if _c5_value is not None:
@@ -5198,7 +4999,6 @@ def _e_CertificateUpdateResType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c5_s = -1
             else:
                 raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -5209,7 +5009,6 @@ def _e_CertificateUpdateResType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_EMAIDType(w, v_eMAID)
             v = w.v; n = w.n
-            s = 6
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_RetryCounter is not None:
@@ -5222,11 +5021,9 @@ def _e_CertificateUpdateResType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5243,13 +5040,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        ec = (x >> 10)
+        _a = (x & 1023)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            q += 9
+            if _a >> 9: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'MaxEntriesSAScheduleTuple'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -5269,31 +5067,30 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 f_MaxEntriesSAScheduleTuple = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 9
-            if q < 0: V, q = r.slideq(q, 9)
-            x = (V >> q) & 511
-            if x & 452: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slidep(q, 12)
+            x = (V >> q) & 4095
+            if x & 3616: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
             el = 'RequestedEnergyTransferMode'
-            f_RequestedEnergyTransferMode = ((x >> 3) & 7)
+            f_RequestedEnergyTransferMode = ((x >> 6) & 7)
             if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
-            ec = (x & 3)
-            s = 2
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 68: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            x = _a
+            if x & 544: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'RequestedEnergyTransferMode'
-            f_RequestedEnergyTransferMode = ((x >> 3) & 7)
+            f_RequestedEnergyTransferMode = ((x >> 6) & 7)
             if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
-            ec = (x & 3)
-            s = 2
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         if ec == 0:
+            q += 3
             el = 'AC_EVChargeParameter'
             r.pos = r.end - q
             f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
@@ -5301,8 +5098,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            s = 3
         elif ec == 1:
+            q += 3
             el = 'DC_EVChargeParameter'
             r.pos = r.end - q
             f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
@@ -5310,53 +5107,45 @@ def _d_ChargeParameterDiscoveryReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            s = 3
         elif ec == 2:
+            x = _a
             el = 'EVChargeParameter'
-            _c1_DepartureTime = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+            ec = (x >> 1)
+            _a = (x & 1)
+            _c2_DepartureTime = None
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                if _a: raise r.deviation('EVChargeParameterType', r.end - q)
                 el = 'EVChargeParameter/DepartureTime'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_DepartureTime = _y >> 16
+                        _c2_DepartureTime = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_DepartureTime = _U2[_y >> 8]
+                        _c2_DepartureTime = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_DepartureTime = (V >> q) & 127
+                    _c2_DepartureTime = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-                if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
+                    r.pos = r.end - q; _c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('EVChargeParameterType', r.end - q)
+                if _c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_DepartureTime, r.at(r.end - q))
             elif ec == 1:
-                pass
+                if _a: raise r.deviation('EVChargeParameterType', r.end - q)
             else:
                 raise r.deviation('EVChargeParameterType', r.end - q)
             f_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
-            f_EVChargeParameter.DepartureTime = _c1_DepartureTime
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-            s = 3
+            f_EVChargeParameter.DepartureTime = _c2_DepartureTime
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5396,7 +5185,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             v = (v << 6) | (_i1 << 1)
             n += 6
             v_RequestedEnergyTransferMode = None
-            s = 2
         elif v_RequestedEnergyTransferMode is not None:
             el = 'RequestedEnergyTransferMode'
             _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_RequestedEnergyTransferMode)
@@ -5404,7 +5192,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             v = (v << 7) | (1 << 5) | (_i2 << 1)
             n += 7
             v_RequestedEnergyTransferMode = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
         if v_AC_EVChargeParameter is not None:
@@ -5415,7 +5202,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
             v = w.v; n = w.n
             v_AC_EVChargeParameter = None
-            s = 3
         elif v_DC_EVChargeParameter is not None:
             el = 'DC_EVChargeParameter'
             v = (v << 2) | 1
@@ -5424,7 +5210,6 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
             v = w.v; n = w.n
             v_DC_EVChargeParameter = None
-            s = 3
         elif v_EVChargeParameter is not None:
             el = 'EVChargeParameter'
             v = (v << 2) | 2
@@ -5445,14 +5230,12 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 n += 2
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_EVChargeParameter = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
         if True:
             v <<= 1
             n += 1
             if v_MaxEntriesSAScheduleTuple is not None or v_RequestedEnergyTransferMode is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5471,178 +5254,180 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_DC_EVSEChargeParameter = None
     f_EVSEChargeParameter = None
     try:
-        q -= 16
-        if q < 0: V, q = r.slideq(q, 16)
-        x = (V >> q) & 65535
-        if x & 49608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 4) & 1023)]
+        q -= 22
+        if q < 0: V, q = r.slidep(q, 22)
+        x = (V >> q) & 4194303
+        if x & 3174912: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 10) & 1023)]
         if _t is None:
             el = 'ResponseCode'
-            f_ResponseCode = ((x >> 9) & 31)
+            f_ResponseCode = ((x >> 15) & 31)
             if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
             else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
             el = 'EVSEProcessing'
-            f_EVSEProcessing = ((x >> 4) & 3)
+            f_EVSEProcessing = ((x >> 10) & 3)
             if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
             else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
         else:
             el = 'EVSEProcessing'
             f_ResponseCode, f_EVSEProcessing = _t
-        ec = (x & 7)
+        ec = ((x >> 6) & 7)
+        _a = (x & 63)
         s = 2
         if ec == 0:
+            q += 6
             el = 'SAScheduleList'
             r.pos = r.end - q
             f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            ec = (x >> 3)
+            _a = (x & 7)
             s = 3
         elif ec == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            x = _a
+            if x & 32: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'SASchedules'
             f_SASchedules = _new(_K_iso2_msgdatatypes_SASchedulesType)
-            ec = (x & 3)
+            ec = ((x >> 3) & 3)
+            _a = (x & 7)
             s = 3
         elif ec == 2:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            q += 3
+            if _a >> 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c1_NotificationMaxDelay = _y >> 16
+                    _c7_c1_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
+                    _c7_c1_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c1_NotificationMaxDelay = (V >> q) & 127
+                _c7_c1_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 27
             if q < 0: V, q = r.slideq(q, 27)
             x = (V >> q) & 134217727
             if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-            if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
+            if _c7_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c7_c1_NotificationMaxDelay, r.at(r.end - q))
             _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                _c2_c1_EVSENotification = ((x >> 22) & 3)
-                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
-                else: _c2_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
+                _c7_c1_EVSENotification = ((x >> 22) & 3)
+                if _c7_c1_EVSENotification >= 3: _c7_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c7_c1_EVSENotification, 3, r.at(r.end - q))
+                else: _c7_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c7_c1_EVSENotification]
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                _c2_c1_RCD = ((x >> 18) & 1) == 1
+                _c7_c1_RCD = ((x >> 18) & 1) == 1
             else:
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                _c2_c1_EVSENotification, _c2_c1_RCD = _t
-            _c2_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-            _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
-            _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
-            _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
+                _c7_c1_EVSENotification, _c7_c1_RCD = _t
+            _c7_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
+            _c7_AC_EVSEStatus.NotificationMaxDelay = _c7_c1_NotificationMaxDelay
+            _c7_AC_EVSEStatus.EVSENotification = _c7_c1_EVSENotification
+            _c7_AC_EVSEStatus.RCD = _c7_c1_RCD
             el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                _c2_c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
+                _c7_c2_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_c2_Multiplier, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                _c2_c2_Unit = ((x >> 4) & 7)
-                if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(r.end - q))
-                else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+                _c7_c2_Unit = ((x >> 4) & 7)
+                if _c7_c2_Unit >= 7: _c7_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c7_c2_Unit, 7, r.at(r.end - q))
+                else: _c7_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_c2_Unit]
             else:
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                _c2_c2_Multiplier, _c2_c2_Unit = _t
+                _c7_c2_Multiplier, _c7_c2_Unit = _t
             el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c2_Value = _y >> 16
+                    _c7_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c2_Value = _U2[_y >> 8]
+                    _c7_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c2_Value = (V >> q) & 127
+                _c7_c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 18
             if q < 0: V, q = r.slideq(q, 18)
             x = (V >> q) & 262143
             if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-            if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-            _c2_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            _c2_EVSENominalVoltage.Multiplier = _c2_c2_Multiplier
-            _c2_EVSENominalVoltage.Unit = _c2_c2_Unit
-            _c2_EVSENominalVoltage.Value = _c2_c2_Value
+            if _neg: _c7_c2_Value = -_c7_c2_Value - 1
+            if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
+            _c7_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            _c7_EVSENominalVoltage.Multiplier = _c7_c2_Multiplier
+            _c7_EVSENominalVoltage.Unit = _c7_c2_Unit
+            _c7_EVSENominalVoltage.Value = _c7_c2_Value
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                _c2_c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+                _c7_c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_c3_Multiplier, r.at(r.end - q))
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                _c2_c3_Unit = ((x >> 4) & 7)
-                if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
-                else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                _c7_c3_Unit = ((x >> 4) & 7)
+                if _c7_c3_Unit >= 7: _c7_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c7_c3_Unit, 7, r.at(r.end - q))
+                else: _c7_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_c3_Unit]
             else:
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                _c2_c3_Multiplier, _c2_c3_Unit = _t
+                _c7_c3_Multiplier, _c7_c3_Unit = _t
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_c3_Value = _y >> 16
+                    _c7_c3_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_c3_Value = _U2[_y >> 8]
+                    _c7_c3_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_c3_Value = (V >> q) & 127
+                _c7_c3_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-            if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-            _c2_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
-            _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
-            _c2_EVSEMaxCurrent.Value = _c2_c3_Value
+            if _neg: _c7_c3_Value = -_c7_c3_Value - 1
+            if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_c3_Value, r.at(r.end - q))
+            _c7_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            _c7_EVSEMaxCurrent.Multiplier = _c7_c3_Multiplier
+            _c7_EVSEMaxCurrent.Unit = _c7_c3_Unit
+            _c7_EVSEMaxCurrent.Value = _c7_c3_Value
             f_AC_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_AC_EVSEChargeParameterType)
-            f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
-            f_AC_EVSEChargeParameter.EVSENominalVoltage = _c2_EVSENominalVoltage
-            f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
+            f_AC_EVSEChargeParameter.AC_EVSEStatus = _c7_AC_EVSEStatus
+            f_AC_EVSEChargeParameter.EVSENominalVoltage = _c7_EVSENominalVoltage
+            f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c7_EVSEMaxCurrent
             s = 4
         elif ec == 3:
+            q += 6
             el = 'DC_EVSEChargeParameter'
             r.pos = r.end - q
             f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
@@ -5652,9 +5437,8 @@ def _d_ChargeParameterDiscoveryResType(r):
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             s = 4
         elif ec == 4:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            q += 4
+            if _a >> 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'EVSEChargeParameter'
             f_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_EVSEChargeParameterType)
             s = 4
@@ -5662,139 +5446,138 @@ def _d_ChargeParameterDiscoveryResType(r):
             raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                if _a: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_c1_NotificationMaxDelay = _y >> 16
+                        _c9_c1_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c1_NotificationMaxDelay = _U2[_y >> 8]
+                        _c9_c1_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_c1_NotificationMaxDelay = (V >> q) & 127
+                    _c9_c1_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 27
                 if q < 0: V, q = r.slideq(q, 27)
                 x = (V >> q) & 134217727
                 if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _c4_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_c1_NotificationMaxDelay, r.at(r.end - q))
+                if _c9_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_c1_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c4_c1_EVSENotification = ((x >> 22) & 3)
-                    if _c4_c1_EVSENotification >= 3: _c4_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_c1_EVSENotification, 3, r.at(r.end - q))
-                    else: _c4_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_c1_EVSENotification]
+                    _c9_c1_EVSENotification = ((x >> 22) & 3)
+                    if _c9_c1_EVSENotification >= 3: _c9_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c9_c1_EVSENotification, 3, r.at(r.end - q))
+                    else: _c9_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c9_c1_EVSENotification]
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c4_c1_RCD = ((x >> 18) & 1) == 1
+                    _c9_c1_RCD = ((x >> 18) & 1) == 1
                 else:
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c4_c1_EVSENotification, _c4_c1_RCD = _t
-                _c4_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-                _c4_AC_EVSEStatus.NotificationMaxDelay = _c4_c1_NotificationMaxDelay
-                _c4_AC_EVSEStatus.EVSENotification = _c4_c1_EVSENotification
-                _c4_AC_EVSEStatus.RCD = _c4_c1_RCD
+                    _c9_c1_EVSENotification, _c9_c1_RCD = _t
+                _c9_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
+                _c9_AC_EVSEStatus.NotificationMaxDelay = _c9_c1_NotificationMaxDelay
+                _c9_AC_EVSEStatus.EVSENotification = _c9_c1_EVSENotification
+                _c9_AC_EVSEStatus.RCD = _c9_c1_RCD
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                    _c4_c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c2_Multiplier, r.at(r.end - q))
+                    _c9_c2_Multiplier = ((x >> 10) & 7) + -3
+                    if _c9_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_c2_Multiplier, r.at(r.end - q))
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c4_c2_Unit = ((x >> 4) & 7)
-                    if _c4_c2_Unit >= 7: _c4_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c2_Unit, 7, r.at(r.end - q))
-                    else: _c4_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c2_Unit]
+                    _c9_c2_Unit = ((x >> 4) & 7)
+                    if _c9_c2_Unit >= 7: _c9_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c9_c2_Unit, 7, r.at(r.end - q))
+                    else: _c9_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_c2_Unit]
                 else:
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c4_c2_Multiplier, _c4_c2_Unit = _t
+                    _c9_c2_Multiplier, _c9_c2_Unit = _t
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_c2_Value = _y >> 16
+                        _c9_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c2_Value = _U2[_y >> 8]
+                        _c9_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_c2_Value = (V >> q) & 127
+                    _c9_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 18
                 if q < 0: V, q = r.slideq(q, 18)
                 x = (V >> q) & 262143
                 if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
-                _c4_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                _c4_EVSENominalVoltage.Multiplier = _c4_c2_Multiplier
-                _c4_EVSENominalVoltage.Unit = _c4_c2_Unit
-                _c4_EVSENominalVoltage.Value = _c4_c2_Value
+                if _neg: _c9_c2_Value = -_c9_c2_Value - 1
+                if _c9_c2_Value < -32768 or _c9_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_c2_Value, r.at(r.end - q))
+                _c9_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                _c9_EVSENominalVoltage.Multiplier = _c9_c2_Multiplier
+                _c9_EVSENominalVoltage.Unit = _c9_c2_Unit
+                _c9_EVSENominalVoltage.Value = _c9_c2_Value
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    _c4_c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_c3_Multiplier, r.at(r.end - q))
+                    _c9_c3_Multiplier = ((x >> 10) & 7) + -3
+                    if _c9_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_c3_Multiplier, r.at(r.end - q))
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c4_c3_Unit = ((x >> 4) & 7)
-                    if _c4_c3_Unit >= 7: _c4_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c4_c3_Unit, 7, r.at(r.end - q))
-                    else: _c4_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c3_Unit]
+                    _c9_c3_Unit = ((x >> 4) & 7)
+                    if _c9_c3_Unit >= 7: _c9_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c9_c3_Unit, 7, r.at(r.end - q))
+                    else: _c9_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_c3_Unit]
                 else:
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c4_c3_Multiplier, _c4_c3_Unit = _t
+                    _c9_c3_Multiplier, _c9_c3_Unit = _t
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_c3_Value = _y >> 16
+                        _c9_c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_c3_Value = _U2[_y >> 8]
+                        _c9_c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_c3_Value = (V >> q) & 127
+                    _c9_c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _neg: _c4_c3_Value = -_c4_c3_Value - 1
-                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(r.end - q))
-                _c4_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                _c4_EVSEMaxCurrent.Multiplier = _c4_c3_Multiplier
-                _c4_EVSEMaxCurrent.Unit = _c4_c3_Unit
-                _c4_EVSEMaxCurrent.Value = _c4_c3_Value
+                if _neg: _c9_c3_Value = -_c9_c3_Value - 1
+                if _c9_c3_Value < -32768 or _c9_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_c3_Value, r.at(r.end - q))
+                _c9_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                _c9_EVSEMaxCurrent.Multiplier = _c9_c3_Multiplier
+                _c9_EVSEMaxCurrent.Unit = _c9_c3_Unit
+                _c9_EVSEMaxCurrent.Value = _c9_c3_Value
                 f_AC_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_AC_EVSEChargeParameterType)
-                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c4_AC_EVSEStatus
-                f_AC_EVSEChargeParameter.EVSENominalVoltage = _c4_EVSENominalVoltage
-                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c4_EVSEMaxCurrent
+                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c9_AC_EVSEStatus
+                f_AC_EVSEChargeParameter.EVSENominalVoltage = _c9_EVSENominalVoltage
+                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c9_EVSEMaxCurrent
                 s = 4
             elif ec == 1:
+                q += 3
                 el = 'DC_EVSEChargeParameter'
                 r.pos = r.end - q
                 f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
@@ -5804,9 +5587,8 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 s = 4
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                q += 1
+                if _a >> 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
                 f_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_EVSEChargeParameterType)
                 s = 4
@@ -6126,292 +5908,289 @@ def _d_ChargingStatusResType(r):
         f_EVSEID = r.string('iso2_msgbody:EVSEID')
         if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('ChargingStatusResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
-        if x & 28680: raise r.deviation('ChargingStatusResType', r.end - q)
+        q -= 30
+        if q < 0: V, q = r.slidep(q, 30)
+        x = (V >> q) & 1073741823
+        if x & 939786240: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
-        f_SAScheduleTupleID = ((x >> 4) & 255) + 1
+        f_SAScheduleTupleID = ((x >> 19) & 255) + 1
         if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
-        ec = (x & 7)
+        ec = ((x >> 15) & 7)
+        _a = (x & 32767)
         s = 3
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'EVSEMaxCurrent'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEMaxCurrent/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaxCurrent/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
             else:
                 el = 'EVSEMaxCurrent/Unit'
-                _c1_Multiplier, _c1_Unit = _t
+                _c6_Multiplier, _c6_Unit = _t
             el = 'EVSEMaxCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('ChargingStatusResType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 10
+            if q < 0: V, q = r.slidep(q, 10)
+            x = (V >> q) & 1023
+            if x & 768: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
-            f_EVSEMaxCurrent.Unit = _c1_Unit
-            f_EVSEMaxCurrent.Value = _c1_Value
-            ec = (x & 3)
+            f_EVSEMaxCurrent.Multiplier = _c6_Multiplier
+            f_EVSEMaxCurrent.Unit = _c6_Unit
+            f_EVSEMaxCurrent.Value = _c6_Value
+            ec = ((x >> 6) & 3)
+            _a = (x & 63)
             s = 4
         elif ec == 1:
+            q += 15
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 8
+            if q < 0: V, q = r.slidep(q, 8)
+            x = (V >> q) & 255
+            ec = (x >> 6)
+            _a = (x & 63)
             s = 5
         elif ec == 2:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+            q += 9
+            x = _a >> 9
+            if x & 44: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 2) & 1) == 1
+            f_ReceiptRequired = ((x >> 4) & 1) == 1
+            _a = (x & 3)
             s = 6
         elif ec == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
+            q += 13
+            if _a >> 13: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c7_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c7_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c7_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 12
             if q < 0: V, q = r.slideq(q, 12)
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            if _c7_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c7_NotificationMaxDelay, r.at(r.end - q))
             _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 7) & 3)
-                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                _c7_EVSENotification = ((x >> 7) & 3)
+                if _c7_EVSENotification >= 3: _c7_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c7_EVSENotification, 3, r.at(r.end - q))
+                else: _c7_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c7_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
-                _c2_RCD = ((x >> 3) & 1) == 1
+                _c7_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
-                _c2_EVSENotification, _c2_RCD = _t
+                _c7_EVSENotification, _c7_RCD = _t
             f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-            f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
-            f_AC_EVSEStatus.RCD = _c2_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c7_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c7_EVSENotification
+            f_AC_EVSEStatus.RCD = _c7_RCD
             s = 7
         else:
             raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
             if ec == 0:
+                q += 6
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 8
+                if q < 0: V, q = r.slidep(q, 8)
+                x = (V >> q) & 255
+                ec = (x >> 6)
+                _a = (x & 63)
                 s = 5
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+                x = _a
+                if x & 44: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
+                f_ReceiptRequired = ((x >> 4) & 1) == 1
+                _a = (x & 3)
                 s = 6
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
+                q += 4
+                if _a >> 4: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c3_NotificationMaxDelay = _y >> 16
+                        _c8_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c3_NotificationMaxDelay = _U2[_y >> 8]
+                        _c8_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c8_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c3_NotificationMaxDelay = (V >> q) & 127
+                    _c8_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 12
                 if q < 0: V, q = r.slideq(q, 12)
                 x = (V >> q) & 4095
                 if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
-                if _c3_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
+                if _c8_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c8_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c3_EVSENotification = ((x >> 7) & 3)
-                    if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
-                    else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+                    _c8_EVSENotification = ((x >> 7) & 3)
+                    if _c8_EVSENotification >= 3: _c8_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c8_EVSENotification, 3, r.at(r.end - q))
+                    else: _c8_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c8_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c3_RCD = ((x >> 3) & 1) == 1
+                    _c8_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
-                    _c3_EVSENotification, _c3_RCD = _t
+                    _c8_EVSENotification, _c8_RCD = _t
                 f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-                f_AC_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
-                f_AC_EVSEStatus.EVSENotification = _c3_EVSENotification
-                f_AC_EVSEStatus.RCD = _c3_RCD
+                f_AC_EVSEStatus.NotificationMaxDelay = _c8_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c8_EVSENotification
+                f_AC_EVSEStatus.RCD = _c8_RCD
                 s = 7
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+                x = _a
+                if x & 44: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
+                f_ReceiptRequired = ((x >> 4) & 1) == 1
+                _a = (x & 3)
                 s = 6
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
+                q += 4
+                if _a >> 4: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_NotificationMaxDelay = _y >> 16
+                        _c9_NotificationMaxDelay = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_NotificationMaxDelay = _U2[_y >> 8]
+                        _c9_NotificationMaxDelay = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_NotificationMaxDelay = (V >> q) & 127
+                    _c9_NotificationMaxDelay = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 12
                 if q < 0: V, q = r.slideq(q, 12)
                 x = (V >> q) & 4095
                 if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
-                if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
+                if _c9_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_NotificationMaxDelay, r.at(r.end - q))
                 _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
-                    _c4_EVSENotification = ((x >> 7) & 3)
-                    if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
-                    else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
+                    _c9_EVSENotification = ((x >> 7) & 3)
+                    if _c9_EVSENotification >= 3: _c9_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c9_EVSENotification, 3, r.at(r.end - q))
+                    else: _c9_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c9_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
-                    _c4_RCD = ((x >> 3) & 1) == 1
+                    _c9_RCD = ((x >> 3) & 1) == 1
                 else:
                     el = 'AC_EVSEStatus/RCD'
-                    _c4_EVSENotification, _c4_RCD = _t
+                    _c9_EVSENotification, _c9_RCD = _t
                 f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-                f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
-                f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
-                f_AC_EVSEStatus.RCD = _c4_RCD
+                f_AC_EVSEStatus.NotificationMaxDelay = _c9_NotificationMaxDelay
+                f_AC_EVSEStatus.EVSENotification = _c9_EVSENotification
+                f_AC_EVSEStatus.RCD = _c9_RCD
                 s = 7
             else:
                 raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 6:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _a: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_NotificationMaxDelay = _y >> 16
+                    _c10_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_NotificationMaxDelay = _U2[_y >> 8]
+                    _c10_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_NotificationMaxDelay = (V >> q) & 127
+                _c10_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 12
             if q < 0: V, q = r.slideq(q, 12)
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
-            if _c5_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
+            if _c10_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c10_NotificationMaxDelay, r.at(r.end - q))
             _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c5_EVSENotification = ((x >> 7) & 3)
-                if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
-                else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
+                _c10_EVSENotification = ((x >> 7) & 3)
+                if _c10_EVSENotification >= 3: _c10_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c10_EVSENotification, 3, r.at(r.end - q))
+                else: _c10_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c10_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
-                _c5_RCD = ((x >> 3) & 1) == 1
+                _c10_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
-                _c5_EVSENotification, _c5_RCD = _t
+                _c10_EVSENotification, _c10_RCD = _t
             f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-            f_AC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c5_EVSENotification
-            f_AC_EVSEStatus.RCD = _c5_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c10_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c10_EVSENotification
+            f_AC_EVSEStatus.RCD = _c10_RCD
             s = 7
         if s == 7:
             s = -1
@@ -6666,749 +6445,738 @@ def _d_CurrentDemandReqType(r):
         _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
-            _c1_EVReady = ((x >> 35) & 1) == 1
+            _c13_EVReady = ((x >> 35) & 1) == 1
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 28) & 15)
-            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-            else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c13_EVErrorCode = ((x >> 28) & 15)
+            if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
+            else: _c13_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
         else:
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVReady, _c1_EVErrorCode = _t
+            _c13_EVReady, _c13_EVErrorCode = _t
         el = 'DC_EVStatus/EVRESSSOC'
-        _c1_EVRESSSOC = ((x >> 18) & 127)
-        if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
+        _c13_EVRESSSOC = ((x >> 18) & 127)
+        if _c13_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c13_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-        f_DC_EVStatus.EVReady = _c1_EVReady
-        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
-        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+        f_DC_EVStatus.EVReady = _c13_EVReady
+        f_DC_EVStatus.EVErrorCode = _c13_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c13_EVRESSSOC
         el = 'EVTargetCurrent'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVTargetCurrent/Multiplier'
-            _c2_Multiplier = ((x >> 10) & 7) + -3
-            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+            _c14_Multiplier = ((x >> 10) & 7) + -3
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
             el = 'EVTargetCurrent/Unit'
-            _c2_Unit = ((x >> 4) & 7)
-            if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
-            else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+            _c14_Unit = ((x >> 4) & 7)
+            if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(r.end - q))
+            else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
         else:
             el = 'EVTargetCurrent/Unit'
-            _c2_Multiplier, _c2_Unit = _t
+            _c14_Multiplier, _c14_Unit = _t
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c2_Value = _y >> 16
+                _c14_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = _U2[_y >> 8]
+                _c14_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c2_Value = (V >> q) & 127
+            _c14_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 5
-        if q < 0: V, q = r.slideq(q, 5)
-        x = (V >> q) & 31
-        if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 29
+        if q < 0: V, q = r.slidep(q, 29)
+        x = (V >> q) & 536870911
+        if x & 402653184: raise r.deviation('CurrentDemandReqType', r.end - q)
+        if _neg: _c14_Value = -_c14_Value - 1
+        if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
         f_EVTargetCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVTargetCurrent.Multiplier = _c2_Multiplier
-        f_EVTargetCurrent.Unit = _c2_Unit
-        f_EVTargetCurrent.Value = _c2_Value
-        ec = (x & 7)
+        f_EVTargetCurrent.Multiplier = _c14_Multiplier
+        f_EVTargetCurrent.Unit = _c14_Unit
+        f_EVTargetCurrent.Value = _c14_Value
+        ec = ((x >> 24) & 7)
+        _a = (x & 16777215)
         s = 2
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            q += 9
+            x = _a >> 9
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumVoltageLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVMaximumVoltageLimit/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+                _c15_Multiplier = ((x >> 10) & 7) + -3
+                if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+                _c15_Unit = ((x >> 4) & 7)
+                if _c15_Unit >= 7: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 7, r.at(r.end - q))
+                else: _c15_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c15_Unit]
             else:
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c3_Multiplier, _c3_Unit = _t
+                _c15_Multiplier, _c15_Unit = _t
             el = 'EVMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 29
+            if q < 0: V, q = r.slidep(q, 29)
+            x = (V >> q) & 536870911
+            if x & 402653184: raise r.deviation('CurrentDemandReqType', r.end - q)
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
             f_EVMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
-            f_EVMaximumVoltageLimit.Unit = _c3_Unit
-            f_EVMaximumVoltageLimit.Value = _c3_Value
-            ec = (x & 7)
+            f_EVMaximumVoltageLimit.Multiplier = _c15_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c15_Unit
+            f_EVMaximumVoltageLimit.Value = _c15_Value
+            ec = ((x >> 24) & 7)
+            _a = (x & 16777215)
             s = 3
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            q += 9
+            x = _a >> 9
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumCurrentLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVMaximumCurrentLimit/Multiplier'
-                _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                _c16_Multiplier = ((x >> 10) & 7) + -3
+                if _c16_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumCurrentLimit/Unit'
-                _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c16_Unit = ((x >> 4) & 7)
+                if _c16_Unit >= 7: _c16_Unit = r.enum_index('PhysicalValueType/Unit', _c16_Unit, 7, r.at(r.end - q))
+                else: _c16_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_Unit]
             else:
                 el = 'EVMaximumCurrentLimit/Unit'
-                _c4_Multiplier, _c4_Unit = _t
+                _c16_Multiplier, _c16_Unit = _t
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c16_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c16_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c16_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 28
+            if q < 0: V, q = r.slidep(q, 28)
+            x = (V >> q) & 268435455
+            if x & 201326592: raise r.deviation('CurrentDemandReqType', r.end - q)
+            if _neg: _c16_Value = -_c16_Value - 1
+            if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
             f_EVMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
-            f_EVMaximumCurrentLimit.Unit = _c4_Unit
-            f_EVMaximumCurrentLimit.Value = _c4_Value
-            ec = (x & 3)
+            f_EVMaximumCurrentLimit.Multiplier = _c16_Multiplier
+            f_EVMaximumCurrentLimit.Unit = _c16_Unit
+            f_EVMaximumCurrentLimit.Value = _c16_Value
+            ec = ((x >> 24) & 3)
+            _a = (x & 16777215)
             s = 4
         elif ec == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            q += 9
+            x = _a >> 9
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumPowerLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                _c17_Multiplier = ((x >> 10) & 7) + -3
+                if _c17_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumPowerLimit/Unit'
-                _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c17_Unit = ((x >> 4) & 7)
+                if _c17_Unit >= 7: _c17_Unit = r.enum_index('PhysicalValueType/Unit', _c17_Unit, 7, r.at(r.end - q))
+                else: _c17_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c17_Unit]
             else:
                 el = 'EVMaximumPowerLimit/Unit'
-                _c5_Multiplier, _c5_Unit = _t
+                _c17_Multiplier, _c17_Unit = _t
             el = 'EVMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_Value = _y >> 16
+                    _c17_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = _U2[_y >> 8]
+                    _c17_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c17_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 28
+            if q < 0: V, q = r.slidep(q, 28)
+            x = (V >> q) & 268435455
+            if x & 201326592: raise r.deviation('CurrentDemandReqType', r.end - q)
+            if _neg: _c17_Value = -_c17_Value - 1
+            if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
-            f_EVMaximumPowerLimit.Unit = _c5_Unit
-            f_EVMaximumPowerLimit.Value = _c5_Value
-            ec = (x & 3)
+            f_EVMaximumPowerLimit.Multiplier = _c17_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c17_Unit
+            f_EVMaximumPowerLimit.Value = _c17_Value
+            ec = ((x >> 24) & 3)
+            _a = (x & 16777215)
             s = 5
         elif ec == 3:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+            x = _a
+            if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'BulkChargingComplete'
-            f_BulkChargingComplete = ((x >> 2) & 1) == 1
+            f_BulkChargingComplete = ((x >> 22) & 1) == 1
+            _a = (x & 1048575)
             s = 6
         elif ec == 4:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+            q += 4
+            x = _a >> 4
+            if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            f_ChargingComplete = ((x >> 18) & 1) == 1
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             s = 7
         else:
             raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                q += 9
+                x = _a >> 9
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVMaximumCurrentLimit/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                    _c18_Multiplier = ((x >> 10) & 7) + -3
+                    if _c18_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c18_Multiplier, r.at(r.end - q))
                     el = 'EVMaximumCurrentLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+                    _c18_Unit = ((x >> 4) & 7)
+                    if _c18_Unit >= 7: _c18_Unit = r.enum_index('PhysicalValueType/Unit', _c18_Unit, 7, r.at(r.end - q))
+                    else: _c18_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c18_Unit]
                 else:
                     el = 'EVMaximumCurrentLimit/Unit'
-                    _c6_Multiplier, _c6_Unit = _t
+                    _c18_Multiplier, _c18_Unit = _t
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c6_Value = _y >> 16
+                        _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c6_Value = _U2[_y >> 8]
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 201326592: raise r.deviation('CurrentDemandReqType', r.end - q)
+                if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
-                f_EVMaximumCurrentLimit.Unit = _c6_Unit
-                f_EVMaximumCurrentLimit.Value = _c6_Value
-                ec = (x & 3)
+                f_EVMaximumCurrentLimit.Multiplier = _c18_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c18_Unit
+                f_EVMaximumCurrentLimit.Value = _c18_Value
+                ec = ((x >> 24) & 3)
+                _a = (x & 16777215)
                 s = 4
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                q += 9
+                x = _a >> 9
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVMaximumPowerLimit/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                    _c19_Multiplier = ((x >> 10) & 7) + -3
+                    if _c19_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c19_Multiplier, r.at(r.end - q))
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                    _c19_Unit = ((x >> 4) & 7)
+                    if _c19_Unit >= 7: _c19_Unit = r.enum_index('PhysicalValueType/Unit', _c19_Unit, 7, r.at(r.end - q))
+                    else: _c19_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c19_Unit]
                 else:
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c7_Multiplier, _c7_Unit = _t
+                    _c19_Multiplier, _c19_Unit = _t
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c19_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c19_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c19_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 201326592: raise r.deviation('CurrentDemandReqType', r.end - q)
+                if _neg: _c19_Value = -_c19_Value - 1
+                if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c7_Unit
-                f_EVMaximumPowerLimit.Value = _c7_Value
-                ec = (x & 3)
+                f_EVMaximumPowerLimit.Multiplier = _c19_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c19_Unit
+                f_EVMaximumPowerLimit.Value = _c19_Value
+                ec = ((x >> 24) & 3)
+                _a = (x & 16777215)
                 s = 5
             elif ec == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+                x = _a
+                if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
+                f_BulkChargingComplete = ((x >> 22) & 1) == 1
+                _a = (x & 1048575)
                 s = 6
             elif ec == 3:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 18) & 1) == 1
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                q += 9
+                x = _a >> 9
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVMaximumPowerLimit/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                    _c20_Multiplier = ((x >> 10) & 7) + -3
+                    if _c20_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c20_Multiplier, r.at(r.end - q))
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                    _c20_Unit = ((x >> 4) & 7)
+                    if _c20_Unit >= 7: _c20_Unit = r.enum_index('PhysicalValueType/Unit', _c20_Unit, 7, r.at(r.end - q))
+                    else: _c20_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c20_Unit]
                 else:
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c8_Multiplier, _c8_Unit = _t
+                    _c20_Multiplier, _c20_Unit = _t
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c20_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c20_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c20_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 28
+                if q < 0: V, q = r.slidep(q, 28)
+                x = (V >> q) & 268435455
+                if x & 201326592: raise r.deviation('CurrentDemandReqType', r.end - q)
+                if _neg: _c20_Value = -_c20_Value - 1
+                if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
                 f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c8_Unit
-                f_EVMaximumPowerLimit.Value = _c8_Value
-                ec = (x & 3)
+                f_EVMaximumPowerLimit.Multiplier = _c20_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c20_Unit
+                f_EVMaximumPowerLimit.Value = _c20_Value
+                ec = ((x >> 24) & 3)
+                _a = (x & 16777215)
                 s = 5
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+                x = _a
+                if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
+                f_BulkChargingComplete = ((x >> 22) & 1) == 1
+                _a = (x & 1048575)
                 s = 6
             elif ec == 2:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 18) & 1) == 1
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 5:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+                x = _a
+                if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
+                f_BulkChargingComplete = ((x >> 22) & 1) == 1
+                _a = (x & 1048575)
                 s = 6
             elif ec == 1:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
+                f_ChargingComplete = ((x >> 18) & 1) == 1
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 7
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 6:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+            x = _a
+            if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 3) & 1) == 1
-            ec = (x & 3)
+            f_ChargingComplete = ((x >> 18) & 1) == 1
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             s = 7
         if s == 7:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToFullSoC'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'RemainingTimeToFullSoC/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                    _c21_Multiplier = ((x >> 10) & 7) + -3
+                    if _c21_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c21_Multiplier, r.at(r.end - q))
                     el = 'RemainingTimeToFullSoC/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                    _c21_Unit = ((x >> 4) & 7)
+                    if _c21_Unit >= 7: _c21_Unit = r.enum_index('PhysicalValueType/Unit', _c21_Unit, 7, r.at(r.end - q))
+                    else: _c21_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c21_Unit]
                 else:
                     el = 'RemainingTimeToFullSoC/Unit'
-                    _c9_Multiplier, _c9_Unit = _t
+                    _c21_Multiplier, _c21_Unit = _t
                 el = 'RemainingTimeToFullSoC/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c21_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c21_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c21_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('CurrentDemandReqType', r.end - q)
+                if _neg: _c21_Value = -_c21_Value - 1
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
                 f_RemainingTimeToFullSoC = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
-                f_RemainingTimeToFullSoC.Unit = _c9_Unit
-                f_RemainingTimeToFullSoC.Value = _c9_Value
-                ec = (x & 3)
+                f_RemainingTimeToFullSoC.Multiplier = _c21_Multiplier
+                f_RemainingTimeToFullSoC.Unit = _c21_Unit
+                f_RemainingTimeToFullSoC.Value = _c21_Value
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 8
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'RemainingTimeToBulkSoC/Multiplier'
-                    _c10_Multiplier = ((x >> 10) & 7) + -3
-                    if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+                    _c22_Multiplier = ((x >> 10) & 7) + -3
+                    if _c22_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c22_Multiplier, r.at(r.end - q))
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c10_Unit = ((x >> 4) & 7)
-                    if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
-                    else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
+                    _c22_Unit = ((x >> 4) & 7)
+                    if _c22_Unit >= 7: _c22_Unit = r.enum_index('PhysicalValueType/Unit', _c22_Unit, 7, r.at(r.end - q))
+                    else: _c22_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c22_Unit]
                 else:
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c10_Multiplier, _c10_Unit = _t
+                    _c22_Multiplier, _c22_Unit = _t
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c10_Value = _y >> 16
+                        _c22_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c10_Value = _U2[_y >> 8]
+                        _c22_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c10_Value = (V >> q) & 127
+                    _c22_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 229376: raise r.deviation('CurrentDemandReqType', r.end - q)
+                if _neg: _c22_Value = -_c22_Value - 1
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
-                f_RemainingTimeToBulkSoC.Unit = _c10_Unit
-                f_RemainingTimeToBulkSoC.Value = _c10_Value
+                f_RemainingTimeToBulkSoC.Multiplier = _c22_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c22_Unit
+                f_RemainingTimeToBulkSoC.Value = _c22_Value
+                _a = (x & 32767)
                 s = 9
             elif ec == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVTargetVoltage/Multiplier'
-                    _c11_Multiplier = ((x >> 10) & 7) + -3
-                    if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+                    _c23_Multiplier = ((x >> 10) & 7) + -3
+                    if _c23_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c23_Multiplier, r.at(r.end - q))
                     el = 'EVTargetVoltage/Unit'
-                    _c11_Unit = ((x >> 4) & 7)
-                    if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(r.end - q))
-                    else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
+                    _c23_Unit = ((x >> 4) & 7)
+                    if _c23_Unit >= 7: _c23_Unit = r.enum_index('PhysicalValueType/Unit', _c23_Unit, 7, r.at(r.end - q))
+                    else: _c23_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c23_Unit]
                 else:
                     el = 'EVTargetVoltage/Unit'
-                    _c11_Multiplier, _c11_Unit = _t
+                    _c23_Multiplier, _c23_Unit = _t
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c11_Value = _y >> 16
+                        _c23_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c11_Value = _U2[_y >> 8]
+                        _c23_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c11_Value = (V >> q) & 127
+                    _c23_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c11_Value = -_c11_Value - 1
-                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                if _neg: _c23_Value = -_c23_Value - 1
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVTargetVoltage.Multiplier = _c11_Multiplier
-                f_EVTargetVoltage.Unit = _c11_Unit
-                f_EVTargetVoltage.Value = _c11_Value
+                f_EVTargetVoltage.Multiplier = _c23_Multiplier
+                f_EVTargetVoltage.Unit = _c23_Unit
+                f_EVTargetVoltage.Value = _c23_Value
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'RemainingTimeToBulkSoC/Multiplier'
-                    _c12_Multiplier = ((x >> 10) & 7) + -3
-                    if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
+                    _c24_Multiplier = ((x >> 10) & 7) + -3
+                    if _c24_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c24_Multiplier, r.at(r.end - q))
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c12_Unit = ((x >> 4) & 7)
-                    if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(r.end - q))
-                    else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
+                    _c24_Unit = ((x >> 4) & 7)
+                    if _c24_Unit >= 7: _c24_Unit = r.enum_index('PhysicalValueType/Unit', _c24_Unit, 7, r.at(r.end - q))
+                    else: _c24_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c24_Unit]
                 else:
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c12_Multiplier, _c12_Unit = _t
+                    _c24_Multiplier, _c24_Unit = _t
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c12_Value = _y >> 16
+                        _c24_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c12_Value = _U2[_y >> 8]
+                        _c24_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c12_Value = (V >> q) & 127
+                    _c24_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c12_Value = -_c12_Value - 1
-                if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 229376: raise r.deviation('CurrentDemandReqType', r.end - q)
+                if _neg: _c24_Value = -_c24_Value - 1
+                if _c24_Value < -32768 or _c24_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
                 f_RemainingTimeToBulkSoC = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
-                f_RemainingTimeToBulkSoC.Unit = _c12_Unit
-                f_RemainingTimeToBulkSoC.Value = _c12_Value
+                f_RemainingTimeToBulkSoC.Multiplier = _c24_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c24_Unit
+                f_RemainingTimeToBulkSoC.Value = _c24_Value
+                _a = (x & 32767)
                 s = 9
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVTargetVoltage/Multiplier'
-                    _c13_Multiplier = ((x >> 10) & 7) + -3
-                    if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
+                    _c25_Multiplier = ((x >> 10) & 7) + -3
+                    if _c25_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c25_Multiplier, r.at(r.end - q))
                     el = 'EVTargetVoltage/Unit'
-                    _c13_Unit = ((x >> 4) & 7)
-                    if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(r.end - q))
-                    else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
+                    _c25_Unit = ((x >> 4) & 7)
+                    if _c25_Unit >= 7: _c25_Unit = r.enum_index('PhysicalValueType/Unit', _c25_Unit, 7, r.at(r.end - q))
+                    else: _c25_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c25_Unit]
                 else:
                     el = 'EVTargetVoltage/Unit'
-                    _c13_Multiplier, _c13_Unit = _t
+                    _c25_Multiplier, _c25_Unit = _t
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c13_Value = _y >> 16
+                        _c25_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c13_Value = _U2[_y >> 8]
+                        _c25_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c13_Value = (V >> q) & 127
+                    _c25_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                if _neg: _c25_Value = -_c25_Value - 1
+                if _c25_Value < -32768 or _c25_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
                 f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVTargetVoltage.Multiplier = _c13_Multiplier
-                f_EVTargetVoltage.Unit = _c13_Unit
-                f_EVTargetVoltage.Value = _c13_Value
+                f_EVTargetVoltage.Multiplier = _c25_Multiplier
+                f_EVTargetVoltage.Unit = _c25_Unit
+                f_EVTargetVoltage.Value = _c25_Value
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 9:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVTargetVoltage/Multiplier'
-                _c14_Multiplier = ((x >> 10) & 7) + -3
-                if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
+                _c26_Multiplier = ((x >> 10) & 7) + -3
+                if _c26_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_Multiplier, r.at(r.end - q))
                 el = 'EVTargetVoltage/Unit'
-                _c14_Unit = ((x >> 4) & 7)
-                if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(r.end - q))
-                else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
+                _c26_Unit = ((x >> 4) & 7)
+                if _c26_Unit >= 7: _c26_Unit = r.enum_index('PhysicalValueType/Unit', _c26_Unit, 7, r.at(r.end - q))
+                else: _c26_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c26_Unit]
             else:
                 el = 'EVTargetVoltage/Unit'
-                _c14_Multiplier, _c14_Unit = _t
+                _c26_Multiplier, _c26_Unit = _t
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c14_Value = _y >> 16
+                    _c26_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c14_Value = _U2[_y >> 8]
+                    _c26_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c14_Value = (V >> q) & 127
+                _c26_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
-            if _neg: _c14_Value = -_c14_Value - 1
-            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+            if _neg: _c26_Value = -_c26_Value - 1
+            if _c26_Value < -32768 or _c26_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
             f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVTargetVoltage.Multiplier = _c14_Multiplier
-            f_EVTargetVoltage.Unit = _c14_Unit
-            f_EVTargetVoltage.Value = _c14_Value
+            f_EVTargetVoltage.Multiplier = _c26_Multiplier
+            f_EVTargetVoltage.Unit = _c26_Unit
+            f_EVTargetVoltage.Value = _c26_Value
             s = 10
         if s == 10:
             s = -1
@@ -7881,89 +7649,82 @@ def _d_CurrentDemandResType(r):
     f_MeterInfo = None
     f_ReceiptRequired = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('CurrentDemandResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1550: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 4) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
-        _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _a = (x & 1)
+        _c7_NotificationMaxDelay = None
+        _c7_EVSENotification = None
+        _c7_EVSEIsolationStatus = None
+        _c7_EVSEStatusCode = None
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
+                _c7_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
+                _c7_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_NotificationMaxDelay = (V >> q) & 127
+            _c7_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c7_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c7_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        ec = (x & 3)
-        _c1_s = 2
+        _c7_EVSENotification = ((x >> 16) & 3)
+        if _c7_EVSENotification >= 3: _c7_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c7_EVSENotification, 3, r.at(r.end - q))
+        else: _c7_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c7_EVSENotification]
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
+            x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                _c7_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c7_EVSEIsolationStatus >= 5: _c7_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c7_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c7_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c7_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c7_EVSEStatusCode = ((x >> 2) & 15)
+                if _c7_EVSEStatusCode >= 12: _c7_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c7_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c7_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c7_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 4
+                _c7_EVSEIsolationStatus, _c7_EVSEStatusCode = _t
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
+            q += 6
+            x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 4
+            _c7_EVSEStatusCode = ((x >> 2) & 15)
+            if _c7_EVSEStatusCode >= 12: _c7_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c7_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c7_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c7_EVSEStatusCode]
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
-        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
-        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c7_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c7_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c7_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c7_EVSEStatusCode
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
@@ -7972,500 +7733,498 @@ def _d_CurrentDemandResType(r):
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVSEPresentVoltage/Multiplier'
-            _c2_Multiplier = ((x >> 10) & 7) + -3
-            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+            _c8_Multiplier = ((x >> 10) & 7) + -3
+            if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
             el = 'EVSEPresentVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 7)
-            if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
-            else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+            _c8_Unit = ((x >> 4) & 7)
+            if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
+            else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
         else:
             el = 'EVSEPresentVoltage/Unit'
-            _c2_Multiplier, _c2_Unit = _t
+            _c8_Multiplier, _c8_Unit = _t
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c2_Value = _y >> 16
+                _c8_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_Value = _U2[_y >> 8]
+                _c8_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c2_Value = (V >> q) & 127
+            _c8_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('CurrentDemandResType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         f_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
-        f_EVSEPresentVoltage.Unit = _c2_Unit
-        f_EVSEPresentVoltage.Value = _c2_Value
+        f_EVSEPresentVoltage.Multiplier = _c8_Multiplier
+        f_EVSEPresentVoltage.Unit = _c8_Unit
+        f_EVSEPresentVoltage.Value = _c8_Value
         el = 'EVSEPresentCurrent'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVSEPresentCurrent/Multiplier'
-            _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            _c9_Multiplier = ((x >> 10) & 7) + -3
+            if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
             el = 'EVSEPresentCurrent/Unit'
-            _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            _c9_Unit = ((x >> 4) & 7)
+            if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
+            else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
         else:
             el = 'EVSEPresentCurrent/Unit'
-            _c3_Multiplier, _c3_Unit = _t
+            _c9_Multiplier, _c9_Unit = _t
         el = 'EVSEPresentCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c9_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c9_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c9_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 17
-        if q < 0: V, q = r.slideq(q, 17)
-        x = (V >> q) & 131071
-        if x & 126696: raise r.deviation('CurrentDemandResType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 32
+        if q < 0: V, q = r.slidep(q, 32)
+        x = (V >> q) & 4294967295
+        if x & 4151574528: raise r.deviation('CurrentDemandResType', r.end - q)
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
         f_EVSEPresentCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
-        f_EVSEPresentCurrent.Unit = _c3_Unit
-        f_EVSEPresentCurrent.Value = _c3_Value
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
+        f_EVSEPresentCurrent.Multiplier = _c9_Multiplier
+        f_EVSEPresentCurrent.Unit = _c9_Unit
+        f_EVSEPresentCurrent.Value = _c9_Value
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 19) & 511)]
         if _t is None:
             el = 'EVSECurrentLimitAchieved'
-            f_EVSECurrentLimitAchieved = ((x >> 12) & 1) == 1
+            f_EVSECurrentLimitAchieved = ((x >> 27) & 1) == 1
             el = 'EVSEVoltageLimitAchieved'
-            f_EVSEVoltageLimitAchieved = ((x >> 8) & 1) == 1
+            f_EVSEVoltageLimitAchieved = ((x >> 23) & 1) == 1
             el = 'EVSEPowerLimitAchieved'
-            f_EVSEPowerLimitAchieved = ((x >> 4) & 1) == 1
+            f_EVSEPowerLimitAchieved = ((x >> 19) & 1) == 1
         else:
             el = 'EVSEPowerLimitAchieved'
             f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved = _t
-        ec = (x & 7)
+        ec = ((x >> 15) & 7)
+        _a = (x & 32767)
         s = 7
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                _c10_Multiplier = ((x >> 10) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c10_Unit = ((x >> 4) & 7)
+                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
+                else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
             else:
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c4_Multiplier, _c4_Unit = _t
+                _c10_Multiplier, _c10_Unit = _t
             el = 'EVSEMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c10_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c10_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c10_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
             f_EVSEMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-            f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-            f_EVSEMaximumVoltageLimit.Value = _c4_Value
-            ec = (x & 3)
+            f_EVSEMaximumVoltageLimit.Multiplier = _c10_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c10_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c10_Value
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             s = 8
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumCurrentLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                _c11_Multiplier = ((x >> 10) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumCurrentLimit/Unit'
-                _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c11_Unit = ((x >> 4) & 7)
+                if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(r.end - q))
+                else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
             else:
                 el = 'EVSEMaximumCurrentLimit/Unit'
-                _c5_Multiplier, _c5_Unit = _t
+                _c11_Multiplier, _c11_Unit = _t
             el = 'EVSEMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
-            f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
-            f_EVSEMaximumCurrentLimit.Value = _c5_Value
-            ec = (x & 3)
+            f_EVSEMaximumCurrentLimit.Multiplier = _c11_Multiplier
+            f_EVSEMaximumCurrentLimit.Unit = _c11_Unit
+            f_EVSEMaximumCurrentLimit.Value = _c11_Value
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             s = 9
         elif ec == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c6_Multiplier = ((x >> 10) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                _c12_Multiplier = ((x >> 10) & 7) + -3
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
                 el = 'EVSEMaximumPowerLimit/Unit'
-                _c6_Unit = ((x >> 4) & 7)
-                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
-                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+                _c12_Unit = ((x >> 4) & 7)
+                if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(r.end - q))
+                else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
             else:
                 el = 'EVSEMaximumPowerLimit/Unit'
-                _c6_Multiplier, _c6_Unit = _t
+                _c12_Multiplier, _c12_Unit = _t
             el = 'EVSEMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 14: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
-            f_EVSEMaximumPowerLimit.Unit = _c6_Unit
-            f_EVSEMaximumPowerLimit.Value = _c6_Value
+            f_EVSEMaximumPowerLimit.Multiplier = _c12_Multiplier
+            f_EVSEMaximumPowerLimit.Unit = _c12_Unit
+            f_EVSEMaximumPowerLimit.Value = _c12_Value
+            _a = (x & 1)
             s = 10
         elif ec == 3:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+            q += 14
+            if _a >> 14: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEID'
             r.pos = r.end - q
             f_EVSEID = r.string('iso2_msgbody:EVSEID')
             if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
+            _a = (x & 65535)
             s = 11
         else:
             raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                    _c13_Multiplier = ((x >> 10) & 7) + -3
+                    if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                     el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                    _c13_Unit = ((x >> 4) & 7)
+                    if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(r.end - q))
+                    else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
                 else:
                     el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c7_Multiplier, _c7_Unit = _t
+                    _c13_Multiplier, _c13_Unit = _t
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c7_Value = _y >> 16
+                        _c13_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c7_Value = _U2[_y >> 8]
+                        _c13_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c13_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 19
+                if q < 0: V, q = r.slidep(q, 19)
+                x = (V >> q) & 524287
+                if x & 393216: raise r.deviation('CurrentDemandResType', r.end - q)
+                if _neg: _c13_Value = -_c13_Value - 1
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
                 f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
-                f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
-                f_EVSEMaximumCurrentLimit.Value = _c7_Value
-                ec = (x & 3)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c13_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c13_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c13_Value
+                ec = ((x >> 15) & 3)
+                _a = (x & 32767)
                 s = 9
             elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVSEMaximumPowerLimit/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                    _c14_Multiplier = ((x >> 10) & 7) + -3
+                    if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                    _c14_Unit = ((x >> 4) & 7)
+                    if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(r.end - q))
+                    else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
                 else:
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c8_Multiplier, _c8_Unit = _t
+                    _c14_Multiplier, _c14_Unit = _t
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c8_Value = _y >> 16
+                        _c14_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c8_Value = _U2[_y >> 8]
+                        _c14_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c14_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('CurrentDemandResType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c8_Unit
-                f_EVSEMaximumPowerLimit.Value = _c8_Value
+                f_EVSEMaximumPowerLimit.Multiplier = _c14_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c14_Unit
+                f_EVSEMaximumPowerLimit.Value = _c14_Value
+                _a = (x & 1)
                 s = 10
             elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                q += 14
+                if _a >> 14: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEID'
                 r.pos = r.end - q
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
+                _a = (x & 65535)
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 9:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVSEMaximumPowerLimit/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                    _c15_Multiplier = ((x >> 10) & 7) + -3
+                    if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                    _c15_Unit = ((x >> 4) & 7)
+                    if _c15_Unit >= 7: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 7, r.at(r.end - q))
+                    else: _c15_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c15_Unit]
                 else:
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c9_Multiplier, _c9_Unit = _t
+                    _c15_Multiplier, _c15_Unit = _t
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c15_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c15_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c15_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('CurrentDemandResType', r.end - q)
+                if _neg: _c15_Value = -_c15_Value - 1
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
                 f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c9_Unit
-                f_EVSEMaximumPowerLimit.Value = _c9_Value
+                f_EVSEMaximumPowerLimit.Multiplier = _c15_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c15_Unit
+                f_EVSEMaximumPowerLimit.Value = _c15_Value
+                _a = (x & 1)
                 s = 10
             elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+                q += 14
+                if _a >> 14: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEID'
                 r.pos = r.end - q
                 f_EVSEID = r.string('iso2_msgbody:EVSEID')
                 if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
+                _a = (x & 65535)
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 10:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _a: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEID'
             r.pos = r.end - q
             f_EVSEID = r.string('iso2_msgbody:EVSEID')
             if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
+            _a = (x & 65535)
             s = 11
         if s == 11:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2052: raise r.deviation('CurrentDemandResType', r.end - q)
+            x = _a
+            if x & 32832: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'SAScheduleTupleID'
-            f_SAScheduleTupleID = ((x >> 3) & 255) + 1
+            f_SAScheduleTupleID = ((x >> 7) & 255) + 1
             if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
             s = 12
         if s == 12:
             if ec == 0:
+                q += 4
                 el = 'MeterInfo'
                 r.pos = r.end - q
                 f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                ec = (x >> 4)
+                _a = (x & 15)
                 s = 13
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                x = _a
                 if x & 11: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 14
             elif ec == 2:
-                pass
+                q += 4
                 s = -1
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 13:
             if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
+                x = _a
                 if x & 11: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
                 f_ReceiptRequired = ((x >> 2) & 1) == 1
                 s = 14
             elif ec == 1:
-                pass
+                q += 4
                 s = -1
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
@@ -8541,7 +8300,6 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 5) | (_c2_i1 << 1)
                 n += 5
                 _c2_EVSENotification = None
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c2_EVSEIsolationStatus is not None:
@@ -8556,7 +8314,6 @@ def _e_CurrentDemandResType(w, o):
                 n += 14
                 _c2_EVSEIsolationStatus = None
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
@@ -8564,14 +8321,12 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
                 n += 8
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -8899,10 +8654,13 @@ def _d_MeteringReceiptReqType(r):
     f_SAScheduleTupleID = None
     f_MeterInfo = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('iso2_msgbody:Id')
@@ -8925,16 +8683,14 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = (x & 3)
-            s = 2
+            q -= 14
+            if q < 0: V, q = r.slidep(q, 14)
+            x = (V >> q) & 16383
+            if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'SessionID'
             _esc = x
             if _esc:
@@ -8949,18 +8705,16 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = (x & 3)
-            s = 2
+            q -= 14
+            if q < 0: V, q = r.slidep(q, 14)
+            x = (V >> q) & 16383
+            if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
         if ec == 0:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            x = _a
             if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SAScheduleTupleID'
             f_SAScheduleTupleID = ((x >> 2) & 255) + 1
@@ -8972,8 +8726,8 @@ def _d_MeteringReceiptReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            s = 4
         elif ec == 1:
+            q += 11
             el = 'MeterInfo'
             r.pos = r.end - q
             f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
@@ -8981,10 +8735,8 @@ def _d_MeteringReceiptReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            s = 4
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9024,7 +8776,6 @@ def _e_MeteringReceiptReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         elif v_SessionID is not None:
             el = 'SessionID'
             v = (v << 3) | (1 << 1)
@@ -9035,7 +8786,6 @@ def _e_MeteringReceiptReqType(w, o):
             else: w.v = v; w.n = n; w.binary(v_SessionID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SessionID')
         if v_SAScheduleTupleID is not None:
@@ -9048,7 +8798,6 @@ def _e_MeteringReceiptReqType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
             v = w.v; n = w.n
-            s = 4
         elif v_MeterInfo is not None:
             el = 'MeterInfo'
             v = (v << 2) | 1
@@ -9056,13 +8805,11 @@ def _e_MeteringReceiptReqType(w, o):
             w.v = v; w.n = n
             c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
             v = w.v; n = w.n
-            s = 4
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
         if True:
             v <<= 1
             n += 1
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9078,179 +8825,166 @@ def _d_MeteringReceiptResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 772: raise r.deviation('MeteringReceiptResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 3088: raise r.deviation('MeteringReceiptResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = ((x >> 5) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
+            if _a: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
+                    _c4_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
+                    _c4_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c4_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 12
             if q < 0: V, q = r.slideq(q, 12)
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('MeteringReceiptResType', r.end - q)
-            if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
             _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c1_EVSENotification = ((x >> 7) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-                else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                _c4_EVSENotification = ((x >> 7) & 3)
+                if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
+                else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
-                _c1_RCD = ((x >> 3) & 1) == 1
+                _c4_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
-                _c1_EVSENotification, _c1_RCD = _t
+                _c4_EVSENotification, _c4_RCD = _t
             f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-            f_AC_EVSEStatus.RCD = _c1_RCD
-            s = 2
+            f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
+            f_AC_EVSEStatus.RCD = _c4_RCD
         elif ec == 1:
+            x = _a
+            if x & 2: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'DC_EVSEStatus'
-            _c2_NotificationMaxDelay = None
-            _c2_EVSENotification = None
-            _c2_EVSEIsolationStatus = None
-            _c2_EVSEStatusCode = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _a = (x & 1)
+            _c5_NotificationMaxDelay = None
+            _c5_EVSENotification = None
+            _c5_EVSEIsolationStatus = None
+            _c5_EVSEStatusCode = None
+            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c5_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c5_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c5_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+                r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 22
+            if q < 0: V, q = r.slidep(q, 22)
+            x = (V >> q) & 4194303
+            if x & 3735552: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c5_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 3) & 3)
-            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-            ec = (x & 3)
-            _c2_s = 2
+            _c5_EVSENotification = ((x >> 17) & 3)
+            if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
+            else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                x = _a
+                if x & 9094: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
+                    _c5_EVSEIsolationStatus = ((x >> 10) & 7)
+                    if _c5_EVSEIsolationStatus >= 5: _c5_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_EVSEIsolationStatus, 5, r.at(r.end - q))
+                    else: _c5_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                    _c5_EVSEStatusCode = ((x >> 3) & 15)
+                    if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                    else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
                 else:
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
-                _c2_s = 4
+                    _c5_EVSEIsolationStatus, _c5_EVSEStatusCode = _t
+                _a = (x & 1)
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q += 6
+                x = _a >> 6
+                if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c2_EVSEStatusCode = ((x >> 2) & 15)
-                if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                _c2_s = 4
+                _c5_EVSEStatusCode = ((x >> 3) & 15)
+                if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
+                _a = (x & 1)
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _c2_s = -1
+            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
-            f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-            f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
-            f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeteringReceiptResType', r.end - q)
-            s = 2
+            f_DC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
+            f_DC_EVSEStatus.EVSENotification = _c5_EVSENotification
+            f_DC_EVSEStatus.EVSEIsolationStatus = _c5_EVSEIsolationStatus
+            f_DC_EVSEStatus.EVSEStatusCode = _c5_EVSEStatusCode
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
+            if _a: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_NotificationMaxDelay = _y >> 16
+                    _c6_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_NotificationMaxDelay = _U2[_y >> 8]
+                    _c6_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_NotificationMaxDelay = (V >> q) & 127
+                _c6_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c6_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
-            if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
+            if _c6_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c6_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c3_EVSENotification = ((x >> 3) & 3)
-            if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
-            else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+            _c6_EVSENotification = ((x >> 3) & 3)
+            if _c6_EVSENotification >= 3: _c6_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c6_EVSENotification, 3, r.at(r.end - q))
+            else: _c6_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c6_EVSENotification]
             f_EVSEStatus = _new(_K_iso2_msgdatatypes_EVSEStatusType)
-            f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
-            f_EVSEStatus.EVSENotification = _c3_EVSENotification
-            s = 2
+            f_EVSEStatus.NotificationMaxDelay = _c6_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c6_EVSENotification
         else:
             raise r.deviation('MeteringReceiptResType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9278,7 +9012,6 @@ def _e_MeteringReceiptResType(w, o):
             v = (v << 8) | (_i1 << 1)
             n += 8
             v_ResponseCode = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_AC_EVSEStatus is not None:
@@ -9306,7 +9039,6 @@ def _e_MeteringReceiptResType(w, o):
             v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
             n += 10
             v_AC_EVSEStatus = None
-            s = 2
         elif v_DC_EVSEStatus is not None:
             el = 'DC_EVSEStatus'
             v = (v << 2) | 1
@@ -9333,7 +9065,6 @@ def _e_MeteringReceiptResType(w, o):
                 v = (v << 5) | (_c3_i1 << 1)
                 n += 5
                 _c3_EVSENotification = None
-                _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c3_EVSEIsolationStatus is not None:
@@ -9348,7 +9079,6 @@ def _e_MeteringReceiptResType(w, o):
                 n += 14
                 _c3_EVSEIsolationStatus = None
                 _c3_EVSEStatusCode = None
-                _c3_s = 4
             elif _c3_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
@@ -9356,17 +9086,14 @@ def _e_MeteringReceiptResType(w, o):
                 v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
                 n += 8
                 _c3_EVSEStatusCode = None
-                _c3_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_DC_EVSEStatus = None
-            s = 2
         elif v_EVSEStatus is not None:
             el = 'EVSEStatus'
             _o = v_EVSEStatus
@@ -9388,14 +9115,12 @@ def _e_MeteringReceiptResType(w, o):
             v = (v << 6) | (_c4_i1 << 2)
             n += 6
             v_EVSEStatus = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
         if True:
             v <<= 1
             n += 1
             if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9417,17 +9142,18 @@ def _d_PaymentDetailsReqType(r):
         f_eMAID = r.string('iso2_msgbody:eMAID')
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', f_eMAID, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('PaymentDetailsReqType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 24: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         _c1_Id = None
         _c1_Certificate = None
         _c1_SubCertificates = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 1
             el = 'ContractSignatureCertChain/@Id'
             r.pos = r.end - q
             _c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -9455,11 +9181,8 @@ def _d_PaymentDetailsReqType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
@@ -9479,7 +9202,6 @@ def _d_PaymentDetailsReqType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -9490,10 +9212,8 @@ def _d_PaymentDetailsReqType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            _c1_s = -1
         elif ec == 1:
             pass
-            _c1_s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
@@ -9556,7 +9276,6 @@ def _e_PaymentDetailsReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = 2
             elif _c1_Certificate is not None:
                 el = 'ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
@@ -9567,7 +9286,6 @@ def _e_PaymentDetailsReqType(w, o):
                 else: w.v = v; w.n = n; w.binary(_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
             if _c1_SubCertificates is not None:
@@ -9579,11 +9297,9 @@ def _e_PaymentDetailsReqType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9804,179 +9520,170 @@ def _d_PowerDeliveryReqType(r):
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
     try:
-        q -= 19
-        if q < 0: V, q = r.slideq(q, 19)
-        x = (V >> q) & 524287
-        if x & 421896: raise r.deviation('PowerDeliveryReqType', r.end - q)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1687584: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ChargeProgress'
-        f_ChargeProgress = ((x >> 15) & 3)
+        f_ChargeProgress = ((x >> 17) & 3)
         if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(r.end - q))
         else: f_ChargeProgress = _E_iso2_msgdatatypes_chargeProgressType[f_ChargeProgress]
         el = 'SAScheduleTupleID'
-        f_SAScheduleTupleID = ((x >> 4) & 255) + 1
+        f_SAScheduleTupleID = ((x >> 6) & 255) + 1
         if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
-        ec = (x & 7)
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 2
         if ec == 0:
+            q += 2
             el = 'ChargingProfile'
             r.pos = r.end - q
             f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            ec = (x >> 2)
+            _a = (x & 3)
             s = 3
         elif ec == 1:
+            q += 1
+            if _a >> 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter'
-            _c1_DC_EVStatus = None
-            _c1_BulkChargingComplete = None
-            _c1_ChargingComplete = None
-            q -= 25
-            if q < 0: V, q = r.slideq(q, 25)
-            x = (V >> q) & 33554431
-            if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            _c5_DC_EVStatus = None
+            _c5_BulkChargingComplete = None
+            _c5_ChargingComplete = None
+            q -= 33
+            if q < 0: V, q = r.slidep(q, 33)
+            x = (V >> q) & 8589934591
+            if x & 7389321216: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 23) & 255)]
             if _t is None:
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                _c1_c1_EVReady = ((x >> 21) & 1) == 1
+                _c5_c2_EVReady = ((x >> 30) & 1) == 1
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                _c1_c1_EVErrorCode = ((x >> 14) & 15)
-                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
+                else: _c5_c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
             else:
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                _c1_c1_EVReady, _c1_c1_EVErrorCode = _t
+                _c5_c2_EVReady, _c5_c2_EVErrorCode = _t
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-            _c1_c1_EVRESSSOC = ((x >> 4) & 127)
-            if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
-            _c1_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-            _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
-            _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
-            _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
-            ec = (x & 3)
-            _c1_s = 1
+            _c5_c2_EVRESSSOC = ((x >> 13) & 127)
+            if _c5_c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c5_c2_EVRESSSOC, r.at(r.end - q))
+            _c5_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
+            _c5_DC_EVStatus.EVReady = _c5_c2_EVReady
+            _c5_DC_EVStatus.EVErrorCode = _c5_c2_EVErrorCode
+            _c5_DC_EVStatus.EVRESSSOC = _c5_c2_EVRESSSOC
+            ec = ((x >> 9) & 3)
+            _a = (x & 511)
             if ec == 0:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                x = _a
+                if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                    _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
+                    _c5_BulkChargingComplete = ((x >> 7) & 1) == 1
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c1_ChargingComplete = ((x >> 2) & 1) == 1
+                    _c5_ChargingComplete = ((x >> 3) & 1) == 1
                 else:
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c1_BulkChargingComplete, _c1_ChargingComplete = _t
-                _c1_s = 3
+                    _c5_BulkChargingComplete, _c5_ChargingComplete = _t
+                _a = (x & 1)
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                q += 4
+                x = _a >> 4
+                if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                _c1_ChargingComplete = ((x >> 2) & 1) == 1
-                _c1_s = 3
+                _c5_ChargingComplete = ((x >> 3) & 1) == 1
+                _a = (x & 1)
             else:
                 raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-            _c1_s = -1
+            if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             f_DC_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType)
-            f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
-            f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
-            f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c5_DC_EVStatus
+            f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c5_BulkChargingComplete
+            f_DC_EVPowerDeliveryParameter.ChargingComplete = _c5_ChargingComplete
             s = 4
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            if _a: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'EVPowerDeliveryParameter'
             f_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_EVPowerDeliveryParameterType)
             s = 4
         elif ec == 3:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
             if ec == 0:
+                q += 1
+                if _a >> 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter'
-                _c3_DC_EVStatus = None
-                _c3_BulkChargingComplete = None
-                _c3_ChargingComplete = None
-                q -= 25
-                if q < 0: V, q = r.slideq(q, 25)
-                x = (V >> q) & 33554431
-                if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _c7_DC_EVStatus = None
+                _c7_BulkChargingComplete = None
+                _c7_ChargingComplete = None
+                q -= 33
+                if q < 0: V, q = r.slidep(q, 33)
+                x = (V >> q) & 8589934591
+                if x & 7389321216: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 23) & 255)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                    _c3_c1_EVReady = ((x >> 21) & 1) == 1
+                    _c7_c2_EVReady = ((x >> 30) & 1) == 1
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVErrorCode = ((x >> 14) & 15)
-                    if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
-                    else: _c3_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
+                    _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                    if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c7_c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
                 else:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c3_c1_EVReady, _c3_c1_EVErrorCode = _t
+                    _c7_c2_EVReady, _c7_c2_EVErrorCode = _t
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                _c3_c1_EVRESSSOC = ((x >> 4) & 127)
-                if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
-                _c3_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-                _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
-                _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
-                _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
-                ec = (x & 3)
-                _c3_s = 1
+                _c7_c2_EVRESSSOC = ((x >> 13) & 127)
+                if _c7_c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c7_c2_EVRESSSOC, r.at(r.end - q))
+                _c7_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
+                _c7_DC_EVStatus.EVReady = _c7_c2_EVReady
+                _c7_DC_EVStatus.EVErrorCode = _c7_c2_EVErrorCode
+                _c7_DC_EVStatus.EVRESSSOC = _c7_c2_EVRESSSOC
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 8
-                    if q < 0: V, q = r.slideq(q, 8)
-                    x = (V >> q) & 255
-                    if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                    _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                    x = _a
+                    if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
                     if _t is None:
                         el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
+                        _c7_BulkChargingComplete = ((x >> 7) & 1) == 1
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_ChargingComplete = ((x >> 2) & 1) == 1
+                        _c7_ChargingComplete = ((x >> 3) & 1) == 1
                     else:
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_BulkChargingComplete, _c3_ChargingComplete = _t
-                    _c3_s = 3
+                        _c7_BulkChargingComplete, _c7_ChargingComplete = _t
+                    _a = (x & 1)
                 elif ec == 1:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    q += 4
+                    x = _a >> 4
+                    if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c3_ChargingComplete = ((x >> 2) & 1) == 1
-                    _c3_s = 3
+                    _c7_ChargingComplete = ((x >> 3) & 1) == 1
+                    _a = (x & 1)
                 else:
                     raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _c3_s = -1
+                if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 f_DC_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType)
-                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
-                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
-                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c7_DC_EVStatus
+                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c7_BulkChargingComplete
+                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c7_ChargingComplete
                 s = 4
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
+                if _a: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
                 f_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_EVPowerDeliveryParameterType)
                 s = 4
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
@@ -10053,7 +9760,6 @@ def _e_PowerDeliveryReqType(w, o):
                 if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
                 v = (v << 23) | (_c2_c1_EVReady << 19) | (_c2_c1_i1 << 12) | (_c2_c1_EVRESSSOC << 2)
                 n += 23
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of DC_EVStatus')
             if _c2_BulkChargingComplete is not None:
@@ -10064,19 +9770,16 @@ def _e_PowerDeliveryReqType(w, o):
                 if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
                 v = (v << 9) | (_c2_BulkChargingComplete << 5) | (_c2_ChargingComplete << 1)
                 n += 9
-                _c2_s = 3
             elif _c2_ChargingComplete is not None:
                 el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                 if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
                 v = (v << 5) | (1 << 3) | (_c2_ChargingComplete << 1)
                 n += 5
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
             if True:
                 v <<= 1
                 n += 1
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_DC_EVPowerDeliveryParameter = None
             s = 4
@@ -10119,7 +9822,6 @@ def _e_PowerDeliveryReqType(w, o):
                     if not 0 <= _c4_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c4_c1_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 23) | (_c4_c1_EVReady << 19) | (_c4_c1_i1 << 12) | (_c4_c1_EVRESSSOC << 2)
                     n += 23
-                    _c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of DC_EVStatus')
                 if _c4_BulkChargingComplete is not None:
@@ -10130,19 +9832,16 @@ def _e_PowerDeliveryReqType(w, o):
                     if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
                     v = (v << 9) | (_c4_BulkChargingComplete << 5) | (_c4_ChargingComplete << 1)
                     n += 9
-                    _c4_s = 3
                 elif _c4_ChargingComplete is not None:
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                     if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
                     v = (v << 5) | (1 << 3) | (_c4_ChargingComplete << 1)
                     n += 5
-                    _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
                 if True:
                     v <<= 1
                     n += 1
-                    _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 4
@@ -10179,179 +9878,166 @@ def _d_PowerDeliveryResType(r):
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
     try:
-        q -= 10
-        if q < 0: V, q = r.slideq(q, 10)
-        x = (V >> q) & 1023
-        if x & 772: raise r.deviation('PowerDeliveryResType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 3088: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = ((x >> 5) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
+                    _c4_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
+                    _c4_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c4_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 12
             if q < 0: V, q = r.slideq(q, 12)
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('PowerDeliveryResType', r.end - q)
-            if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
             _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c1_EVSENotification = ((x >> 7) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-                else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                _c4_EVSENotification = ((x >> 7) & 3)
+                if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
+                else: _c4_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
-                _c1_RCD = ((x >> 3) & 1) == 1
+                _c4_RCD = ((x >> 3) & 1) == 1
             else:
                 el = 'AC_EVSEStatus/RCD'
-                _c1_EVSENotification, _c1_RCD = _t
+                _c4_EVSENotification, _c4_RCD = _t
             f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
-            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-            f_AC_EVSEStatus.RCD = _c1_RCD
-            s = 2
+            f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
+            f_AC_EVSEStatus.RCD = _c4_RCD
         elif ec == 1:
+            x = _a
+            if x & 2: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'DC_EVSEStatus'
-            _c2_NotificationMaxDelay = None
-            _c2_EVSENotification = None
-            _c2_EVSEIsolationStatus = None
-            _c2_EVSEStatusCode = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _a = (x & 1)
+            _c5_NotificationMaxDelay = None
+            _c5_EVSENotification = None
+            _c5_EVSEIsolationStatus = None
+            _c5_EVSEStatusCode = None
+            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = _y >> 16
+                    _c5_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    _c5_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_NotificationMaxDelay = (V >> q) & 127
+                _c5_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+                r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 22
+            if q < 0: V, q = r.slidep(q, 22)
+            x = (V >> q) & 4194303
+            if x & 3735552: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c5_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 3) & 3)
-            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-            else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-            ec = (x & 3)
-            _c2_s = 2
+            _c5_EVSENotification = ((x >> 17) & 3)
+            if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
+            else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                x = _a
+                if x & 9094: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 1023)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
+                    _c5_EVSEIsolationStatus = ((x >> 10) & 7)
+                    if _c5_EVSEIsolationStatus >= 5: _c5_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_EVSEIsolationStatus, 5, r.at(r.end - q))
+                    else: _c5_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_EVSEIsolationStatus]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                    _c5_EVSEStatusCode = ((x >> 3) & 15)
+                    if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                    else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
                 else:
                     el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
-                _c2_s = 4
+                    _c5_EVSEIsolationStatus, _c5_EVSEStatusCode = _t
+                _a = (x & 1)
             elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                q += 6
+                x = _a >> 6
+                if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c2_EVSEStatusCode = ((x >> 2) & 15)
-                if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                _c2_s = 4
+                _c5_EVSEStatusCode = ((x >> 3) & 15)
+                if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
+                _a = (x & 1)
             else:
                 raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _c2_s = -1
+            if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
-            f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-            f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
-            f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
-            s = 2
+            f_DC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
+            f_DC_EVSEStatus.EVSENotification = _c5_EVSENotification
+            f_DC_EVSEStatus.EVSEIsolationStatus = _c5_EVSEIsolationStatus
+            f_DC_EVSEStatus.EVSEStatusCode = _c5_EVSEStatusCode
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_NotificationMaxDelay = _y >> 16
+                    _c6_NotificationMaxDelay = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_NotificationMaxDelay = _U2[_y >> 8]
+                    _c6_NotificationMaxDelay = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_NotificationMaxDelay = (V >> q) & 127
+                _c6_NotificationMaxDelay = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c6_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
-            if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
+            if _c6_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c6_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c3_EVSENotification = ((x >> 3) & 3)
-            if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
-            else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+            _c6_EVSENotification = ((x >> 3) & 3)
+            if _c6_EVSENotification >= 3: _c6_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c6_EVSENotification, 3, r.at(r.end - q))
+            else: _c6_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c6_EVSENotification]
             f_EVSEStatus = _new(_K_iso2_msgdatatypes_EVSEStatusType)
-            f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
-            f_EVSEStatus.EVSENotification = _c3_EVSENotification
-            s = 2
+            f_EVSEStatus.NotificationMaxDelay = _c6_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c6_EVSENotification
         else:
             raise r.deviation('PowerDeliveryResType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10379,7 +10065,6 @@ def _e_PowerDeliveryResType(w, o):
             v = (v << 8) | (_i1 << 1)
             n += 8
             v_ResponseCode = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_AC_EVSEStatus is not None:
@@ -10407,7 +10092,6 @@ def _e_PowerDeliveryResType(w, o):
             v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
             n += 10
             v_AC_EVSEStatus = None
-            s = 2
         elif v_DC_EVSEStatus is not None:
             el = 'DC_EVSEStatus'
             v = (v << 2) | 1
@@ -10434,7 +10118,6 @@ def _e_PowerDeliveryResType(w, o):
                 v = (v << 5) | (_c3_i1 << 1)
                 n += 5
                 _c3_EVSENotification = None
-                _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c3_EVSEIsolationStatus is not None:
@@ -10449,7 +10132,6 @@ def _e_PowerDeliveryResType(w, o):
                 n += 14
                 _c3_EVSEIsolationStatus = None
                 _c3_EVSEStatusCode = None
-                _c3_s = 4
             elif _c3_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
@@ -10457,17 +10139,14 @@ def _e_PowerDeliveryResType(w, o):
                 v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
                 n += 8
                 _c3_EVSEStatusCode = None
-                _c3_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_DC_EVSEStatus = None
-            s = 2
         elif v_EVSEStatus is not None:
             el = 'EVSEStatus'
             _o = v_EVSEStatus
@@ -10489,14 +10168,12 @@ def _e_PowerDeliveryResType(w, o):
             v = (v << 6) | (_c4_i1 << 2)
             n += 6
             v_EVSEStatus = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
         if True:
             v <<= 1
             n += 1
             if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10715,22 +10392,21 @@ def _d_PreChargeResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('PreChargeResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1550: raise r.deviation('PreChargeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 4) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        _a = (x & 1)
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -10750,21 +10426,19 @@ def _d_PreChargeResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
+        _c1_EVSENotification = ((x >> 16) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        ec = (x & 3)
-        _c1_s = 2
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
+            x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
             if _t is None:
@@ -10779,20 +10453,16 @@ def _d_PreChargeResType(r):
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 4
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
+            q += 6
+            x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 4
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
@@ -10892,7 +10562,6 @@ def _e_PreChargeResType(w, o):
                 v = (v << 5) | (_c2_i1 << 1)
                 n += 5
                 _c2_EVSENotification = None
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c2_EVSEIsolationStatus is not None:
@@ -10907,7 +10576,6 @@ def _e_PreChargeResType(w, o):
                 n += 14
                 _c2_EVSEIsolationStatus = None
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
@@ -10915,14 +10583,12 @@ def _e_PreChargeResType(w, o):
                 v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
                 n += 8
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -11059,7 +10725,6 @@ def _d_ServiceDetailResType(r):
         if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
-        s = 2
         if ec == 0:
             el = 'ServiceParameterList'
             r.pos = r.end - q
@@ -11068,10 +10733,8 @@ def _d_ServiceDetailResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceDetailResType', r.end - q)
         r.pos = r.end - q
@@ -11105,7 +10768,6 @@ def _e_ServiceDetailResType(w, o):
             elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_ServiceParameterList is not None:
@@ -11117,11 +10779,9 @@ def _e_ServiceDetailResType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11135,13 +10795,14 @@ def _d_ServiceDiscoveryReqType(r):
     f_ServiceScope = None
     f_ServiceCategory = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 7
+        if q < 0: V, q = r.slidep(q, 7)
+        x = (V >> q) & 127
+        ec = (x >> 5)
+        _a = (x & 31)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 4
+            x = _a >> 4
             el = 'ServiceScope'
             _esc = x
             if _esc:
@@ -11154,36 +10815,33 @@ def _d_ServiceDiscoveryReqType(r):
                 f_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                 if len(f_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-            ec = (x & 3)
+            q -= 8
+            if q < 0: V, q = r.slidep(q, 8)
+            x = (V >> q) & 255
+            if x & 128: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            ec = ((x >> 5) & 3)
+            _a = (x & 31)
             s = 1
         elif ec == 1:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
+            x = _a
             if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
             f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
             s = 2
         elif ec == 2:
-            pass
+            q += 5
             s = -1
         else:
             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 1:
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
+                x = _a
                 if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
                 s = 2
             elif ec == 1:
-                pass
+                q += 5
                 s = -1
             else:
                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
@@ -11273,19 +10931,19 @@ def _d_ServiceDiscoveryResType(r):
         r.pos = r.end - q
         f_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService'
+        _a = (x & 1)
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
         _c1_FreeService = None
         _c1_SupportedEnergyTransferMode = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ChargeServiceType', r.end - q)
+        if _a: raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ChargeService/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -11305,17 +10963,16 @@ def _d_ServiceDiscoveryResType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ChargeServiceType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slidep(q, 13)
+        x = (V >> q) & 8191
+        if x & 4096: raise r.deviation('ChargeServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+        ec = ((x >> 10) & 3)
+        _a = (x & 1023)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 9
+            x = _a >> 9
             el = 'ChargeService/ServiceName'
             _esc = x
             if _esc:
@@ -11328,29 +10985,26 @@ def _d_ServiceDiscoveryResType(r):
                 _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                 if len(_c1_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slidep(q, 12)
+            x = (V >> q) & 4095
+            if x & 3648: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
+            x = _a
+            if x & 576: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 3
+            x = _a >> 3
             el = 'ChargeService/ServiceScope'
             _esc = x
             if _esc:
@@ -11369,25 +11023,22 @@ def _d_ServiceDiscoveryResType(r):
             if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/FreeService'
             _c1_FreeService = ((x >> 2) & 1) == 1
-            _c1_s = 5
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/FreeService'
             _c1_FreeService = ((x >> 2) & 1) == 1
-            _c1_s = 5
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ChargeService/SupportedEnergyTransferMode'
         r.pos = r.end - q
         _c1_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
-        _c1_s = -1
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('ChargeServiceType', r.end - q)
+        ec = (x & 3)
         f_ChargeService = _new(_K_iso2_msgdatatypes_ChargeServiceType)
         f_ChargeService.ServiceID = _c1_ServiceID
         f_ChargeService.ServiceName = _c1_ServiceName
@@ -11395,11 +11046,6 @@ def _d_ServiceDiscoveryResType(r):
         f_ChargeService.ServiceScope = _c1_ServiceScope
         f_ChargeService.FreeService = _c1_FreeService
         f_ChargeService.SupportedEnergyTransferMode = _c1_SupportedEnergyTransferMode
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 3
         if ec == 0:
             el = 'ServiceList'
             r.pos = r.end - q
@@ -11408,10 +11054,8 @@ def _d_ServiceDiscoveryResType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('ServiceDiscoveryResType', r.end - q)
         r.pos = r.end - q
@@ -11466,7 +11110,6 @@ def _e_ServiceDiscoveryResType(w, o):
                 elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c2_ServiceID = None
-                _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c2_ServiceName is not None:
@@ -11487,7 +11130,6 @@ def _e_ServiceDiscoveryResType(w, o):
                 n += 6
                 _c2_ServiceName = None
                 _c2_ServiceCategory = None
-                _c2_s = 3
             elif _c2_ServiceCategory is not None:
                 el = 'ChargeService/ServiceCategory'
                 _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
@@ -11495,7 +11137,6 @@ def _e_ServiceDiscoveryResType(w, o):
                 v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
                 n += 6
                 _c2_ServiceCategory = None
-                _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c2_ServiceScope is not None:
@@ -11515,14 +11156,12 @@ def _e_ServiceDiscoveryResType(w, o):
                 n += 5
                 _c2_ServiceScope = None
                 _c2_FreeService = None
-                _c2_s = 5
             elif _c2_FreeService is not None:
                 el = 'ChargeService/FreeService'
                 if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
                 v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
                 n += 5
                 _c2_FreeService = None
-                _c2_s = 5
             else:
                 raise EncodeError('missing content: expected one of ServiceScope, FreeService')
             if _c2_SupportedEnergyTransferMode is not None:
@@ -11536,11 +11175,9 @@ def _e_ServiceDiscoveryResType(w, o):
                 n += 1
                 _c2_SupportedEnergyTransferMode = None
                 if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None or _c2_SupportedEnergyTransferMode is not None: raise _leftover(_c2_o)
-                _c2_s = -1
             else:
                 raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_ServiceList is not None:
@@ -11552,11 +11189,9 @@ def _e_ServiceDiscoveryResType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11643,16 +11278,14 @@ def _d_SessionSetupResType(r):
         f_EVSEID = r.string('iso2_msgbody:EVSEID')
         if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
-        ec = (x & 3)
-        s = 2
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
             el = 'EVSETimeStamp'
             _neg = (x & 1)
@@ -11679,10 +11312,8 @@ def _d_SessionSetupResType(r):
             if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
             if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
             if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 2
         else:
             raise r.deviation('SessionSetupResType', r.end - q)
         r.pos = r.end - q
@@ -11719,7 +11350,6 @@ def _e_SessionSetupResType(w, o):
             else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         if v_EVSETimeStamp is not None:
@@ -11732,11 +11362,9 @@ def _e_SessionSetupResType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11902,22 +11530,21 @@ def _d_WeldingDetectionResType(r):
     f_DC_EVSEStatus = None
     f_EVSEPresentVoltage = None
     try:
-        q -= 9
-        if q < 0: V, q = r.slideq(q, 9)
-        x = (V >> q) & 511
-        if x & 387: raise r.deviation('WeldingDetectionResType', r.end - q)
+        q -= 11
+        if q < 0: V, q = r.slidep(q, 11)
+        x = (V >> q) & 2047
+        if x & 1550: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 4) & 31)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
+        _a = (x & 1)
         _c1_NotificationMaxDelay = None
         _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
         _c1_EVSEStatusCode = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -11937,21 +11564,19 @@ def _d_WeldingDetectionResType(r):
             _c1_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
+        _c1_EVSENotification = ((x >> 16) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        ec = (x & 3)
-        _c1_s = 2
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
+            x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
             if _t is None:
@@ -11966,20 +11591,16 @@ def _d_WeldingDetectionResType(r):
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 4
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
+            q += 6
+            x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
             _c1_EVSEStatusCode = ((x >> 2) & 15)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 4
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
@@ -12079,7 +11700,6 @@ def _e_WeldingDetectionResType(w, o):
                 v = (v << 5) | (_c2_i1 << 1)
                 n += 5
                 _c2_EVSENotification = None
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c2_EVSEIsolationStatus is not None:
@@ -12094,7 +11714,6 @@ def _e_WeldingDetectionResType(w, o):
                 n += 14
                 _c2_EVSEIsolationStatus = None
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             elif _c2_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
@@ -12102,14 +11721,12 @@ def _e_WeldingDetectionResType(w, o):
                 v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
                 n += 8
                 _c2_EVSEStatusCode = None
-                _c2_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'

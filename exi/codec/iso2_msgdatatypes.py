@@ -90,13 +90,14 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMaxCurrent = None
     f_EVMinCurrent = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 15)
+        _a = (x & 32767)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            q += 14
+            if _a >> 14: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -125,228 +126,225 @@ def _d_AC_EVChargeParameterType(r):
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EAmount/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 el = 'EAmount/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
             else:
                 el = 'EAmount/Unit'
-                _c1_Multiplier, _c1_Unit = _t
+                _c6_Multiplier, _c6_Unit = _t
             el = 'EAmount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 229376: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
             f_EAmount = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EAmount.Multiplier = _c1_Multiplier
-            f_EAmount.Unit = _c1_Unit
-            f_EAmount.Value = _c1_Value
-            s = 2
+            f_EAmount.Multiplier = _c6_Multiplier
+            f_EAmount.Unit = _c6_Unit
+            f_EAmount.Value = _c6_Value
+            _a = (x & 32767)
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'EAmount'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EAmount/Multiplier'
-                _c2_Multiplier = ((x >> 10) & 7) + -3
-                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 el = 'EAmount/Unit'
-                _c2_Unit = ((x >> 4) & 7)
-                if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
-                else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
             else:
                 el = 'EAmount/Unit'
-                _c2_Multiplier, _c2_Unit = _t
+                _c7_Multiplier, _c7_Unit = _t
             el = 'EAmount/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 229376: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
             f_EAmount = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EAmount.Multiplier = _c2_Multiplier
-            f_EAmount.Unit = _c2_Unit
-            f_EAmount.Value = _c2_Value
-            s = 2
+            f_EAmount.Multiplier = _c7_Multiplier
+            f_EAmount.Unit = _c7_Unit
+            f_EAmount.Value = _c7_Value
+            _a = (x & 32767)
         else:
             raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
+        x = _a
         if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxVoltage'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVMaxVoltage/Multiplier'
-            _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            _c8_Multiplier = ((x >> 10) & 7) + -3
+            if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
             el = 'EVMaxVoltage/Unit'
-            _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            _c8_Unit = ((x >> 4) & 7)
+            if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
+            else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
         else:
             el = 'EVMaxVoltage/Unit'
-            _c3_Multiplier, _c3_Unit = _t
+            _c8_Multiplier, _c8_Unit = _t
         el = 'EVMaxVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c8_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c8_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c8_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
         f_EVMaxVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVMaxVoltage.Multiplier = _c3_Multiplier
-        f_EVMaxVoltage.Unit = _c3_Unit
-        f_EVMaxVoltage.Value = _c3_Value
+        f_EVMaxVoltage.Multiplier = _c8_Multiplier
+        f_EVMaxVoltage.Unit = _c8_Unit
+        f_EVMaxVoltage.Value = _c8_Value
         el = 'EVMaxCurrent'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVMaxCurrent/Multiplier'
-            _c4_Multiplier = ((x >> 10) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+            _c9_Multiplier = ((x >> 10) & 7) + -3
+            if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
             el = 'EVMaxCurrent/Unit'
-            _c4_Unit = ((x >> 4) & 7)
-            if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-            else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+            _c9_Unit = ((x >> 4) & 7)
+            if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
+            else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
         else:
             el = 'EVMaxCurrent/Unit'
-            _c4_Multiplier, _c4_Unit = _t
+            _c9_Multiplier, _c9_Unit = _t
         el = 'EVMaxCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c4_Value = _y >> 16
+                _c9_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c4_Value = _U2[_y >> 8]
+                _c9_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c4_Value = (V >> q) & 127
+            _c9_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 18
         if q < 0: V, q = r.slideq(q, 18)
         x = (V >> q) & 262143
         if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
         f_EVMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVMaxCurrent.Multiplier = _c4_Multiplier
-        f_EVMaxCurrent.Unit = _c4_Unit
-        f_EVMaxCurrent.Value = _c4_Value
+        f_EVMaxCurrent.Multiplier = _c9_Multiplier
+        f_EVMaxCurrent.Unit = _c9_Unit
+        f_EVMaxCurrent.Value = _c9_Value
         el = 'EVMinCurrent'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVMinCurrent/Multiplier'
-            _c5_Multiplier = ((x >> 10) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+            _c10_Multiplier = ((x >> 10) & 7) + -3
+            if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
             el = 'EVMinCurrent/Unit'
-            _c5_Unit = ((x >> 4) & 7)
-            if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-            else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+            _c10_Unit = ((x >> 4) & 7)
+            if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
+            else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
         else:
             el = 'EVMinCurrent/Unit'
-            _c5_Multiplier, _c5_Unit = _t
+            _c10_Multiplier, _c10_Unit = _t
         el = 'EVMinCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c5_Value = _y >> 16
+                _c10_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c5_Value = _U2[_y >> 8]
+                _c10_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c5_Value = (V >> q) & 127
+            _c10_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        if _neg: _c10_Value = -_c10_Value - 1
+        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
         f_EVMinCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVMinCurrent.Multiplier = _c5_Multiplier
-        f_EVMinCurrent.Unit = _c5_Unit
-        f_EVMinCurrent.Value = _c5_Value
-        s = -1
+        f_EVMinCurrent.Multiplier = _c10_Multiplier
+        f_EVMinCurrent.Unit = _c10_Unit
+        f_EVMinCurrent.Value = _c10_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -403,7 +401,6 @@ def _e_AC_EVChargeParameterType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EAmount = None
-            s = 2
         elif v_EAmount is not None:
             el = 'EAmount'
             _o = v_EAmount
@@ -428,7 +425,6 @@ def _e_AC_EVChargeParameterType(w, o):
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EAmount = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EAmount')
         if v_EVMaxVoltage is not None:
@@ -504,7 +500,6 @@ def _e_AC_EVChargeParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVMinCurrent = None
             if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of EVMaxVoltage')
         w.v = v; w.n = n
@@ -844,10 +839,13 @@ def _d_CertificateChainType(r):
     f_Certificate = None
     f_SubCertificates = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
+            q += 1
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('iso2_msgdatatypes:Id')
@@ -875,11 +873,8 @@ def _d_CertificateChainType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'Certificate'
             _esc = x
             if _esc:
@@ -899,7 +894,6 @@ def _d_CertificateChainType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
-            s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -910,10 +904,8 @@ def _d_CertificateChainType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         r.pos = r.end - q
@@ -953,7 +945,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         elif v_Certificate is not None:
             el = 'Certificate'
             v = (v << 3) | (1 << 1)
@@ -964,7 +955,6 @@ def _e_CertificateChainType(w, o):
             else: w.v = v; w.n = n; w.binary(v_Certificate); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of Id, Certificate')
         if v_SubCertificates is not None:
@@ -976,11 +966,9 @@ def _e_CertificateChainType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1020,17 +1008,16 @@ def _d_ChargeServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ChargeServiceType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slidep(q, 13)
+        x = (V >> q) & 8191
+        if x & 4096: raise r.deviation('ChargeServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 10) & 3)
+        _a = (x & 1023)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 9
+            x = _a >> 9
             el = 'ServiceName'
             _esc = x
             if _esc:
@@ -1043,29 +1030,26 @@ def _d_ChargeServiceType(r):
                 f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                 if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slidep(q, 12)
+            x = (V >> q) & 4095
+            if x & 3648: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            s = 3
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
+            x = _a
+            if x & 576: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            s = 3
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 3
+            x = _a >> 3
             el = 'ServiceScope'
             _esc = x
             if _esc:
@@ -1084,15 +1068,11 @@ def _d_ChargeServiceType(r):
             if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'FreeService'
             f_FreeService = ((x >> 2) & 1) == 1
-            s = 5
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'FreeService'
             f_FreeService = ((x >> 2) & 1) == 1
-            s = 5
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         el = 'SupportedEnergyTransferMode'
@@ -1102,7 +1082,6 @@ def _d_ChargeServiceType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1137,7 +1116,6 @@ def _e_ChargeServiceType(w, o):
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             v_ServiceID = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         if v_ServiceName is not None:
@@ -1158,7 +1136,6 @@ def _e_ChargeServiceType(w, o):
             n += 6
             v_ServiceName = None
             v_ServiceCategory = None
-            s = 3
         elif v_ServiceCategory is not None:
             el = 'ServiceCategory'
             _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
@@ -1166,7 +1143,6 @@ def _e_ChargeServiceType(w, o):
             v = (v << 6) | (1 << 4) | (_i2 << 1)
             n += 6
             v_ServiceCategory = None
-            s = 3
         else:
             raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
         if v_ServiceScope is not None:
@@ -1186,14 +1162,12 @@ def _e_ChargeServiceType(w, o):
             n += 5
             v_ServiceScope = None
             v_FreeService = None
-            s = 5
         elif v_FreeService is not None:
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             v = (v << 5) | (1 << 3) | (v_FreeService << 1)
             n += 5
             v_FreeService = None
-            s = 5
         else:
             raise EncodeError('missing content: expected one of ServiceScope, FreeService')
         if v_SupportedEnergyTransferMode is not None:
@@ -1207,7 +1181,6 @@ def _e_ChargeServiceType(w, o):
             n += 1
             v_SupportedEnergyTransferMode = None
             if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None or v_SupportedEnergyTransferMode is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
         w.v = v; w.n = n
@@ -1222,16 +1195,16 @@ def _d_ChargingProfileType(r):
     el = ''
     f_ProfileEntry = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ChargingProfileType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ChargingProfileType', r.end - q)
         el = 'ProfileEntry'
+        _a = (x & 1)
         _c1_ChargingProfileEntryStart = None
         _c1_ChargingProfileEntryMaxPower = None
         _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
+        if _a: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ProfileEntry/ChargingProfileEntryStart'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -1260,59 +1233,55 @@ def _d_ChargingProfileType(r):
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-            _c1_c1_Multiplier = ((x >> 10) & 7) + -3
-            if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
+            _c1_c2_Multiplier = ((x >> 10) & 7) + -3
+            if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(r.end - q))
             el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-            _c1_c1_Unit = ((x >> 4) & 7)
-            if _c1_c1_Unit >= 7: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 7, r.at(r.end - q))
-            else: _c1_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+            _c1_c2_Unit = ((x >> 4) & 7)
+            if _c1_c2_Unit >= 7: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 7, r.at(r.end - q))
+            else: _c1_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c2_Unit]
         else:
             el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-            _c1_c1_Multiplier, _c1_c1_Unit = _t
+            _c1_c2_Multiplier, _c1_c2_Unit = _t
         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_c1_Value = _y >> 16
+                _c1_c2_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c1_Value = _U2[_y >> 8]
+                _c1_c2_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_c1_Value = (V >> q) & 127
+            _c1_c2_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
-        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 384: raise r.deviation('ProfileEntryType', r.end - q)
+        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
         _c1_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
-        _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
-        _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
-        ec = (x & 3)
-        _c1_s = 2
+        _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c2_Multiplier
+        _c1_ChargingProfileEntryMaxPower.Unit = _c1_c2_Unit
+        _c1_ChargingProfileEntryMaxPower.Value = _c1_c2_Value
+        ec = ((x >> 5) & 3)
+        _a = (x & 31)
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
+            x = _a
             if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
             el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
             _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
             if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
-            _c1_s = -1
         elif ec == 1:
-            pass
-            _c1_s = -1
+            q += 5
         else:
             raise r.deviation('ProfileEntryType', r.end - q)
         _v = _new(_K_iso2_msgdatatypes_ProfileEntryType)
@@ -1321,113 +1290,118 @@ def _d_ChargingProfileType(r):
         _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_ChargingProfileEntryMaxNumberOfPhasesInUse
         f_ProfileEntry.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
+                x = _a
+                if x & 2: raise r.deviation('ChargingProfileType', r.end - q)
                 el = 'ProfileEntry'
-                _c2_ChargingProfileEntryStart = None
-                _c2_ChargingProfileEntryMaxPower = None
-                _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
+                _a = (x & 1)
+                _c3_ChargingProfileEntryStart = None
+                _c3_ChargingProfileEntryMaxPower = None
+                _c3_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                if _a: raise r.deviation('ProfileEntryType', r.end - q)
                 el = 'ProfileEntry/ChargingProfileEntryStart'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ChargingProfileEntryStart = _y >> 16
+                        _c3_ChargingProfileEntryStart = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ChargingProfileEntryStart = _U2[_y >> 8]
+                        _c3_ChargingProfileEntryStart = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ChargingProfileEntryStart = (V >> q) & 127
+                    _c3_ChargingProfileEntryStart = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 17
                 if q < 0: V, q = r.slideq(q, 17)
                 x = (V >> q) & 131071
                 if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
-                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
+                if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-                    _c2_c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(r.end - q))
+                    _c3_c2_Multiplier = ((x >> 10) & 7) + -3
+                    if _c3_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c2_Multiplier, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                    _c2_c1_Unit = ((x >> 4) & 7)
-                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(r.end - q))
-                    else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
+                    _c3_c2_Unit = ((x >> 4) & 7)
+                    if _c3_c2_Unit >= 7: _c3_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c2_Unit, 7, r.at(r.end - q))
+                    else: _c3_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_c2_Unit]
                 else:
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                    _c2_c1_Multiplier, _c2_c1_Unit = _t
+                    _c3_c2_Multiplier, _c3_c2_Unit = _t
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = _y >> 16
+                        _c3_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
+                        _c3_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c1_Value = (V >> q) & 127
+                    _c3_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
-                _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
-                _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
-                ec = (x & 3)
-                _c2_s = 2
+                    r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 13
+                if q < 0: V, q = r.slidep(q, 13)
+                x = (V >> q) & 8191
+                if x & 6144: raise r.deviation('ProfileEntryType', r.end - q)
+                if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
+                _c3_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                _c3_ChargingProfileEntryMaxPower.Multiplier = _c3_c2_Multiplier
+                _c3_ChargingProfileEntryMaxPower.Unit = _c3_c2_Unit
+                _c3_ChargingProfileEntryMaxPower.Value = _c3_c2_Value
+                ec = ((x >> 9) & 3)
+                _a = (x & 511)
                 if ec == 0:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
+                    x = _a
+                    if x & 304: raise r.deviation('ProfileEntryType', r.end - q)
                     el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                    if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
-                    _c2_s = -1
+                    _c3_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 6) & 3) + 1
+                    if _c3_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c3_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
+                    ec = ((x >> 2) & 3)
+                    _a = (x & 3)
                 elif ec == 1:
-                    pass
-                    _c2_s = -1
+                    q += 5
+                    x = _a >> 5
+                    ec = (x >> 2)
+                    _a = (x & 3)
                 else:
                     raise r.deviation('ProfileEntryType', r.end - q)
                 _v = _new(_K_iso2_msgdatatypes_ProfileEntryType)
-                _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
-                _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
-                _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_ChargingProfileEntryMaxNumberOfPhasesInUse
+                _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
+                _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
+                _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c3_ChargingProfileEntryMaxNumberOfPhasesInUse
                 f_ProfileEntry.append(_v)
                 _k += 1
                 if _k == 23:
+                    q += 4
                     s = 24
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -1493,7 +1467,6 @@ def _e_ChargingProfileType(w, o):
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
             if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
@@ -1501,11 +1474,9 @@ def _e_ChargingProfileType(w, o):
                 if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
                 v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
                 n += 7
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ProfileEntry += 1
             s = 1
@@ -1553,7 +1524,6 @@ def _e_ChargingProfileType(w, o):
                     elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                     elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
                 if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
@@ -1561,11 +1531,9 @@ def _e_ChargingProfileType(w, o):
                     if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
                     v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
                     n += 7
-                    _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_ProfileEntry += 1
                 _k += 1
@@ -1605,239 +1573,231 @@ def _d_ConsumptionCostType(r):
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'startValue/Multiplier'
-            _c1_Multiplier = ((x >> 10) & 7) + -3
-            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
             el = 'startValue/Unit'
-            _c1_Unit = ((x >> 4) & 7)
-            if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
-            else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         else:
             el = 'startValue/Unit'
-            _c1_Multiplier, _c1_Unit = _t
+            _c3_Multiplier, _c3_Unit = _t
         el = 'startValue/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_Value = _y >> 16
+                _c3_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_Value = _U2[_y >> 8]
+                _c3_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_Value = (V >> q) & 127
+            _c3_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ConsumptionCostType', r.end - q)
-        if _neg: _c1_Value = -_c1_Value - 1
-        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 10
+        if q < 0: V, q = r.slidep(q, 10)
+        x = (V >> q) & 1023
+        if x & 960: raise r.deviation('ConsumptionCostType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
         f_startValue = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_startValue.Multiplier = _c1_Multiplier
-        f_startValue.Unit = _c1_Unit
-        f_startValue.Value = _c1_Value
+        f_startValue.Multiplier = _c3_Multiplier
+        f_startValue.Unit = _c3_Unit
+        f_startValue.Value = _c3_Value
         el = 'Cost'
-        _c2_costKind = None
-        _c2_amount = None
-        _c2_amountMultiplier = None
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 103: raise r.deviation('CostType', r.end - q)
+        _a = (x & 63)
+        _c4_costKind = None
+        _c4_amount = None
+        _c4_amountMultiplier = None
+        x = _a
+        if x & 39: raise r.deviation('CostType', r.end - q)
         el = 'Cost/costKind'
-        _c2_costKind = ((x >> 3) & 3)
-        if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(r.end - q))
-        else: _c2_costKind = _E_iso2_msgdatatypes_costKindType[_c2_costKind]
+        _c4_costKind = ((x >> 3) & 3)
+        if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(r.end - q))
+        else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
         el = 'Cost/amount'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c2_amount = _y >> 16
+                _c4_amount = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c2_amount = _U2[_y >> 8]
+                _c4_amount = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c2_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_amount = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c2_amount = (V >> q) & 127
+            _c4_amount = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('CostType', r.end - q)
-        if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
-        ec = (x & 3)
-        _c2_s = 2
+            r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        if x & 131072: raise r.deviation('CostType', r.end - q)
+        if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
+        ec = ((x >> 15) & 3)
+        _a = (x & 32767)
         if ec == 0:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 35: raise r.deviation('CostType', r.end - q)
+            x = _a
+            if x & 17920: raise r.deviation('CostType', r.end - q)
             el = 'Cost/amountMultiplier'
-            _c2_amountMultiplier = ((x >> 2) & 7) + -3
-            if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
-            _c2_s = -1
+            _c4_amountMultiplier = ((x >> 11) & 7) + -3
+            if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
+            ec = ((x >> 7) & 3)
+            _a = (x & 127)
         elif ec == 1:
-            pass
-            _c2_s = -1
+            q += 6
+            x = _a >> 6
+            ec = (x >> 7)
+            _a = (x & 127)
         else:
             raise r.deviation('CostType', r.end - q)
         _v = _new(_K_iso2_msgdatatypes_CostType)
-        _v.costKind = _c2_costKind
-        _v.amount = _c2_amount
-        _v.amountMultiplier = _c2_amountMultiplier
+        _v.costKind = _c4_costKind
+        _v.amount = _c4_amount
+        _v.amountMultiplier = _c4_amountMultiplier
         f_Cost.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 2
         if ec == 0:
+            x = _a
+            if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
             el = 'Cost'
-            _c3_costKind = None
-            _c3_amount = None
-            _c3_amountMultiplier = None
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 103: raise r.deviation('CostType', r.end - q)
+            _a = (x & 63)
+            _c5_costKind = None
+            _c5_amount = None
+            _c5_amountMultiplier = None
+            x = _a
+            if x & 39: raise r.deviation('CostType', r.end - q)
             el = 'Cost/costKind'
-            _c3_costKind = ((x >> 3) & 3)
-            if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(r.end - q))
-            else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
+            _c5_costKind = ((x >> 3) & 3)
+            if _c5_costKind >= 3: _c5_costKind = r.enum_index('CostType/costKind', _c5_costKind, 3, r.at(r.end - q))
+            else: _c5_costKind = _E_iso2_msgdatatypes_costKindType[_c5_costKind]
             el = 'Cost/amount'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_amount = _y >> 16
+                    _c5_amount = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_amount = _U2[_y >> 8]
+                    _c5_amount = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c5_amount = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_amount = (V >> q) & 127
+                _c5_amount = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('CostType', r.end - q)
-            if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
-            ec = (x & 3)
-            _c3_s = 2
+                r.pos = r.end - q; _c5_amount = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slidep(q, 18)
+            x = (V >> q) & 262143
+            if x & 131072: raise r.deviation('CostType', r.end - q)
+            if _c5_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c5_amount, r.at(r.end - q))
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
             if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 35: raise r.deviation('CostType', r.end - q)
+                x = _a
+                if x & 17920: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/amountMultiplier'
-                _c3_amountMultiplier = ((x >> 2) & 7) + -3
-                if _c3_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c3_amountMultiplier, r.at(r.end - q))
-                _c3_s = -1
+                _c5_amountMultiplier = ((x >> 11) & 7) + -3
+                if _c5_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c5_amountMultiplier, r.at(r.end - q))
+                ec = ((x >> 7) & 3)
+                _a = (x & 127)
             elif ec == 1:
-                pass
-                _c3_s = -1
+                q += 6
+                x = _a >> 6
+                ec = (x >> 7)
+                _a = (x & 127)
             else:
                 raise r.deviation('CostType', r.end - q)
             _v = _new(_K_iso2_msgdatatypes_CostType)
-            _v.costKind = _c3_costKind
-            _v.amount = _c3_amount
-            _v.amountMultiplier = _c3_amountMultiplier
+            _v.costKind = _c5_costKind
+            _v.amount = _c5_amount
+            _v.amountMultiplier = _c5_amountMultiplier
             f_Cost.append(_v)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
             s = 3
         elif ec == 1:
-            pass
+            q += 7
             s = -1
         else:
             raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 3:
             if ec == 0:
+                x = _a
+                if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
                 el = 'Cost'
-                _c4_costKind = None
-                _c4_amount = None
-                _c4_amountMultiplier = None
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 103: raise r.deviation('CostType', r.end - q)
+                _a = (x & 63)
+                _c6_costKind = None
+                _c6_amount = None
+                _c6_amountMultiplier = None
+                x = _a
+                if x & 39: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/costKind'
-                _c4_costKind = ((x >> 3) & 3)
-                if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(r.end - q))
-                else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
+                _c6_costKind = ((x >> 3) & 3)
+                if _c6_costKind >= 3: _c6_costKind = r.enum_index('CostType/costKind', _c6_costKind, 3, r.at(r.end - q))
+                else: _c6_costKind = _E_iso2_msgdatatypes_costKindType[_c6_costKind]
                 el = 'Cost/amount'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c4_amount = _y >> 16
+                        _c6_amount = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c4_amount = _U2[_y >> 8]
+                        _c6_amount = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c4_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c6_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c6_amount = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c4_amount = (V >> q) & 127
+                    _c6_amount = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('CostType', r.end - q)
-                if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
-                ec = (x & 3)
-                _c4_s = 2
+                    r.pos = r.end - q; _c6_amount = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 9
+                if q < 0: V, q = r.slidep(q, 9)
+                x = (V >> q) & 511
+                if x & 256: raise r.deviation('CostType', r.end - q)
+                if _c6_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c6_amount, r.at(r.end - q))
+                ec = ((x >> 6) & 3)
+                _a = (x & 63)
                 if ec == 0:
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
+                    x = _a
                     if x & 35: raise r.deviation('CostType', r.end - q)
                     el = 'Cost/amountMultiplier'
-                    _c4_amountMultiplier = ((x >> 2) & 7) + -3
-                    if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
-                    _c4_s = -1
+                    _c6_amountMultiplier = ((x >> 2) & 7) + -3
+                    if _c6_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c6_amountMultiplier, r.at(r.end - q))
                 elif ec == 1:
-                    pass
-                    _c4_s = -1
+                    q += 6
                 else:
                     raise r.deviation('CostType', r.end - q)
                 _v = _new(_K_iso2_msgdatatypes_CostType)
-                _v.costKind = _c4_costKind
-                _v.amount = _c4_amount
-                _v.amountMultiplier = _c4_amountMultiplier
+                _v.costKind = _c6_costKind
+                _v.amount = _c6_amount
+                _v.amountMultiplier = _c6_amountMultiplier
                 f_Cost.append(_v)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ConsumptionCostType', r.end - q)
                 s = -1
             elif ec == 1:
-                pass
+                q += 7
                 s = -1
             else:
                 raise r.deviation('ConsumptionCostType', r.end - q)
@@ -1904,7 +1864,6 @@ def _e_ConsumptionCostType(w, o):
                 elif _c2_amount < 16384: v = (v << 17) | (_V2[_c2_amount] << 1); n += 17
                 elif _c2_amount < 2097152: v = (v << 25) | ((((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c2_amount); v = (w.v << 1); n = w.n + 1
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of costKind')
             if _c2_amountMultiplier is not None:
@@ -1912,11 +1871,9 @@ def _e_ConsumptionCostType(w, o):
                 if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
                 v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
                 n += 8
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Cost += 1
             s = 2
@@ -1943,7 +1900,6 @@ def _e_ConsumptionCostType(w, o):
                 elif _c3_amount < 16384: v = (v << 17) | (_V2[_c3_amount] << 1); n += 17
                 elif _c3_amount < 2097152: v = (v << 25) | ((((_V2[_c3_amount & 16383] | 128) << 8) | (_c3_amount >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c3_amount); v = (w.v << 1); n = w.n + 1
-                _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of costKind')
             if _c3_amountMultiplier is not None:
@@ -1951,11 +1907,9 @@ def _e_ConsumptionCostType(w, o):
                 if not -3 <= _c3_amountMultiplier <= 3: raise EncodeError(f'value {_c3_amountMultiplier!r} outside [-3, 3]')
                 v = (v << 8) | ((_c3_amountMultiplier - -3) << 2)
                 n += 8
-                _c3_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Cost += 1
             s = 3
@@ -1986,7 +1940,6 @@ def _e_ConsumptionCostType(w, o):
                     elif _c4_amount < 16384: v = (v << 17) | (_V2[_c4_amount] << 1); n += 17
                     elif _c4_amount < 2097152: v = (v << 25) | ((((_V2[_c4_amount & 16383] | 128) << 8) | (_c4_amount >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c4_amount); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
                 if _c4_amountMultiplier is not None:
@@ -1994,11 +1947,9 @@ def _e_ConsumptionCostType(w, o):
                     if not -3 <= _c4_amountMultiplier <= 3: raise EncodeError(f'value {_c4_amountMultiplier!r} outside [-3, 3]')
                     v = (v << 8) | ((_c4_amountMultiplier - -3) << 2)
                     n += 8
-                    _c4_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_Cost += 1
                 v <<= 1
@@ -2030,7 +1981,6 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
         r.pos = r.end - q
         f_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
-        s = 1
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         ec = (V >> q) & 1
@@ -2044,13 +1994,11 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-            s = -1
         elif ec == 1:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
             f_value = b''
-            s = -1
         else:
             raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         r.pos = r.end - q
@@ -2078,7 +2026,6 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Id')
         if v_value is not None:
@@ -2090,7 +2037,6 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
             else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         else:
             raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
@@ -2134,25 +2080,21 @@ def _d_CostType(r):
             f_amount = (V >> q) & 127
         else:
             r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('CostType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 256: raise r.deviation('CostType', r.end - q)
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 6) & 3)
+        _a = (x & 63)
         if ec == 0:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
+            x = _a
             if x & 35: raise r.deviation('CostType', r.end - q)
             el = 'amountMultiplier'
             f_amountMultiplier = ((x >> 2) & 7) + -3
             if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 6
         else:
             raise r.deviation('CostType', r.end - q)
         r.pos = r.end - q
@@ -2186,7 +2128,6 @@ def _e_CostType(w, o):
             elif v_amount < 16384: v = (v << 17) | (_V2[v_amount] << 1); n += 17
             elif v_amount < 2097152: v = (v << 25) | ((((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_amount); v = (w.v << 1); n = w.n + 1
-            s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
         if v_amountMultiplier is not None:
@@ -2194,11 +2135,9 @@ def _e_CostType(w, o):
             if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
             v = (v << 8) | ((v_amountMultiplier - -3) << 2)
             n += 8
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2219,13 +2158,13 @@ def _d_DC_EVChargeParameterType(r):
     f_FullSOC = None
     f_BulkSOC = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _a: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -2245,488 +2184,480 @@ def _d_DC_EVChargeParameterType(r):
                 f_DepartureTime = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 25
-            if q < 0: V, q = r.slideq(q, 25)
-            x = (V >> q) & 33554431
-            if x & 32381959: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            q -= 40
+            if q < 0: V, q = r.slidep(q, 40)
+            x = (V >> q) & 1099511627775
+            if x & 1061092032512: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
             if _t is None:
                 el = 'DC_EVStatus/EVReady'
-                _c1_EVReady = ((x >> 20) & 1) == 1
+                _c10_EVReady = ((x >> 35) & 1) == 1
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 13) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c10_EVErrorCode = ((x >> 28) & 15)
+                if _c10_EVErrorCode >= 12: _c10_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c10_EVErrorCode, 12, r.at(r.end - q))
+                else: _c10_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c10_EVErrorCode]
             else:
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVReady, _c1_EVErrorCode = _t
+                _c10_EVReady, _c10_EVErrorCode = _t
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 3) & 127)
-            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
+            _c10_EVRESSSOC = ((x >> 18) & 127)
+            if _c10_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c10_EVRESSSOC, r.at(r.end - q))
             f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-            f_DC_EVStatus.EVReady = _c1_EVReady
-            f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
-            f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
+            f_DC_EVStatus.EVReady = _c10_EVReady
+            f_DC_EVStatus.EVErrorCode = _c10_EVErrorCode
+            f_DC_EVStatus.EVRESSSOC = _c10_EVRESSSOC
+            _a = (x & 32767)
             s = 2
         elif ec == 1:
-            q -= 23
-            if q < 0: V, q = r.slideq(q, 23)
-            x = (V >> q) & 8388607
-            if x & 7216135: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            q += 1
+            q -= 38
+            if q < 0: V, q = r.slidep(q, 38)
+            x = (V >> q) & 274877906943
+            if x & 236458311680: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
             if _t is None:
                 el = 'DC_EVStatus/EVReady'
-                _c2_EVReady = ((x >> 20) & 1) == 1
+                _c11_EVReady = ((x >> 35) & 1) == 1
                 el = 'DC_EVStatus/EVErrorCode'
-                _c2_EVErrorCode = ((x >> 13) & 15)
-                if _c2_EVErrorCode >= 12: _c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_EVErrorCode, 12, r.at(r.end - q))
-                else: _c2_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_EVErrorCode]
+                _c11_EVErrorCode = ((x >> 28) & 15)
+                if _c11_EVErrorCode >= 12: _c11_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c11_EVErrorCode, 12, r.at(r.end - q))
+                else: _c11_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c11_EVErrorCode]
             else:
                 el = 'DC_EVStatus/EVErrorCode'
-                _c2_EVReady, _c2_EVErrorCode = _t
+                _c11_EVReady, _c11_EVErrorCode = _t
             el = 'DC_EVStatus/EVRESSSOC'
-            _c2_EVRESSSOC = ((x >> 3) & 127)
-            if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(r.end - q))
+            _c11_EVRESSSOC = ((x >> 18) & 127)
+            if _c11_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c11_EVRESSSOC, r.at(r.end - q))
             f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-            f_DC_EVStatus.EVReady = _c2_EVReady
-            f_DC_EVStatus.EVErrorCode = _c2_EVErrorCode
-            f_DC_EVStatus.EVRESSSOC = _c2_EVRESSSOC
+            f_DC_EVStatus.EVReady = _c11_EVReady
+            f_DC_EVStatus.EVErrorCode = _c11_EVErrorCode
+            f_DC_EVStatus.EVRESSSOC = _c11_EVRESSSOC
+            _a = (x & 32767)
             s = 2
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
+        x = _a
         if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'EVMaximumCurrentLimit'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVMaximumCurrentLimit/Multiplier'
-            _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            _c12_Multiplier = ((x >> 10) & 7) + -3
+            if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
             el = 'EVMaximumCurrentLimit/Unit'
-            _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            _c12_Unit = ((x >> 4) & 7)
+            if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(r.end - q))
+            else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
         else:
             el = 'EVMaximumCurrentLimit/Unit'
-            _c3_Multiplier, _c3_Unit = _t
+            _c12_Multiplier, _c12_Unit = _t
         el = 'EVMaximumCurrentLimit/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c12_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c12_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c12_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 19
+        if q < 0: V, q = r.slidep(q, 19)
+        x = (V >> q) & 524287
+        if x & 393216: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        if _neg: _c12_Value = -_c12_Value - 1
+        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
         f_EVMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
-        f_EVMaximumCurrentLimit.Unit = _c3_Unit
-        f_EVMaximumCurrentLimit.Value = _c3_Value
-        ec = (x & 3)
+        f_EVMaximumCurrentLimit.Multiplier = _c12_Multiplier
+        f_EVMaximumCurrentLimit.Unit = _c12_Unit
+        f_EVMaximumCurrentLimit.Value = _c12_Value
+        ec = ((x >> 15) & 3)
+        _a = (x & 32767)
         s = 3
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumPowerLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                _c13_Multiplier = ((x >> 10) & 7) + -3
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumPowerLimit/Unit'
-                _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+                _c13_Unit = ((x >> 4) & 7)
+                if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(r.end - q))
+                else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
             else:
                 el = 'EVMaximumPowerLimit/Unit'
-                _c4_Multiplier, _c4_Unit = _t
+                _c13_Multiplier, _c13_Unit = _t
             el = 'EVMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c4_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c4_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 18
             if q < 0: V, q = r.slideq(q, 18)
             x = (V >> q) & 262143
             if x & 254862: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
-            f_EVMaximumPowerLimit.Unit = _c4_Unit
-            f_EVMaximumPowerLimit.Value = _c4_Value
+            f_EVMaximumPowerLimit.Multiplier = _c13_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c13_Unit
+            f_EVMaximumPowerLimit.Value = _c13_Value
             el = 'EVMaximumVoltageLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVMaximumVoltageLimit/Multiplier'
-                _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                _c14_Multiplier = ((x >> 10) & 7) + -3
+                if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+                _c14_Unit = ((x >> 4) & 7)
+                if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(r.end - q))
+                else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
             else:
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c5_Multiplier, _c5_Unit = _t
+                _c14_Multiplier, _c14_Unit = _t
             el = 'EVMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c5_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c5_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 26
+            if q < 0: V, q = r.slidep(q, 26)
+            x = (V >> q) & 67108863
+            if x & 50331648: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
-            f_EVMaximumVoltageLimit.Unit = _c5_Unit
-            f_EVMaximumVoltageLimit.Value = _c5_Value
-            ec = (x & 7)
+            f_EVMaximumVoltageLimit.Multiplier = _c14_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c14_Unit
+            f_EVMaximumVoltageLimit.Value = _c14_Value
+            ec = ((x >> 21) & 7)
+            _a = (x & 2097151)
             s = 5
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVMaximumVoltageLimit/Multiplier'
-                _c6_Multiplier = ((x >> 10) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                _c15_Multiplier = ((x >> 10) & 7) + -3
+                if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c6_Unit = ((x >> 4) & 7)
-                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
-                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+                _c15_Unit = ((x >> 4) & 7)
+                if _c15_Unit >= 7: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 7, r.at(r.end - q))
+                else: _c15_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c15_Unit]
             else:
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c6_Multiplier, _c6_Unit = _t
+                _c15_Multiplier, _c15_Unit = _t
             el = 'EVMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c6_Value = _y >> 16
+                    _c15_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c6_Value = _U2[_y >> 8]
+                    _c15_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c15_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 26
+            if q < 0: V, q = r.slidep(q, 26)
+            x = (V >> q) & 67108863
+            if x & 50331648: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c15_Value = -_c15_Value - 1
+            if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
             f_EVMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
-            f_EVMaximumVoltageLimit.Unit = _c6_Unit
-            f_EVMaximumVoltageLimit.Value = _c6_Value
-            ec = (x & 7)
+            f_EVMaximumVoltageLimit.Multiplier = _c15_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c15_Unit
+            f_EVMaximumVoltageLimit.Value = _c15_Value
+            ec = ((x >> 21) & 7)
+            _a = (x & 2097151)
             s = 5
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            q += 6
+            x = _a >> 6
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyCapacity'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVEnergyCapacity/Multiplier'
-                _c7_Multiplier = ((x >> 10) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                _c16_Multiplier = ((x >> 10) & 7) + -3
+                if _c16_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_Multiplier, r.at(r.end - q))
                 el = 'EVEnergyCapacity/Unit'
-                _c7_Unit = ((x >> 4) & 7)
-                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
-                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                _c16_Unit = ((x >> 4) & 7)
+                if _c16_Unit >= 7: _c16_Unit = r.enum_index('PhysicalValueType/Unit', _c16_Unit, 7, r.at(r.end - q))
+                else: _c16_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_Unit]
             else:
                 el = 'EVEnergyCapacity/Unit'
-                _c7_Multiplier, _c7_Unit = _t
+                _c16_Multiplier, _c16_Unit = _t
             el = 'EVEnergyCapacity/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c16_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c16_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c16_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
-            if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 26
+            if q < 0: V, q = r.slidep(q, 26)
+            x = (V >> q) & 67108863
+            if x & 50331648: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c16_Value = -_c16_Value - 1
+            if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
             f_EVEnergyCapacity = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVEnergyCapacity.Multiplier = _c7_Multiplier
-            f_EVEnergyCapacity.Unit = _c7_Unit
-            f_EVEnergyCapacity.Value = _c7_Value
-            ec = (x & 7)
+            f_EVEnergyCapacity.Multiplier = _c16_Multiplier
+            f_EVEnergyCapacity.Unit = _c16_Unit
+            f_EVEnergyCapacity.Value = _c16_Value
+            ec = ((x >> 21) & 7)
+            _a = (x & 2097151)
             s = 6
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            q += 6
+            x = _a >> 6
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyRequest'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVEnergyRequest/Multiplier'
-                _c8_Multiplier = ((x >> 10) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                _c17_Multiplier = ((x >> 10) & 7) + -3
+                if _c17_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_Multiplier, r.at(r.end - q))
                 el = 'EVEnergyRequest/Unit'
-                _c8_Unit = ((x >> 4) & 7)
-                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
-                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                _c17_Unit = ((x >> 4) & 7)
+                if _c17_Unit >= 7: _c17_Unit = r.enum_index('PhysicalValueType/Unit', _c17_Unit, 7, r.at(r.end - q))
+                else: _c17_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c17_Unit]
             else:
                 el = 'EVEnergyRequest/Unit'
-                _c8_Multiplier, _c8_Unit = _t
+                _c17_Multiplier, _c17_Unit = _t
             el = 'EVEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c8_Value = _y >> 16
+                    _c17_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = _U2[_y >> 8]
+                    _c17_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c8_Value = (V >> q) & 127
+                _c17_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 25
+            if q < 0: V, q = r.slidep(q, 25)
+            x = (V >> q) & 33554431
+            if x & 25165824: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c17_Value = -_c17_Value - 1
+            if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
             f_EVEnergyRequest = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVEnergyRequest.Multiplier = _c8_Multiplier
-            f_EVEnergyRequest.Unit = _c8_Unit
-            f_EVEnergyRequest.Value = _c8_Value
-            ec = (x & 3)
+            f_EVEnergyRequest.Multiplier = _c17_Multiplier
+            f_EVEnergyRequest.Unit = _c17_Unit
+            f_EVEnergyRequest.Value = _c17_Value
+            ec = ((x >> 21) & 3)
+            _a = (x & 2097151)
             s = 7
         elif ec == 2:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
-            if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            x = _a
+            if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'FullSOC'
-            f_FullSOC = ((x >> 3) & 127)
+            f_FullSOC = ((x >> 13) & 127)
             if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 10) & 3)
+            _a = (x & 1023)
             s = 8
         elif ec == 3:
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
+            q += 11
+            x = _a >> 11
             if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'BulkSOC'
             f_BulkSOC = ((x >> 2) & 127)
             if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
             s = 9
         elif ec == 4:
-            pass
+            q += 21
             s = -1
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
             if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                q += 6
+                x = _a >> 6
                 if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'EVEnergyRequest/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                    _c18_Multiplier = ((x >> 10) & 7) + -3
+                    if _c18_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c18_Multiplier, r.at(r.end - q))
                     el = 'EVEnergyRequest/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                    _c18_Unit = ((x >> 4) & 7)
+                    if _c18_Unit >= 7: _c18_Unit = r.enum_index('PhysicalValueType/Unit', _c18_Unit, 7, r.at(r.end - q))
+                    else: _c18_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c18_Unit]
                 else:
                     el = 'EVEnergyRequest/Unit'
-                    _c9_Multiplier, _c9_Unit = _t
+                    _c18_Multiplier, _c18_Unit = _t
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c9_Value = _y >> 16
+                        _c18_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c9_Value = _U2[_y >> 8]
+                        _c18_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c18_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 25
+                if q < 0: V, q = r.slidep(q, 25)
+                x = (V >> q) & 33554431
+                if x & 25165824: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                if _neg: _c18_Value = -_c18_Value - 1
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
                 f_EVEnergyRequest = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                f_EVEnergyRequest.Multiplier = _c9_Multiplier
-                f_EVEnergyRequest.Unit = _c9_Unit
-                f_EVEnergyRequest.Value = _c9_Value
-                ec = (x & 3)
+                f_EVEnergyRequest.Multiplier = _c18_Multiplier
+                f_EVEnergyRequest.Unit = _c18_Unit
+                f_EVEnergyRequest.Value = _c18_Value
+                ec = ((x >> 21) & 3)
+                _a = (x & 2097151)
                 s = 7
             elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                x = _a
+                if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 3) & 127)
+                f_FullSOC = ((x >> 13) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 10) & 3)
+                _a = (x & 1023)
                 s = 8
             elif ec == 2:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
+                q += 11
+                x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 3:
-                pass
+                q += 21
                 s = -1
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 7:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                x = _a
+                if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 3) & 127)
+                f_FullSOC = ((x >> 13) & 127)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 10) & 3)
+                _a = (x & 1023)
                 s = 8
             elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
+                q += 11
+                x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 2:
-                pass
+                q += 21
                 s = -1
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 8:
             if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
+                x = _a
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
                 f_BulkSOC = ((x >> 2) & 127)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 1:
-                pass
+                q += 10
                 s = -1
             else:
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
@@ -3084,35 +3015,33 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     f_BulkChargingComplete = None
     f_ChargingComplete = None
     try:
-        q -= 25
-        if q < 0: V, q = r.slideq(q, 25)
-        x = (V >> q) & 33554431
-        if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        q -= 33
+        if q < 0: V, q = r.slidep(q, 33)
+        x = (V >> q) & 8589934591
+        if x & 7989627904: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 22) & 255)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
-            _c1_EVReady = ((x >> 21) & 1) == 1
+            _c1_EVReady = ((x >> 29) & 1) == 1
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 14) & 15)
+            _c1_EVErrorCode = ((x >> 22) & 15)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
         else:
             el = 'DC_EVStatus/EVErrorCode'
             _c1_EVReady, _c1_EVErrorCode = _t
         el = 'DC_EVStatus/EVRESSSOC'
-        _c1_EVRESSSOC = ((x >> 4) & 127)
+        _c1_EVRESSSOC = ((x >> 12) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
         f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 8) & 3)
+        _a = (x & 255)
         if ec == 0:
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
+            x = _a
             if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
             if _t is None:
@@ -3123,18 +3052,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             else:
                 el = 'ChargingComplete'
                 f_BulkChargingComplete, f_ChargingComplete = _t
-            s = 3
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 4
+            x = _a >> 4
             if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'ChargingComplete'
             f_ChargingComplete = ((x >> 2) & 1) == 1
-            s = 3
         else:
             raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -3171,7 +3096,6 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
             v = (v << 23) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
             n += 23
-            s = 1
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         if v_BulkChargingComplete is not None:
@@ -3182,19 +3106,16 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
             v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
             n += 9
-            s = 3
         elif v_ChargingComplete is not None:
             el = 'ChargingComplete'
             if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
             v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
             n += 5
-            s = 3
         else:
             raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
         if True:
             v <<= 1
             n += 1
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3215,84 +3136,78 @@ def _d_DC_EVSEChargeParameterType(r):
     f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
-        _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _a = (x & 1)
+        _c5_NotificationMaxDelay = None
+        _c5_EVSENotification = None
+        _c5_EVSEIsolationStatus = None
+        _c5_EVSEStatusCode = None
+        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
+                _c5_NotificationMaxDelay = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
+                _c5_NotificationMaxDelay = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_NotificationMaxDelay = (V >> q) & 127
+            _c5_NotificationMaxDelay = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c5_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
-        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-        else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        ec = (x & 3)
-        _c1_s = 2
+        _c5_EVSENotification = ((x >> 16) & 3)
+        if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
+        else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
+            x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
+                _c5_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c5_EVSEIsolationStatus >= 5: _c5_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c5_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEStatusCode = ((x >> 2) & 15)
-                if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+                _c5_EVSEStatusCode = ((x >> 2) & 15)
+                if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
             else:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-            _c1_s = 4
+                _c5_EVSEIsolationStatus, _c5_EVSEStatusCode = _t
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
+            q += 6
+            x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
-            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-            _c1_s = 4
+            _c5_EVSEStatusCode = ((x >> 2) & 15)
+            if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        _c1_s = -1
         f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
-        f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-        f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
-        f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
+        f_DC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
+        f_DC_EVSEStatus.EVSENotification = _c5_EVSENotification
+        f_DC_EVSEStatus.EVSEIsolationStatus = _c5_EVSEIsolationStatus
+        f_DC_EVSEStatus.EVSEStatusCode = _c5_EVSEStatusCode
         q -= 16
         if q < 0: V, q = r.slideq(q, 16)
         x = (V >> q) & 65535
@@ -3301,188 +3216,16 @@ def _d_DC_EVSEChargeParameterType(r):
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'EVSEMaximumCurrentLimit/Multiplier'
-            _c2_Multiplier = ((x >> 10) & 7) + -3
-            if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
-            el = 'EVSEMaximumCurrentLimit/Unit'
-            _c2_Unit = ((x >> 4) & 7)
-            if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
-            else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
-        else:
-            el = 'EVSEMaximumCurrentLimit/Unit'
-            _c2_Multiplier, _c2_Unit = _t
-        el = 'EVSEMaximumCurrentLimit/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c2_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 18
-        if q < 0: V, q = r.slideq(q, 18)
-        x = (V >> q) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if _neg: _c2_Value = -_c2_Value - 1
-        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
-        f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
-        f_EVSEMaximumCurrentLimit.Value = _c2_Value
-        el = 'EVSEMaximumPowerLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-        if _t is None:
-            el = 'EVSEMaximumPowerLimit/Multiplier'
-            _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-            el = 'EVSEMaximumPowerLimit/Unit'
-            _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-        else:
-            el = 'EVSEMaximumPowerLimit/Unit'
-            _c3_Multiplier, _c3_Unit = _t
-        el = 'EVSEMaximumPowerLimit/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c3_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 18
-        if q < 0: V, q = r.slideq(q, 18)
-        x = (V >> q) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
-        f_EVSEMaximumPowerLimit.Unit = _c3_Unit
-        f_EVSEMaximumPowerLimit.Value = _c3_Value
-        el = 'EVSEMaximumVoltageLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-        if _t is None:
-            el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c4_Multiplier = ((x >> 10) & 7) + -3
-            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-            el = 'EVSEMaximumVoltageLimit/Unit'
-            _c4_Unit = ((x >> 4) & 7)
-            if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-            else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-        else:
-            el = 'EVSEMaximumVoltageLimit/Unit'
-            _c4_Multiplier, _c4_Unit = _t
-        el = 'EVSEMaximumVoltageLimit/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c4_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 18
-        if q < 0: V, q = r.slideq(q, 18)
-        x = (V >> q) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if _neg: _c4_Value = -_c4_Value - 1
-        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVSEMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-        f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-        f_EVSEMaximumVoltageLimit.Value = _c4_Value
-        el = 'EVSEMinimumCurrentLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-        if _t is None:
-            el = 'EVSEMinimumCurrentLimit/Multiplier'
-            _c5_Multiplier = ((x >> 10) & 7) + -3
-            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-            el = 'EVSEMinimumCurrentLimit/Unit'
-            _c5_Unit = ((x >> 4) & 7)
-            if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-            else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-        else:
-            el = 'EVSEMinimumCurrentLimit/Unit'
-            _c5_Multiplier, _c5_Unit = _t
-        el = 'EVSEMinimumCurrentLimit/Value'
-        _neg = (x & 1)
-        if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_Value = _U2[_y >> 8]
-            elif not _y & 128:
-                q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-            else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-            q -= 8
-            _c5_Value = (V >> q) & 127
-        else:
-            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 18
-        if q < 0: V, q = r.slideq(q, 18)
-        x = (V >> q) & 262143
-        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if _neg: _c5_Value = -_c5_Value - 1
-        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVSEMinimumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEMinimumCurrentLimit.Multiplier = _c5_Multiplier
-        f_EVSEMinimumCurrentLimit.Unit = _c5_Unit
-        f_EVSEMinimumCurrentLimit.Value = _c5_Value
-        el = 'EVSEMinimumVoltageLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-        if _t is None:
-            el = 'EVSEMinimumVoltageLimit/Multiplier'
             _c6_Multiplier = ((x >> 10) & 7) + -3
             if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-            el = 'EVSEMinimumVoltageLimit/Unit'
+            el = 'EVSEMaximumCurrentLimit/Unit'
             _c6_Unit = ((x >> 4) & 7)
             if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
             else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
         else:
-            el = 'EVSEMinimumVoltageLimit/Unit'
+            el = 'EVSEMaximumCurrentLimit/Unit'
             _c6_Multiplier, _c6_Unit = _t
-        el = 'EVSEMinimumVoltageLimit/Value'
+        el = 'EVSEMaximumCurrentLimit/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -3502,214 +3245,378 @@ def _d_DC_EVSEChargeParameterType(r):
             _c6_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+        f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVSEMaximumCurrentLimit.Multiplier = _c6_Multiplier
+        f_EVSEMaximumCurrentLimit.Unit = _c6_Unit
+        f_EVSEMaximumCurrentLimit.Value = _c6_Value
+        el = 'EVSEMaximumPowerLimit'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVSEMaximumPowerLimit/Multiplier'
+            _c7_Multiplier = ((x >> 10) & 7) + -3
+            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+            el = 'EVSEMaximumPowerLimit/Unit'
+            _c7_Unit = ((x >> 4) & 7)
+            if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
+            else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+        else:
+            el = 'EVSEMaximumPowerLimit/Unit'
+            _c7_Multiplier, _c7_Unit = _t
+        el = 'EVSEMaximumPowerLimit/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c7_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c7_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c7_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+        f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVSEMaximumPowerLimit.Multiplier = _c7_Multiplier
+        f_EVSEMaximumPowerLimit.Unit = _c7_Unit
+        f_EVSEMaximumPowerLimit.Value = _c7_Value
+        el = 'EVSEMaximumVoltageLimit'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVSEMaximumVoltageLimit/Multiplier'
+            _c8_Multiplier = ((x >> 10) & 7) + -3
+            if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+            el = 'EVSEMaximumVoltageLimit/Unit'
+            _c8_Unit = ((x >> 4) & 7)
+            if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
+            else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+        else:
+            el = 'EVSEMaximumVoltageLimit/Unit'
+            _c8_Multiplier, _c8_Unit = _t
+        el = 'EVSEMaximumVoltageLimit/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c8_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c8_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c8_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+        f_EVSEMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVSEMaximumVoltageLimit.Multiplier = _c8_Multiplier
+        f_EVSEMaximumVoltageLimit.Unit = _c8_Unit
+        f_EVSEMaximumVoltageLimit.Value = _c8_Value
+        el = 'EVSEMinimumCurrentLimit'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVSEMinimumCurrentLimit/Multiplier'
+            _c9_Multiplier = ((x >> 10) & 7) + -3
+            if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+            el = 'EVSEMinimumCurrentLimit/Unit'
+            _c9_Unit = ((x >> 4) & 7)
+            if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
+            else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+        else:
+            el = 'EVSEMinimumCurrentLimit/Unit'
+            _c9_Multiplier, _c9_Unit = _t
+        el = 'EVSEMinimumCurrentLimit/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c9_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c9_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c9_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        f_EVSEMinimumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVSEMinimumCurrentLimit.Multiplier = _c9_Multiplier
+        f_EVSEMinimumCurrentLimit.Unit = _c9_Unit
+        f_EVSEMinimumCurrentLimit.Value = _c9_Value
+        el = 'EVSEMinimumVoltageLimit'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVSEMinimumVoltageLimit/Multiplier'
+            _c10_Multiplier = ((x >> 10) & 7) + -3
+            if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+            el = 'EVSEMinimumVoltageLimit/Unit'
+            _c10_Unit = ((x >> 4) & 7)
+            if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
+            else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
+        else:
+            el = 'EVSEMinimumVoltageLimit/Unit'
+            _c10_Multiplier, _c10_Unit = _t
+        el = 'EVSEMinimumVoltageLimit/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c10_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c10_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c10_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 19
+        if q < 0: V, q = r.slidep(q, 19)
+        x = (V >> q) & 524287
+        if x & 393216: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        if _neg: _c10_Value = -_c10_Value - 1
+        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
         f_EVSEMinimumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_EVSEMinimumVoltageLimit.Multiplier = _c6_Multiplier
-        f_EVSEMinimumVoltageLimit.Unit = _c6_Unit
-        f_EVSEMinimumVoltageLimit.Value = _c6_Value
-        ec = (x & 3)
-        s = 6
+        f_EVSEMinimumVoltageLimit.Multiplier = _c10_Multiplier
+        f_EVSEMinimumVoltageLimit.Unit = _c10_Unit
+        f_EVSEMinimumVoltageLimit.Value = _c10_Value
+        ec = ((x >> 15) & 3)
+        _a = (x & 32767)
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSECurrentRegulationTolerance'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSECurrentRegulationTolerance/Multiplier'
-                _c7_Multiplier = ((x >> 10) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                _c11_Multiplier = ((x >> 10) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
                 el = 'EVSECurrentRegulationTolerance/Unit'
-                _c7_Unit = ((x >> 4) & 7)
-                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
-                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+                _c11_Unit = ((x >> 4) & 7)
+                if _c11_Unit >= 7: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 7, r.at(r.end - q))
+                else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
             else:
                 el = 'EVSECurrentRegulationTolerance/Unit'
-                _c7_Multiplier, _c7_Unit = _t
+                _c11_Multiplier, _c11_Unit = _t
             el = 'EVSECurrentRegulationTolerance/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c7_Value = _y >> 16
+                    _c11_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c7_Value = _U2[_y >> 8]
+                    _c11_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c11_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 18
             if q < 0: V, q = r.slideq(q, 18)
             x = (V >> q) & 262143
             if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            if _neg: _c11_Value = -_c11_Value - 1
+            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
             f_EVSECurrentRegulationTolerance = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSECurrentRegulationTolerance.Multiplier = _c7_Multiplier
-            f_EVSECurrentRegulationTolerance.Unit = _c7_Unit
-            f_EVSECurrentRegulationTolerance.Value = _c7_Value
+            f_EVSECurrentRegulationTolerance.Multiplier = _c11_Multiplier
+            f_EVSECurrentRegulationTolerance.Unit = _c11_Unit
+            f_EVSECurrentRegulationTolerance.Value = _c11_Value
             el = 'EVSEPeakCurrentRipple'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEPeakCurrentRipple/Multiplier'
-                _c8_Multiplier = ((x >> 10) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                _c12_Multiplier = ((x >> 10) & 7) + -3
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c8_Unit = ((x >> 4) & 7)
-                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
-                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+                _c12_Unit = ((x >> 4) & 7)
+                if _c12_Unit >= 7: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 7, r.at(r.end - q))
+                else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
             else:
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c8_Multiplier, _c8_Unit = _t
+                _c12_Multiplier, _c12_Unit = _t
             el = 'EVSEPeakCurrentRipple/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c8_Value = _y >> 16
+                    _c12_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c8_Value = _U2[_y >> 8]
+                    _c12_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c8_Value = (V >> q) & 127
+                _c12_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            if _neg: _c12_Value = -_c12_Value - 1
+            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
             f_EVSEPeakCurrentRipple = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
-            f_EVSEPeakCurrentRipple.Unit = _c8_Unit
-            f_EVSEPeakCurrentRipple.Value = _c8_Value
-            ec = (x & 3)
-            s = 8
+            f_EVSEPeakCurrentRipple.Multiplier = _c12_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c12_Unit
+            f_EVSEPeakCurrentRipple.Value = _c12_Value
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
         elif ec == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEPeakCurrentRipple/Multiplier'
-                _c9_Multiplier = ((x >> 10) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                _c13_Multiplier = ((x >> 10) & 7) + -3
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c9_Unit = ((x >> 4) & 7)
-                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
-                else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+                _c13_Unit = ((x >> 4) & 7)
+                if _c13_Unit >= 7: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 7, r.at(r.end - q))
+                else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
             else:
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c9_Multiplier, _c9_Unit = _t
+                _c13_Multiplier, _c13_Unit = _t
             el = 'EVSEPeakCurrentRipple/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c9_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c9_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 393216: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
             f_EVSEPeakCurrentRipple = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
-            f_EVSEPeakCurrentRipple.Unit = _c9_Unit
-            f_EVSEPeakCurrentRipple.Value = _c9_Value
-            ec = (x & 3)
-            s = 8
+            f_EVSEPeakCurrentRipple.Multiplier = _c13_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c13_Unit
+            f_EVSEPeakCurrentRipple.Value = _c13_Value
+            ec = ((x >> 15) & 3)
+            _a = (x & 32767)
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if ec == 0:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEEnergyToBeDelivered'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'EVSEEnergyToBeDelivered/Multiplier'
-                _c10_Multiplier = ((x >> 10) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+                _c14_Multiplier = ((x >> 10) & 7) + -3
+                if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
                 el = 'EVSEEnergyToBeDelivered/Unit'
-                _c10_Unit = ((x >> 4) & 7)
-                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
-                else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
+                _c14_Unit = ((x >> 4) & 7)
+                if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(r.end - q))
+                else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
             else:
                 el = 'EVSEEnergyToBeDelivered/Unit'
-                _c10_Multiplier, _c10_Unit = _t
+                _c14_Multiplier, _c14_Unit = _t
             el = 'EVSEEnergyToBeDelivered/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c10_Value = _y >> 16
+                    _c14_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = _U2[_y >> 8]
+                    _c14_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c10_Value = (V >> q) & 127
+                _c14_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
             f_EVSEEnergyToBeDelivered = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_EVSEEnergyToBeDelivered.Multiplier = _c10_Multiplier
-            f_EVSEEnergyToBeDelivered.Unit = _c10_Unit
-            f_EVSEEnergyToBeDelivered.Value = _c10_Value
-            s = -1
+            f_EVSEEnergyToBeDelivered.Multiplier = _c14_Multiplier
+            f_EVSEEnergyToBeDelivered.Unit = _c14_Unit
+            f_EVSEEnergyToBeDelivered.Value = _c14_Value
         elif ec == 1:
-            pass
-            s = -1
+            q += 15
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         r.pos = r.end - q
@@ -3768,7 +3675,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 v = (v << 5) | (_c1_i1 << 1)
                 n += 5
                 _c1_EVSENotification = None
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if _c1_EVSEIsolationStatus is not None:
@@ -3783,7 +3689,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 n += 14
                 _c1_EVSEIsolationStatus = None
                 _c1_EVSEStatusCode = None
-                _c1_s = 4
             elif _c1_EVSEStatusCode is not None:
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
@@ -3791,14 +3696,12 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 v = (v << 8) | (1 << 6) | (_c1_i4 << 1)
                 n += 8
                 _c1_EVSEStatusCode = None
-                _c1_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
                 if _c1_NotificationMaxDelay is not None or _c1_EVSENotification is not None or _c1_EVSEIsolationStatus is not None or _c1_EVSEStatusCode is not None: raise _leftover(_c1_o)
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
             el = 'EVSEMaximumCurrentLimit'
@@ -3915,7 +3818,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 6
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
         if v_EVSECurrentRegulationTolerance is not None:
@@ -3964,7 +3866,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 8
         elif v_EVSEPeakCurrentRipple is not None:
             el = 'EVSEPeakCurrentRipple'
             _o = v_EVSEPeakCurrentRipple
@@ -3988,7 +3889,6 @@ def _e_DC_EVSEChargeParameterType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 8
         else:
             raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
         if v_EVSEEnergyToBeDelivered is not None:
@@ -4014,11 +3914,9 @@ def _e_DC_EVSEChargeParameterType(w, o):
             elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
             elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4056,21 +3954,19 @@ def _d_DC_EVSEStatusType(r):
             f_NotificationMaxDelay = (V >> q) & 127
         else:
             r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 8
-        if q < 0: V, q = r.slideq(q, 8)
-        x = (V >> q) & 255
-        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 3) & 3)
+        f_EVSENotification = ((x >> 16) & 3)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 13) & 3)
+        _a = (x & 8191)
         if ec == 0:
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
+            x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
             if _t is None:
@@ -4085,20 +3981,16 @@ def _d_DC_EVSEStatusType(r):
             else:
                 el = 'EVSEStatusCode'
                 f_EVSEIsolationStatus, f_EVSEStatusCode = _t
-            s = 4
         elif ec == 1:
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
+            q += 6
+            x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEStatusCode'
             f_EVSEStatusCode = ((x >> 2) & 15)
             if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-            s = 4
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -4136,7 +4028,6 @@ def _e_DC_EVSEStatusType(w, o):
             v = (v << 5) | (_i1 << 1)
             n += 5
             v_EVSENotification = None
-            s = 2
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         if v_EVSEIsolationStatus is not None:
@@ -4151,7 +4042,6 @@ def _e_DC_EVSEStatusType(w, o):
             n += 14
             v_EVSEIsolationStatus = None
             v_EVSEStatusCode = None
-            s = 4
         elif v_EVSEStatusCode is not None:
             el = 'EVSEStatusCode'
             _i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
@@ -4159,14 +4049,12 @@ def _e_DC_EVSEStatusType(w, o):
             v = (v << 8) | (1 << 6) | (_i4 << 1)
             n += 8
             v_EVSEStatusCode = None
-            s = 4
         else:
             raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
         if True:
             v <<= 1
             n += 1
             if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4251,7 +4139,6 @@ def _d_DiffieHellmanPublickeyType(r):
         r.pos = r.end - q
         f_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
-        s = 1
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         ec = (V >> q) & 1
@@ -4265,13 +4152,11 @@ def _d_DiffieHellmanPublickeyType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-            s = -1
         elif ec == 1:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
             f_value = b''
-            s = -1
         else:
             raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         r.pos = r.end - q
@@ -4299,7 +4184,6 @@ def _e_DiffieHellmanPublickeyType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Id')
         if v_value is not None:
@@ -4311,7 +4195,6 @@ def _e_DiffieHellmanPublickeyType(w, o):
             else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         else:
             raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
@@ -4394,13 +4277,13 @@ def _d_EVChargeParameterType(r):
     el = ''
     f_DepartureTime = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+            if _a: raise r.deviation('EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -4425,7 +4308,7 @@ def _d_EVChargeParameterType(r):
             if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         elif ec == 1:
-            pass
+            q += 1
         else:
             raise r.deviation('EVChargeParameterType', r.end - q)
         r.pos = r.end - q
@@ -4631,92 +4514,83 @@ def _d_EntryType(r):
     f_RelativeTimeInterval = None
     f_TimeInterval = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         if ec == 0:
+            x = _a
+            if x & 2: raise r.deviation('EntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _c1_start = None
-            _c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c3_start = None
+            _c3_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_start = _y >> 16
+                    _c3_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = _U2[_y >> 8]
+                    _c3_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_start = (V >> q) & 127
+                _c3_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+                r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slidep(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
+            ec = ((x >> 1) & 3)
+            _a = (x & 1)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_duration = _y >> 16
+                        _c3_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_duration = _U2[_y >> 8]
+                        _c3_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_duration = (V >> q) & 127
+                    _c3_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
-                _c1_s = -1
+                    r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c3_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c3_duration, r.at(r.end - q))
             elif ec == 1:
-                pass
-                _c1_s = -1
+                if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
-            f_RelativeTimeInterval.start = _c1_start
-            f_RelativeTimeInterval.duration = _c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EntryType', r.end - q)
-            s = 1
+            f_RelativeTimeInterval.start = _c3_start
+            f_RelativeTimeInterval.duration = _c3_duration
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('EntryType', r.end - q)
+            if _a: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            s = 1
         else:
             raise r.deviation('EntryType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -4749,7 +4623,6 @@ def _e_EntryType(w, o):
                 elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
                 elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
             if _c1_duration is not None:
@@ -4761,28 +4634,23 @@ def _e_EntryType(w, o):
                 elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
                 elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
-            s = 1
         elif v_TimeInterval is not None:
             el = 'TimeInterval'
             _o = v_TimeInterval
             v = (v << 3) | (1 << 1)
             n += 3
             v_TimeInterval = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
         if True:
             v <<= 1
             n += 1
             if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4872,15 +4740,15 @@ def _d_ListOfRootCertificateIDsType(r):
         _v.X509SerialNumber = _c1_X509SerialNumber
         f_RootCertificateID.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 el = 'RootCertificateID/X509IssuerName'
                 _esc = (x & 1)
@@ -4888,10 +4756,10 @@ def _d_ListOfRootCertificateIDsType(r):
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                    _c2_X509IssuerName = ''
+                    _c3_X509IssuerName = ''
                 else:
                     r.pos = r.end - q
-                    _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                    _c3_X509IssuerName = r.string('xmldsig:X509IssuerName')
                     V = r.v; q = r.end - r.pos
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
@@ -4903,34 +4771,38 @@ def _d_ListOfRootCertificateIDsType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_X509SerialNumber = _y >> 16
+                        _c3_X509SerialNumber = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_X509SerialNumber = _U2[_y >> 8]
+                        _c3_X509SerialNumber = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_X509SerialNumber = (V >> q) & 127
+                    _c3_X509SerialNumber = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                    r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slidep(q, 6)
+                x = (V >> q) & 63
+                if x & 48: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
                 _v = _new(_K_xmldsig_X509IssuerSerialType)
-                _v.X509IssuerName = _c2_X509IssuerName
-                _v.X509SerialNumber = _c2_X509SerialNumber
+                _v.X509IssuerName = _c3_X509IssuerName
+                _v.X509SerialNumber = _c3_X509SerialNumber
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 f_RootCertificateID.append(_v)
                 _k += 1
                 if _k == 19:
+                    q += 4
                     s = 20
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -5059,16 +4931,16 @@ def _d_MeterInfoType(r):
             f_MeterID = r.string('iso2_msgdatatypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 8: raise r.deviation('MeterInfoType', r.end - q)
-        ec = (x & 7)
+        q -= 6
+        if q < 0: V, q = r.slidep(q, 6)
+        x = (V >> q) & 63
+        if x & 32: raise r.deviation('MeterInfoType', r.end - q)
+        ec = ((x >> 2) & 7)
+        _a = (x & 3)
         s = 1
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            q += 1
+            if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterReading'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -5088,17 +4960,17 @@ def _d_MeterInfoType(r):
                 f_MeterReading = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
-            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 6
+            if q < 0: V, q = r.slidep(q, 6)
+            x = (V >> q) & 63
+            if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
-            ec = (x & 7)
+            ec = ((x >> 2) & 7)
+            _a = (x & 3)
             s = 2
         elif ec == 1:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 1
+            x = _a >> 1
             el = 'SigMeterReading'
             _esc = x
             if _esc:
@@ -5113,16 +4985,15 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                 if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-            ec = (x & 3)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 3
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterStatus'
             _neg = (x & 1)
@@ -5144,18 +5015,17 @@ def _d_MeterInfoType(r):
                 f_MeterStatus = (V >> q) & 127
             else:
                 r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            q -= 5
+            if q < 0: V, q = r.slidep(q, 5)
+            x = (V >> q) & 31
+            if x & 16: raise r.deviation('MeterInfoType', r.end - q)
             if _neg: f_MeterStatus = -f_MeterStatus - 1
             if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             s = 4
         elif ec == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'TMeter'
             _neg = (x & 1)
@@ -5184,15 +5054,14 @@ def _d_MeterInfoType(r):
             if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
             s = 5
         elif ec == 4:
-            pass
+            q += 2
             s = -1
         else:
             raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'SigMeterReading'
                 _esc = x
                 if _esc:
@@ -5207,16 +5076,15 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                     if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 3
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -5238,18 +5106,17 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 4
             elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
@@ -5278,15 +5145,13 @@ def _d_MeterInfoType(r):
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 3:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
                 _neg = (x & 1)
@@ -5308,18 +5173,17 @@ def _d_MeterInfoType(r):
                     f_MeterStatus = (V >> q) & 127
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
+                ec = ((x >> 2) & 3)
+                _a = (x & 3)
                 s = 4
             elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
@@ -5348,15 +5212,13 @@ def _d_MeterInfoType(r):
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 2:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 4:
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
+                x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
                 _neg = (x & 1)
@@ -5385,7 +5247,7 @@ def _d_MeterInfoType(r):
                 if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
                 s = 5
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
             else:
                 raise r.deviation('MeterInfoType', r.end - q)
@@ -5574,20 +5436,18 @@ def _d_NotificationType(r):
     f_FaultCode = None
     f_FaultMsg = None
     try:
-        q -= 7
-        if q < 0: V, q = r.slideq(q, 7)
-        x = (V >> q) & 127
-        if x & 100: raise r.deviation('NotificationType', r.end - q)
+        q -= 8
+        if q < 0: V, q = r.slidep(q, 8)
+        x = (V >> q) & 255
+        if x & 200: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
-        f_FaultCode = ((x >> 3) & 3)
+        f_FaultCode = ((x >> 4) & 3)
         if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'FaultMsg'
             _esc = x
             if _esc:
@@ -5603,10 +5463,8 @@ def _d_NotificationType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 1
         else:
             raise r.deviation('NotificationType', r.end - q)
         r.pos = r.end - q
@@ -5631,7 +5489,6 @@ def _e_NotificationType(w, o):
             if _i1 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
             v = (v << 5) | (_i1 << 1)
             n += 5
-            s = 1
         else:
             raise EncodeError('missing content: expected one of FaultCode')
         if v_FaultMsg is not None:
@@ -5646,11 +5503,9 @@ def _e_NotificationType(w, o):
             else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
             v <<= 2
             n += 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5665,138 +5520,135 @@ def _d_PMaxScheduleEntryType(r):
     f_TimeInterval = None
     f_PMax = None
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 19
+        if q < 0: V, q = r.slidep(q, 19)
+        x = (V >> q) & 524287
+        ec = (x >> 17)
+        _a = (x & 131071)
         if ec == 0:
+            q += 15
+            x = _a >> 15
+            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _c1_start = None
-            _c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c4_start = None
+            _c4_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_start = _y >> 16
+                    _c4_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = _U2[_y >> 8]
+                    _c4_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_start = (V >> q) & 127
+                _c4_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+                r.pos = r.end - q; _c4_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c4_start, r.at(r.end - q))
+            ec = ((x >> 16) & 3)
+            _a = (x & 65535)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                q += 15
+                if _a >> 15: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_duration = _y >> 16
+                        _c4_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_duration = _U2[_y >> 8]
+                        _c4_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c4_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_duration = (V >> q) & 127
+                    _c4_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
-                _c1_s = -1
+                    r.pos = r.end - q; _c4_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 229376: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c4_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c4_duration, r.at(r.end - q))
+                _a = (x & 32767)
             elif ec == 1:
-                pass
-                _c1_s = -1
+                x = _a
+                if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _a = (x & 32767)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
-            f_RelativeTimeInterval.start = _c1_start
-            f_RelativeTimeInterval.duration = _c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            s = 1
+            f_RelativeTimeInterval.start = _c4_start
+            f_RelativeTimeInterval.duration = _c4_duration
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            x = _a
+            if x & 98304: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            s = 1
+            _a = (x & 32767)
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
+        x = _a
         if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMax'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'PMax/Multiplier'
-            _c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            _c6_Multiplier = ((x >> 10) & 7) + -3
+            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
             el = 'PMax/Unit'
-            _c3_Unit = ((x >> 4) & 7)
-            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            _c6_Unit = ((x >> 4) & 7)
+            if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
+            else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
         else:
             el = 'PMax/Unit'
-            _c3_Multiplier, _c3_Unit = _t
+            _c6_Multiplier, _c6_Unit = _t
         el = 'PMax/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c3_Value = _y >> 16
+                _c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c3_Value = _U2[_y >> 8]
+                _c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c3_Value = (V >> q) & 127
+            _c6_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if _neg: _c3_Value = -_c3_Value - 1
-        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
         f_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        f_PMax.Multiplier = _c3_Multiplier
-        f_PMax.Unit = _c3_Unit
-        f_PMax.Value = _c3_Value
-        s = -1
+        f_PMax.Multiplier = _c6_Multiplier
+        f_PMax.Unit = _c6_Unit
+        f_PMax.Value = _c6_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5831,7 +5683,6 @@ def _e_PMaxScheduleEntryType(w, o):
                 elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
                 elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
             if _c1_duration is not None:
@@ -5843,21 +5694,17 @@ def _e_PMaxScheduleEntryType(w, o):
                 elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
                 elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
-            s = 1
         elif v_TimeInterval is not None:
             el = 'TimeInterval'
             _o = v_TimeInterval
             v = (v << 3) | (1 << 1)
             n += 3
             v_TimeInterval = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
         if v_PMax is not None:
@@ -5885,7 +5732,6 @@ def _e_PMaxScheduleEntryType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_PMax = None
             if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
@@ -5900,304 +5746,300 @@ def _d_PMaxScheduleType(r):
     el = ''
     f_PMaxScheduleEntry = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PMaxScheduleType', r.end - q)
+        q -= 20
+        if q < 0: V, q = r.slidep(q, 20)
+        x = (V >> q) & 1048575
+        if x & 524288: raise r.deviation('PMaxScheduleType', r.end - q)
         el = 'PMaxScheduleEntry'
+        ec = ((x >> 17) & 3)
+        _a = (x & 131071)
         _c1_RelativeTimeInterval = None
         _c1_TimeInterval = None
         _c1_PMax = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
         if ec == 0:
+            q += 15
+            x = _a >> 15
+            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
-            _c1_c1_start = None
-            _c1_c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c1_c4_start = None
+            _c1_c4_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_c1_start = _y >> 16
+                    _c1_c4_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_c1_start = _U2[_y >> 8]
+                    _c1_c4_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_c4_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c1_c4_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_c1_start = (V >> q) & 127
+                _c1_c4_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_c1_s = 1
+                r.pos = r.end - q; _c1_c4_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 19
+            if q < 0: V, q = r.slidep(q, 19)
+            x = (V >> q) & 524287
+            if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c1_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c4_start, r.at(r.end - q))
+            ec = ((x >> 16) & 3)
+            _a = (x & 65535)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                q += 15
+                if _a >> 15: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_c1_duration = _y >> 16
+                        _c1_c4_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_c1_duration = _U2[_y >> 8]
+                        _c1_c4_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_c4_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c1_c4_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_c1_duration = (V >> q) & 127
+                    _c1_c4_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
-                _c1_c1_s = -1
+                    r.pos = r.end - q; _c1_c4_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 18
+                if q < 0: V, q = r.slidep(q, 18)
+                x = (V >> q) & 262143
+                if x & 229376: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_c4_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c4_duration, r.at(r.end - q))
+                _a = (x & 32767)
             elif ec == 1:
-                pass
-                _c1_c1_s = -1
+                x = _a
+                if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _a = (x & 32767)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             _c1_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
-            _c1_RelativeTimeInterval.start = _c1_c1_start
-            _c1_RelativeTimeInterval.duration = _c1_c1_duration
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            _c1_s = 1
+            _c1_RelativeTimeInterval.start = _c1_c4_start
+            _c1_RelativeTimeInterval.duration = _c1_c4_duration
         elif ec == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+            x = _a
+            if x & 98304: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
             _c1_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            _c1_s = 1
+            _a = (x & 32767)
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
+        x = _a
         if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMaxScheduleEntry/PMax'
         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
         if _t is None:
             el = 'PMaxScheduleEntry/PMax/Multiplier'
-            _c1_c3_Multiplier = ((x >> 10) & 7) + -3
-            if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
+            _c1_c6_Multiplier = ((x >> 10) & 7) + -3
+            if _c1_c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c6_Multiplier, r.at(r.end - q))
             el = 'PMaxScheduleEntry/PMax/Unit'
-            _c1_c3_Unit = ((x >> 4) & 7)
-            if _c1_c3_Unit >= 7: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 7, r.at(r.end - q))
-            else: _c1_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+            _c1_c6_Unit = ((x >> 4) & 7)
+            if _c1_c6_Unit >= 7: _c1_c6_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c6_Unit, 7, r.at(r.end - q))
+            else: _c1_c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c6_Unit]
         else:
             el = 'PMaxScheduleEntry/PMax/Unit'
-            _c1_c3_Multiplier, _c1_c3_Unit = _t
+            _c1_c6_Multiplier, _c1_c6_Unit = _t
         el = 'PMaxScheduleEntry/PMax/Value'
         _neg = (x & 1)
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
                 q -= 8
-                _c1_c3_Value = _y >> 16
+                _c1_c6_Value = _y >> 16
             elif not _y & 32768:
                 q -= 16
-                _c1_c3_Value = _U2[_y >> 8]
+                _c1_c6_Value = _U2[_y >> 8]
             elif not _y & 128:
                 q -= 24
-                _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c1_c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
             q -= 8
-            _c1_c3_Value = (V >> q) & 127
+            _c1_c6_Value = (V >> q) & 127
         else:
-            r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            r.pos = r.end - q; _c1_c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
+        if _neg: _c1_c6_Value = -_c1_c6_Value - 1
+        if _c1_c6_Value < -32768 or _c1_c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c6_Value, r.at(r.end - q))
         _c1_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-        _c1_PMax.Multiplier = _c1_c3_Multiplier
-        _c1_PMax.Unit = _c1_c3_Unit
-        _c1_PMax.Value = _c1_c3_Value
-        _c1_s = -1
+        _c1_PMax.Multiplier = _c1_c6_Multiplier
+        _c1_PMax.Unit = _c1_c6_Unit
+        _c1_PMax.Value = _c1_c6_Value
         _v = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
         _v.RelativeTimeInterval = _c1_RelativeTimeInterval
         _v.TimeInterval = _c1_TimeInterval
         _v.PMax = _c1_PMax
         f_PMaxScheduleEntry.append(_v)
         s = 1
+        q -= 21
+        if q < 0: V, q = r.slidep(q, 21)
+        x = (V >> q) & 2097151
+        ec = (x >> 19)
+        _a = (x & 524287)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
+                x = _a
                 el = 'PMaxScheduleEntry'
-                _c2_RelativeTimeInterval = None
-                _c2_TimeInterval = None
-                _c2_PMax = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                ec = (x >> 17)
+                _a = (x & 131071)
+                _c3_RelativeTimeInterval = None
+                _c3_TimeInterval = None
+                _c3_PMax = None
                 if ec == 0:
+                    q += 15
+                    x = _a >> 15
+                    if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                    _c2_c1_start = None
-                    _c2_c1_duration = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    _a = (x & 1)
+                    _c3_c4_start = None
+                    _c3_c4_duration = None
+                    if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_c1_start = _y >> 16
+                            _c3_c4_start = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_c1_start = _U2[_y >> 8]
+                            _c3_c4_start = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_c4_start = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c3_c4_start = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_c1_start = (V >> q) & 127
+                        _c3_c4_start = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c2_c1_s = 1
+                        r.pos = r.end - q; _c3_c4_start = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 19
+                    if q < 0: V, q = r.slidep(q, 19)
+                    x = (V >> q) & 524287
+                    if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c3_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_c4_start, r.at(r.end - q))
+                    ec = ((x >> 16) & 3)
+                    _a = (x & 65535)
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        q += 15
+                        if _a >> 15: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c2_c1_duration = _y >> 16
+                                _c3_c4_duration = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c1_duration = _U2[_y >> 8]
+                                _c3_c4_duration = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c3_c4_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c3_c4_duration = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c2_c1_duration = (V >> q) & 127
+                            _c3_c4_duration = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
-                        _c2_c1_s = -1
+                            r.pos = r.end - q; _c3_c4_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 18
+                        if q < 0: V, q = r.slidep(q, 18)
+                        x = (V >> q) & 262143
+                        if x & 229376: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        if _c3_c4_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c3_c4_duration, r.at(r.end - q))
+                        _a = (x & 32767)
                     elif ec == 1:
-                        pass
-                        _c2_c1_s = -1
+                        x = _a
+                        if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        _a = (x & 32767)
                     else:
                         raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    _c2_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
-                    _c2_RelativeTimeInterval.start = _c2_c1_start
-                    _c2_RelativeTimeInterval.duration = _c2_c1_duration
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    _c2_s = 1
+                    _c3_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
+                    _c3_RelativeTimeInterval.start = _c3_c4_start
+                    _c3_RelativeTimeInterval.duration = _c3_c4_duration
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    x = _a
+                    if x & 98304: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/TimeInterval'
-                    _c2_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-                    _c2_s = 1
+                    _c3_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
+                    _a = (x & 32767)
                 else:
                     raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
+                x = _a
                 if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/PMax'
                 _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
                 if _t is None:
                     el = 'PMaxScheduleEntry/PMax/Multiplier'
-                    _c2_c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+                    _c3_c6_Multiplier = ((x >> 10) & 7) + -3
+                    if _c3_c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c6_Multiplier, r.at(r.end - q))
                     el = 'PMaxScheduleEntry/PMax/Unit'
-                    _c2_c3_Unit = ((x >> 4) & 7)
-                    if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
-                    else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                    _c3_c6_Unit = ((x >> 4) & 7)
+                    if _c3_c6_Unit >= 7: _c3_c6_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c6_Unit, 7, r.at(r.end - q))
+                    else: _c3_c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_c6_Unit]
                 else:
                     el = 'PMaxScheduleEntry/PMax/Unit'
-                    _c2_c3_Multiplier, _c2_c3_Unit = _t
+                    _c3_c6_Multiplier, _c3_c6_Unit = _t
                 el = 'PMaxScheduleEntry/PMax/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c3_Value = _y >> 16
+                        _c3_c6_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c3_Value = _U2[_y >> 8]
+                        _c3_c6_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c3_Value = (V >> q) & 127
+                    _c3_c6_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                _c2_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                _c2_PMax.Multiplier = _c2_c3_Multiplier
-                _c2_PMax.Unit = _c2_c3_Unit
-                _c2_PMax.Value = _c2_c3_Value
-                _c2_s = -1
+                    r.pos = r.end - q; _c3_c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 24
+                if q < 0: V, q = r.slidep(q, 24)
+                x = (V >> q) & 16777215
+                if x & 14680064: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                if _neg: _c3_c6_Value = -_c3_c6_Value - 1
+                if _c3_c6_Value < -32768 or _c3_c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_c6_Value, r.at(r.end - q))
+                _c3_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                _c3_PMax.Multiplier = _c3_c6_Multiplier
+                _c3_PMax.Unit = _c3_c6_Unit
+                _c3_PMax.Value = _c3_c6_Value
+                ec = ((x >> 19) & 3)
+                _a = (x & 524287)
                 _v = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
-                _v.RelativeTimeInterval = _c2_RelativeTimeInterval
-                _v.TimeInterval = _c2_TimeInterval
-                _v.PMax = _c2_PMax
+                _v.RelativeTimeInterval = _c3_RelativeTimeInterval
+                _v.TimeInterval = _c3_TimeInterval
+                _v.PMax = _c3_PMax
                 f_PMaxScheduleEntry.append(_v)
                 _k += 1
                 if _k == 1023:
+                    q += 21
                     s = 1024
                     break
             elif ec == 1:
-                pass
+                q += 19
                 s = -1
                 break
             else:
@@ -6247,7 +6089,6 @@ def _e_PMaxScheduleType(w, o):
                     elif _c1_c1_start < 16384: v = (v << 17) | (_V2[_c1_c1_start] << 1); n += 17
                     elif _c1_c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = (w.v << 1); n = w.n + 1
-                    _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
                 if _c1_c1_duration is not None:
@@ -6259,21 +6100,17 @@ def _e_PMaxScheduleType(w, o):
                     elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
                     elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_RelativeTimeInterval = None
-                _c1_s = 1
             elif _c1_TimeInterval is not None:
                 el = 'PMaxScheduleEntry/TimeInterval'
                 _o = _c1_TimeInterval
                 v = (v << 3) | (1 << 1)
                 n += 3
                 _c1_TimeInterval = None
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
             if _c1_PMax is not None:
@@ -6301,7 +6138,6 @@ def _e_PMaxScheduleType(w, o):
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 _c1_PMax = None
                 if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
-                _c1_s = -1
             else:
                 raise EncodeError('missing content: expected one of PMax')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -6335,7 +6171,6 @@ def _e_PMaxScheduleType(w, o):
                         elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
                         elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
                         else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
-                        _c2_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of start')
                     if _c2_c1_duration is not None:
@@ -6347,21 +6182,17 @@ def _e_PMaxScheduleType(w, o):
                         elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
                         elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
                         else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
-                        _c2_c1_s = -1
                     elif True:
                         v = (v << 2) | 1
                         n += 2
-                        _c2_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     _c2_RelativeTimeInterval = None
-                    _c2_s = 1
                 elif _c2_TimeInterval is not None:
                     el = 'PMaxScheduleEntry/TimeInterval'
                     _o = _c2_TimeInterval
                     v = (v << 3) | (1 << 1)
                     n += 3
                     _c2_TimeInterval = None
-                    _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
                 if _c2_PMax is not None:
@@ -6389,7 +6220,6 @@ def _e_PMaxScheduleType(w, o):
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     _c2_PMax = None
                     if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of PMax')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -6458,19 +6288,25 @@ def _d_ParameterSetType(r):
         V = r.v; q = r.end - r.pos
         f_Parameter.append(_v)
         s = 2
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'Parameter'
                 r.pos = r.end - q
                 _v = _d_ParameterType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_Parameter.append(_v)
                 _k += 1
                 if _k == 15:
+                    q += 2
                     s = 17
                     break
             elif ec == 1:
@@ -6575,31 +6411,26 @@ def _d_ParameterType(r):
         r.pos = r.end - q
         f_Name = r.string('iso2_msgdatatypes:Name')
         V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        ec = x
-        s = 1
+        q -= 18
+        if q < 0: V, q = r.slidep(q, 18)
+        x = (V >> q) & 262143
+        ec = (x >> 15)
+        _a = (x & 32767)
         if ec == 0:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            q += 11
+            x = _a >> 11
             if x & 11: raise r.deviation('ParameterType', r.end - q)
             el = 'boolValue'
             f_boolValue = ((x >> 2) & 1) == 1
-            s = -1
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            q += 4
+            x = _a >> 4
             if x & 1027: raise r.deviation('ParameterType', r.end - q)
             el = 'byteValue'
             f_byteValue = ((x >> 2) & 255) + -128
-            s = -1
         elif ec == 2:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 13
+            x = _a >> 13
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'shortValue'
             _neg = (x & 1)
@@ -6626,11 +6457,9 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
             if _neg: f_shortValue = -f_shortValue - 1
             if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
-            s = -1
         elif ec == 3:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            q += 13
+            x = _a >> 13
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'intValue'
             _neg = (x & 1)
@@ -6657,59 +6486,54 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
             if _neg: f_intValue = -f_intValue - 1
             if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
-            s = -1
         elif ec == 4:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
+            x = _a
             if x & 25486: raise r.deviation('ParameterType', r.end - q)
             el = 'physicalValue'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
                 el = 'physicalValue/Multiplier'
-                _c1_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                _c2_Multiplier = ((x >> 10) & 7) + -3
+                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
                 el = 'physicalValue/Unit'
-                _c1_Unit = ((x >> 4) & 7)
-                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
-                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+                _c2_Unit = ((x >> 4) & 7)
+                if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(r.end - q))
+                else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
             else:
                 el = 'physicalValue/Unit'
-                _c1_Multiplier, _c1_Unit = _t
+                _c2_Multiplier, _c2_Unit = _t
             el = 'physicalValue/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_Value = _y >> 16
+                    _c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_Value = _U2[_y >> 8]
+                    _c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c2_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
             f_physicalValue = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-            f_physicalValue.Multiplier = _c1_Multiplier
-            f_physicalValue.Unit = _c1_Unit
-            f_physicalValue.Value = _c1_Value
-            s = -1
+            f_physicalValue.Multiplier = _c2_Multiplier
+            f_physicalValue.Unit = _c2_Unit
+            f_physicalValue.Value = _c2_Value
         elif ec == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 14
+            x = _a >> 14
             el = 'stringValue'
             _esc = x
             if _esc:
@@ -6724,7 +6548,6 @@ def _d_ParameterType(r):
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-            s = -1
         else:
             raise r.deviation('ParameterType', r.end - q)
         r.pos = r.end - q
@@ -6763,7 +6586,6 @@ def _e_ParameterType(w, o):
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
             v_Name = None
-            s = 1
         else:
             raise EncodeError('missing content: expected one of Name')
         if v_boolValue is not None:
@@ -6773,7 +6595,6 @@ def _e_ParameterType(w, o):
             n += 7
             v_boolValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_byteValue is not None:
             el = 'byteValue'
             if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
@@ -6781,7 +6602,6 @@ def _e_ParameterType(w, o):
             n += 14
             v_byteValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_shortValue is not None:
             el = 'shortValue'
             if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
@@ -6794,7 +6614,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_shortValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_intValue is not None:
             el = 'intValue'
             if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
@@ -6807,7 +6626,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_intValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_physicalValue is not None:
             el = 'physicalValue'
             _o = v_physicalValue
@@ -6833,7 +6651,6 @@ def _e_ParameterType(w, o):
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_physicalValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         elif v_stringValue is not None:
             el = 'stringValue'
             v = (v << 4) | (5 << 1)
@@ -6847,7 +6664,6 @@ def _e_ParameterType(w, o):
             n += 2
             v_stringValue = None
             if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-            s = -1
         else:
             raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
@@ -6862,22 +6678,17 @@ def _d_PaymentOptionListType(r):
     el = ''
     f_PaymentOption = []
     try:
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 13: raise r.deviation('PaymentOptionListType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 416: raise r.deviation('PaymentOptionListType', r.end - q)
         el = 'PaymentOption'
-        _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+        _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 6) & 1)]
+        ec = ((x >> 3) & 3)
+        _a = (x & 7)
         f_PaymentOption.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
         if ec == 0:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
+            x = _a
             if x & 5: raise r.deviation('PaymentOptionListType', r.end - q)
             el = 'PaymentOption'
             _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
@@ -6885,10 +6696,8 @@ def _d_PaymentOptionListType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PaymentOptionListType', r.end - q)
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 3
         else:
             raise r.deviation('PaymentOptionListType', r.end - q)
         r.pos = r.end - q
@@ -6914,7 +6723,6 @@ def _e_PaymentOptionListType(w, o):
             v = (v << 4) | (_i1 << 1)
             n += 4
             i_PaymentOption += 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of PaymentOption')
         if i_PaymentOption < n_PaymentOption:
@@ -6927,12 +6735,10 @@ def _e_PaymentOptionListType(w, o):
             v <<= 1
             n += 1
             if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
             if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7099,30 +6905,26 @@ def _d_ProfileEntryType(r):
             _c1_Value = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 4
-        if q < 0: V, q = r.slideq(q, 4)
-        x = (V >> q) & 15
-        if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        if x & 384: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
         f_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
         f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
         f_ChargingProfileEntryMaxPower.Value = _c1_Value
-        ec = (x & 3)
-        s = 2
+        ec = ((x >> 5) & 3)
+        _a = (x & 31)
         if ec == 0:
-            q -= 5
-            if q < 0: V, q = r.slideq(q, 5)
-            x = (V >> q) & 31
+            x = _a
             if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
             el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
             f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
             if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 5
         else:
             raise r.deviation('ProfileEntryType', r.end - q)
         r.pos = r.end - q
@@ -7175,7 +6977,6 @@ def _e_ProfileEntryType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = 2
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
         if v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
@@ -7183,11 +6984,9 @@ def _e_ProfileEntryType(w, o):
             if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
             v = (v << 7) | ((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
             n += 7
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7223,17 +7022,15 @@ def _d_RelativeTimeIntervalType(r):
             f_start = (V >> q) & 127
         else:
             r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 1) & 3)
+        _a = (x & 1)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'duration'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -7257,10 +7054,8 @@ def _d_RelativeTimeIntervalType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 1
         else:
             raise r.deviation('RelativeTimeIntervalType', r.end - q)
         r.pos = r.end - q
@@ -7288,7 +7083,6 @@ def _e_RelativeTimeIntervalType(w, o):
             elif v_start < 16384: v = (v << 17) | (_V2[v_start] << 1); n += 17
             elif v_start < 2097152: v = (v << 25) | ((((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_start); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of start')
         if v_duration is not None:
@@ -7300,11 +7094,9 @@ def _e_RelativeTimeIntervalType(w, o):
             elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
             elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7317,150 +7109,149 @@ def _d_SAScheduleListType(r):
     el = ''
     f_SAScheduleTuple = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SAScheduleListType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slidep(q, 13)
+        x = (V >> q) & 8191
+        if x & 6144: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
-        _c1_SAScheduleTupleID = None
-        _c1_PMaxSchedule = None
-        _c1_SalesTariff = None
-        q -= 12
-        if q < 0: V, q = r.slideq(q, 12)
-        x = (V >> q) & 4095
-        if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
+        _a = (x & 2047)
+        _c3_SAScheduleTupleID = None
+        _c3_PMaxSchedule = None
+        _c3_SalesTariff = None
+        x = _a
+        if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTuple/SAScheduleTupleID'
-        _c1_SAScheduleTupleID = ((x >> 2) & 255) + 1
-        if _c1_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c1_SAScheduleTupleID, r.at(r.end - q))
+        _c3_SAScheduleTupleID = ((x >> 2) & 255) + 1
+        if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
         r.pos = r.end - q
-        _c1_PMaxSchedule = _d_PMaxScheduleType(r)
+        _c3_PMaxSchedule = _d_PMaxScheduleType(r)
         V = r.v; q = r.end - r.pos
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        _c1_s = 2
+        q -= 16
+        if q < 0: V, q = r.slidep(q, 16)
+        x = (V >> q) & 65535
+        ec = (x >> 14)
+        _a = (x & 16383)
         if ec == 0:
+            q += 14
             el = 'SAScheduleTuple/SalesTariff'
             r.pos = r.end - q
-            _c1_SalesTariff = _d_SalesTariffType(r)
+            _c3_SalesTariff = _d_SalesTariffType(r)
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-            _c1_s = -1
+            q -= 15
+            if q < 0: V, q = r.slidep(q, 15)
+            x = (V >> q) & 32767
+            if x & 16384: raise r.deviation('SAScheduleTupleType', r.end - q)
+            ec = ((x >> 12) & 3)
+            _a = (x & 4095)
         elif ec == 1:
-            pass
-            _c1_s = -1
+            x = _a
+            ec = (x >> 12)
+            _a = (x & 4095)
         else:
             raise r.deviation('SAScheduleTupleType', r.end - q)
         _v = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
-        _v.SAScheduleTupleID = _c1_SAScheduleTupleID
-        _v.PMaxSchedule = _c1_PMaxSchedule
-        _v.SalesTariff = _c1_SalesTariff
+        _v.SAScheduleTupleID = _c3_SAScheduleTupleID
+        _v.PMaxSchedule = _c3_PMaxSchedule
+        _v.SalesTariff = _c3_SalesTariff
         f_SAScheduleTuple.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
         s = 1
         if ec == 0:
+            x = _a
+            if x & 2048: raise r.deviation('SAScheduleListType', r.end - q)
             el = 'SAScheduleTuple'
-            _c2_SAScheduleTupleID = None
-            _c2_PMaxSchedule = None
-            _c2_SalesTariff = None
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
+            _a = (x & 2047)
+            _c4_SAScheduleTupleID = None
+            _c4_PMaxSchedule = None
+            _c4_SalesTariff = None
+            x = _a
+            if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
             el = 'SAScheduleTuple/SAScheduleTupleID'
-            _c2_SAScheduleTupleID = ((x >> 2) & 255) + 1
-            if _c2_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c2_SAScheduleTupleID, r.at(r.end - q))
+            _c4_SAScheduleTupleID = ((x >> 2) & 255) + 1
+            if _c4_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c4_SAScheduleTupleID, r.at(r.end - q))
             el = 'SAScheduleTuple/PMaxSchedule'
             r.pos = r.end - q
-            _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+            _c4_PMaxSchedule = _d_PMaxScheduleType(r)
             V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            _c2_s = 2
+            q -= 16
+            if q < 0: V, q = r.slidep(q, 16)
+            x = (V >> q) & 65535
+            ec = (x >> 14)
+            _a = (x & 16383)
             if ec == 0:
+                q += 14
                 el = 'SAScheduleTuple/SalesTariff'
                 r.pos = r.end - q
-                _c2_SalesTariff = _d_SalesTariffType(r)
+                _c4_SalesTariff = _d_SalesTariffType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                _c2_s = -1
+                q -= 15
+                if q < 0: V, q = r.slidep(q, 15)
+                x = (V >> q) & 32767
+                if x & 16384: raise r.deviation('SAScheduleTupleType', r.end - q)
+                ec = ((x >> 12) & 3)
+                _a = (x & 4095)
             elif ec == 1:
-                pass
-                _c2_s = -1
+                x = _a
+                ec = (x >> 12)
+                _a = (x & 4095)
             else:
                 raise r.deviation('SAScheduleTupleType', r.end - q)
             _v = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
-            _v.SAScheduleTupleID = _c2_SAScheduleTupleID
-            _v.PMaxSchedule = _c2_PMaxSchedule
-            _v.SalesTariff = _c2_SalesTariff
+            _v.SAScheduleTupleID = _c4_SAScheduleTupleID
+            _v.PMaxSchedule = _c4_PMaxSchedule
+            _v.SalesTariff = _c4_SalesTariff
             f_SAScheduleTuple.append(_v)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
             s = 2
         elif ec == 1:
-            pass
+            q += 12
             s = -1
         else:
             raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
             if ec == 0:
+                x = _a
+                if x & 2048: raise r.deviation('SAScheduleListType', r.end - q)
                 el = 'SAScheduleTuple'
-                _c3_SAScheduleTupleID = None
-                _c3_PMaxSchedule = None
-                _c3_SalesTariff = None
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
+                _a = (x & 2047)
+                _c5_SAScheduleTupleID = None
+                _c5_PMaxSchedule = None
+                _c5_SalesTariff = None
+                x = _a
+                if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
                 el = 'SAScheduleTuple/SAScheduleTupleID'
-                _c3_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(r.end - q))
+                _c5_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                if _c5_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c5_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
                 r.pos = r.end - q
-                _c3_PMaxSchedule = _d_PMaxScheduleType(r)
+                _c5_PMaxSchedule = _d_PMaxScheduleType(r)
                 V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
-                _c3_s = 2
                 if ec == 0:
                     el = 'SAScheduleTuple/SalesTariff'
                     r.pos = r.end - q
-                    _c3_SalesTariff = _d_SalesTariffType(r)
+                    _c5_SalesTariff = _d_SalesTariffType(r)
                     V = r.v; q = r.end - r.pos
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                    _c3_s = -1
                 elif ec == 1:
                     pass
-                    _c3_s = -1
                 else:
                     raise r.deviation('SAScheduleTupleType', r.end - q)
                 _v = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
-                _v.SAScheduleTupleID = _c3_SAScheduleTupleID
-                _v.PMaxSchedule = _c3_PMaxSchedule
-                _v.SalesTariff = _c3_SalesTariff
+                _v.SAScheduleTupleID = _c5_SAScheduleTupleID
+                _v.PMaxSchedule = _c5_PMaxSchedule
+                _v.SalesTariff = _c5_SalesTariff
                 f_SAScheduleTuple.append(_v)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SAScheduleListType', r.end - q)
                 s = -1
             elif ec == 1:
-                pass
+                q += 12
                 s = -1
             else:
                 raise r.deviation('SAScheduleListType', r.end - q)
@@ -7498,7 +7289,6 @@ def _e_SAScheduleListType(w, o):
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c1_PMaxSchedule)
                 v = w.v; n = w.n
-                _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if _c1_SalesTariff is not None:
@@ -7510,11 +7300,9 @@ def _e_SAScheduleListType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
             s = 1
@@ -7538,7 +7326,6 @@ def _e_SAScheduleListType(w, o):
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                 v = w.v; n = w.n
-                _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
             if _c2_SalesTariff is not None:
@@ -7550,11 +7337,9 @@ def _e_SAScheduleListType(w, o):
                 v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
             s = 2
@@ -7582,7 +7367,6 @@ def _e_SAScheduleListType(w, o):
                     w.v = v; w.n = n
                     _e_PMaxScheduleType(w, _c3_PMaxSchedule)
                     v = w.v; n = w.n
-                    _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID')
                 if _c3_SalesTariff is not None:
@@ -7594,11 +7378,9 @@ def _e_SAScheduleListType(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c3_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SAScheduleTuple += 1
                 v <<= 1
@@ -7639,7 +7421,6 @@ def _d_SAScheduleTupleType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        s = 2
         if ec == 0:
             el = 'SalesTariff'
             r.pos = r.end - q
@@ -7648,10 +7429,8 @@ def _d_SAScheduleTupleType(r):
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-            s = -1
         elif ec == 1:
             pass
-            s = -1
         else:
             raise r.deviation('SAScheduleTupleType', r.end - q)
         r.pos = r.end - q
@@ -7682,7 +7461,6 @@ def _e_SAScheduleTupleType(w, o):
             w.v = v; w.n = n
             _e_PMaxScheduleType(w, v_PMaxSchedule)
             v = w.v; n = w.n
-            s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
         if v_SalesTariff is not None:
@@ -7694,11 +7472,9 @@ def _e_SAScheduleTupleType(w, o):
             v = w.v; n = w.n
             v <<= 1
             n += 1
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7743,116 +7519,116 @@ def _d_SalesTariffEntryType(r):
     f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 17
+        if q < 0: V, q = r.slidep(q, 17)
+        x = (V >> q) & 131071
+        ec = (x >> 15)
+        _a = (x & 32767)
         if ec == 0:
+            q += 13
+            x = _a >> 13
+            if x & 2: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _c1_start = None
-            _c1_duration = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _a = (x & 1)
+            _c3_start = None
+            _c3_duration = None
+            if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_start = _y >> 16
+                    _c3_start = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_start = _U2[_y >> 8]
+                    _c3_start = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_start = (V >> q) & 127
+                _c3_start = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_start = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
-            ec = (x & 3)
-            _c1_s = 1
+                r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slidep(q, 17)
+            x = (V >> q) & 131071
+            if x & 65536: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
+            ec = ((x >> 14) & 3)
+            _a = (x & 16383)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                q += 13
+                if _a >> 13: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_duration = _y >> 16
+                        _c3_duration = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_duration = _U2[_y >> 8]
+                        _c3_duration = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_duration = (V >> q) & 127
+                    _c3_duration = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
-                _c1_s = -1
+                    r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slidep(q, 16)
+                x = (V >> q) & 65535
+                if x & 49152: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c3_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c3_duration, r.at(r.end - q))
+                ec = ((x >> 12) & 3)
+                _a = (x & 4095)
             elif ec == 1:
-                pass
-                _c1_s = -1
+                x = _a
+                ec = (x >> 12)
+                _a = (x & 4095)
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
-            f_RelativeTimeInterval.start = _c1_start
-            f_RelativeTimeInterval.duration = _c1_duration
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_RelativeTimeInterval.start = _c3_start
+            f_RelativeTimeInterval.duration = _c3_duration
             s = 1
         elif ec == 1:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('SalesTariffEntryType', r.end - q)
+            x = _a
+            if x & 16384: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            ec = (x & 3)
+            ec = ((x >> 12) & 3)
+            _a = (x & 4095)
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
         if ec == 0:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
+            x = _a
             if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'EPriceLevel'
             f_EPriceLevel = ((x >> 3) & 255)
             ec = (x & 3)
             s = 2
         elif ec == 1:
+            q += 12
             el = 'ConsumptionCost'
             r.pos = r.end - q
             _v = _d_ConsumptionCostType(r)
             V = r.v; q = r.end - r.pos
-            f_ConsumptionCost.append(_v)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
+            f_ConsumptionCost.append(_v)
             s = 3
         elif ec == 2:
-            pass
+            q += 12
             s = -1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
@@ -7862,11 +7638,11 @@ def _d_SalesTariffEntryType(r):
                 r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
                 V = r.v; q = r.end - r.pos
-                f_ConsumptionCost.append(_v)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
+                f_ConsumptionCost.append(_v)
                 s = 3
             elif ec == 1:
                 pass
@@ -7879,11 +7655,11 @@ def _d_SalesTariffEntryType(r):
                 r.pos = r.end - q
                 _v = _d_ConsumptionCostType(r)
                 V = r.v; q = r.end - r.pos
-                f_ConsumptionCost.append(_v)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
+                f_ConsumptionCost.append(_v)
                 s = 4
             elif ec == 1:
                 pass
@@ -7944,7 +7720,6 @@ def _e_SalesTariffEntryType(w, o):
                 elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
                 elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
             if _c1_duration is not None:
@@ -7956,11 +7731,9 @@ def _e_SalesTariffEntryType(w, o):
                 elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
                 elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -8058,39 +7831,41 @@ def _d_SalesTariffType(r):
     f_NumEPriceLevels = None
     f_SalesTariffEntry = []
     try:
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        q -= 25
+        if q < 0: V, q = r.slidep(q, 25)
+        x = (V >> q) & 33554431
+        ec = (x >> 23)
+        _a = (x & 8388607)
         if ec == 0:
+            q += 23
             el = '@Id'
             r.pos = r.end - q
             f_Id = r.string('iso2_msgdatatypes:Id')
             V = r.v; q = r.end - r.pos
-            q -= 13
-            if q < 0: V, q = r.slideq(q, 13)
-            x = (V >> q) & 8191
-            if x & 6148: raise r.deviation('SalesTariffType', r.end - q)
+            q -= 24
+            if q < 0: V, q = r.slidep(q, 24)
+            x = (V >> q) & 16777215
+            if x & 12591104: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
-            f_SalesTariffID = ((x >> 3) & 255) + 1
+            f_SalesTariffID = ((x >> 14) & 255) + 1
             if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
             s = 2
         elif ec == 1:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2052: raise r.deviation('SalesTariffType', r.end - q)
+            x = _a
+            if x & 4202496: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
-            f_SalesTariffID = ((x >> 3) & 255) + 1
+            f_SalesTariffID = ((x >> 14) & 255) + 1
             if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
-            ec = (x & 3)
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
             s = 2
         else:
             raise r.deviation('SalesTariffType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 10
+            x = _a >> 10
             el = 'SalesTariffDescription'
             _esc = x
             if _esc:
@@ -8103,21 +7878,21 @@ def _d_SalesTariffType(r):
                 f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
                 if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('SalesTariffType', r.end - q)
-            ec = (x & 3)
+            q -= 14
+            if q < 0: V, q = r.slidep(q, 14)
+            x = (V >> q) & 16383
+            if x & 8192: raise r.deviation('SalesTariffType', r.end - q)
+            ec = ((x >> 11) & 3)
+            _a = (x & 2047)
             s = 3
         elif ec == 1:
-            q -= 11
-            if q < 0: V, q = r.slideq(q, 11)
-            x = (V >> q) & 2047
+            x = _a
             if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
             el = 'NumEPriceLevels'
             f_NumEPriceLevels = ((x >> 2) & 255)
             s = 4
         elif ec == 2:
+            q += 11
             el = 'SalesTariffEntry'
             r.pos = r.end - q
             _v = _d_SalesTariffEntryType(r)
@@ -8128,14 +7903,13 @@ def _d_SalesTariffType(r):
             raise r.deviation('SalesTariffType', r.end - q)
         if s == 3:
             if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
+                x = _a
                 if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
                 f_NumEPriceLevels = ((x >> 2) & 255)
                 s = 4
             elif ec == 1:
+                q += 11
                 el = 'SalesTariffEntry'
                 r.pos = r.end - q
                 _v = _d_SalesTariffEntryType(r)
@@ -8152,19 +7926,25 @@ def _d_SalesTariffType(r):
             f_SalesTariffEntry.append(_v)
             s = 5
         if s == 5:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             _k = 0
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SalesTariffEntry'
                     r.pos = r.end - q
                     _v = _d_SalesTariffEntryType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slidep(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_SalesTariffEntry.append(_v)
                     _k += 1
                     if _k == 1023:
+                        q += 2
                         s = 1028
                         break
                 elif ec == 1:
@@ -8330,15 +8110,15 @@ def _d_SelectedServiceListType(r):
     el = ''
     f_SelectedService = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
+        _a = (x & 1)
         _c1_ServiceID = None
         _c1_ParameterSetID = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+        if _a: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8358,17 +8138,15 @@ def _d_SelectedServiceListType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ParameterSetID'
             _neg = (x & 1)
@@ -8395,10 +8173,8 @@ def _d_SelectedServiceListType(r):
             if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
             if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
             if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
-            _c1_s = -1
         elif ec == 1:
-            pass
-            _c1_s = -1
+            q += 2
         else:
             raise r.deviation('SelectedServiceType', r.end - q)
         _v = _new(_K_iso2_msgdatatypes_SelectedServiceType)
@@ -8406,48 +8182,50 @@ def _d_SelectedServiceListType(r):
         _v.ParameterSetID = _c1_ParameterSetID
         f_SelectedService.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
+                x = _a
+                if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
                 el = 'SelectedService'
-                _c2_ServiceID = None
-                _c2_ParameterSetID = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+                _a = (x & 1)
+                _c3_ServiceID = None
+                _c3_ParameterSetID = None
+                if _a: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ServiceID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = _y >> 16
+                        _c3_ServiceID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ServiceID = _U2[_y >> 8]
+                        _c3_ServiceID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ServiceID = (V >> q) & 127
+                    _c3_ServiceID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
-                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_s = 1
+                    r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 7
+                if q < 0: V, q = r.slidep(q, 7)
+                x = (V >> q) & 127
+                if x & 64: raise r.deviation('SelectedServiceType', r.end - q)
+                if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
+                ec = ((x >> 4) & 3)
+                _a = (x & 15)
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    q += 2
+                    x = _a >> 2
                     if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ParameterSetID'
                     _neg = (x & 1)
@@ -8455,41 +8233,45 @@ def _d_SelectedServiceListType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_ParameterSetID = _y >> 16
+                            _c3_ParameterSetID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ParameterSetID = _U2[_y >> 8]
+                            _c3_ParameterSetID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_ParameterSetID = (V >> q) & 127
+                        _c3_ParameterSetID = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                    if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
-                    if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
-                    _c2_s = -1
+                        r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 6
+                    if q < 0: V, q = r.slidep(q, 6)
+                    x = (V >> q) & 63
+                    if x & 48: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
+                    if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
+                    ec = ((x >> 2) & 3)
+                    _a = (x & 3)
                 elif ec == 1:
-                    pass
-                    _c2_s = -1
+                    x = _a
+                    ec = (x >> 2)
+                    _a = (x & 3)
                 else:
                     raise r.deviation('SelectedServiceType', r.end - q)
                 _v = _new(_K_iso2_msgdatatypes_SelectedServiceType)
-                _v.ServiceID = _c2_ServiceID
-                _v.ParameterSetID = _c2_ParameterSetID
+                _v.ServiceID = _c3_ServiceID
+                _v.ParameterSetID = _c3_ParameterSetID
                 f_SelectedService.append(_v)
                 _k += 1
                 if _k == 15:
+                    q += 4
                     s = 16
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -8531,7 +8313,6 @@ def _e_SelectedServiceListType(w, o):
                 elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
                 elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c1_ParameterSetID is not None:
@@ -8544,11 +8325,9 @@ def _e_SelectedServiceListType(w, o):
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
             s = 1
@@ -8572,7 +8351,6 @@ def _e_SelectedServiceListType(w, o):
                     elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
                     elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
                 if _c2_ParameterSetID is not None:
@@ -8585,11 +8363,9 @@ def _e_SelectedServiceListType(w, o):
                     elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                     elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SelectedService += 1
                 _k += 1
@@ -8643,17 +8419,15 @@ def _d_SelectedServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
+        q -= 5
+        if q < 0: V, q = r.slidep(q, 5)
+        x = (V >> q) & 31
+        if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 2) & 3)
+        _a = (x & 3)
         if ec == 0:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
+            x = _a
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'ParameterSetID'
             _neg = (x & 1)
@@ -8680,10 +8454,8 @@ def _d_SelectedServiceType(r):
             if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
             if _neg: f_ParameterSetID = -f_ParameterSetID - 1
             if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
-            s = -1
         elif ec == 1:
-            pass
-            s = -1
+            q += 2
         else:
             raise r.deviation('SelectedServiceType', r.end - q)
         r.pos = r.end - q
@@ -8711,7 +8483,6 @@ def _e_SelectedServiceType(w, o):
             elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         if v_ParameterSetID is not None:
@@ -8724,11 +8495,9 @@ def _e_SelectedServiceType(w, o):
             elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
             elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
             else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-            s = -1
         elif True:
             v = (v << 2) | 1
             n += 2
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8741,18 +8510,18 @@ def _d_ServiceListType(r):
     el = ''
     f_Service = []
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceListType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('ServiceListType', r.end - q)
         el = 'Service'
+        _a = (x & 1)
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
         _c1_ServiceScope = None
         _c1_FreeService = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
+        if _a: raise r.deviation('ServiceType', r.end - q)
         el = 'Service/ServiceID'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -8772,17 +8541,16 @@ def _d_ServiceListType(r):
             _c1_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slidep(q, 13)
+        x = (V >> q) & 8191
+        if x & 4096: raise r.deviation('ServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        _c1_s = 1
+        ec = ((x >> 10) & 3)
+        _a = (x & 1023)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 9
+            x = _a >> 9
             el = 'Service/ServiceName'
             _esc = x
             if _esc:
@@ -8795,29 +8563,26 @@ def _d_ServiceListType(r):
                 _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                 if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slidep(q, 12)
+            x = (V >> q) & 4095
+            if x & 3648: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceType', r.end - q)
+            x = _a
+            if x & 576: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            _c1_s = 3
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         else:
             raise r.deviation('ServiceType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 3
+            x = _a >> 3
             el = 'Service/ServiceScope'
             _esc = x
             if _esc:
@@ -8836,18 +8601,13 @@ def _d_ServiceListType(r):
             if x & 59: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/FreeService'
             _c1_FreeService = ((x >> 2) & 1) == 1
-            _c1_s = 5
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/FreeService'
             _c1_FreeService = ((x >> 2) & 1) == 1
-            _c1_s = 5
         else:
             raise r.deviation('ServiceType', r.end - q)
-        _c1_s = -1
         _v = _new(_K_iso2_msgdatatypes_ServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ServiceName = _c1_ServiceName
@@ -8856,129 +8616,129 @@ def _d_ServiceListType(r):
         _v.FreeService = _c1_FreeService
         f_Service.append(_v)
         s = 1
+        q -= 4
+        if q < 0: V, q = r.slidep(q, 4)
+        x = (V >> q) & 15
+        ec = (x >> 2)
+        _a = (x & 3)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
+                x = _a
+                if x & 2: raise r.deviation('ServiceListType', r.end - q)
                 el = 'Service'
-                _c2_ServiceID = None
-                _c2_ServiceName = None
-                _c2_ServiceCategory = None
-                _c2_ServiceScope = None
-                _c2_FreeService = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
+                _a = (x & 1)
+                _c3_ServiceID = None
+                _c3_ServiceName = None
+                _c3_ServiceCategory = None
+                _c3_ServiceScope = None
+                _c3_FreeService = None
+                if _a: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = _y >> 16
+                        _c3_ServiceID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_ServiceID = _U2[_y >> 8]
+                        _c3_ServiceID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_ServiceID = (V >> q) & 127
+                    _c3_ServiceID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('ServiceType', r.end - q)
-                if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_s = 1
+                    r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slidep(q, 17)
+                x = (V >> q) & 131071
+                if x & 65536: raise r.deviation('ServiceType', r.end - q)
+                if _c3_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
+                ec = ((x >> 14) & 3)
+                _a = (x & 16383)
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 13
+                    x = _a >> 13
                     el = 'Service/ServiceName'
                     _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                        _c2_ServiceName = ''
+                        _c3_ServiceName = ''
                     else:
                         r.pos = r.end - q
-                        _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                        if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
+                        _c3_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                        if len(_c3_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c3_ServiceName, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                    q -= 8
-                    if q < 0: V, q = r.slideq(q, 8)
-                    x = (V >> q) & 255
-                    if x & 228: raise r.deviation('ServiceType', r.end - q)
+                    q -= 16
+                    if q < 0: V, q = r.slidep(q, 16)
+                    x = (V >> q) & 65535
+                    if x & 58368: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/ServiceCategory'
-                    _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                    ec = (x & 3)
-                    _c2_s = 3
+                    _c3_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 11) & 3)]
+                    ec = ((x >> 8) & 3)
+                    _a = (x & 255)
                 elif ec == 1:
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
-                    if x & 36: raise r.deviation('ServiceType', r.end - q)
+                    x = _a
+                    if x & 9216: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/ServiceCategory'
-                    _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                    ec = (x & 3)
-                    _c2_s = 3
+                    _c3_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 11) & 3)]
+                    ec = ((x >> 8) & 3)
+                    _a = (x & 255)
                 else:
                     raise r.deviation('ServiceType', r.end - q)
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 7
+                    x = _a >> 7
                     el = 'Service/ServiceScope'
                     _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                        _c2_ServiceScope = ''
+                        _c3_ServiceScope = ''
                     else:
                         r.pos = r.end - q
-                        _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                        if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
+                        _c3_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                        if len(_c3_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c3_ServiceScope, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
-                    if x & 59: raise r.deviation('ServiceType', r.end - q)
+                    q -= 10
+                    if q < 0: V, q = r.slidep(q, 10)
+                    x = (V >> q) & 1023
+                    if x & 944: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/FreeService'
-                    _c2_FreeService = ((x >> 2) & 1) == 1
-                    _c2_s = 5
+                    _c3_FreeService = ((x >> 6) & 1) == 1
+                    _a = (x & 15)
                 elif ec == 1:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 11: raise r.deviation('ServiceType', r.end - q)
+                    x = _a
+                    if x & 176: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/FreeService'
-                    _c2_FreeService = ((x >> 2) & 1) == 1
-                    _c2_s = 5
+                    _c3_FreeService = ((x >> 6) & 1) == 1
+                    _a = (x & 15)
                 else:
                     raise r.deviation('ServiceType', r.end - q)
-                _c2_s = -1
+                x = _a
+                ec = (x >> 2)
+                _a = (x & 3)
                 _v = _new(_K_iso2_msgdatatypes_ServiceType)
-                _v.ServiceID = _c2_ServiceID
-                _v.ServiceName = _c2_ServiceName
-                _v.ServiceCategory = _c2_ServiceCategory
-                _v.ServiceScope = _c2_ServiceScope
-                _v.FreeService = _c2_FreeService
+                _v.ServiceID = _c3_ServiceID
+                _v.ServiceName = _c3_ServiceName
+                _v.ServiceCategory = _c3_ServiceCategory
+                _v.ServiceScope = _c3_ServiceScope
+                _v.FreeService = _c3_FreeService
                 f_Service.append(_v)
                 _k += 1
                 if _k == 7:
+                    q += 4
                     s = 8
                     break
             elif ec == 1:
-                pass
+                q += 2
                 s = -1
                 break
             else:
@@ -9023,7 +8783,6 @@ def _e_ServiceListType(w, o):
                 elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
                 elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
             if _c1_ServiceName is not None:
@@ -9042,14 +8801,12 @@ def _e_ServiceListType(w, o):
                 if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (_c1_i1 << 1)
                 n += 6
-                _c1_s = 3
             elif _c1_ServiceCategory is not None:
                 el = 'Service/ServiceCategory'
                 _c1_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
                 if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                 v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
                 n += 6
-                _c1_s = 3
             else:
                 raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
             if _c1_ServiceScope is not None:
@@ -9067,19 +8824,16 @@ def _e_ServiceListType(w, o):
                 if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
                 v = (v << 5) | (_c1_FreeService << 1)
                 n += 5
-                _c1_s = 5
             elif _c1_FreeService is not None:
                 el = 'Service/FreeService'
                 if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
                 v = (v << 5) | (1 << 3) | (_c1_FreeService << 1)
                 n += 5
-                _c1_s = 5
             else:
                 raise EncodeError('missing content: expected one of ServiceScope, FreeService')
             if True:
                 v <<= 1
                 n += 1
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Service += 1
             s = 1
@@ -9106,7 +8860,6 @@ def _e_ServiceListType(w, o):
                     elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
                     elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
                 if _c2_ServiceName is not None:
@@ -9125,14 +8878,12 @@ def _e_ServiceListType(w, o):
                     if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (_c2_i1 << 1)
                     n += 6
-                    _c2_s = 3
                 elif _c2_ServiceCategory is not None:
                     el = 'Service/ServiceCategory'
                     _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
                     if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
                     v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
                     n += 6
-                    _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
                 if _c2_ServiceScope is not None:
@@ -9150,19 +8901,16 @@ def _e_ServiceListType(w, o):
                     if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
                     v = (v << 5) | (_c2_FreeService << 1)
                     n += 5
-                    _c2_s = 5
                 elif _c2_FreeService is not None:
                     el = 'Service/FreeService'
                     if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
                     v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
                     n += 5
-                    _c2_s = 5
                 else:
                     raise EncodeError('missing content: expected one of ServiceScope, FreeService')
                 if True:
                     v <<= 1
                     n += 1
-                    _c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_Service += 1
                 _k += 1
@@ -9202,19 +8950,25 @@ def _d_ServiceParameterListType(r):
         V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
         s = 1
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
                 el = 'ParameterSet'
                 r.pos = r.end - q
                 _v = _d_ParameterSetType(r)
                 V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                ec = x
                 f_ParameterSet.append(_v)
                 _k += 1
                 if _k == 254:
+                    q += 2
                     s = 255
                     break
             elif ec == 1:
@@ -9319,17 +9073,16 @@ def _d_ServiceType(r):
             f_ServiceID = (V >> q) & 127
         else:
             r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('ServiceType', r.end - q)
+        q -= 13
+        if q < 0: V, q = r.slidep(q, 13)
+        x = (V >> q) & 8191
+        if x & 4096: raise r.deviation('ServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
-        s = 1
+        ec = ((x >> 10) & 3)
+        _a = (x & 1023)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 9
+            x = _a >> 9
             el = 'ServiceName'
             _esc = x
             if _esc:
@@ -9342,29 +9095,26 @@ def _d_ServiceType(r):
                 f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                 if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-            q -= 8
-            if q < 0: V, q = r.slideq(q, 8)
-            x = (V >> q) & 255
-            if x & 228: raise r.deviation('ServiceType', r.end - q)
+            q -= 12
+            if q < 0: V, q = r.slidep(q, 12)
+            x = (V >> q) & 4095
+            if x & 3648: raise r.deviation('ServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            s = 3
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         elif ec == 1:
-            q -= 6
-            if q < 0: V, q = r.slideq(q, 6)
-            x = (V >> q) & 63
-            if x & 36: raise r.deviation('ServiceType', r.end - q)
+            x = _a
+            if x & 576: raise r.deviation('ServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-            ec = (x & 3)
-            s = 3
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            ec = ((x >> 4) & 3)
+            _a = (x & 15)
         else:
             raise r.deviation('ServiceType', r.end - q)
         if ec == 0:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            q += 3
+            x = _a >> 3
             el = 'ServiceScope'
             _esc = x
             if _esc:
@@ -9383,18 +9133,13 @@ def _d_ServiceType(r):
             if x & 59: raise r.deviation('ServiceType', r.end - q)
             el = 'FreeService'
             f_FreeService = ((x >> 2) & 1) == 1
-            s = 5
         elif ec == 1:
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            x = (V >> q) & 15
+            x = _a
             if x & 11: raise r.deviation('ServiceType', r.end - q)
             el = 'FreeService'
             f_FreeService = ((x >> 2) & 1) == 1
-            s = 5
         else:
             raise r.deviation('ServiceType', r.end - q)
-        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9426,7 +9171,6 @@ def _e_ServiceType(w, o):
             elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
             elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
-            s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         if v_ServiceName is not None:
@@ -9445,14 +9189,12 @@ def _e_ServiceType(w, o):
             if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
             v = (v << 6) | (_i1 << 1)
             n += 6
-            s = 3
         elif v_ServiceCategory is not None:
             el = 'ServiceCategory'
             _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
             if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
             v = (v << 6) | (1 << 4) | (_i2 << 1)
             n += 6
-            s = 3
         else:
             raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
         if v_ServiceScope is not None:
@@ -9470,19 +9212,16 @@ def _e_ServiceType(w, o):
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             v = (v << 5) | (v_FreeService << 1)
             n += 5
-            s = 5
         elif v_FreeService is not None:
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             v = (v << 5) | (1 << 3) | (v_FreeService << 1)
             n += 5
-            s = 5
         else:
             raise EncodeError('missing content: expected one of ServiceScope, FreeService')
         if True:
             v <<= 1
             n += 1
-            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9518,15 +9257,15 @@ def _d_SubCertificatesType(r):
         if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         f_Certificate.append(_v)
         s = 1
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        ec = (x >> 1)
+        _a = (x & 1)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'Certificate'
                 _esc = x
                 if _esc:
@@ -9541,16 +9280,20 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_Certificate.append(_v)
                 _k += 1
                 if _k == 3:
+                    q += 3
                     s = 4
                     break
             elif ec == 1:
-                pass
+                q += 1
                 s = -1
                 break
             else:
@@ -9641,27 +9384,33 @@ def _d_SupportedEnergyTransferModeType(r):
         else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
         f_EnergyTransferMode.append(_v)
         s = 1
+        q -= 9
+        if q < 0: V, q = r.slidep(q, 9)
+        x = (V >> q) & 511
+        ec = (x >> 7)
+        _a = (x & 127)
         _k = 0
         while True:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
             if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 17: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
+                q += 7
+                q -= 14
+                if q < 0: V, q = r.slidep(q, 14)
+                x = (V >> q) & 16383
+                if x & 8704: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
                 el = 'EnergyTransferMode'
-                _v = ((x >> 1) & 7)
+                _v = ((x >> 10) & 7)
                 if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
                 else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
+                ec = ((x >> 7) & 3)
+                _a = (x & 127)
                 f_EnergyTransferMode.append(_v)
                 _k += 1
                 if _k == 5:
+                    q += 9
                     s = 6
                     break
             elif ec == 1:
-                pass
+                q += 7
                 s = -1
                 break
             else:

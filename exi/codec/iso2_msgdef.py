@@ -90,19 +90,18 @@ def _d_V2G_Message(r):
     f_Header = None
     f_Body = None
     try:
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slidep(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
+        _a = (x & 1)
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('MessageHeaderType', r.end - q)
+        x = _a
         el = 'Header/SessionID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -115,60 +114,59 @@ def _d_V2G_Message(r):
             else:
                 r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
             if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        ec = (x & 3)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 2048: raise r.deviation('MessageHeaderType', r.end - q)
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         _c1_s = 1
         if ec == 0:
+            x = _a
+            if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Header/Notification'
-            _c1_c1_FaultCode = None
-            _c1_c1_FaultMsg = None
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 100: raise r.deviation('NotificationType', r.end - q)
+            _a = (x & 255)
+            _c1_c2_FaultCode = None
+            _c1_c2_FaultMsg = None
+            x = _a
+            if x & 144: raise r.deviation('NotificationType', r.end - q)
             el = 'Header/Notification/FaultCode'
-            _c1_c1_FaultCode = ((x >> 3) & 3)
-            if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
-            else: _c1_c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
-            ec = (x & 3)
-            _c1_c1_s = 1
+            _c1_c2_FaultCode = ((x >> 5) & 3)
+            if _c1_c2_FaultCode >= 3: _c1_c2_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c2_FaultCode, 3, r.at(r.end - q))
+            else: _c1_c2_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c2_FaultCode]
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'Header/Notification/FaultMsg'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                    _c1_c1_FaultMsg = ''
+                    _c1_c2_FaultMsg = ''
                 else:
                     r.pos = r.end - q
-                    _c1_c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
-                    if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                    _c1_c2_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
+                    if len(_c1_c2_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c2_FaultMsg, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                _c1_c1_s = -1
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('NotificationType', r.end - q)
+                ec = (x & 3)
             elif ec == 1:
-                pass
-                _c1_c1_s = -1
+                x = _a
+                ec = x
             else:
                 raise r.deviation('NotificationType', r.end - q)
             _c1_Notification = _new(_K_iso2_msgdatatypes_NotificationType)
-            _c1_Notification.FaultCode = _c1_c1_FaultCode
-            _c1_Notification.FaultMsg = _c1_c1_FaultMsg
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            _c1_Notification.FaultCode = _c1_c2_FaultCode
+            _c1_Notification.FaultMsg = _c1_c2_FaultMsg
             _c1_s = 2
         elif ec == 1:
+            q += 9
             el = 'Header/Signature'
             r.pos = r.end - q
             _c1_Signature = c_xmldsig._d_SignatureType(r)
@@ -178,7 +176,7 @@ def _d_V2G_Message(r):
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             _c1_s = 3
         elif ec == 2:
-            pass
+            q += 9
             _c1_s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
@@ -211,32 +209,35 @@ def _d_V2G_Message(r):
         _cv = None
         q -= 6
         if q < 0: V, q = r.slideq(q, 6)
-        ec = (V >> q) & 63
+        x = (V >> q) & 63
+        ec = x
         if ec < 18:
             if ec < 9:
                 if ec < 4:
                     if ec == 0:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'Body/AuthorizationReq'
                         _cf = 'AuthorizationReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c2_c1_Id = None
                         _c2_c1_GenChallenge = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/AuthorizationReq/@Id'
                             r.pos = r.end - q
                             _c2_c1_Id = r.string('iso2_msgbody:Id')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            ec = (x >> 1)
+                            _a = (x & 1)
                             _c2_c1_s = 1
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                             el = 'Body/AuthorizationReq/GenChallenge'
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
@@ -244,20 +245,20 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c1_GenChallenge)
                             if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+                            q -= 3
+                            if q < 0: V, q = r.slidep(q, 3)
+                            x = (V >> q) & 7
+                            if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
+                            _a = (x & 1)
                             _c2_c1_s = 2
                         elif ec == 2:
-                            pass
+                            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c2_c1_s = -1
                         else:
                             raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c2_c1_s == 1:
                             if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                                if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                                 el = 'Body/AuthorizationReq/GenChallenge'
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                     q -= 8 + (_l << 3)
@@ -265,23 +266,23 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c1_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c1_GenChallenge)
                                 if _l < 16 or _l > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', _c2_c1_GenChallenge, r.at(r.end - q))
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+                                q -= 3
+                                if q < 0: V, q = r.slidep(q, 3)
+                                x = (V >> q) & 7
+                                if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
+                                _a = (x & 1)
                                 _c2_c1_s = 2
                             elif ec == 1:
-                                pass
+                                if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                                 _c2_c1_s = -1
                             else:
                                 raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c2_c1_s == 2:
+                            if _a: raise r.deviation('AuthorizationReqType', r.end - q)
                             _c2_c1_s = -1
                         _cv = _new(_K_iso2_msgbody_AuthorizationReqType)
                         _cv.Id = _c2_c1_Id
                         _cv.GenChallenge = _c2_c1_GenChallenge
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 1:
                         q -= 15
@@ -348,24 +349,23 @@ def _d_V2G_Message(r):
                         raise r.deviation('BodyType', r.end - q)
                 else:
                     if ec == 4:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'Body/CableCheckRes/ResponseCode'
-                        _c2_c5_ResponseCode = ((x >> 2) & 31)
+                        _c2_c5_ResponseCode = ((x >> 4) & 31)
                         if _c2_c5_ResponseCode >= 26: _c2_c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c2_c5_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
                         el = 'Body/CableCheckRes/DC_EVSEStatus'
+                        _a = (x & 1)
                         _c2_c5_c1_NotificationMaxDelay = None
                         _c2_c5_c1_EVSENotification = None
                         _c2_c5_c1_EVSEIsolationStatus = None
                         _c2_c5_c1_EVSEStatusCode = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -385,21 +385,19 @@ def _d_V2G_Message(r):
                             _c2_c5_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 21
+                        if q < 0: V, q = r.slidep(q, 21)
+                        x = (V >> q) & 2097151
+                        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c5_c1_EVSENotification = ((x >> 3) & 3)
+                        _c2_c5_c1_EVSENotification = ((x >> 16) & 3)
                         if _c2_c5_c1_EVSENotification >= 3: _c2_c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c5_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c5_c1_EVSENotification]
-                        ec = (x & 3)
-                        _c2_c5_c1_s = 2
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         if ec == 0:
-                            q -= 13
-                            if q < 0: V, q = r.slideq(q, 13)
-                            x = (V >> q) & 8191
+                            x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                             if _t is None:
@@ -414,20 +412,16 @@ def _d_V2G_Message(r):
                             else:
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c5_c1_EVSEIsolationStatus, _c2_c5_c1_EVSEStatusCode = _t
-                            _c2_c5_c1_s = 4
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
+                            q += 6
+                            x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                             _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
-                            _c2_c5_c1_s = 4
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c2_c5_c1_s = -1
                         _c2_c5_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c2_c5_DC_EVSEStatus.NotificationMaxDelay = _c2_c5_c1_NotificationMaxDelay
                         _c2_c5_DC_EVSEStatus.EVSENotification = _c2_c5_c1_EVSENotification
@@ -490,24 +484,24 @@ def _d_V2G_Message(r):
                         _cv.ListOfRootCertificateIDs = _c2_c6_ListOfRootCertificateIDs
                         _c2_s = 1
                     elif ec == 6:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 12
+                        if q < 0: V, q = r.slidep(q, 12)
+                        x = (V >> q) & 4095
+                        if x & 3096: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes'
                         _cf = 'CertificateInstallationRes'
                         el = 'Body/CertificateInstallationRes/ResponseCode'
-                        _c2_c7_ResponseCode = ((x >> 2) & 31)
+                        _c2_c7_ResponseCode = ((x >> 5) & 31)
                         if _c2_c7_ResponseCode >= 26: _c2_c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c2_c7_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c7_ResponseCode]
                         el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c2_c7_c1_Id = None
                         _c2_c7_c1_Certificate = None
                         _c2_c7_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/@Id'
                             r.pos = r.end - q
                             _c2_c7_c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -535,11 +529,8 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c7_c1_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             _esc = x
                             if _esc:
@@ -559,7 +550,6 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -570,27 +560,26 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c7_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c7_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c7_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c2_c7_SAProvisioningCertificateChain.Id = _c2_c7_c1_Id
                         _c2_c7_SAProvisioningCertificateChain.Certificate = _c2_c7_c1_Certificate
                         _c2_c7_SAProvisioningCertificateChain.SubCertificates = _c2_c7_c1_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c2_c7_c2_Id = None
                         _c2_c7_c2_Certificate = None
                         _c2_c7_c2_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/@Id'
                             r.pos = r.end - q
                             _c2_c7_c2_Id = r.string('iso2_msgdatatypes:Id')
@@ -618,11 +607,8 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c7_c2_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
@@ -642,7 +628,6 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -653,30 +638,24 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c7_c2_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c7_c2_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c7_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c2_c7_ContractSignatureCertChain.Id = _c2_c7_c2_Id
                         _c2_c7_ContractSignatureCertChain.Certificate = _c2_c7_c2_Certificate
                         _c2_c7_ContractSignatureCertChain.SubCertificates = _c2_c7_c2_SubCertificates
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                         _c2_c7_c3_Id = None
                         _c2_c7_c3_value = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
                         r.pos = r.end - q
                         _c2_c7_c3_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
-                        _c2_c7_c3_s = 1
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         ec = (V >> q) & 1
@@ -690,32 +669,26 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                            _c2_c7_c3_s = -1
                         elif ec == 1:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                             _c2_c7_c3_value = b''
-                            _c2_c7_c3_s = -1
                         else:
                             raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
                         _c2_c7_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
                         _c2_c7_ContractSignatureEncryptedPrivateKey.Id = _c2_c7_c3_Id
                         _c2_c7_ContractSignatureEncryptedPrivateKey.value = _c2_c7_c3_value
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/DHpublickey'
                         _c2_c7_c4_Id = None
                         _c2_c7_c4_value = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/DHpublickey/@Id'
                         r.pos = r.end - q
                         _c2_c7_c4_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
-                        _c2_c7_c4_s = 1
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         ec = (V >> q) & 1
@@ -729,13 +702,11 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                            _c2_c7_c4_s = -1
                         elif ec == 1:
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                             _c2_c7_c4_value = b''
-                            _c2_c7_c4_s = -1
                         else:
                             raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
                         _c2_c7_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
@@ -769,17 +740,18 @@ def _d_V2G_Message(r):
                         r.pos = r.end - q
                         _c2_c8_Id = r.string('iso2_msgbody:Id')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateReq/ContractSignatureCertChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c2_c8_c1_Id = None
                         _c2_c8_c1_Certificate = None
                         _c2_c8_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/@Id'
                             r.pos = r.end - q
                             _c2_c8_c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -807,11 +779,8 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c8_c1_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
@@ -831,7 +800,6 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -842,10 +810,8 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c8_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c8_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c8_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
@@ -891,20 +857,21 @@ def _d_V2G_Message(r):
             else:
                 if ec < 13:
                     if ec == 9:
+                        q -= 13
+                        if q < 0: V, q = r.slidep(q, 13)
+                        x = (V >> q) & 8191
                         el = 'Body/ChargeParameterDiscoveryReq'
                         _cf = 'ChargeParameterDiscoveryReq'
+                        ec = (x >> 11)
+                        _a = (x & 2047)
                         _c2_c9_MaxEntriesSAScheduleTuple = None
                         _c2_c9_RequestedEnergyTransferMode = None
                         _c2_c9_AC_EVChargeParameter = None
                         _c2_c9_DC_EVChargeParameter = None
                         _c2_c9_EVChargeParameter = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            q += 10
+                            if _a >> 10: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'Body/ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
@@ -924,103 +891,101 @@ def _d_V2G_Message(r):
                                 _c2_c9_MaxEntriesSAScheduleTuple = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c2_c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 9
-                            if q < 0: V, q = r.slideq(q, 9)
-                            x = (V >> q) & 511
-                            if x & 452: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            q -= 13
+                            if q < 0: V, q = r.slidep(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 7232: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             if _c2_c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c2_c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c2_c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            _c2_c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
                             if _c2_c9_RequestedEnergyTransferMode >= 6: _c2_c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c2_c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c2_c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c2_c9_RequestedEnergyTransferMode]
-                            ec = (x & 3)
-                            _c2_c9_s = 2
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 68: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            x = _a
+                            if x & 1088: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c2_c9_RequestedEnergyTransferMode = ((x >> 3) & 7)
+                            _c2_c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
                             if _c2_c9_RequestedEnergyTransferMode >= 6: _c2_c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c2_c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c2_c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c2_c9_RequestedEnergyTransferMode]
-                            ec = (x & 3)
-                            _c2_c9_s = 2
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         if ec == 0:
+                            q += 4
                             el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
                             r.pos = r.end - q
                             _c2_c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _c2_c9_s = 3
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _a = (x & 1)
                         elif ec == 1:
+                            q += 4
                             el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
                             r.pos = r.end - q
                             _c2_c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _c2_c9_s = 3
-                        elif ec == 2:
-                            el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
-                            _c2_c9_c1_DepartureTime = None
                             q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            ec = (V >> q) & 3
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _a = (x & 1)
+                        elif ec == 2:
+                            x = _a
+                            el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
+                            ec = (x >> 2)
+                            _a = (x & 3)
+                            _c2_c9_c2_DepartureTime = None
                             if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                                q += 1
+                                if _a >> 1: raise r.deviation('EVChargeParameterType', r.end - q)
                                 el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
                                 if q >= 24:
                                     _y = (V >> (q - 24)) & 16777215
                                     if _y < 8388608:
                                         q -= 8
-                                        _c2_c9_c1_DepartureTime = _y >> 16
+                                        _c2_c9_c2_DepartureTime = _y >> 16
                                     elif not _y & 32768:
                                         q -= 16
-                                        _c2_c9_c1_DepartureTime = _U2[_y >> 8]
+                                        _c2_c9_c2_DepartureTime = _U2[_y >> 8]
                                     elif not _y & 128:
                                         q -= 24
-                                        _c2_c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                        _c2_c9_c2_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
-                                        r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                        r.pos = r.end - q; _c2_c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                     q -= 8
-                                    _c2_c9_c1_DepartureTime = (V >> q) & 127
+                                    _c2_c9_c2_DepartureTime = (V >> q) & 127
                                 else:
-                                    r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-                                if _c2_c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c1_DepartureTime, r.at(r.end - q))
+                                    r.pos = r.end - q; _c2_c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 4
+                                if q < 0: V, q = r.slidep(q, 4)
+                                x = (V >> q) & 15
+                                if x & 14: raise r.deviation('EVChargeParameterType', r.end - q)
+                                if _c2_c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c2_DepartureTime, r.at(r.end - q))
+                                _a = (x & 1)
                             elif ec == 1:
-                                pass
+                                x = _a
+                                if x & 2: raise r.deviation('EVChargeParameterType', r.end - q)
+                                _a = (x & 1)
                             else:
                                 raise r.deviation('EVChargeParameterType', r.end - q)
                             _c2_c9_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
-                            _c2_c9_EVChargeParameter.DepartureTime = _c2_c9_c1_DepartureTime
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _c2_c9_s = 3
+                            _c2_c9_EVChargeParameter.DepartureTime = _c2_c9_c2_DepartureTime
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                        _c2_c9_s = -1
+                        if _a: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_ChargeParameterDiscoveryReqType)
                         _cv.MaxEntriesSAScheduleTuple = _c2_c9_MaxEntriesSAScheduleTuple
                         _cv.RequestedEnergyTransferMode = _c2_c9_RequestedEnergyTransferMode
                         _cv.AC_EVChargeParameter = _c2_c9_AC_EVChargeParameter
                         _cv.DC_EVChargeParameter = _c2_c9_DC_EVChargeParameter
                         _cv.EVChargeParameter = _c2_c9_EVChargeParameter
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 10:
                         el = 'Body/ChargeParameterDiscoveryRes'
@@ -1074,16 +1039,19 @@ def _d_V2G_Message(r):
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 15:
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
                         el = 'Body/MeteringReceiptReq'
                         _cf = 'MeteringReceiptReq'
+                        ec = (x >> 1)
+                        _a = (x & 1)
                         _c2_c11_Id = None
                         _c2_c11_SessionID = None
                         _c2_c11_SAScheduleTupleID = None
                         _c2_c11_MeterInfo = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/MeteringReceiptReq/@Id'
                             r.pos = r.end - q
                             _c2_c11_Id = r.string('iso2_msgbody:Id')
@@ -1106,16 +1074,14 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c2_c11_s = 2
+                            q -= 14
+                            if q < 0: V, q = r.slidep(q, 14)
+                            x = (V >> q) & 16383
+                            if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 11) & 3)
+                            _a = (x & 2047)
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
@@ -1130,18 +1096,16 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = (x & 3)
-                            _c2_c11_s = 2
+                            q -= 14
+                            if q < 0: V, q = r.slidep(q, 14)
+                            x = (V >> q) & 16383
+                            if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = ((x >> 11) & 3)
+                            _a = (x & 2047)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if ec == 0:
-                            q -= 11
-                            if q < 0: V, q = r.slideq(q, 11)
-                            x = (V >> q) & 2047
+                            x = _a
                             if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
                             _c2_c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
@@ -1150,30 +1114,30 @@ def _d_V2G_Message(r):
                             r.pos = r.end - q
                             _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c2_c11_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         elif ec == 1:
+                            q += 11
                             el = 'Body/MeteringReceiptReq/MeterInfo'
                             r.pos = r.end - q
                             _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _c2_c11_s = 4
+                            q -= 2
+                            if q < 0: V, q = r.slidep(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _a = (x & 1)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        _c2_c11_s = -1
+                        if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c2_c11_Id
                         _cv.SessionID = _c2_c11_SessionID
                         _cv.SAScheduleTupleID = _c2_c11_SAScheduleTupleID
                         _cv.MeterInfo = _c2_c11_MeterInfo
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 16:
                         el = 'Body/MeteringReceiptRes'
@@ -1196,17 +1160,18 @@ def _d_V2G_Message(r):
                         _c2_c12_eMAID = r.string('iso2_msgbody:eMAID')
                         if len(_c2_c12_eMAID) < 14 or len(_c2_c12_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c2_c12_eMAID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 24: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         _c2_c12_c1_Id = None
                         _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
+                            q += 1
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/@Id'
                             r.pos = r.end - q
                             _c2_c12_c1_Id = r.string('iso2_msgdatatypes:Id')
@@ -1234,11 +1199,8 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c12_c1_s = 2
                         elif ec == 1:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            x = _a
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
@@ -1258,7 +1220,6 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                             ec = (x & 3)
-                            _c2_c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -1269,10 +1230,8 @@ def _d_V2G_Message(r):
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                            _c2_c12_c1_s = -1
                         elif ec == 1:
                             pass
-                            _c2_c12_c1_s = -1
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         _c2_c12_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
@@ -1517,24 +1476,23 @@ def _d_V2G_Message(r):
                         _cv.EVTargetCurrent = _c2_c16_EVTargetCurrent
                         _c2_s = 1
                     elif ec == 24:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'Body/PreChargeRes/ResponseCode'
-                        _c2_c17_ResponseCode = ((x >> 2) & 31)
+                        _c2_c17_ResponseCode = ((x >> 4) & 31)
                         if _c2_c17_ResponseCode >= 26: _c2_c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c17_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c17_ResponseCode]
                         el = 'Body/PreChargeRes/DC_EVSEStatus'
+                        _a = (x & 1)
                         _c2_c17_c1_NotificationMaxDelay = None
                         _c2_c17_c1_EVSENotification = None
                         _c2_c17_c1_EVSEIsolationStatus = None
                         _c2_c17_c1_EVSEStatusCode = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -1554,21 +1512,19 @@ def _d_V2G_Message(r):
                             _c2_c17_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 21
+                        if q < 0: V, q = r.slidep(q, 21)
+                        x = (V >> q) & 2097151
+                        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c17_c1_EVSENotification = ((x >> 3) & 3)
+                        _c2_c17_c1_EVSENotification = ((x >> 16) & 3)
                         if _c2_c17_c1_EVSENotification >= 3: _c2_c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c17_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c17_c1_EVSENotification]
-                        ec = (x & 3)
-                        _c2_c17_c1_s = 2
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         if ec == 0:
-                            q -= 13
-                            if q < 0: V, q = r.slideq(q, 13)
-                            x = (V >> q) & 8191
+                            x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                             if _t is None:
@@ -1583,20 +1539,16 @@ def _d_V2G_Message(r):
                             else:
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c17_c1_EVSEIsolationStatus, _c2_c17_c1_EVSEStatusCode = _t
-                            _c2_c17_c1_s = 4
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
+                            q += 6
+                            x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                             _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
-                            _c2_c17_c1_s = 4
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c2_c17_c1_s = -1
                         _c2_c17_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c2_c17_DC_EVSEStatus.NotificationMaxDelay = _c2_c17_c1_NotificationMaxDelay
                         _c2_c17_DC_EVSEStatus.EVSENotification = _c2_c17_c1_EVSENotification
@@ -1686,15 +1638,18 @@ def _d_V2G_Message(r):
                         _cv.ServiceID = _c2_c18_ServiceID
                         _c2_s = 1
                     elif ec == 26:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
+                        _a = (x & 511)
                         _c2_c19_ResponseCode = None
                         _c2_c19_ServiceID = None
                         _c2_c19_ServiceParameterList = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
+                        x = _a
+                        if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'Body/ServiceDetailRes/ResponseCode'
                         _c2_c19_ResponseCode = ((x >> 3) & 31)
                         if _c2_c19_ResponseCode >= 26: _c2_c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c19_ResponseCode, 26, r.at(r.end - q))
@@ -1718,51 +1673,48 @@ def _d_V2G_Message(r):
                             _c2_c19_ServiceID = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c2_c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c19_ServiceID, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c19_s = 2
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         if ec == 0:
+                            q += 1
                             el = 'Body/ServiceDetailRes/ServiceParameterList'
                             r.pos = r.end - q
                             _c2_c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                            _c2_c19_s = -1
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
                         elif ec == 1:
-                            pass
-                            _c2_c19_s = -1
+                            if _a: raise r.deviation('ServiceDetailResType', r.end - q)
                         else:
                             raise r.deviation('ServiceDetailResType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_ServiceDetailResType)
                         _cv.ResponseCode = _c2_c19_ResponseCode
                         _cv.ServiceID = _c2_c19_ServiceID
                         _cv.ServiceParameterList = _c2_c19_ServiceParameterList
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
             else:
                 if ec < 31:
                     if ec == 27:
+                        q -= 8
+                        if q < 0: V, q = r.slidep(q, 8)
+                        x = (V >> q) & 255
                         el = 'Body/ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
+                        ec = (x >> 6)
+                        _a = (x & 63)
                         _c2_c20_ServiceScope = None
                         _c2_c20_ServiceCategory = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        ec = (V >> q) & 3
                         if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
+                            q += 5
+                            x = _a >> 5
                             el = 'Body/ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
@@ -1775,47 +1727,46 @@ def _d_V2G_Message(r):
                                 _c2_c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                                 if len(_c2_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c2_c20_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            x = (V >> q) & 7
-                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = (x & 3)
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = ((x >> 6) & 3)
+                            _a = (x & 63)
                             _c2_c20_s = 1
                         elif ec == 1:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            x = _a
+                            if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                            _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                            _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _a = (x & 1)
                             _c2_c20_s = 2
                         elif ec == 2:
-                            pass
+                            q += 5
+                            if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c2_c20_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c2_c20_s == 1:
                             if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                                x = _a
+                                if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                                _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                                _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _a = (x & 1)
                                 _c2_c20_s = 2
                             elif ec == 1:
-                                pass
+                                q += 5
+                                if _a >> 5: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 _c2_c20_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c2_c20_s == 2:
+                            if _a: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             _c2_c20_s = -1
                         _cv = _new(_K_iso2_msgbody_ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c2_c20_ServiceScope
                         _cv.ServiceCategory = _c2_c20_ServiceCategory
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     elif ec == 28:
                         el = 'Body/ServiceDiscoveryRes'
@@ -1855,15 +1806,18 @@ def _d_V2G_Message(r):
                         _cv.EVCCID = _c2_c21_EVCCID
                         _c2_s = 1
                     elif ec == 30:
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionSetupRes'
                         _cf = 'SessionSetupRes'
+                        _a = (x & 511)
                         _c2_c22_ResponseCode = None
                         _c2_c22_EVSEID = None
                         _c2_c22_EVSETimeStamp = None
-                        q -= 10
-                        if q < 0: V, q = r.slideq(q, 10)
-                        x = (V >> q) & 1023
-                        if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
+                        x = _a
+                        if x & 263: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
                         _c2_c22_ResponseCode = ((x >> 3) & 31)
                         if _c2_c22_ResponseCode >= 26: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 26, r.at(r.end - q))
@@ -1873,16 +1827,14 @@ def _d_V2G_Message(r):
                         _c2_c22_EVSEID = r.string('iso2_msgbody:EVSEID')
                         if len(_c2_c22_EVSEID) < 7 or len(_c2_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c2_c22_EVSEID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = (x & 3)
-                        _c2_c22_s = 2
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = ((x >> 2) & 3)
+                        _a = (x & 3)
                         if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
+                            x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'Body/SessionSetupRes/EVSETimeStamp'
                             _neg = (x & 1)
@@ -1904,24 +1856,20 @@ def _d_V2G_Message(r):
                                 _c2_c22_EVSETimeStamp = (V >> q) & 127
                             else:
                                 r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
                             if _neg: _c2_c22_EVSETimeStamp = -_c2_c22_EVSETimeStamp - 1
                             if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_EVSETimeStamp, r.at(r.end - q))
-                            _c2_c22_s = -1
                         elif ec == 1:
-                            pass
-                            _c2_c22_s = -1
+                            q += 1
+                            if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_SessionSetupResType)
                         _cv.ResponseCode = _c2_c22_ResponseCode
                         _cv.EVSEID = _c2_c22_EVSEID
                         _cv.EVSETimeStamp = _c2_c22_EVSETimeStamp
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1982,24 +1930,23 @@ def _d_V2G_Message(r):
                         _cv.DC_EVStatus = _c2_c25_DC_EVStatus
                         _c2_s = 1
                     elif ec == 34:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 387: raise r.deviation('BodyType', r.end - q)
+                        q -= 11
+                        if q < 0: V, q = r.slidep(q, 11)
+                        x = (V >> q) & 2047
+                        if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'Body/WeldingDetectionRes/ResponseCode'
-                        _c2_c26_ResponseCode = ((x >> 2) & 31)
+                        _c2_c26_ResponseCode = ((x >> 4) & 31)
                         if _c2_c26_ResponseCode >= 26: _c2_c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c26_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
+                        _a = (x & 1)
                         _c2_c26_c1_NotificationMaxDelay = None
                         _c2_c26_c1_EVSENotification = None
                         _c2_c26_c1_EVSEIsolationStatus = None
                         _c2_c26_c1_EVSEStatusCode = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
@@ -2019,21 +1966,19 @@ def _d_V2G_Message(r):
                             _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
                             r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        q -= 21
+                        if q < 0: V, q = r.slidep(q, 21)
+                        x = (V >> q) & 2097151
+                        if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c26_c1_EVSENotification = ((x >> 3) & 3)
+                        _c2_c26_c1_EVSENotification = ((x >> 16) & 3)
                         if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
-                        ec = (x & 3)
-                        _c2_c26_c1_s = 2
+                        ec = ((x >> 13) & 3)
+                        _a = (x & 8191)
                         if ec == 0:
-                            q -= 13
-                            if q < 0: V, q = r.slideq(q, 13)
-                            x = (V >> q) & 8191
+                            x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
                             if _t is None:
@@ -2048,20 +1993,16 @@ def _d_V2G_Message(r):
                             else:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
-                            _c2_c26_c1_s = 4
                         elif ec == 1:
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
+                            q += 6
+                            x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                             _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                             if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
-                            _c2_c26_c1_s = 4
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c2_c26_c1_s = -1
                         _c2_c26_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
                         _c2_c26_DC_EVSEStatus.EVSENotification = _c2_c26_c1_EVSENotification
@@ -2181,7 +2122,6 @@ def _e_V2G_Message(w, o):
                     if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
                     v = (v << 5) | (_c1_c1_i1 << 1)
                     n += 5
-                    _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of FaultCode')
                 if _c1_c1_FaultMsg is not None:
@@ -2196,11 +2136,9 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_s = 2
             elif _c1_Signature is not None:
@@ -2377,7 +2315,6 @@ def _e_V2G_Message(w, o):
                     v = (v << 5) | (_c2_c5_c2_i1 << 1)
                     n += 5
                     _c2_c5_c2_EVSENotification = None
-                    _c2_c5_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if _c2_c5_c2_EVSEIsolationStatus is not None:
@@ -2392,7 +2329,6 @@ def _e_V2G_Message(w, o):
                     n += 14
                     _c2_c5_c2_EVSEIsolationStatus = None
                     _c2_c5_c2_EVSEStatusCode = None
-                    _c2_c5_c2_s = 4
                 elif _c2_c5_c2_EVSEStatusCode is not None:
                     el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                     _c2_c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
@@ -2400,14 +2336,12 @@ def _e_V2G_Message(w, o):
                     v = (v << 8) | (1 << 6) | (_c2_c5_c2_i4 << 1)
                     n += 8
                     _c2_c5_c2_EVSEStatusCode = None
-                    _c2_c5_c2_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
                 if True:
                     v <<= 1
                     n += 1
                     if _c2_c5_c2_NotificationMaxDelay is not None or _c2_c5_c2_EVSENotification is not None or _c2_c5_c2_EVSEIsolationStatus is not None or _c2_c5_c2_EVSEStatusCode is not None: raise _leftover(_c2_c5_c2_o)
-                    _c2_c5_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c5_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                 el = 'Body/CableCheckRes/EVSEProcessing'
@@ -2489,7 +2423,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c2_s = 2
                 elif _c2_c7_c2_Certificate is not None:
                     el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                     v = (v << 3) | (1 << 1)
@@ -2500,7 +2433,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c2_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
                 if _c2_c7_c2_SubCertificates is not None:
@@ -2512,11 +2444,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c7_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                 el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
@@ -2545,7 +2475,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c3_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c3_s = 2
                 elif _c2_c7_c3_Certificate is not None:
                     el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                     v = (v << 3) | (1 << 1)
@@ -2556,7 +2485,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c3_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
                 if _c2_c7_c3_SubCertificates is not None:
@@ -2568,11 +2496,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c3_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c7_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                 el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -2590,7 +2516,6 @@ def _e_V2G_Message(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c7_c4_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c2_c7_c4_Id); v = w.v; n = w.n
-                    _c2_c7_c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Id')
                 if _c2_c7_c4_value is not None:
@@ -2602,7 +2527,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c4_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c4_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -2622,7 +2546,6 @@ def _e_V2G_Message(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c7_c5_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c2_c7_c5_Id); v = w.v; n = w.n
-                    _c2_c7_c5_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Id')
                 if _c2_c7_c5_value is not None:
@@ -2634,7 +2557,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c7_c5_value); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c7_c5_s = -1
                 else:
                     raise EncodeError('missing content: expected one of text')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -2691,7 +2613,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c8_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c8_c1_s = 2
                 elif _c2_c8_c1_Certificate is not None:
                     el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                     v = (v << 3) | (1 << 1)
@@ -2702,7 +2623,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c8_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c8_c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
                 if _c2_c8_c1_SubCertificates is not None:
@@ -2714,11 +2634,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c8_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c8_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
                 el = 'Body/CertificateUpdateReq/eMAID'
@@ -2777,7 +2695,6 @@ def _e_V2G_Message(w, o):
                     v = (v << 6) | (_c2_c9_i1 << 1)
                     n += 6
                     _c2_c9_RequestedEnergyTransferMode = None
-                    _c2_c9_s = 2
                 elif _c2_c9_RequestedEnergyTransferMode is not None:
                     el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                     _c2_c9_i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c2_c9_RequestedEnergyTransferMode)
@@ -2785,7 +2702,6 @@ def _e_V2G_Message(w, o):
                     v = (v << 7) | (1 << 5) | (_c2_c9_i2 << 1)
                     n += 7
                     _c2_c9_RequestedEnergyTransferMode = None
-                    _c2_c9_s = 2
                 else:
                     raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
                 if _c2_c9_AC_EVChargeParameter is not None:
@@ -2796,7 +2712,6 @@ def _e_V2G_Message(w, o):
                     c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c2_c9_AC_EVChargeParameter)
                     v = w.v; n = w.n
                     _c2_c9_AC_EVChargeParameter = None
-                    _c2_c9_s = 3
                 elif _c2_c9_DC_EVChargeParameter is not None:
                     el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
                     v = (v << 2) | 1
@@ -2805,7 +2720,6 @@ def _e_V2G_Message(w, o):
                     c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c2_c9_DC_EVChargeParameter)
                     v = w.v; n = w.n
                     _c2_c9_DC_EVChargeParameter = None
-                    _c2_c9_s = 3
                 elif _c2_c9_EVChargeParameter is not None:
                     el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
                     v = (v << 2) | 2
@@ -2826,14 +2740,12 @@ def _e_V2G_Message(w, o):
                         n += 2
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     _c2_c9_EVChargeParameter = None
-                    _c2_c9_s = 3
                 else:
                     raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
                 if True:
                     v <<= 1
                     n += 1
                     if _c2_c9_MaxEntriesSAScheduleTuple is not None or _c2_c9_RequestedEnergyTransferMode is not None or _c2_c9_AC_EVChargeParameter is not None or _c2_c9_DC_EVChargeParameter is not None or _c2_c9_EVChargeParameter is not None: raise _leftover(_c2_c9_o)
-                    _c2_c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2912,7 +2824,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c11_SessionID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c11_s = 2
                 elif _c2_c11_SessionID is not None:
                     el = 'Body/MeteringReceiptReq/SessionID'
                     v = (v << 3) | (1 << 1)
@@ -2923,7 +2834,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c11_SessionID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c11_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SessionID')
                 if _c2_c11_SAScheduleTupleID is not None:
@@ -2936,7 +2846,6 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
                     v = w.v; n = w.n
-                    _c2_c11_s = 4
                 elif _c2_c11_MeterInfo is not None:
                     el = 'Body/MeteringReceiptReq/MeterInfo'
                     v = (v << 2) | 1
@@ -2944,13 +2853,11 @@ def _e_V2G_Message(w, o):
                     w.v = v; w.n = n
                     c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
                     v = w.v; n = w.n
-                    _c2_c11_s = 4
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
                 if True:
                     v <<= 1
                     n += 1
-                    _c2_c11_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3007,7 +2914,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c12_c1_s = 2
                 elif _c2_c12_c1_Certificate is not None:
                     el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                     v = (v << 3) | (1 << 1)
@@ -3018,7 +2924,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.binary(_c2_c12_c1_Certificate); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c12_c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
                 if _c2_c12_c1_SubCertificates is not None:
@@ -3030,11 +2935,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c12_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c12_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3223,7 +3126,6 @@ def _e_V2G_Message(w, o):
                     v = (v << 5) | (_c2_c17_c2_i1 << 1)
                     n += 5
                     _c2_c17_c2_EVSENotification = None
-                    _c2_c17_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if _c2_c17_c2_EVSEIsolationStatus is not None:
@@ -3238,7 +3140,6 @@ def _e_V2G_Message(w, o):
                     n += 14
                     _c2_c17_c2_EVSEIsolationStatus = None
                     _c2_c17_c2_EVSEStatusCode = None
-                    _c2_c17_c2_s = 4
                 elif _c2_c17_c2_EVSEStatusCode is not None:
                     el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                     _c2_c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
@@ -3246,14 +3147,12 @@ def _e_V2G_Message(w, o):
                     v = (v << 8) | (1 << 6) | (_c2_c17_c2_i4 << 1)
                     n += 8
                     _c2_c17_c2_EVSEStatusCode = None
-                    _c2_c17_c2_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
                 if True:
                     v <<= 1
                     n += 1
                     if _c2_c17_c2_NotificationMaxDelay is not None or _c2_c17_c2_EVSENotification is not None or _c2_c17_c2_EVSEIsolationStatus is not None or _c2_c17_c2_EVSEStatusCode is not None: raise _leftover(_c2_c17_c2_o)
-                    _c2_c17_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/PreChargeRes/EVSEPresentVoltage'
@@ -3314,7 +3213,6 @@ def _e_V2G_Message(w, o):
                     elif _c2_c19_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c19_ServiceID] << 1); n += 17
                     elif _c2_c19_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c19_ServiceID & 16383] | 128) << 8) | (_c2_c19_ServiceID >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_c2_c19_ServiceID); v = (w.v << 1); n = w.n + 1
-                    _c2_c19_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
                 if _c2_c19_ServiceParameterList is not None:
@@ -3326,11 +3224,9 @@ def _e_V2G_Message(w, o):
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c19_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c19_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3436,7 +3332,6 @@ def _e_V2G_Message(w, o):
                     else: w.v = v; w.n = n; w.string(_c2_c22_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c2_c22_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
                 if _c2_c22_EVSETimeStamp is not None:
@@ -3449,11 +3344,9 @@ def _e_V2G_Message(w, o):
                     elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                     elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c2_c22_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    _c2_c22_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3539,7 +3432,6 @@ def _e_V2G_Message(w, o):
                     v = (v << 5) | (_c2_c26_c2_i1 << 1)
                     n += 5
                     _c2_c26_c2_EVSENotification = None
-                    _c2_c26_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if _c2_c26_c2_EVSEIsolationStatus is not None:
@@ -3554,7 +3446,6 @@ def _e_V2G_Message(w, o):
                     n += 14
                     _c2_c26_c2_EVSEIsolationStatus = None
                     _c2_c26_c2_EVSEStatusCode = None
-                    _c2_c26_c2_s = 4
                 elif _c2_c26_c2_EVSEStatusCode is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                     _c2_c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
@@ -3562,14 +3453,12 @@ def _e_V2G_Message(w, o):
                     v = (v << 8) | (1 << 6) | (_c2_c26_c2_i4 << 1)
                     n += 8
                     _c2_c26_c2_EVSEStatusCode = None
-                    _c2_c26_c2_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
                 if True:
                     v <<= 1
                     n += 1
                     if _c2_c26_c2_NotificationMaxDelay is not None or _c2_c26_c2_EVSENotification is not None or _c2_c26_c2_EVSEIsolationStatus is not None or _c2_c26_c2_EVSEStatusCode is not None: raise _leftover(_c2_c26_c2_o)
-                    _c2_c26_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'

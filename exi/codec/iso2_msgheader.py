@@ -39,60 +39,59 @@ def _d_MessageHeaderType(r):
             else:
                 r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
             if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-        ec = (x & 3)
+        q -= 12
+        if q < 0: V, q = r.slidep(q, 12)
+        x = (V >> q) & 4095
+        if x & 2048: raise r.deviation('MessageHeaderType', r.end - q)
+        ec = ((x >> 9) & 3)
+        _a = (x & 511)
         s = 1
         if ec == 0:
+            x = _a
+            if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Notification'
-            _c1_FaultCode = None
-            _c1_FaultMsg = None
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 100: raise r.deviation('NotificationType', r.end - q)
+            _a = (x & 255)
+            _c2_FaultCode = None
+            _c2_FaultMsg = None
+            x = _a
+            if x & 144: raise r.deviation('NotificationType', r.end - q)
             el = 'Notification/FaultCode'
-            _c1_FaultCode = ((x >> 3) & 3)
-            if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(r.end - q))
-            else: _c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_FaultCode]
-            ec = (x & 3)
-            _c1_s = 1
+            _c2_FaultCode = ((x >> 5) & 3)
+            if _c2_FaultCode >= 3: _c2_FaultCode = r.enum_index('NotificationType/FaultCode', _c2_FaultCode, 3, r.at(r.end - q))
+            else: _c2_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c2_FaultCode]
+            ec = ((x >> 2) & 3)
+            _a = (x & 3)
             if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                q += 1
+                x = _a >> 1
                 el = 'Notification/FaultMsg'
                 _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                    _c1_FaultMsg = ''
+                    _c2_FaultMsg = ''
                 else:
                     r.pos = r.end - q
-                    _c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
-                    if len(_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_FaultMsg, r.at(r.pos))
+                    _c2_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
+                    if len(_c2_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c2_FaultMsg, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                _c1_s = -1
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('NotificationType', r.end - q)
+                ec = (x & 3)
             elif ec == 1:
-                pass
-                _c1_s = -1
+                x = _a
+                ec = x
             else:
                 raise r.deviation('NotificationType', r.end - q)
             f_Notification = _new(_K_iso2_msgdatatypes_NotificationType)
-            f_Notification.FaultCode = _c1_FaultCode
-            f_Notification.FaultMsg = _c1_FaultMsg
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            f_Notification.FaultCode = _c2_FaultCode
+            f_Notification.FaultMsg = _c2_FaultMsg
             s = 2
         elif ec == 1:
+            q += 9
             el = 'Signature'
             r.pos = r.end - q
             f_Signature = c_xmldsig._d_SignatureType(r)
@@ -102,7 +101,7 @@ def _d_MessageHeaderType(r):
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
             s = 3
         elif ec == 2:
-            pass
+            q += 9
             s = -1
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
@@ -167,7 +166,6 @@ def _e_MessageHeaderType(w, o):
                 if _c1_i1 is None: raise EncodeError(f'{_c1_FaultCode!r} is not one of the enumeration faultCodeType')
                 v = (v << 5) | (_c1_i1 << 1)
                 n += 5
-                _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of FaultCode')
             if _c1_FaultMsg is not None:
@@ -182,11 +180,9 @@ def _e_MessageHeaderType(w, o):
                 else: w.v = v; w.n = n; w.string(_c1_FaultMsg); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         elif v_Signature is not None:

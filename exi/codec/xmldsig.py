@@ -57,10 +57,6 @@ def _d_CanonicalizationMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -81,10 +77,6 @@ def _d_CanonicalizationMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -105,10 +97,6 @@ def _d_CanonicalizationMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -189,13 +177,13 @@ def _d_DSAKeyValueType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                ec = (x >> 1)
+                _a = (x & 1)
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'P'
                     _esc = x
                     if _esc:
@@ -226,16 +214,15 @@ def _d_DSAKeyValueType(r):
                             f_Q = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Q = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = (x & 3)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     s = 4
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'G'
                     _esc = x
                     if _esc:
@@ -249,14 +236,14 @@ def _d_DSAKeyValueType(r):
                             f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_G)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
+                    _a = (x & 1)
                     s = 2
                 elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'Y'
                     _esc = x
                     if _esc:
@@ -270,18 +257,17 @@ def _d_DSAKeyValueType(r):
                             f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = (x & 3)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'Y'
                 _esc = x
                 if _esc:
@@ -295,17 +281,16 @@ def _d_DSAKeyValueType(r):
                         f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
                         r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
-                ec = (x & 3)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 s = 3
             if s == 3:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'J'
                     _esc = x
                     if _esc:
@@ -319,16 +304,15 @@ def _d_DSAKeyValueType(r):
                             f_J = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_J = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_J)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = (x & 3)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     s = 5
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'Seed'
                     _esc = x
                     if _esc:
@@ -342,20 +326,20 @@ def _d_DSAKeyValueType(r):
                             f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Seed)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
+                    _a = (x & 1)
                     s = 6
                 elif ec == 2:
-                    pass
+                    q += 1
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 4:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'G'
                     _esc = x
                     if _esc:
@@ -369,14 +353,14 @@ def _d_DSAKeyValueType(r):
                             f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_G)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
+                    _a = (x & 1)
                     s = 2
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'Y'
                     _esc = x
                     if _esc:
@@ -390,19 +374,18 @@ def _d_DSAKeyValueType(r):
                             f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = (x & 3)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 5:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'Seed'
                     _esc = x
                     if _esc:
@@ -416,19 +399,19 @@ def _d_DSAKeyValueType(r):
                             f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Seed)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slidep(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
+                    _a = (x & 1)
                     s = 6
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
             if s == 6:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
+                x = _a
                 el = 'PgenCounter'
                 _esc = x
                 if _esc:
@@ -649,10 +632,6 @@ def _d_DigestMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -673,10 +652,6 @@ def _d_DigestMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -697,10 +672,6 @@ def _d_DigestMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 3
                 elif ec == 1:
                     pass
@@ -784,7 +755,8 @@ def _d_KeyInfoType(r, key):
             if s == 0:
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
-                ec = (V >> q) & 15
+                x = (V >> q) & 15
+                ec = x
                 if ec < 5:
                     if ec == 0:
                         el = '@Id'
@@ -811,130 +783,146 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_KeyName.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 3
                     elif ec == 2:
                         el = 'KeyValue'
                         r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
-                        f_KeyValue.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_KeyValue.append(_v)
                         s = 4
                     elif ec == 3:
+                        q -= 7
+                        if q < 0: V, q = r.slidep(q, 7)
+                        x = (V >> q) & 127
                         el = 'RetrievalMethod'
+                        ec = (x >> 4)
+                        _a = (x & 15)
                         _c1_Type = None
                         _c1_URI = None
                         _c1_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
+                            q += 4
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
                             _c1_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c1_s = 1
                         elif ec == 1:
+                            q += 4
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c1_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c1_s = 2
                         elif ec == 2:
+                            q += 4
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c1_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                            _a = (x & 15)
                             _c1_s = 3
                         elif ec == 3:
-                            pass
+                            x = _a
+                            ec = x
                             _c1_s = -1
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 1:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c1_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                ec = x
+                                q -= 6
+                                if q < 0: V, q = r.slidep(q, 6)
+                                x = (V >> q) & 63
+                                ec = (x >> 4)
+                                _a = (x & 15)
                                 _c1_s = 2
                             elif ec == 1:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c1_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c1_s = 3
                             elif ec == 2:
-                                pass
+                                x = _a
+                                ec = x
                                 _c1_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 2:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c1_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c1_s = 3
                             elif ec == 1:
-                                pass
+                                x = _a
+                                ec = x
                                 _c1_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 3:
+                            x = _a
+                            ec = x
                             _c1_s = -1
                         _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c1_Type
                         _v.URI = _c1_URI
                         _v.Transforms = _c1_Transforms
                         f_RetrievalMethod.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 5
                     elif ec == 4:
                         el = 'X509Data'
                         r.pos = r.end - q
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_X509Data.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_X509Data.append(_v)
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -944,22 +932,22 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_PGPData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_PGPData.append(_v)
                         s = 7
                     elif ec == 6:
                         el = 'SPKIData'
                         r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_SPKIData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_SPKIData.append(_v)
                         s = 8
                     elif ec == 7:
                         q -= 1
@@ -976,23 +964,17 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_MgmtData.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 9
                     elif ec == 8:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 10
                     elif ec == 9:
                         r.pos = r.end - q
@@ -1022,130 +1004,146 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_KeyName.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
-                        f_KeyValue.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_KeyValue.append(_v)
                         s = 4
                     elif ec == 2:
+                        q -= 7
+                        if q < 0: V, q = r.slidep(q, 7)
+                        x = (V >> q) & 127
                         el = 'RetrievalMethod'
+                        ec = (x >> 4)
+                        _a = (x & 15)
                         _c2_Type = None
                         _c2_URI = None
                         _c2_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
+                            q += 4
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
                             _c2_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c2_s = 1
                         elif ec == 1:
+                            q += 4
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c2_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c2_s = 2
                         elif ec == 2:
+                            q += 4
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c2_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                            _a = (x & 15)
                             _c2_s = 3
                         elif ec == 3:
-                            pass
+                            x = _a
+                            ec = x
                             _c2_s = -1
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 1:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c2_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                ec = x
+                                q -= 6
+                                if q < 0: V, q = r.slidep(q, 6)
+                                x = (V >> q) & 63
+                                ec = (x >> 4)
+                                _a = (x & 15)
                                 _c2_s = 2
                             elif ec == 1:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c2_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c2_s = 3
                             elif ec == 2:
-                                pass
+                                x = _a
+                                ec = x
                                 _c2_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 2:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c2_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c2_s = 3
                             elif ec == 1:
-                                pass
+                                x = _a
+                                ec = x
                                 _c2_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 3:
+                            x = _a
+                            ec = x
                             _c2_s = -1
                         _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c2_Type
                         _v.URI = _c2_URI
                         _v.Transforms = _c2_Transforms
                         f_RetrievalMethod.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
                         r.pos = r.end - q
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_X509Data.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_X509Data.append(_v)
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -1155,22 +1153,22 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_PGPData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_PGPData.append(_v)
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
                         r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_SPKIData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_SPKIData.append(_v)
                         s = 8
                     elif ec == 6:
                         q -= 1
@@ -1187,23 +1185,17 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_MgmtData.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 9
                     elif ec == 7:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 10
                     elif ec == 8:
                         r.pos = r.end - q
@@ -1233,130 +1225,146 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_KeyName.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
-                        f_KeyValue.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_KeyValue.append(_v)
                         s = 4
                     elif ec == 2:
+                        q -= 7
+                        if q < 0: V, q = r.slidep(q, 7)
+                        x = (V >> q) & 127
                         el = 'RetrievalMethod'
+                        ec = (x >> 4)
+                        _a = (x & 15)
                         _c3_Type = None
                         _c3_URI = None
                         _c3_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
+                            q += 4
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
                             _c3_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c3_s = 1
                         elif ec == 1:
+                            q += 4
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c3_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c3_s = 2
                         elif ec == 2:
+                            q += 4
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c3_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                            _a = (x & 15)
                             _c3_s = 3
                         elif ec == 3:
-                            pass
+                            x = _a
+                            ec = x
                             _c3_s = -1
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 1:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c3_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                ec = x
+                                q -= 6
+                                if q < 0: V, q = r.slidep(q, 6)
+                                x = (V >> q) & 63
+                                ec = (x >> 4)
+                                _a = (x & 15)
                                 _c3_s = 2
                             elif ec == 1:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c3_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c3_s = 3
                             elif ec == 2:
-                                pass
+                                x = _a
+                                ec = x
                                 _c3_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 2:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c3_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c3_s = 3
                             elif ec == 1:
-                                pass
+                                x = _a
+                                ec = x
                                 _c3_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 3:
+                            x = _a
+                            ec = x
                             _c3_s = -1
                         _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c3_Type
                         _v.URI = _c3_URI
                         _v.Transforms = _c3_Transforms
                         f_RetrievalMethod.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
                         r.pos = r.end - q
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_X509Data.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_X509Data.append(_v)
                         s = 6
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
@@ -1366,22 +1374,22 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_PGPData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_PGPData.append(_v)
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
                         r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
-                        f_SPKIData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
                         ec = x
+                        f_SPKIData.append(_v)
                         s = 8
                     elif ec == 6:
                         q -= 1
@@ -1398,23 +1406,17 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_MgmtData.append(_v)
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 9
                     elif ec == 7:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 10
                     elif ec == 8:
                         r.pos = r.end - q
@@ -1457,13 +1459,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c4_Type = None
                         _c4_URI = None
                         _c4_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -1594,10 +1597,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -1643,13 +1642,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c5_Type = None
                         _c5_URI = None
                         _c5_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -1780,10 +1780,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -1829,13 +1825,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c6_Type = None
                         _c6_URI = None
                         _c6_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -1966,10 +1963,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2015,13 +2008,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c7_Type = None
                         _c7_URI = None
                         _c7_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -2152,10 +2146,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2201,13 +2191,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c8_Type = None
                         _c8_URI = None
                         _c8_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -2338,10 +2329,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2387,13 +2374,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c9_Type = None
                         _c9_URI = None
                         _c9_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -2524,10 +2512,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2573,13 +2557,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c10_Type = None
                         _c10_URI = None
                         _c10_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -2710,10 +2695,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2759,13 +2740,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c11_Type = None
                         _c11_URI = None
                         _c11_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -2896,10 +2878,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -2916,10 +2894,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 11:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -2935,9 +2914,11 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -2948,13 +2929,14 @@ def _d_KeyInfoType(r, key):
                         s = 12
                         break
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c12_Type = None
                         _c12_URI = None
                         _c12_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -3087,10 +3069,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3106,10 +3084,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 12:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -3136,15 +3115,20 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         f_KeyValue.append(_v)
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c13_Type = None
                         _c13_URI = None
                         _c13_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -3277,10 +3261,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3296,10 +3276,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 13:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -3330,88 +3311,110 @@ def _d_KeyInfoType(r, key):
                         s = 12
                         break
                     elif ec == 2:
+                        q -= 7
+                        if q < 0: V, q = r.slidep(q, 7)
+                        x = (V >> q) & 127
                         el = 'RetrievalMethod'
+                        ec = (x >> 4)
+                        _a = (x & 15)
                         _c14_Type = None
                         _c14_URI = None
                         _c14_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
+                            q += 4
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
                             _c14_Type = r.string('Type')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c14_s = 1
                         elif ec == 1:
+                            q += 4
                             el = 'RetrievalMethod/@URI'
                             r.pos = r.end - q
                             _c14_URI = r.string('URI')
                             V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 6
+                            if q < 0: V, q = r.slidep(q, 6)
+                            x = (V >> q) & 63
+                            ec = (x >> 4)
+                            _a = (x & 15)
                             _c14_s = 2
                         elif ec == 2:
+                            q += 4
                             el = 'RetrievalMethod/Transforms'
                             r.pos = r.end - q
                             _c14_Transforms = _d_TransformsType(r)
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                            q -= 5
+                            if q < 0: V, q = r.slidep(q, 5)
+                            x = (V >> q) & 31
+                            if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                            _a = (x & 15)
                             _c14_s = 3
                         elif ec == 3:
-                            pass
+                            x = _a
+                            ec = x
                             _c14_s = -1
                         else:
                             raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 1:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/@URI'
                                 r.pos = r.end - q
                                 _c14_URI = r.string('URI')
                                 V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                ec = x
+                                q -= 6
+                                if q < 0: V, q = r.slidep(q, 6)
+                                x = (V >> q) & 63
+                                ec = (x >> 4)
+                                _a = (x & 15)
                                 _c14_s = 2
                             elif ec == 1:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c14_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c14_s = 3
                             elif ec == 2:
-                                pass
+                                x = _a
+                                ec = x
                                 _c14_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 2:
                             if ec == 0:
+                                q += 4
                                 el = 'RetrievalMethod/Transforms'
                                 r.pos = r.end - q
                                 _c14_Transforms = _d_TransformsType(r)
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
+                                q -= 5
+                                if q < 0: V, q = r.slidep(q, 5)
+                                x = (V >> q) & 31
+                                if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
+                                _a = (x & 15)
                                 _c14_s = 3
                             elif ec == 1:
-                                pass
+                                x = _a
+                                ec = x
                                 _c14_s = -1
                             else:
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 3:
+                            x = _a
+                            ec = x
                             _c14_s = -1
                         _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c14_Type
@@ -3467,10 +3470,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3486,10 +3485,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 14:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -3520,13 +3520,14 @@ def _d_KeyInfoType(r, key):
                         s = 12
                         break
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c15_Type = None
                         _c15_URI = None
                         _c15_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -3615,6 +3616,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_X509DataType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
@@ -3657,10 +3662,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3676,10 +3677,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 15:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -3710,13 +3712,14 @@ def _d_KeyInfoType(r, key):
                         s = 12
                         break
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c16_Type = None
                         _c16_URI = None
                         _c16_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -3813,6 +3816,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_PGPDataType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
@@ -3847,10 +3854,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -3866,10 +3869,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 16:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -3900,13 +3904,14 @@ def _d_KeyInfoType(r, key):
                         s = 12
                         break
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c17_Type = None
                         _c17_URI = None
                         _c17_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -4011,6 +4016,10 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         _v = _d_SPKIDataType(r)
                         V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        ec = x
                         f_SPKIData.append(_v)
                     elif ec == 6:
                         q -= 1
@@ -4037,10 +4046,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -4056,10 +4061,11 @@ def _d_KeyInfoType(r, key):
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
             if s == 17:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                ec = x
                 while True:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    ec = (V >> q) & 15
                     if ec == 0:
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
@@ -4090,13 +4096,14 @@ def _d_KeyInfoType(r, key):
                         s = 12
                         break
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c18_Type = None
                         _c18_URI = None
                         _c18_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -4219,18 +4226,16 @@ def _d_KeyInfoType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slideq(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('KeyInfoType', r.end - q)
+                        ec = (x & 15)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                         break
                     elif ec == 8:
@@ -4275,13 +4280,14 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
                         el = 'RetrievalMethod'
+                        ec = x
                         _c19_Type = None
                         _c19_URI = None
                         _c19_Transforms = None
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        ec = (V >> q) & 7
                         if ec == 0:
                             el = 'RetrievalMethod/@Type'
                             r.pos = r.end - q
@@ -4412,10 +4418,6 @@ def _d_KeyInfoType(r, key):
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        ec = x
                         s = 18
                     elif ec == 8:
                         pass
@@ -7430,10 +7432,13 @@ def _d_KeyValueType(r, key):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
                 if ec == 0:
+                    q += 2
                     el = 'DSAKeyValue'
                     r.pos = r.end - q
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
@@ -7444,9 +7449,7 @@ def _d_KeyValueType(r, key):
                     ec = x
                     s = 2
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
                     _esc = (x & 1)
@@ -7454,13 +7457,13 @@ def _d_KeyValueType(r, key):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
-                        _c1_Modulus = b''
+                        _c3_Modulus = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                             q -= 8 + (_l << 3)
-                            _c1_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            _c3_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c1_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Modulus)
+                            r.pos = r.end - q; _c3_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_Modulus)
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     x = (V >> q) & 7
@@ -7471,44 +7474,44 @@ def _d_KeyValueType(r, key):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
-                        _c1_Exponent = b''
+                        _c3_Exponent = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                             q -= 8 + (_l << 3)
-                            _c1_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            _c3_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c1_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Exponent)
+                            r.pos = r.end - q; _c3_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_Exponent)
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 12: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(_K_xmldsig_RSAKeyValueType)
-                    f_RSAKeyValue.Modulus = _c1_Modulus
-                    f_RSAKeyValue.Exponent = _c1_Exponent
+                    f_RSAKeyValue.Modulus = _c3_Modulus
+                    f_RSAKeyValue.Exponent = _c3_Exponent
                     ec = (x & 3)
                     s = 3
                 elif ec == 2:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 3:
+                    q += 2
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 5
+                    if q < 0: V, q = r.slidep(q, 5)
+                    x = (V >> q) & 31
+                    ec = (x >> 2)
+                    _a = (x & 3)
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
             if s == 1:
                 if ec == 0:
+                    q += 2
                     el = 'DSAKeyValue'
                     r.pos = r.end - q
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
@@ -7519,9 +7522,7 @@ def _d_KeyValueType(r, key):
                     ec = x
                     s = 2
                 elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
                     _esc = (x & 1)
@@ -7529,13 +7530,13 @@ def _d_KeyValueType(r, key):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
-                        _c2_Modulus = b''
+                        _c4_Modulus = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                             q -= 8 + (_l << 3)
-                            _c2_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            _c4_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c2_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Modulus)
+                            r.pos = r.end - q; _c4_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_Modulus)
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
                     x = (V >> q) & 7
@@ -7546,39 +7547,38 @@ def _d_KeyValueType(r, key):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
-                        _c2_Exponent = b''
+                        _c4_Exponent = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                             q -= 8 + (_l << 3)
-                            _c2_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            _c4_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = r.end - q; _c2_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Exponent)
+                            r.pos = r.end - q; _c4_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_Exponent)
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 12: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(_K_xmldsig_RSAKeyValueType)
-                    f_RSAKeyValue.Modulus = _c2_Modulus
-                    f_RSAKeyValue.Exponent = _c2_Exponent
+                    f_RSAKeyValue.Modulus = _c4_Modulus
+                    f_RSAKeyValue.Exponent = _c4_Exponent
                     ec = (x & 3)
                     s = 3
                 elif ec == 2:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 3:
+                    q += 2
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 5
+                    if q < 0: V, q = r.slidep(q, 5)
+                    x = (V >> q) & 31
+                    ec = (x >> 2)
+                    _a = (x & 3)
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
@@ -7745,7 +7745,8 @@ def _d_ManifestType(r):
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        x = (V >> q) & 3
+        ec = x
         if ec == 0:
             el = '@Id'
             r.pos = r.end - q
@@ -7758,22 +7759,22 @@ def _d_ManifestType(r):
             r.pos = r.end - q
             _v = _d_ReferenceType(r)
             V = r.v; q = r.end - r.pos
-            f_Reference.append(_v)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
+            f_Reference.append(_v)
             s = 2
         elif ec == 1:
             el = 'Reference'
             r.pos = r.end - q
             _v = _d_ReferenceType(r)
             V = r.v; q = r.end - r.pos
-            f_Reference.append(_v)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
+            f_Reference.append(_v)
             s = 2
         else:
             raise r.deviation('ManifestType', r.end - q)
@@ -7790,15 +7791,20 @@ def _d_ManifestType(r):
         else:
             raise r.deviation('ManifestType', r.end - q)
         if s == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = r.end - q
                     _v = _d_ReferenceType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_Reference.append(_v)
                 elif ec == 1:
                     pass
@@ -7903,7 +7909,8 @@ def _d_ObjectType(r, key):
             if s == 0:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
+                x = (V >> q) & 7
+                ec = x
                 if ec == 0:
                     el = '@Encoding'
                     r.pos = r.end - q
@@ -7938,10 +7945,6 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 4:
                     pass
@@ -7982,10 +7985,6 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 3:
                     pass
@@ -8016,10 +8015,6 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 2:
                     pass
@@ -8040,10 +8035,6 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -8064,10 +8055,6 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -8088,10 +8075,6 @@ def _d_ObjectType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -8242,13 +8225,13 @@ def _d_PGPDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                ec = (x >> 1)
+                _a = (x & 1)
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'PGPKeyID'
                     _esc = x
                     if _esc:
@@ -8262,16 +8245,15 @@ def _d_PGPDataType(r):
                             f_PGPKeyID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_PGPKeyID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyID)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('PGPDataType', r.end - q)
-                    ec = (x & 3)
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    if x & 8: raise r.deviation('PGPDataType', r.end - q)
+                    ec = ((x >> 1) & 3)
+                    _a = (x & 1)
                     s = 1
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'PGPKeyPacket'
                     _esc = x
                     if _esc:
@@ -8295,9 +8277,7 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', r.end - q)
             if s == 1:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'PGPKeyPacket'
                     _esc = x
                     if _esc:
@@ -8318,16 +8298,13 @@ def _d_PGPDataType(r):
                     ec = (x & 3)
                     s = 3
                 elif ec == 1:
+                    q += 1
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 2:
-                    pass
+                    q += 1
                     s = -1
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
@@ -8336,10 +8313,6 @@ def _d_PGPDataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -8351,10 +8324,6 @@ def _d_PGPDataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -8366,10 +8335,6 @@ def _d_PGPDataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -8381,10 +8346,6 @@ def _d_PGPDataType(r):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -8575,7 +8536,8 @@ def _d_ReferenceType(r):
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        x = (V >> q) & 7
+        ec = x
         if ec == 0:
             el = '@Id'
             r.pos = r.end - q
@@ -8620,9 +8582,11 @@ def _d_ReferenceType(r):
             r.pos = r.end - q
             f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slidep(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ReferenceType', r.end - q)
+            _a = (x & 1)
             s = 5
         else:
             raise r.deviation('ReferenceType', r.end - q)
@@ -8661,9 +8625,11 @@ def _d_ReferenceType(r):
                 r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ReferenceType', r.end - q)
+                _a = (x & 1)
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
@@ -8692,9 +8658,11 @@ def _d_ReferenceType(r):
                 r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ReferenceType', r.end - q)
+                _a = (x & 1)
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
@@ -8713,9 +8681,11 @@ def _d_ReferenceType(r):
                 r.pos = r.end - q
                 f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slidep(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ReferenceType', r.end - q)
+                _a = (x & 1)
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
@@ -8724,14 +8694,14 @@ def _d_ReferenceType(r):
             r.pos = r.end - q
             f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slidep(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ReferenceType', r.end - q)
+            _a = (x & 1)
             s = 5
         if s == 5:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
+            x = _a
             el = 'DigestValue'
             _esc = x
             if _esc:
@@ -8948,7 +8918,8 @@ def _d_RetrievalMethodType(r):
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
-        ec = (V >> q) & 7
+        x = (V >> q) & 7
+        ec = x
         if ec == 0:
             el = '@Type'
             r.pos = r.end - q
@@ -9148,20 +9119,17 @@ def _d_SPKIDataType(r):
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                if x & 8: raise r.deviation('SPKIDataType', r.end - q)
+                ec = ((x >> 1) & 3)
+                _a = (x & 1)
                 f_SPKISexp.append(_v)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
                 s = 1
             if s == 1:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'SPKISexp'
                     _esc = x
                     if _esc:
@@ -9181,24 +9149,19 @@ def _d_SPKIDataType(r):
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
+                    q += 1
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 2
                 elif ec == 2:
-                    pass
+                    q += 1
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'SPKISexp'
                     _esc = x
                     if _esc:
@@ -9218,19 +9181,19 @@ def _d_SPKIDataType(r):
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType', r.end - q)
             if s == 3:
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                ec = (x >> 1)
+                _a = (x & 1)
                 while True:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        x = _a
                         el = 'SPKISexp'
                         _esc = x
                         if _esc:
@@ -9244,31 +9207,29 @@ def _d_SPKIDataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('SPKIDataType', r.end - q)
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
+                        q += 1
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
                         s = 4
                         break
                     elif ec == 2:
-                        pass
+                        q += 1
                         s = -1
                         break
                     else:
                         raise r.deviation('SPKIDataType', r.end - q)
             if s == 4:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'SPKISexp'
                     _esc = x
                     if _esc:
@@ -9288,7 +9249,7 @@ def _d_SPKIDataType(r):
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    pass
+                    q += 1
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType', r.end - q)
@@ -9416,16 +9377,15 @@ def _d_SignatureMethodType(r, key):
                 r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
                 V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
                 s = 1
             if s == 1:
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('SignatureMethodType', r.end - q)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
@@ -9455,33 +9415,30 @@ def _d_SignatureMethodType(r, key):
                     ec = (x & 3)
                     s = 3
                 elif ec == 1:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 2:
-                    pass
+                    q += 2
                     s = -1
                 elif ec == 3:
+                    q += 2
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 5
+                    if q < 0: V, q = r.slidep(q, 5)
+                    x = (V >> q) & 31
+                    ec = (x >> 2)
+                    _a = (x & 3)
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('SignatureMethodType', r.end - q)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
@@ -9511,25 +9468,24 @@ def _d_SignatureMethodType(r, key):
                     ec = (x & 3)
                     s = 3
                 elif ec == 1:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 2:
-                    pass
+                    q += 2
                     s = -1
                 elif ec == 3:
+                    q += 2
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 5
+                    if q < 0: V, q = r.slidep(q, 5)
+                    x = (V >> q) & 31
+                    ec = (x >> 2)
+                    _a = (x & 3)
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
@@ -9538,10 +9494,6 @@ def _d_SignatureMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -9562,10 +9514,6 @@ def _d_SignatureMethodType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 1:
                     pass
@@ -9672,7 +9620,8 @@ def _d_SignaturePropertiesType(r):
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        x = (V >> q) & 3
+        ec = x
         if ec == 0:
             el = '@Id'
             r.pos = r.end - q
@@ -9685,22 +9634,22 @@ def _d_SignaturePropertiesType(r):
             r.pos = r.end - q
             _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
             V = r.v; q = r.end - r.pos
-            f_SignatureProperty.append(_v)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
+            f_SignatureProperty.append(_v)
             s = 2
         elif ec == 1:
             el = 'SignatureProperty'
             r.pos = r.end - q
             _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
             V = r.v; q = r.end - r.pos
-            f_SignatureProperty.append(_v)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
+            f_SignatureProperty.append(_v)
             s = 2
         else:
             raise r.deviation('SignaturePropertiesType', r.end - q)
@@ -9717,15 +9666,20 @@ def _d_SignaturePropertiesType(r):
         else:
             raise r.deviation('SignaturePropertiesType', r.end - q)
         if s == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
                     r.pos = r.end - q
                     _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_SignatureProperty.append(_v)
                 elif ec == 1:
                     pass
@@ -9829,7 +9783,8 @@ def _d_SignaturePropertyType(r, key):
             if s == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                x = (V >> q) & 3
+                ec = x
                 if ec == 0:
                     el = '@Id'
                     r.pos = r.end - q
@@ -9864,10 +9819,6 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 1:
                     r.pos = r.end - q
@@ -9885,10 +9836,6 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 4
                 elif ec == 1:
                     r.pos = r.end - q
@@ -9906,10 +9853,6 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -9930,10 +9873,6 @@ def _d_SignaturePropertyType(r, key):
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
                     s = 5
                 elif ec == 1:
                     pass
@@ -10034,7 +9973,8 @@ def _d_SignatureType(r):
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        x = (V >> q) & 3
+        ec = x
         if ec == 0:
             el = '@Id'
             r.pos = r.end - q
@@ -10063,66 +10003,76 @@ def _d_SignatureType(r):
         else:
             raise r.deviation('SignatureType', r.end - q)
         el = 'SignatureValue'
-        _c1_Id = None
-        _c1_value = None
+        _c2_Id = None
+        _c2_value = None
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         ec = (V >> q) & 3
         if ec == 0:
             el = 'SignatureValue/@Id'
             r.pos = r.end - q
-            _c1_Id = r.string('Id')
+            _c2_Id = r.string('Id')
             V = r.v; q = r.end - r.pos
-            _c1_s = 1
+            _c2_s = 1
         elif ec == 1:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                 q -= 8 + (_l << 3)
-                _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                _c2_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_value)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
-            _c1_s = 2
+                r.pos = r.end - q; _c2_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_value)
+            q -= 3
+            if q < 0: V, q = r.slidep(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('SignatureValueType', r.end - q)
+            _a = (x & 3)
+            _c2_s = 2
         elif ec == 2:
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
-            _c1_value = b''
-            _c1_s = -1
+            _c2_value = b''
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_s = -1
         else:
             raise r.deviation('SignatureValueType', r.end - q)
-        if _c1_s == 1:
+        if _c2_s == 1:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             ec = (V >> q) & 1
             if ec == 0:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
-                    _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    _c2_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_value)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
-                _c1_s = 2
+                    r.pos = r.end - q; _c2_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_value)
+                q -= 3
+                if q < 0: V, q = r.slidep(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('SignatureValueType', r.end - q)
+                _a = (x & 3)
+                _c2_s = 2
             elif ec == 1:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
-                _c1_value = b''
-                _c1_s = -1
+                _c2_value = b''
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                ec = x
+                _c2_s = -1
             else:
                 raise r.deviation('SignatureValueType', r.end - q)
-        if _c1_s == 2:
-            _c1_s = -1
+        if _c2_s == 2:
+            x = _a
+            ec = x
+            _c2_s = -1
         f_SignatureValue = _new(_K_xmldsig_SignatureValueType)
-        f_SignatureValue.Id = _c1_Id
-        f_SignatureValue.value = _c1_value
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        f_SignatureValue.Id = _c2_Id
+        f_SignatureValue.value = _c2_value
         s = 3
         if ec == 0:
             el = 'KeyInfo'
@@ -10160,15 +10110,20 @@ def _d_SignatureType(r):
             else:
                 raise r.deviation('SignatureType', r.end - q)
         if s == 5:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Object'
                     r.pos = r.end - q
                     _v = _d_ObjectType(r, 'xmldsig:Object')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_Object.append(_v)
                 elif ec == 1:
                     pass
@@ -10461,7 +10416,8 @@ def _d_SignedInfoType(r):
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
-        ec = (V >> q) & 3
+        x = (V >> q) & 3
+        ec = x
         if ec == 0:
             el = '@Id'
             r.pos = r.end - q
@@ -10500,11 +10456,11 @@ def _d_SignedInfoType(r):
         r.pos = r.end - q
         _v = _d_ReferenceType(r)
         V = r.v; q = r.end - r.pos
-        f_Reference.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
+        f_Reference.append(_v)
         s = 4
         if ec == 0:
             el = 'Reference'
@@ -10519,15 +10475,20 @@ def _d_SignedInfoType(r):
         else:
             raise r.deviation('SignedInfoType', r.end - q)
         if s == 5:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = r.end - q
                     _v = _d_ReferenceType(r)
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_Reference.append(_v)
                 elif ec == 1:
                     pass
@@ -10659,16 +10620,15 @@ def _d_TransformType(r, key):
                 r.pos = r.end - q
                 f_Algorithm = r.string('Algorithm')
                 V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 1)
+                _a = (x & 1)
                 s = 1
             if s == 1:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'XPath'
                     _esc = x
                     if _esc:
@@ -10686,33 +10646,30 @@ def _d_TransformType(r, key):
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
+                    q += 1
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 3
                 elif ec == 2:
-                    pass
+                    q += 1
                     s = -1
                 elif ec == 3:
+                    q += 1
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    ec = (x >> 1)
+                    _a = (x & 1)
                     s = 2
                 else:
                     raise r.deviation('TransformType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'XPath'
                     _esc = x
                     if _esc:
@@ -10730,33 +10687,30 @@ def _d_TransformType(r, key):
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
+                    q += 1
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 3
                 elif ec == 2:
-                    pass
+                    q += 1
                     s = -1
                 elif ec == 3:
+                    q += 1
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    ec = (x >> 1)
+                    _a = (x & 1)
                     s = 2
                 else:
                     raise r.deviation('TransformType', r.end - q)
             if s == 3:
                 if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    x = _a
                     el = 'XPath'
                     _esc = x
                     if _esc:
@@ -10774,37 +10728,36 @@ def _d_TransformType(r, key):
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
+                    q += 1
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 3
                 elif ec == 2:
-                    pass
+                    q += 1
                     s = -1
                 elif ec == 3:
+                    q += 1
                     r.pos = r.end - q
                     r.string(key)  # mixed-content text is not kept in the model
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
+                    q -= 4
+                    if q < 0: V, q = r.slidep(q, 4)
+                    x = (V >> q) & 15
+                    ec = (x >> 1)
+                    _a = (x & 1)
                     s = 3
                 else:
                     raise r.deviation('TransformType', r.end - q)
             if s == 4:
+                q -= 4
+                if q < 0: V, q = r.slidep(q, 4)
+                x = (V >> q) & 15
+                ec = (x >> 1)
+                _a = (x & 1)
                 while True:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    ec = (V >> q) & 7
                     if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
+                        x = _a
                         el = 'XPath'
                         _esc = x
                         if _esc:
@@ -10816,25 +10769,26 @@ def _d_TransformType(r, key):
                             r.pos = r.end - q
                             _v = r.string('xmldsig:XPath')
                             V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('TransformType', r.end - q)
+                        q -= 5
+                        if q < 0: V, q = r.slidep(q, 5)
+                        x = (V >> q) & 31
+                        if x & 16: raise r.deviation('TransformType', r.end - q)
+                        ec = ((x >> 1) & 7)
+                        _a = (x & 1)
                         f_XPath.append(_v)
                     elif ec == 1:
+                        q += 1
                         r.pos = r.end - q
                         raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                         V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        ec = x
                         s = 3
                         break
                     elif ec == 2:
-                        pass
+                        q += 1
                         s = -1
                         break
                     elif ec == 3:
+                        q += 1
                         r.pos = r.end - q
                         r.string(key)  # mixed-content text is not kept in the model
                         V = r.v; q = r.end - r.pos
@@ -10968,11 +10922,11 @@ def _d_TransformsType(r):
         r.pos = r.end - q
         _v = _d_TransformType(r, 'xmldsig:Transform')
         V = r.v; q = r.end - r.pos
-        f_Transform.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
+        f_Transform.append(_v)
         s = 1
         if ec == 0:
             el = 'Transform'
@@ -10987,15 +10941,20 @@ def _d_TransformsType(r):
         else:
             raise r.deviation('TransformsType', r.end - q)
         if s == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
             while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
                 if ec == 0:
                     el = 'Transform'
                     r.pos = r.end - q
                     _v = _d_TransformType(r, 'xmldsig:Transform')
                     V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
                     f_Transform.append(_v)
                 elif ec == 1:
                     pass
@@ -11079,13 +11038,13 @@ def _d_X509DataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                ec = (V >> q) & 7
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
@@ -11093,10 +11052,10 @@ def _d_X509DataType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c1_X509IssuerName = ''
+                        _c9_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
-                        _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        _c9_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
@@ -11108,37 +11067,35 @@ def _d_X509DataType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c1_X509SerialNumber = _y >> 16
+                            _c9_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c1_X509SerialNumber = _U2[_y >> 8]
+                            _c9_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c1_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c1_X509SerialNumber = (V >> q) & 127
+                        _c9_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
+                        r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 7
+                    if q < 0: V, q = r.slidep(q, 7)
+                    x = (V >> q) & 127
+                    if x & 96: raise r.deviation('X509DataType', r.end - q)
+                    if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
                     _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c1_X509IssuerName
-                    _v.X509SerialNumber = _c1_X509SerialNumber
+                    _v.X509IssuerName = _c9_X509IssuerName
+                    _v.X509SerialNumber = _c9_X509SerialNumber
+                    ec = ((x >> 2) & 7)
+                    _a = (x & 3)
                     f_X509IssuerSerial.append(_v)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 1
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
@@ -11152,19 +11109,17 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slidep(q, 6)
+                    x = (V >> q) & 63
+                    if x & 32: raise r.deviation('X509DataType', r.end - q)
+                    ec = ((x >> 2) & 7)
+                    _a = (x & 3)
                     f_X509SKI.append(_v)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 2
                 elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
@@ -11176,19 +11131,17 @@ def _d_X509DataType(r):
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slidep(q, 6)
+                    x = (V >> q) & 63
+                    if x & 32: raise r.deviation('X509DataType', r.end - q)
+                    ec = ((x >> 2) & 7)
+                    _a = (x & 3)
                     f_X509SubjectName.append(_v)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 3
                 elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
@@ -11202,19 +11155,17 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slidep(q, 6)
+                    x = (V >> q) & 63
+                    if x & 32: raise r.deviation('X509DataType', r.end - q)
+                    ec = ((x >> 2) & 7)
+                    _a = (x & 3)
                     f_X509Certificate.append(_v)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 4
                 elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
@@ -11228,31 +11179,25 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    q -= 6
+                    if q < 0: V, q = r.slidep(q, 6)
+                    x = (V >> q) & 63
+                    if x & 32: raise r.deviation('X509DataType', r.end - q)
+                    ec = ((x >> 2) & 7)
+                    _a = (x & 3)
                     f_X509CRL.append(_v)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 5
                 elif ec == 5:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 6
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 1:
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
@@ -11260,10 +11205,10 @@ def _d_X509DataType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c2_X509IssuerName = ''
+                        _c10_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
-                        _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        _c10_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
@@ -11275,33 +11220,32 @@ def _d_X509DataType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_X509SerialNumber = _y >> 16
+                            _c10_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_X509SerialNumber = _U2[_y >> 8]
+                            _c10_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c10_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_X509SerialNumber = (V >> q) & 127
+                        _c10_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                    if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
                     _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c2_X509IssuerName
-                    _v.X509SerialNumber = _c2_X509SerialNumber
+                    _v.X509IssuerName = _c10_X509IssuerName
+                    _v.X509SerialNumber = _c10_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
@@ -11321,9 +11265,8 @@ def _d_X509DataType(r):
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
@@ -11341,9 +11284,8 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
@@ -11363,9 +11305,8 @@ def _d_X509DataType(r):
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
@@ -11385,24 +11326,19 @@ def _d_X509DataType(r):
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 12
                 elif ec == 6:
-                    pass
+                    q += 2
                     s = -1
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 2:
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
@@ -11410,10 +11346,10 @@ def _d_X509DataType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c3_X509IssuerName = ''
+                        _c11_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
-                        _c3_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        _c11_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
@@ -11425,33 +11361,32 @@ def _d_X509DataType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c3_X509SerialNumber = _y >> 16
+                            _c11_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c3_X509SerialNumber = _U2[_y >> 8]
+                            _c11_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c3_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c11_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c3_X509SerialNumber = (V >> q) & 127
+                        _c11_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
+                    if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
                     _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c3_X509IssuerName
-                    _v.X509SerialNumber = _c3_X509SerialNumber
+                    _v.X509IssuerName = _c11_X509IssuerName
+                    _v.X509SerialNumber = _c11_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
@@ -11471,9 +11406,8 @@ def _d_X509DataType(r):
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
@@ -11491,9 +11425,8 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
@@ -11513,9 +11446,8 @@ def _d_X509DataType(r):
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
@@ -11535,24 +11467,19 @@ def _d_X509DataType(r):
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 12
                 elif ec == 6:
-                    pass
+                    q += 2
                     s = -1
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 3:
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
@@ -11560,10 +11487,10 @@ def _d_X509DataType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c4_X509IssuerName = ''
+                        _c12_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
-                        _c4_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        _c12_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
                     q -= 4
                     if q < 0: V, q = r.slideq(q, 4)
@@ -11575,33 +11502,32 @@ def _d_X509DataType(r):
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c4_X509SerialNumber = _y >> 16
+                            _c12_X509SerialNumber = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c4_X509SerialNumber = _U2[_y >> 8]
+                            _c12_X509SerialNumber = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c4_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c12_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c4_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c4_X509SerialNumber = (V >> q) & 127
+                        _c12_X509SerialNumber = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c4_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c4_X509SerialNumber = -_c4_X509SerialNumber - 1
+                    if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
                     _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c4_X509IssuerName
-                    _v.X509SerialNumber = _c4_X509SerialNumber
+                    _v.X509IssuerName = _c12_X509IssuerName
+                    _v.X509SerialNumber = _c12_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
@@ -11621,9 +11547,8 @@ def _d_X509DataType(r):
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
@@ -11641,9 +11566,8 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
@@ -11663,9 +11587,8 @@ def _d_X509DataType(r):
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
@@ -11685,1269 +11608,19 @@ def _d_X509DataType(r):
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 12
                 elif ec == 6:
-                    pass
+                    q += 2
                     s = -1
                 else:
                     raise r.deviation('X509DataType', r.end - q)
             if s == 4:
                 if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('X509DataType', r.end - q)
-                    el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c5_X509IssuerName = ''
-                    else:
-                        r.pos = r.end - q
-                        _c5_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('X509DataType', r.end - q)
-                    el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c5_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c5_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c5_X509SerialNumber = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c5_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
-                    _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c5_X509IssuerName
-                    _v.X509SerialNumber = _c5_X509SerialNumber
-                    f_X509IssuerSerial.append(_v)
-                    s = 7
-                elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509SKI'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509SKI.append(_v)
-                    s = 8
-                elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509SubjectName'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                        _v = ''
-                    else:
-                        r.pos = r.end - q
-                        _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509SubjectName.append(_v)
-                    s = 9
-                elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509Certificate'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509Certificate.append(_v)
-                    s = 10
-                elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509CRL'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509CRL.append(_v)
-                    s = 11
-                elif ec == 5:
-                    r.pos = r.end - q
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                    V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
-                    s = 12
-                elif ec == 6:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('X509DataType', r.end - q)
-            if s == 5:
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('X509DataType', r.end - q)
-                    el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c6_X509IssuerName = ''
-                    else:
-                        r.pos = r.end - q
-                        _c6_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('X509DataType', r.end - q)
-                    el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c6_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c6_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c6_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c6_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c6_X509SerialNumber = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c6_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
-                    _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c6_X509IssuerName
-                    _v.X509SerialNumber = _c6_X509SerialNumber
-                    f_X509IssuerSerial.append(_v)
-                    s = 7
-                elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509SKI'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509SKI.append(_v)
-                    s = 8
-                elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509SubjectName'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                        _v = ''
-                    else:
-                        r.pos = r.end - q
-                        _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509SubjectName.append(_v)
-                    s = 9
-                elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509Certificate'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509Certificate.append(_v)
-                    s = 10
-                elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509CRL'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509CRL.append(_v)
-                    s = 11
-                elif ec == 5:
-                    r.pos = r.end - q
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                    V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
-                    s = 12
-                elif ec == 6:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('X509DataType', r.end - q)
-            if s == 6:
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('X509DataType', r.end - q)
-                    el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c7_X509IssuerName = ''
-                    else:
-                        r.pos = r.end - q
-                        _c7_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('X509DataType', r.end - q)
-                    el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c7_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c7_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c7_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c7_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c7_X509SerialNumber = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c7_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                    if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
-                    _v = _new(_K_xmldsig_X509IssuerSerialType)
-                    _v.X509IssuerName = _c7_X509IssuerName
-                    _v.X509SerialNumber = _c7_X509SerialNumber
-                    f_X509IssuerSerial.append(_v)
-                    s = 7
-                elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509SKI'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509SKI.append(_v)
-                    s = 8
-                elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509SubjectName'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                        _v = ''
-                    else:
-                        r.pos = r.end - q
-                        _v = r.string('xmldsig:X509SubjectName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509SubjectName.append(_v)
-                    s = 9
-                elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509Certificate'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509Certificate.append(_v)
-                    s = 10
-                elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'X509CRL'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                    f_X509CRL.append(_v)
-                    s = 11
-                elif ec == 5:
-                    r.pos = r.end - q
-                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                    V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
-                    s = 12
-                elif ec == 6:
-                    pass
-                    s = -1
-                else:
-                    raise r.deviation('X509DataType', r.end - q)
-            if s == 7:
-                while True:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    ec = (V >> q) & 7
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                            _c8_X509IssuerName = ''
-                        else:
-                            r.pos = r.end - q
-                            _c8_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 14: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c8_X509SerialNumber = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c8_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                        if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
-                        _v = _new(_K_xmldsig_X509IssuerSerialType)
-                        _v.X509IssuerName = _c8_X509IssuerName
-                        _v.X509SerialNumber = _c8_X509SerialNumber
-                        f_X509IssuerSerial.append(_v)
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SKI'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SKI.append(_v)
-                        s = 8
-                        break
-                    elif ec == 2:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SubjectName'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                            _v = ''
-                        else:
-                            r.pos = r.end - q
-                            _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SubjectName.append(_v)
-                        s = 9
-                        break
-                    elif ec == 3:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509Certificate'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509Certificate.append(_v)
-                        s = 10
-                        break
-                    elif ec == 4:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509CRL'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509CRL.append(_v)
-                        s = 11
-                        break
-                    elif ec == 5:
-                        r.pos = r.end - q
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                        V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        ec = x
-                        s = 12
-                        break
-                    elif ec == 6:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('X509DataType', r.end - q)
-            if s == 8:
-                while True:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    ec = (V >> q) & 7
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                            _c9_X509IssuerName = ''
-                        else:
-                            r.pos = r.end - q
-                            _c9_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 14: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c9_X509SerialNumber = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                        if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
-                        _v = _new(_K_xmldsig_X509IssuerSerialType)
-                        _v.X509IssuerName = _c9_X509IssuerName
-                        _v.X509SerialNumber = _c9_X509SerialNumber
-                        f_X509IssuerSerial.append(_v)
-                        s = 7
-                        break
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SKI'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SKI.append(_v)
-                    elif ec == 2:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SubjectName'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                            _v = ''
-                        else:
-                            r.pos = r.end - q
-                            _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SubjectName.append(_v)
-                        s = 9
-                        break
-                    elif ec == 3:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509Certificate'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509Certificate.append(_v)
-                        s = 10
-                        break
-                    elif ec == 4:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509CRL'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509CRL.append(_v)
-                        s = 11
-                        break
-                    elif ec == 5:
-                        r.pos = r.end - q
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                        V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        ec = x
-                        s = 12
-                        break
-                    elif ec == 6:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('X509DataType', r.end - q)
-            if s == 9:
-                while True:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    ec = (V >> q) & 7
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                            _c10_X509IssuerName = ''
-                        else:
-                            r.pos = r.end - q
-                            _c10_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 14: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c10_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c10_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c10_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c10_X509SerialNumber = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                        if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
-                        _v = _new(_K_xmldsig_X509IssuerSerialType)
-                        _v.X509IssuerName = _c10_X509IssuerName
-                        _v.X509SerialNumber = _c10_X509SerialNumber
-                        f_X509IssuerSerial.append(_v)
-                        s = 7
-                        break
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SKI'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SKI.append(_v)
-                        s = 8
-                        break
-                    elif ec == 2:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SubjectName'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                            _v = ''
-                        else:
-                            r.pos = r.end - q
-                            _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SubjectName.append(_v)
-                    elif ec == 3:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509Certificate'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509Certificate.append(_v)
-                        s = 10
-                        break
-                    elif ec == 4:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509CRL'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509CRL.append(_v)
-                        s = 11
-                        break
-                    elif ec == 5:
-                        r.pos = r.end - q
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                        V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        ec = x
-                        s = 12
-                        break
-                    elif ec == 6:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('X509DataType', r.end - q)
-            if s == 10:
-                while True:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    ec = (V >> q) & 7
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                            _c11_X509IssuerName = ''
-                        else:
-                            r.pos = r.end - q
-                            _c11_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 14: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c11_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c11_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c11_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c11_X509SerialNumber = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                        if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
-                        _v = _new(_K_xmldsig_X509IssuerSerialType)
-                        _v.X509IssuerName = _c11_X509IssuerName
-                        _v.X509SerialNumber = _c11_X509SerialNumber
-                        f_X509IssuerSerial.append(_v)
-                        s = 7
-                        break
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SKI'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SKI.append(_v)
-                        s = 8
-                        break
-                    elif ec == 2:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SubjectName'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                            _v = ''
-                        else:
-                            r.pos = r.end - q
-                            _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SubjectName.append(_v)
-                        s = 9
-                        break
-                    elif ec == 3:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509Certificate'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509Certificate.append(_v)
-                    elif ec == 4:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509CRL'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509CRL.append(_v)
-                        s = 11
-                        break
-                    elif ec == 5:
-                        r.pos = r.end - q
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                        V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        ec = x
-                        s = 12
-                        break
-                    elif ec == 6:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('X509DataType', r.end - q)
-            if s == 11:
-                while True:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    ec = (V >> q) & 7
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                            _c12_X509IssuerName = ''
-                        else:
-                            r.pos = r.end - q
-                            _c12_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 14: raise r.deviation('X509DataType', r.end - q)
-                        el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c12_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c12_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c12_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c12_X509SerialNumber = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
-                        if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
-                        _v = _new(_K_xmldsig_X509IssuerSerialType)
-                        _v.X509IssuerName = _c12_X509IssuerName
-                        _v.X509SerialNumber = _c12_X509SerialNumber
-                        f_X509IssuerSerial.append(_v)
-                        s = 7
-                        break
-                    elif ec == 1:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SKI'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SKI.append(_v)
-                        s = 8
-                        break
-                    elif ec == 2:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509SubjectName'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
-                            _v = ''
-                        else:
-                            r.pos = r.end - q
-                            _v = r.string('xmldsig:X509SubjectName')
-                            V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509SubjectName.append(_v)
-                        s = 9
-                        break
-                    elif ec == 3:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509Certificate'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509Certificate.append(_v)
-                        s = 10
-                        break
-                    elif ec == 4:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'X509CRL'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
-                            _v = b''
-                        else:
-                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                q -= 8 + (_l << 3)
-                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
-                        f_X509CRL.append(_v)
-                    elif ec == 5:
-                        r.pos = r.end - q
-                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
-                        V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        ec = x
-                        s = 12
-                        break
-                    elif ec == 6:
-                        pass
-                        s = -1
-                        break
-                    else:
-                        raise r.deviation('X509DataType', r.end - q)
-            if s == 12:
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
+                    x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
@@ -12994,9 +11667,8 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
@@ -13016,9 +11688,8 @@ def _d_X509DataType(r):
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
@@ -13036,9 +11707,8 @@ def _d_X509DataType(r):
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
@@ -13058,9 +11728,8 @@ def _d_X509DataType(r):
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
+                    q += 1
+                    x = _a >> 1
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
@@ -13080,16 +11749,1211 @@ def _d_X509DataType(r):
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
+                    q += 2
                     r.pos = r.end - q
                     raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
                     V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
                     s = 12
                 elif ec == 6:
-                    pass
+                    q += 2
+                    s = -1
+                else:
+                    raise r.deviation('X509DataType', r.end - q)
+            if s == 5:
+                if ec == 0:
+                    x = _a
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
+                    el = 'X509IssuerSerial/X509IssuerName'
+                    _esc = (x & 1)
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                        _c14_X509IssuerName = ''
+                    else:
+                        r.pos = r.end - q
+                        _c14_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
+                    el = 'X509IssuerSerial/X509SerialNumber'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c14_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c14_X509SerialNumber = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c14_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c14_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c14_X509SerialNumber = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c14_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                    if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
+                    _v.X509IssuerName = _c14_X509IssuerName
+                    _v.X509SerialNumber = _c14_X509SerialNumber
+                    f_X509IssuerSerial.append(_v)
+                    s = 7
+                elif ec == 1:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509SKI.append(_v)
+                    s = 8
+                elif ec == 2:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                        _v = ''
+                    else:
+                        r.pos = r.end - q
+                        _v = r.string('xmldsig:X509SubjectName')
+                        V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509SubjectName.append(_v)
+                    s = 9
+                elif ec == 3:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509Certificate.append(_v)
+                    s = 10
+                elif ec == 4:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509CRL.append(_v)
+                    s = 11
+                elif ec == 5:
+                    q += 2
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
+                    s = 12
+                elif ec == 6:
+                    q += 2
+                    s = -1
+                else:
+                    raise r.deviation('X509DataType', r.end - q)
+            if s == 6:
+                if ec == 0:
+                    x = _a
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
+                    el = 'X509IssuerSerial/X509IssuerName'
+                    _esc = (x & 1)
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                        _c15_X509IssuerName = ''
+                    else:
+                        r.pos = r.end - q
+                        _c15_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
+                    el = 'X509IssuerSerial/X509SerialNumber'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c15_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c15_X509SerialNumber = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c15_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c15_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c15_X509SerialNumber = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c15_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                    if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
+                    _v.X509IssuerName = _c15_X509IssuerName
+                    _v.X509SerialNumber = _c15_X509SerialNumber
+                    f_X509IssuerSerial.append(_v)
+                    s = 7
+                elif ec == 1:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509SKI.append(_v)
+                    s = 8
+                elif ec == 2:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                        _v = ''
+                    else:
+                        r.pos = r.end - q
+                        _v = r.string('xmldsig:X509SubjectName')
+                        V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509SubjectName.append(_v)
+                    s = 9
+                elif ec == 3:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509Certificate.append(_v)
+                    s = 10
+                elif ec == 4:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509CRL.append(_v)
+                    s = 11
+                elif ec == 5:
+                    q += 2
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
+                    s = 12
+                elif ec == 6:
+                    q += 2
+                    s = -1
+                else:
+                    raise r.deviation('X509DataType', r.end - q)
+            if s == 7:
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
+                while True:
+                    if ec == 0:
+                        x = _a
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509IssuerName'
+                        _esc = (x & 1)
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                            _c17_X509IssuerName = ''
+                        else:
+                            r.pos = r.end - q
+                            _c17_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509SerialNumber'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c17_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c17_X509SerialNumber = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c17_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c17_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c17_X509SerialNumber = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c17_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slidep(q, 7)
+                        x = (V >> q) & 127
+                        if x & 96: raise r.deviation('X509DataType', r.end - q)
+                        if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
+                        _v.X509IssuerName = _c17_X509IssuerName
+                        _v.X509SerialNumber = _c17_X509SerialNumber
+                        ec = ((x >> 2) & 7)
+                        _a = (x & 3)
+                        f_X509IssuerSerial.append(_v)
+                    elif ec == 1:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SKI.append(_v)
+                        s = 8
+                        break
+                    elif ec == 2:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                            _v = ''
+                        else:
+                            r.pos = r.end - q
+                            _v = r.string('xmldsig:X509SubjectName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SubjectName.append(_v)
+                        s = 9
+                        break
+                    elif ec == 3:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509Certificate.append(_v)
+                        s = 10
+                        break
+                    elif ec == 4:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509CRL.append(_v)
+                        s = 11
+                        break
+                    elif ec == 5:
+                        q += 2
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
+                        s = 12
+                        break
+                    elif ec == 6:
+                        q += 2
+                        s = -1
+                        break
+                    else:
+                        raise r.deviation('X509DataType', r.end - q)
+            if s == 8:
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
+                while True:
+                    if ec == 0:
+                        x = _a
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509IssuerName'
+                        _esc = (x & 1)
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                            _c19_X509IssuerName = ''
+                        else:
+                            r.pos = r.end - q
+                            _c19_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509SerialNumber'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c19_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c19_X509SerialNumber = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c19_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c19_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c19_X509SerialNumber = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c19_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                        if _neg: _c19_X509SerialNumber = -_c19_X509SerialNumber - 1
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
+                        _v.X509IssuerName = _c19_X509IssuerName
+                        _v.X509SerialNumber = _c19_X509SerialNumber
+                        f_X509IssuerSerial.append(_v)
+                        s = 7
+                        break
+                    elif ec == 1:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 32: raise r.deviation('X509DataType', r.end - q)
+                        ec = ((x >> 2) & 7)
+                        _a = (x & 3)
+                        f_X509SKI.append(_v)
+                    elif ec == 2:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                            _v = ''
+                        else:
+                            r.pos = r.end - q
+                            _v = r.string('xmldsig:X509SubjectName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SubjectName.append(_v)
+                        s = 9
+                        break
+                    elif ec == 3:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509Certificate.append(_v)
+                        s = 10
+                        break
+                    elif ec == 4:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509CRL.append(_v)
+                        s = 11
+                        break
+                    elif ec == 5:
+                        q += 2
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
+                        s = 12
+                        break
+                    elif ec == 6:
+                        q += 2
+                        s = -1
+                        break
+                    else:
+                        raise r.deviation('X509DataType', r.end - q)
+            if s == 9:
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
+                while True:
+                    if ec == 0:
+                        x = _a
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509IssuerName'
+                        _esc = (x & 1)
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                            _c21_X509IssuerName = ''
+                        else:
+                            r.pos = r.end - q
+                            _c21_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509SerialNumber'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c21_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c21_X509SerialNumber = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c21_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c21_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c21_X509SerialNumber = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c21_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                        if _neg: _c21_X509SerialNumber = -_c21_X509SerialNumber - 1
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
+                        _v.X509IssuerName = _c21_X509IssuerName
+                        _v.X509SerialNumber = _c21_X509SerialNumber
+                        f_X509IssuerSerial.append(_v)
+                        s = 7
+                        break
+                    elif ec == 1:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SKI.append(_v)
+                        s = 8
+                        break
+                    elif ec == 2:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                            _v = ''
+                        else:
+                            r.pos = r.end - q
+                            _v = r.string('xmldsig:X509SubjectName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 32: raise r.deviation('X509DataType', r.end - q)
+                        ec = ((x >> 2) & 7)
+                        _a = (x & 3)
+                        f_X509SubjectName.append(_v)
+                    elif ec == 3:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509Certificate.append(_v)
+                        s = 10
+                        break
+                    elif ec == 4:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509CRL.append(_v)
+                        s = 11
+                        break
+                    elif ec == 5:
+                        q += 2
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
+                        s = 12
+                        break
+                    elif ec == 6:
+                        q += 2
+                        s = -1
+                        break
+                    else:
+                        raise r.deviation('X509DataType', r.end - q)
+            if s == 10:
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
+                while True:
+                    if ec == 0:
+                        x = _a
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509IssuerName'
+                        _esc = (x & 1)
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                            _c23_X509IssuerName = ''
+                        else:
+                            r.pos = r.end - q
+                            _c23_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509SerialNumber'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c23_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c23_X509SerialNumber = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c23_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c23_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c23_X509SerialNumber = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c23_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                        if _neg: _c23_X509SerialNumber = -_c23_X509SerialNumber - 1
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
+                        _v.X509IssuerName = _c23_X509IssuerName
+                        _v.X509SerialNumber = _c23_X509SerialNumber
+                        f_X509IssuerSerial.append(_v)
+                        s = 7
+                        break
+                    elif ec == 1:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SKI.append(_v)
+                        s = 8
+                        break
+                    elif ec == 2:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                            _v = ''
+                        else:
+                            r.pos = r.end - q
+                            _v = r.string('xmldsig:X509SubjectName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SubjectName.append(_v)
+                        s = 9
+                        break
+                    elif ec == 3:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 32: raise r.deviation('X509DataType', r.end - q)
+                        ec = ((x >> 2) & 7)
+                        _a = (x & 3)
+                        f_X509Certificate.append(_v)
+                    elif ec == 4:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509CRL.append(_v)
+                        s = 11
+                        break
+                    elif ec == 5:
+                        q += 2
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
+                        s = 12
+                        break
+                    elif ec == 6:
+                        q += 2
+                        s = -1
+                        break
+                    else:
+                        raise r.deviation('X509DataType', r.end - q)
+            if s == 11:
+                q -= 5
+                if q < 0: V, q = r.slidep(q, 5)
+                x = (V >> q) & 31
+                ec = (x >> 2)
+                _a = (x & 3)
+                while True:
+                    if ec == 0:
+                        x = _a
+                        if x & 2: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509IssuerName'
+                        _esc = (x & 1)
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                            _c25_X509IssuerName = ''
+                        else:
+                            r.pos = r.end - q
+                            _c25_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
+                        el = 'X509IssuerSerial/X509SerialNumber'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c25_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c25_X509SerialNumber = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c25_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c25_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c25_X509SerialNumber = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c25_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                        if _neg: _c25_X509SerialNumber = -_c25_X509SerialNumber - 1
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
+                        _v.X509IssuerName = _c25_X509IssuerName
+                        _v.X509SerialNumber = _c25_X509SerialNumber
+                        f_X509IssuerSerial.append(_v)
+                        s = 7
+                        break
+                    elif ec == 1:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SKI'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SKI.append(_v)
+                        s = 8
+                        break
+                    elif ec == 2:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509SubjectName'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                            _v = ''
+                        else:
+                            r.pos = r.end - q
+                            _v = r.string('xmldsig:X509SubjectName')
+                            V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509SubjectName.append(_v)
+                        s = 9
+                        break
+                    elif ec == 3:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509Certificate'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                        f_X509Certificate.append(_v)
+                        s = 10
+                        break
+                    elif ec == 4:
+                        q += 1
+                        x = _a >> 1
+                        el = 'X509CRL'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                            _v = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                        q -= 6
+                        if q < 0: V, q = r.slidep(q, 6)
+                        x = (V >> q) & 63
+                        if x & 32: raise r.deviation('X509DataType', r.end - q)
+                        ec = ((x >> 2) & 7)
+                        _a = (x & 3)
+                        f_X509CRL.append(_v)
+                    elif ec == 5:
+                        q += 2
+                        r.pos = r.end - q
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                        V = r.v; q = r.end - r.pos
+                        s = 12
+                        break
+                    elif ec == 6:
+                        q += 2
+                        s = -1
+                        break
+                    else:
+                        raise r.deviation('X509DataType', r.end - q)
+            if s == 12:
+                if ec == 0:
+                    x = _a
+                    if x & 2: raise r.deviation('X509DataType', r.end - q)
+                    el = 'X509IssuerSerial/X509IssuerName'
+                    _esc = (x & 1)
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                        _c26_X509IssuerName = ''
+                    else:
+                        r.pos = r.end - q
+                        _c26_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                        V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
+                    el = 'X509IssuerSerial/X509SerialNumber'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c26_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c26_X509SerialNumber = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c26_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c26_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c26_X509SerialNumber = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c26_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
+                    if _neg: _c26_X509SerialNumber = -_c26_X509SerialNumber - 1
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
+                    _v.X509IssuerName = _c26_X509IssuerName
+                    _v.X509SerialNumber = _c26_X509SerialNumber
+                    f_X509IssuerSerial.append(_v)
+                    s = 7
+                elif ec == 1:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509SKI'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509SKI.append(_v)
+                    s = 8
+                elif ec == 2:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509SubjectName'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
+                        _v = ''
+                    else:
+                        r.pos = r.end - q
+                        _v = r.string('xmldsig:X509SubjectName')
+                        V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509SubjectName.append(_v)
+                    s = 9
+                elif ec == 3:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509Certificate'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509Certificate.append(_v)
+                    s = 10
+                elif ec == 4:
+                    q += 1
+                    x = _a >> 1
+                    el = 'X509CRL'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
+                        _v = b''
+                    else:
+                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                            q -= 8 + (_l << 3)
+                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                        else:
+                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
+                    f_X509CRL.append(_v)
+                    s = 11
+                elif ec == 5:
+                    q += 2
+                    r.pos = r.end - q
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(r.end - q))
+                    V = r.v; q = r.end - r.pos
+                    s = 12
+                elif ec == 6:
+                    q += 2
                     s = -1
                 else:
                     raise r.deviation('X509DataType', r.end - q)

@@ -339,6 +339,22 @@ def _dead_el(lines: list[str]) -> list[str]:
     return out
 
 
+def _drop_lines(lines: list[str], pattern: re.Pattern[str]) -> list[str]:
+    """Drop the statements matching ``pattern`` (``pass`` where one was alone in its block)."""
+    out: list[str] = []
+    for i, x in enumerate(lines):
+        s = x.lstrip()
+        if not pattern.match(s):
+            out.append(x)
+            continue
+        depth = len(x) - len(s)
+        opener = i > 0 and lines[i - 1].rstrip().endswith(":")
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if opener and len(nxt) - len(nxt.lstrip()) != depth:
+            out.append(" " * depth + "pass")
+    return out
+
+
 def _is_stringy(st: SimpleType) -> bool:
     return st.rep == "str" or (st.rep == "list" and st.item is not None and _is_stringy(st.item))
 
@@ -606,10 +622,17 @@ class CodecWriter:
         return [f"if {cond}: raise {err}(f'length {{len({target})}} outside "
                 f"[{st.min_length or 0}, {st.max_length}]'{extra})"]
 
-    def _render_dec(self, ops: list[tuple], where: str) -> list[str]:
+    def _render_dec(self, ops: list[tuple], where: str, ahead: int = 0) -> list[str]:
         """Fuse each run of fix ops (with the nop lines between them) into one read; the
-        event-code parts of the read must be zero, anything else is a second-level event."""
+        event-code parts of the read must be zero, anything else is a second-level event. ``ahead``: that
+        many bits were read already into ``_a`` (see _ahead): the first run takes its bits from there and
+        the rest is given back."""
         L: list[str] = []
+        if ahead:
+            lead = self._lead(ops)
+            if not lead or lead > ahead:
+                L.append(f"q += {ahead}")
+                ahead = 0
         i = 0
         while i < len(ops):
             kind = ops[i][0]
@@ -652,33 +675,49 @@ class CodecWriter:
                 i += 1
                 continue
             run = []
-            while i < len(ops) and ops[i][0] in ("fix", "nop"):
+            while i < len(ops) and ops[i][0] in ("fix", "nop", "spec"):
                 run.append(ops[i])
                 i += 1
-            L.extend(self._render_run(run, where))
+            L.extend(self._render_run(run, where, ahead))
+            ahead = 0
         return L
 
-    def _render_run(self, run: list[tuple], where: str) -> list[str]:
-        """One run of fix ops (and the nop lines between them) as one read of the window into x."""
+    def _render_run(self, run: list[tuple], where: str, ahead: int = 0) -> list[str]:
+        """One run of fix ops (and the nop lines between them) as one read of the window into x (or of
+        ``_a``, which holds the ``ahead`` bits read already)."""
         L: list[str] = []
         total = sum(op[1] for op in run if op[0] == "fix")
+        # a run with bits read ahead that a path gives back ("spec"): zero bits stand in past the input's end
+        slide = "slidep" if any(op[0] == "spec" for op in run) else "slideq"
+        run = [op for op in run if op[0] != "spec"]
         if total == 0:
             for op in run:
                 if op[0] == "nop":
                     L.extend(op[1])
             return L
         fixes = [op for op in run if op[0] == "fix" and op[1]]
+        if ahead:
+            assert total <= ahead, (total, ahead)
+            if total < ahead:
+                L.append(f"q += {ahead - total}")
+            src = f"_a >> {ahead - total}" if total < ahead else "_a"
         if all(op[2] == "code" for op in fixes):  # event codes only: one test of all their bits
-            L.append(f"q -= {total}")
-            L.append(f"if q < 0: V, q = r.slideq(q, {total})")
-            L.append(f"if (V >> q) & {(1 << total) - 1}: raise r.deviation({where!r}, r.end - q)")
+            if ahead:
+                L.append(f"if {src}: raise r.deviation({where!r}, r.end - q)")
+            else:
+                L.append(f"q -= {total}")
+                L.append(f"if q < 0: V, q = r.{slide}(q, {total})")
+                L.append(f"if (V >> q) & {(1 << total) - 1}: raise r.deviation({where!r}, r.end - q)")
             for op in run:
                 if op[0] == "nop":
                     L.extend(op[1])
             return L
-        L.append(f"q -= {total}")
-        L.append(f"if q < 0: V, q = r.slideq(q, {total})")
-        L.append(f"x = (V >> q) & {(1 << total) - 1}")
+        if ahead:
+            L.append(f"x = {src}")
+        else:
+            L.append(f"q -= {total}")
+            L.append(f"if q < 0: V, q = r.{slide}(q, {total})")
+            L.append(f"x = (V >> q) & {(1 << total) - 1}")
         shift = total
         code_mask = 0
         body: list[str] = []
@@ -978,6 +1017,8 @@ class CodecWriter:
             saved = getattr(self, "_inline", set())
             saved_pre = getattr(self, "_pre", {})
             saved_tmp = getattr(self, "_tmp_n", 0)
+            saved_tail = getattr(self, "_tail", ())
+            self._tail = ()
             self._tmp_n = 0  # its temporaries are renamed per use (_rename_ops): the same code wherever it is inlined
             self._inline = self._plan(info)[2]
             self._pre = {}
@@ -1000,6 +1041,7 @@ class CodecWriter:
             self._inline = saved
             self._pre = saved_pre
             self._tmp_n = saved_tmp
+            self._tail = saved_tail
             cache[key] = ops
         return cache[key]
 
@@ -1028,22 +1070,33 @@ class CodecWriter:
                 out.append(("fix", op[1], sub(op[2]), names(op[3])))
             elif op[0] == "uint":
                 out.append(("uint", names(op[1])))
+            elif op[0] == "spec":
+                out.append(op)
             else:
                 out.append((op[0], sub(op[1])))
         return out
 
-    def dec_element_ops(self, decl: ElementDecl, target: str) -> list[tuple]:
+    def dec_element_ops(self, decl: ElementDecl, target: str, tail: tuple = ()) -> list[tuple]:
+        """The element's ops, then ``tail`` (the fixed reads that follow it): a small type inlined as a block
+        of its own takes the tail inside, at each of its ends, so that its last reads and the tail are one
+        read of the window."""
+        t = decl.type
+        if isinstance(t, ComplexType) and self._small(self.infos[id(t)]):
+            # its first event code (and what that reads ahead) is read before its block, with what precedes
+            info = self.infos[id(t)]
+            k = f"_c{self._tmp()}_"
+            lines = self._rename_inline(self._inline_source(info, False, tail, lift=True), "f", k, decl.qname[1])
+            return [*self._lifted[(id(info.ct), self._mod, repr(tail))],
+                    ("raw", [*lines, *self._construct(info, target, k)])]
+        return [*self._dec_element_ops(decl, target), *tail]
+
+    def _dec_element_ops(self, decl: ElementDecl, target: str) -> list[tuple]:
         t = decl.type
         if isinstance(t, ComplexType) and self._linear(self.infos[id(t)]):
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
             ops = self._rename_ops(self._linear_ops(info, False), "f", k, decl.qname[1])
             return [*ops, ("nop", self._construct(info, target, k))]
-        if isinstance(t, ComplexType) and self._small(self.infos[id(t)]):
-            info = self.infos[id(t)]
-            k = f"_c{self._tmp()}_"
-            lines = self._rename_inline(self._inline_source(info, False), "f", k, decl.qname[1])
-            return [("raw", [*lines, *self._construct(info, target, k)])]
         if isinstance(t, ComplexType) and self._is_choice(self.infos[id(t)]):
             # A message Body, inlined into V2G_Message: one call less per message. Its decoder keeps the
             # chosen element in _cf/_cv (one Body per message: no renaming needed).
@@ -1110,15 +1163,20 @@ class CodecWriter:
             cache[key] = ok
         return cache[key]
 
-    def _inline_source(self, info: TypeInfo, enc: bool) -> list[str]:
-        """The body of the type's decoder or encoder (the lines inside its try), for inlining."""
-        key = (id(info.ct), enc, self._mod)
+    def _inline_source(self, info: TypeInfo, enc: bool, tail: tuple = (), lift: bool = False) -> list[str]:
+        """The body of the type's decoder or encoder (the lines inside its try), for inlining; a decoder's
+        ``tail`` ops (what its user reads next) are read at each of its ends. ``lift``: the decoder's first
+        event code is read by its user (the ops in ``self._lifted``), fused with what the user reads before."""
+        key = (id(info.ct), enc, self._mod, repr(tail), lift)
         cache = self.__dict__.setdefault("_inline_cache", {})
         if key not in cache:
             saved = (getattr(self, "_cur_type", ""), getattr(self, "_inline", set()), getattr(self, "_tmp_n", 0),
-                     getattr(self, "_pre", {}))
+                     getattr(self, "_pre", {}), getattr(self, "_tail", ()), getattr(self, "_lift", False))
+            self._tail = tail
+            self._lift = lift
             lines = self.type_encoder(info) if enc else self.type_decoder(info)
-            self._cur_type, self._inline, self._tmp_n, self._pre = saved
+            (self._cur_type, self._inline, self._tmp_n, self._pre, self._tail,
+             self._lift) = saved
             start = lines.index("    try:")
             stop = lines.index("    except Exception as e:")
             if enc:
@@ -1246,6 +1304,14 @@ class CodecWriter:
         self._pre = {st.index: st for st in blocks
                      if st.index != 0 and st.index not in chains and st.index not in exits and st.width
                      and self._empty_ch(info, st) is None}
+        lift, self._lift = getattr(self, "_lift", False), False
+        st0 = info.grammar[0]
+        lifted: list[tuple] = []
+        if lift and 0 not in chains and st0.width and self._empty_ch(info, st0) is None:
+            self._pre[0] = st0  # its user reads it (see _inline_source)
+            lifted = self._ec_ops(st0, self._ahead(info, st0))
+        if lift:
+            self.__dict__.setdefault("_lifted", {})[(id(ct), self._mod, repr(getattr(self, "_tail", ())))] = lifted
         if len(blocks) == 1 and 0 not in chains:
             L.extend("        " + x for x in self._dec_block(info, info.grammar[0], None, terminal=True))
         else:
@@ -1288,44 +1354,51 @@ class CodecWriter:
         return [f"{target} = _new({self.new_cls(info.ct)})",
                 *(f"{target}.{f.name} = {prefix}{f.name}" for f in info.fields)]
 
-    def _dec_prod_ops(self, info: TypeInfo, p: Production) -> list[tuple]:
+    def _dec_prod_ops(self, info: TypeInfo, p: Production, tail: tuple = ()) -> list[tuple]:
+        """Production p's ops, then ``tail`` (the fixed reads that follow it; see dec_element_ops)."""
         ev = p.event
         if ev.kind == "AT":
             f = info.by_event[("AT", ev.qname)]
             return [("nop", [f"el = '@{ev.qname[1]}'"]),
-                    *self.dec_value_ops(f.type, f"f_{f.name}", (self.qid(ev.qname)))]
+                    *self.dec_value_ops(f.type, f"f_{f.name}", (self.qid(ev.qname))), *tail]
         if ev.kind == "SE":
             f = info.by_event[("SE", ev.qname)]
             ops: list[tuple] = [("nop", [f"el = {ev.qname[1]!r}"])]
             if info is getattr(self, "_choice", None):
-                return [*ops, ("nop", [f"_cf = {f.name!r}"]), *self.dec_element_ops(p.payload, "_cv")]
+                return [*ops, ("nop", [f"_cf = {f.name!r}"]), *self.dec_element_ops(p.payload, "_cv", tail)]
             if f.many:
-                ops.extend(self.dec_element_ops(p.payload, "_v"))
+                ops.extend(self.dec_element_ops(p.payload, "_v", tail))
                 ops.append(("var", [f"f_{f.name}.append(_v)"]))
             else:
-                ops.extend(self.dec_element_ops(p.payload, f"f_{f.name}"))
+                ops.extend(self.dec_element_ops(p.payload, f"f_{f.name}", tail))
             return ops
         if ev.kind == "CH":
-            return self.dec_value_ops(info.by_event[("CH",)].type, "f_value", "key")
+            return [*self.dec_value_ops(info.by_event[("CH",)].type, "f_value", "key"), *tail]
         if ev.kind == "CHM":
-            return [("var", ["r.string(key)  # mixed-content text is not kept in the model"])]
+            return [("var", ["r.string(key)  # mixed-content text is not kept in the model"]), *tail]
         if ev.kind == "EE":
-            return []
+            return list(tail)
         return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', r.at(r.end - q))"])]
 
     def _follow_dec(self, info: TypeInfo, p: Production) -> tuple[list[tuple], int]:
-        """Ops for production p and the inlined states after it; returns (ops, next state index)."""
-        ops = self._dec_prod_ops(info, p)
+        """Ops for production p and the inlined states after it; returns (ops, next state index). The
+        production that ends the type reads the type's tail (see _inline_source)."""
+        chain = [(0, p)]  # p, then the one production of each inlined state after it (with its code's width)
         tgt = p.target
         while tgt is not None and tgt.index in self._inline:
-            q = tgt.prods[0]
-            if tgt.width:
-                ops.append(("fix", tgt.width, "code"))
-            ops.extend(self._dec_prod_ops(info, q))
-            tgt = q.target
-        nxt = self._pre.get(-1 if tgt is None else tgt.index)
-        if nxt is not None:  # the next block's event code, read here (see type_decoder)
-            ops.append(("fix", nxt.width, "code" if len(nxt.prods) == 1 else ["ec = {p}"]))
+            chain.append((tgt.width, tgt.prods[0]))
+            tgt = tgt.prods[0].target
+        if tgt is None:  # the type's end: what its user reads next, if it is inlined as a block
+            tail = tuple(getattr(self, "_tail", ()))
+        else:
+            nxt = self._pre.get(tgt.index)
+            # the next block's event code, read here (see type_decoder), with its read-ahead (see _ahead)
+            tail = () if nxt is None else tuple(self._ec_ops(nxt, self._ahead(info, nxt)))
+        ops: list[tuple] = []
+        for k, (width, q) in enumerate(chain):
+            if width:
+                ops.append(("fix", width, "code"))
+            ops.extend(self._dec_prod_ops(info, q, tail if k == len(chain) - 1 else ()))
         return ops, (-1 if tgt is None else tgt.index)
 
     def _empty_ch(self, info: TypeInfo, st: State) -> str | None:
@@ -1338,6 +1411,58 @@ class CodecWriter:
         if t.rep not in ("str", "b64", "hex", "list") or t.min_length:
             return None
         return {"str": "''", "list": "[]"}.get(t.rep, "b''")
+
+    READ_BITS = 30  # an event code read with the bits after it: at most this many bits (one CPython int digit)
+
+    @staticmethod
+    def _lead(ops: list[tuple]) -> int:
+        """The bits of the fixed reads that ops start with (before a value of variable length or a call)."""
+        width = 0
+        for op in ops:
+            if op[0] == "fix":
+                width += op[1]
+            elif op[0] not in ("nop", "spec"):
+                break
+        return width
+
+    @staticmethod
+    def _ec_ops(st: State, ahead: int) -> list[tuple]:
+        """Read a state's event code, and the ``ahead`` bits after it into ``_a`` (see _ahead)."""
+        ops: list[tuple] = [("fix", st.width, "code" if len(st.prods) == 1 else ["ec = {p}"])]
+        if ahead:
+            ops += [("fix", ahead, ["_a = {p}"]), ("spec",)]
+        return ops
+
+    def _loop_tail(self, st: State, ahead: int, count: int) -> tuple:
+        """What each item of a loop reads at its end: the loop's next event code (and its read-ahead)."""
+        ops = self._ec_ops(st, ahead)
+        return tuple(ops) + ((("spec",),) if count and not ahead else ())
+
+    def _ahead(self, info: TypeInfo, st: State) -> int:
+        """How many bits after a block's event code its read takes too: the fixed reads its productions start
+        with (the longest that fits READ_BITS). Each production takes its first reads from ``_a`` and gives
+        back (``q +=``) what it does not use: one read of the window where there were two, for a choice or
+        an optional element (a PMaxScheduleEntry's RelativeTimeInterval, its absent duration and its PMax)."""
+        if not st.width or len(st.prods) > 8 or self._empty_ch(info, st) is not None:
+            return 0
+        cache = self.__dict__.setdefault("_ahead_cache", {})
+        key = (id(info.ct), st.index, self._mod, repr(getattr(self, "_tail", ())),
+               st.index in self._pre, frozenset(self._pre))
+        if key not in cache:
+            cache[key] = 0  # while deciding (a loop's items end with its own read)
+            chain = self._plan(info)[0].get(st.index)
+            leads = []
+            for p in st.prods:
+                if chain is not None and p.code == chain[0]:
+                    ops = self._dec_prod_ops(info, p, self._loop_tail(st, 0, chain[1]))
+                    if all(op[0] in ("fix", "nop", "spec") for op in ops):  # an item of fixed bits only
+                        leads = []
+                        break
+                else:
+                    ops = self._follow_dec(info, p)[0]
+                leads.append(self._lead(ops))
+            cache[key] = max((x for x in leads if st.width + x <= self.READ_BITS), default=0)
+        return cache[key]
 
     def _dec_block(self, info: TypeInfo, st: State, chain, terminal: bool = False) -> list[str]:
         where = info.ct.py_name
@@ -1356,6 +1481,7 @@ class CodecWriter:
             L.append(f"elif ec == {len(st.prods)}:")
             L.extend(["    q -= 3", "    if q < 0: V, q = r.slideq(q, 3)",
                       f"    if (V >> q) & 7: raise r.deviation({where!r}, r.end - q)", f"    f_value = {empty}"])
+            L.extend("    " + x for x in self._render_dec(list(getattr(self, "_tail", ())), where))
             if not terminal:
                 L.append("    s = -1")
             L.append("else:")
@@ -1364,24 +1490,28 @@ class CodecWriter:
         pre = st.index in self._pre  # its event code was read by the production that led here
         if chain is None and len(st.prods) == 1:
             ops, nxt = self._follow_dec(info, st.prods[0])
-            if not pre:
-                ops = [("fix", st.width, "code"), *ops]
-            L.extend(self._render_dec(ops, where))
+            if pre:  # with its first reads (see _ahead)
+                L.extend(self._render_dec(ops, where, self._ahead(info, st)))
+            else:
+                L.extend(self._render_dec([("fix", st.width, "code"), *ops], where))
             if not terminal:
                 L.append(f"s = {nxt}")
             return L
         loop = chain is not None
         ind = ""
+        ahead = self._ahead(info, st)
+        if not pre:
+            L.extend(self._render_dec(self._ec_ops(st, ahead), where))
         if loop:
+            # the next event code (and what it reads ahead) is read at the end of each item, with the item's
+            # last reads (its end-element codes): one read of the window instead of two. After a counted loop's
+            # last item it is given back (the exit state reads its own), so that read may run past the input's end.
             code, count, exit_ = chain
+            item_tail = self._loop_tail(st, ahead, count)
             if count:
                 L.append("_k = 0")
             L.append("while True:")
             ind = "    "
-        if not pre:
-            L.append(f"{ind}q -= {st.width}")
-            L.append(f"{ind}if q < 0: V, q = r.slideq(q, {st.width})")
-            L.append(f"{ind}ec = (V >> q) & {(1 << st.width) - 1}")
         if not loop and len(st.prods) > 8:
             cases = []
             for p in st.prods:
@@ -1393,15 +1523,17 @@ class CodecWriter:
         for i, p in enumerate(st.prods):
             L.append(f"{ind}{'if' if i == 0 else 'elif'} ec == {p.code}:")
             if loop and p.code == code:
-                L.extend(f"{ind}    " + x for x in self._render_dec(self._dec_prod_ops(info, p), where))
+                L.extend(f"{ind}    " + x
+                         for x in self._render_dec(self._dec_prod_ops(info, p, item_tail), where, ahead))
                 if count:
                     L.append(f"{ind}    _k += 1")
                     L.append(f"{ind}    if _k == {count}:")
+                    L.append(f"{ind}        q += {st.width + ahead}")
                     L.append(f"{ind}        s = {exit_}")
                     L.append(f"{ind}        break")
                 continue
             ops, nxt = self._follow_dec(info, p)
-            body = self._render_dec(ops, where)
+            body = self._render_dec(ops, where, ahead)
             L.extend(f"{ind}    " + x for x in body or ["pass"])
             if not terminal:
                 L.append(f"{ind}    s = {nxt}")
@@ -1434,6 +1566,8 @@ class CodecWriter:
                 else:
                     L.append(f"if s == {index}:")
                     L.extend("    " + x for x in lines)
+            if all(index in always for index, _ in blocks):  # no test of s: its stores are dead
+                L = _drop_lines(L, re.compile(r"s = -?\d+$"))
             return L
         L = ["s = 0", "while s >= 0:"]
         for index, lines in blocks:
