@@ -251,8 +251,7 @@ def _d_supportedAppProtocolReq(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(19):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('supportedAppProtocolReq', r.end - q)
@@ -332,17 +331,15 @@ def _d_supportedAppProtocolReq(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_AppProtocol.append(_v)
-                _k += 1
-                if _k == 19:
-                    q += 4
-                    s = 20
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('supportedAppProtocolReq', r.end - q)
+        else:
+            q += 4
+            s = 20
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)

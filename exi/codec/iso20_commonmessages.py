@@ -975,8 +975,7 @@ def _d_AdditionalServiceListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(4):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('AdditionalServiceListType', r.end - q)
@@ -1033,17 +1032,15 @@ def _d_AdditionalServiceListType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_AdditionalService.append(_v)
-                _k += 1
-                if _k == 4:
-                    q += 4
-                    s = 5
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('AdditionalServiceListType', r.end - q)
+        else:
+            q += 4
+            s = 5
         if s == 5:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5219,8 +5216,7 @@ def _d_EMAIDListType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 x = _a
                 el = 'EMAID'
@@ -5242,17 +5238,15 @@ def _d_EMAIDListType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_EMAID.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 3
-                    s = 8
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('EMAIDListType', r.end - q)
+        else:
+            q += 3
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5686,8 +5680,7 @@ def _d_EVPowerProfileEntryListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(2047):
             if ec == 0:
                 el = 'EVPowerProfileEntry'
                 r.pos = r.end - q
@@ -5698,17 +5691,15 @@ def _d_EVPowerProfileEntryListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_EVPowerProfileEntry.append(_v)
-                _k += 1
-                if _k == 2047:
-                    q += 2
-                    s = 2048
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('EVPowerProfileEntryListType', r.end - q)
+        else:
+            q += 2
+            s = 2048
         if s == 2048:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6046,8 +6037,7 @@ def _d_EVPowerScheduleEntryListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(1023):
             if ec == 0:
                 if _a: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
                 el = 'EVPowerScheduleEntry/Duration'
@@ -6111,17 +6101,15 @@ def _d_EVPowerScheduleEntryListType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_EVPowerScheduleEntry.append(_v)
-                _k += 1
-                if _k == 1023:
-                    q += 4
-                    s = 1024
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+        else:
+            q += 4
+            s = 1024
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6452,8 +6440,7 @@ def _d_EVPriceRuleStackListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(1023):
             if ec == 0:
                 el = 'EVPriceRuleStack'
                 r.pos = r.end - q
@@ -6464,17 +6451,15 @@ def _d_EVPriceRuleStackListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_EVPriceRuleStack.append(_v)
-                _k += 1
-                if _k == 1023:
-                    q += 2
-                    s = 1024
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('EVPriceRuleStackListType', r.end - q)
+        else:
+            q += 2
+            s = 1024
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6644,8 +6629,7 @@ def _d_EVPriceRuleStackType(r):
         x = (V >> q) & 131071
         ec = (x >> 15)
         _a = (x & 32767)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 x = _a
                 if x & 28686: raise r.deviation('EVPriceRuleStackType', r.end - q)
@@ -6717,17 +6701,15 @@ def _d_EVPriceRuleStackType(r):
                 ec = ((x >> 15) & 3)
                 _a = (x & 32767)
                 f_EVPriceRule.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 17
-                    s = 9
-                    break
             elif ec == 1:
                 q += 15
                 s = -1
                 break
             else:
                 raise r.deviation('EVPriceRuleStackType', r.end - q)
+        else:
+            q += 17
+            s = 9
         if s == 9:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8090,8 +8072,7 @@ def _d_OverstayRuleListType(r):
             x = (V >> q) & 31
             ec = (x >> 3)
             _a = (x & 7)
-            _k = 0
-            while True:
+            for _ in range(4):
                 if ec == 0:
                     x = _a
                     el = 'OverstayRule'
@@ -8236,17 +8217,15 @@ def _d_OverstayRuleListType(r):
                     _v.OverstayFee = _c12_OverstayFee
                     _v.OverstayFeePeriod = _c12_OverstayFeePeriod
                     f_OverstayRule.append(_v)
-                    _k += 1
-                    if _k == 4:
-                        q += 5
-                        s = 7
-                        break
                 elif ec == 1:
                     q += 3
                     s = -1
                     break
                 else:
                     raise r.deviation('OverstayRuleListType', r.end - q)
+            else:
+                q += 5
+                s = 7
         if s == 7:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8907,8 +8886,7 @@ def _d_ParameterSetType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(31):
             if ec == 0:
                 el = 'Parameter'
                 r.pos = r.end - q
@@ -8919,17 +8897,15 @@ def _d_ParameterSetType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_Parameter.append(_v)
-                _k += 1
-                if _k == 31:
-                    q += 2
-                    s = 33
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('ParameterSetType', r.end - q)
+        else:
+            q += 2
+            s = 33
         if s == 33:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10138,8 +10114,7 @@ def _d_PowerScheduleEntryListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(1023):
             if ec == 0:
                 el = 'PowerScheduleEntry'
                 r.pos = r.end - q
@@ -10150,17 +10125,15 @@ def _d_PowerScheduleEntryListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_PowerScheduleEntry.append(_v)
-                _k += 1
-                if _k == 1023:
-                    q += 2
-                    s = 1024
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('PowerScheduleEntryListType', r.end - q)
+        else:
+            q += 2
+            s = 1024
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10897,8 +10870,7 @@ def _d_PriceLevelScheduleEntryListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(1023):
             if ec == 0:
                 if _a: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
                 el = 'PriceLevelScheduleEntry/Duration'
@@ -10933,17 +10905,15 @@ def _d_PriceLevelScheduleEntryListType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_PriceLevelScheduleEntry.append(_v)
-                _k += 1
-                if _k == 1023:
-                    q += 4
-                    s = 1024
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+        else:
+            q += 4
+            s = 1024
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -11378,8 +11348,7 @@ def _d_PriceRuleStackListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(1023):
             if ec == 0:
                 el = 'PriceRuleStack'
                 r.pos = r.end - q
@@ -11390,17 +11359,15 @@ def _d_PriceRuleStackListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_PriceRuleStack.append(_v)
-                _k += 1
-                if _k == 1023:
-                    q += 2
-                    s = 1024
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('PriceRuleStackListType', r.end - q)
+        else:
+            q += 2
+            s = 1024
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -11508,8 +11475,7 @@ def _d_PriceRuleStackType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 el = 'PriceRule'
                 r.pos = r.end - q
@@ -11520,17 +11486,15 @@ def _d_PriceRuleStackType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_PriceRule.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 2
-                    s = 9
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('PriceRuleStackType', r.end - q)
+        else:
+            q += 2
+            s = 9
         if s == 9:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -15173,8 +15137,7 @@ def _d_SelectedServiceListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(15):
             if ec == 0:
                 if _a: raise r.deviation('SelectedServiceListType', r.end - q)
                 el = 'SelectedService/ServiceID'
@@ -15230,17 +15193,15 @@ def _d_SelectedServiceListType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_SelectedService.append(_v)
-                _k += 1
-                if _k == 15:
-                    q += 4
-                    s = 16
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('SelectedServiceListType', r.end - q)
+        else:
+            q += 4
+            s = 16
         if s == 16:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -16221,8 +16182,7 @@ def _d_ServiceIDListType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(15):
             if ec == 0:
                 if _a: raise r.deviation('ServiceIDListType', r.end - q)
                 el = 'ServiceID'
@@ -16252,17 +16212,15 @@ def _d_ServiceIDListType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_ServiceID.append(_v)
-                _k += 1
-                if _k == 15:
-                    q += 3
-                    s = 16
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('ServiceIDListType', r.end - q)
+        else:
+            q += 3
+            s = 16
         if s == 16:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -16376,8 +16334,7 @@ def _d_ServiceListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 if _a: raise r.deviation('ServiceListType', r.end - q)
                 el = 'Service/ServiceID'
@@ -16412,17 +16369,15 @@ def _d_ServiceListType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_Service.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 4
-                    s = 8
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('ServiceListType', r.end - q)
+        else:
+            q += 4
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -16530,8 +16485,7 @@ def _d_ServiceParameterListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(31):
             if ec == 0:
                 el = 'ParameterSet'
                 r.pos = r.end - q
@@ -16542,17 +16496,15 @@ def _d_ServiceParameterListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_ParameterSet.append(_v)
-                _k += 1
-                if _k == 31:
-                    q += 2
-                    s = 32
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('ServiceParameterListType', r.end - q)
+        else:
+            q += 2
+            s = 32
         if s == 32:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -18646,8 +18598,7 @@ def _d_SupportedProvidersListType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(127):
             if ec == 0:
                 x = _a
                 el = 'ProviderID'
@@ -18669,17 +18620,15 @@ def _d_SupportedProvidersListType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_ProviderID.append(_v)
-                _k += 1
-                if _k == 127:
-                    q += 3
-                    s = 128
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('SupportedProvidersListType', r.end - q)
+        else:
+            q += 3
+            s = 128
         if s == 128:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -18871,8 +18820,7 @@ def _d_TaxRuleListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(9):
             if ec == 0:
                 el = 'TaxRule'
                 r.pos = r.end - q
@@ -18883,17 +18831,15 @@ def _d_TaxRuleListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_TaxRule.append(_v)
-                _k += 1
-                if _k == 9:
-                    q += 2
-                    s = 10
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('TaxRuleListType', r.end - q)
+        else:
+            q += 2
+            s = 10
         if s == 10:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)

@@ -3785,8 +3785,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(19):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
@@ -3836,17 +3835,15 @@ def _d_ListOfRootCertificateIDsType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_RootCertificateID.append(_v)
-                _k += 1
-                if _k == 19:
-                    q += 4
-                    s = 20
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        else:
+            q += 4
+            s = 20
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6230,8 +6227,7 @@ def _d_ReceiptType(r):
             x = (V >> q) & 15
             ec = (x >> 2)
             _a = (x & 3)
-            _k = 0
-            while True:
+            for _ in range(9):
                 if ec == 0:
                     if _a: raise r.deviation('ReceiptType', r.end - q)
                     el = 'TaxCosts/TaxRuleID'
@@ -6295,17 +6291,15 @@ def _d_ReceiptType(r):
                     ec = ((x >> 2) & 3)
                     _a = (x & 3)
                     f_TaxCosts.append(_v)
-                    _k += 1
-                    if _k == 9:
-                        q += 4
-                        s = 15
-                        break
                 elif ec == 1:
                     q += 2
                     s = -1
                     break
                 else:
                     raise r.deviation('ReceiptType', r.end - q)
+            else:
+                q += 4
+                s = 15
         if s == 15:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)

@@ -88,8 +88,7 @@ def _d_AlternativeSECCListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 el = 'AlternativeSECC'
                 r.pos = r.end - q
@@ -100,17 +99,15 @@ def _d_AlternativeSECCListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_AlternativeSECC.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 2
-                    s = 8
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('AlternativeSECCListType', r.end - q)
+        else:
+            q += 2
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -633,8 +630,7 @@ def _d_WPT_AlignmentCheckMethodListType(r):
         x = (V >> q) & 255
         ec = (x >> 6)
         _a = (x & 63)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 q += 6
                 q -= 12
@@ -648,17 +644,15 @@ def _d_WPT_AlignmentCheckMethodListType(r):
                 ec = ((x >> 6) & 3)
                 _a = (x & 63)
                 f_WPT_AlignmentCheckMethod.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 8
-                    s = 8
-                    break
             elif ec == 1:
                 q += 6
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
+        else:
+            q += 8
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -858,8 +852,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(16):
             if ec == 0:
                 x = _a
                 el = 'VendorSpecificDataContainer'
@@ -883,17 +876,15 @@ def _d_WPT_AlignmentCheckReqType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
-                _k += 1
-                if _k == 16:
-                    q += 3
-                    s = 20
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+        else:
+            q += 3
+            s = 20
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -1332,8 +1323,7 @@ def _d_WPT_AlignmentCheckResType(r):
             x = (V >> q) & 7
             ec = (x >> 1)
             _a = (x & 1)
-            _k = 0
-            while True:
+            for _ in range(15):
                 if ec == 0:
                     x = _a
                     el = 'VendorSpecificDataContainer'
@@ -1357,17 +1347,15 @@ def _d_WPT_AlignmentCheckResType(r):
                     ec = ((x >> 1) & 3)
                     _a = (x & 1)
                     f_VendorSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        q += 3
-                        s = 21
-                        break
                 elif ec == 1:
                     q += 1
                     s = -1
                     break
                 else:
                     raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            else:
+                q += 3
+                s = 21
         if s == 21:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -2175,8 +2163,7 @@ def _d_WPT_ChargeLoopReqType(r):
             x = (V >> q) & 7
             ec = (x >> 1)
             _a = (x & 1)
-            _k = 0
-            while True:
+            for _ in range(15):
                 if ec == 0:
                     x = _a
                     el = 'ManufacturerSpecificDataContainer'
@@ -2200,17 +2187,15 @@ def _d_WPT_ChargeLoopReqType(r):
                     ec = ((x >> 1) & 3)
                     _a = (x & 1)
                     f_ManufacturerSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        q += 3
-                        s = 24
-                        break
                 elif ec == 1:
                     q += 1
                     s = -1
                     break
                 else:
                     raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            else:
+                q += 3
+                s = 24
         if s == 24:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -3330,8 +3315,7 @@ def _d_WPT_ChargeLoopResType(r):
             x = (V >> q) & 7
             ec = (x >> 1)
             _a = (x & 1)
-            _k = 0
-            while True:
+            for _ in range(15):
                 if ec == 0:
                     x = _a
                     el = 'ManufacturerSpecificDataContainer'
@@ -3355,17 +3339,15 @@ def _d_WPT_ChargeLoopResType(r):
                     ec = ((x >> 1) & 3)
                     _a = (x & 1)
                     f_ManufacturerSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        q += 3
-                        s = 28
-                        break
                 elif ec == 1:
                     q += 1
                     s = -1
                     break
                 else:
                     raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            else:
+                q += 3
+                s = 28
         if s == 28:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4063,8 +4045,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(16):
             if ec == 0:
                 x = _a
                 el = 'VendorSpecificDataContainer'
@@ -4088,17 +4069,15 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
-                _k += 1
-                if _k == 16:
-                    q += 3
-                    s = 22
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+        else:
+            q += 3
+            s = 22
         if s == 22:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4536,8 +4515,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(16):
             if ec == 0:
                 x = _a
                 el = 'SDManufacturerSpecificDataContainer'
@@ -4561,17 +4539,15 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_SDManufacturerSpecificDataContainer.append(_v)
-                _k += 1
-                if _k == 16:
-                    q += 3
-                    s = 25
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+        else:
+            q += 3
+            s = 25
         if s == 25:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5198,8 +5174,7 @@ def _d_WPT_FinePositioningMethodListType(r):
         x = (V >> q) & 511
         ec = (x >> 7)
         _a = (x & 127)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 q += 7
                 q -= 14
@@ -5213,17 +5188,15 @@ def _d_WPT_FinePositioningMethodListType(r):
                 ec = ((x >> 7) & 3)
                 _a = (x & 127)
                 f_WPT_FinePositioningMethod.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 9
-                    s = 8
-                    break
             elif ec == 1:
                 q += 7
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
+        else:
+            q += 9
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5384,8 +5357,7 @@ def _d_WPT_FinePositioningReqType(r):
                 x = (V >> q) & 16383
                 ec = (x >> 12)
                 _a = (x & 4095)
-                _k = 0
-                while True:
+                for _ in range(16):
                     if ec == 0:
                         q += 11
                         x = _a >> 11
@@ -5410,11 +5382,6 @@ def _d_WPT_FinePositioningReqType(r):
                         ec = ((x >> 12) & 3)
                         _a = (x & 4095)
                         f_VendorSpecificDataContainer.append(_v)
-                        _k += 1
-                        if _k == 16:
-                            q += 14
-                            s = 20
-                            break
                     elif ec == 1:
                         x = _a
                         if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
@@ -5438,6 +5405,9 @@ def _d_WPT_FinePositioningReqType(r):
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningReqType', r.end - q)
+                else:
+                    q += 14
+                    s = 20
             if s == 5:
                 s = -1
             if s == 20:
@@ -5724,8 +5694,7 @@ def _d_WPT_FinePositioningResType(r):
                 x = (V >> q) & 16383
                 ec = (x >> 12)
                 _a = (x & 4095)
-                _k = 0
-                while True:
+                for _ in range(16):
                     if ec == 0:
                         q += 11
                         x = _a >> 11
@@ -5750,11 +5719,6 @@ def _d_WPT_FinePositioningResType(r):
                         ec = ((x >> 12) & 3)
                         _a = (x & 4095)
                         f_VendorSpecificDataContainer.append(_v)
-                        _k += 1
-                        if _k == 16:
-                            q += 14
-                            s = 20
-                            break
                     elif ec == 1:
                         x = _a
                         if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
@@ -5778,6 +5742,9 @@ def _d_WPT_FinePositioningResType(r):
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningResType', r.end - q)
+                else:
+                    q += 14
+                    s = 20
             if s == 5:
                 s = -1
             if s == 20:
@@ -6107,8 +6074,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 x = (V >> q) & 15
                 ec = (x >> 2)
                 _a = (x & 3)
-                _k = 0
-                while True:
+                for _ in range(16):
                     if ec == 0:
                         q += 1
                         x = _a >> 1
@@ -6133,11 +6099,6 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         ec = ((x >> 2) & 3)
                         _a = (x & 3)
                         f_VendorSpecificDataContainer.append(_v)
-                        _k += 1
-                        if _k == 16:
-                            q += 4
-                            s = 23
-                            break
                     elif ec == 1:
                         x = _a
                         el = 'LF_SystemSetupData'
@@ -6173,6 +6134,9 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
+                else:
+                    q += 4
+                    s = 23
             if s == 8:
                 s = -1
             if s == 23:
@@ -6577,8 +6541,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 x = (V >> q) & 15
                 ec = (x >> 2)
                 _a = (x & 3)
-                _k = 0
-                while True:
+                for _ in range(16):
                     if ec == 0:
                         q += 1
                         x = _a >> 1
@@ -6603,11 +6566,6 @@ def _d_WPT_FinePositioningSetupResType(r):
                         ec = ((x >> 2) & 3)
                         _a = (x & 3)
                         f_VendorSpecificDataContainer.append(_v)
-                        _k += 1
-                        if _k == 16:
-                            q += 4
-                            s = 23
-                            break
                     elif ec == 1:
                         x = _a
                         el = 'LF_SystemSetupData'
@@ -6643,6 +6601,9 @@ def _d_WPT_FinePositioningSetupResType(r):
                         break
                     else:
                         raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
+                else:
+                    q += 4
+                    s = 23
             if s == 8:
                 s = -1
             if s == 23:
@@ -7669,8 +7630,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(253):
             if ec == 0:
                 if _a: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                 el = 'RxSpecData/TxRxIdentifier'
@@ -7868,17 +7828,15 @@ def _d_WPT_LF_ReceiverDataType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_RxSpecData.append(_v)
-                _k += 1
-                if _k == 253:
-                    q += 4
-                    s = 256
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+        else:
+            q += 4
+            s = 256
         if s == 256:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9276,8 +9234,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> q) & 15
                 ec = (x >> 2)
                 _a = (x & 3)
-                _k = 0
-                while True:
+                for _ in range(253):
                     if ec == 0:
                         if _a: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         el = 'TxSpecData/TxRxIdentifier'
@@ -9475,11 +9432,6 @@ def _d_WPT_LF_TransmitterDataType(r):
                         ec = ((x >> 2) & 3)
                         _a = (x & 3)
                         f_TxSpecData.append(_v)
-                        _k += 1
-                        if _k == 253:
-                            q += 4
-                            s = 258
-                            break
                     elif ec == 1:
                         q += 2
                         el = 'TxPackageSpecData'
@@ -9497,6 +9449,9 @@ def _d_WPT_LF_TransmitterDataType(r):
                         break
                     else:
                         raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
+                else:
+                    q += 4
+                    s = 258
             if s == 6:
                 s = -1
             if s == 258:
@@ -10139,8 +10094,7 @@ def _d_WPT_PairingMethodListType(r):
         x = (V >> q) & 511
         ec = (x >> 7)
         _a = (x & 127)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 q += 7
                 q -= 14
@@ -10154,17 +10108,15 @@ def _d_WPT_PairingMethodListType(r):
                 ec = ((x >> 7) & 3)
                 _a = (x & 127)
                 f_WPT_PairingMethod.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 9
-                    s = 8
-                    break
             elif ec == 1:
                 q += 7
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_PairingMethodListType', r.end - q)
+        else:
+            q += 9
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10356,8 +10308,7 @@ def _d_WPT_PairingReqType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(16):
             if ec == 0:
                 x = _a
                 el = 'VendorSpecificDataContainer'
@@ -10381,17 +10332,15 @@ def _d_WPT_PairingReqType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
-                _k += 1
-                if _k == 16:
-                    q += 3
-                    s = 20
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('WPT_PairingReqType', r.end - q)
+        else:
+            q += 3
+            s = 20
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10761,8 +10710,7 @@ def _d_WPT_PairingResType(r):
             x = (V >> q) & 7
             ec = (x >> 1)
             _a = (x & 1)
-            _k = 0
-            while True:
+            for _ in range(15):
                 if ec == 0:
                     x = _a
                     el = 'VendorSpecificDataContainer'
@@ -10786,17 +10734,15 @@ def _d_WPT_PairingResType(r):
                     ec = ((x >> 1) & 3)
                     _a = (x & 1)
                     f_VendorSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        q += 3
-                        s = 21
-                        break
                 elif ec == 1:
                     q += 1
                     s = -1
                     break
                 else:
                     raise r.deviation('WPT_PairingResType', r.end - q)
+            else:
+                q += 3
+                s = 21
         if s == 21:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -11207,8 +11153,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 x = (V >> q) & 15
                 ec = (x >> 2)
                 _a = (x & 3)
-                _k = 0
-                while True:
+                for _ in range(253):
                     if ec == 0:
                         if _a: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSequenceOrder/IndexNumber'
@@ -11264,11 +11209,6 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         ec = ((x >> 2) & 3)
                         _a = (x & 3)
                         f_PulseSequenceOrder.append(_v)
-                        _k += 1
-                        if _k == 253:
-                            q += 4
-                            s = 258
-                            break
                     elif ec == 1:
                         q += 1
                         if _a >> 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
@@ -11301,6 +11241,9 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         break
                     else:
                         raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
+                else:
+                    q += 4
+                    s = 258
             if s == 4:
                 if _a: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseDuration'

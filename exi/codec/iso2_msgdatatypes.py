@@ -1295,8 +1295,7 @@ def _d_ChargingProfileType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(23):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('ChargingProfileType', r.end - q)
@@ -1395,17 +1394,15 @@ def _d_ChargingProfileType(r):
                 _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
                 _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c3_ChargingProfileEntryMaxNumberOfPhasesInUse
                 f_ProfileEntry.append(_v)
-                _k += 1
-                if _k == 23:
-                    q += 4
-                    s = 24
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('ChargingProfileType', r.end - q)
+        else:
+            q += 4
+            s = 24
         if s == 24:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4745,8 +4742,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(19):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
@@ -4796,17 +4792,15 @@ def _d_ListOfRootCertificateIDsType(r):
                 ec = ((x >> 2) & 3)
                 _a = (x & 3)
                 f_RootCertificateID.append(_v)
-                _k += 1
-                if _k == 19:
-                    q += 4
-                    s = 20
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        else:
+            q += 4
+            s = 20
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5891,8 +5885,7 @@ def _d_PMaxScheduleType(r):
         x = (V >> q) & 2097151
         ec = (x >> 19)
         _a = (x & 524287)
-        _k = 0
-        while True:
+        for _ in range(1023):
             if ec == 0:
                 x = _a
                 el = 'PMaxScheduleEntry'
@@ -6033,17 +6026,15 @@ def _d_PMaxScheduleType(r):
                 _v.TimeInterval = _c3_TimeInterval
                 _v.PMax = _c3_PMax
                 f_PMaxScheduleEntry.append(_v)
-                _k += 1
-                if _k == 1023:
-                    q += 21
-                    s = 1024
-                    break
             elif ec == 1:
                 q += 19
                 s = -1
                 break
             else:
                 raise r.deviation('PMaxScheduleType', r.end - q)
+        else:
+            q += 21
+            s = 1024
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6292,8 +6283,7 @@ def _d_ParameterSetType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(15):
             if ec == 0:
                 el = 'Parameter'
                 r.pos = r.end - q
@@ -6304,17 +6294,15 @@ def _d_ParameterSetType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_Parameter.append(_v)
-                _k += 1
-                if _k == 15:
-                    q += 2
-                    s = 17
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('ParameterSetType', r.end - q)
+        else:
+            q += 2
+            s = 17
         if s == 17:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -7930,8 +7918,7 @@ def _d_SalesTariffType(r):
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
-            _k = 0
-            while True:
+            for _ in range(1023):
                 if ec == 0:
                     el = 'SalesTariffEntry'
                     r.pos = r.end - q
@@ -7942,17 +7929,15 @@ def _d_SalesTariffType(r):
                     x = (V >> q) & 3
                     ec = x
                     f_SalesTariffEntry.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        q += 2
-                        s = 1028
-                        break
                 elif ec == 1:
                     pass
                     s = -1
                     break
                 else:
                     raise r.deviation('SalesTariffType', r.end - q)
+            else:
+                q += 2
+                s = 1028
         if s == 1028:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8187,8 +8172,7 @@ def _d_SelectedServiceListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(15):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
@@ -8265,17 +8249,15 @@ def _d_SelectedServiceListType(r):
                 _v.ServiceID = _c3_ServiceID
                 _v.ParameterSetID = _c3_ParameterSetID
                 f_SelectedService.append(_v)
-                _k += 1
-                if _k == 15:
-                    q += 4
-                    s = 16
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('SelectedServiceListType', r.end - q)
+        else:
+            q += 4
+            s = 16
         if s == 16:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8621,8 +8603,7 @@ def _d_ServiceListType(r):
         x = (V >> q) & 15
         ec = (x >> 2)
         _a = (x & 3)
-        _k = 0
-        while True:
+        for _ in range(7):
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('ServiceListType', r.end - q)
@@ -8732,17 +8713,15 @@ def _d_ServiceListType(r):
                 _v.ServiceScope = _c3_ServiceScope
                 _v.FreeService = _c3_FreeService
                 f_Service.append(_v)
-                _k += 1
-                if _k == 7:
-                    q += 4
-                    s = 8
-                    break
             elif ec == 1:
                 q += 2
                 s = -1
                 break
             else:
                 raise r.deviation('ServiceListType', r.end - q)
+        else:
+            q += 4
+            s = 8
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8954,8 +8933,7 @@ def _d_ServiceParameterListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
-        _k = 0
-        while True:
+        for _ in range(254):
             if ec == 0:
                 el = 'ParameterSet'
                 r.pos = r.end - q
@@ -8966,17 +8944,15 @@ def _d_ServiceParameterListType(r):
                 x = (V >> q) & 3
                 ec = x
                 f_ParameterSet.append(_v)
-                _k += 1
-                if _k == 254:
-                    q += 2
-                    s = 255
-                    break
             elif ec == 1:
                 pass
                 s = -1
                 break
             else:
                 raise r.deviation('ServiceParameterListType', r.end - q)
+        else:
+            q += 2
+            s = 255
         if s == 255:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9262,8 +9238,7 @@ def _d_SubCertificatesType(r):
         x = (V >> q) & 7
         ec = (x >> 1)
         _a = (x & 1)
-        _k = 0
-        while True:
+        for _ in range(3):
             if ec == 0:
                 x = _a
                 el = 'Certificate'
@@ -9287,17 +9262,15 @@ def _d_SubCertificatesType(r):
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
                 f_Certificate.append(_v)
-                _k += 1
-                if _k == 3:
-                    q += 3
-                    s = 4
-                    break
             elif ec == 1:
                 q += 1
                 s = -1
                 break
             else:
                 raise r.deviation('SubCertificatesType', r.end - q)
+        else:
+            q += 3
+            s = 4
         if s == 4:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9389,8 +9362,7 @@ def _d_SupportedEnergyTransferModeType(r):
         x = (V >> q) & 511
         ec = (x >> 7)
         _a = (x & 127)
-        _k = 0
-        while True:
+        for _ in range(5):
             if ec == 0:
                 q += 7
                 q -= 14
@@ -9404,17 +9376,15 @@ def _d_SupportedEnergyTransferModeType(r):
                 ec = ((x >> 7) & 3)
                 _a = (x & 127)
                 f_EnergyTransferMode.append(_v)
-                _k += 1
-                if _k == 5:
-                    q += 9
-                    s = 6
-                    break
             elif ec == 1:
                 q += 7
                 s = -1
                 break
             else:
                 raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
+        else:
+            q += 9
+            s = 6
         if s == 6:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)

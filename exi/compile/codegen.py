@@ -1508,9 +1508,8 @@ class CodecWriter:
             # last item it is given back (the exit state reads its own), so that read may run past the input's end.
             code, count, exit_ = chain
             item_tail = self._loop_tail(st, ahead, count)
-            if count:
-                L.append("_k = 0")
-            L.append("while True:")
+            # a counted loop's last item leaves by its else (no counter in the loop's body)
+            L.append(f"for _ in range({count}):" if count else "while True:")
             ind = "    "
         if not loop and len(st.prods) > 8:
             cases = []
@@ -1525,12 +1524,6 @@ class CodecWriter:
             if loop and p.code == code:
                 L.extend(f"{ind}    " + x
                          for x in self._render_dec(self._dec_prod_ops(info, p, item_tail), where, ahead))
-                if count:
-                    L.append(f"{ind}    _k += 1")
-                    L.append(f"{ind}    if _k == {count}:")
-                    L.append(f"{ind}        q += {st.width + ahead}")
-                    L.append(f"{ind}        s = {exit_}")
-                    L.append(f"{ind}        break")
                 continue
             ops, nxt = self._follow_dec(info, p)
             body = self._render_dec(ops, where, ahead)
@@ -1541,6 +1534,8 @@ class CodecWriter:
                 L.append(f"{ind}    break")
         L.append(f"{ind}else:")
         L.append(f"{ind}    raise r.deviation({where!r}, r.end - q)")
+        if loop and count:
+            L.extend(["else:", f"    q += {st.width + ahead}", f"    s = {exit_}"])
         return L
 
     @staticmethod
