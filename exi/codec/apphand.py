@@ -29,7 +29,7 @@ def _d_AppProtocolType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('AppProtocolType', r.end - q)
         el = 'ProtocolNamespace'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -91,7 +91,7 @@ def _d_AppProtocolType(r):
         if x & 1835907: raise r.deviation('AppProtocolType', r.end - q)
         if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(r.end - q))
         el = 'SchemaID'
-        f_SchemaID = ((x >> 10) & 255)
+        f_SchemaID = (x >> 10)
         el = 'Priority'
         f_Priority = ((x >> 2) & 31) + 1
         if f_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', f_Priority, r.at(r.end - q))
@@ -172,7 +172,7 @@ def _d_supportedAppProtocolReq(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('supportedAppProtocolReq', r.end - q)
         el = 'AppProtocol/ProtocolNamespace'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -234,7 +234,7 @@ def _d_supportedAppProtocolReq(r):
         if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
         if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(r.end - q))
         el = 'AppProtocol/SchemaID'
-        _c1_SchemaID = ((x >> 10) & 255)
+        _c1_SchemaID = (x >> 10)
         el = 'AppProtocol/Priority'
         _c1_Priority = ((x >> 2) & 31) + 1
         if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(r.end - q))
@@ -256,7 +256,7 @@ def _d_supportedAppProtocolReq(r):
                 x = _a
                 if x & 2: raise r.deviation('supportedAppProtocolReq', r.end - q)
                 el = 'AppProtocol/ProtocolNamespace'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -318,7 +318,7 @@ def _d_supportedAppProtocolReq(r):
                 if x & 29374512: raise r.deviation('supportedAppProtocolReq', r.end - q)
                 if _c3_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c3_VersionNumberMinor, r.at(r.end - q))
                 el = 'AppProtocol/SchemaID'
-                _c3_SchemaID = ((x >> 14) & 255)
+                _c3_SchemaID = (x >> 14)
                 el = 'AppProtocol/Priority'
                 _c3_Priority = ((x >> 6) & 31) + 1
                 if _c3_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c3_Priority, r.at(r.end - q))
@@ -490,7 +490,7 @@ def _d_supportedAppProtocolRes(r):
         x = (V >> q) & 262143
         if x & 204800: raise r.deviation('supportedAppProtocolRes', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 14) & 3)
+        f_ResponseCode = (x >> 14)
         if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(r.end - q))
         else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
         ec = ((x >> 11) & 3)
@@ -499,7 +499,7 @@ def _d_supportedAppProtocolRes(r):
             x = _a
             if x & 1027: raise r.deviation('supportedAppProtocolRes', r.end - q)
             el = 'SchemaID'
-            f_SchemaID = ((x >> 2) & 255)
+            f_SchemaID = (x >> 2)
         elif ec == 1:
             q += 11
         else:
@@ -575,7 +575,7 @@ def _de0(r):  # Priority
     if q < 0: V, q = r.slideq(q, 7)
     x = (V >> q) & 127
     if x & 65: raise r.deviation('Priority', r.end - q)
-    val = ((x >> 1) & 31) + 1
+    val = (x >> 1) + 1
     if val > 20: r.facet('Priority', 'maxInclusive 20', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -635,7 +635,7 @@ def _de2(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('ResponseCode', val, 3, r.at(r.end - q))
     else: val = _E_apphand_responseCodeType[val]
     r.pos = r.end - q
@@ -658,7 +658,7 @@ def _de3(r):  # SchemaID
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SchemaID', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 

@@ -106,7 +106,7 @@ def _d_CableCheckReqType(r):
         x = (V >> q) & 2147483647
         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 29) & 1) == 1
+        _c1_EVReady = (x >> 29) == 1
         ec = ((x >> 26) & 3)
         _a = (x & 67108863)
         _c1_s = 1
@@ -114,7 +114,7 @@ def _d_CableCheckReqType(r):
             x = _a
             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+            _c1_EVCabinConditioning = (x >> 24) == 1
             ec = ((x >> 21) & 3)
             _a = (x & 2097151)
             _c1_s = 2
@@ -123,7 +123,7 @@ def _d_CableCheckReqType(r):
             x = _a >> 5
             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _c1_EVRESSConditioning = (x >> 19) == 1
             _a = (x & 131071)
             _c1_s = 3
         elif ec == 2:
@@ -131,7 +131,7 @@ def _d_CableCheckReqType(r):
             x = _a >> 9
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = (x >> 12)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1023)
@@ -143,7 +143,7 @@ def _d_CableCheckReqType(r):
                 x = _a
                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _c1_EVRESSConditioning = (x >> 19) == 1
                 _a = (x & 131071)
                 _c1_s = 3
             elif ec == 1:
@@ -151,7 +151,7 @@ def _d_CableCheckReqType(r):
                 x = _a >> 4
                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 12) & 15)
+                _c1_EVErrorCode = (x >> 12)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _a = (x & 1023)
@@ -162,7 +162,7 @@ def _d_CableCheckReqType(r):
             x = _a
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = (x >> 12)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1023)
@@ -171,7 +171,7 @@ def _d_CableCheckReqType(r):
             x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
+            _c1_EVRESSSOC = (x >> 2)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -295,7 +295,7 @@ def _d_CableCheckResType(r):
         x = (V >> q) & 16777215
         if x & 12681216: raise r.deviation('CableCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 17) & 31)
+        f_ResponseCode = (x >> 17)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -308,7 +308,7 @@ def _d_CableCheckResType(r):
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -325,7 +325,7 @@ def _d_CableCheckResType(r):
             x = _a >> 5
             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 3) & 15)
+            _c1_EVSEStatusCode = (x >> 3)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _a = (x & 1)
@@ -357,7 +357,7 @@ def _d_CableCheckResType(r):
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 2) & 3)
+        _c1_EVSENotification = (x >> 2)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -370,7 +370,7 @@ def _d_CableCheckResType(r):
         x = (V >> q) & 31
         if x & 27: raise r.deviation('CableCheckResType', r.end - q)
         el = 'EVSEProcessing'
-        f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+        f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[(x >> 2)]
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -477,7 +477,7 @@ def _d_CertificateInstallationReqType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
             el = 'OEMProvisioningCert'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -523,7 +523,7 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'DHParams'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -638,7 +638,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 2047
         if x & 1550: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 31)
+        f_ResponseCode = (x >> 4)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
@@ -664,7 +664,7 @@ def _d_CertificateInstallationResType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
             r.pos = r.end - q
@@ -685,7 +685,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -703,7 +703,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHParams'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -721,7 +721,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -866,7 +866,7 @@ def _d_CertificateUpdateReqType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
-            _a = (x & 1)
+            _a = x
             _c3_Certificate = None
             _c3_SubCertificates = None
             x = _a
@@ -888,7 +888,7 @@ def _d_CertificateUpdateReqType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('CertificateChainType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             if ec == 0:
                 q += 2
@@ -900,11 +900,11 @@ def _d_CertificateUpdateReqType(r):
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('CertificateChainType', r.end - q)
-                _a = (x & 1)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('CertificateChainType', r.end - q)
-                _a = (x & 1)
+                _a = x
             else:
                 raise r.deviation('CertificateChainType', r.end - q)
             f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -914,7 +914,7 @@ def _d_CertificateUpdateReqType(r):
             x = _a
             if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
-            _a = (x & 1)
+            _a = x
             _c4_Certificate = None
             _c4_SubCertificates = None
             x = _a
@@ -936,7 +936,7 @@ def _d_CertificateUpdateReqType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('CertificateChainType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             if ec == 0:
                 q += 2
@@ -948,11 +948,11 @@ def _d_CertificateUpdateReqType(r):
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('CertificateChainType', r.end - q)
-                _a = (x & 1)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('CertificateChainType', r.end - q)
-                _a = (x & 1)
+                _a = x
             else:
                 raise r.deviation('CertificateChainType', r.end - q)
             f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
@@ -985,7 +985,7 @@ def _d_CertificateUpdateReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'DHParams'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1157,7 +1157,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 2047
         if x & 1550: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 31)
+        f_ResponseCode = (x >> 4)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
@@ -1183,7 +1183,7 @@ def _d_CertificateUpdateResType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
             r.pos = r.end - q
@@ -1204,7 +1204,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1222,7 +1222,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHParams'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1240,7 +1240,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1256,7 +1256,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'RetryCounter'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -1409,7 +1409,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 1023
         if x & 784: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'EVRequestedEnergyTransferType'
-        f_EVRequestedEnergyTransferType = ((x >> 5) & 7)
+        f_EVRequestedEnergyTransferType = (x >> 5)
         if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(r.end - q))
         else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
         ec = ((x >> 2) & 3)
@@ -1441,14 +1441,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if x & 458752: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             if _c3_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c3_DepartureTime, r.at(r.end - q))
             el = 'AC_EVChargeParameter/EAmount'
-            _a = (x & 65535)
+            _a = x
             _c3_c1_Multiplier = None
             _c3_c1_Unit = None
             _c3_c1_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EAmount/Multiplier'
-            _c3_c1_Multiplier = ((x >> 12) & 7) + -3
+            _c3_c1_Multiplier = (x >> 12) + -3
             if _c3_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c1_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -1456,7 +1456,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EAmount/Unit'
-                _c3_c1_Unit = ((x >> 4) & 15)
+                _c3_c1_Unit = (x >> 4)
                 if _c3_c1_Unit >= 10: _c3_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c1_Unit, 10, r.at(r.end - q))
                 else: _c3_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c1_Unit]
                 el = 'AC_EVChargeParameter/EAmount/Value'
@@ -1489,7 +1489,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EAmount/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -1524,14 +1524,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxVoltage'
-            _a = (x & 65535)
+            _a = x
             _c3_c2_Multiplier = None
             _c3_c2_Unit = None
             _c3_c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-            _c3_c2_Multiplier = ((x >> 12) & 7) + -3
+            _c3_c2_Multiplier = (x >> 12) + -3
             if _c3_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c2_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -1539,7 +1539,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
-                _c3_c2_Unit = ((x >> 4) & 15)
+                _c3_c2_Unit = (x >> 4)
                 if _c3_c2_Unit >= 10: _c3_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c2_Unit, 10, r.at(r.end - q))
                 else: _c3_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c2_Unit]
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
@@ -1572,7 +1572,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -1607,14 +1607,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxCurrent'
-            _a = (x & 65535)
+            _a = x
             _c3_c3_Multiplier = None
             _c3_c3_Unit = None
             _c3_c3_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-            _c3_c3_Multiplier = ((x >> 12) & 7) + -3
+            _c3_c3_Multiplier = (x >> 12) + -3
             if _c3_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c3_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -1622,7 +1622,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
-                _c3_c3_Unit = ((x >> 4) & 15)
+                _c3_c3_Unit = (x >> 4)
                 if _c3_c3_Unit >= 10: _c3_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c3_Unit, 10, r.at(r.end - q))
                 else: _c3_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c3_Unit]
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
@@ -1655,7 +1655,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -1690,14 +1690,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMinCurrent'
-            _a = (x & 65535)
+            _a = x
             _c3_c4_Multiplier = None
             _c3_c4_Unit = None
             _c3_c4_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-            _c3_c4_Multiplier = ((x >> 12) & 7) + -3
+            _c3_c4_Multiplier = (x >> 12) + -3
             if _c3_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_c4_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -1705,7 +1705,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
-                _c3_c4_Unit = ((x >> 4) & 15)
+                _c3_c4_Unit = (x >> 4)
                 if _c3_c4_Unit >= 10: _c3_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c3_c4_Unit, 10, r.at(r.end - q))
                 else: _c3_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_c4_Unit]
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
@@ -1738,7 +1738,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2063,7 +2063,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         if q < 0: V, q = r.slidep(q, 28)
         x = (V >> q) & 268435455
         if x & 203227136: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 17) & 511)]
+        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[(x >> 17)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 21) & 31)
@@ -2092,7 +2092,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             if x & 8192: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'SASchedules'
             f_SASchedules = _new(_K_din_msgdatatypes_SASchedulesType)
-            ec = ((x >> 11) & 3)
+            ec = (x >> 11)
             _a = (x & 2047)
         else:
             raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
@@ -2100,7 +2100,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             x = _a
             if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+            _t = _T_b__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
                 _c5_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -2134,7 +2134,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             if x & 30343168: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             if _c5_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-            _c5_c1_EVSENotification = ((x >> 20) & 3)
+            _c5_c1_EVSENotification = (x >> 20)
             if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
             else: _c5_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
             _c5_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -2150,7 +2150,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-            _c5_c2_Multiplier = ((x >> 12) & 7) + -3
+            _c5_c2_Multiplier = (x >> 12) + -3
             if _c5_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_c2_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2158,7 +2158,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
-                _c5_c2_Unit = ((x >> 4) & 15)
+                _c5_c2_Unit = (x >> 4)
                 if _c5_c2_Unit >= 10: _c5_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c5_c2_Unit, 10, r.at(r.end - q))
                 else: _c5_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
@@ -2191,7 +2191,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2226,14 +2226,14 @@ def _d_ChargeParameterDiscoveryResType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-            _a = (x & 65535)
+            _a = x
             _c5_c3_Multiplier = None
             _c5_c3_Unit = None
             _c5_c3_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-            _c5_c3_Multiplier = ((x >> 12) & 7) + -3
+            _c5_c3_Multiplier = (x >> 12) + -3
             if _c5_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_c3_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2241,7 +2241,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                _c5_c3_Unit = ((x >> 4) & 15)
+                _c5_c3_Unit = (x >> 4)
                 if _c5_c3_Unit >= 10: _c5_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c5_c3_Unit, 10, r.at(r.end - q))
                 else: _c5_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
@@ -2274,7 +2274,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2309,14 +2309,14 @@ def _d_ChargeParameterDiscoveryResType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-            _a = (x & 65535)
+            _a = x
             _c5_c4_Multiplier = None
             _c5_c4_Unit = None
             _c5_c4_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-            _c5_c4_Multiplier = ((x >> 12) & 7) + -3
+            _c5_c4_Multiplier = (x >> 12) + -3
             if _c5_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_c4_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2324,7 +2324,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
-                _c5_c4_Unit = ((x >> 4) & 15)
+                _c5_c4_Unit = (x >> 4)
                 if _c5_c4_Unit >= 10: _c5_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c5_c4_Unit, 10, r.at(r.end - q))
                 else: _c5_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_c4_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
@@ -2357,7 +2357,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2710,7 +2710,7 @@ def _d_ChargingStatusResType(r):
         x = (V >> q) & 1023
         if x & 774: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
@@ -2732,7 +2732,7 @@ def _d_ChargingStatusResType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -2757,21 +2757,21 @@ def _d_ChargingStatusResType(r):
         if x & 524288: raise r.deviation('ChargingStatusResType', r.end - q)
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
-        ec = ((x >> 17) & 3)
+        ec = (x >> 17)
         _a = (x & 131071)
         s = 3
         if ec == 0:
             x = _a
             if x & 65536: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'EVSEMaxCurrent'
-            _a = (x & 65535)
+            _a = x
             _c3_Multiplier = None
             _c3_Unit = None
             _c3_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Multiplier'
-            _c3_Multiplier = ((x >> 12) & 7) + -3
+            _c3_Multiplier = (x >> 12) + -3
             if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2779,7 +2779,7 @@ def _d_ChargingStatusResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Unit'
-                _c3_Unit = ((x >> 4) & 15)
+                _c3_Unit = (x >> 4)
                 if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
                 else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVSEMaxCurrent/Value'
@@ -2808,13 +2808,13 @@ def _d_ChargingStatusResType(r):
                 if x & 196608: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _a = (x & 65535)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaxCurrent/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2839,7 +2839,7 @@ def _d_ChargingStatusResType(r):
                 if x & 196608: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _a = (x & 65535)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -2860,14 +2860,14 @@ def _d_ChargingStatusResType(r):
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
             if x & 16384: raise r.deviation('ChargingStatusResType', r.end - q)
-            _a = (x & 16383)
+            _a = x
             s = 5
         elif ec == 2:
             q += 3
             x = _a >> 3
             if x & 11264: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 12) & 1) == 1
+            f_ReceiptRequired = (x >> 12) == 1
             _a = (x & 1023)
             s = 6
         else:
@@ -2883,13 +2883,13 @@ def _d_ChargingStatusResType(r):
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 16384: raise r.deviation('ChargingStatusResType', r.end - q)
-                _a = (x & 16383)
+                _a = x
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 11264: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 12) & 1) == 1
+                f_ReceiptRequired = (x >> 12) == 1
                 _a = (x & 1023)
                 s = 6
             else:
@@ -2898,14 +2898,14 @@ def _d_ChargingStatusResType(r):
             x = _a
             if x & 11264: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 12) & 1) == 1
+            f_ReceiptRequired = (x >> 12) == 1
             _a = (x & 1023)
             s = 6
         if s == 6:
             x = _a
             if x & 887: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus'
-            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+            _t = _T_b__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
                 _c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -2939,7 +2939,7 @@ def _d_ChargingStatusResType(r):
             if x & 231: raise r.deviation('ChargingStatusResType', r.end - q)
             if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
-            _c4_EVSENotification = ((x >> 3) & 3)
+            _c4_EVSENotification = (x >> 3)
             if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
             else: _c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
             f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -3277,7 +3277,7 @@ def _d_ContractAuthenticationResType(r):
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
         if x & 6203: raise r.deviation('ContractAuthenticationResType', r.end - q)
-        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 2) & 511)]
+        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[(x >> 2)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 6) & 31)
@@ -3351,7 +3351,7 @@ def _d_CurrentDemandReqType(r):
         x = (V >> q) & 2147483647
         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c13_EVReady = ((x >> 29) & 1) == 1
+        _c13_EVReady = (x >> 29) == 1
         ec = ((x >> 26) & 3)
         _a = (x & 67108863)
         _c13_s = 1
@@ -3359,7 +3359,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c13_EVCabinConditioning = ((x >> 24) & 1) == 1
+            _c13_EVCabinConditioning = (x >> 24) == 1
             ec = ((x >> 21) & 3)
             _a = (x & 2097151)
             _c13_s = 2
@@ -3368,7 +3368,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 5
             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c13_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _c13_EVRESSConditioning = (x >> 19) == 1
             _a = (x & 131071)
             _c13_s = 3
         elif ec == 2:
@@ -3376,7 +3376,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c13_EVErrorCode = ((x >> 12) & 15)
+            _c13_EVErrorCode = (x >> 12)
             if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
             else: _c13_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
             _a = (x & 1023)
@@ -3388,7 +3388,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c13_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _c13_EVRESSConditioning = (x >> 19) == 1
                 _a = (x & 131071)
                 _c13_s = 3
             elif ec == 1:
@@ -3396,7 +3396,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c13_EVErrorCode = ((x >> 12) & 15)
+                _c13_EVErrorCode = (x >> 12)
                 if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
                 else: _c13_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
                 _a = (x & 1023)
@@ -3407,7 +3407,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c13_EVErrorCode = ((x >> 12) & 15)
+            _c13_EVErrorCode = (x >> 12)
             if _c13_EVErrorCode >= 12: _c13_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c13_EVErrorCode, 12, r.at(r.end - q))
             else: _c13_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c13_EVErrorCode]
             _a = (x & 1023)
@@ -3416,7 +3416,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c13_EVRESSSOC = ((x >> 2) & 127)
+            _c13_EVRESSSOC = (x >> 2)
             if _c13_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c13_EVRESSSOC, r.at(r.end - q))
             _c13_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -3430,14 +3430,14 @@ def _d_CurrentDemandReqType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'EVTargetCurrent'
-        _a = (x & 65535)
+        _a = x
         _c14_Multiplier = None
         _c14_Unit = None
         _c14_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
-        _c14_Multiplier = ((x >> 12) & 7) + -3
+        _c14_Multiplier = (x >> 12) + -3
         if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -3445,7 +3445,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Unit'
-            _c14_Unit = ((x >> 4) & 15)
+            _c14_Unit = (x >> 4)
             if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
             else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
             el = 'EVTargetCurrent/Value'
@@ -3474,13 +3474,13 @@ def _d_CurrentDemandReqType(r):
             if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c14_Value = -_c14_Value - 1
             if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-            _a = (x & 536870911)
+            _a = x
         elif ec == 1:
             q += 7
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -3505,7 +3505,7 @@ def _d_CurrentDemandReqType(r):
             if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c14_Value = -_c14_Value - 1
             if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-            _a = (x & 536870911)
+            _a = x
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
         x = _a
@@ -3521,14 +3521,14 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _a = (x & 65535)
+            _a = x
             _c15_Multiplier = None
             _c15_Unit = None
             _c15_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
-            _c15_Multiplier = ((x >> 12) & 7) + -3
+            _c15_Multiplier = (x >> 12) + -3
             if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -3536,7 +3536,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c15_Unit = ((x >> 4) & 15)
+                _c15_Unit = (x >> 4)
                 if _c15_Unit >= 10: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 10, r.at(r.end - q))
                 else: _c15_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
@@ -3565,13 +3565,13 @@ def _d_CurrentDemandReqType(r):
                 if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                _a = (x & 536870911)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -3596,7 +3596,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 1610612736: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                _a = (x & 536870911)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -3612,14 +3612,14 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumCurrentLimit'
-            _a = (x & 65535)
+            _a = x
             _c16_Multiplier = None
             _c16_Unit = None
             _c16_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Multiplier'
-            _c16_Multiplier = ((x >> 12) & 7) + -3
+            _c16_Multiplier = (x >> 12) + -3
             if _c16_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -3627,7 +3627,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Unit'
-                _c16_Unit = ((x >> 4) & 15)
+                _c16_Unit = (x >> 4)
                 if _c16_Unit >= 10: _c16_Unit = r.enum_index('PhysicalValueType/Unit', _c16_Unit, 10, r.at(r.end - q))
                 else: _c16_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
@@ -3656,13 +3656,13 @@ def _d_CurrentDemandReqType(r):
                 if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                _a = (x & 268435455)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -3687,7 +3687,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                _a = (x & 268435455)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -3703,14 +3703,14 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumPowerLimit'
-            _a = (x & 65535)
+            _a = x
             _c17_Multiplier = None
             _c17_Unit = None
             _c17_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumPowerLimit/Multiplier'
-            _c17_Multiplier = ((x >> 12) & 7) + -3
+            _c17_Multiplier = (x >> 12) + -3
             if _c17_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -3718,7 +3718,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Unit'
-                _c17_Unit = ((x >> 4) & 15)
+                _c17_Unit = (x >> 4)
                 if _c17_Unit >= 10: _c17_Unit = r.enum_index('PhysicalValueType/Unit', _c17_Unit, 10, r.at(r.end - q))
                 else: _c17_Unit = _E_din_msgdatatypes_unitSymbolType[_c17_Unit]
                 el = 'EVMaximumPowerLimit/Value'
@@ -3747,13 +3747,13 @@ def _d_CurrentDemandReqType(r):
                 if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                _a = (x & 268435455)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -3778,7 +3778,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                _a = (x & 268435455)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -3793,7 +3793,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'BulkChargingComplete'
-            f_BulkChargingComplete = ((x >> 24) & 1) == 1
+            f_BulkChargingComplete = (x >> 24) == 1
             _a = (x & 4194303)
             s = 6
         elif ec == 4:
@@ -3801,7 +3801,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 4
             if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 20) & 1) == 1
+            f_ChargingComplete = (x >> 20) == 1
             ec = ((x >> 17) & 3)
             _a = (x & 131071)
             s = 7
@@ -3813,14 +3813,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 9
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit'
-                _a = (x & 65535)
+                _a = x
                 _c18_Multiplier = None
                 _c18_Unit = None
                 _c18_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
-                _c18_Multiplier = ((x >> 12) & 7) + -3
+                _c18_Multiplier = (x >> 12) + -3
                 if _c18_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c18_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -3828,7 +3828,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumCurrentLimit/Unit'
-                    _c18_Unit = ((x >> 4) & 15)
+                    _c18_Unit = (x >> 4)
                     if _c18_Unit >= 10: _c18_Unit = r.enum_index('PhysicalValueType/Unit', _c18_Unit, 10, r.at(r.end - q))
                     else: _c18_Unit = _E_din_msgdatatypes_unitSymbolType[_c18_Unit]
                     el = 'EVMaximumCurrentLimit/Value'
@@ -3857,13 +3857,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                    _a = (x & 268435455)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumCurrentLimit/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -3888,7 +3888,7 @@ def _d_CurrentDemandReqType(r):
                     if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                    _a = (x & 268435455)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
@@ -3904,14 +3904,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 9
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
-                _a = (x & 65535)
+                _a = x
                 _c19_Multiplier = None
                 _c19_Unit = None
                 _c19_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c19_Multiplier = ((x >> 12) & 7) + -3
+                _c19_Multiplier = (x >> 12) + -3
                 if _c19_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c19_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -3919,7 +3919,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c19_Unit = ((x >> 4) & 15)
+                    _c19_Unit = (x >> 4)
                     if _c19_Unit >= 10: _c19_Unit = r.enum_index('PhysicalValueType/Unit', _c19_Unit, 10, r.at(r.end - q))
                     else: _c19_Unit = _E_din_msgdatatypes_unitSymbolType[_c19_Unit]
                     el = 'EVMaximumPowerLimit/Value'
@@ -3948,13 +3948,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                    _a = (x & 268435455)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -3979,7 +3979,7 @@ def _d_CurrentDemandReqType(r):
                     if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                    _a = (x & 268435455)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
@@ -3994,7 +3994,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 24) & 1) == 1
+                f_BulkChargingComplete = (x >> 24) == 1
                 _a = (x & 4194303)
                 s = 6
             elif ec == 3:
@@ -4002,7 +4002,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 20) & 1) == 1
+                f_ChargingComplete = (x >> 20) == 1
                 ec = ((x >> 17) & 3)
                 _a = (x & 131071)
                 s = 7
@@ -4014,14 +4014,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 9
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
-                _a = (x & 65535)
+                _a = x
                 _c20_Multiplier = None
                 _c20_Unit = None
                 _c20_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
-                _c20_Multiplier = ((x >> 12) & 7) + -3
+                _c20_Multiplier = (x >> 12) + -3
                 if _c20_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c20_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -4029,7 +4029,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Unit'
-                    _c20_Unit = ((x >> 4) & 15)
+                    _c20_Unit = (x >> 4)
                     if _c20_Unit >= 10: _c20_Unit = r.enum_index('PhysicalValueType/Unit', _c20_Unit, 10, r.at(r.end - q))
                     else: _c20_Unit = _E_din_msgdatatypes_unitSymbolType[_c20_Unit]
                     el = 'EVMaximumPowerLimit/Value'
@@ -4058,13 +4058,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c20_Value = -_c20_Value - 1
                     if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                    _a = (x & 268435455)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVMaximumPowerLimit/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -4089,7 +4089,7 @@ def _d_CurrentDemandReqType(r):
                     if x & 805306368: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c20_Value = -_c20_Value - 1
                     if _c20_Value < -32768 or _c20_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                    _a = (x & 268435455)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
@@ -4104,7 +4104,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 24) & 1) == 1
+                f_BulkChargingComplete = (x >> 24) == 1
                 _a = (x & 4194303)
                 s = 6
             elif ec == 2:
@@ -4112,7 +4112,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 20) & 1) == 1
+                f_ChargingComplete = (x >> 20) == 1
                 ec = ((x >> 17) & 3)
                 _a = (x & 131071)
                 s = 7
@@ -4123,7 +4123,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 46137344: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 24) & 1) == 1
+                f_BulkChargingComplete = (x >> 24) == 1
                 _a = (x & 4194303)
                 s = 6
             elif ec == 1:
@@ -4131,7 +4131,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 20) & 1) == 1
+                f_ChargingComplete = (x >> 20) == 1
                 ec = ((x >> 17) & 3)
                 _a = (x & 131071)
                 s = 7
@@ -4141,7 +4141,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 2621440: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 20) & 1) == 1
+            f_ChargingComplete = (x >> 20) == 1
             ec = ((x >> 17) & 3)
             _a = (x & 131071)
             s = 7
@@ -4150,14 +4150,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToFullSoC'
-                _a = (x & 65535)
+                _a = x
                 _c21_Multiplier = None
                 _c21_Unit = None
                 _c21_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToFullSoC/Multiplier'
-                _c21_Multiplier = ((x >> 12) & 7) + -3
+                _c21_Multiplier = (x >> 12) + -3
                 if _c21_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c21_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -4165,7 +4165,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToFullSoC/Unit'
-                    _c21_Unit = ((x >> 4) & 15)
+                    _c21_Unit = (x >> 4)
                     if _c21_Unit >= 10: _c21_Unit = r.enum_index('PhysicalValueType/Unit', _c21_Unit, 10, r.at(r.end - q))
                     else: _c21_Unit = _E_din_msgdatatypes_unitSymbolType[_c21_Unit]
                     el = 'RemainingTimeToFullSoC/Value'
@@ -4194,13 +4194,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c21_Value = -_c21_Value - 1
                     if _c21_Value < -32768 or _c21_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                    _a = (x & 524287)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToFullSoC/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -4225,7 +4225,7 @@ def _d_CurrentDemandReqType(r):
                     if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c21_Value = -_c21_Value - 1
                     if _c21_Value < -32768 or _c21_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                    _a = (x & 524287)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
@@ -4240,14 +4240,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
-                _a = (x & 65535)
+                _a = x
                 _c22_Multiplier = None
                 _c22_Unit = None
                 _c22_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c22_Multiplier = ((x >> 12) & 7) + -3
+                _c22_Multiplier = (x >> 12) + -3
                 if _c22_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c22_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -4255,7 +4255,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c22_Unit = ((x >> 4) & 15)
+                    _c22_Unit = (x >> 4)
                     if _c22_Unit >= 10: _c22_Unit = r.enum_index('PhysicalValueType/Unit', _c22_Unit, 10, r.at(r.end - q))
                     else: _c22_Unit = _E_din_msgdatatypes_unitSymbolType[_c22_Unit]
                     el = 'RemainingTimeToBulkSoC/Value'
@@ -4284,13 +4284,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c22_Value = -_c22_Value - 1
                     if _c22_Value < -32768 or _c22_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                    _a = (x & 262143)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -4315,12 +4315,12 @@ def _d_CurrentDemandReqType(r):
                     if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c22_Value = -_c22_Value - 1
                     if _c22_Value < -32768 or _c22_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                    _a = (x & 262143)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
                 if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
-                _a = (x & 131071)
+                _a = x
                 f_RemainingTimeToBulkSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c22_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c22_Unit
@@ -4330,14 +4330,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
-                _a = (x & 65535)
+                _a = x
                 _c23_Multiplier = None
                 _c23_Unit = None
                 _c23_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
-                _c23_Multiplier = ((x >> 12) & 7) + -3
+                _c23_Multiplier = (x >> 12) + -3
                 if _c23_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c23_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -4345,7 +4345,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Unit'
-                    _c23_Unit = ((x >> 4) & 15)
+                    _c23_Unit = (x >> 4)
                     if _c23_Unit >= 10: _c23_Unit = r.enum_index('PhysicalValueType/Unit', _c23_Unit, 10, r.at(r.end - q))
                     else: _c23_Unit = _E_din_msgdatatypes_unitSymbolType[_c23_Unit]
                     el = 'EVTargetVoltage/Value'
@@ -4374,13 +4374,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c23_Value = -_c23_Value - 1
                     if _c23_Value < -32768 or _c23_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -4405,7 +4405,7 @@ def _d_CurrentDemandReqType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c23_Value = -_c23_Value - 1
                     if _c23_Value < -32768 or _c23_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 if _a: raise r.deviation('PhysicalValueType', r.end - q)
@@ -4421,14 +4421,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
-                _a = (x & 65535)
+                _a = x
                 _c24_Multiplier = None
                 _c24_Unit = None
                 _c24_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c24_Multiplier = ((x >> 12) & 7) + -3
+                _c24_Multiplier = (x >> 12) + -3
                 if _c24_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c24_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -4436,7 +4436,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Unit'
-                    _c24_Unit = ((x >> 4) & 15)
+                    _c24_Unit = (x >> 4)
                     if _c24_Unit >= 10: _c24_Unit = r.enum_index('PhysicalValueType/Unit', _c24_Unit, 10, r.at(r.end - q))
                     else: _c24_Unit = _E_din_msgdatatypes_unitSymbolType[_c24_Unit]
                     el = 'RemainingTimeToBulkSoC/Value'
@@ -4465,13 +4465,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c24_Value = -_c24_Value - 1
                     if _c24_Value < -32768 or _c24_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                    _a = (x & 262143)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'RemainingTimeToBulkSoC/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -4496,12 +4496,12 @@ def _d_CurrentDemandReqType(r):
                     if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c24_Value = -_c24_Value - 1
                     if _c24_Value < -32768 or _c24_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                    _a = (x & 262143)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
                 if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
-                _a = (x & 131071)
+                _a = x
                 f_RemainingTimeToBulkSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c24_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c24_Unit
@@ -4511,14 +4511,14 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
-                _a = (x & 65535)
+                _a = x
                 _c25_Multiplier = None
                 _c25_Unit = None
                 _c25_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
-                _c25_Multiplier = ((x >> 12) & 7) + -3
+                _c25_Multiplier = (x >> 12) + -3
                 if _c25_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c25_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -4526,7 +4526,7 @@ def _d_CurrentDemandReqType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Unit'
-                    _c25_Unit = ((x >> 4) & 15)
+                    _c25_Unit = (x >> 4)
                     if _c25_Unit >= 10: _c25_Unit = r.enum_index('PhysicalValueType/Unit', _c25_Unit, 10, r.at(r.end - q))
                     else: _c25_Unit = _E_din_msgdatatypes_unitSymbolType[_c25_Unit]
                     el = 'EVTargetVoltage/Value'
@@ -4555,13 +4555,13 @@ def _d_CurrentDemandReqType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c25_Value = -_c25_Value - 1
                     if _c25_Value < -32768 or _c25_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -4586,7 +4586,7 @@ def _d_CurrentDemandReqType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c25_Value = -_c25_Value - 1
                     if _c25_Value < -32768 or _c25_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 if _a: raise r.deviation('PhysicalValueType', r.end - q)
@@ -4601,14 +4601,14 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
-            _a = (x & 65535)
+            _a = x
             _c26_Multiplier = None
             _c26_Unit = None
             _c26_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Multiplier'
-            _c26_Multiplier = ((x >> 12) & 7) + -3
+            _c26_Multiplier = (x >> 12) + -3
             if _c26_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -4616,7 +4616,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Unit'
-                _c26_Unit = ((x >> 4) & 15)
+                _c26_Unit = (x >> 4)
                 if _c26_Unit >= 10: _c26_Unit = r.enum_index('PhysicalValueType/Unit', _c26_Unit, 10, r.at(r.end - q))
                 else: _c26_Unit = _E_din_msgdatatypes_unitSymbolType[_c26_Unit]
                 el = 'EVTargetVoltage/Value'
@@ -4645,13 +4645,13 @@ def _d_CurrentDemandReqType(r):
                 if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4676,7 +4676,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             if _a: raise r.deviation('PhysicalValueType', r.end - q)
@@ -5502,7 +5502,7 @@ def _d_CurrentDemandResType(r):
         x = (V >> q) & 16777215
         if x & 12681216: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 17) & 31)
+        f_ResponseCode = (x >> 17)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -5515,7 +5515,7 @@ def _d_CurrentDemandResType(r):
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c7_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -5532,7 +5532,7 @@ def _d_CurrentDemandResType(r):
             x = _a >> 5
             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c7_EVSEStatusCode = ((x >> 3) & 15)
+            _c7_EVSEStatusCode = (x >> 3)
             if _c7_EVSEStatusCode >= 12: _c7_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c7_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c7_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c7_EVSEStatusCode]
             _a = (x & 1)
@@ -5564,7 +5564,7 @@ def _d_CurrentDemandResType(r):
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c7_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c7_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c7_EVSENotification = ((x >> 2) & 3)
+        _c7_EVSENotification = (x >> 2)
         if _c7_EVSENotification >= 3: _c7_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c7_EVSENotification, 3, r.at(r.end - q))
         else: _c7_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c7_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -5577,14 +5577,14 @@ def _d_CurrentDemandResType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _a = (x & 65535)
+        _a = x
         _c8_Multiplier = None
         _c8_Unit = None
         _c8_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c8_Multiplier = ((x >> 12) & 7) + -3
+        _c8_Multiplier = (x >> 12) + -3
         if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -5592,7 +5592,7 @@ def _d_CurrentDemandResType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Unit'
-            _c8_Unit = ((x >> 4) & 15)
+            _c8_Unit = (x >> 4)
             if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
             else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
             el = 'EVSEPresentVoltage/Value'
@@ -5625,7 +5625,7 @@ def _d_CurrentDemandResType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -5660,14 +5660,14 @@ def _d_CurrentDemandResType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentCurrent'
-        _a = (x & 65535)
+        _a = x
         _c9_Multiplier = None
         _c9_Unit = None
         _c9_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentCurrent/Multiplier'
-        _c9_Multiplier = ((x >> 12) & 7) + -3
+        _c9_Multiplier = (x >> 12) + -3
         if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -5675,7 +5675,7 @@ def _d_CurrentDemandResType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentCurrent/Unit'
-            _c9_Unit = ((x >> 4) & 15)
+            _c9_Unit = (x >> 4)
             if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
             else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
             el = 'EVSEPresentCurrent/Value'
@@ -5708,7 +5708,7 @@ def _d_CurrentDemandResType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -5742,7 +5742,7 @@ def _d_CurrentDemandResType(r):
         if q < 0: V, q = r.slidep(q, 32)
         x = (V >> q) & 4294967295
         if x & 3721396224: raise r.deviation('CurrentDemandResType', r.end - q)
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 21) & 511)]
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[(x >> 21)]
         if _t is None:
             el = 'EVSECurrentLimitAchieved'
             f_EVSECurrentLimitAchieved = ((x >> 29) & 1) == 1
@@ -5760,14 +5760,14 @@ def _d_CurrentDemandResType(r):
             x = _a
             if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _a = (x & 65535)
+            _a = x
             _c10_Multiplier = None
             _c10_Unit = None
             _c10_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c10_Multiplier = ((x >> 12) & 7) + -3
+            _c10_Multiplier = (x >> 12) + -3
             if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -5775,7 +5775,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c10_Unit = ((x >> 4) & 15)
+                _c10_Unit = (x >> 4)
                 if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
                 else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
@@ -5804,13 +5804,13 @@ def _d_CurrentDemandResType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5835,7 +5835,7 @@ def _d_CurrentDemandResType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -5850,14 +5850,14 @@ def _d_CurrentDemandResType(r):
             x = _a
             if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumCurrentLimit'
-            _a = (x & 65535)
+            _a = x
             _c11_Multiplier = None
             _c11_Unit = None
             _c11_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Multiplier'
-            _c11_Multiplier = ((x >> 12) & 7) + -3
+            _c11_Multiplier = (x >> 12) + -3
             if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -5865,7 +5865,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Unit'
-                _c11_Unit = ((x >> 4) & 15)
+                _c11_Unit = (x >> 4)
                 if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
                 else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
@@ -5894,13 +5894,13 @@ def _d_CurrentDemandResType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5925,7 +5925,7 @@ def _d_CurrentDemandResType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -5940,14 +5940,14 @@ def _d_CurrentDemandResType(r):
             x = _a
             if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
-            _a = (x & 65535)
+            _a = x
             _c12_Multiplier = None
             _c12_Unit = None
             _c12_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumPowerLimit/Multiplier'
-            _c12_Multiplier = ((x >> 12) & 7) + -3
+            _c12_Multiplier = (x >> 12) + -3
             if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -5955,7 +5955,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Unit'
-                _c12_Unit = ((x >> 4) & 15)
+                _c12_Unit = (x >> 4)
                 if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
                 else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
@@ -5984,13 +5984,13 @@ def _d_CurrentDemandResType(r):
                 if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6015,7 +6015,7 @@ def _d_CurrentDemandResType(r):
                 if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             if _a: raise r.deviation('PhysicalValueType', r.end - q)
@@ -6034,14 +6034,14 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit'
-                _a = (x & 65535)
+                _a = x
                 _c13_Multiplier = None
                 _c13_Unit = None
                 _c13_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c13_Multiplier = ((x >> 12) & 7) + -3
+                _c13_Multiplier = (x >> 12) + -3
                 if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -6049,7 +6049,7 @@ def _d_CurrentDemandResType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c13_Unit = ((x >> 4) & 15)
+                    _c13_Unit = (x >> 4)
                     if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
                     else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                     el = 'EVSEMaximumCurrentLimit/Value'
@@ -6078,13 +6078,13 @@ def _d_CurrentDemandResType(r):
                     if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    _a = (x & 524287)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumCurrentLimit/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -6109,7 +6109,7 @@ def _d_CurrentDemandResType(r):
                     if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    _a = (x & 524287)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
@@ -6124,14 +6124,14 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
-                _a = (x & 65535)
+                _a = x
                 _c14_Multiplier = None
                 _c14_Unit = None
                 _c14_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c14_Multiplier = ((x >> 12) & 7) + -3
+                _c14_Multiplier = (x >> 12) + -3
                 if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -6139,7 +6139,7 @@ def _d_CurrentDemandResType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c14_Unit = ((x >> 4) & 15)
+                    _c14_Unit = (x >> 4)
                     if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
                     else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
@@ -6168,13 +6168,13 @@ def _d_CurrentDemandResType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -6199,7 +6199,7 @@ def _d_CurrentDemandResType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 if _a: raise r.deviation('PhysicalValueType', r.end - q)
@@ -6218,14 +6218,14 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
-                _a = (x & 65535)
+                _a = x
                 _c15_Multiplier = None
                 _c15_Unit = None
                 _c15_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c15_Multiplier = ((x >> 12) & 7) + -3
+                _c15_Multiplier = (x >> 12) + -3
                 if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -6233,7 +6233,7 @@ def _d_CurrentDemandResType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Unit'
-                    _c15_Unit = ((x >> 4) & 15)
+                    _c15_Unit = (x >> 4)
                     if _c15_Unit >= 10: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 10, r.at(r.end - q))
                     else: _c15_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
@@ -6262,13 +6262,13 @@ def _d_CurrentDemandResType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVSEMaximumPowerLimit/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -6293,7 +6293,7 @@ def _d_CurrentDemandResType(r):
                     if x & 6: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 if _a: raise r.deviation('PhysicalValueType', r.end - q)
@@ -6820,7 +6820,7 @@ def _d_MeteringReceiptReqType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SessionID'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -6837,7 +6837,7 @@ def _d_MeteringReceiptReqType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
         elif ec == 1:
             x = _a
@@ -6859,7 +6859,7 @@ def _d_MeteringReceiptReqType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -6867,7 +6867,7 @@ def _d_MeteringReceiptReqType(r):
             x = _a
             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SAScheduleTupleID'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -7006,7 +7006,7 @@ def _d_MeteringReceiptResType(r):
         if q < 0: V, q = r.slideq(q, 19)
         x = (V >> q) & 524287
         if x & 397175: raise r.deviation('MeteringReceiptResType', r.end - q)
-        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[((x >> 7) & 1023)]
+        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[(x >> 7)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 12) & 31)
@@ -7044,7 +7044,7 @@ def _d_MeteringReceiptResType(r):
         if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
         if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 3) & 3)
+        _c1_EVSENotification = (x >> 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -7120,7 +7120,7 @@ def _d_PaymentDetailsReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -7136,7 +7136,7 @@ def _d_PaymentDetailsReqType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
-        _a = (x & 1)
+        _a = x
         _c1_Certificate = None
         _c1_SubCertificates = None
         x = _a
@@ -7158,7 +7158,7 @@ def _d_PaymentDetailsReqType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
             r.pos = r.end - q
@@ -7258,7 +7258,7 @@ def _d_PaymentDetailsResType(r):
         x = (V >> q) & 1023
         if x & 774: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'GenChallenge'
@@ -7277,7 +7277,7 @@ def _d_PaymentDetailsResType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'DateTimeNow'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7364,7 +7364,7 @@ def _d_PowerDeliveryReqType(r):
         x = (V >> q) & 511
         if x & 416: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ReadyToChargeState'
-        f_ReadyToChargeState = ((x >> 6) & 1) == 1
+        f_ReadyToChargeState = (x >> 6) == 1
         ec = ((x >> 2) & 7)
         _a = (x & 3)
         s = 1
@@ -7384,7 +7384,7 @@ def _d_PowerDeliveryReqType(r):
             x = _a
             if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter'
-            _a = (x & 1)
+            _a = x
             _c5_DC_EVStatus = None
             _c5_BulkChargingComplete = None
             _c5_ChargingComplete = None
@@ -7400,7 +7400,7 @@ def _d_PowerDeliveryReqType(r):
             x = (V >> q) & 8589934591
             if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-            _c5_c2_EVReady = ((x >> 31) & 1) == 1
+            _c5_c2_EVReady = (x >> 31) == 1
             ec = ((x >> 28) & 3)
             _a = (x & 268435455)
             _c5_c2_s = 1
@@ -7411,7 +7411,7 @@ def _d_PowerDeliveryReqType(r):
                 x = (V >> q) & 8589934591
                 if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                _c5_c2_EVCabinConditioning = ((x >> 31) & 1) == 1
+                _c5_c2_EVCabinConditioning = (x >> 31) == 1
                 ec = ((x >> 28) & 3)
                 _a = (x & 268435455)
                 _c5_c2_s = 2
@@ -7422,14 +7422,14 @@ def _d_PowerDeliveryReqType(r):
                 x = (V >> q) & 4294967295
                 if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                _c5_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                _c5_c2_EVRESSConditioning = (x >> 30) == 1
                 _a = (x & 268435455)
                 _c5_c2_s = 3
             elif ec == 2:
                 x = _a
                 if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                _c5_c2_EVErrorCode = (x >> 23)
                 if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
                 else: _c5_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
                 _a = (x & 2097151)
@@ -7444,14 +7444,14 @@ def _d_PowerDeliveryReqType(r):
                     x = (V >> q) & 4294967295
                     if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                    _c5_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                    _c5_c2_EVRESSConditioning = (x >> 30) == 1
                     _a = (x & 268435455)
                     _c5_c2_s = 3
                 elif ec == 1:
                     x = _a
                     if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                    _c5_c2_EVErrorCode = (x >> 23)
                     if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
                     else: _c5_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
                     _a = (x & 2097151)
@@ -7462,7 +7462,7 @@ def _d_PowerDeliveryReqType(r):
                 x = _a
                 if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                _c5_c2_EVErrorCode = ((x >> 23) & 15)
+                _c5_c2_EVErrorCode = (x >> 23)
                 if _c5_c2_EVErrorCode >= 12: _c5_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c5_c2_EVErrorCode, 12, r.at(r.end - q))
                 else: _c5_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c5_c2_EVErrorCode]
                 _a = (x & 2097151)
@@ -7471,7 +7471,7 @@ def _d_PowerDeliveryReqType(r):
                 x = _a
                 if x & 1054720: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                _c5_c2_EVRESSSOC = ((x >> 13) & 127)
+                _c5_c2_EVRESSSOC = (x >> 13)
                 if _c5_c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c5_c2_EVRESSSOC, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -7485,7 +7485,7 @@ def _d_PowerDeliveryReqType(r):
             if ec == 0:
                 x = _a
                 if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                _t = _T_b__z1__z1__z1__b[(x >> 3)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
                     _c5_BulkChargingComplete = ((x >> 7) & 1) == 1
@@ -7500,7 +7500,7 @@ def _d_PowerDeliveryReqType(r):
                 x = _a >> 4
                 if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                _c5_ChargingComplete = ((x >> 3) & 1) == 1
+                _c5_ChargingComplete = (x >> 3) == 1
                 _a = (x & 1)
             else:
                 raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
@@ -7525,7 +7525,7 @@ def _d_PowerDeliveryReqType(r):
                 x = _a
                 if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter'
-                _a = (x & 1)
+                _a = x
                 _c7_DC_EVStatus = None
                 _c7_BulkChargingComplete = None
                 _c7_ChargingComplete = None
@@ -7541,7 +7541,7 @@ def _d_PowerDeliveryReqType(r):
                 x = (V >> q) & 8589934591
                 if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                _c7_c2_EVReady = ((x >> 31) & 1) == 1
+                _c7_c2_EVReady = (x >> 31) == 1
                 ec = ((x >> 28) & 3)
                 _a = (x & 268435455)
                 _c7_c2_s = 1
@@ -7552,7 +7552,7 @@ def _d_PowerDeliveryReqType(r):
                     x = (V >> q) & 8589934591
                     if x & 5368709120: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                    _c7_c2_EVCabinConditioning = ((x >> 31) & 1) == 1
+                    _c7_c2_EVCabinConditioning = (x >> 31) == 1
                     ec = ((x >> 28) & 3)
                     _a = (x & 268435455)
                     _c7_c2_s = 2
@@ -7563,14 +7563,14 @@ def _d_PowerDeliveryReqType(r):
                     x = (V >> q) & 4294967295
                     if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                    _c7_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                    _c7_c2_EVRESSConditioning = (x >> 30) == 1
                     _a = (x & 268435455)
                     _c7_c2_s = 3
                 elif ec == 2:
                     x = _a
                     if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                    _c7_c2_EVErrorCode = (x >> 23)
                     if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
                     else: _c7_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
                     _a = (x & 2097151)
@@ -7585,14 +7585,14 @@ def _d_PowerDeliveryReqType(r):
                         x = (V >> q) & 4294967295
                         if x & 2952790016: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c7_c2_EVRESSConditioning = ((x >> 30) & 1) == 1
+                        _c7_c2_EVRESSConditioning = (x >> 30) == 1
                         _a = (x & 268435455)
                         _c7_c2_s = 3
                     elif ec == 1:
                         x = _a
                         if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                        _c7_c2_EVErrorCode = (x >> 23)
                         if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
                         else: _c7_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
                         _a = (x & 2097151)
@@ -7603,7 +7603,7 @@ def _d_PowerDeliveryReqType(r):
                     x = _a
                     if x & 140509184: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c7_c2_EVErrorCode = ((x >> 23) & 15)
+                    _c7_c2_EVErrorCode = (x >> 23)
                     if _c7_c2_EVErrorCode >= 12: _c7_c2_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_c2_EVErrorCode, 12, r.at(r.end - q))
                     else: _c7_c2_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_c2_EVErrorCode]
                     _a = (x & 2097151)
@@ -7612,7 +7612,7 @@ def _d_PowerDeliveryReqType(r):
                     x = _a
                     if x & 1054720: raise r.deviation('DC_EVStatusType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                    _c7_c2_EVRESSSOC = ((x >> 13) & 127)
+                    _c7_c2_EVRESSSOC = (x >> 13)
                     if _c7_c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c7_c2_EVRESSSOC, r.at(r.end - q))
                     ec = ((x >> 9) & 3)
                     _a = (x & 511)
@@ -7626,7 +7626,7 @@ def _d_PowerDeliveryReqType(r):
                 if ec == 0:
                     x = _a
                     if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                    _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                    _t = _T_b__z1__z1__z1__b[(x >> 3)]
                     if _t is None:
                         el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
                         _c7_BulkChargingComplete = ((x >> 7) & 1) == 1
@@ -7641,7 +7641,7 @@ def _d_PowerDeliveryReqType(r):
                     x = _a >> 4
                     if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c7_ChargingComplete = ((x >> 3) & 1) == 1
+                    _c7_ChargingComplete = (x >> 3) == 1
                     _a = (x & 1)
                 else:
                     raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
@@ -7964,7 +7964,7 @@ def _d_PowerDeliveryResType(r):
         x = (V >> q) & 33554431
         if x & 25296896: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 18) & 31)
+        f_ResponseCode = (x >> 18)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 15) & 3)
@@ -7974,7 +7974,7 @@ def _d_PowerDeliveryResType(r):
             x = _a >> 5
             if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'AC_EVSEStatus'
-            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+            _t = _T_b__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
                 _c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -8008,7 +8008,7 @@ def _d_PowerDeliveryResType(r):
             if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
             if _c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c4_NotificationMaxDelay, r.at(r.end - q))
             el = 'AC_EVSEStatus/EVSENotification'
-            _c4_EVSENotification = ((x >> 3) & 3)
+            _c4_EVSENotification = (x >> 3)
             if _c4_EVSENotification >= 3: _c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c4_EVSENotification, 3, r.at(r.end - q))
             else: _c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c4_EVSENotification]
             f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -8028,7 +8028,7 @@ def _d_PowerDeliveryResType(r):
             if ec == 0:
                 x = _a
                 if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
                     _c5_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -8045,7 +8045,7 @@ def _d_PowerDeliveryResType(r):
                 x = _a >> 5
                 if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c5_EVSEStatusCode = ((x >> 3) & 15)
+                _c5_EVSEStatusCode = (x >> 3)
                 if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
                 _a = (x & 1)
@@ -8077,7 +8077,7 @@ def _d_PowerDeliveryResType(r):
             if x & 231: raise r.deviation('DC_EVSEStatusType', r.end - q)
             if _c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
-            _c5_EVSENotification = ((x >> 3) & 3)
+            _c5_EVSENotification = (x >> 3)
             if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
             else: _c5_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
             f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -8236,7 +8236,7 @@ def _d_PreChargeReqType(r):
         x = (V >> q) & 2147483647
         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 29) & 1) == 1
+        _c1_EVReady = (x >> 29) == 1
         ec = ((x >> 26) & 3)
         _a = (x & 67108863)
         _c1_s = 1
@@ -8244,7 +8244,7 @@ def _d_PreChargeReqType(r):
             x = _a
             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+            _c1_EVCabinConditioning = (x >> 24) == 1
             ec = ((x >> 21) & 3)
             _a = (x & 2097151)
             _c1_s = 2
@@ -8253,7 +8253,7 @@ def _d_PreChargeReqType(r):
             x = _a >> 5
             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _c1_EVRESSConditioning = (x >> 19) == 1
             _a = (x & 131071)
             _c1_s = 3
         elif ec == 2:
@@ -8261,7 +8261,7 @@ def _d_PreChargeReqType(r):
             x = _a >> 9
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = (x >> 12)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1023)
@@ -8273,7 +8273,7 @@ def _d_PreChargeReqType(r):
                 x = _a
                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _c1_EVRESSConditioning = (x >> 19) == 1
                 _a = (x & 131071)
                 _c1_s = 3
             elif ec == 1:
@@ -8281,7 +8281,7 @@ def _d_PreChargeReqType(r):
                 x = _a >> 4
                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 12) & 15)
+                _c1_EVErrorCode = (x >> 12)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _a = (x & 1023)
@@ -8292,7 +8292,7 @@ def _d_PreChargeReqType(r):
             x = _a
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = (x >> 12)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1023)
@@ -8301,7 +8301,7 @@ def _d_PreChargeReqType(r):
             x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
+            _c1_EVRESSSOC = (x >> 2)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -8315,14 +8315,14 @@ def _d_PreChargeReqType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetVoltage'
-        _a = (x & 65535)
+        _a = x
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 12) & 7) + -3
+        _c2_Multiplier = (x >> 12) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -8330,7 +8330,7 @@ def _d_PreChargeReqType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 15)
+            _c2_Unit = (x >> 4)
             if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
             else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EVTargetVoltage/Value'
@@ -8363,7 +8363,7 @@ def _d_PreChargeReqType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -8398,14 +8398,14 @@ def _d_PreChargeReqType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetCurrent'
-        _a = (x & 65535)
+        _a = x
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 12) & 7) + -3
+        _c3_Multiplier = (x >> 12) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -8413,7 +8413,7 @@ def _d_PreChargeReqType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Unit'
-            _c3_Unit = ((x >> 4) & 15)
+            _c3_Unit = (x >> 4)
             if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
             else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVTargetCurrent/Value'
@@ -8446,7 +8446,7 @@ def _d_PreChargeReqType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -8685,7 +8685,7 @@ def _d_PreChargeResType(r):
         x = (V >> q) & 16777215
         if x & 12681216: raise r.deviation('PreChargeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 17) & 31)
+        f_ResponseCode = (x >> 17)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -8698,7 +8698,7 @@ def _d_PreChargeResType(r):
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -8715,7 +8715,7 @@ def _d_PreChargeResType(r):
             x = _a >> 5
             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 3) & 15)
+            _c1_EVSEStatusCode = (x >> 3)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _a = (x & 1)
@@ -8747,7 +8747,7 @@ def _d_PreChargeResType(r):
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 2) & 3)
+        _c1_EVSENotification = (x >> 2)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -8760,14 +8760,14 @@ def _d_PreChargeResType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('PreChargeResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _a = (x & 65535)
+        _a = x
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 12) & 7) + -3
+        _c2_Multiplier = (x >> 12) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -8775,7 +8775,7 @@ def _d_PreChargeResType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 15)
+            _c2_Unit = (x >> 4)
             if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
             else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EVSEPresentVoltage/Value'
@@ -8808,7 +8808,7 @@ def _d_PreChargeResType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -9039,7 +9039,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 1023
         if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
@@ -9066,7 +9066,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'ServiceParameterList'
             r.pos = r.end - q
@@ -9161,14 +9161,14 @@ def _d_ServiceDiscoveryReqType(r):
             if q < 0: V, q = r.slidep(q, 8)
             x = (V >> q) & 255
             if x & 128: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-            ec = ((x >> 5) & 3)
+            ec = (x >> 5)
             _a = (x & 31)
             s = 1
         elif ec == 1:
             x = _a
             if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 2)]
             s = 2
         elif ec == 2:
             q += 5
@@ -9180,7 +9180,7 @@ def _d_ServiceDiscoveryReqType(r):
                 x = _a
                 if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 2)]
                 s = 2
             elif ec == 1:
                 q += 5
@@ -9266,7 +9266,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 511
         if x & 387: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'PaymentOptions'
@@ -9278,7 +9278,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService/ServiceTag'
-        _a = (x & 1)
+        _a = x
         _c1_c1_ServiceID = None
         _c1_c1_ServiceName = None
         _c1_c1_ServiceCategory = None
@@ -9308,7 +9308,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 7) & 3)
+        ec = (x >> 7)
         _a = (x & 127)
         if ec == 0:
             q += 6
@@ -9330,14 +9330,14 @@ def _d_ServiceDiscoveryResType(r):
             x = (V >> q) & 511
             if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ChargeService/ServiceTag/ServiceCategory'
-            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         elif ec == 1:
             x = _a
             if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ChargeService/ServiceTag/ServiceCategory'
-            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         else:
@@ -9372,7 +9372,7 @@ def _d_ServiceDiscoveryResType(r):
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 14092: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[((x >> 4) & 255)]
+        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[(x >> 4)]
         if _t is None:
             el = 'ChargeService/FreeService'
             _c1_FreeService = ((x >> 11) & 1) == 1
@@ -9538,7 +9538,7 @@ def _d_ServicePaymentSelectionReqType(r):
         x = (V >> q) & 31
         if x & 27: raise r.deviation('ServicePaymentSelectionReqType', r.end - q)
         el = 'SelectedPaymentOption'
-        f_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+        f_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
         el = 'SelectedServiceList'
         r.pos = r.end - q
         f_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
@@ -9594,7 +9594,7 @@ def _d_ServicePaymentSelectionResType(r):
         x = (V >> q) & 511
         if x & 387: raise r.deviation('ServicePaymentSelectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -9636,7 +9636,7 @@ def _d_SessionSetupReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -9697,7 +9697,7 @@ def _d_SessionSetupResType(r):
         x = (V >> q) & 1023
         if x & 774: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
@@ -9718,13 +9718,13 @@ def _d_SessionSetupResType(r):
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
         if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             x = _a
             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
             el = 'DateTimeNow'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -9816,7 +9816,7 @@ def _d_SessionStopResType(r):
         x = (V >> q) & 511
         if x & 387: raise r.deviation('SessionStopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -9896,7 +9896,7 @@ def _d_WeldingDetectionReqType(r):
         x = (V >> q) & 2147483647
         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 29) & 1) == 1
+        _c1_EVReady = (x >> 29) == 1
         ec = ((x >> 26) & 3)
         _a = (x & 67108863)
         _c1_s = 1
@@ -9904,7 +9904,7 @@ def _d_WeldingDetectionReqType(r):
             x = _a
             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+            _c1_EVCabinConditioning = (x >> 24) == 1
             ec = ((x >> 21) & 3)
             _a = (x & 2097151)
             _c1_s = 2
@@ -9913,7 +9913,7 @@ def _d_WeldingDetectionReqType(r):
             x = _a >> 5
             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _c1_EVRESSConditioning = (x >> 19) == 1
             _a = (x & 131071)
             _c1_s = 3
         elif ec == 2:
@@ -9921,7 +9921,7 @@ def _d_WeldingDetectionReqType(r):
             x = _a >> 9
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = (x >> 12)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1023)
@@ -9933,7 +9933,7 @@ def _d_WeldingDetectionReqType(r):
                 x = _a
                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _c1_EVRESSConditioning = (x >> 19) == 1
                 _a = (x & 131071)
                 _c1_s = 3
             elif ec == 1:
@@ -9941,7 +9941,7 @@ def _d_WeldingDetectionReqType(r):
                 x = _a >> 4
                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 12) & 15)
+                _c1_EVErrorCode = (x >> 12)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _a = (x & 1023)
@@ -9952,7 +9952,7 @@ def _d_WeldingDetectionReqType(r):
             x = _a
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 12) & 15)
+            _c1_EVErrorCode = (x >> 12)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1023)
@@ -9961,7 +9961,7 @@ def _d_WeldingDetectionReqType(r):
             x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 2) & 127)
+            _c1_EVRESSSOC = (x >> 2)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -10085,7 +10085,7 @@ def _d_WeldingDetectionResType(r):
         x = (V >> q) & 16777215
         if x & 12681216: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 17) & 31)
+        f_ResponseCode = (x >> 17)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -10098,7 +10098,7 @@ def _d_WeldingDetectionResType(r):
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -10115,7 +10115,7 @@ def _d_WeldingDetectionResType(r):
             x = _a >> 5
             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 3) & 15)
+            _c1_EVSEStatusCode = (x >> 3)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
             _a = (x & 1)
@@ -10147,7 +10147,7 @@ def _d_WeldingDetectionResType(r):
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 2) & 3)
+        _c1_EVSENotification = (x >> 2)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -10160,14 +10160,14 @@ def _d_WeldingDetectionResType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _a = (x & 65535)
+        _a = x
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 12) & 7) + -3
+        _c2_Multiplier = (x >> 12) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -10175,7 +10175,7 @@ def _d_WeldingDetectionResType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 15)
+            _c2_Unit = (x >> 4)
             if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
             else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EVSEPresentVoltage/Value'
@@ -10208,7 +10208,7 @@ def _d_WeldingDetectionResType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPresentVoltage/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:

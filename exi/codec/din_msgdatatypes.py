@@ -114,14 +114,14 @@ def _d_AC_EVChargeParameterType(r):
         if x & 458752: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         el = 'EAmount'
-        _a = (x & 65535)
+        _a = x
         _c1_Multiplier = None
         _c1_Unit = None
         _c1_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EAmount/Multiplier'
-        _c1_Multiplier = ((x >> 12) & 7) + -3
+        _c1_Multiplier = (x >> 12) + -3
         if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -129,7 +129,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EAmount/Unit'
-            _c1_Unit = ((x >> 4) & 15)
+            _c1_Unit = (x >> 4)
             if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
             else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
             el = 'EAmount/Value'
@@ -162,7 +162,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EAmount/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -197,14 +197,14 @@ def _d_AC_EVChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxVoltage'
-        _a = (x & 65535)
+        _a = x
         _c2_Multiplier = None
         _c2_Unit = None
         _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 12) & 7) + -3
+        _c2_Multiplier = (x >> 12) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -212,7 +212,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 15)
+            _c2_Unit = (x >> 4)
             if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
             else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EVMaxVoltage/Value'
@@ -245,7 +245,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxVoltage/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -280,14 +280,14 @@ def _d_AC_EVChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxCurrent'
-        _a = (x & 65535)
+        _a = x
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 12) & 7) + -3
+        _c3_Multiplier = (x >> 12) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -295,7 +295,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxCurrent/Unit'
-            _c3_Unit = ((x >> 4) & 15)
+            _c3_Unit = (x >> 4)
             if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
             else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaxCurrent/Value'
@@ -328,7 +328,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaxCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -363,14 +363,14 @@ def _d_AC_EVChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMinCurrent'
-        _a = (x & 65535)
+        _a = x
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMinCurrent/Multiplier'
-        _c4_Multiplier = ((x >> 12) & 7) + -3
+        _c4_Multiplier = (x >> 12) + -3
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -378,7 +378,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMinCurrent/Unit'
-            _c4_Unit = ((x >> 4) & 15)
+            _c4_Unit = (x >> 4)
             if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
             else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
             el = 'EVMinCurrent/Value'
@@ -411,7 +411,7 @@ def _d_AC_EVChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMinCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -679,7 +679,7 @@ def _d_AC_EVSEChargeParameterType(r):
         x = (V >> q) & 2047
         if x & 1911: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'AC_EVSEStatus'
-        _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+        _t = _T_b__z1__z1__z1__b[(x >> 3)]
         if _t is None:
             el = 'AC_EVSEStatus/PowerSwitchClosed'
             _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -713,7 +713,7 @@ def _d_AC_EVSEChargeParameterType(r):
         if x & 30343168: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'AC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 20) & 3)
+        _c1_EVSENotification = (x >> 20)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -729,7 +729,7 @@ def _d_AC_EVSEChargeParameterType(r):
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 12) & 7) + -3
+        _c2_Multiplier = (x >> 12) + -3
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -737,7 +737,7 @@ def _d_AC_EVSEChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxVoltage/Unit'
-            _c2_Unit = ((x >> 4) & 15)
+            _c2_Unit = (x >> 4)
             if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
             else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EVSEMaxVoltage/Value'
@@ -770,7 +770,7 @@ def _d_AC_EVSEChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxVoltage/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -805,14 +805,14 @@ def _d_AC_EVSEChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaxCurrent'
-        _a = (x & 65535)
+        _a = x
         _c3_Multiplier = None
         _c3_Unit = None
         _c3_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 12) & 7) + -3
+        _c3_Multiplier = (x >> 12) + -3
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -820,7 +820,7 @@ def _d_AC_EVSEChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Unit'
-            _c3_Unit = ((x >> 4) & 15)
+            _c3_Unit = (x >> 4)
             if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
             else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVSEMaxCurrent/Value'
@@ -853,7 +853,7 @@ def _d_AC_EVSEChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -888,14 +888,14 @@ def _d_AC_EVSEChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinCurrent'
-        _a = (x & 65535)
+        _a = x
         _c4_Multiplier = None
         _c4_Unit = None
         _c4_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinCurrent/Multiplier'
-        _c4_Multiplier = ((x >> 12) & 7) + -3
+        _c4_Multiplier = (x >> 12) + -3
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -903,7 +903,7 @@ def _d_AC_EVSEChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinCurrent/Unit'
-            _c4_Unit = ((x >> 4) & 15)
+            _c4_Unit = (x >> 4)
             if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
             else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
             el = 'EVSEMinCurrent/Value'
@@ -936,7 +936,7 @@ def _d_AC_EVSEChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinCurrent/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -1173,7 +1173,7 @@ def _d_AC_EVSEStatusType(r):
         if q < 0: V, q = r.slideq(q, 10)
         x = (V >> q) & 1023
         if x & 887: raise r.deviation('AC_EVSEStatusType', r.end - q)
-        _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+        _t = _T_b__z1__z1__z1__b[(x >> 3)]
         if _t is None:
             el = 'PowerSwitchClosed'
             f_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -1207,7 +1207,7 @@ def _d_AC_EVSEStatusType(r):
         if x & 115: raise r.deviation('AC_EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 2) & 3)
+        f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
         r.pos = r.end - q
@@ -1271,7 +1271,7 @@ def _d_CertificateChainType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1288,7 +1288,7 @@ def _d_CertificateChainType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'SubCertificates'
             r.pos = r.end - q
@@ -1359,7 +1359,7 @@ def _d_ChargingProfileType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ChargingProfileType', r.end - q)
         el = 'SAScheduleTupleID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -1408,7 +1408,7 @@ def _d_ChargingProfileType(r):
         if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
         if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -1436,7 +1436,7 @@ def _d_ChargingProfileType(r):
         _v = _new(_K_din_msgdatatypes_ProfileEntryType)
         _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         f_ProfileEntry.append(_v)
         s = 2
@@ -1467,7 +1467,7 @@ def _d_ChargingProfileType(r):
             if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
             if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -1535,7 +1535,7 @@ def _d_ChargingProfileType(r):
                     if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
                     if _c5_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c5_ChargingProfileEntryStart, r.at(r.end - q))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -1563,7 +1563,7 @@ def _d_ChargingProfileType(r):
                     _v = _new(_K_din_msgdatatypes_ProfileEntryType)
                     _v.ChargingProfileEntryStart = _c5_ChargingProfileEntryStart
                     _v.ChargingProfileEntryMaxPower = _c5_ChargingProfileEntryMaxPower
-                    ec = ((x >> 2) & 3)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_ProfileEntry.append(_v)
                 elif ec == 1:
@@ -1733,21 +1733,21 @@ def _d_ConsumptionCostType(r):
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ConsumptionCostType', r.end - q)
         if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
-        ec = ((x >> 7) & 3)
+        ec = (x >> 7)
         _a = (x & 127)
         s = 1
         if ec == 0:
             x = _a
             if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
             el = 'Cost'
-            _a = (x & 63)
+            _a = x
             _c2_costKind = None
             _c2_amount = None
             _c2_amountMultiplier = None
             x = _a
             if x & 39: raise r.deviation('CostType', r.end - q)
             el = 'Cost/costKind'
-            _c2_costKind = ((x >> 3) & 3)
+            _c2_costKind = (x >> 3)
             if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(r.end - q))
             else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
             el = 'Cost/amount'
@@ -1774,13 +1774,13 @@ def _d_ConsumptionCostType(r):
             x = (V >> q) & 511
             if x & 256: raise r.deviation('CostType', r.end - q)
             if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
-            ec = ((x >> 6) & 3)
+            ec = (x >> 6)
             _a = (x & 63)
             if ec == 0:
                 x = _a
                 if x & 35: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/amountMultiplier'
-                _c2_amountMultiplier = ((x >> 2) & 7) + -3
+                _c2_amountMultiplier = (x >> 2) + -3
                 if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
             elif ec == 1:
                 q += 6
@@ -1808,14 +1808,14 @@ def _d_ConsumptionCostType(r):
                     x = _a
                     if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
                     el = 'Cost'
-                    _a = (x & 63)
+                    _a = x
                     _c4_costKind = None
                     _c4_amount = None
                     _c4_amountMultiplier = None
                     x = _a
                     if x & 39: raise r.deviation('CostType', r.end - q)
                     el = 'Cost/costKind'
-                    _c4_costKind = ((x >> 3) & 3)
+                    _c4_costKind = (x >> 3)
                     if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(r.end - q))
                     else: _c4_costKind = _E_din_msgdatatypes_costKindType[_c4_costKind]
                     el = 'Cost/amount'
@@ -1842,13 +1842,13 @@ def _d_ConsumptionCostType(r):
                     x = (V >> q) & 262143
                     if x & 131072: raise r.deviation('CostType', r.end - q)
                     if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
-                    ec = ((x >> 15) & 3)
+                    ec = (x >> 15)
                     _a = (x & 32767)
                     if ec == 0:
                         x = _a
                         if x & 17920: raise r.deviation('CostType', r.end - q)
                         el = 'Cost/amountMultiplier'
-                        _c4_amountMultiplier = ((x >> 11) & 7) + -3
+                        _c4_amountMultiplier = (x >> 11) + -3
                         if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
                         ec = ((x >> 7) & 3)
                         _a = (x & 127)
@@ -2000,7 +2000,7 @@ def _d_CostType(r):
         x = (V >> q) & 127
         if x & 103: raise r.deviation('CostType', r.end - q)
         el = 'costKind'
-        f_costKind = ((x >> 3) & 3)
+        f_costKind = (x >> 3)
         if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(r.end - q))
         else: f_costKind = _E_din_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
@@ -2027,13 +2027,13 @@ def _d_CostType(r):
         x = (V >> q) & 511
         if x & 256: raise r.deviation('CostType', r.end - q)
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
-        ec = ((x >> 6) & 3)
+        ec = (x >> 6)
         _a = (x & 63)
         if ec == 0:
             x = _a
             if x & 35: raise r.deviation('CostType', r.end - q)
             el = 'amountMultiplier'
-            f_amountMultiplier = ((x >> 2) & 7) + -3
+            f_amountMultiplier = (x >> 2) + -3
             if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
         elif ec == 1:
             q += 6
@@ -2113,7 +2113,7 @@ def _d_DC_EVChargeParameterType(r):
         x = (V >> q) & 2147483647
         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c7_EVReady = ((x >> 29) & 1) == 1
+        _c7_EVReady = (x >> 29) == 1
         ec = ((x >> 26) & 3)
         _a = (x & 67108863)
         _c7_s = 1
@@ -2121,7 +2121,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c7_EVCabinConditioning = ((x >> 24) & 1) == 1
+            _c7_EVCabinConditioning = (x >> 24) == 1
             ec = ((x >> 21) & 3)
             _a = (x & 2097151)
             _c7_s = 2
@@ -2130,7 +2130,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 5
             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c7_EVRESSConditioning = ((x >> 19) & 1) == 1
+            _c7_EVRESSConditioning = (x >> 19) == 1
             _a = (x & 131071)
             _c7_s = 3
         elif ec == 2:
@@ -2138,7 +2138,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 9
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c7_EVErrorCode = ((x >> 12) & 15)
+            _c7_EVErrorCode = (x >> 12)
             if _c7_EVErrorCode >= 12: _c7_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_EVErrorCode, 12, r.at(r.end - q))
             else: _c7_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_EVErrorCode]
             _a = (x & 1023)
@@ -2150,7 +2150,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c7_EVRESSConditioning = ((x >> 19) & 1) == 1
+                _c7_EVRESSConditioning = (x >> 19) == 1
                 _a = (x & 131071)
                 _c7_s = 3
             elif ec == 1:
@@ -2158,7 +2158,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 4
                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c7_EVErrorCode = ((x >> 12) & 15)
+                _c7_EVErrorCode = (x >> 12)
                 if _c7_EVErrorCode >= 12: _c7_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_EVErrorCode, 12, r.at(r.end - q))
                 else: _c7_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_EVErrorCode]
                 _a = (x & 1023)
@@ -2169,7 +2169,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c7_EVErrorCode = ((x >> 12) & 15)
+            _c7_EVErrorCode = (x >> 12)
             if _c7_EVErrorCode >= 12: _c7_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c7_EVErrorCode, 12, r.at(r.end - q))
             else: _c7_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c7_EVErrorCode]
             _a = (x & 1023)
@@ -2178,7 +2178,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c7_EVRESSSOC = ((x >> 2) & 127)
+            _c7_EVRESSSOC = (x >> 2)
             if _c7_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c7_EVRESSSOC, r.at(r.end - q))
             _c7_s = -1
         f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -2192,14 +2192,14 @@ def _d_DC_EVChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'EVMaximumCurrentLimit'
-        _a = (x & 65535)
+        _a = x
         _c8_Multiplier = None
         _c8_Unit = None
         _c8_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaximumCurrentLimit/Multiplier'
-        _c8_Multiplier = ((x >> 12) & 7) + -3
+        _c8_Multiplier = (x >> 12) + -3
         if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -2207,7 +2207,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Unit'
-            _c8_Unit = ((x >> 4) & 15)
+            _c8_Unit = (x >> 4)
             if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
             else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
             el = 'EVMaximumCurrentLimit/Value'
@@ -2236,13 +2236,13 @@ def _d_DC_EVChargeParameterType(r):
             if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
             if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            _a = (x & 524287)
+            _a = x
         elif ec == 1:
             q += 7
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -2267,7 +2267,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
             if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            _a = (x & 524287)
+            _a = x
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
         x = _a
@@ -2282,14 +2282,14 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumPowerLimit'
-            _a = (x & 65535)
+            _a = x
             _c9_Multiplier = None
             _c9_Unit = None
             _c9_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumPowerLimit/Multiplier'
-            _c9_Multiplier = ((x >> 12) & 7) + -3
+            _c9_Multiplier = (x >> 12) + -3
             if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2297,7 +2297,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Unit'
-                _c9_Unit = ((x >> 4) & 15)
+                _c9_Unit = (x >> 4)
                 if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
                 else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVMaximumPowerLimit/Value'
@@ -2330,7 +2330,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2365,14 +2365,14 @@ def _d_DC_EVChargeParameterType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _a = (x & 65535)
+            _a = x
             _c10_Multiplier = None
             _c10_Unit = None
             _c10_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
-            _c10_Multiplier = ((x >> 12) & 7) + -3
+            _c10_Multiplier = (x >> 12) + -3
             if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2380,7 +2380,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c10_Unit = ((x >> 4) & 15)
+                _c10_Unit = (x >> 4)
                 if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
                 else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
@@ -2409,13 +2409,13 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                _a = (x & 16777215)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2440,7 +2440,7 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                _a = (x & 16777215)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -2455,14 +2455,14 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _a = (x & 65535)
+            _a = x
             _c11_Multiplier = None
             _c11_Unit = None
             _c11_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
-            _c11_Multiplier = ((x >> 12) & 7) + -3
+            _c11_Multiplier = (x >> 12) + -3
             if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2470,7 +2470,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Unit'
-                _c11_Unit = ((x >> 4) & 15)
+                _c11_Unit = (x >> 4)
                 if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
                 else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
@@ -2499,13 +2499,13 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                _a = (x & 16777215)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumVoltageLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2530,7 +2530,7 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                _a = (x & 16777215)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -2548,14 +2548,14 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 4
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyCapacity'
-            _a = (x & 65535)
+            _a = x
             _c12_Multiplier = None
             _c12_Unit = None
             _c12_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVEnergyCapacity/Multiplier'
-            _c12_Multiplier = ((x >> 12) & 7) + -3
+            _c12_Multiplier = (x >> 12) + -3
             if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2563,7 +2563,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyCapacity/Unit'
-                _c12_Unit = ((x >> 4) & 15)
+                _c12_Unit = (x >> 4)
                 if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
                 else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'EVEnergyCapacity/Value'
@@ -2592,13 +2592,13 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                _a = (x & 16777215)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyCapacity/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2623,7 +2623,7 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 50331648: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                _a = (x & 16777215)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -2639,14 +2639,14 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 4
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyRequest'
-            _a = (x & 65535)
+            _a = x
             _c13_Multiplier = None
             _c13_Unit = None
             _c13_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVEnergyRequest/Multiplier'
-            _c13_Multiplier = ((x >> 12) & 7) + -3
+            _c13_Multiplier = (x >> 12) + -3
             if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -2654,7 +2654,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Unit'
-                _c13_Unit = ((x >> 4) & 15)
+                _c13_Unit = (x >> 4)
                 if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
                 else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVEnergyRequest/Value'
@@ -2683,13 +2683,13 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                _a = (x & 8388607)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -2714,7 +2714,7 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                _a = (x & 8388607)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -2729,7 +2729,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a
             if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'FullSOC'
-            f_FullSOC = ((x >> 13) & 127)
+            f_FullSOC = (x >> 13)
             if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
             ec = ((x >> 10) & 3)
             _a = (x & 1023)
@@ -2739,7 +2739,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 11
             if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'BulkSOC'
-            f_BulkSOC = ((x >> 2) & 127)
+            f_BulkSOC = (x >> 2)
             if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
             s = 8
         elif ec == 4:
@@ -2753,14 +2753,14 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 4
                 if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest'
-                _a = (x & 65535)
+                _a = x
                 _c14_Multiplier = None
                 _c14_Unit = None
                 _c14_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
-                _c14_Multiplier = ((x >> 12) & 7) + -3
+                _c14_Multiplier = (x >> 12) + -3
                 if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
                 ec = ((x >> 9) & 3)
                 _a = (x & 511)
@@ -2768,7 +2768,7 @@ def _d_DC_EVChargeParameterType(r):
                     x = _a
                     if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVEnergyRequest/Unit'
-                    _c14_Unit = ((x >> 4) & 15)
+                    _c14_Unit = (x >> 4)
                     if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
                     else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                     el = 'EVEnergyRequest/Value'
@@ -2797,13 +2797,13 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    _a = (x & 8388607)
+                    _a = x
                 elif ec == 1:
                     q += 7
                     x = _a >> 7
                     if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                     el = 'EVEnergyRequest/Value'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -2828,7 +2828,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25165824: raise r.deviation('PhysicalValueType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    _a = (x & 8388607)
+                    _a = x
                 else:
                     raise r.deviation('PhysicalValueType', r.end - q)
                 x = _a
@@ -2843,7 +2843,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 13) & 127)
+                f_FullSOC = (x >> 13)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 ec = ((x >> 10) & 3)
                 _a = (x & 1023)
@@ -2853,7 +2853,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
+                f_BulkSOC = (x >> 2)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 3:
@@ -2866,7 +2866,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 13) & 127)
+                f_FullSOC = (x >> 13)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 ec = ((x >> 10) & 3)
                 _a = (x & 1023)
@@ -2876,7 +2876,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
+                f_BulkSOC = (x >> 2)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 2:
@@ -2889,7 +2889,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
+                f_BulkSOC = (x >> 2)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 8
             elif ec == 1:
@@ -3421,7 +3421,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         x = (V >> q) & 4294967295
         if x & 2684354560: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'DC_EVStatus/EVReady'
-        _c1_EVReady = ((x >> 30) & 1) == 1
+        _c1_EVReady = (x >> 30) == 1
         ec = ((x >> 27) & 3)
         _a = (x & 134217727)
         _c1_s = 1
@@ -3432,7 +3432,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             x = (V >> q) & 4294967295
             if x & 2684354560: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVCabinConditioning'
-            _c1_EVCabinConditioning = ((x >> 30) & 1) == 1
+            _c1_EVCabinConditioning = (x >> 30) == 1
             ec = ((x >> 27) & 3)
             _a = (x & 134217727)
             _c1_s = 2
@@ -3443,14 +3443,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             x = (V >> q) & 2147483647
             if x & 1476395008: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSConditioning'
-            _c1_EVRESSConditioning = ((x >> 29) & 1) == 1
+            _c1_EVRESSConditioning = (x >> 29) == 1
             _a = (x & 134217727)
             _c1_s = 3
         elif ec == 2:
             x = _a
             if x & 70254592: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 22) & 15)
+            _c1_EVErrorCode = (x >> 22)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1048575)
@@ -3465,14 +3465,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                 x = (V >> q) & 2147483647
                 if x & 1476395008: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 29) & 1) == 1
+                _c1_EVRESSConditioning = (x >> 29) == 1
                 _a = (x & 134217727)
                 _c1_s = 3
             elif ec == 1:
                 x = _a
                 if x & 70254592: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 22) & 15)
+                _c1_EVErrorCode = (x >> 22)
                 if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
                 else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
                 _a = (x & 1048575)
@@ -3483,7 +3483,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             x = _a
             if x & 70254592: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVErrorCode'
-            _c1_EVErrorCode = ((x >> 22) & 15)
+            _c1_EVErrorCode = (x >> 22)
             if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
             else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
             _a = (x & 1048575)
@@ -3492,7 +3492,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             x = _a
             if x & 527360: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'DC_EVStatus/EVRESSSOC'
-            _c1_EVRESSSOC = ((x >> 12) & 127)
+            _c1_EVRESSSOC = (x >> 12)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             ec = ((x >> 8) & 3)
             _a = (x & 255)
@@ -3506,7 +3506,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         if ec == 0:
             x = _a
             if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-            _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+            _t = _T_b__z1__z1__z1__b[(x >> 2)]
             if _t is None:
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 6) & 1) == 1
@@ -3520,7 +3520,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             x = _a >> 4
             if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 2) & 1) == 1
+            f_ChargingComplete = (x >> 2) == 1
         else:
             raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         r.pos = r.end - q
@@ -3661,7 +3661,7 @@ def _d_DC_EVSEChargeParameterType(r):
         x = (V >> q) & 65535
         if x & 32768: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
-        ec = ((x >> 13) & 3)
+        ec = (x >> 13)
         _a = (x & 8191)
         _c10_EVSEIsolationStatus = None
         _c10_EVSEStatusCode = None
@@ -3670,7 +3670,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c10_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -3687,7 +3687,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a >> 5
             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c10_EVSEStatusCode = ((x >> 3) & 15)
+            _c10_EVSEStatusCode = (x >> 3)
             if _c10_EVSEStatusCode >= 12: _c10_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c10_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c10_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c10_EVSEStatusCode]
             _a = (x & 1)
@@ -3719,7 +3719,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c10_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c10_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c10_EVSENotification = ((x >> 2) & 3)
+        _c10_EVSENotification = (x >> 2)
         if _c10_EVSENotification >= 3: _c10_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c10_EVSENotification, 3, r.at(r.end - q))
         else: _c10_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c10_EVSENotification]
         f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -3732,14 +3732,14 @@ def _d_DC_EVSEChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaximumCurrentLimit'
-        _a = (x & 65535)
+        _a = x
         _c11_Multiplier = None
         _c11_Unit = None
         _c11_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaximumCurrentLimit/Multiplier'
-        _c11_Multiplier = ((x >> 12) & 7) + -3
+        _c11_Multiplier = (x >> 12) + -3
         if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -3747,7 +3747,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Unit'
-            _c11_Unit = ((x >> 4) & 15)
+            _c11_Unit = (x >> 4)
             if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
             else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
             el = 'EVSEMaximumCurrentLimit/Value'
@@ -3776,13 +3776,13 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            _a = (x & 524287)
+            _a = x
         elif ec == 1:
             q += 7
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -3807,7 +3807,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            _a = (x & 524287)
+            _a = x
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
         x = _a
@@ -3821,14 +3821,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
-            _a = (x & 65535)
+            _a = x
             _c12_Multiplier = None
             _c12_Unit = None
             _c12_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumPowerLimit/Multiplier'
-            _c12_Multiplier = ((x >> 12) & 7) + -3
+            _c12_Multiplier = (x >> 12) + -3
             if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -3836,7 +3836,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Unit'
-                _c12_Unit = ((x >> 4) & 15)
+                _c12_Unit = (x >> 4)
                 if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
                 else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
@@ -3869,7 +3869,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -3904,14 +3904,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _a = (x & 65535)
+            _a = x
             _c13_Multiplier = None
             _c13_Unit = None
             _c13_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c13_Multiplier = ((x >> 12) & 7) + -3
+            _c13_Multiplier = (x >> 12) + -3
             if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -3919,7 +3919,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c13_Unit = ((x >> 4) & 15)
+                _c13_Unit = (x >> 4)
                 if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
                 else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
@@ -3948,13 +3948,13 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                _a = (x & 262143)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -3979,12 +3979,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                _a = (x & 262143)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
             if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
-            _a = (x & 131071)
+            _a = x
             f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
             f_EVSEMaximumVoltageLimit.Multiplier = _c13_Multiplier
             f_EVSEMaximumVoltageLimit.Unit = _c13_Unit
@@ -3993,14 +3993,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _a = (x & 65535)
+            _a = x
             _c14_Multiplier = None
             _c14_Unit = None
             _c14_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
-            _c14_Multiplier = ((x >> 12) & 7) + -3
+            _c14_Multiplier = (x >> 12) + -3
             if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -4008,7 +4008,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Unit'
-                _c14_Unit = ((x >> 4) & 15)
+                _c14_Unit = (x >> 4)
                 if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
                 else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
@@ -4037,13 +4037,13 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                _a = (x & 262143)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumVoltageLimit/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4068,12 +4068,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 786432: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                _a = (x & 262143)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
             if x & 131072: raise r.deviation('PhysicalValueType', r.end - q)
-            _a = (x & 131071)
+            _a = x
             f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
             f_EVSEMaximumVoltageLimit.Multiplier = _c14_Multiplier
             f_EVSEMaximumVoltageLimit.Unit = _c14_Unit
@@ -4083,14 +4083,14 @@ def _d_DC_EVSEChargeParameterType(r):
         x = _a
         if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinimumCurrentLimit'
-        _a = (x & 65535)
+        _a = x
         _c15_Multiplier = None
         _c15_Unit = None
         _c15_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinimumCurrentLimit/Multiplier'
-        _c15_Multiplier = ((x >> 12) & 7) + -3
+        _c15_Multiplier = (x >> 12) + -3
         if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -4098,7 +4098,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumCurrentLimit/Unit'
-            _c15_Unit = ((x >> 4) & 15)
+            _c15_Unit = (x >> 4)
             if _c15_Unit >= 10: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 10, r.at(r.end - q))
             else: _c15_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_Unit]
             el = 'EVSEMinimumCurrentLimit/Value'
@@ -4131,7 +4131,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumCurrentLimit/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -4166,14 +4166,14 @@ def _d_DC_EVSEChargeParameterType(r):
         x = (V >> q) & 262143
         if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinimumVoltageLimit'
-        _a = (x & 65535)
+        _a = x
         _c16_Multiplier = None
         _c16_Unit = None
         _c16_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinimumVoltageLimit/Multiplier'
-        _c16_Multiplier = ((x >> 12) & 7) + -3
+        _c16_Multiplier = (x >> 12) + -3
         if _c16_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -4181,7 +4181,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumVoltageLimit/Unit'
-            _c16_Unit = ((x >> 4) & 15)
+            _c16_Unit = (x >> 4)
             if _c16_Unit >= 10: _c16_Unit = r.enum_index('PhysicalValueType/Unit', _c16_Unit, 10, r.at(r.end - q))
             else: _c16_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_Unit]
             el = 'EVSEMinimumVoltageLimit/Value'
@@ -4210,13 +4210,13 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c16_Value = -_c16_Value - 1
             if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-            _a = (x & 524287)
+            _a = x
         elif ec == 1:
             q += 7
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMinimumVoltageLimit/Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -4241,7 +4241,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
             if _neg: _c16_Value = -_c16_Value - 1
             if _c16_Value < -32768 or _c16_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-            _a = (x & 524287)
+            _a = x
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
         x = _a
@@ -4255,14 +4255,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSECurrentRegulationTolerance'
-            _a = (x & 65535)
+            _a = x
             _c17_Multiplier = None
             _c17_Unit = None
             _c17_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSECurrentRegulationTolerance/Multiplier'
-            _c17_Multiplier = ((x >> 12) & 7) + -3
+            _c17_Multiplier = (x >> 12) + -3
             if _c17_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -4270,7 +4270,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Unit'
-                _c17_Unit = ((x >> 4) & 15)
+                _c17_Unit = (x >> 4)
                 if _c17_Unit >= 10: _c17_Unit = r.enum_index('PhysicalValueType/Unit', _c17_Unit, 10, r.at(r.end - q))
                 else: _c17_Unit = _E_din_msgdatatypes_unitSymbolType[_c17_Unit]
                 el = 'EVSECurrentRegulationTolerance/Value'
@@ -4303,7 +4303,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSECurrentRegulationTolerance/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4338,14 +4338,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
-            _a = (x & 65535)
+            _a = x
             _c18_Multiplier = None
             _c18_Unit = None
             _c18_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPeakCurrentRipple/Multiplier'
-            _c18_Multiplier = ((x >> 12) & 7) + -3
+            _c18_Multiplier = (x >> 12) + -3
             if _c18_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c18_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -4353,7 +4353,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c18_Unit = ((x >> 4) & 15)
+                _c18_Unit = (x >> 4)
                 if _c18_Unit >= 10: _c18_Unit = r.enum_index('PhysicalValueType/Unit', _c18_Unit, 10, r.at(r.end - q))
                 else: _c18_Unit = _E_din_msgdatatypes_unitSymbolType[_c18_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
@@ -4382,13 +4382,13 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4413,7 +4413,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -4427,14 +4427,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
-            _a = (x & 65535)
+            _a = x
             _c19_Multiplier = None
             _c19_Unit = None
             _c19_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPeakCurrentRipple/Multiplier'
-            _c19_Multiplier = ((x >> 12) & 7) + -3
+            _c19_Multiplier = (x >> 12) + -3
             if _c19_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c19_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -4442,7 +4442,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Unit'
-                _c19_Unit = ((x >> 4) & 15)
+                _c19_Unit = (x >> 4)
                 if _c19_Unit >= 10: _c19_Unit = r.enum_index('PhysicalValueType/Unit', _c19_Unit, 10, r.at(r.end - q))
                 else: _c19_Unit = _E_din_msgdatatypes_unitSymbolType[_c19_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
@@ -4471,13 +4471,13 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEPeakCurrentRipple/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4502,7 +4502,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 1572864: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                _a = (x & 524287)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -4518,14 +4518,14 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEEnergyToBeDelivered'
-            _a = (x & 65535)
+            _a = x
             _c20_Multiplier = None
             _c20_Unit = None
             _c20_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEEnergyToBeDelivered/Multiplier'
-            _c20_Multiplier = ((x >> 12) & 7) + -3
+            _c20_Multiplier = (x >> 12) + -3
             if _c20_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c20_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -4533,7 +4533,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Unit'
-                _c20_Unit = ((x >> 4) & 15)
+                _c20_Unit = (x >> 4)
                 if _c20_Unit >= 10: _c20_Unit = r.enum_index('PhysicalValueType/Unit', _c20_Unit, 10, r.at(r.end - q))
                 else: _c20_Unit = _E_din_msgdatatypes_unitSymbolType[_c20_Unit]
                 el = 'EVSEEnergyToBeDelivered/Value'
@@ -4566,7 +4566,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEEnergyToBeDelivered/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5164,7 +5164,7 @@ def _d_DC_EVSEStatusType(r):
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
             if _t is None:
                 el = 'EVSEIsolationStatus'
                 f_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -5181,7 +5181,7 @@ def _d_DC_EVSEStatusType(r):
             x = _a >> 5
             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEStatusCode'
-            f_EVSEStatusCode = ((x >> 3) & 15)
+            f_EVSEStatusCode = (x >> 3)
             if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
             _a = (x & 1)
@@ -5213,7 +5213,7 @@ def _d_DC_EVSEStatusType(r):
         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 2) & 3)
+        f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
         r.pos = r.end - q
@@ -5292,7 +5292,7 @@ def _d_DC_EVStatusType(r):
         x = (V >> q) & 4294967295
         if x & 3489660928: raise r.deviation('DC_EVStatusType', r.end - q)
         el = 'EVReady'
-        f_EVReady = ((x >> 29) & 1) == 1
+        f_EVReady = (x >> 29) == 1
         ec = ((x >> 26) & 3)
         _a = (x & 67108863)
         s = 1
@@ -5300,7 +5300,7 @@ def _d_DC_EVStatusType(r):
             x = _a
             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVCabinConditioning'
-            f_EVCabinConditioning = ((x >> 24) & 1) == 1
+            f_EVCabinConditioning = (x >> 24) == 1
             ec = ((x >> 21) & 3)
             _a = (x & 2097151)
             s = 2
@@ -5309,7 +5309,7 @@ def _d_DC_EVStatusType(r):
             x = _a >> 5
             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVRESSConditioning'
-            f_EVRESSConditioning = ((x >> 19) & 1) == 1
+            f_EVRESSConditioning = (x >> 19) == 1
             _a = (x & 131071)
             s = 3
         elif ec == 2:
@@ -5317,7 +5317,7 @@ def _d_DC_EVStatusType(r):
             x = _a >> 9
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 12) & 15)
+            f_EVErrorCode = (x >> 12)
             if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
             else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
             _a = (x & 1023)
@@ -5329,7 +5329,7 @@ def _d_DC_EVStatusType(r):
                 x = _a
                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVRESSConditioning'
-                f_EVRESSConditioning = ((x >> 19) & 1) == 1
+                f_EVRESSConditioning = (x >> 19) == 1
                 _a = (x & 131071)
                 s = 3
             elif ec == 1:
@@ -5337,7 +5337,7 @@ def _d_DC_EVStatusType(r):
                 x = _a >> 4
                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 12) & 15)
+                f_EVErrorCode = (x >> 12)
                 if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
                 else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
                 _a = (x & 1023)
@@ -5348,7 +5348,7 @@ def _d_DC_EVStatusType(r):
             x = _a
             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 12) & 15)
+            f_EVErrorCode = (x >> 12)
             if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
             else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
             _a = (x & 1023)
@@ -5357,7 +5357,7 @@ def _d_DC_EVStatusType(r):
             x = _a
             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
             el = 'EVRESSSOC'
-            f_EVRESSSOC = ((x >> 2) & 127)
+            f_EVRESSSOC = (x >> 2)
             if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(r.end - q))
             s = -1
         r.pos = r.end - q
@@ -5613,7 +5613,7 @@ def _d_EntryType(r):
             x = _a
             if x & 2: raise r.deviation('EntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -5641,7 +5641,7 @@ def _d_EntryType(r):
             x = (V >> q) & 15
             if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             if ec == 0:
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -5787,7 +5787,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5802,7 +5802,7 @@ def _d_ListOfRootCertificateIDsType(r):
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
         if x & 8: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         f_RootCertificateID.append(_v)
         s = 1
@@ -5855,7 +5855,7 @@ def _d_ListOfRootCertificateIDsType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     f_RootCertificateID.append(_v)
                 elif ec == 1:
@@ -5957,7 +5957,7 @@ def _d_MeterInfoType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5972,21 +5972,21 @@ def _d_MeterInfoType(r):
         if q < 0: V, q = r.slidep(q, 21)
         x = (V >> q) & 2097151
         if x & 1048576: raise r.deviation('MeterInfoType', r.end - q)
-        ec = ((x >> 17) & 7)
+        ec = (x >> 17)
         _a = (x & 131071)
         s = 1
         if ec == 0:
             x = _a
             if x & 65536: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterReading'
-            _a = (x & 65535)
+            _a = x
             _c2_Multiplier = None
             _c2_Unit = None
             _c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'MeterReading/Multiplier'
-            _c2_Multiplier = ((x >> 12) & 7) + -3
+            _c2_Multiplier = (x >> 12) + -3
             if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -5994,7 +5994,7 @@ def _d_MeterInfoType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'MeterReading/Unit'
-                _c2_Unit = ((x >> 4) & 15)
+                _c2_Unit = (x >> 4)
                 if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'MeterReading/Value'
@@ -6023,13 +6023,13 @@ def _d_MeterInfoType(r):
                 if x & 96: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _a = (x & 31)
+                _a = x
             elif ec == 1:
                 q += 7
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'MeterReading/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6054,7 +6054,7 @@ def _d_MeterInfoType(r):
                 if x & 96: raise r.deviation('PhysicalValueType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _a = (x & 31)
+                _a = x
             else:
                 raise r.deviation('PhysicalValueType', r.end - q)
             x = _a
@@ -6086,7 +6086,7 @@ def _d_MeterInfoType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 3
         elif ec == 2:
@@ -6094,7 +6094,7 @@ def _d_MeterInfoType(r):
             x = _a >> 15
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterStatus'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -6119,7 +6119,7 @@ def _d_MeterInfoType(r):
             if x & 16: raise r.deviation('MeterInfoType', r.end - q)
             if _neg: f_MeterStatus = -f_MeterStatus - 1
             if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 4
         elif ec == 3:
@@ -6127,7 +6127,7 @@ def _d_MeterInfoType(r):
             x = _a >> 15
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'TMeter'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -6179,14 +6179,14 @@ def _d_MeterInfoType(r):
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6211,14 +6211,14 @@ def _d_MeterInfoType(r):
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6253,7 +6253,7 @@ def _d_MeterInfoType(r):
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6278,14 +6278,14 @@ def _d_MeterInfoType(r):
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6320,7 +6320,7 @@ def _d_MeterInfoType(r):
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -6576,7 +6576,7 @@ def _d_NotificationType(r):
         x = (V >> q) & 255
         if x & 200: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
-        f_FaultCode = ((x >> 4) & 3)
+        f_FaultCode = (x >> 4)
         if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
         ec = ((x >> 1) & 3)
@@ -6665,7 +6665,7 @@ def _d_PMaxScheduleEntryType(r):
             x = _a >> 2
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -6693,7 +6693,7 @@ def _d_PMaxScheduleEntryType(r):
             x = (V >> q) & 63
             if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
-            ec = ((x >> 3) & 3)
+            ec = (x >> 3)
             _a = (x & 7)
             if ec == 0:
                 q += 2
@@ -6722,11 +6722,11 @@ def _d_PMaxScheduleEntryType(r):
                 x = (V >> q) & 31
                 if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
-                _a = (x & 3)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                _a = (x & 3)
+                _a = x
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
@@ -6737,13 +6737,13 @@ def _d_PMaxScheduleEntryType(r):
             if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-            _a = (x & 3)
+            _a = x
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         x = _a
         if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMax'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -6857,7 +6857,7 @@ def _d_PMaxScheduleType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('PMaxScheduleType', r.end - q)
         el = 'PMaxScheduleID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -6883,7 +6883,7 @@ def _d_PMaxScheduleType(r):
         if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
         if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(r.end - q))
         el = 'PMaxScheduleEntry'
-        ec = ((x >> 4) & 3)
+        ec = (x >> 4)
         _a = (x & 15)
         _c2_RelativeTimeInterval = None
         _c2_TimeInterval = None
@@ -6893,7 +6893,7 @@ def _d_PMaxScheduleType(r):
             x = _a >> 2
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c2_c3_start = None
             _c2_c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -6921,7 +6921,7 @@ def _d_PMaxScheduleType(r):
             x = (V >> q) & 63
             if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c2_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c3_start, r.at(r.end - q))
-            ec = ((x >> 3) & 3)
+            ec = (x >> 3)
             _a = (x & 7)
             if ec == 0:
                 q += 2
@@ -6950,11 +6950,11 @@ def _d_PMaxScheduleType(r):
                 x = (V >> q) & 31
                 if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c2_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c3_duration, r.at(r.end - q))
-                _a = (x & 3)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                _a = (x & 3)
+                _a = x
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             _c2_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
@@ -6965,13 +6965,13 @@ def _d_PMaxScheduleType(r):
             if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
             _c2_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-            _a = (x & 3)
+            _a = x
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         x = _a
         if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMaxScheduleEntry/PMax'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -6996,7 +6996,7 @@ def _d_PMaxScheduleType(r):
         if x & 768: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if _neg: _c2_PMax = -_c2_PMax - 1
         if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
-        ec = ((x >> 6) & 3)
+        ec = (x >> 6)
         _a = (x & 63)
         _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
         _v.RelativeTimeInterval = _c2_RelativeTimeInterval
@@ -7017,7 +7017,7 @@ def _d_PMaxScheduleType(r):
                 x = _a >> 2
                 if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                _a = (x & 1)
+                _a = x
                 _c3_c3_start = None
                 _c3_c3_duration = None
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -7045,7 +7045,7 @@ def _d_PMaxScheduleType(r):
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c3_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c3_start, r.at(r.end - q))
-                ec = ((x >> 3) & 3)
+                ec = (x >> 3)
                 _a = (x & 7)
                 if ec == 0:
                     q += 2
@@ -7074,11 +7074,11 @@ def _d_PMaxScheduleType(r):
                     x = (V >> q) & 31
                     if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     if _c3_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c3_duration, r.at(r.end - q))
-                    _a = (x & 3)
+                    _a = x
                 elif ec == 1:
                     x = _a
                     if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    _a = (x & 3)
+                    _a = x
                 else:
                     raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 _c3_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
@@ -7089,13 +7089,13 @@ def _d_PMaxScheduleType(r):
                 if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/TimeInterval'
                 _c3_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-                _a = (x & 3)
+                _a = x
             else:
                 raise r.deviation('PMaxScheduleEntryType', r.end - q)
             x = _a
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/PMax'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -7150,7 +7150,7 @@ def _d_PMaxScheduleType(r):
                         x = _a >> 2
                         if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                        _a = (x & 1)
+                        _a = x
                         _c5_c3_start = None
                         _c5_c3_duration = None
                         if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -7178,7 +7178,7 @@ def _d_PMaxScheduleType(r):
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         if _c5_c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c5_c3_start, r.at(r.end - q))
-                        ec = ((x >> 3) & 3)
+                        ec = (x >> 3)
                         _a = (x & 7)
                         if ec == 0:
                             q += 2
@@ -7207,11 +7207,11 @@ def _d_PMaxScheduleType(r):
                             x = (V >> q) & 31
                             if x & 28: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                             if _c5_c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c5_c3_duration, r.at(r.end - q))
-                            _a = (x & 3)
+                            _a = x
                         elif ec == 1:
                             x = _a
                             if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                            _a = (x & 3)
+                            _a = x
                         else:
                             raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         _c5_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
@@ -7222,13 +7222,13 @@ def _d_PMaxScheduleType(r):
                         if x & 12: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/TimeInterval'
                         _c5_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-                        _a = (x & 3)
+                        _a = x
                     else:
                         raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     x = _a
                     if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/PMax'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -7253,7 +7253,7 @@ def _d_PMaxScheduleType(r):
                     if x & 768: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     if _neg: _c5_PMax = -_c5_PMax - 1
                     if _c5_PMax < -32768 or _c5_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c5_PMax, r.at(r.end - q))
-                    ec = ((x >> 6) & 3)
+                    ec = (x >> 6)
                     _a = (x & 63)
                     _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
                     _v.RelativeTimeInterval = _c5_RelativeTimeInterval
@@ -7522,7 +7522,7 @@ def _d_ParameterSetType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ParameterSetType', r.end - q)
         el = 'ParameterSetID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7691,7 +7691,7 @@ def _d_ParameterType(r):
         x = (V >> q) & 16777215
         if x & 8388608: raise r.deviation('ParameterType', r.end - q)
         el = '@ValueType'
-        f_ValueType = ((x >> 20) & 7)
+        f_ValueType = (x >> 20)
         if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(r.end - q))
         else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
         ec = ((x >> 17) & 7)
@@ -7701,19 +7701,19 @@ def _d_ParameterType(r):
             x = _a >> 13
             if x & 11: raise r.deviation('ParameterType', r.end - q)
             el = 'boolValue'
-            f_boolValue = ((x >> 2) & 1) == 1
+            f_boolValue = (x >> 2) == 1
         elif ec == 1:
             q += 6
             x = _a >> 6
             if x & 1027: raise r.deviation('ParameterType', r.end - q)
             el = 'byteValue'
-            f_byteValue = ((x >> 2) & 255) + -128
+            f_byteValue = (x >> 2) + -128
         elif ec == 2:
             q += 15
             x = _a >> 15
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'shortValue'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -7742,7 +7742,7 @@ def _d_ParameterType(r):
             x = _a >> 15
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'intValue'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -7770,14 +7770,14 @@ def _d_ParameterType(r):
             x = _a
             if x & 65536: raise r.deviation('ParameterType', r.end - q)
             el = 'physicalValue'
-            _a = (x & 65535)
+            _a = x
             _c2_Multiplier = None
             _c2_Unit = None
             _c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'physicalValue/Multiplier'
-            _c2_Multiplier = ((x >> 12) & 7) + -3
+            _c2_Multiplier = (x >> 12) + -3
             if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
             ec = ((x >> 9) & 3)
             _a = (x & 511)
@@ -7785,7 +7785,7 @@ def _d_ParameterType(r):
                 x = _a
                 if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'physicalValue/Unit'
-                _c2_Unit = ((x >> 4) & 15)
+                _c2_Unit = (x >> 4)
                 if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
                 else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
                 el = 'physicalValue/Value'
@@ -7818,7 +7818,7 @@ def _d_ParameterType(r):
                 x = _a >> 7
                 if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'physicalValue/Value'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -8036,7 +8036,7 @@ def _d_PaymentOptionsType(r):
         x = (V >> q) & 511
         if x & 416: raise r.deviation('PaymentOptionsType', r.end - q)
         el = 'PaymentOption'
-        _v = _E_din_msgdatatypes_paymentOptionType[((x >> 6) & 1)]
+        _v = _E_din_msgdatatypes_paymentOptionType[(x >> 6)]
         ec = ((x >> 3) & 3)
         _a = (x & 7)
         f_PaymentOption.append(_v)
@@ -8045,7 +8045,7 @@ def _d_PaymentOptionsType(r):
             x = _a
             if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
             el = 'PaymentOption'
-            _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+            _v = _E_din_msgdatatypes_paymentOptionType[(x >> 1)]
             f_PaymentOption.append(_v)
             s = 2
         elif ec == 1:
@@ -8067,7 +8067,7 @@ def _d_PaymentOptionsType(r):
                     x = (V >> q) & 1023
                     if x & 640: raise r.deviation('PaymentOptionsType', r.end - q)
                     el = 'PaymentOption'
-                    _v = _E_din_msgdatatypes_paymentOptionType[((x >> 8) & 1)]
+                    _v = _E_din_msgdatatypes_paymentOptionType[(x >> 8)]
                     ec = ((x >> 5) & 3)
                     _a = (x & 31)
                     f_PaymentOption.append(_v)
@@ -8150,7 +8150,7 @@ def _d_PhysicalValueType(r):
         x = (V >> q) & 131071
         if x & 100352: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'Multiplier'
-        f_Multiplier = ((x >> 12) & 7) + -3
+        f_Multiplier = (x >> 12) + -3
         if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(r.end - q))
         ec = ((x >> 9) & 3)
         _a = (x & 511)
@@ -8158,7 +8158,7 @@ def _d_PhysicalValueType(r):
             x = _a
             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'Unit'
-            f_Unit = ((x >> 4) & 15)
+            f_Unit = (x >> 4)
             if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(r.end - q))
             else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
             el = 'Value'
@@ -8191,7 +8191,7 @@ def _d_PhysicalValueType(r):
             x = _a >> 7
             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'Value'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -8312,7 +8312,7 @@ def _d_ProfileEntryType(r):
         if x & 14: raise r.deviation('ProfileEntryType', r.end - q)
         if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -8413,7 +8413,7 @@ def _d_RelativeTimeIntervalType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         if ec == 0:
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -8500,14 +8500,14 @@ def _d_SAScheduleListType(r):
         x = (V >> q) & 15
         if x & 12: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
-        _a = (x & 3)
+        _a = x
         _c2_SAScheduleTupleID = None
         _c2_PMaxSchedule = None
         _c2_SalesTariff = None
         x = _a
         if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTuple/SAScheduleTupleID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -8550,7 +8550,7 @@ def _d_SAScheduleListType(r):
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
             if x & 32: raise r.deviation('SAScheduleTupleType', r.end - q)
-            ec = ((x >> 3) & 3)
+            ec = (x >> 3)
             _a = (x & 7)
         elif ec == 1:
             x = _a
@@ -8568,14 +8568,14 @@ def _d_SAScheduleListType(r):
             x = _a
             if x & 4: raise r.deviation('SAScheduleListType', r.end - q)
             el = 'SAScheduleTuple'
-            _a = (x & 3)
+            _a = x
             _c3_SAScheduleTupleID = None
             _c3_PMaxSchedule = None
             _c3_SalesTariff = None
             x = _a
             if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
             el = 'SAScheduleTuple/SAScheduleTupleID'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -8641,14 +8641,14 @@ def _d_SAScheduleListType(r):
                     x = _a
                     if x & 4: raise r.deviation('SAScheduleListType', r.end - q)
                     el = 'SAScheduleTuple'
-                    _a = (x & 3)
+                    _a = x
                     _c5_SAScheduleTupleID = None
                     _c5_PMaxSchedule = None
                     _c5_SalesTariff = None
                     x = _a
                     if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
                     el = 'SAScheduleTuple/SAScheduleTupleID'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -8691,7 +8691,7 @@ def _d_SAScheduleListType(r):
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('SAScheduleTupleType', r.end - q)
-                        ec = ((x >> 3) & 3)
+                        ec = (x >> 3)
                         _a = (x & 7)
                     elif ec == 1:
                         x = _a
@@ -8885,7 +8885,7 @@ def _d_SAScheduleTupleType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTupleID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -9032,7 +9032,7 @@ def _d_SalesTariffEntryType(r):
             x = _a >> 12
             if x & 2: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -9060,7 +9060,7 @@ def _d_SalesTariffEntryType(r):
             x = (V >> q) & 65535
             if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c3_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_start, r.at(r.end - q))
-            ec = ((x >> 13) & 3)
+            ec = (x >> 13)
             _a = (x & 8191)
             if ec == 0:
                 q += 12
@@ -9089,11 +9089,11 @@ def _d_SalesTariffEntryType(r):
                 x = (V >> q) & 32767
                 if x & 28672: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c3_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_duration, r.at(r.end - q))
-                _a = (x & 4095)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 4096: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                _a = (x & 4095)
+                _a = x
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
@@ -9105,14 +9105,14 @@ def _d_SalesTariffEntryType(r):
             if x & 12288: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
-            _a = (x & 4095)
+            _a = x
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
         x = _a
         if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
         el = 'EPriceLevel'
-        f_EPriceLevel = ((x >> 3) & 255)
+        f_EPriceLevel = (x >> 3)
         ec = (x & 3)
         s = 2
         if ec == 0:
@@ -9280,7 +9280,7 @@ def _d_SalesTariffType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SalesTariffType', r.end - q)
         el = 'SalesTariffID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -9305,7 +9305,7 @@ def _d_SalesTariffType(r):
         if x & 8192: raise r.deviation('SalesTariffType', r.end - q)
         if _neg: f_SalesTariffID = -f_SalesTariffID - 1
         if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(r.end - q))
-        ec = ((x >> 11) & 3)
+        ec = (x >> 11)
         _a = (x & 2047)
         s = 2
         if ec == 0:
@@ -9328,13 +9328,13 @@ def _d_SalesTariffType(r):
             x = (V >> q) & 8191
             if x & 7171: raise r.deviation('SalesTariffType', r.end - q)
             el = 'NumEPriceLevels'
-            f_NumEPriceLevels = ((x >> 2) & 255)
+            f_NumEPriceLevels = (x >> 2)
             s = 4
         elif ec == 1:
             x = _a
             if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
             el = 'NumEPriceLevels'
-            f_NumEPriceLevels = ((x >> 2) & 255)
+            f_NumEPriceLevels = (x >> 2)
             s = 4
         else:
             raise r.deviation('SalesTariffType', r.end - q)
@@ -9515,7 +9515,7 @@ def _d_SelectedServiceListType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
-        _a = (x & 1)
+        _a = x
         _c2_ServiceID = None
         _c2_ParameterSetID = None
         if _a: raise r.deviation('SelectedServiceType', r.end - q)
@@ -9543,14 +9543,14 @@ def _d_SelectedServiceListType(r):
         x = (V >> q) & 127
         if x & 64: raise r.deviation('SelectedServiceType', r.end - q)
         if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-        ec = ((x >> 4) & 3)
+        ec = (x >> 4)
         _a = (x & 15)
         if ec == 0:
             q += 2
             x = _a >> 2
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ParameterSetID'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -9575,7 +9575,7 @@ def _d_SelectedServiceListType(r):
             if x & 48: raise r.deviation('SelectedServiceType', r.end - q)
             if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
             if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
         elif ec == 1:
             x = _a
@@ -9592,7 +9592,7 @@ def _d_SelectedServiceListType(r):
             x = _a
             if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
             el = 'SelectedService'
-            _a = (x & 1)
+            _a = x
             _c3_ServiceID = None
             _c3_ParameterSetID = None
             if _a: raise r.deviation('SelectedServiceType', r.end - q)
@@ -9620,13 +9620,13 @@ def _d_SelectedServiceListType(r):
             x = (V >> q) & 31
             if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
             if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             if ec == 0:
                 x = _a
                 if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ParameterSetID'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9675,7 +9675,7 @@ def _d_SelectedServiceListType(r):
                     x = _a
                     if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
                     el = 'SelectedService'
-                    _a = (x & 1)
+                    _a = x
                     _c5_ServiceID = None
                     _c5_ParameterSetID = None
                     if _a: raise r.deviation('SelectedServiceType', r.end - q)
@@ -9703,14 +9703,14 @@ def _d_SelectedServiceListType(r):
                     x = (V >> q) & 127
                     if x & 64: raise r.deviation('SelectedServiceType', r.end - q)
                     if _c5_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c5_ServiceID, r.at(r.end - q))
-                    ec = ((x >> 4) & 3)
+                    ec = (x >> 4)
                     _a = (x & 15)
                     if ec == 0:
                         q += 2
                         x = _a >> 2
                         if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                         el = 'SelectedService/ParameterSetID'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9735,7 +9735,7 @@ def _d_SelectedServiceListType(r):
                         if x & 48: raise r.deviation('SelectedServiceType', r.end - q)
                         if _neg: _c5_ParameterSetID = -_c5_ParameterSetID - 1
                         if _c5_ParameterSetID < -32768 or _c5_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c5_ParameterSetID, r.at(r.end - q))
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                     elif ec == 1:
                         x = _a
@@ -9925,13 +9925,13 @@ def _d_SelectedServiceType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             x = _a
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'ParameterSetID'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -10018,7 +10018,7 @@ def _d_ServiceChargeType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceChargeType', r.end - q)
         el = 'ServiceTag'
-        _a = (x & 1)
+        _a = x
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
@@ -10048,7 +10048,7 @@ def _d_ServiceChargeType(r):
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 7) & 3)
+        ec = (x >> 7)
         _a = (x & 127)
         if ec == 0:
             q += 6
@@ -10070,14 +10070,14 @@ def _d_ServiceChargeType(r):
             x = (V >> q) & 511
             if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         elif ec == 1:
             x = _a
             if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         else:
@@ -10112,7 +10112,7 @@ def _d_ServiceChargeType(r):
         if q < 0: V, q = r.slideq(q, 12)
         x = (V >> q) & 4095
         if x & 3523: raise r.deviation('ServiceChargeType', r.end - q)
-        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[((x >> 2) & 255)]
+        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[(x >> 2)]
         if _t is None:
             el = 'FreeService'
             f_FreeService = ((x >> 9) & 1) == 1
@@ -10349,7 +10349,7 @@ def _d_ServiceTagListType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/ServiceTag'
-        _a = (x & 1)
+        _a = x
         _c2_c1_ServiceID = None
         _c2_c1_ServiceName = None
         _c2_c1_ServiceCategory = None
@@ -10379,7 +10379,7 @@ def _d_ServiceTagListType(r):
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 7) & 3)
+        ec = (x >> 7)
         _a = (x & 127)
         if ec == 0:
             q += 6
@@ -10401,14 +10401,14 @@ def _d_ServiceTagListType(r):
             x = (V >> q) & 511
             if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceCategory'
-            _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         elif ec == 1:
             x = _a
             if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceCategory'
-            _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         else:
@@ -10444,7 +10444,7 @@ def _d_ServiceTagListType(r):
         x = (V >> q) & 1023
         if x & 864: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/FreeService'
-        _c2_FreeService = ((x >> 7) & 1) == 1
+        _c2_FreeService = (x >> 7) == 1
         _v = _new(_K_din_msgdatatypes_ServiceType)
         _v.ServiceTag = _c2_ServiceTag
         _v.FreeService = _c2_FreeService
@@ -10456,7 +10456,7 @@ def _d_ServiceTagListType(r):
             x = _a
             if x & 6: raise r.deviation('ServiceTagListType', r.end - q)
             el = 'Service/ServiceTag'
-            _a = (x & 1)
+            _a = x
             _c3_c1_ServiceID = None
             _c3_c1_ServiceName = None
             _c3_c1_ServiceCategory = None
@@ -10486,7 +10486,7 @@ def _d_ServiceTagListType(r):
             x = (V >> q) & 1023
             if x & 512: raise r.deviation('ServiceTagType', r.end - q)
             if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
-            ec = ((x >> 7) & 3)
+            ec = (x >> 7)
             _a = (x & 127)
             if ec == 0:
                 q += 6
@@ -10508,14 +10508,14 @@ def _d_ServiceTagListType(r):
                 x = (V >> q) & 511
                 if x & 456: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
-                _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
             elif ec == 1:
                 x = _a
                 if x & 72: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
-                _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
             else:
@@ -10551,7 +10551,7 @@ def _d_ServiceTagListType(r):
             x = (V >> q) & 31
             if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
             el = 'Service/FreeService'
-            _c3_FreeService = ((x >> 2) & 1) == 1
+            _c3_FreeService = (x >> 2) == 1
             _v = _new(_K_din_msgdatatypes_ServiceType)
             _v.ServiceTag = _c3_ServiceTag
             _v.FreeService = _c3_FreeService
@@ -10573,7 +10573,7 @@ def _d_ServiceTagListType(r):
                     x = _a
                     if x & 6: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/ServiceTag'
-                    _a = (x & 1)
+                    _a = x
                     _c5_c1_ServiceID = None
                     _c5_c1_ServiceName = None
                     _c5_c1_ServiceCategory = None
@@ -10603,7 +10603,7 @@ def _d_ServiceTagListType(r):
                     x = (V >> q) & 1023
                     if x & 512: raise r.deviation('ServiceTagType', r.end - q)
                     if _c5_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c5_c1_ServiceID, r.at(r.end - q))
-                    ec = ((x >> 7) & 3)
+                    ec = (x >> 7)
                     _a = (x & 127)
                     if ec == 0:
                         q += 6
@@ -10625,14 +10625,14 @@ def _d_ServiceTagListType(r):
                         x = (V >> q) & 511
                         if x & 456: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
-                        _c5_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                        _c5_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
                         ec = ((x >> 1) & 3)
                         _a = (x & 1)
                     elif ec == 1:
                         x = _a
                         if x & 72: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
-                        _c5_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+                        _c5_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
                         ec = ((x >> 1) & 3)
                         _a = (x & 1)
                     else:
@@ -10668,7 +10668,7 @@ def _d_ServiceTagListType(r):
                     x = (V >> q) & 1023
                     if x & 864: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/FreeService'
-                    _c5_FreeService = ((x >> 7) & 1) == 1
+                    _c5_FreeService = (x >> 7) == 1
                     _v = _new(_K_din_msgdatatypes_ServiceType)
                     _v.ServiceTag = _c5_ServiceTag
                     _v.FreeService = _c5_FreeService
@@ -10969,7 +10969,7 @@ def _d_ServiceTagType(r):
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = ((x >> 7) & 3)
+        ec = (x >> 7)
         _a = (x & 127)
         if ec == 0:
             q += 6
@@ -10991,14 +10991,14 @@ def _d_ServiceTagType(r):
             x = (V >> q) & 511
             if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         elif ec == 1:
             x = _a
             if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         else:
@@ -11112,7 +11112,7 @@ def _d_ServiceType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceTag'
-        _a = (x & 1)
+        _a = x
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
@@ -11142,7 +11142,7 @@ def _d_ServiceType(r):
         x = (V >> q) & 1023
         if x & 512: raise r.deviation('ServiceTagType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 7) & 3)
+        ec = (x >> 7)
         _a = (x & 127)
         if ec == 0:
             q += 6
@@ -11164,14 +11164,14 @@ def _d_ServiceType(r):
             x = (V >> q) & 511
             if x & 456: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         elif ec == 1:
             x = _a
             if x & 72: raise r.deviation('ServiceTagType', r.end - q)
             el = 'ServiceTag/ServiceCategory'
-            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 4) & 3)]
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
             ec = ((x >> 1) & 3)
             _a = (x & 1)
         else:
@@ -11207,7 +11207,7 @@ def _d_ServiceType(r):
         x = (V >> q) & 31
         if x & 27: raise r.deviation('ServiceType', r.end - q)
         el = 'FreeService'
-        f_FreeService = ((x >> 2) & 1) == 1
+        f_FreeService = (x >> 2) == 1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11308,7 +11308,7 @@ def _d_SubCertificatesType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -11325,7 +11325,7 @@ def _d_SubCertificatesType(r):
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
         if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         f_Certificate.append(_v)
         s = 1
@@ -11382,7 +11382,7 @@ def _d_SubCertificatesType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     f_Certificate.append(_v)
                 elif ec == 1:

@@ -148,7 +148,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'CableCheckReq/DC_EVStatus/EVReady'
-                        _c2_c1_EVReady = ((x >> 29) & 1) == 1
+                        _c2_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
                         _c2_c1_s = 1
@@ -156,7 +156,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            _c2_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
                             _c2_c1_s = 2
@@ -165,7 +165,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _c2_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
                             _c2_c1_s = 3
                         elif ec == 2:
@@ -173,7 +173,7 @@ def _d_BodyType(r):
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c1_EVErrorCode = (x >> 12)
                             if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -185,7 +185,7 @@ def _d_BodyType(r):
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _c2_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
                                 _c2_c1_s = 3
                             elif ec == 1:
@@ -193,7 +193,7 @@ def _d_BodyType(r):
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c1_EVErrorCode = ((x >> 12) & 15)
+                                _c2_c1_EVErrorCode = (x >> 12)
                                 if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                                 _a = (x & 1023)
@@ -204,7 +204,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c1_EVErrorCode = (x >> 12)
                             if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -213,7 +213,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c1_EVRESSSOC = ((x >> 2) & 127)
+                            _c2_c1_EVRESSSOC = (x >> 2)
                             if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c1_s = -1
                         _c2_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -236,7 +236,7 @@ def _d_BodyType(r):
                         el = 'CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
-                        _c3_ResponseCode = ((x >> 17) & 31)
+                        _c3_ResponseCode = (x >> 17)
                         if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(r.end - q))
                         else: _c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c3_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
@@ -249,7 +249,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -266,7 +266,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c3_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            _c3_c1_EVSEStatusCode = (x >> 3)
                             if _c3_c1_EVSEStatusCode >= 12: _c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c3_c1_EVSEStatusCode]
                             _a = (x & 1)
@@ -298,7 +298,7 @@ def _d_BodyType(r):
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c3_c1_EVSENotification = ((x >> 2) & 3)
+                        _c3_c1_EVSENotification = (x >> 2)
                         if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c3_c1_EVSENotification]
                         _c3_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -311,7 +311,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 63
                         if x & 55: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
-                        _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
+                        _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[(x >> 3)]
                         _cv = _new(_K_din_msgbody_CableCheckResType)
                         _cv.ResponseCode = _c3_ResponseCode
                         _cv.DC_EVSEStatus = _c3_DC_EVSEStatus
@@ -340,7 +340,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -386,7 +386,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                         el = 'CertificateInstallationReq/DHParams'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -426,7 +426,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 2047
                         if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ResponseCode'
-                        _c5_ResponseCode = ((x >> 4) & 31)
+                        _c5_ResponseCode = (x >> 4)
                         if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c5_ResponseCode, 23, r.at(r.end - q))
                         else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
@@ -452,7 +452,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                        ec = (x & 3)
+                        ec = x
                         if ec == 0:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -473,7 +473,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -491,7 +491,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHParams'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -509,7 +509,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -556,7 +556,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 2047
                         if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ResponseCode'
-                        _c6_ResponseCode = ((x >> 4) & 31)
+                        _c6_ResponseCode = (x >> 4)
                         if _c6_ResponseCode >= 23: _c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c6_ResponseCode, 23, r.at(r.end - q))
                         else: _c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c6_ResponseCode]
                         el = 'CertificateUpdateRes/ContractSignatureCertChain'
@@ -582,7 +582,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                        ec = (x & 3)
+                        ec = x
                         if ec == 0:
                             el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -603,7 +603,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -621,7 +621,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/DHParams'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -639,7 +639,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -655,7 +655,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/RetryCounter'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -769,7 +769,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 3)
                             x = (V >> q) & 7
                             if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                             _c8_s = 2
                         elif ec == 2:
                             if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
@@ -794,7 +794,7 @@ def _d_BodyType(r):
                                 if q < 0: V, q = r.slidep(q, 3)
                                 x = (V >> q) & 7
                                 if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
-                                _a = (x & 1)
+                                _a = x
                                 _c8_s = 2
                             elif ec == 1:
                                 if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
@@ -815,7 +815,7 @@ def _d_BodyType(r):
                         if x & 12407: raise r.deviation('BodyType', r.end - q)
                         el = 'ContractAuthenticationRes'
                         _cf = 'ContractAuthenticationRes'
-                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 3) & 511)]
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[(x >> 3)]
                         if _t is None:
                             el = 'ContractAuthenticationRes/ResponseCode'
                             _c9_ResponseCode = ((x >> 7) & 31)
@@ -876,7 +876,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SessionID'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -893,7 +893,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 2) & 3)
+                            ec = (x >> 2)
                             _a = (x & 3)
                         elif ec == 1:
                             x = _a
@@ -915,7 +915,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 2) & 3)
+                            ec = (x >> 2)
                             _a = (x & 3)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -923,7 +923,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SAScheduleTupleID'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -955,7 +955,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 1:
                             q += 2
                             el = 'MeteringReceiptReq/MeterInfo'
@@ -966,7 +966,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -983,7 +983,7 @@ def _d_BodyType(r):
                         if x & 397175: raise r.deviation('BodyType', r.end - q)
                         el = 'MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
-                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[((x >> 7) & 1023)]
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[(x >> 7)]
                         if _t is None:
                             el = 'MeteringReceiptRes/ResponseCode'
                             _c11_ResponseCode = ((x >> 12) & 31)
@@ -1021,7 +1021,7 @@ def _d_BodyType(r):
                         if x & 463: raise r.deviation('BodyType', r.end - q)
                         if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-                        _c11_c1_EVSENotification = ((x >> 4) & 3)
+                        _c11_c1_EVSENotification = (x >> 4)
                         if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c11_c1_EVSENotification]
                         _c11_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -1041,7 +1041,7 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsReq'
                         _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/ContractID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -1057,7 +1057,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                        _a = (x & 1)
+                        _a = x
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
                         x = _a
@@ -1079,7 +1079,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                        ec = (x & 3)
+                        ec = x
                         if ec == 0:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -1115,7 +1115,7 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
-                        _c13_ResponseCode = ((x >> 3) & 31)
+                        _c13_ResponseCode = (x >> 3)
                         if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 23, r.at(r.end - q))
                         else: _c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
@@ -1134,7 +1134,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes/DateTimeNow'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -1180,7 +1180,7 @@ def _d_BodyType(r):
                         if x & 16777216: raise r.deviation('BodyType', r.end - q)
                         el = 'PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        _a = (x & 16777215)
+                        _a = x
                         _c14_ResponseCode = None
                         _c14_AC_EVSEStatus = None
                         _c14_DC_EVSEStatus = None
@@ -1188,7 +1188,7 @@ def _d_BodyType(r):
                         x = _a
                         if x & 8519680: raise r.deviation('PowerDeliveryResType', r.end - q)
                         el = 'PowerDeliveryRes/ResponseCode'
-                        _c14_ResponseCode = ((x >> 18) & 31)
+                        _c14_ResponseCode = (x >> 18)
                         if _c14_ResponseCode >= 23: _c14_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', _c14_ResponseCode, 23, r.at(r.end - q))
                         else: _c14_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c14_ResponseCode]
                         ec = ((x >> 15) & 3)
@@ -1198,7 +1198,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
                             el = 'PowerDeliveryRes/AC_EVSEStatus'
-                            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                            _t = _T_b__z1__z1__z1__b[(x >> 3)]
                             if _t is None:
                                 el = 'PowerDeliveryRes/AC_EVSEStatus/PowerSwitchClosed'
                                 _c14_c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -1232,7 +1232,7 @@ def _d_BodyType(r):
                             if x & 462: raise r.deviation('PowerDeliveryResType', r.end - q)
                             if _c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             el = 'PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
-                            _c14_c4_EVSENotification = ((x >> 4) & 3)
+                            _c14_c4_EVSENotification = (x >> 4)
                             if _c14_c4_EVSENotification >= 3: _c14_c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c14_c4_EVSENotification, 3, r.at(r.end - q))
                             else: _c14_c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c14_c4_EVSENotification]
                             _c14_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -1253,7 +1253,7 @@ def _d_BodyType(r):
                             if ec == 0:
                                 x = _a
                                 if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                                 if _t is None:
                                     el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEIsolationStatus'
                                     _c14_c5_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -1270,7 +1270,7 @@ def _d_BodyType(r):
                                 x = _a >> 5
                                 if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c14_c5_EVSEStatusCode = ((x >> 3) & 15)
+                                _c14_c5_EVSEStatusCode = (x >> 3)
                                 if _c14_c5_EVSEStatusCode >= 12: _c14_c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c14_c5_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c14_c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c14_c5_EVSEStatusCode]
                                 _a = (x & 1)
@@ -1302,7 +1302,7 @@ def _d_BodyType(r):
                             if x & 462: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             if _c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             el = 'PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
-                            _c14_c5_EVSENotification = ((x >> 4) & 3)
+                            _c14_c5_EVSENotification = (x >> 4)
                             if _c14_c5_EVSENotification >= 3: _c14_c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c14_c5_EVSENotification, 3, r.at(r.end - q))
                             else: _c14_c5_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c14_c5_EVSENotification]
                             _a = (x & 1)
@@ -1317,7 +1317,7 @@ def _d_BodyType(r):
                             if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
                             el = 'PowerDeliveryRes/EVSEStatus'
                             _c14_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
-                            _a = (x & 1)
+                            _a = x
                         else:
                             raise r.deviation('PowerDeliveryResType', r.end - q)
                         if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
@@ -1344,7 +1344,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
-                        _c15_c1_EVReady = ((x >> 29) & 1) == 1
+                        _c15_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
                         _c15_c1_s = 1
@@ -1352,7 +1352,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                            _c15_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            _c15_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
                             _c15_c1_s = 2
@@ -1361,7 +1361,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                            _c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _c15_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
                             _c15_c1_s = 3
                         elif ec == 2:
@@ -1369,7 +1369,7 @@ def _d_BodyType(r):
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c15_c1_EVErrorCode = (x >> 12)
                             if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -1381,7 +1381,7 @@ def _d_BodyType(r):
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _c15_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
                                 _c15_c1_s = 3
                             elif ec == 1:
@@ -1389,7 +1389,7 @@ def _d_BodyType(r):
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c15_c1_EVErrorCode = ((x >> 12) & 15)
+                                _c15_c1_EVErrorCode = (x >> 12)
                                 if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
                                 _a = (x & 1023)
@@ -1400,7 +1400,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c15_c1_EVErrorCode = (x >> 12)
                             if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -1409,7 +1409,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                            _c15_c1_EVRESSSOC = ((x >> 2) & 127)
+                            _c15_c1_EVRESSSOC = (x >> 2)
                             if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(r.end - q))
                             _c15_c1_s = -1
                         _c15_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -1423,14 +1423,14 @@ def _d_BodyType(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage'
-                        _a = (x & 65535)
+                        _a = x
                         _c15_c2_Multiplier = None
                         _c15_c2_Unit = None
                         _c15_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c15_c2_Multiplier = ((x >> 12) & 7) + -3
+                        _c15_c2_Multiplier = (x >> 12) + -3
                         if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -1438,7 +1438,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetVoltage/Unit'
-                            _c15_c2_Unit = ((x >> 4) & 15)
+                            _c15_c2_Unit = (x >> 4)
                             if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
                             else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
                             el = 'PreChargeReq/EVTargetVoltage/Value'
@@ -1471,7 +1471,7 @@ def _d_BodyType(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetVoltage/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -1506,14 +1506,14 @@ def _d_BodyType(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent'
-                        _a = (x & 65535)
+                        _a = x
                         _c15_c3_Multiplier = None
                         _c15_c3_Unit = None
                         _c15_c3_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c15_c3_Multiplier = ((x >> 12) & 7) + -3
+                        _c15_c3_Multiplier = (x >> 12) + -3
                         if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -1521,7 +1521,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetCurrent/Unit'
-                            _c15_c3_Unit = ((x >> 4) & 15)
+                            _c15_c3_Unit = (x >> 4)
                             if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(r.end - q))
                             else: _c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c3_Unit]
                             el = 'PreChargeReq/EVTargetCurrent/Value'
@@ -1554,7 +1554,7 @@ def _d_BodyType(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeReq/EVTargetCurrent/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -1603,7 +1603,7 @@ def _d_BodyType(r):
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
-                        _c16_ResponseCode = ((x >> 17) & 31)
+                        _c16_ResponseCode = (x >> 17)
                         if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(r.end - q))
                         else: _c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c16_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
@@ -1616,7 +1616,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -1633,7 +1633,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c16_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            _c16_c1_EVSEStatusCode = (x >> 3)
                             if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
                             _a = (x & 1)
@@ -1665,7 +1665,7 @@ def _d_BodyType(r):
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c16_c1_EVSENotification = ((x >> 2) & 3)
+                        _c16_c1_EVSENotification = (x >> 2)
                         if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c16_c1_EVSENotification]
                         _c16_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -1678,14 +1678,14 @@ def _d_BodyType(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage'
-                        _a = (x & 65535)
+                        _a = x
                         _c16_c2_Multiplier = None
                         _c16_c2_Unit = None
                         _c16_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c16_c2_Multiplier = ((x >> 12) & 7) + -3
+                        _c16_c2_Multiplier = (x >> 12) + -3
                         if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -1693,7 +1693,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                            _c16_c2_Unit = ((x >> 4) & 15)
+                            _c16_c2_Unit = (x >> 4)
                             if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(r.end - q))
                             else: _c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_c2_Unit]
                             el = 'PreChargeRes/EVSEPresentVoltage/Value'
@@ -1726,7 +1726,7 @@ def _d_BodyType(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -1803,14 +1803,14 @@ def _d_BodyType(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
-                        _a = (x & 511)
+                        _a = x
                         _c18_ResponseCode = None
                         _c18_ServiceID = None
                         _c18_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'ServiceDetailRes/ResponseCode'
-                        _c18_ResponseCode = ((x >> 3) & 31)
+                        _c18_ResponseCode = (x >> 3)
                         if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(r.end - q))
                         else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
@@ -1837,7 +1837,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         if ec == 0:
                             q += 1
@@ -1886,14 +1886,14 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = ((x >> 6) & 3)
+                            ec = (x >> 6)
                             _a = (x & 63)
                             _c19_s = 1
                         elif ec == 1:
                             x = _a
                             if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 3)]
                             _a = (x & 1)
                             _c19_s = 2
                         elif ec == 2:
@@ -1907,7 +1907,7 @@ def _d_BodyType(r):
                                 x = _a
                                 if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 3)]
                                 _a = (x & 1)
                                 _c19_s = 2
                             elif ec == 1:
@@ -1945,7 +1945,7 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
                         _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
@@ -1965,7 +1965,7 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
-                        _c21_ResponseCode = ((x >> 3) & 31)
+                        _c21_ResponseCode = (x >> 3)
                         if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(r.end - q))
                         else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
@@ -1979,7 +1979,7 @@ def _d_BodyType(r):
                         el = 'SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -2005,14 +2005,14 @@ def _d_BodyType(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _a = (x & 511)
+                        _a = x
                         _c23_ResponseCode = None
                         _c23_EVSEID = None
                         _c23_DateTimeNow = None
                         x = _a
                         if x & 262: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c23_ResponseCode = ((x >> 3) & 31)
+                        _c23_ResponseCode = (x >> 3)
                         if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(r.end - q))
                         else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
@@ -2033,13 +2033,13 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         if ec == 0:
                             x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'SessionSetupRes/DateTimeNow'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -2092,7 +2092,7 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c25_ResponseCode = ((x >> 3) & 31)
+                        _c25_ResponseCode = (x >> 3)
                         if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(r.end - q))
                         else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(_K_din_msgbody_SessionStopResType)
@@ -2115,7 +2115,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c26_c1_EVReady = ((x >> 29) & 1) == 1
+                        _c26_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
                         _c26_c1_s = 1
@@ -2123,7 +2123,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                            _c26_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            _c26_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
                             _c26_c1_s = 2
@@ -2132,7 +2132,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                            _c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _c26_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
                             _c26_c1_s = 3
                         elif ec == 2:
@@ -2140,7 +2140,7 @@ def _d_BodyType(r):
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c26_c1_EVErrorCode = (x >> 12)
                             if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -2152,7 +2152,7 @@ def _d_BodyType(r):
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _c26_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
                                 _c26_c1_s = 3
                             elif ec == 1:
@@ -2160,7 +2160,7 @@ def _d_BodyType(r):
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c26_c1_EVErrorCode = ((x >> 12) & 15)
+                                _c26_c1_EVErrorCode = (x >> 12)
                                 if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                                 _a = (x & 1023)
@@ -2171,7 +2171,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c26_c1_EVErrorCode = (x >> 12)
                             if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -2180,7 +2180,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c26_c1_EVRESSSOC = ((x >> 2) & 127)
+                            _c26_c1_EVRESSSOC = (x >> 2)
                             if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
                             _c26_c1_s = -1
                         _c26_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -2203,7 +2203,7 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c27_ResponseCode = ((x >> 17) & 31)
+                        _c27_ResponseCode = (x >> 17)
                         if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(r.end - q))
                         else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
@@ -2216,7 +2216,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -2233,7 +2233,7 @@ def _d_BodyType(r):
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c27_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            _c27_c1_EVSEStatusCode = (x >> 3)
                             if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                             _a = (x & 1)
@@ -2265,7 +2265,7 @@ def _d_BodyType(r):
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c27_c1_EVSENotification = ((x >> 2) & 3)
+                        _c27_c1_EVSENotification = (x >> 2)
                         if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
                         _c27_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -2278,14 +2278,14 @@ def _d_BodyType(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                        _a = (x & 65535)
+                        _a = x
                         _c27_c2_Multiplier = None
                         _c27_c2_Unit = None
                         _c27_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c27_c2_Multiplier = ((x >> 12) & 7) + -3
+                        _c27_c2_Multiplier = (x >> 12) + -3
                         if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -2293,7 +2293,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c27_c2_Unit = ((x >> 4) & 15)
+                            _c27_c2_Unit = (x >> 4)
                             if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(r.end - q))
                             else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
@@ -2326,7 +2326,7 @@ def _d_BodyType(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -3924,7 +3924,7 @@ def _d_V2G_Message(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
@@ -3947,20 +3947,20 @@ def _d_V2G_Message(r):
         if q < 0: V, q = r.slidep(q, 12)
         x = (V >> q) & 4095
         if x & 2048: raise r.deviation('MessageHeaderType', r.end - q)
-        ec = ((x >> 9) & 3)
+        ec = (x >> 9)
         _a = (x & 511)
         _c1_s = 1
         if ec == 0:
             x = _a
             if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Header/Notification'
-            _a = (x & 255)
+            _a = x
             _c1_c2_FaultCode = None
             _c1_c2_FaultMsg = None
             x = _a
             if x & 144: raise r.deviation('NotificationType', r.end - q)
             el = 'Header/Notification/FaultCode'
-            _c1_c2_FaultCode = ((x >> 5) & 3)
+            _c1_c2_FaultCode = (x >> 5)
             if _c1_c2_FaultCode >= 3: _c1_c2_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c2_FaultCode, 3, r.at(r.end - q))
             else: _c1_c2_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c2_FaultCode]
             ec = ((x >> 2) & 3)
@@ -3984,7 +3984,7 @@ def _d_V2G_Message(r):
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 12: raise r.deviation('NotificationType', r.end - q)
-                ec = (x & 3)
+                ec = x
             elif ec == 1:
                 x = _a
                 ec = x
@@ -4068,7 +4068,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
-                        _c2_c2_c1_EVReady = ((x >> 29) & 1) == 1
+                        _c2_c2_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
                         _c2_c2_c1_s = 1
@@ -4076,7 +4076,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c2_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            _c2_c2_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
                             _c2_c2_c1_s = 2
@@ -4085,7 +4085,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _c2_c2_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
                             _c2_c2_c1_s = 3
                         elif ec == 2:
@@ -4093,7 +4093,7 @@ def _d_V2G_Message(r):
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c2_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c2_c1_EVErrorCode = (x >> 12)
                             if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -4105,7 +4105,7 @@ def _d_V2G_Message(r):
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c2_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _c2_c2_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
                                 _c2_c2_c1_s = 3
                             elif ec == 1:
@@ -4113,7 +4113,7 @@ def _d_V2G_Message(r):
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c2_c1_EVErrorCode = ((x >> 12) & 15)
+                                _c2_c2_c1_EVErrorCode = (x >> 12)
                                 if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
                                 _a = (x & 1023)
@@ -4124,7 +4124,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                            _c2_c2_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c2_c1_EVErrorCode = (x >> 12)
                             if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -4133,7 +4133,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c2_c1_EVRESSSOC = ((x >> 2) & 127)
+                            _c2_c2_c1_EVRESSSOC = (x >> 2)
                             if _c2_c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c2_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c2_c1_s = -1
                         _c2_c2_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -4156,7 +4156,7 @@ def _d_V2G_Message(r):
                         el = 'Body/CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'Body/CableCheckRes/ResponseCode'
-                        _c2_c3_ResponseCode = ((x >> 17) & 31)
+                        _c2_c3_ResponseCode = (x >> 17)
                         if _c2_c3_ResponseCode >= 23: _c2_c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c2_c3_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c3_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c3_ResponseCode]
                         el = 'Body/CableCheckRes/DC_EVSEStatus'
@@ -4169,7 +4169,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c2_c3_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -4186,7 +4186,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c3_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            _c2_c3_c1_EVSEStatusCode = (x >> 3)
                             if _c2_c3_c1_EVSEStatusCode >= 12: _c2_c3_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c3_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c3_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c3_c1_EVSEStatusCode]
                             _a = (x & 1)
@@ -4218,7 +4218,7 @@ def _d_V2G_Message(r):
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c3_c1_EVSENotification = ((x >> 2) & 3)
+                        _c2_c3_c1_EVSENotification = (x >> 2)
                         if _c2_c3_c1_EVSENotification >= 3: _c2_c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c3_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c3_c1_EVSENotification]
                         _c2_c3_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -4231,7 +4231,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 63
                         if x & 55: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CableCheckRes/EVSEProcessing'
-                        _c2_c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
+                        _c2_c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[(x >> 3)]
                         _cv = _new(_K_din_msgbody_CableCheckResType)
                         _cv.ResponseCode = _c2_c3_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c3_DC_EVSEStatus
@@ -4260,7 +4260,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -4306,7 +4306,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
                         el = 'Body/CertificateInstallationReq/DHParams'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4346,7 +4346,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 2047
                         if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ResponseCode'
-                        _c2_c5_ResponseCode = ((x >> 4) & 31)
+                        _c2_c5_ResponseCode = (x >> 4)
                         if _c2_c5_ResponseCode >= 23: _c2_c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c2_c5_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
@@ -4372,7 +4372,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                        ec = (x & 3)
+                        ec = x
                         if ec == 0:
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -4393,7 +4393,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4411,7 +4411,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/DHParams'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4429,7 +4429,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4476,7 +4476,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 2047
                         if x & 1550: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ResponseCode'
-                        _c2_c6_ResponseCode = ((x >> 4) & 31)
+                        _c2_c6_ResponseCode = (x >> 4)
                         if _c2_c6_ResponseCode >= 23: _c2_c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c2_c6_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c6_ResponseCode]
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain'
@@ -4502,7 +4502,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                        ec = (x & 3)
+                        ec = x
                         if ec == 0:
                             el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -4523,7 +4523,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4541,7 +4541,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/DHParams'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4559,7 +4559,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ContractID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4575,7 +4575,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/RetryCounter'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -4689,7 +4689,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 3)
                             x = (V >> q) & 7
                             if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                             _c2_c8_s = 2
                         elif ec == 2:
                             if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
@@ -4714,7 +4714,7 @@ def _d_V2G_Message(r):
                                 if q < 0: V, q = r.slidep(q, 3)
                                 x = (V >> q) & 7
                                 if x & 6: raise r.deviation('ContractAuthenticationReqType', r.end - q)
-                                _a = (x & 1)
+                                _a = x
                                 _c2_c8_s = 2
                             elif ec == 1:
                                 if _a: raise r.deviation('ContractAuthenticationReqType', r.end - q)
@@ -4735,7 +4735,7 @@ def _d_V2G_Message(r):
                         if x & 12407: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ContractAuthenticationRes'
                         _cf = 'ContractAuthenticationRes'
-                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[((x >> 3) & 511)]
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType[(x >> 3)]
                         if _t is None:
                             el = 'Body/ContractAuthenticationRes/ResponseCode'
                             _c2_c9_ResponseCode = ((x >> 7) & 31)
@@ -4796,7 +4796,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SessionID'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -4813,7 +4813,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 2) & 3)
+                            ec = (x >> 2)
                             _a = (x & 3)
                         elif ec == 1:
                             x = _a
@@ -4835,7 +4835,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 2) & 3)
+                            ec = (x >> 2)
                             _a = (x & 3)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -4843,7 +4843,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -4875,7 +4875,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 1:
                             q += 2
                             el = 'Body/MeteringReceiptReq/MeterInfo'
@@ -4886,7 +4886,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -4903,7 +4903,7 @@ def _d_V2G_Message(r):
                         if x & 397175: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
-                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[((x >> 7) & 1023)]
+                        _t = _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b[(x >> 7)]
                         if _t is None:
                             el = 'Body/MeteringReceiptRes/ResponseCode'
                             _c2_c11_ResponseCode = ((x >> 12) & 31)
@@ -4941,7 +4941,7 @@ def _d_V2G_Message(r):
                         if x & 463: raise r.deviation('BodyType', r.end - q)
                         if _c2_c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c11_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-                        _c2_c11_c1_EVSENotification = ((x >> 4) & 3)
+                        _c2_c11_c1_EVSENotification = (x >> 4)
                         if _c2_c11_c1_EVSENotification >= 3: _c2_c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c11_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c11_c1_EVSENotification]
                         _c2_c11_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -4961,7 +4961,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsReq'
                         _cf = 'PaymentDetailsReq'
                         el = 'Body/PaymentDetailsReq/ContractID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -4977,7 +4977,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
-                        _a = (x & 1)
+                        _a = x
                         _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
                         x = _a
@@ -4999,7 +4999,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         x = (V >> q) & 7
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                        ec = (x & 3)
+                        ec = x
                         if ec == 0:
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                             r.pos = r.end - q
@@ -5035,7 +5035,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'Body/PaymentDetailsRes/ResponseCode'
-                        _c2_c13_ResponseCode = ((x >> 3) & 31)
+                        _c2_c13_ResponseCode = (x >> 3)
                         if _c2_c13_ResponseCode >= 23: _c2_c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c2_c13_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c13_ResponseCode]
                         el = 'Body/PaymentDetailsRes/GenChallenge'
@@ -5054,7 +5054,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsRes/DateTimeNow'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -5100,7 +5100,7 @@ def _d_V2G_Message(r):
                         if x & 16777216: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        _a = (x & 16777215)
+                        _a = x
                         _c2_c14_ResponseCode = None
                         _c2_c14_AC_EVSEStatus = None
                         _c2_c14_DC_EVSEStatus = None
@@ -5108,7 +5108,7 @@ def _d_V2G_Message(r):
                         x = _a
                         if x & 8519680: raise r.deviation('PowerDeliveryResType', r.end - q)
                         el = 'Body/PowerDeliveryRes/ResponseCode'
-                        _c2_c14_ResponseCode = ((x >> 18) & 31)
+                        _c2_c14_ResponseCode = (x >> 18)
                         if _c2_c14_ResponseCode >= 23: _c2_c14_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', _c2_c14_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c14_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c14_ResponseCode]
                         ec = ((x >> 15) & 3)
@@ -5118,7 +5118,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
                             el = 'Body/PowerDeliveryRes/AC_EVSEStatus'
-                            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                            _t = _T_b__z1__z1__z1__b[(x >> 3)]
                             if _t is None:
                                 el = 'Body/PowerDeliveryRes/AC_EVSEStatus/PowerSwitchClosed'
                                 _c2_c14_c4_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -5152,7 +5152,7 @@ def _d_V2G_Message(r):
                             if x & 462: raise r.deviation('PowerDeliveryResType', r.end - q)
                             if _c2_c14_c4_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c4_NotificationMaxDelay, r.at(r.end - q))
                             el = 'Body/PowerDeliveryRes/AC_EVSEStatus/EVSENotification'
-                            _c2_c14_c4_EVSENotification = ((x >> 4) & 3)
+                            _c2_c14_c4_EVSENotification = (x >> 4)
                             if _c2_c14_c4_EVSENotification >= 3: _c2_c14_c4_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c14_c4_EVSENotification, 3, r.at(r.end - q))
                             else: _c2_c14_c4_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c14_c4_EVSENotification]
                             _c2_c14_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
@@ -5173,7 +5173,7 @@ def _d_V2G_Message(r):
                             if ec == 0:
                                 x = _a
                                 if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                                 if _t is None:
                                     el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEIsolationStatus'
                                     _c2_c14_c5_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -5190,7 +5190,7 @@ def _d_V2G_Message(r):
                                 x = _a >> 5
                                 if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                                 el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c14_c5_EVSEStatusCode = ((x >> 3) & 15)
+                                _c2_c14_c5_EVSEStatusCode = (x >> 3)
                                 if _c2_c14_c5_EVSEStatusCode >= 12: _c2_c14_c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c14_c5_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c2_c14_c5_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c14_c5_EVSEStatusCode]
                                 _a = (x & 1)
@@ -5222,7 +5222,7 @@ def _d_V2G_Message(r):
                             if x & 462: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             if _c2_c14_c5_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c14_c5_NotificationMaxDelay, r.at(r.end - q))
                             el = 'Body/PowerDeliveryRes/DC_EVSEStatus/EVSENotification'
-                            _c2_c14_c5_EVSENotification = ((x >> 4) & 3)
+                            _c2_c14_c5_EVSENotification = (x >> 4)
                             if _c2_c14_c5_EVSENotification >= 3: _c2_c14_c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c14_c5_EVSENotification, 3, r.at(r.end - q))
                             else: _c2_c14_c5_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c14_c5_EVSENotification]
                             _a = (x & 1)
@@ -5237,7 +5237,7 @@ def _d_V2G_Message(r):
                             if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
                             el = 'Body/PowerDeliveryRes/EVSEStatus'
                             _c2_c14_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
-                            _a = (x & 1)
+                            _a = x
                         else:
                             raise r.deviation('PowerDeliveryResType', r.end - q)
                         if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
@@ -5264,7 +5264,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
-                        _c2_c15_c1_EVReady = ((x >> 29) & 1) == 1
+                        _c2_c15_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
                         _c2_c15_c1_s = 1
@@ -5272,7 +5272,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c15_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            _c2_c15_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
                             _c2_c15_c1_s = 2
@@ -5281,7 +5281,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _c2_c15_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
                             _c2_c15_c1_s = 3
                         elif ec == 2:
@@ -5289,7 +5289,7 @@ def _d_V2G_Message(r):
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c2_c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c15_c1_EVErrorCode = (x >> 12)
                             if _c2_c15_c1_EVErrorCode >= 12: _c2_c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c15_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c15_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -5301,7 +5301,7 @@ def _d_V2G_Message(r):
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c15_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _c2_c15_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
                                 _c2_c15_c1_s = 3
                             elif ec == 1:
@@ -5309,7 +5309,7 @@ def _d_V2G_Message(r):
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c2_c15_c1_EVErrorCode = ((x >> 12) & 15)
+                                _c2_c15_c1_EVErrorCode = (x >> 12)
                                 if _c2_c15_c1_EVErrorCode >= 12: _c2_c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c15_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c15_c1_EVErrorCode]
                                 _a = (x & 1023)
@@ -5320,7 +5320,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                            _c2_c15_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c15_c1_EVErrorCode = (x >> 12)
                             if _c2_c15_c1_EVErrorCode >= 12: _c2_c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c15_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c15_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -5329,7 +5329,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c15_c1_EVRESSSOC = ((x >> 2) & 127)
+                            _c2_c15_c1_EVRESSSOC = (x >> 2)
                             if _c2_c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c15_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c15_c1_s = -1
                         _c2_c15_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -5343,14 +5343,14 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetVoltage'
-                        _a = (x & 65535)
+                        _a = x
                         _c2_c15_c2_Multiplier = None
                         _c2_c15_c2_Unit = None
                         _c2_c15_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c2_c15_c2_Multiplier = ((x >> 12) & 7) + -3
+                        _c2_c15_c2_Multiplier = (x >> 12) + -3
                         if _c2_c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -5358,7 +5358,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
-                            _c2_c15_c2_Unit = ((x >> 4) & 15)
+                            _c2_c15_c2_Unit = (x >> 4)
                             if _c2_c15_c2_Unit >= 10: _c2_c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c2_Unit, 10, r.at(r.end - q))
                             else: _c2_c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c2_Unit]
                             el = 'Body/PreChargeReq/EVTargetVoltage/Value'
@@ -5391,7 +5391,7 @@ def _d_V2G_Message(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -5426,14 +5426,14 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetCurrent'
-                        _a = (x & 65535)
+                        _a = x
                         _c2_c15_c3_Multiplier = None
                         _c2_c15_c3_Unit = None
                         _c2_c15_c3_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c2_c15_c3_Multiplier = ((x >> 12) & 7) + -3
+                        _c2_c15_c3_Multiplier = (x >> 12) + -3
                         if _c2_c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c3_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -5441,7 +5441,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
-                            _c2_c15_c3_Unit = ((x >> 4) & 15)
+                            _c2_c15_c3_Unit = (x >> 4)
                             if _c2_c15_c3_Unit >= 10: _c2_c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c3_Unit, 10, r.at(r.end - q))
                             else: _c2_c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c3_Unit]
                             el = 'Body/PreChargeReq/EVTargetCurrent/Value'
@@ -5474,7 +5474,7 @@ def _d_V2G_Message(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -5523,7 +5523,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'Body/PreChargeRes/ResponseCode'
-                        _c2_c16_ResponseCode = ((x >> 17) & 31)
+                        _c2_c16_ResponseCode = (x >> 17)
                         if _c2_c16_ResponseCode >= 23: _c2_c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c16_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c16_ResponseCode]
                         el = 'Body/PreChargeRes/DC_EVSEStatus'
@@ -5536,7 +5536,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c2_c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -5553,7 +5553,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c16_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            _c2_c16_c1_EVSEStatusCode = (x >> 3)
                             if _c2_c16_c1_EVSEStatusCode >= 12: _c2_c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c16_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c16_c1_EVSEStatusCode]
                             _a = (x & 1)
@@ -5585,7 +5585,7 @@ def _d_V2G_Message(r):
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c16_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c16_c1_EVSENotification = ((x >> 2) & 3)
+                        _c2_c16_c1_EVSENotification = (x >> 2)
                         if _c2_c16_c1_EVSENotification >= 3: _c2_c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c16_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c16_c1_EVSENotification]
                         _c2_c16_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -5598,14 +5598,14 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage'
-                        _a = (x & 65535)
+                        _a = x
                         _c2_c16_c2_Multiplier = None
                         _c2_c16_c2_Unit = None
                         _c2_c16_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c2_c16_c2_Multiplier = ((x >> 12) & 7) + -3
+                        _c2_c16_c2_Multiplier = (x >> 12) + -3
                         if _c2_c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c16_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -5613,7 +5613,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
-                            _c2_c16_c2_Unit = ((x >> 4) & 15)
+                            _c2_c16_c2_Unit = (x >> 4)
                             if _c2_c16_c2_Unit >= 10: _c2_c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c16_c2_Unit, 10, r.at(r.end - q))
                             else: _c2_c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c16_c2_Unit]
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
@@ -5646,7 +5646,7 @@ def _d_V2G_Message(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -5723,14 +5723,14 @@ def _d_V2G_Message(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
-                        _a = (x & 511)
+                        _a = x
                         _c2_c18_ResponseCode = None
                         _c2_c18_ServiceID = None
                         _c2_c18_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'Body/ServiceDetailRes/ResponseCode'
-                        _c2_c18_ResponseCode = ((x >> 3) & 31)
+                        _c2_c18_ResponseCode = (x >> 3)
                         if _c2_c18_ResponseCode >= 23: _c2_c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c18_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c18_ResponseCode]
                         el = 'Body/ServiceDetailRes/ServiceID'
@@ -5757,7 +5757,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c2_c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c18_ServiceID, r.at(r.end - q))
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         if ec == 0:
                             q += 1
@@ -5806,14 +5806,14 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = ((x >> 6) & 3)
+                            ec = (x >> 6)
                             _a = (x & 63)
                             _c2_c19_s = 1
                         elif ec == 1:
                             x = _a
                             if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                            _c2_c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _c2_c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 3)]
                             _a = (x & 1)
                             _c2_c19_s = 2
                         elif ec == 2:
@@ -5827,7 +5827,7 @@ def _d_V2G_Message(r):
                                 x = _a
                                 if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                                _c2_c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _c2_c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 3)]
                                 _a = (x & 1)
                                 _c2_c19_s = 2
                             elif ec == 1:
@@ -5865,7 +5865,7 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c2_c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c2_c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
                         _c2_c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
@@ -5885,7 +5885,7 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'Body/ServicePaymentSelectionRes/ResponseCode'
-                        _c2_c21_ResponseCode = ((x >> 3) & 31)
+                        _c2_c21_ResponseCode = (x >> 3)
                         if _c2_c21_ResponseCode >= 23: _c2_c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c21_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c21_ResponseCode]
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
@@ -5899,7 +5899,7 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'Body/SessionSetupReq/EVCCID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -5925,14 +5925,14 @@ def _d_V2G_Message(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _a = (x & 511)
+                        _a = x
                         _c2_c23_ResponseCode = None
                         _c2_c23_EVSEID = None
                         _c2_c23_DateTimeNow = None
                         x = _a
                         if x & 262: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
-                        _c2_c23_ResponseCode = ((x >> 3) & 31)
+                        _c2_c23_ResponseCode = (x >> 3)
                         if _c2_c23_ResponseCode >= 23: _c2_c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c23_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c23_ResponseCode]
                         el = 'Body/SessionSetupRes/EVSEID'
@@ -5953,13 +5953,13 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         if ec == 0:
                             x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'Body/SessionSetupRes/DateTimeNow'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -6012,7 +6012,7 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'Body/SessionStopRes/ResponseCode'
-                        _c2_c25_ResponseCode = ((x >> 3) & 31)
+                        _c2_c25_ResponseCode = (x >> 3)
                         if _c2_c25_ResponseCode >= 23: _c2_c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c25_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c25_ResponseCode]
                         _cv = _new(_K_din_msgbody_SessionStopResType)
@@ -6035,7 +6035,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c2_c26_c1_EVReady = ((x >> 29) & 1) == 1
+                        _c2_c26_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
                         _c2_c26_c1_s = 1
@@ -6043,7 +6043,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c26_c1_EVCabinConditioning = ((x >> 24) & 1) == 1
+                            _c2_c26_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
                             _c2_c26_c1_s = 2
@@ -6052,7 +6052,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                            _c2_c26_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
                             _c2_c26_c1_s = 3
                         elif ec == 2:
@@ -6060,7 +6060,7 @@ def _d_V2G_Message(r):
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c26_c1_EVErrorCode = (x >> 12)
                             if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -6072,7 +6072,7 @@ def _d_V2G_Message(r):
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c26_c1_EVRESSConditioning = ((x >> 19) & 1) == 1
+                                _c2_c26_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
                                 _c2_c26_c1_s = 3
                             elif ec == 1:
@@ -6080,7 +6080,7 @@ def _d_V2G_Message(r):
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c2_c26_c1_EVErrorCode = ((x >> 12) & 15)
+                                _c2_c26_c1_EVErrorCode = (x >> 12)
                                 if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
                                 else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
                                 _a = (x & 1023)
@@ -6091,7 +6091,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c26_c1_EVErrorCode = ((x >> 12) & 15)
+                            _c2_c26_c1_EVErrorCode = (x >> 12)
                             if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
                             else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
                             _a = (x & 1023)
@@ -6100,7 +6100,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c26_c1_EVRESSSOC = ((x >> 2) & 127)
+                            _c2_c26_c1_EVRESSSOC = (x >> 2)
                             if _c2_c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c26_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c26_c1_s = -1
                         _c2_c26_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
@@ -6123,7 +6123,7 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'Body/WeldingDetectionRes/ResponseCode'
-                        _c2_c27_ResponseCode = ((x >> 17) & 31)
+                        _c2_c27_ResponseCode = (x >> 17)
                         if _c2_c27_ResponseCode >= 23: _c2_c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c27_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c27_ResponseCode]
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
@@ -6136,7 +6136,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 511)]
+                            _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c2_c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
@@ -6153,7 +6153,7 @@ def _d_V2G_Message(r):
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c27_c1_EVSEStatusCode = ((x >> 3) & 15)
+                            _c2_c27_c1_EVSEStatusCode = (x >> 3)
                             if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
                             _a = (x & 1)
@@ -6185,7 +6185,7 @@ def _d_V2G_Message(r):
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c27_c1_EVSENotification = ((x >> 2) & 3)
+                        _c2_c27_c1_EVSENotification = (x >> 2)
                         if _c2_c27_c1_EVSENotification >= 3: _c2_c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c27_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c27_c1_EVSENotification]
                         _c2_c27_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
@@ -6198,14 +6198,14 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
-                        _a = (x & 65535)
+                        _a = x
                         _c2_c27_c2_Multiplier = None
                         _c2_c27_c2_Unit = None
                         _c2_c27_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c2_c27_c2_Multiplier = ((x >> 12) & 7) + -3
+                        _c2_c27_c2_Multiplier = (x >> 12) + -3
                         if _c2_c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c27_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
@@ -6213,7 +6213,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c2_c27_c2_Unit = ((x >> 4) & 15)
+                            _c2_c27_c2_Unit = (x >> 4)
                             if _c2_c27_c2_Unit >= 10: _c2_c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c27_c2_Unit, 10, r.at(r.end - q))
                             else: _c2_c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c27_c2_Unit]
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
@@ -6246,7 +6246,7 @@ def _d_V2G_Message(r):
                             x = _a >> 7
                             if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -8205,7 +8205,7 @@ def _de11(r):  # BulkChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8225,7 +8225,7 @@ def _de12(r):  # BulkChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8245,7 +8245,7 @@ def _de13(r):  # BulkSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('BulkSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -8305,7 +8305,7 @@ def _de15(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8325,7 +8325,7 @@ def _de16(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8345,7 +8345,7 @@ def _de17(r):  # ChargingProfileEntryMaxPower
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -8554,7 +8554,7 @@ def _de22(r):  # DateTimeNow
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('DateTimeNow', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -8646,7 +8646,7 @@ def _de24(r):  # EPriceLevel
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('EPriceLevel', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -8705,7 +8705,7 @@ def _de26(r):  # EVCabinConditioning
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVCabinConditioning', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8725,7 +8725,7 @@ def _de27(r):  # EVErrorCode
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('EVErrorCode', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_DC_EVErrorCodeType[val]
     r.pos = r.end - q
@@ -8748,7 +8748,7 @@ def _de28(r):  # EVRESSConditioning
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVRESSConditioning', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8768,7 +8768,7 @@ def _de29(r):  # EVRESSSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('EVRESSSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -8789,7 +8789,7 @@ def _de30(r):  # EVReady
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVReady', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8809,7 +8809,7 @@ def _de31(r):  # EVRequestedEnergyTransferType
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVRequestedEnergyTransferType', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EVRequestedEnergyTransferType', val, 6, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVRequestedEnergyTransferType[val]
     r.pos = r.end - q
@@ -8832,7 +8832,7 @@ def _de32(r):  # EVSECurrentLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8891,7 +8891,7 @@ def _de34(r):  # EVSEIsolationStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEIsolationStatus', r.end - q)
-    val = _E_din_msgdatatypes_isolationLevelType[((x >> 1) & 3)]
+    val = _E_din_msgdatatypes_isolationLevelType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -8912,7 +8912,7 @@ def _de35(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVSENotificationType[val]
     r.pos = r.end - q
@@ -8935,7 +8935,7 @@ def _de36(r):  # EVSEPowerLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -8955,7 +8955,7 @@ def _de37(r):  # EVSEProcessing
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEProcessing', r.end - q)
-    val = _E_din_msgdatatypes_EVSEProcessingType[((x >> 1) & 1)]
+    val = _E_din_msgdatatypes_EVSEProcessingType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -8976,7 +8976,7 @@ def _de38(r):  # EVSEStatusCode
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('EVSEStatusCode', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_DC_EVSEStatusCodeType[val]
     r.pos = r.end - q
@@ -8999,7 +8999,7 @@ def _de39(r):  # EVSEVoltageLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -9019,7 +9019,7 @@ def _de40(r):  # EnergyTransferType
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('EnergyTransferType', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 10: val = r.enum_index('EnergyTransferType', val, 10, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[val]
     r.pos = r.end - q
@@ -9079,7 +9079,7 @@ def _de42(r):  # FaultCode
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('FaultCode', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_faultCodeType[val]
     r.pos = r.end - q
@@ -9141,7 +9141,7 @@ def _de44(r):  # FreeService
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('FreeService', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -9161,7 +9161,7 @@ def _de45(r):  # FullSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('FullSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -9256,7 +9256,7 @@ def _de48(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -9379,7 +9379,7 @@ def _de51(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -9464,7 +9464,7 @@ def _de53(r):  # Multiplier
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('Multiplier', r.end - q)
-    val = ((x >> 1) & 7) + -3
+    val = (x >> 1) + -3
     if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -9529,7 +9529,7 @@ def _de55(r):  # NumEPriceLevels
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumEPriceLevels', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -9699,7 +9699,7 @@ def _de60(r):  # PMax
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('PMax', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -9747,7 +9747,7 @@ def _de61(r):  # PMaxScheduleID
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('PMaxScheduleID', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -9795,7 +9795,7 @@ def _de62(r):  # ParameterSetID
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('ParameterSetID', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -9843,7 +9843,7 @@ def _de63(r):  # PaymentOption
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PaymentOption', r.end - q)
-    val = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+    val = _E_din_msgdatatypes_paymentOptionType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -9901,7 +9901,7 @@ def _de65(r):  # PowerSwitchClosed
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PowerSwitchClosed', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -9958,7 +9958,7 @@ def _de67(r):  # RCD
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('RCD', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -9978,7 +9978,7 @@ def _de68(r):  # ReadyToChargeState
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ReadyToChargeState', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -9998,7 +9998,7 @@ def _de69(r):  # ReceiptRequired
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ReceiptRequired', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -10018,7 +10018,7 @@ def _de70(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 7)
     x = (V >> q) & 127
     if x & 65: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 31)
+    val = (x >> 1)
     if val >= 23: val = r.enum_index('ResponseCode', val, 23, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_responseCodeType[val]
     r.pos = r.end - q
@@ -10041,7 +10041,7 @@ def _de71(r):  # RetryCounter
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('RetryCounter', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -10128,7 +10128,7 @@ def _de73(r):  # SAScheduleTupleID
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -10176,7 +10176,7 @@ def _de74(r):  # SAScheduleTupleID
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -10300,7 +10300,7 @@ def _de77(r):  # SalesTariffID
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('SalesTariffID', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -10385,7 +10385,7 @@ def _de79(r):  # SelectedPaymentOption
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('SelectedPaymentOption', r.end - q)
-    val = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+    val = _E_din_msgdatatypes_paymentOptionType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -10406,7 +10406,7 @@ def _de80(r):  # ServiceCategory
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
-    val = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+    val = _E_din_msgdatatypes_serviceCategoryType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -10427,7 +10427,7 @@ def _de81(r):  # ServiceCategory
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
-    val = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+    val = _E_din_msgdatatypes_serviceCategoryType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -10770,7 +10770,7 @@ def _de90(r):  # TMeter
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('TMeter', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -10818,7 +10818,7 @@ def _de91(r):  # Unit
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('Unit', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 10: val = r.enum_index('Unit', val, 10, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_unitSymbolType[val]
     r.pos = r.end - q
@@ -10841,7 +10841,7 @@ def _de92(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -11037,7 +11037,7 @@ def _de97(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -11239,7 +11239,7 @@ def _de102(r):  # amountMultiplier
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('amountMultiplier', r.end - q)
-    val = ((x >> 1) & 7) + -3
+    val = (x >> 1) + -3
     if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -11260,7 +11260,7 @@ def _de103(r):  # boolValue
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('boolValue', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -11280,7 +11280,7 @@ def _de104(r):  # byteValue
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('byteValue', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -11300,7 +11300,7 @@ def _de105(r):  # costKind
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('costKind', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('costKind', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_costKindType[val]
     r.pos = r.end - q
@@ -11367,7 +11367,7 @@ def _de107(r):  # intValue
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('intValue', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -11415,7 +11415,7 @@ def _de108(r):  # shortValue
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('shortValue', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

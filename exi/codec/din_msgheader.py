@@ -26,7 +26,7 @@ def _d_MessageHeaderType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'SessionID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -43,20 +43,20 @@ def _d_MessageHeaderType(r):
         if q < 0: V, q = r.slidep(q, 12)
         x = (V >> q) & 4095
         if x & 2048: raise r.deviation('MessageHeaderType', r.end - q)
-        ec = ((x >> 9) & 3)
+        ec = (x >> 9)
         _a = (x & 511)
         s = 1
         if ec == 0:
             x = _a
             if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Notification'
-            _a = (x & 255)
+            _a = x
             _c2_FaultCode = None
             _c2_FaultMsg = None
             x = _a
             if x & 144: raise r.deviation('NotificationType', r.end - q)
             el = 'Notification/FaultCode'
-            _c2_FaultCode = ((x >> 5) & 3)
+            _c2_FaultCode = (x >> 5)
             if _c2_FaultCode >= 3: _c2_FaultCode = r.enum_index('NotificationType/FaultCode', _c2_FaultCode, 3, r.at(r.end - q))
             else: _c2_FaultCode = _E_din_msgdatatypes_faultCodeType[_c2_FaultCode]
             ec = ((x >> 2) & 3)
@@ -80,7 +80,7 @@ def _d_MessageHeaderType(r):
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 12: raise r.deviation('NotificationType', r.end - q)
-                ec = (x & 3)
+                ec = x
             elif ec == 1:
                 x = _a
                 ec = x

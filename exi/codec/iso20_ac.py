@@ -52,7 +52,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
-        _c10_Exponent = ((x >> 4) & 255) + -128
+        _c10_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -82,14 +82,14 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c10_Exponent
         f_EVMaximumChargePower.Value = _c10_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 1
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumChargePower_L2/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -119,14 +119,14 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L2.Exponent = _c11_Exponent
             f_EVMaximumChargePower_L2.Value = _c11_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumChargePower_L3/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -156,13 +156,13 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L3.Exponent = _c12_Exponent
             f_EVMaximumChargePower_L3.Value = _c12_Value
-            _a = (x & 16383)
+            _a = x
             s = 3
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -192,7 +192,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c13_Exponent
             f_EVMinimumChargePower.Value = _c13_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         else:
@@ -202,7 +202,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -232,13 +232,13 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c14_Exponent
                 f_EVMaximumChargePower_L3.Value = _c14_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -268,7 +268,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c15_Exponent
                 f_EVMinimumChargePower.Value = _c15_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             else:
@@ -277,7 +277,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c16_Exponent = ((x >> 4) & 255) + -128
+            _c16_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -307,7 +307,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c16_Exponent
             f_EVMinimumChargePower.Value = _c16_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         if s == 4:
@@ -315,7 +315,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c17_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -345,14 +345,14 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c17_Exponent
                 f_EVMinimumChargePower_L2.Value = _c17_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c18_Exponent = ((x >> 4) & 255) + -128
+                _c18_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -392,7 +392,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c19_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -696,7 +696,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
-        _c28_Exponent = ((x >> 4) & 255) + -128
+        _c28_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -726,14 +726,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c28_Exponent
         f_EVSEMaximumChargePower.Value = _c28_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 1
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumChargePower_L2/Exponent'
-            _c29_Exponent = ((x >> 4) & 255) + -128
+            _c29_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -763,14 +763,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower_L2.Exponent = _c29_Exponent
             f_EVSEMaximumChargePower_L2.Value = _c29_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumChargePower_L3/Exponent'
-            _c30_Exponent = ((x >> 4) & 255) + -128
+            _c30_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -800,13 +800,13 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower_L3.Exponent = _c30_Exponent
             f_EVSEMaximumChargePower_L3.Value = _c30_Value
-            _a = (x & 16383)
+            _a = x
             s = 3
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c31_Exponent = ((x >> 4) & 255) + -128
+            _c31_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -836,7 +836,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c31_Exponent
             f_EVSEMinimumChargePower.Value = _c31_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         else:
@@ -846,7 +846,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumChargePower_L3/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -876,13 +876,13 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower_L3.Exponent = _c32_Exponent
                 f_EVSEMaximumChargePower_L3.Value = _c32_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -912,7 +912,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c33_Exponent
                 f_EVSEMinimumChargePower.Value = _c33_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             else:
@@ -921,7 +921,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c34_Exponent = ((x >> 4) & 255) + -128
+            _c34_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -951,7 +951,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c34_Exponent
             f_EVSEMinimumChargePower.Value = _c34_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         if s == 4:
@@ -959,7 +959,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower_L2/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -989,14 +989,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L2.Exponent = _c35_Exponent
                 f_EVSEMinimumChargePower_L2.Value = _c35_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower_L3/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c36_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1026,13 +1026,13 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c36_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c36_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSENominalFrequency/Exponent'
-                _c37_Exponent = ((x >> 4) & 255) + -128
+                _c37_Exponent = (x >> 4) + -128
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1062,7 +1062,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c37_Exponent
                 f_EVSENominalFrequency.Value = _c37_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             else:
@@ -1072,7 +1072,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower_L3/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1102,13 +1102,13 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c38_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c38_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSENominalFrequency/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = (x >> 4) + -128
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1138,7 +1138,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c39_Exponent
                 f_EVSENominalFrequency.Value = _c39_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             else:
@@ -1147,7 +1147,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSENominalFrequency/Exponent'
-            _c40_Exponent = ((x >> 4) & 255) + -128
+            _c40_Exponent = (x >> 4) + -128
             el = 'EVSENominalFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1177,7 +1177,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSENominalFrequency.Exponent = _c40_Exponent
             f_EVSENominalFrequency.Value = _c40_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 7
         if s == 7:
@@ -1185,7 +1185,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'MaximumPowerAsymmetry/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = (x >> 4) + -128
                 el = 'MaximumPowerAsymmetry/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1215,14 +1215,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_MaximumPowerAsymmetry = _new(_K_iso20_commontypes_RationalNumberType)
                 f_MaximumPowerAsymmetry.Exponent = _c41_Exponent
                 f_MaximumPowerAsymmetry.Value = _c41_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPowerRampLimitation/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = (x >> 4) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1252,14 +1252,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c42_Exponent
                 f_EVSEPowerRampLimitation.Value = _c42_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c43_Exponent = ((x >> 4) & 255) + -128
+                _c43_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1289,14 +1289,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c43_Exponent
                 f_EVSEPresentActivePower.Value = _c43_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c44_Exponent = ((x >> 4) & 255) + -128
+                _c44_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1326,14 +1326,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c44_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c44_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c45_Exponent = ((x >> 4) & 255) + -128
+                _c45_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1373,7 +1373,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPowerRampLimitation/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1403,14 +1403,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c46_Exponent
                 f_EVSEPowerRampLimitation.Value = _c46_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1440,14 +1440,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c47_Exponent
                 f_EVSEPresentActivePower.Value = _c47_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1477,14 +1477,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c48_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c48_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1524,7 +1524,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1554,14 +1554,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c50_Exponent
                 f_EVSEPresentActivePower.Value = _c50_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1591,14 +1591,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c51_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c51_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1638,7 +1638,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1668,14 +1668,14 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c53_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c53_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1715,7 +1715,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2393,7 +2393,7 @@ def _d_AC_ChargeLoopReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c2_SessionID = None
         _c2_TimeStamp = None
         _c2_Signature = None
@@ -2432,7 +2432,7 @@ def _d_AC_ChargeLoopReqType(r):
         x = (V >> q) & 8191
         if x & 4096: raise r.deviation('MessageHeaderType', r.end - q)
         if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 10) & 3)
+        ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
             q += 10
@@ -2444,7 +2444,7 @@ def _d_AC_ChargeLoopReqType(r):
             if q < 0: V, q = r.slidep(q, 11)
             x = (V >> q) & 2047
             if x & 1024: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = ((x >> 8) & 3)
+            ec = (x >> 8)
             _a = (x & 255)
         elif ec == 1:
             x = _a
@@ -2467,14 +2467,14 @@ def _d_AC_ChargeLoopReqType(r):
             x = (V >> q) & 511
             if x & 416: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 6) & 1) == 1
+            f_MeterInfoRequested = (x >> 6) == 1
             ec = ((x >> 2) & 7)
             _a = (x & 3)
         elif ec == 1:
             x = _a
             if x & 160: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 6) & 1) == 1
+            f_MeterInfoRequested = (x >> 6) == 1
             ec = ((x >> 2) & 7)
             _a = (x & 3)
         else:
@@ -2685,7 +2685,7 @@ def _d_AC_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AC_ChargeLoopResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -2724,7 +2724,7 @@ def _d_AC_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -2746,7 +2746,7 @@ def _d_AC_ChargeLoopResType(r):
         x = (V >> q) & 8191
         if x & 6160: raise r.deviation('AC_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 63)
+        f_ResponseCode = (x >> 5)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 15)
@@ -2781,7 +2781,7 @@ def _d_AC_ChargeLoopResType(r):
                 if x & 59506688: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _c9_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_NotificationMaxDelay, r.at(r.end - q))
                 el = 'EVSEStatus/EVSENotification'
-                _c9_EVSENotification = ((x >> 20) & 7)
+                _c9_EVSENotification = (x >> 20)
                 if _c9_EVSENotification >= 6: _c9_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c9_EVSENotification, 6, r.at(r.end - q))
                 else: _c9_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c9_EVSENotification]
                 f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
@@ -2818,7 +2818,7 @@ def _d_AC_ChargeLoopResType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'EVSETargetFrequency/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = (x >> 4) + -128
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2848,7 +2848,7 @@ def _d_AC_ChargeLoopResType(r):
                 f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c10_Exponent
                 f_EVSETargetFrequency.Value = _c10_Value
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             else:
@@ -2928,7 +2928,7 @@ def _d_AC_ChargeLoopResType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'EVSETargetFrequency/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = (x >> 4) + -128
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2958,7 +2958,7 @@ def _d_AC_ChargeLoopResType(r):
                 f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c12_Exponent
                 f_EVSETargetFrequency.Value = _c12_Value
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             elif ec == 3:
@@ -3026,7 +3026,7 @@ def _d_AC_ChargeLoopResType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'EVSETargetFrequency/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = (x >> 4) + -128
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3056,7 +3056,7 @@ def _d_AC_ChargeLoopResType(r):
                 f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c14_Exponent
                 f_EVSETargetFrequency.Value = _c14_Value
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             elif ec == 2:
@@ -3112,7 +3112,7 @@ def _d_AC_ChargeLoopResType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'EVSETargetFrequency/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = (x >> 4) + -128
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3142,7 +3142,7 @@ def _d_AC_ChargeLoopResType(r):
                 f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c16_Exponent
                 f_EVSETargetFrequency.Value = _c16_Value
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             elif ec == 1:
@@ -3729,7 +3729,7 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -3768,7 +3768,7 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             q += 2
@@ -3780,7 +3780,7 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             ec = x
@@ -3911,7 +3911,7 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -3950,7 +3950,7 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -3972,7 +3972,7 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 2047
         if x & 1540: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 63)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
@@ -4114,7 +4114,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
-        _c22_Exponent = ((x >> 4) & 255) + -128
+        _c22_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4144,14 +4144,14 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c22_Exponent
         f_EVMaximumChargePower.Value = _c22_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 1
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumChargePower_L2/Exponent'
-            _c23_Exponent = ((x >> 4) & 255) + -128
+            _c23_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -4181,14 +4181,14 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L2.Exponent = _c23_Exponent
             f_EVMaximumChargePower_L2.Value = _c23_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumChargePower_L3/Exponent'
-            _c24_Exponent = ((x >> 4) & 255) + -128
+            _c24_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -4218,13 +4218,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L3.Exponent = _c24_Exponent
             f_EVMaximumChargePower_L3.Value = _c24_Value
-            _a = (x & 16383)
+            _a = x
             s = 3
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c25_Exponent = ((x >> 4) & 255) + -128
+            _c25_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -4254,7 +4254,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c25_Exponent
             f_EVMinimumChargePower.Value = _c25_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         else:
@@ -4264,7 +4264,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c26_Exponent = ((x >> 4) & 255) + -128
+                _c26_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4294,13 +4294,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c26_Exponent
                 f_EVMaximumChargePower_L3.Value = _c26_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c27_Exponent = ((x >> 4) & 255) + -128
+                _c27_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4330,7 +4330,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c27_Exponent
                 f_EVMinimumChargePower.Value = _c27_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             else:
@@ -4339,7 +4339,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c28_Exponent = ((x >> 4) & 255) + -128
+            _c28_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -4369,7 +4369,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c28_Exponent
             f_EVMinimumChargePower.Value = _c28_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         if s == 4:
@@ -4377,7 +4377,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c29_Exponent = ((x >> 4) & 255) + -128
+                _c29_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4407,14 +4407,14 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c29_Exponent
                 f_EVMinimumChargePower_L2.Value = _c29_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c30_Exponent = ((x >> 4) & 255) + -128
+                _c30_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4444,13 +4444,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c30_Exponent
                 f_EVMinimumChargePower_L3.Value = _c30_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c31_Exponent = ((x >> 4) & 255) + -128
+                _c31_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4480,7 +4480,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c31_Exponent
                 f_EVMaximumDischargePower.Value = _c31_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             else:
@@ -4490,7 +4490,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4520,13 +4520,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c32_Exponent
                 f_EVMinimumChargePower_L3.Value = _c32_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4556,7 +4556,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c33_Exponent
                 f_EVMaximumDischargePower.Value = _c33_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             else:
@@ -4565,7 +4565,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumDischargePower/Exponent'
-            _c34_Exponent = ((x >> 4) & 255) + -128
+            _c34_Exponent = (x >> 4) + -128
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -4595,7 +4595,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c34_Exponent
             f_EVMaximumDischargePower.Value = _c34_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 7
         if s == 7:
@@ -4603,7 +4603,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L2/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4633,14 +4633,14 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c35_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c35_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c36_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4670,13 +4670,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c36_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c36_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c37_Exponent = ((x >> 4) & 255) + -128
+                _c37_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4706,7 +4706,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c37_Exponent
                 f_EVMinimumDischargePower.Value = _c37_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -4716,7 +4716,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4746,13 +4746,13 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c38_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c38_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4782,7 +4782,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c39_Exponent
                 f_EVMinimumDischargePower.Value = _c39_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -4791,7 +4791,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMinimumDischargePower/Exponent'
-            _c40_Exponent = ((x >> 4) & 255) + -128
+            _c40_Exponent = (x >> 4) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -4821,7 +4821,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c40_Exponent
             f_EVMinimumDischargePower.Value = _c40_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 10
         if s == 10:
@@ -4829,7 +4829,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4859,14 +4859,14 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c41_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c41_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4906,7 +4906,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c43_Exponent = ((x >> 4) & 255) + -128
+                _c43_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5499,7 +5499,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
-        _c43_Exponent = ((x >> 4) & 255) + -128
+        _c43_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -5529,14 +5529,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c43_Exponent
         f_EVSEMaximumChargePower.Value = _c43_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 1
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumChargePower_L2/Exponent'
-            _c44_Exponent = ((x >> 4) & 255) + -128
+            _c44_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5566,14 +5566,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower_L2.Exponent = _c44_Exponent
             f_EVSEMaximumChargePower_L2.Value = _c44_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumChargePower_L3/Exponent'
-            _c45_Exponent = ((x >> 4) & 255) + -128
+            _c45_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5603,13 +5603,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower_L3.Exponent = _c45_Exponent
             f_EVSEMaximumChargePower_L3.Value = _c45_Value
-            _a = (x & 16383)
+            _a = x
             s = 3
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c46_Exponent = ((x >> 4) & 255) + -128
+            _c46_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5639,7 +5639,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c46_Exponent
             f_EVSEMinimumChargePower.Value = _c46_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         else:
@@ -5649,7 +5649,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumChargePower_L3/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5679,13 +5679,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower_L3.Exponent = _c47_Exponent
                 f_EVSEMaximumChargePower_L3.Value = _c47_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5715,7 +5715,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c48_Exponent
                 f_EVSEMinimumChargePower.Value = _c48_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             else:
@@ -5724,7 +5724,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c49_Exponent = ((x >> 4) & 255) + -128
+            _c49_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5754,7 +5754,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c49_Exponent
             f_EVSEMinimumChargePower.Value = _c49_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         if s == 4:
@@ -5762,7 +5762,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower_L2/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5792,14 +5792,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L2.Exponent = _c50_Exponent
                 f_EVSEMinimumChargePower_L2.Value = _c50_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower_L3/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5829,13 +5829,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c51_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c51_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSENominalFrequency/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5865,7 +5865,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c52_Exponent
                 f_EVSENominalFrequency.Value = _c52_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             else:
@@ -5875,7 +5875,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumChargePower_L3/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5905,13 +5905,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c53_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c53_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSENominalFrequency/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5941,7 +5941,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c54_Exponent
                 f_EVSENominalFrequency.Value = _c54_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             else:
@@ -5950,7 +5950,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSENominalFrequency/Exponent'
-            _c55_Exponent = ((x >> 4) & 255) + -128
+            _c55_Exponent = (x >> 4) + -128
             el = 'EVSENominalFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5980,7 +5980,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSENominalFrequency.Exponent = _c55_Exponent
             f_EVSENominalFrequency.Value = _c55_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 7
         if s == 7:
@@ -5988,7 +5988,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'MaximumPowerAsymmetry/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'MaximumPowerAsymmetry/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6018,14 +6018,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_MaximumPowerAsymmetry = _new(_K_iso20_commontypes_RationalNumberType)
                 f_MaximumPowerAsymmetry.Exponent = _c56_Exponent
                 f_MaximumPowerAsymmetry.Value = _c56_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPowerRampLimitation/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6055,14 +6055,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c57_Exponent
                 f_EVSEPowerRampLimitation.Value = _c57_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6092,14 +6092,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c58_Exponent
                 f_EVSEPresentActivePower.Value = _c58_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6129,14 +6129,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c59_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c59_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6166,13 +6166,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c60_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c60_Value
-                _a = (x & 16383)
+                _a = x
                 s = 12
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6202,7 +6202,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c61_Exponent
                 f_EVSEMaximumDischargePower.Value = _c61_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             else:
@@ -6212,7 +6212,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPowerRampLimitation/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6242,14 +6242,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c62_Exponent
                 f_EVSEPowerRampLimitation.Value = _c62_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6279,14 +6279,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c63_Exponent
                 f_EVSEPresentActivePower.Value = _c63_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6316,14 +6316,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c64_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c64_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6353,13 +6353,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c65_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c65_Value
-                _a = (x & 16383)
+                _a = x
                 s = 12
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6389,7 +6389,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c66_Exponent
                 f_EVSEMaximumDischargePower.Value = _c66_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             else:
@@ -6399,7 +6399,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6429,14 +6429,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c67_Exponent
                 f_EVSEPresentActivePower.Value = _c67_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6466,14 +6466,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c68_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c68_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6503,13 +6503,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c69_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c69_Value
-                _a = (x & 16383)
+                _a = x
                 s = 12
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6539,7 +6539,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c70_Exponent
                 f_EVSEMaximumDischargePower.Value = _c70_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             else:
@@ -6549,7 +6549,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6579,14 +6579,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c71_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c71_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6616,13 +6616,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c72_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c72_Value
-                _a = (x & 16383)
+                _a = x
                 s = 12
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6652,7 +6652,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c73_Exponent
                 f_EVSEMaximumDischargePower.Value = _c73_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             else:
@@ -6662,7 +6662,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c74_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6692,13 +6692,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c74_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c74_Value
-                _a = (x & 16383)
+                _a = x
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c75_Exponent = ((x >> 4) & 255) + -128
+                _c75_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6728,7 +6728,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c75_Exponent
                 f_EVSEMaximumDischargePower.Value = _c75_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             else:
@@ -6737,7 +6737,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumDischargePower/Exponent'
-            _c76_Exponent = ((x >> 4) & 255) + -128
+            _c76_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -6767,7 +6767,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c76_Exponent
             f_EVSEMaximumDischargePower.Value = _c76_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 13
         if s == 13:
@@ -6775,7 +6775,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower_L2/Exponent'
-                _c77_Exponent = ((x >> 4) & 255) + -128
+                _c77_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6805,14 +6805,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower_L2.Exponent = _c77_Exponent
                 f_EVSEMaximumDischargePower_L2.Value = _c77_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower_L3/Exponent'
-                _c78_Exponent = ((x >> 4) & 255) + -128
+                _c78_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6842,13 +6842,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower_L3.Exponent = _c78_Exponent
                 f_EVSEMaximumDischargePower_L3.Value = _c78_Value
-                _a = (x & 16383)
+                _a = x
                 s = 15
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c79_Exponent = ((x >> 4) & 255) + -128
+                _c79_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6878,7 +6878,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c79_Exponent
                 f_EVSEMinimumDischargePower.Value = _c79_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 16
             else:
@@ -6888,7 +6888,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower_L3/Exponent'
-                _c80_Exponent = ((x >> 4) & 255) + -128
+                _c80_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6918,13 +6918,13 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower_L3.Exponent = _c80_Exponent
                 f_EVSEMaximumDischargePower_L3.Value = _c80_Value
-                _a = (x & 16383)
+                _a = x
                 s = 15
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c81_Exponent = ((x >> 4) & 255) + -128
+                _c81_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6954,7 +6954,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c81_Exponent
                 f_EVSEMinimumDischargePower.Value = _c81_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 16
             else:
@@ -6963,7 +6963,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMinimumDischargePower/Exponent'
-            _c82_Exponent = ((x >> 4) & 255) + -128
+            _c82_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -6993,7 +6993,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c82_Exponent
             f_EVSEMinimumDischargePower.Value = _c82_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 16
         if s == 16:
@@ -7001,7 +7001,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower_L2/Exponent'
-                _c83_Exponent = ((x >> 4) & 255) + -128
+                _c83_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7031,14 +7031,14 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 f_EVSEMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower_L2.Exponent = _c83_Exponent
                 f_EVSEMinimumDischargePower_L2.Value = _c83_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 17
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower_L3/Exponent'
-                _c84_Exponent = ((x >> 4) & 255) + -128
+                _c84_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7078,7 +7078,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower_L3/Exponent'
-                _c85_Exponent = ((x >> 4) & 255) + -128
+                _c85_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8155,7 +8155,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c46_Exponent = ((x >> 4) & 255) + -128
+            _c46_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8185,13 +8185,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c46_Exponent
             f_EVTargetEnergyRequest.Value = _c46_Value
-            _a = (x & 16383)
+            _a = x
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c47_Exponent = ((x >> 4) & 255) + -128
+            _c47_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8221,14 +8221,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c47_Exponent
             f_EVTargetEnergyRequest.Value = _c47_Value
-            _a = (x & 16383)
+            _a = x
             s = 2
         else:
             raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c48_Exponent = ((x >> 4) & 255) + -128
+        _c48_Exponent = (x >> 4) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8259,7 +8259,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         f_EVMaximumEnergyRequest.Exponent = _c48_Exponent
         f_EVMaximumEnergyRequest.Value = _c48_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c49_Exponent = ((x >> 4) & 255) + -128
+        _c49_Exponent = (x >> 4) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8290,7 +8290,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         f_EVMinimumEnergyRequest.Exponent = _c49_Exponent
         f_EVMinimumEnergyRequest.Value = _c49_Value
         el = 'EVMaximumChargePower/Exponent'
-        _c50_Exponent = ((x >> 4) & 255) + -128
+        _c50_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8320,14 +8320,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c50_Exponent
         f_EVMaximumChargePower.Value = _c50_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 5
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumChargePower_L2/Exponent'
-            _c51_Exponent = ((x >> 4) & 255) + -128
+            _c51_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8357,14 +8357,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L2.Exponent = _c51_Exponent
             f_EVMaximumChargePower_L2.Value = _c51_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 6
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumChargePower_L3/Exponent'
-            _c52_Exponent = ((x >> 4) & 255) + -128
+            _c52_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8394,13 +8394,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L3.Exponent = _c52_Exponent
             f_EVMaximumChargePower_L3.Value = _c52_Value
-            _a = (x & 16383)
+            _a = x
             s = 7
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c53_Exponent = ((x >> 4) & 255) + -128
+            _c53_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8430,7 +8430,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c53_Exponent
             f_EVMinimumChargePower.Value = _c53_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 8
         else:
@@ -8440,7 +8440,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8470,13 +8470,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c54_Exponent
                 f_EVMaximumChargePower_L3.Value = _c54_Value
-                _a = (x & 16383)
+                _a = x
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8506,7 +8506,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c55_Exponent
                 f_EVMinimumChargePower.Value = _c55_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             else:
@@ -8515,7 +8515,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c56_Exponent = ((x >> 4) & 255) + -128
+            _c56_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8545,7 +8545,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c56_Exponent
             f_EVMinimumChargePower.Value = _c56_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 8
         if s == 8:
@@ -8553,7 +8553,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8583,14 +8583,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c57_Exponent
                 f_EVMinimumChargePower_L2.Value = _c57_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8620,13 +8620,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c58_Exponent
                 f_EVMinimumChargePower_L3.Value = _c58_Value
-                _a = (x & 16383)
+                _a = x
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8656,7 +8656,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c59_Exponent
                 f_EVPresentActivePower.Value = _c59_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             else:
@@ -8666,7 +8666,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8696,13 +8696,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c60_Exponent
                 f_EVMinimumChargePower_L3.Value = _c60_Value
-                _a = (x & 16383)
+                _a = x
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8732,7 +8732,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c61_Exponent
                 f_EVPresentActivePower.Value = _c61_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             else:
@@ -8741,7 +8741,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
-            _c62_Exponent = ((x >> 4) & 255) + -128
+            _c62_Exponent = (x >> 4) + -128
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8771,7 +8771,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c62_Exponent
             f_EVPresentActivePower.Value = _c62_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 11
         if s == 11:
@@ -8779,7 +8779,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L2/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8809,14 +8809,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c63_Exponent
                 f_EVPresentActivePower_L2.Value = _c63_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L3/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8846,13 +8846,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c64_Exponent
                 f_EVPresentActivePower_L3.Value = _c64_Value
-                _a = (x & 16383)
+                _a = x
                 s = 13
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8882,7 +8882,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c65_Exponent
                 f_EVPresentReactivePower.Value = _c65_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             else:
@@ -8892,7 +8892,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L3/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8922,13 +8922,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c66_Exponent
                 f_EVPresentActivePower_L3.Value = _c66_Value
-                _a = (x & 16383)
+                _a = x
                 s = 13
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8958,7 +8958,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c67_Exponent
                 f_EVPresentReactivePower.Value = _c67_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             else:
@@ -8967,7 +8967,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentReactivePower/Exponent'
-            _c68_Exponent = ((x >> 4) & 255) + -128
+            _c68_Exponent = (x >> 4) + -128
             el = 'EVPresentReactivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8997,7 +8997,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentReactivePower.Exponent = _c68_Exponent
             f_EVPresentReactivePower.Value = _c68_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 14
         if s == 14:
@@ -9005,7 +9005,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L2/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9035,14 +9035,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c69_Exponent
                 f_EVPresentReactivePower_L2.Value = _c69_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 15
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9072,13 +9072,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c70_Exponent
                 f_EVPresentReactivePower_L3.Value = _c70_Value
-                _a = (x & 16383)
+                _a = x
                 s = 16
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9108,7 +9108,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c71_Exponent
                 f_EVMaximumDischargePower.Value = _c71_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 17
             else:
@@ -9118,7 +9118,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9148,13 +9148,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c72_Exponent
                 f_EVPresentReactivePower_L3.Value = _c72_Value
-                _a = (x & 16383)
+                _a = x
                 s = 16
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9184,7 +9184,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c73_Exponent
                 f_EVMaximumDischargePower.Value = _c73_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 17
             else:
@@ -9193,7 +9193,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumDischargePower/Exponent'
-            _c74_Exponent = ((x >> 4) & 255) + -128
+            _c74_Exponent = (x >> 4) + -128
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -9223,7 +9223,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c74_Exponent
             f_EVMaximumDischargePower.Value = _c74_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 17
         if s == 17:
@@ -9231,7 +9231,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L2/Exponent'
-                _c75_Exponent = ((x >> 4) & 255) + -128
+                _c75_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9261,14 +9261,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c75_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c75_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 18
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c76_Exponent = ((x >> 4) & 255) + -128
+                _c76_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9298,13 +9298,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c76_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c76_Value
-                _a = (x & 16383)
+                _a = x
                 s = 19
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c77_Exponent = ((x >> 4) & 255) + -128
+                _c77_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9334,7 +9334,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c77_Exponent
                 f_EVMinimumDischargePower.Value = _c77_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             else:
@@ -9344,7 +9344,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c78_Exponent = ((x >> 4) & 255) + -128
+                _c78_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9374,13 +9374,13 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c78_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c78_Value
-                _a = (x & 16383)
+                _a = x
                 s = 19
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c79_Exponent = ((x >> 4) & 255) + -128
+                _c79_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9410,7 +9410,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c79_Exponent
                 f_EVMinimumDischargePower.Value = _c79_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             else:
@@ -9419,7 +9419,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumDischargePower/Exponent'
-            _c80_Exponent = ((x >> 4) & 255) + -128
+            _c80_Exponent = (x >> 4) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -9449,7 +9449,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c80_Exponent
             f_EVMinimumDischargePower.Value = _c80_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 20
         if s == 20:
@@ -9457,7 +9457,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c81_Exponent = ((x >> 4) & 255) + -128
+                _c81_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9487,14 +9487,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c81_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c81_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 21
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c82_Exponent = ((x >> 4) & 255) + -128
+                _c82_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9524,14 +9524,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c82_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c82_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 22
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumV2XEnergyRequest/Exponent'
-                _c83_Exponent = ((x >> 4) & 255) + -128
+                _c83_Exponent = (x >> 4) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9561,14 +9561,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c83_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c83_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 23
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c84_Exponent = ((x >> 4) & 255) + -128
+                _c84_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9608,7 +9608,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c85_Exponent = ((x >> 4) & 255) + -128
+                _c85_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9638,14 +9638,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c85_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c85_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 22
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumV2XEnergyRequest/Exponent'
-                _c86_Exponent = ((x >> 4) & 255) + -128
+                _c86_Exponent = (x >> 4) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9675,14 +9675,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c86_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c86_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 23
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c87_Exponent = ((x >> 4) & 255) + -128
+                _c87_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9722,7 +9722,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumV2XEnergyRequest/Exponent'
-                _c88_Exponent = ((x >> 4) & 255) + -128
+                _c88_Exponent = (x >> 4) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9752,14 +9752,14 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c88_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c88_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 23
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c89_Exponent = ((x >> 4) & 255) + -128
+                _c89_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -9799,7 +9799,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c90_Exponent = ((x >> 4) & 255) + -128
+                _c90_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -10938,7 +10938,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 25) & 7)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
         elif ec == 1:
@@ -10948,7 +10948,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             x = (V >> q) & 68719476735
             if x & 34493956096: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 28) & 127)
+            f_MinimumSOC = (x >> 28)
             if f_MinimumSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 25) & 3)
             _a = (x & 33554431)
@@ -10957,7 +10957,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             x = _a
             if x & 16842752: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 17) & 127)
+            f_TargetSOC = (x >> 17)
             if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             ec = ((x >> 14) & 3)
             _a = (x & 16383)
@@ -10989,14 +10989,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-            _a = (x & 16383)
+            _a = x
             s = 4
         elif ec == 4:
             q += 11
             x = _a >> 11
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'EVSETargetActivePower/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = (x >> 4) + -128
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -11026,7 +11026,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c6_Exponent
             f_EVSETargetActivePower.Value = _c6_Value
-            ec = (x & 15)
+            ec = x
             s = 5
         else:
             raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
@@ -11038,7 +11038,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 68719476735
                 if x & 34493956096: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 28) & 127)
+                f_MinimumSOC = (x >> 28)
                 if f_MinimumSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = ((x >> 25) & 3)
                 _a = (x & 33554431)
@@ -11047,7 +11047,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -11079,14 +11079,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 3:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11116,7 +11116,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c7_Exponent
                 f_EVSETargetActivePower.Value = _c7_Value
-                ec = (x & 15)
+                ec = x
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
@@ -11125,7 +11125,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -11157,14 +11157,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 2:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c8_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11194,7 +11194,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c8_Exponent
                 f_EVSETargetActivePower.Value = _c8_Value
-                ec = (x & 15)
+                ec = x
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
@@ -11226,13 +11226,13 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c9_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11262,7 +11262,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c9_Exponent
                 f_EVSETargetActivePower.Value = _c9_Value
-                ec = (x & 15)
+                ec = x
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
@@ -11270,7 +11270,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'EVSETargetActivePower/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c10_Exponent = (x >> 4) + -128
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -11300,7 +11300,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c10_Exponent
             f_EVSETargetActivePower.Value = _c10_Value
-            ec = (x & 15)
+            ec = x
             s = 5
         if s == 5:
             if ec < 4:
@@ -11310,7 +11310,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L2/Exponent'
-                    _c39_Exponent = ((x >> 4) & 255) + -128
+                    _c39_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11340,7 +11340,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c39_Exponent
                     f_EVSETargetActivePower_L2.Value = _c39_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 1:
@@ -11349,7 +11349,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L3/Exponent'
-                    _c40_Exponent = ((x >> 4) & 255) + -128
+                    _c40_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11379,7 +11379,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c40_Exponent
                     f_EVSETargetActivePower_L3.Value = _c40_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 2:
@@ -11388,7 +11388,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower/Exponent'
-                    _c41_Exponent = ((x >> 4) & 255) + -128
+                    _c41_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11418,7 +11418,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c41_Exponent
                     f_EVSETargetReactivePower.Value = _c41_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 3:
@@ -11427,7 +11427,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L2/Exponent'
-                    _c42_Exponent = ((x >> 4) & 255) + -128
+                    _c42_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11457,7 +11457,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c42_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c42_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 9
                 else:
@@ -11469,7 +11469,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L3/Exponent'
-                    _c43_Exponent = ((x >> 4) & 255) + -128
+                    _c43_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11499,7 +11499,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c43_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c43_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 10
                 elif ec == 5:
@@ -11508,7 +11508,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower/Exponent'
-                    _c44_Exponent = ((x >> 4) & 255) + -128
+                    _c44_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11538,7 +11538,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c44_Exponent
                     f_EVSEPresentActivePower.Value = _c44_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 11
                 elif ec == 6:
@@ -11547,7 +11547,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L2/Exponent'
-                    _c45_Exponent = ((x >> 4) & 255) + -128
+                    _c45_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11577,7 +11577,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c45_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c45_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 12
                 elif ec == 7:
@@ -11586,7 +11586,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L3/Exponent'
-                    _c46_Exponent = ((x >> 4) & 255) + -128
+                    _c46_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11626,7 +11626,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L3/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11656,14 +11656,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c47_Exponent
                 f_EVSETargetActivePower_L3.Value = _c47_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11693,14 +11693,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c48_Exponent
                 f_EVSETargetReactivePower.Value = _c48_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11730,14 +11730,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c49_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c49_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11767,14 +11767,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c50_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c50_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11804,14 +11804,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c51_Exponent
                 f_EVSEPresentActivePower.Value = _c51_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11841,14 +11841,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c52_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c52_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11888,7 +11888,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11918,14 +11918,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c54_Exponent
                 f_EVSETargetReactivePower.Value = _c54_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11955,14 +11955,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c55_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c55_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11992,14 +11992,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c56_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c56_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12029,14 +12029,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c57_Exponent
                 f_EVSEPresentActivePower.Value = _c57_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12066,14 +12066,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c58_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c58_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12113,7 +12113,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12143,14 +12143,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c60_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c60_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12180,14 +12180,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c61_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c61_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12217,14 +12217,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c62_Exponent
                 f_EVSEPresentActivePower.Value = _c62_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12254,14 +12254,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c63_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c63_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12301,7 +12301,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12331,14 +12331,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c65_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c65_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12368,14 +12368,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c66_Exponent
                 f_EVSEPresentActivePower.Value = _c66_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12405,14 +12405,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c67_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c67_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12452,7 +12452,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12482,14 +12482,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c69_Exponent
                 f_EVSEPresentActivePower.Value = _c69_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12519,14 +12519,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c70_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c70_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12566,7 +12566,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12596,14 +12596,14 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c72_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c72_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12643,7 +12643,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c74_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13739,7 +13739,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetEnergyRequest/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
+                _c1_Exponent = (x >> 4) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13769,7 +13769,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
-                ec = (x & 15)
+                ec = x
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -13777,7 +13777,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13807,7 +13807,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c38_Exponent
                 f_EVMaximumEnergyRequest.Value = _c38_Value
-                ec = ((x >> 14) & 15)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 2:
@@ -13816,7 +13816,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13846,7 +13846,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c39_Exponent
                 f_EVMinimumEnergyRequest.Value = _c39_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 3:
@@ -13855,7 +13855,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c40_Exponent = ((x >> 4) & 255) + -128
+                _c40_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13885,7 +13885,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c40_Exponent
                 f_EVMaximumChargePower.Value = _c40_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 4:
@@ -13894,7 +13894,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13924,7 +13924,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c41_Exponent
                 f_EVMaximumChargePower_L2.Value = _c41_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             else:
@@ -13936,7 +13936,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13966,7 +13966,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c42_Exponent
                 f_EVMaximumChargePower_L3.Value = _c42_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 6:
@@ -13975,7 +13975,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c43_Exponent = ((x >> 4) & 255) + -128
+                _c43_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14005,7 +14005,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c43_Exponent
                 f_EVMinimumChargePower.Value = _c43_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 7:
@@ -14014,7 +14014,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c44_Exponent = ((x >> 4) & 255) + -128
+                _c44_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14044,7 +14044,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c44_Exponent
                 f_EVMinimumChargePower_L2.Value = _c44_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 8:
@@ -14053,7 +14053,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c45_Exponent = ((x >> 4) & 255) + -128
+                _c45_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14083,7 +14083,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c45_Exponent
                 f_EVMinimumChargePower_L3.Value = _c45_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 9:
                 q -= 14
@@ -14091,7 +14091,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14121,7 +14121,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c46_Exponent
                 f_EVPresentActivePower.Value = _c46_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -14133,7 +14133,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumEnergyRequest/Exponent'
-                    _c47_Exponent = ((x >> 4) & 255) + -128
+                    _c47_Exponent = (x >> 4) + -128
                     el = 'EVMaximumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14163,7 +14163,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumEnergyRequest.Exponent = _c47_Exponent
                     f_EVMaximumEnergyRequest.Value = _c47_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 2
                 elif ec == 1:
@@ -14172,7 +14172,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumEnergyRequest/Exponent'
-                    _c48_Exponent = ((x >> 4) & 255) + -128
+                    _c48_Exponent = (x >> 4) + -128
                     el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14202,7 +14202,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumEnergyRequest.Exponent = _c48_Exponent
                     f_EVMinimumEnergyRequest.Value = _c48_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 3
                 elif ec == 2:
@@ -14211,7 +14211,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower/Exponent'
-                    _c49_Exponent = ((x >> 4) & 255) + -128
+                    _c49_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14241,7 +14241,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c49_Exponent
                     f_EVMaximumChargePower.Value = _c49_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 4
                 elif ec == 3:
@@ -14250,7 +14250,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower_L2/Exponent'
-                    _c50_Exponent = ((x >> 4) & 255) + -128
+                    _c50_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14280,7 +14280,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L2.Exponent = _c50_Exponent
                     f_EVMaximumChargePower_L2.Value = _c50_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 5
                 else:
@@ -14292,7 +14292,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower_L3/Exponent'
-                    _c51_Exponent = ((x >> 4) & 255) + -128
+                    _c51_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14322,7 +14322,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L3.Exponent = _c51_Exponent
                     f_EVMaximumChargePower_L3.Value = _c51_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 5:
@@ -14331,7 +14331,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower/Exponent'
-                    _c52_Exponent = ((x >> 4) & 255) + -128
+                    _c52_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14361,7 +14361,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c52_Exponent
                     f_EVMinimumChargePower.Value = _c52_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 6:
@@ -14370,7 +14370,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower_L2/Exponent'
-                    _c53_Exponent = ((x >> 4) & 255) + -128
+                    _c53_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14400,7 +14400,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L2.Exponent = _c53_Exponent
                     f_EVMinimumChargePower_L2.Value = _c53_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 7:
@@ -14409,7 +14409,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower_L3/Exponent'
-                    _c54_Exponent = ((x >> 4) & 255) + -128
+                    _c54_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14439,7 +14439,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L3.Exponent = _c54_Exponent
                     f_EVMinimumChargePower_L3.Value = _c54_Value
-                    _a = (x & 16383)
+                    _a = x
                     s = 9
                 elif ec == 8:
                     q -= 14
@@ -14447,7 +14447,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentActivePower/Exponent'
-                    _c55_Exponent = ((x >> 4) & 255) + -128
+                    _c55_Exponent = (x >> 4) + -128
                     el = 'EVPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -14477,7 +14477,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower.Exponent = _c55_Exponent
                     f_EVPresentActivePower.Value = _c55_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 10
                 else:
                     raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -14486,7 +14486,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14516,14 +14516,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c56_Exponent
                 f_EVMinimumEnergyRequest.Value = _c56_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14553,14 +14553,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c57_Exponent
                 f_EVMaximumChargePower.Value = _c57_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14590,14 +14590,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c58_Exponent
                 f_EVMaximumChargePower_L2.Value = _c58_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14627,14 +14627,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c59_Exponent
                 f_EVMaximumChargePower_L3.Value = _c59_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14664,14 +14664,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c60_Exponent
                 f_EVMinimumChargePower.Value = _c60_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14701,14 +14701,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c61_Exponent
                 f_EVMinimumChargePower_L2.Value = _c61_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14738,13 +14738,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c62_Exponent
                 f_EVMinimumChargePower_L3.Value = _c62_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 7:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14774,7 +14774,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c63_Exponent
                 f_EVPresentActivePower.Value = _c63_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -14783,7 +14783,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14813,14 +14813,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c64_Exponent
                 f_EVMaximumChargePower.Value = _c64_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14850,14 +14850,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c65_Exponent
                 f_EVMaximumChargePower_L2.Value = _c65_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14887,14 +14887,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c66_Exponent
                 f_EVMaximumChargePower_L3.Value = _c66_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14924,14 +14924,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c67_Exponent
                 f_EVMinimumChargePower.Value = _c67_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14961,14 +14961,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c68_Exponent
                 f_EVMinimumChargePower_L2.Value = _c68_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14998,13 +14998,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c69_Exponent
                 f_EVMinimumChargePower_L3.Value = _c69_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15034,7 +15034,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c70_Exponent
                 f_EVPresentActivePower.Value = _c70_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -15043,7 +15043,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15073,14 +15073,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c71_Exponent
                 f_EVMaximumChargePower_L2.Value = _c71_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15110,14 +15110,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c72_Exponent
                 f_EVMaximumChargePower_L3.Value = _c72_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15147,14 +15147,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c73_Exponent
                 f_EVMinimumChargePower.Value = _c73_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c74_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15184,14 +15184,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c74_Exponent
                 f_EVMinimumChargePower_L2.Value = _c74_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c75_Exponent = ((x >> 4) & 255) + -128
+                _c75_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15221,13 +15221,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c75_Exponent
                 f_EVMinimumChargePower_L3.Value = _c75_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c76_Exponent = ((x >> 4) & 255) + -128
+                _c76_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15257,7 +15257,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c76_Exponent
                 f_EVPresentActivePower.Value = _c76_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -15266,7 +15266,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c77_Exponent = ((x >> 4) & 255) + -128
+                _c77_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15296,14 +15296,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c77_Exponent
                 f_EVMaximumChargePower_L3.Value = _c77_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c78_Exponent = ((x >> 4) & 255) + -128
+                _c78_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15333,14 +15333,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c78_Exponent
                 f_EVMinimumChargePower.Value = _c78_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c79_Exponent = ((x >> 4) & 255) + -128
+                _c79_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15370,14 +15370,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c79_Exponent
                 f_EVMinimumChargePower_L2.Value = _c79_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c80_Exponent = ((x >> 4) & 255) + -128
+                _c80_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15407,13 +15407,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c80_Exponent
                 f_EVMinimumChargePower_L3.Value = _c80_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c81_Exponent = ((x >> 4) & 255) + -128
+                _c81_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15443,7 +15443,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c81_Exponent
                 f_EVPresentActivePower.Value = _c81_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -15452,7 +15452,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c82_Exponent = ((x >> 4) & 255) + -128
+                _c82_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15482,14 +15482,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c82_Exponent
                 f_EVMinimumChargePower.Value = _c82_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c83_Exponent = ((x >> 4) & 255) + -128
+                _c83_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15519,14 +15519,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c83_Exponent
                 f_EVMinimumChargePower_L2.Value = _c83_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c84_Exponent = ((x >> 4) & 255) + -128
+                _c84_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15556,13 +15556,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c84_Exponent
                 f_EVMinimumChargePower_L3.Value = _c84_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c85_Exponent = ((x >> 4) & 255) + -128
+                _c85_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15592,7 +15592,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c85_Exponent
                 f_EVPresentActivePower.Value = _c85_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -15601,7 +15601,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c86_Exponent = ((x >> 4) & 255) + -128
+                _c86_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15631,14 +15631,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c86_Exponent
                 f_EVMinimumChargePower_L2.Value = _c86_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c87_Exponent = ((x >> 4) & 255) + -128
+                _c87_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15668,13 +15668,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c87_Exponent
                 f_EVMinimumChargePower_L3.Value = _c87_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c88_Exponent = ((x >> 4) & 255) + -128
+                _c88_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15704,7 +15704,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c88_Exponent
                 f_EVPresentActivePower.Value = _c88_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -15713,7 +15713,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c89_Exponent = ((x >> 4) & 255) + -128
+                _c89_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15743,13 +15743,13 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c89_Exponent
                 f_EVMinimumChargePower_L3.Value = _c89_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c90_Exponent = ((x >> 4) & 255) + -128
+                _c90_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15779,7 +15779,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c90_Exponent
                 f_EVPresentActivePower.Value = _c90_Value
-                ec = (x & 15)
+                ec = x
                 s = 10
             else:
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
@@ -15787,7 +15787,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
-            _c91_Exponent = ((x >> 4) & 255) + -128
+            _c91_Exponent = (x >> 4) + -128
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -15817,7 +15817,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c91_Exponent
             f_EVPresentActivePower.Value = _c91_Value
-            ec = (x & 15)
+            ec = x
             s = 10
         if s == 10:
             if ec < 6:
@@ -15827,7 +15827,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentActivePower_L2/Exponent'
-                    _c92_Exponent = ((x >> 4) & 255) + -128
+                    _c92_Exponent = (x >> 4) + -128
                     el = 'EVPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -15857,7 +15857,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower_L2.Exponent = _c92_Exponent
                     f_EVPresentActivePower_L2.Value = _c92_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 11
                 elif ec == 1:
                     q -= 14
@@ -15865,7 +15865,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentActivePower_L3/Exponent'
-                    _c93_Exponent = ((x >> 4) & 255) + -128
+                    _c93_Exponent = (x >> 4) + -128
                     el = 'EVPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -15895,7 +15895,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower_L3.Exponent = _c93_Exponent
                     f_EVPresentActivePower_L3.Value = _c93_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 12
                 elif ec == 2:
                     q -= 14
@@ -15903,7 +15903,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower/Exponent'
-                    _c94_Exponent = ((x >> 4) & 255) + -128
+                    _c94_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -15933,7 +15933,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c94_Exponent
                     f_EVPresentReactivePower.Value = _c94_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 13
                 elif ec == 3:
                     q -= 14
@@ -15941,7 +15941,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L2/Exponent'
-                    _c123_Exponent = ((x >> 4) & 255) + -128
+                    _c123_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -15971,7 +15971,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c123_Exponent
                     f_EVPresentReactivePower_L2.Value = _c123_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 14
                 elif ec == 4:
@@ -15980,7 +15980,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L3/Exponent'
-                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    _c124_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16010,7 +16010,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c124_Exponent
                     f_EVPresentReactivePower_L3.Value = _c124_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 15
                 elif ec == 5:
@@ -16019,7 +16019,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower/Exponent'
-                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    _c125_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16049,7 +16049,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c125_Exponent
                     f_EVMaximumDischargePower.Value = _c125_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 16
                 else:
@@ -16061,7 +16061,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L2/Exponent'
-                    _c126_Exponent = ((x >> 4) & 255) + -128
+                    _c126_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16091,7 +16091,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c126_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c126_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 17
                 elif ec == 7:
@@ -16100,7 +16100,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L3/Exponent'
-                    _c127_Exponent = ((x >> 4) & 255) + -128
+                    _c127_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16130,7 +16130,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c127_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c127_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 18
                 elif ec == 8:
@@ -16139,7 +16139,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower/Exponent'
-                    _c128_Exponent = ((x >> 4) & 255) + -128
+                    _c128_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16169,7 +16169,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c128_Exponent
                     f_EVMinimumDischargePower.Value = _c128_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 19
                 elif ec == 9:
@@ -16178,7 +16178,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L2/Exponent'
-                    _c129_Exponent = ((x >> 4) & 255) + -128
+                    _c129_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16208,7 +16208,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c129_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c129_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 20
                 elif ec == 10:
@@ -16217,7 +16217,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L3/Exponent'
-                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    _c130_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16260,7 +16260,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentActivePower_L3/Exponent'
-                    _c131_Exponent = ((x >> 4) & 255) + -128
+                    _c131_Exponent = (x >> 4) + -128
                     el = 'EVPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16290,7 +16290,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower_L3.Exponent = _c131_Exponent
                     f_EVPresentActivePower_L3.Value = _c131_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 12
                 elif ec == 1:
                     q -= 14
@@ -16298,7 +16298,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower/Exponent'
-                    _c132_Exponent = ((x >> 4) & 255) + -128
+                    _c132_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16328,7 +16328,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c132_Exponent
                     f_EVPresentReactivePower.Value = _c132_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 13
                 elif ec == 2:
                     q -= 14
@@ -16336,7 +16336,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L2/Exponent'
-                    _c133_Exponent = ((x >> 4) & 255) + -128
+                    _c133_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16366,7 +16366,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c133_Exponent
                     f_EVPresentReactivePower_L2.Value = _c133_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 14
                 elif ec == 3:
@@ -16375,7 +16375,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L3/Exponent'
-                    _c134_Exponent = ((x >> 4) & 255) + -128
+                    _c134_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16405,7 +16405,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c134_Exponent
                     f_EVPresentReactivePower_L3.Value = _c134_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 15
                 elif ec == 4:
@@ -16414,7 +16414,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower/Exponent'
-                    _c135_Exponent = ((x >> 4) & 255) + -128
+                    _c135_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16444,7 +16444,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c135_Exponent
                     f_EVMaximumDischargePower.Value = _c135_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 16
                 else:
@@ -16456,7 +16456,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L2/Exponent'
-                    _c136_Exponent = ((x >> 4) & 255) + -128
+                    _c136_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16486,7 +16486,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c136_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c136_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 17
                 elif ec == 6:
@@ -16495,7 +16495,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L3/Exponent'
-                    _c137_Exponent = ((x >> 4) & 255) + -128
+                    _c137_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16525,7 +16525,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c137_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c137_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 18
                 elif ec == 7:
@@ -16534,7 +16534,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower/Exponent'
-                    _c138_Exponent = ((x >> 4) & 255) + -128
+                    _c138_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16564,7 +16564,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c138_Exponent
                     f_EVMinimumDischargePower.Value = _c138_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 19
                 elif ec == 8:
@@ -16573,7 +16573,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L2/Exponent'
-                    _c139_Exponent = ((x >> 4) & 255) + -128
+                    _c139_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16603,7 +16603,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c139_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c139_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 20
                 elif ec == 9:
@@ -16612,7 +16612,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L3/Exponent'
-                    _c140_Exponent = ((x >> 4) & 255) + -128
+                    _c140_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16655,7 +16655,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower/Exponent'
-                    _c141_Exponent = ((x >> 4) & 255) + -128
+                    _c141_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16685,7 +16685,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c141_Exponent
                     f_EVPresentReactivePower.Value = _c141_Value
-                    ec = (x & 15)
+                    ec = x
                     s = 13
                 elif ec == 1:
                     q -= 14
@@ -16693,7 +16693,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L2/Exponent'
-                    _c142_Exponent = ((x >> 4) & 255) + -128
+                    _c142_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16723,7 +16723,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c142_Exponent
                     f_EVPresentReactivePower_L2.Value = _c142_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 14
                 elif ec == 2:
@@ -16732,7 +16732,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L3/Exponent'
-                    _c143_Exponent = ((x >> 4) & 255) + -128
+                    _c143_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16762,7 +16762,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c143_Exponent
                     f_EVPresentReactivePower_L3.Value = _c143_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 15
                 elif ec == 3:
@@ -16771,7 +16771,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower/Exponent'
-                    _c144_Exponent = ((x >> 4) & 255) + -128
+                    _c144_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16801,7 +16801,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c144_Exponent
                     f_EVMaximumDischargePower.Value = _c144_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 16
                 elif ec == 4:
@@ -16810,7 +16810,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L2/Exponent'
-                    _c145_Exponent = ((x >> 4) & 255) + -128
+                    _c145_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16840,7 +16840,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c145_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c145_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 17
                 else:
@@ -16852,7 +16852,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L3/Exponent'
-                    _c146_Exponent = ((x >> 4) & 255) + -128
+                    _c146_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16882,7 +16882,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c146_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c146_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 18
                 elif ec == 6:
@@ -16891,7 +16891,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower/Exponent'
-                    _c147_Exponent = ((x >> 4) & 255) + -128
+                    _c147_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16921,7 +16921,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c147_Exponent
                     f_EVMinimumDischargePower.Value = _c147_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 19
                 elif ec == 7:
@@ -16930,7 +16930,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L2/Exponent'
-                    _c148_Exponent = ((x >> 4) & 255) + -128
+                    _c148_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -16960,7 +16960,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c148_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c148_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 20
                 elif ec == 8:
@@ -16969,7 +16969,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L3/Exponent'
-                    _c149_Exponent = ((x >> 4) & 255) + -128
+                    _c149_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17012,7 +17012,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L2/Exponent'
-                    _c150_Exponent = ((x >> 4) & 255) + -128
+                    _c150_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17042,7 +17042,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c150_Exponent
                     f_EVPresentReactivePower_L2.Value = _c150_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 14
                 elif ec == 1:
@@ -17051,7 +17051,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentReactivePower_L3/Exponent'
-                    _c151_Exponent = ((x >> 4) & 255) + -128
+                    _c151_Exponent = (x >> 4) + -128
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17081,7 +17081,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c151_Exponent
                     f_EVPresentReactivePower_L3.Value = _c151_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 15
                 elif ec == 2:
@@ -17090,7 +17090,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower/Exponent'
-                    _c152_Exponent = ((x >> 4) & 255) + -128
+                    _c152_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17120,7 +17120,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c152_Exponent
                     f_EVMaximumDischargePower.Value = _c152_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 16
                 elif ec == 3:
@@ -17129,7 +17129,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L2/Exponent'
-                    _c153_Exponent = ((x >> 4) & 255) + -128
+                    _c153_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17159,7 +17159,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c153_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c153_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 17
                 else:
@@ -17171,7 +17171,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower_L3/Exponent'
-                    _c154_Exponent = ((x >> 4) & 255) + -128
+                    _c154_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17201,7 +17201,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c154_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c154_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 18
                 elif ec == 5:
@@ -17210,7 +17210,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower/Exponent'
-                    _c155_Exponent = ((x >> 4) & 255) + -128
+                    _c155_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17240,7 +17240,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c155_Exponent
                     f_EVMinimumDischargePower.Value = _c155_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 19
                 elif ec == 6:
@@ -17249,7 +17249,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L2/Exponent'
-                    _c156_Exponent = ((x >> 4) & 255) + -128
+                    _c156_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17279,7 +17279,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c156_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c156_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 20
                 elif ec == 7:
@@ -17288,7 +17288,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower_L3/Exponent'
-                    _c157_Exponent = ((x >> 4) & 255) + -128
+                    _c157_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -17328,7 +17328,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c158_Exponent = ((x >> 4) & 255) + -128
+                _c158_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17358,14 +17358,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c158_Exponent
                 f_EVPresentReactivePower_L3.Value = _c158_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 15
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c159_Exponent = ((x >> 4) & 255) + -128
+                _c159_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17395,14 +17395,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c159_Exponent
                 f_EVMaximumDischargePower.Value = _c159_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 16
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L2/Exponent'
-                _c160_Exponent = ((x >> 4) & 255) + -128
+                _c160_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17432,14 +17432,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c160_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c160_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 17
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c161_Exponent = ((x >> 4) & 255) + -128
+                _c161_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17469,14 +17469,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c161_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c161_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 18
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c162_Exponent = ((x >> 4) & 255) + -128
+                _c162_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17506,14 +17506,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c162_Exponent
                 f_EVMinimumDischargePower.Value = _c162_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 19
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c163_Exponent = ((x >> 4) & 255) + -128
+                _c163_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17543,14 +17543,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c163_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c163_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c164_Exponent = ((x >> 4) & 255) + -128
+                _c164_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17590,7 +17590,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c165_Exponent = ((x >> 4) & 255) + -128
+                _c165_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17620,14 +17620,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c165_Exponent
                 f_EVMaximumDischargePower.Value = _c165_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 16
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L2/Exponent'
-                _c166_Exponent = ((x >> 4) & 255) + -128
+                _c166_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17657,14 +17657,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c166_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c166_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 17
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c167_Exponent = ((x >> 4) & 255) + -128
+                _c167_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17694,14 +17694,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c167_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c167_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 18
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c168_Exponent = ((x >> 4) & 255) + -128
+                _c168_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17731,14 +17731,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c168_Exponent
                 f_EVMinimumDischargePower.Value = _c168_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 19
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c169_Exponent = ((x >> 4) & 255) + -128
+                _c169_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17768,14 +17768,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c169_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c169_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c170_Exponent = ((x >> 4) & 255) + -128
+                _c170_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17815,7 +17815,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L2/Exponent'
-                _c171_Exponent = ((x >> 4) & 255) + -128
+                _c171_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17845,14 +17845,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c171_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c171_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 17
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c172_Exponent = ((x >> 4) & 255) + -128
+                _c172_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17882,14 +17882,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c172_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c172_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 18
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c173_Exponent = ((x >> 4) & 255) + -128
+                _c173_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17919,14 +17919,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c173_Exponent
                 f_EVMinimumDischargePower.Value = _c173_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 19
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c174_Exponent = ((x >> 4) & 255) + -128
+                _c174_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -17956,14 +17956,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c174_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c174_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c175_Exponent = ((x >> 4) & 255) + -128
+                _c175_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18003,7 +18003,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower_L3/Exponent'
-                _c176_Exponent = ((x >> 4) & 255) + -128
+                _c176_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18033,14 +18033,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c176_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c176_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 18
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c177_Exponent = ((x >> 4) & 255) + -128
+                _c177_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18070,14 +18070,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c177_Exponent
                 f_EVMinimumDischargePower.Value = _c177_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 19
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c178_Exponent = ((x >> 4) & 255) + -128
+                _c178_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18107,14 +18107,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c178_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c178_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c179_Exponent = ((x >> 4) & 255) + -128
+                _c179_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18154,7 +18154,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c180_Exponent = ((x >> 4) & 255) + -128
+                _c180_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18184,14 +18184,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c180_Exponent
                 f_EVMinimumDischargePower.Value = _c180_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 19
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c181_Exponent = ((x >> 4) & 255) + -128
+                _c181_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18221,14 +18221,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c181_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c181_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c182_Exponent = ((x >> 4) & 255) + -128
+                _c182_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18268,7 +18268,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L2/Exponent'
-                _c183_Exponent = ((x >> 4) & 255) + -128
+                _c183_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18298,14 +18298,14 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c183_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c183_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 20
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c184_Exponent = ((x >> 4) & 255) + -128
+                _c184_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -18345,7 +18345,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower_L3/Exponent'
-                _c185_Exponent = ((x >> 4) & 255) + -128
+                _c185_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -20988,7 +20988,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
+                _c1_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21018,7 +21018,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c1_Exponent
                 f_EVSETargetActivePower.Value = _c1_Value
-                ec = (x & 15)
+                ec = x
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -21026,7 +21026,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L2/Exponent'
-                _c30_Exponent = ((x >> 4) & 255) + -128
+                _c30_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21056,7 +21056,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L2.Exponent = _c30_Exponent
                 f_EVSETargetActivePower_L2.Value = _c30_Value
-                ec = ((x >> 14) & 15)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 2:
@@ -21065,7 +21065,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L3/Exponent'
-                _c31_Exponent = ((x >> 4) & 255) + -128
+                _c31_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21095,7 +21095,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c31_Exponent
                 f_EVSETargetActivePower_L3.Value = _c31_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 3:
@@ -21104,7 +21104,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21134,7 +21134,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower.Value = _c32_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 4:
@@ -21143,7 +21143,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21173,7 +21173,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c33_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c33_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             else:
@@ -21185,7 +21185,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c34_Exponent = ((x >> 4) & 255) + -128
+                _c34_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21215,7 +21215,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c34_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c34_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 6:
@@ -21224,7 +21224,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21254,7 +21254,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c35_Exponent
                 f_EVSEPresentActivePower.Value = _c35_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 7:
@@ -21263,7 +21263,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c36_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21293,7 +21293,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c36_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c36_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 8:
@@ -21302,7 +21302,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c37_Exponent = ((x >> 4) & 255) + -128
+                _c37_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21345,7 +21345,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L2/Exponent'
-                    _c38_Exponent = ((x >> 4) & 255) + -128
+                    _c38_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21375,7 +21375,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c38_Exponent
                     f_EVSETargetActivePower_L2.Value = _c38_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 2
                 elif ec == 1:
@@ -21384,7 +21384,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L3/Exponent'
-                    _c39_Exponent = ((x >> 4) & 255) + -128
+                    _c39_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21414,7 +21414,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c39_Exponent
                     f_EVSETargetActivePower_L3.Value = _c39_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 3
                 elif ec == 2:
@@ -21423,7 +21423,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower/Exponent'
-                    _c40_Exponent = ((x >> 4) & 255) + -128
+                    _c40_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21453,7 +21453,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c40_Exponent
                     f_EVSETargetReactivePower.Value = _c40_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 4
                 elif ec == 3:
@@ -21462,7 +21462,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L2/Exponent'
-                    _c41_Exponent = ((x >> 4) & 255) + -128
+                    _c41_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21492,7 +21492,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c41_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c41_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 5
                 else:
@@ -21504,7 +21504,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L3/Exponent'
-                    _c42_Exponent = ((x >> 4) & 255) + -128
+                    _c42_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21534,7 +21534,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c42_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c42_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 5:
@@ -21543,7 +21543,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower/Exponent'
-                    _c43_Exponent = ((x >> 4) & 255) + -128
+                    _c43_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21573,7 +21573,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c43_Exponent
                     f_EVSEPresentActivePower.Value = _c43_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 6:
@@ -21582,7 +21582,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L2/Exponent'
-                    _c44_Exponent = ((x >> 4) & 255) + -128
+                    _c44_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21612,7 +21612,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c44_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c44_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 7:
@@ -21621,7 +21621,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L3/Exponent'
-                    _c45_Exponent = ((x >> 4) & 255) + -128
+                    _c45_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -21661,7 +21661,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L3/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21691,14 +21691,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c46_Exponent
                 f_EVSETargetActivePower_L3.Value = _c46_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21728,14 +21728,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c47_Exponent
                 f_EVSETargetReactivePower.Value = _c47_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21765,14 +21765,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c48_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c48_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21802,14 +21802,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c49_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c49_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21839,14 +21839,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c50_Exponent
                 f_EVSEPresentActivePower.Value = _c50_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21876,14 +21876,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c51_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c51_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21923,7 +21923,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21953,14 +21953,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c53_Exponent
                 f_EVSETargetReactivePower.Value = _c53_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -21990,14 +21990,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c54_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c54_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22027,14 +22027,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c55_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c55_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22064,14 +22064,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c56_Exponent
                 f_EVSEPresentActivePower.Value = _c56_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22101,14 +22101,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c57_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c57_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22148,7 +22148,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22178,14 +22178,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c59_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c59_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22215,14 +22215,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c60_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c60_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22252,14 +22252,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c61_Exponent
                 f_EVSEPresentActivePower.Value = _c61_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22289,14 +22289,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c62_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c62_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22336,7 +22336,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22366,14 +22366,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c64_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c64_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22403,14 +22403,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c65_Exponent
                 f_EVSEPresentActivePower.Value = _c65_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22440,14 +22440,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c66_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c66_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22487,7 +22487,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22517,14 +22517,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c68_Exponent
                 f_EVSEPresentActivePower.Value = _c68_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22554,14 +22554,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c69_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c69_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22601,7 +22601,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22631,14 +22631,14 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c71_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c71_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -22678,7 +22678,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -23709,7 +23709,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c27_Exponent = ((x >> 4) & 255) + -128
+            _c27_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -23739,13 +23739,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c27_Exponent
             f_EVTargetEnergyRequest.Value = _c27_Value
-            _a = (x & 16383)
+            _a = x
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c28_Exponent = ((x >> 4) & 255) + -128
+            _c28_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -23775,14 +23775,14 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c28_Exponent
             f_EVTargetEnergyRequest.Value = _c28_Value
-            _a = (x & 16383)
+            _a = x
             s = 2
         else:
             raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c29_Exponent = ((x >> 4) & 255) + -128
+        _c29_Exponent = (x >> 4) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -23813,7 +23813,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         f_EVMaximumEnergyRequest.Exponent = _c29_Exponent
         f_EVMaximumEnergyRequest.Value = _c29_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c30_Exponent = ((x >> 4) & 255) + -128
+        _c30_Exponent = (x >> 4) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -23844,7 +23844,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         f_EVMinimumEnergyRequest.Exponent = _c30_Exponent
         f_EVMinimumEnergyRequest.Value = _c30_Value
         el = 'EVMaximumChargePower/Exponent'
-        _c31_Exponent = ((x >> 4) & 255) + -128
+        _c31_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -23874,14 +23874,14 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c31_Exponent
         f_EVMaximumChargePower.Value = _c31_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 5
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumChargePower_L2/Exponent'
-            _c32_Exponent = ((x >> 4) & 255) + -128
+            _c32_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -23911,14 +23911,14 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L2.Exponent = _c32_Exponent
             f_EVMaximumChargePower_L2.Value = _c32_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 6
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumChargePower_L3/Exponent'
-            _c33_Exponent = ((x >> 4) & 255) + -128
+            _c33_Exponent = (x >> 4) + -128
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -23948,13 +23948,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumChargePower_L3.Exponent = _c33_Exponent
             f_EVMaximumChargePower_L3.Value = _c33_Value
-            _a = (x & 16383)
+            _a = x
             s = 7
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c34_Exponent = ((x >> 4) & 255) + -128
+            _c34_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -23984,7 +23984,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c34_Exponent
             f_EVMinimumChargePower.Value = _c34_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 8
         else:
@@ -23994,7 +23994,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24024,13 +24024,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c35_Exponent
                 f_EVMaximumChargePower_L3.Value = _c35_Value
-                _a = (x & 16383)
+                _a = x
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c36_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24060,7 +24060,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c36_Exponent
                 f_EVMinimumChargePower.Value = _c36_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             else:
@@ -24069,7 +24069,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumChargePower/Exponent'
-            _c37_Exponent = ((x >> 4) & 255) + -128
+            _c37_Exponent = (x >> 4) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -24099,7 +24099,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c37_Exponent
             f_EVMinimumChargePower.Value = _c37_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 8
         if s == 8:
@@ -24107,7 +24107,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24137,14 +24137,14 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c38_Exponent
                 f_EVMinimumChargePower_L2.Value = _c38_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24174,13 +24174,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c39_Exponent
                 f_EVMinimumChargePower_L3.Value = _c39_Value
-                _a = (x & 16383)
+                _a = x
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c40_Exponent = ((x >> 4) & 255) + -128
+                _c40_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24210,7 +24210,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c40_Exponent
                 f_EVPresentActivePower.Value = _c40_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             else:
@@ -24220,7 +24220,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24250,13 +24250,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c41_Exponent
                 f_EVMinimumChargePower_L3.Value = _c41_Value
-                _a = (x & 16383)
+                _a = x
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24286,7 +24286,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c42_Exponent
                 f_EVPresentActivePower.Value = _c42_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             else:
@@ -24295,7 +24295,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
-            _c43_Exponent = ((x >> 4) & 255) + -128
+            _c43_Exponent = (x >> 4) + -128
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -24325,7 +24325,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c43_Exponent
             f_EVPresentActivePower.Value = _c43_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 11
         if s == 11:
@@ -24333,7 +24333,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L2/Exponent'
-                _c44_Exponent = ((x >> 4) & 255) + -128
+                _c44_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24363,14 +24363,14 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c44_Exponent
                 f_EVPresentActivePower_L2.Value = _c44_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L3/Exponent'
-                _c45_Exponent = ((x >> 4) & 255) + -128
+                _c45_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24400,13 +24400,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c45_Exponent
                 f_EVPresentActivePower_L3.Value = _c45_Value
-                _a = (x & 16383)
+                _a = x
                 s = 13
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24436,7 +24436,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c46_Exponent
                 f_EVPresentReactivePower.Value = _c46_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             else:
@@ -24446,7 +24446,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L3/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24476,13 +24476,13 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c47_Exponent
                 f_EVPresentActivePower_L3.Value = _c47_Value
-                _a = (x & 16383)
+                _a = x
                 s = 13
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24512,7 +24512,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c48_Exponent
                 f_EVPresentReactivePower.Value = _c48_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             else:
@@ -24521,7 +24521,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentReactivePower/Exponent'
-            _c49_Exponent = ((x >> 4) & 255) + -128
+            _c49_Exponent = (x >> 4) + -128
             el = 'EVPresentReactivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -24551,7 +24551,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentReactivePower.Exponent = _c49_Exponent
             f_EVPresentReactivePower.Value = _c49_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 14
         if s == 14:
@@ -24559,7 +24559,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L2/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24589,14 +24589,14 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c50_Exponent
                 f_EVPresentReactivePower_L2.Value = _c50_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 15
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -24636,7 +24636,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -25349,7 +25349,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 25) & 7)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
         elif ec == 1:
@@ -25359,7 +25359,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             x = (V >> q) & 68719476735
             if x & 34493956096: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 28) & 127)
+            f_MinimumSOC = (x >> 28)
             if f_MinimumSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 25) & 3)
             _a = (x & 33554431)
@@ -25368,7 +25368,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             x = _a
             if x & 16842752: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 17) & 127)
+            f_TargetSOC = (x >> 17)
             if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             ec = ((x >> 14) & 3)
             _a = (x & 16383)
@@ -25400,14 +25400,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-            _a = (x & 16383)
+            _a = x
             s = 4
         elif ec == 4:
             q += 11
             x = _a >> 11
             if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'EVSETargetActivePower/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = (x >> 4) + -128
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -25437,7 +25437,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c6_Exponent
             f_EVSETargetActivePower.Value = _c6_Value
-            ec = (x & 15)
+            ec = x
             s = 5
         else:
             raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
@@ -25449,7 +25449,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 68719476735
                 if x & 34493956096: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 28) & 127)
+                f_MinimumSOC = (x >> 28)
                 if f_MinimumSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = ((x >> 25) & 3)
                 _a = (x & 33554431)
@@ -25458,7 +25458,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -25490,14 +25490,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 3:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -25527,7 +25527,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c7_Exponent
                 f_EVSETargetActivePower.Value = _c7_Value
-                ec = (x & 15)
+                ec = x
                 s = 5
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
@@ -25536,7 +25536,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -25568,14 +25568,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 2:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c8_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -25605,7 +25605,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c8_Exponent
                 f_EVSETargetActivePower.Value = _c8_Value
-                ec = (x & 15)
+                ec = x
                 s = 5
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
@@ -25637,13 +25637,13 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c9_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -25673,7 +25673,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c9_Exponent
                 f_EVSETargetActivePower.Value = _c9_Value
-                ec = (x & 15)
+                ec = x
                 s = 5
             else:
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
@@ -25681,7 +25681,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'EVSETargetActivePower/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c10_Exponent = (x >> 4) + -128
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -25711,7 +25711,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c10_Exponent
             f_EVSETargetActivePower.Value = _c10_Value
-            ec = (x & 15)
+            ec = x
             s = 5
         if s == 5:
             if ec < 4:
@@ -25721,7 +25721,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L2/Exponent'
-                    _c39_Exponent = ((x >> 4) & 255) + -128
+                    _c39_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25751,7 +25751,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c39_Exponent
                     f_EVSETargetActivePower_L2.Value = _c39_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 1:
@@ -25760,7 +25760,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L3/Exponent'
-                    _c40_Exponent = ((x >> 4) & 255) + -128
+                    _c40_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25790,7 +25790,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c40_Exponent
                     f_EVSETargetActivePower_L3.Value = _c40_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 2:
@@ -25799,7 +25799,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower/Exponent'
-                    _c41_Exponent = ((x >> 4) & 255) + -128
+                    _c41_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25829,7 +25829,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c41_Exponent
                     f_EVSETargetReactivePower.Value = _c41_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 3:
@@ -25838,7 +25838,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L2/Exponent'
-                    _c42_Exponent = ((x >> 4) & 255) + -128
+                    _c42_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25868,7 +25868,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c42_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c42_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 9
                 else:
@@ -25880,7 +25880,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L3/Exponent'
-                    _c43_Exponent = ((x >> 4) & 255) + -128
+                    _c43_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25910,7 +25910,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c43_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c43_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 10
                 elif ec == 5:
@@ -25919,7 +25919,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower/Exponent'
-                    _c44_Exponent = ((x >> 4) & 255) + -128
+                    _c44_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25949,7 +25949,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c44_Exponent
                     f_EVSEPresentActivePower.Value = _c44_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 11
                 elif ec == 6:
@@ -25958,7 +25958,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L2/Exponent'
-                    _c45_Exponent = ((x >> 4) & 255) + -128
+                    _c45_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -25988,7 +25988,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c45_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c45_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 12
                 elif ec == 7:
@@ -25997,7 +25997,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L3/Exponent'
-                    _c46_Exponent = ((x >> 4) & 255) + -128
+                    _c46_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -26037,7 +26037,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L3/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26067,14 +26067,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c47_Exponent
                 f_EVSETargetActivePower_L3.Value = _c47_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26104,14 +26104,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c48_Exponent
                 f_EVSETargetReactivePower.Value = _c48_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26141,14 +26141,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c49_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c49_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26178,14 +26178,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c50_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c50_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26215,14 +26215,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c51_Exponent
                 f_EVSEPresentActivePower.Value = _c51_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26252,14 +26252,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c52_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c52_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26299,7 +26299,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26329,14 +26329,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c54_Exponent
                 f_EVSETargetReactivePower.Value = _c54_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26366,14 +26366,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c55_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c55_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26403,14 +26403,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c56_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c56_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26440,14 +26440,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c57_Exponent
                 f_EVSEPresentActivePower.Value = _c57_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26477,14 +26477,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c58_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c58_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26524,7 +26524,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26554,14 +26554,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c60_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c60_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26591,14 +26591,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c61_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c61_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26628,14 +26628,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c62_Exponent
                 f_EVSEPresentActivePower.Value = _c62_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26665,14 +26665,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c63_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c63_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26712,7 +26712,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26742,14 +26742,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c65_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c65_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26779,14 +26779,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c66_Exponent
                 f_EVSEPresentActivePower.Value = _c66_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26816,14 +26816,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c67_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c67_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26863,7 +26863,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26893,14 +26893,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c69_Exponent
                 f_EVSEPresentActivePower.Value = _c69_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26930,14 +26930,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c70_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c70_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -26977,7 +26977,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -27007,14 +27007,14 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c72_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c72_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -27054,7 +27054,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c74_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28144,7 +28144,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetEnergyRequest/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
+                _c1_Exponent = (x >> 4) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28174,7 +28174,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
-                ec = (x & 15)
+                ec = x
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -28182,7 +28182,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28212,7 +28212,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c53_Exponent
                 f_EVMaximumEnergyRequest.Value = _c53_Value
-                ec = ((x >> 14) & 15)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 2:
@@ -28221,7 +28221,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28251,7 +28251,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c54_Exponent
                 f_EVMinimumEnergyRequest.Value = _c54_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 3:
@@ -28260,7 +28260,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28290,7 +28290,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c55_Exponent
                 f_EVMaximumChargePower.Value = _c55_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 4:
@@ -28299,7 +28299,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28329,7 +28329,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c56_Exponent
                 f_EVMaximumChargePower_L2.Value = _c56_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             else:
@@ -28341,7 +28341,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28371,7 +28371,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c57_Exponent
                 f_EVMaximumChargePower_L3.Value = _c57_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 6:
@@ -28380,7 +28380,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28410,7 +28410,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c58_Exponent
                 f_EVMinimumChargePower.Value = _c58_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 7:
@@ -28419,7 +28419,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28449,7 +28449,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c59_Exponent
                 f_EVMinimumChargePower_L2.Value = _c59_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 8:
@@ -28458,7 +28458,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28488,7 +28488,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c60_Exponent
                 f_EVMinimumChargePower_L3.Value = _c60_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 9:
                 q -= 14
@@ -28496,7 +28496,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28526,7 +28526,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c61_Exponent
                 f_EVPresentActivePower.Value = _c61_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -28539,7 +28539,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumEnergyRequest/Exponent'
-                    _c62_Exponent = ((x >> 4) & 255) + -128
+                    _c62_Exponent = (x >> 4) + -128
                     el = 'EVMaximumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28569,7 +28569,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumEnergyRequest.Exponent = _c62_Exponent
                     f_EVMaximumEnergyRequest.Value = _c62_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 2
                 elif ec == 1:
@@ -28578,7 +28578,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumEnergyRequest/Exponent'
-                    _c63_Exponent = ((x >> 4) & 255) + -128
+                    _c63_Exponent = (x >> 4) + -128
                     el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28608,7 +28608,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumEnergyRequest.Exponent = _c63_Exponent
                     f_EVMinimumEnergyRequest.Value = _c63_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 3
                 elif ec == 2:
@@ -28617,7 +28617,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower/Exponent'
-                    _c64_Exponent = ((x >> 4) & 255) + -128
+                    _c64_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28647,7 +28647,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c64_Exponent
                     f_EVMaximumChargePower.Value = _c64_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 4
                 elif ec == 3:
@@ -28656,7 +28656,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower_L2/Exponent'
-                    _c65_Exponent = ((x >> 4) & 255) + -128
+                    _c65_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28686,7 +28686,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L2.Exponent = _c65_Exponent
                     f_EVMaximumChargePower_L2.Value = _c65_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 5
                 else:
@@ -28698,7 +28698,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower_L3/Exponent'
-                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    _c66_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28728,7 +28728,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L3.Exponent = _c66_Exponent
                     f_EVMaximumChargePower_L3.Value = _c66_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 5:
@@ -28737,7 +28737,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower/Exponent'
-                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    _c67_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28767,7 +28767,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c67_Exponent
                     f_EVMinimumChargePower.Value = _c67_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 6:
@@ -28776,7 +28776,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower_L2/Exponent'
-                    _c68_Exponent = ((x >> 4) & 255) + -128
+                    _c68_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28806,7 +28806,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L2.Exponent = _c68_Exponent
                     f_EVMinimumChargePower_L2.Value = _c68_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 7:
@@ -28815,7 +28815,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower_L3/Exponent'
-                    _c69_Exponent = ((x >> 4) & 255) + -128
+                    _c69_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28845,7 +28845,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L3.Exponent = _c69_Exponent
                     f_EVMinimumChargePower_L3.Value = _c69_Value
-                    _a = (x & 16383)
+                    _a = x
                     s = 9
                 elif ec == 8:
                     q -= 14
@@ -28853,7 +28853,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     el = 'EVPresentActivePower/Exponent'
-                    _c70_Exponent = ((x >> 4) & 255) + -128
+                    _c70_Exponent = (x >> 4) + -128
                     el = 'EVPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -28883,7 +28883,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower.Exponent = _c70_Exponent
                     f_EVPresentActivePower.Value = _c70_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 10
                 else:
@@ -28893,7 +28893,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28923,14 +28923,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c71_Exponent
                 f_EVMinimumEnergyRequest.Value = _c71_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28960,14 +28960,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c72_Exponent
                 f_EVMaximumChargePower.Value = _c72_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -28997,14 +28997,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c73_Exponent
                 f_EVMaximumChargePower_L2.Value = _c73_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c74_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29034,14 +29034,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c74_Exponent
                 f_EVMaximumChargePower_L3.Value = _c74_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c75_Exponent = ((x >> 4) & 255) + -128
+                _c75_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29071,14 +29071,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c75_Exponent
                 f_EVMinimumChargePower.Value = _c75_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c76_Exponent = ((x >> 4) & 255) + -128
+                _c76_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29108,14 +29108,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c76_Exponent
                 f_EVMinimumChargePower_L2.Value = _c76_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c77_Exponent = ((x >> 4) & 255) + -128
+                _c77_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29145,13 +29145,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c77_Exponent
                 f_EVMinimumChargePower_L3.Value = _c77_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 7:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c78_Exponent = ((x >> 4) & 255) + -128
+                _c78_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29181,7 +29181,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c78_Exponent
                 f_EVPresentActivePower.Value = _c78_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -29191,7 +29191,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c79_Exponent = ((x >> 4) & 255) + -128
+                _c79_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29221,14 +29221,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c79_Exponent
                 f_EVMaximumChargePower.Value = _c79_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c80_Exponent = ((x >> 4) & 255) + -128
+                _c80_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29258,14 +29258,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c80_Exponent
                 f_EVMaximumChargePower_L2.Value = _c80_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c81_Exponent = ((x >> 4) & 255) + -128
+                _c81_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29295,14 +29295,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c81_Exponent
                 f_EVMaximumChargePower_L3.Value = _c81_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c82_Exponent = ((x >> 4) & 255) + -128
+                _c82_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29332,14 +29332,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c82_Exponent
                 f_EVMinimumChargePower.Value = _c82_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c83_Exponent = ((x >> 4) & 255) + -128
+                _c83_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29369,14 +29369,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c83_Exponent
                 f_EVMinimumChargePower_L2.Value = _c83_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c84_Exponent = ((x >> 4) & 255) + -128
+                _c84_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29406,13 +29406,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c84_Exponent
                 f_EVMinimumChargePower_L3.Value = _c84_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c85_Exponent = ((x >> 4) & 255) + -128
+                _c85_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29442,7 +29442,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c85_Exponent
                 f_EVPresentActivePower.Value = _c85_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -29452,7 +29452,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L2/Exponent'
-                _c86_Exponent = ((x >> 4) & 255) + -128
+                _c86_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29482,14 +29482,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c86_Exponent
                 f_EVMaximumChargePower_L2.Value = _c86_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c87_Exponent = ((x >> 4) & 255) + -128
+                _c87_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29519,14 +29519,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c87_Exponent
                 f_EVMaximumChargePower_L3.Value = _c87_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c88_Exponent = ((x >> 4) & 255) + -128
+                _c88_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29556,14 +29556,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c88_Exponent
                 f_EVMinimumChargePower.Value = _c88_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c89_Exponent = ((x >> 4) & 255) + -128
+                _c89_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29593,14 +29593,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c89_Exponent
                 f_EVMinimumChargePower_L2.Value = _c89_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c90_Exponent = ((x >> 4) & 255) + -128
+                _c90_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29630,13 +29630,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c90_Exponent
                 f_EVMinimumChargePower_L3.Value = _c90_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c91_Exponent = ((x >> 4) & 255) + -128
+                _c91_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29666,7 +29666,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c91_Exponent
                 f_EVPresentActivePower.Value = _c91_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -29676,7 +29676,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower_L3/Exponent'
-                _c92_Exponent = ((x >> 4) & 255) + -128
+                _c92_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29706,14 +29706,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c92_Exponent
                 f_EVMaximumChargePower_L3.Value = _c92_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c93_Exponent = ((x >> 4) & 255) + -128
+                _c93_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29743,14 +29743,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c93_Exponent
                 f_EVMinimumChargePower.Value = _c93_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c94_Exponent = ((x >> 4) & 255) + -128
+                _c94_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29780,14 +29780,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c94_Exponent
                 f_EVMinimumChargePower_L2.Value = _c94_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c95_Exponent = ((x >> 4) & 255) + -128
+                _c95_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29817,13 +29817,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c95_Exponent
                 f_EVMinimumChargePower_L3.Value = _c95_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c96_Exponent = ((x >> 4) & 255) + -128
+                _c96_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29853,7 +29853,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c96_Exponent
                 f_EVPresentActivePower.Value = _c96_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -29863,7 +29863,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c97_Exponent = ((x >> 4) & 255) + -128
+                _c97_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29893,14 +29893,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c97_Exponent
                 f_EVMinimumChargePower.Value = _c97_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c98_Exponent = ((x >> 4) & 255) + -128
+                _c98_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29930,14 +29930,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c98_Exponent
                 f_EVMinimumChargePower_L2.Value = _c98_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c99_Exponent = ((x >> 4) & 255) + -128
+                _c99_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -29967,13 +29967,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c99_Exponent
                 f_EVMinimumChargePower_L3.Value = _c99_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c100_Exponent = ((x >> 4) & 255) + -128
+                _c100_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30003,7 +30003,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c100_Exponent
                 f_EVPresentActivePower.Value = _c100_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -30013,7 +30013,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L2/Exponent'
-                _c101_Exponent = ((x >> 4) & 255) + -128
+                _c101_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30043,14 +30043,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c101_Exponent
                 f_EVMinimumChargePower_L2.Value = _c101_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c102_Exponent = ((x >> 4) & 255) + -128
+                _c102_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30080,13 +30080,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c102_Exponent
                 f_EVMinimumChargePower_L3.Value = _c102_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c103_Exponent = ((x >> 4) & 255) + -128
+                _c103_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30116,7 +30116,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c103_Exponent
                 f_EVPresentActivePower.Value = _c103_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -30126,7 +30126,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower_L3/Exponent'
-                _c104_Exponent = ((x >> 4) & 255) + -128
+                _c104_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30156,13 +30156,13 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c104_Exponent
                 f_EVMinimumChargePower_L3.Value = _c104_Value
-                _a = (x & 16383)
+                _a = x
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower/Exponent'
-                _c105_Exponent = ((x >> 4) & 255) + -128
+                _c105_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30192,7 +30192,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c105_Exponent
                 f_EVPresentActivePower.Value = _c105_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             else:
@@ -30201,7 +30201,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
             el = 'EVPresentActivePower/Exponent'
-            _c106_Exponent = ((x >> 4) & 255) + -128
+            _c106_Exponent = (x >> 4) + -128
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -30231,7 +30231,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c106_Exponent
             f_EVPresentActivePower.Value = _c106_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 10
         if s == 10:
@@ -30239,7 +30239,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L2/Exponent'
-                _c107_Exponent = ((x >> 4) & 255) + -128
+                _c107_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30269,14 +30269,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c107_Exponent
                 f_EVPresentActivePower_L2.Value = _c107_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L3/Exponent'
-                _c108_Exponent = ((x >> 4) & 255) + -128
+                _c108_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30306,14 +30306,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c108_Exponent
                 f_EVPresentActivePower_L3.Value = _c108_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c109_Exponent = ((x >> 4) & 255) + -128
+                _c109_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30343,14 +30343,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c109_Exponent
                 f_EVPresentReactivePower.Value = _c109_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L2/Exponent'
-                _c110_Exponent = ((x >> 4) & 255) + -128
+                _c110_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30380,14 +30380,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c110_Exponent
                 f_EVPresentReactivePower_L2.Value = _c110_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c111_Exponent = ((x >> 4) & 255) + -128
+                _c111_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30427,7 +30427,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentActivePower_L3/Exponent'
-                _c112_Exponent = ((x >> 4) & 255) + -128
+                _c112_Exponent = (x >> 4) + -128
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30457,14 +30457,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c112_Exponent
                 f_EVPresentActivePower_L3.Value = _c112_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c113_Exponent = ((x >> 4) & 255) + -128
+                _c113_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30494,14 +30494,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c113_Exponent
                 f_EVPresentReactivePower.Value = _c113_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L2/Exponent'
-                _c114_Exponent = ((x >> 4) & 255) + -128
+                _c114_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30531,14 +30531,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c114_Exponent
                 f_EVPresentReactivePower_L2.Value = _c114_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c115_Exponent = ((x >> 4) & 255) + -128
+                _c115_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30578,7 +30578,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower/Exponent'
-                _c116_Exponent = ((x >> 4) & 255) + -128
+                _c116_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30608,14 +30608,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c116_Exponent
                 f_EVPresentReactivePower.Value = _c116_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 13
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L2/Exponent'
-                _c117_Exponent = ((x >> 4) & 255) + -128
+                _c117_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30645,14 +30645,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c117_Exponent
                 f_EVPresentReactivePower_L2.Value = _c117_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c118_Exponent = ((x >> 4) & 255) + -128
+                _c118_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30692,7 +30692,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L2/Exponent'
-                _c119_Exponent = ((x >> 4) & 255) + -128
+                _c119_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30722,14 +30722,14 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c119_Exponent
                 f_EVPresentReactivePower_L2.Value = _c119_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 14
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c120_Exponent = ((x >> 4) & 255) + -128
+                _c120_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -30769,7 +30769,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 el = 'EVPresentReactivePower_L3/Exponent'
-                _c121_Exponent = ((x >> 4) & 255) + -128
+                _c121_Exponent = (x >> 4) + -128
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32344,7 +32344,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
+                _c1_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32374,7 +32374,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c1_Exponent
                 f_EVSETargetActivePower.Value = _c1_Value
-                ec = (x & 15)
+                ec = x
                 s = 1
             elif ec == 1:
                 q -= 14
@@ -32382,7 +32382,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L2/Exponent'
-                _c30_Exponent = ((x >> 4) & 255) + -128
+                _c30_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32412,7 +32412,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L2.Exponent = _c30_Exponent
                 f_EVSETargetActivePower_L2.Value = _c30_Value
-                ec = ((x >> 14) & 15)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 2:
@@ -32421,7 +32421,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L3/Exponent'
-                _c31_Exponent = ((x >> 4) & 255) + -128
+                _c31_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32451,7 +32451,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c31_Exponent
                 f_EVSETargetActivePower_L3.Value = _c31_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 3:
@@ -32460,7 +32460,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32490,7 +32490,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower.Value = _c32_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 4:
@@ -32499,7 +32499,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32529,7 +32529,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c33_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c33_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             else:
@@ -32541,7 +32541,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c34_Exponent = ((x >> 4) & 255) + -128
+                _c34_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32571,7 +32571,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c34_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c34_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 6:
@@ -32580,7 +32580,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32610,7 +32610,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c35_Exponent
                 f_EVSEPresentActivePower.Value = _c35_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 7:
@@ -32619,7 +32619,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c36_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32649,7 +32649,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c36_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c36_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 8:
@@ -32658,7 +32658,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c37_Exponent = ((x >> 4) & 255) + -128
+                _c37_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -32701,7 +32701,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L2/Exponent'
-                    _c38_Exponent = ((x >> 4) & 255) + -128
+                    _c38_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32731,7 +32731,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c38_Exponent
                     f_EVSETargetActivePower_L2.Value = _c38_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 2
                 elif ec == 1:
@@ -32740,7 +32740,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetActivePower_L3/Exponent'
-                    _c39_Exponent = ((x >> 4) & 255) + -128
+                    _c39_Exponent = (x >> 4) + -128
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32770,7 +32770,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c39_Exponent
                     f_EVSETargetActivePower_L3.Value = _c39_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 3
                 elif ec == 2:
@@ -32779,7 +32779,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower/Exponent'
-                    _c40_Exponent = ((x >> 4) & 255) + -128
+                    _c40_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32809,7 +32809,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c40_Exponent
                     f_EVSETargetReactivePower.Value = _c40_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 4
                 elif ec == 3:
@@ -32818,7 +32818,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L2/Exponent'
-                    _c41_Exponent = ((x >> 4) & 255) + -128
+                    _c41_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32848,7 +32848,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c41_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c41_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 5
                 else:
@@ -32860,7 +32860,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSETargetReactivePower_L3/Exponent'
-                    _c42_Exponent = ((x >> 4) & 255) + -128
+                    _c42_Exponent = (x >> 4) + -128
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32890,7 +32890,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c42_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c42_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 5:
@@ -32899,7 +32899,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower/Exponent'
-                    _c43_Exponent = ((x >> 4) & 255) + -128
+                    _c43_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32929,7 +32929,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c43_Exponent
                     f_EVSEPresentActivePower.Value = _c43_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 6:
@@ -32938,7 +32938,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L2/Exponent'
-                    _c44_Exponent = ((x >> 4) & 255) + -128
+                    _c44_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -32968,7 +32968,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c44_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c44_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 7:
@@ -32977,7 +32977,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     el = 'EVSEPresentActivePower_L3/Exponent'
-                    _c45_Exponent = ((x >> 4) & 255) + -128
+                    _c45_Exponent = (x >> 4) + -128
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -33017,7 +33017,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetActivePower_L3/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33047,14 +33047,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c46_Exponent
                 f_EVSETargetActivePower_L3.Value = _c46_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33084,14 +33084,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c47_Exponent
                 f_EVSETargetReactivePower.Value = _c47_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33121,14 +33121,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c48_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c48_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33158,14 +33158,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c49_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c49_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33195,14 +33195,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c50_Exponent
                 f_EVSEPresentActivePower.Value = _c50_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33232,14 +33232,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c51_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c51_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33279,7 +33279,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33309,14 +33309,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c53_Exponent
                 f_EVSETargetReactivePower.Value = _c53_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33346,14 +33346,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c54_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c54_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33383,14 +33383,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c55_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c55_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33420,14 +33420,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c56_Exponent
                 f_EVSEPresentActivePower.Value = _c56_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33457,14 +33457,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c57_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c57_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33504,7 +33504,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L2/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33534,14 +33534,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c59_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c59_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33571,14 +33571,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c60_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c60_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33608,14 +33608,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c61_Exponent
                 f_EVSEPresentActivePower.Value = _c61_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33645,14 +33645,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c62_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c62_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33692,7 +33692,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSETargetReactivePower_L3/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33722,14 +33722,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c64_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c64_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33759,14 +33759,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c65_Exponent
                 f_EVSEPresentActivePower.Value = _c65_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33796,14 +33796,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c66_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c66_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33843,7 +33843,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33873,14 +33873,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c68_Exponent
                 f_EVSEPresentActivePower.Value = _c68_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33910,14 +33910,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c69_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c69_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33957,7 +33957,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L2/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -33987,14 +33987,14 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c71_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c71_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -34034,7 +34034,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 el = 'EVSEPresentActivePower_L3/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -35489,7 +35489,7 @@ def _de16(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -35553,7 +35553,7 @@ def _de18(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
     r.pos = r.end - q
@@ -35613,7 +35613,7 @@ def _de20(r):  # Exponent
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -35670,7 +35670,7 @@ def _de22(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -35717,7 +35717,7 @@ def _de23(r):  # InletHot
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -35774,7 +35774,7 @@ def _de25(r):  # MaximumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -35834,7 +35834,7 @@ def _de27(r):  # MeterInfoRequested
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -35893,7 +35893,7 @@ def _de29(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -35985,7 +35985,7 @@ def _de31(r):  # MinimumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -36235,7 +36235,7 @@ def _de38(r):  # PresentSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -36425,7 +36425,7 @@ def _de43(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
     if x & 129: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 63)
+    val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
     r.pos = r.end - q
@@ -36554,7 +36554,7 @@ def _de47(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -36707,7 +36707,7 @@ def _de51(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -36903,7 +36903,7 @@ def _de56(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

@@ -54,7 +54,7 @@ def _d_ACDP_ConnectReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -93,7 +93,7 @@ def _d_ACDP_ConnectReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -115,7 +115,7 @@ def _d_ACDP_ConnectReqType(r):
         x = (V >> q) & 63
         if x & 51: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'EVElectricalChargingDeviceStatus'
-        f_EVElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 2) & 3)]
+        f_EVElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[(x >> 2)]
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -204,7 +204,7 @@ def _d_ACDP_ConnectResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ACDP_ConnectResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -243,7 +243,7 @@ def _d_ACDP_ConnectResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -265,7 +265,7 @@ def _d_ACDP_ConnectResType(r):
         x = (V >> q) & 33554431
         if x & 25284211: raise r.deviation('ACDP_ConnectResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 17) & 63)
+        f_ResponseCode = (x >> 17)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_ConnectResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_acdp_electricalChargingDeviceStatusType[((x >> 7) & 127)]
@@ -389,7 +389,7 @@ def _d_ACDP_SystemStatusReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -428,7 +428,7 @@ def _d_ACDP_SystemStatusReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -552,7 +552,7 @@ def _d_ACDP_SystemStatusResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -591,7 +591,7 @@ def _d_ACDP_SystemStatusResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -613,7 +613,7 @@ def _d_ACDP_SystemStatusResType(r):
         x = (V >> q) & 281474976710655
         if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 40) & 63)
+        f_ResponseCode = (x >> 40)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_SystemStatusResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         _t = _T_iso20_acdp_mechanicalChargingDeviceStatusType__z1__z1__z1__b[((x >> 31) & 63)]
@@ -793,7 +793,7 @@ def _d_ACDP_VehiclePositioningReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -832,7 +832,7 @@ def _d_ACDP_VehiclePositioningReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -853,7 +853,7 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if q < 0: V, q = r.slideq(q, 9)
         x = (V >> q) & 511
         if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
-        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+        _t = _T_b__z1__z1__z1__b[(x >> 2)]
         if _t is None:
             el = 'EVMobilityStatus'
             f_EVMobilityStatus = ((x >> 6) & 1) == 1
@@ -959,7 +959,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -998,7 +998,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1020,7 +1020,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> q) & 2097151
         if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 13) & 63)
+        f_ResponseCode = (x >> 13)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_VehiclePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         _t = _T_iso20_commontypes_processingType__z1__z1__z1__b[((x >> 4) & 63)]
@@ -1061,7 +1061,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
         if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(r.end - q))
         el = 'EVRelativeYDeviation'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -1087,7 +1087,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
         if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(r.end - q))
         el = 'ContactWindowXc'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -1113,7 +1113,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
         if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(r.end - q))
         el = 'ContactWindowYc'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -1139,7 +1139,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
         if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', f_ContactWindowYc, r.at(r.end - q))
         el = 'EVInChargePosition'
-        f_EVInChargePosition = ((x >> 2) & 1) == 1
+        f_EVInChargePosition = (x >> 2) == 1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1301,7 +1301,7 @@ def _d_EVTechnicalStatusType(r):
         if q < 0: V, q = r.slidep(q, 34)
         x = (V >> q) & 17179869183
         if x & 14831058944: raise r.deviation('EVTechnicalStatusType', r.end - q)
-        _t = _T_b__z1__z1__z1__b[((x >> 27) & 31)]
+        _t = _T_b__z1__z1__z1__b[(x >> 27)]
         if _t is None:
             el = 'EVReadyToCharge'
             f_EVReadyToCharge = ((x >> 31) & 1) == 1
@@ -1320,7 +1320,7 @@ def _d_EVTechnicalStatusType(r):
             x = (V >> q) & 536870911
             if x & 335544320: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVImmobilized'
-            f_EVImmobilized = ((x >> 27) & 1) == 1
+            f_EVImmobilized = (x >> 27) == 1
             ec = ((x >> 23) & 7)
             _a = (x & 8388607)
             s = 3
@@ -1329,7 +1329,7 @@ def _d_EVTechnicalStatusType(r):
             x = _a >> 9
             if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVWLANStrength/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = (x >> 4) + -128
             el = 'EVWLANStrength/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1359,7 +1359,7 @@ def _d_EVTechnicalStatusType(r):
             f_EVWLANStrength = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVWLANStrength.Exponent = _c3_Exponent
             f_EVWLANStrength.Value = _c3_Value
-            ec = ((x >> 23) & 7)
+            ec = (x >> 23)
             _a = (x & 8388607)
             s = 4
         elif ec == 2:
@@ -1369,7 +1369,7 @@ def _d_EVTechnicalStatusType(r):
             x = (V >> q) & 2147483647
             if x & 1140850688: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVCPStatus'
-            f_EVCPStatus = ((x >> 27) & 7)
+            f_EVCPStatus = (x >> 27)
             if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
             else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
             ec = ((x >> 23) & 7)
@@ -1379,7 +1379,7 @@ def _d_EVTechnicalStatusType(r):
             x = _a
             if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVSOC'
-            f_EVSOC = ((x >> 15) & 127)
+            f_EVSOC = (x >> 15)
             if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
             ec = ((x >> 12) & 3)
             _a = (x & 4095)
@@ -1389,7 +1389,7 @@ def _d_EVTechnicalStatusType(r):
             x = _a >> 11
             if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVErrorCode'
-            f_EVErrorCode = ((x >> 7) & 15)
+            f_EVErrorCode = (x >> 7)
             if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
             else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
             ec = ((x >> 4) & 3)
@@ -1400,7 +1400,7 @@ def _d_EVTechnicalStatusType(r):
             x = _a >> 19
             if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
             el = 'EVTimeout'
-            f_EVTimeout = ((x >> 2) & 1) == 1
+            f_EVTimeout = (x >> 2) == 1
             s = 8
         elif ec == 6:
             q += 23
@@ -1413,7 +1413,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 9
                 if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVWLANStrength/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c4_Exponent = (x >> 4) + -128
                 el = 'EVWLANStrength/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1443,7 +1443,7 @@ def _d_EVTechnicalStatusType(r):
                 f_EVWLANStrength = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVWLANStrength.Exponent = _c4_Exponent
                 f_EVWLANStrength.Value = _c4_Value
-                ec = ((x >> 23) & 7)
+                ec = (x >> 23)
                 _a = (x & 8388607)
                 s = 4
             elif ec == 1:
@@ -1453,7 +1453,7 @@ def _d_EVTechnicalStatusType(r):
                 x = (V >> q) & 2147483647
                 if x & 1140850688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 27) & 7)
+                f_EVCPStatus = (x >> 27)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
                 ec = ((x >> 23) & 7)
@@ -1463,7 +1463,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a
                 if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 15) & 127)
+                f_EVSOC = (x >> 15)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 ec = ((x >> 12) & 3)
                 _a = (x & 4095)
@@ -1473,7 +1473,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 11
                 if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 7) & 15)
+                f_EVErrorCode = (x >> 7)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 ec = ((x >> 4) & 3)
@@ -1484,7 +1484,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 19
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 2) & 1) == 1
+                f_EVTimeout = (x >> 2) == 1
                 s = 8
             elif ec == 5:
                 q += 23
@@ -1499,7 +1499,7 @@ def _d_EVTechnicalStatusType(r):
                 x = (V >> q) & 2147483647
                 if x & 1140850688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 27) & 7)
+                f_EVCPStatus = (x >> 27)
                 if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
                 else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
                 ec = ((x >> 23) & 7)
@@ -1509,7 +1509,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a
                 if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 15) & 127)
+                f_EVSOC = (x >> 15)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 ec = ((x >> 12) & 3)
                 _a = (x & 4095)
@@ -1519,7 +1519,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 11
                 if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 7) & 15)
+                f_EVErrorCode = (x >> 7)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 ec = ((x >> 4) & 3)
@@ -1530,7 +1530,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 19
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 2) & 1) == 1
+                f_EVTimeout = (x >> 2) == 1
                 s = 8
             elif ec == 4:
                 q += 23
@@ -1542,7 +1542,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a
                 if x & 4210688: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVSOC'
-                f_EVSOC = ((x >> 15) & 127)
+                f_EVSOC = (x >> 15)
                 if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
                 ec = ((x >> 12) & 3)
                 _a = (x & 4095)
@@ -1552,7 +1552,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 11
                 if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 7) & 15)
+                f_EVErrorCode = (x >> 7)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 ec = ((x >> 4) & 3)
@@ -1563,7 +1563,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 19
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 2) & 1) == 1
+                f_EVTimeout = (x >> 2) == 1
                 s = 8
             elif ec == 3:
                 q += 23
@@ -1575,7 +1575,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a
                 if x & 2112: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 7) & 15)
+                f_EVErrorCode = (x >> 7)
                 if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
                 else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
                 ec = ((x >> 4) & 3)
@@ -1586,7 +1586,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a >> 8
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 2) & 1) == 1
+                f_EVTimeout = (x >> 2) == 1
                 s = 8
             elif ec == 2:
                 q += 12
@@ -1598,7 +1598,7 @@ def _d_EVTechnicalStatusType(r):
                 x = _a
                 if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 el = 'EVTimeout'
-                f_EVTimeout = ((x >> 2) & 1) == 1
+                f_EVTimeout = (x >> 2) == 1
                 s = 8
             elif ec == 1:
                 q += 4
@@ -2298,7 +2298,7 @@ def _de16(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2318,7 +2318,7 @@ def _de17(r):  # ContactWindowXc
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('ContactWindowXc', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -2366,7 +2366,7 @@ def _de18(r):  # ContactWindowYc
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('ContactWindowYc', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -2458,7 +2458,7 @@ def _de20(r):  # EVAssociationStatus
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVAssociationStatus', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2478,7 +2478,7 @@ def _de21(r):  # EVCPStatus
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVCPStatus', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 5: val = r.enum_index('EVCPStatus', val, 5, r.at(r.end - q))
     else: val = _E_iso20_acdp_cpStatusType[val]
     r.pos = r.end - q
@@ -2501,7 +2501,7 @@ def _de22(r):  # EVElectricalChargingDeviceStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus', r.end - q)
-    val = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 1) & 3)]
+    val = _E_iso20_acdp_electricalChargingDeviceStatusType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -2522,7 +2522,7 @@ def _de23(r):  # EVErrorCode
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('EVErrorCode', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 10: val = r.enum_index('EVErrorCode', val, 10, r.at(r.end - q))
     else: val = _E_iso20_acdp_errorCodeType[val]
     r.pos = r.end - q
@@ -2545,7 +2545,7 @@ def _de24(r):  # EVImmobilizationRequest
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVImmobilizationRequest', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2565,7 +2565,7 @@ def _de25(r):  # EVImmobilized
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVImmobilized', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2585,7 +2585,7 @@ def _de26(r):  # EVInChargePosition
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVInChargePosition', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2605,7 +2605,7 @@ def _de27(r):  # EVMobilityStatus
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVMobilityStatus', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2625,7 +2625,7 @@ def _de28(r):  # EVPositioningSupport
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVPositioningSupport', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2645,7 +2645,7 @@ def _de29(r):  # EVReadyToCharge
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVReadyToCharge', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2665,7 +2665,7 @@ def _de30(r):  # EVRelativeXDeviation
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('EVRelativeXDeviation', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -2713,7 +2713,7 @@ def _de31(r):  # EVRelativeYDeviation
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('EVRelativeYDeviation', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -2761,7 +2761,7 @@ def _de32(r):  # EVSEDisabled
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEDisabled', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2781,7 +2781,7 @@ def _de33(r):  # EVSEElectricalChargingDeviceStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus', r.end - q)
-    val = _E_iso20_acdp_electricalChargingDeviceStatusType[((x >> 1) & 3)]
+    val = _E_iso20_acdp_electricalChargingDeviceStatusType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -2802,7 +2802,7 @@ def _de34(r):  # EVSEEmergencyShutdown
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEEmergencyShutdown', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2822,7 +2822,7 @@ def _de35(r):  # EVSEIsolationStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEIsolationStatus', r.end - q)
-    val = _E_iso20_acdp_isolationStatusType[((x >> 1) & 3)]
+    val = _E_iso20_acdp_isolationStatusType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -2843,7 +2843,7 @@ def _de36(r):  # EVSEMalfunction
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEMalfunction', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2863,7 +2863,7 @@ def _de37(r):  # EVSEMechanicalChargingDeviceStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEMechanicalChargingDeviceStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_acdp_mechanicalChargingDeviceStatusType[val]
     r.pos = r.end - q
@@ -2886,7 +2886,7 @@ def _de38(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
     r.pos = r.end - q
@@ -2909,7 +2909,7 @@ def _de39(r):  # EVSEPositioningSupport
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPositioningSupport', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2929,7 +2929,7 @@ def _de40(r):  # EVSEProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -2952,7 +2952,7 @@ def _de41(r):  # EVSEReadyToCharge
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEReadyToCharge', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2972,7 +2972,7 @@ def _de42(r):  # EVSEUtilityInterruptEvent
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEUtilityInterruptEvent', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -2992,7 +2992,7 @@ def _de43(r):  # EVSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('EVSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('EVSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -3013,7 +3013,7 @@ def _de44(r):  # EVTimeout
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVTimeout', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -3070,7 +3070,7 @@ def _de46(r):  # Exponent
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -3127,7 +3127,7 @@ def _de48(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -3174,7 +3174,7 @@ def _de49(r):  # InletHot
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -3231,7 +3231,7 @@ def _de51(r):  # MaximumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -3291,7 +3291,7 @@ def _de53(r):  # MeterInfoRequested
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -3350,7 +3350,7 @@ def _de55(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -3442,7 +3442,7 @@ def _de57(r):  # MinimumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -3692,7 +3692,7 @@ def _de64(r):  # PresentSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -3882,7 +3882,7 @@ def _de69(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
     if x & 129: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 63)
+    val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
     r.pos = r.end - q
@@ -4011,7 +4011,7 @@ def _de73(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -4164,7 +4164,7 @@ def _de77(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -4360,7 +4360,7 @@ def _de82(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

@@ -187,7 +187,7 @@ def _d_AbsolutePriceScheduleType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-            _a = (x & 1)
+            _a = x
             s = 2
         elif ec == 1:
             if _a: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -215,7 +215,7 @@ def _d_AbsolutePriceScheduleType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-            _a = (x & 1)
+            _a = x
             s = 2
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -244,7 +244,7 @@ def _d_AbsolutePriceScheduleType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('AbsolutePriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         s = 3
         if ec == 0:
@@ -266,7 +266,7 @@ def _d_AbsolutePriceScheduleType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'Currency'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -281,7 +281,7 @@ def _d_AbsolutePriceScheduleType(r):
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            _a = (x & 1)
+            _a = x
             s = 5
         elif ec == 1:
             x = _a
@@ -301,7 +301,7 @@ def _d_AbsolutePriceScheduleType(r):
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            _a = (x & 1)
+            _a = x
             s = 5
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -323,7 +323,7 @@ def _d_AbsolutePriceScheduleType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         el = 'PriceAlgorithm'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -338,14 +338,14 @@ def _d_AbsolutePriceScheduleType(r):
         if q < 0: V, q = r.slidep(q, 18)
         x = (V >> q) & 262143
         if x & 131072: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-        ec = ((x >> 14) & 7)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 7
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'MinimumCost/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c4_Exponent = (x >> 4) + -128
             el = 'MinimumCost/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -375,14 +375,14 @@ def _d_AbsolutePriceScheduleType(r):
             f_MinimumCost = _new(_K_iso20_commontypes_RationalNumberType)
             f_MinimumCost.Exponent = _c4_Exponent
             f_MinimumCost.Value = _c4_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 8
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'MaximumCost/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
+            _c5_Exponent = (x >> 4) + -128
             el = 'MaximumCost/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -412,7 +412,7 @@ def _d_AbsolutePriceScheduleType(r):
             f_MaximumCost = _new(_K_iso20_commontypes_RationalNumberType)
             f_MaximumCost.Exponent = _c5_Exponent
             f_MaximumCost.Value = _c5_Value
-            ec = (x & 3)
+            ec = x
             s = 9
         elif ec == 2:
             q += 14
@@ -442,7 +442,7 @@ def _d_AbsolutePriceScheduleType(r):
                 x = _a
                 if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 el = 'MaximumCost/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c6_Exponent = (x >> 4) + -128
                 el = 'MaximumCost/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -472,7 +472,7 @@ def _d_AbsolutePriceScheduleType(r):
                 f_MaximumCost = _new(_K_iso20_commontypes_RationalNumberType)
                 f_MaximumCost.Exponent = _c6_Exponent
                 f_MaximumCost.Value = _c6_Value
-                ec = (x & 3)
+                ec = x
                 s = 9
             elif ec == 1:
                 q += 14
@@ -920,7 +920,7 @@ def _d_AdditionalServiceListType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AdditionalServiceListType', r.end - q)
         el = 'AdditionalService/ServiceName'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -936,7 +936,7 @@ def _d_AdditionalServiceListType(r):
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
         el = 'AdditionalService/ServiceFee/Exponent'
-        _c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_Exponent = (x >> 4) + -128
         el = 'AdditionalService/ServiceFee/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -980,7 +980,7 @@ def _d_AdditionalServiceListType(r):
                 x = _a
                 if x & 2: raise r.deviation('AdditionalServiceListType', r.end - q)
                 el = 'AdditionalService/ServiceName'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -996,7 +996,7 @@ def _d_AdditionalServiceListType(r):
                 x = (V >> q) & 65535
                 if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
                 el = 'AdditionalService/ServiceFee/Exponent'
-                _c3_c1_Exponent = ((x >> 4) & 255) + -128
+                _c3_c1_Exponent = (x >> 4) + -128
                 el = 'AdditionalService/ServiceFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1029,7 +1029,7 @@ def _d_AdditionalServiceListType(r):
                 _v = _new(_K_iso20_commonmessages_AdditionalServiceType)
                 _v.ServiceName = _c3_ServiceName
                 _v.ServiceFee = _c3_ServiceFee
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 f_AdditionalService.append(_v)
             elif ec == 1:
@@ -1169,7 +1169,7 @@ def _d_AdditionalServiceType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('AdditionalServiceType', r.end - q)
         el = 'ServiceName'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -1185,7 +1185,7 @@ def _d_AdditionalServiceType(r):
         x = (V >> q) & 65535
         if x & 61454: raise r.deviation('AdditionalServiceType', r.end - q)
         el = 'ServiceFee/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'ServiceFee/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1280,7 +1280,7 @@ def _d_AuthorizationReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c3_SessionID = None
         _c3_TimeStamp = None
         _c3_Signature = None
@@ -1319,7 +1319,7 @@ def _d_AuthorizationReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1341,7 +1341,7 @@ def _d_AuthorizationReqType(r):
         x = (V >> q) & 255
         if x & 208: raise r.deviation('AuthorizationReqType', r.end - q)
         el = 'SelectedAuthorizationService'
-        f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[((x >> 5) & 1)]
+        f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[(x >> 5)]
         ec = ((x >> 2) & 3)
         _a = (x & 3)
         if ec == 0:
@@ -1370,7 +1370,7 @@ def _d_AuthorizationReqType(r):
             x = (V >> q) & 15
             if x & 14: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -1547,7 +1547,7 @@ def _d_AuthorizationResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AuthorizationResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -1586,7 +1586,7 @@ def _d_AuthorizationResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1608,7 +1608,7 @@ def _d_AuthorizationResType(r):
         x = (V >> q) & 32767
         if x & 24691: raise r.deviation('AuthorizationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 7) & 63)
+        f_ResponseCode = (x >> 7)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
@@ -1706,7 +1706,7 @@ def _d_AuthorizationSetupReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AuthorizationSetupReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -1745,7 +1745,7 @@ def _d_AuthorizationSetupReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1845,7 +1845,7 @@ def _d_AuthorizationSetupResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('AuthorizationSetupResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c3_SessionID = None
         _c3_TimeStamp = None
         _c3_Signature = None
@@ -1884,7 +1884,7 @@ def _d_AuthorizationSetupResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1905,7 +1905,7 @@ def _d_AuthorizationSetupResType(r):
         if q < 0: V, q = r.slidep(q, 22)
         x = (V >> q) & 4194303
         if x & 3160576: raise r.deviation('AuthorizationSetupResType', r.end - q)
-        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType[((x >> 10) & 1023)]
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType[(x >> 10)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 14) & 63)
@@ -1924,21 +1924,21 @@ def _d_AuthorizationSetupResType(r):
             x = _a >> 4
             if x & 5: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'AuthorizationServices'
-            _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+            _v = _E_iso20_commonmessages_authorizationType[(x >> 1)]
             f_AuthorizationServices.append(_v)
             q -= 8
             if q < 0: V, q = r.slidep(q, 8)
             x = (V >> q) & 255
             if x & 208: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'CertificateInstallationService'
-            f_CertificateInstallationService = ((x >> 5) & 1) == 1
+            f_CertificateInstallationService = (x >> 5) == 1
             ec = ((x >> 2) & 3)
             _a = (x & 3)
         elif ec == 1:
             x = _a
             if x & 80: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'CertificateInstallationService'
-            f_CertificateInstallationService = ((x >> 5) & 1) == 1
+            f_CertificateInstallationService = (x >> 5) == 1
             ec = ((x >> 2) & 3)
             _a = (x & 3)
         else:
@@ -1951,7 +1951,7 @@ def _d_AuthorizationSetupResType(r):
             x = _a
             if x & 2: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'PnC_ASResAuthorizationMode'
-            _a = (x & 1)
+            _a = x
             _c5_GenChallenge = None
             _c5_SupportedProviders = None
             if _a: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
@@ -1966,7 +1966,7 @@ def _d_AuthorizationSetupResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-            ec = (x & 3)
+            ec = x
             if ec == 0:
                 el = 'PnC_ASResAuthorizationMode/SupportedProviders'
                 r.pos = r.end - q
@@ -2152,7 +2152,7 @@ def _d_CertificateChainType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateChainType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -2169,7 +2169,7 @@ def _d_CertificateChainType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'SubCertificates'
             r.pos = r.end - q
@@ -2243,7 +2243,7 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -2282,7 +2282,7 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -2315,7 +2315,7 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SignedCertificateChainType', r.end - q)
         el = 'OEMProvisioningCertificateChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -2332,7 +2332,7 @@ def _d_CertificateInstallationReqType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'OEMProvisioningCertificateChain/SubCertificates'
             r.pos = r.end - q
@@ -2361,7 +2361,7 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 8191
         if x & 6148: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'MaximumContractCertificateChains'
-        f_MaximumContractCertificateChains = ((x >> 3) & 255)
+        f_MaximumContractCertificateChains = (x >> 3)
         ec = (x & 3)
         if ec == 0:
             el = 'PrioritizedEMAIDs'
@@ -2534,7 +2534,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -2573,7 +2573,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -2595,7 +2595,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 131071
         if x & 98766: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 9) & 63)
+        f_ResponseCode = (x >> 9)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
@@ -2625,7 +2625,7 @@ def _d_CertificateInstallationResType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'CPSCertificateChain/SubCertificates'
             r.pos = r.end - q
@@ -2653,7 +2653,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 4095
         if x & 3075: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'RemainingContractCertificateChains'
-        f_RemainingContractCertificateChains = ((x >> 2) & 255)
+        f_RemainingContractCertificateChains = (x >> 2)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -2858,7 +2858,7 @@ def _d_ChargingScheduleType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             elif ec == 1:
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/TimeAnchor'
@@ -2885,7 +2885,7 @@ def _d_ChargingScheduleType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -2913,7 +2913,7 @@ def _d_ChargingScheduleType(r):
             x = (V >> q) & 16383
             if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if _c1_PriceScheduleID < 1 or _c1_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c1_PriceScheduleID, r.at(r.end - q))
-            ec = ((x >> 11) & 3)
+            ec = (x >> 11)
             _a = (x & 2047)
             if ec == 0:
                 q += 10
@@ -2935,12 +2935,12 @@ def _d_ChargingScheduleType(r):
                 x = (V >> q) & 8191
                 if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+                _c1_NumberOfPriceLevels = (x >> 2)
             elif ec == 1:
                 x = _a
                 if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+                _c1_NumberOfPriceLevels = (x >> 2)
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
@@ -3123,7 +3123,7 @@ def _d_ContractCertificateChainType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('ContractCertificateChainType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -3256,7 +3256,7 @@ def _d_Dynamic_SEReqControlModeType(r):
         x = (V >> q) & 134217727
         if x & 67108864: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-        ec = ((x >> 24) & 3)
+        ec = (x >> 24)
         _a = (x & 16777215)
         s = 1
         if ec == 0:
@@ -3266,7 +3266,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             x = (V >> q) & 34359738367
             if x & 17246978048: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 27) & 127)
+            f_MinimumSOC = (x >> 27)
             if f_MinimumSOC > 100: r.facet('Dynamic_SEReqControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 24) & 3)
             _a = (x & 16777215)
@@ -3275,7 +3275,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             x = _a
             if x & 8437760: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 16) & 127)
+            f_TargetSOC = (x >> 16)
             if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             _a = (x & 16383)
             s = 3
@@ -3284,7 +3284,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             x = _a >> 10
             if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3314,7 +3314,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c9_Exponent
             f_EVTargetEnergyRequest.Value = _c9_Value
-            _a = (x & 16383)
+            _a = x
             s = 4
         else:
             raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
@@ -3323,7 +3323,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = _a
                 if x & 8437760: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 16) & 127)
+                f_TargetSOC = (x >> 16)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 _a = (x & 16383)
                 s = 3
@@ -3332,7 +3332,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = _a >> 10
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVTargetEnergyRequest/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = (x >> 4) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3362,7 +3362,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c10_Exponent
                 f_EVTargetEnergyRequest.Value = _c10_Value
-                _a = (x & 16383)
+                _a = x
                 s = 4
             else:
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
@@ -3370,7 +3370,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3400,13 +3400,13 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c11_Exponent
             f_EVTargetEnergyRequest.Value = _c11_Value
-            _a = (x & 16383)
+            _a = x
             s = 4
         if s == 4:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = (x >> 4) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3437,7 +3437,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_EVMaximumEnergyRequest.Exponent = _c12_Exponent
             f_EVMaximumEnergyRequest.Value = _c12_Value
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3467,7 +3467,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c13_Exponent
             f_EVMinimumEnergyRequest.Value = _c13_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 6
         if s == 6:
@@ -3475,7 +3475,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVMaximumV2XEnergyRequest/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = (x >> 4) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3505,14 +3505,14 @@ def _d_Dynamic_SEReqControlModeType(r):
                 f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c14_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c14_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3552,7 +3552,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3872,14 +3872,14 @@ def _d_Dynamic_SEResControlModeType(r):
             x = (V >> q) & 1073741823
             if x & 536870912: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 26) & 7)
+            ec = (x >> 26)
             _a = (x & 67108863)
             s = 1
         elif ec == 1:
             x = _a
             if x & 33685504: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 18) & 127)
+            f_MinimumSOC = (x >> 18)
             if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 14) & 7)
             _a = (x & 16383)
@@ -3889,7 +3889,7 @@ def _d_Dynamic_SEResControlModeType(r):
             x = _a >> 12
             if x & 8224: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 6) & 127)
+            f_TargetSOC = (x >> 6)
             if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             ec = ((x >> 3) & 3)
             _a = (x & 7)
@@ -3949,7 +3949,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             elif ec == 1:
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/TimeAnchor'
@@ -3976,7 +3976,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c1_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4004,7 +4004,7 @@ def _d_Dynamic_SEResControlModeType(r):
             x = (V >> q) & 16383
             if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if _c1_PriceScheduleID < 1 or _c1_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c1_PriceScheduleID, r.at(r.end - q))
-            ec = ((x >> 11) & 3)
+            ec = (x >> 11)
             _a = (x & 2047)
             if ec == 0:
                 q += 10
@@ -4026,12 +4026,12 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = (V >> q) & 8191
                 if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+                _c1_NumberOfPriceLevels = (x >> 2)
             elif ec == 1:
                 x = _a
                 if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                _c1_NumberOfPriceLevels = ((x >> 2) & 255)
+                _c1_NumberOfPriceLevels = (x >> 2)
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
@@ -4059,7 +4059,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = _a
                 if x & 33685504: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 18) & 127)
+                f_MinimumSOC = (x >> 18)
                 if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 7)
                 _a = (x & 16383)
@@ -4069,7 +4069,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = _a >> 12
                 if x & 8224: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 6) & 127)
+                f_TargetSOC = (x >> 6)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 3) & 3)
                 _a = (x & 7)
@@ -4129,7 +4129,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
@@ -4156,7 +4156,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     if _c2_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4184,7 +4184,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c2_PriceScheduleID < 1 or _c2_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c2_PriceScheduleID, r.at(r.end - q))
-                ec = ((x >> 11) & 3)
+                ec = (x >> 11)
                 _a = (x & 2047)
                 if ec == 0:
                     q += 10
@@ -4206,12 +4206,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 8191
                     if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                    _c2_NumberOfPriceLevels = ((x >> 2) & 255)
+                    _c2_NumberOfPriceLevels = (x >> 2)
                 elif ec == 1:
                     x = _a
                     if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                    _c2_NumberOfPriceLevels = ((x >> 2) & 255)
+                    _c2_NumberOfPriceLevels = (x >> 2)
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
@@ -4239,7 +4239,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = _a
                 if x & 8224: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 6) & 127)
+                f_TargetSOC = (x >> 6)
                 if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 3) & 3)
                 _a = (x & 7)
@@ -4299,7 +4299,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
@@ -4326,7 +4326,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     if _c3_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4354,7 +4354,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c3_PriceScheduleID < 1 or _c3_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c3_PriceScheduleID, r.at(r.end - q))
-                ec = ((x >> 11) & 3)
+                ec = (x >> 11)
                 _a = (x & 2047)
                 if ec == 0:
                     q += 10
@@ -4376,12 +4376,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 8191
                     if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                    _c3_NumberOfPriceLevels = ((x >> 2) & 255)
+                    _c3_NumberOfPriceLevels = (x >> 2)
                 elif ec == 1:
                     x = _a
                     if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                    _c3_NumberOfPriceLevels = ((x >> 2) & 255)
+                    _c3_NumberOfPriceLevels = (x >> 2)
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
@@ -4459,7 +4459,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
@@ -4486,7 +4486,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     if _c4_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_TimeAnchor, r.at(r.end - q))
-                    _a = (x & 1)
+                    _a = x
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4514,7 +4514,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 if _c4_PriceScheduleID < 1 or _c4_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', _c4_PriceScheduleID, r.at(r.end - q))
-                ec = ((x >> 11) & 3)
+                ec = (x >> 11)
                 _a = (x & 2047)
                 if ec == 0:
                     q += 10
@@ -4536,12 +4536,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     x = (V >> q) & 8191
                     if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                    _c4_NumberOfPriceLevels = ((x >> 2) & 255)
+                    _c4_NumberOfPriceLevels = (x >> 2)
                 elif ec == 1:
                     x = _a
                     if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/NumberOfPriceLevels'
-                    _c4_NumberOfPriceLevels = ((x >> 2) & 255)
+                    _c4_NumberOfPriceLevels = (x >> 2)
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
@@ -5195,7 +5195,7 @@ def _d_EMAIDListType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('EMAIDListType', r.end - q)
         el = 'EMAID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5235,7 +5235,7 @@ def _d_EMAIDListType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('EMAIDListType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_EMAID.append(_v)
             elif ec == 1:
@@ -5358,7 +5358,7 @@ def _d_EVAbsolutePriceScheduleType(r):
         if x & 6: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'Currency'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5374,7 +5374,7 @@ def _d_EVAbsolutePriceScheduleType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         el = 'PriceAlgorithm'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5529,7 +5529,7 @@ def _d_EVEnergyOfferType(r):
         if x & 6: raise r.deviation('EVEnergyOfferType', r.end - q)
         if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
         el = 'EVAbsolutePriceSchedule/Currency'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5545,7 +5545,7 @@ def _d_EVEnergyOfferType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('EVEnergyOfferType', r.end - q)
         el = 'EVAbsolutePriceSchedule/PriceAlgorithm'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -5800,7 +5800,7 @@ def _d_EVPowerProfileType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('EVPowerProfileType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             if _a: raise r.deviation('EVPowerProfileType', r.end - q)
@@ -5817,7 +5817,7 @@ def _d_EVPowerProfileType(r):
             x = _a
             if x & 2: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'Scheduled_EVPPTControlMode'
-            _a = (x & 1)
+            _a = x
             _c2_SelectedScheduleTupleID = None
             _c2_PowerToleranceAcceptance = None
             if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
@@ -5845,13 +5845,13 @@ def _d_EVPowerProfileType(r):
             x = (V >> q) & 127
             if x & 64: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
-            ec = ((x >> 4) & 3)
+            ec = (x >> 4)
             _a = (x & 15)
             if ec == 0:
                 x = _a
                 if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 el = 'Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                _c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
+                _c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[(x >> 2)]
             elif ec == 1:
                 q += 4
             else:
@@ -5998,7 +5998,7 @@ def _d_EVPowerScheduleEntryListType(r):
         if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
         if _c1_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'EVPowerScheduleEntry/Power/Exponent'
-        _c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_Exponent = (x >> 4) + -128
         el = 'EVPowerScheduleEntry/Power/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -6065,7 +6065,7 @@ def _d_EVPowerScheduleEntryListType(r):
                 if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
                 if _c3_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 el = 'EVPowerScheduleEntry/Power/Exponent'
-                _c3_c1_Exponent = ((x >> 4) & 255) + -128
+                _c3_c1_Exponent = (x >> 4) + -128
                 el = 'EVPowerScheduleEntry/Power/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6098,7 +6098,7 @@ def _d_EVPowerScheduleEntryListType(r):
                 _v = _new(_K_iso20_commonmessages_EVPowerScheduleEntryType)
                 _v.Duration = _c3_Duration
                 _v.Power = _c3_Power
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 f_EVPowerScheduleEntry.append(_v)
             elif ec == 1:
@@ -6259,7 +6259,7 @@ def _d_EVPowerScheduleEntryType(r):
         if x & 61454: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
         if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'Power/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -6559,7 +6559,7 @@ def _d_EVPriceRuleStackType(r):
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'EVPriceRule/EnergyFee/Exponent'
-        _c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_Exponent = (x >> 4) + -128
         el = 'EVPriceRule/EnergyFee/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -6590,7 +6590,7 @@ def _d_EVPriceRuleStackType(r):
         _c1_EnergyFee.Exponent = _c1_c1_Exponent
         _c1_EnergyFee.Value = _c1_c1_Value
         el = 'EVPriceRule/PowerRangeStart/Exponent'
-        _c1_c2_Exponent = ((x >> 4) & 255) + -128
+        _c1_c2_Exponent = (x >> 4) + -128
         el = 'EVPriceRule/PowerRangeStart/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -6634,7 +6634,7 @@ def _d_EVPriceRuleStackType(r):
                 x = _a
                 if x & 28686: raise r.deviation('EVPriceRuleStackType', r.end - q)
                 el = 'EVPriceRule/EnergyFee/Exponent'
-                _c3_c1_Exponent = ((x >> 4) & 255) + -128
+                _c3_c1_Exponent = (x >> 4) + -128
                 el = 'EVPriceRule/EnergyFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6665,7 +6665,7 @@ def _d_EVPriceRuleStackType(r):
                 _c3_EnergyFee.Exponent = _c3_c1_Exponent
                 _c3_EnergyFee.Value = _c3_c1_Value
                 el = 'EVPriceRule/PowerRangeStart/Exponent'
-                _c3_c2_Exponent = ((x >> 4) & 255) + -128
+                _c3_c2_Exponent = (x >> 4) + -128
                 el = 'EVPriceRule/PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6698,7 +6698,7 @@ def _d_EVPriceRuleStackType(r):
                 _v = _new(_K_iso20_commonmessages_EVPriceRuleType)
                 _v.EnergyFee = _c3_EnergyFee
                 _v.PowerRangeStart = _c3_PowerRangeStart
-                ec = ((x >> 15) & 3)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 f_EVPriceRule.append(_v)
             elif ec == 1:
@@ -6866,7 +6866,7 @@ def _d_EVPriceRuleType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('EVPriceRuleType', r.end - q)
         el = 'EnergyFee/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'EnergyFee/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -6897,7 +6897,7 @@ def _d_EVPriceRuleType(r):
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
         el = 'PowerRangeStart/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c2_Exponent = (x >> 4) + -128
         el = 'PowerRangeStart/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -6998,7 +6998,7 @@ def _d_MeteringConfirmationReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('MeteringConfirmationReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -7037,7 +7037,7 @@ def _d_MeteringConfirmationReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7381,7 +7381,7 @@ def _d_MeteringConfirmationResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('MeteringConfirmationResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -7420,7 +7420,7 @@ def _d_MeteringConfirmationResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7442,7 +7442,7 @@ def _d_MeteringConfirmationResType(r):
         x = (V >> q) & 1023
         if x & 771: raise r.deviation('MeteringConfirmationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 63)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('MeteringConfirmationResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -7558,14 +7558,14 @@ def _d_OverstayRuleListType(r):
             x = (V >> q) & 131071
             if x & 65536: raise r.deviation('OverstayRuleListType', r.end - q)
             if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(r.end - q))
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 1
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayPowerThreshold/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = (x >> 4) + -128
             el = 'OverstayPowerThreshold/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7595,7 +7595,7 @@ def _d_OverstayRuleListType(r):
             f_OverstayPowerThreshold = _new(_K_iso20_commontypes_RationalNumberType)
             f_OverstayPowerThreshold.Exponent = _c6_Exponent
             f_OverstayPowerThreshold.Value = _c6_Value
-            _a = (x & 7)
+            _a = x
             s = 2
         elif ec == 2:
             q += 11
@@ -7648,7 +7648,7 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
             elif ec == 1:
                 if _a: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
@@ -7675,13 +7675,13 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c7_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c7_StartTime, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
             x = _a
             if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'OverstayRule/OverstayFee/Exponent'
-            _c7_c2_Exponent = ((x >> 4) & 255) + -128
+            _c7_c2_Exponent = (x >> 4) + -128
             el = 'OverstayRule/OverstayFee/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7747,7 +7747,7 @@ def _d_OverstayRuleListType(r):
                 x = _a
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
+                _c8_Exponent = (x >> 4) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7777,7 +7777,7 @@ def _d_OverstayRuleListType(r):
                 f_OverstayPowerThreshold = _new(_K_iso20_commontypes_RationalNumberType)
                 f_OverstayPowerThreshold.Exponent = _c8_Exponent
                 f_OverstayPowerThreshold.Value = _c8_Value
-                _a = (x & 7)
+                _a = x
                 s = 2
             elif ec == 1:
                 q += 11
@@ -7830,7 +7830,7 @@ def _d_OverstayRuleListType(r):
                     x = (V >> q) & 65535
                     if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                     if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
-                    _a = (x & 16383)
+                    _a = x
                 elif ec == 1:
                     if _a: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/StartTime'
@@ -7857,13 +7857,13 @@ def _d_OverstayRuleListType(r):
                     x = (V >> q) & 65535
                     if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                     if _c9_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c9_StartTime, r.at(r.end - q))
-                    _a = (x & 16383)
+                    _a = x
                 else:
                     raise r.deviation('OverstayRuleType', r.end - q)
                 x = _a
                 if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/OverstayFee/Exponent'
-                _c9_c2_Exponent = ((x >> 4) & 255) + -128
+                _c9_c2_Exponent = (x >> 4) + -128
                 el = 'OverstayRule/OverstayFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7974,7 +7974,7 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
             elif ec == 1:
                 if _a: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
@@ -8001,13 +8001,13 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                 if _c10_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c10_StartTime, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
             x = _a
             if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'OverstayRule/OverstayFee/Exponent'
-            _c10_c2_Exponent = ((x >> 4) & 255) + -128
+            _c10_c2_Exponent = (x >> 4) + -128
             el = 'OverstayRule/OverstayFee/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -8123,7 +8123,7 @@ def _d_OverstayRuleListType(r):
                         x = (V >> q) & 65535
                         if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                         if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
-                        _a = (x & 16383)
+                        _a = x
                     elif ec == 1:
                         if _a: raise r.deviation('OverstayRuleType', r.end - q)
                         el = 'OverstayRule/StartTime'
@@ -8150,13 +8150,13 @@ def _d_OverstayRuleListType(r):
                         x = (V >> q) & 65535
                         if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
                         if _c12_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c12_StartTime, r.at(r.end - q))
-                        _a = (x & 16383)
+                        _a = x
                     else:
                         raise r.deviation('OverstayRuleType', r.end - q)
                     x = _a
                     if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/OverstayFee/Exponent'
-                    _c12_c2_Exponent = ((x >> 4) & 255) + -128
+                    _c12_c2_Exponent = (x >> 4) + -128
                     el = 'OverstayRule/OverstayFee/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -8209,7 +8209,7 @@ def _d_OverstayRuleListType(r):
                     x = (V >> q) & 127
                     if x & 96: raise r.deviation('OverstayRuleType', r.end - q)
                     if _c12_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c12_OverstayFeePeriod, r.at(r.end - q))
-                    ec = ((x >> 3) & 3)
+                    ec = (x >> 3)
                     _a = (x & 7)
                     _v = _new(_K_iso20_commonmessages_OverstayRuleType)
                     _v.OverstayRuleDescription = _c12_OverstayRuleDescription
@@ -8673,7 +8673,7 @@ def _d_OverstayRuleType(r):
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
             if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
-            _a = (x & 16383)
+            _a = x
         elif ec == 1:
             if _a: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'StartTime'
@@ -8700,13 +8700,13 @@ def _d_OverstayRuleType(r):
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('OverstayRuleType', r.end - q)
             if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(r.end - q))
-            _a = (x & 16383)
+            _a = x
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
         el = 'OverstayFee/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'OverstayFee/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -9012,19 +9012,19 @@ def _d_ParameterType(r):
             x = _a >> 10
             if x & 11: raise r.deviation('ParameterType', r.end - q)
             el = 'boolValue'
-            f_boolValue = ((x >> 2) & 1) == 1
+            f_boolValue = (x >> 2) == 1
         elif ec == 1:
             q += 3
             x = _a >> 3
             if x & 1027: raise r.deviation('ParameterType', r.end - q)
             el = 'byteValue'
-            f_byteValue = ((x >> 2) & 255) + -128
+            f_byteValue = (x >> 2) + -128
         elif ec == 2:
             q += 12
             x = _a >> 12
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'shortValue'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -9053,7 +9053,7 @@ def _d_ParameterType(r):
             x = _a >> 12
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'intValue'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -9081,7 +9081,7 @@ def _d_ParameterType(r):
             x = _a
             if x & 12302: raise r.deviation('ParameterType', r.end - q)
             el = 'rationalNumber/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c2_Exponent = (x >> 4) + -128
             el = 'rationalNumber/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -9279,7 +9279,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
         el = 'ContractCertificateChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -9391,7 +9391,7 @@ def _d_PnC_ASResAuthorizationModeType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'SupportedProviders'
             r.pos = r.end - q
@@ -9465,7 +9465,7 @@ def _d_PowerDeliveryReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c2_SessionID = None
         _c2_TimeStamp = None
         _c2_Signature = None
@@ -9504,7 +9504,7 @@ def _d_PowerDeliveryReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9525,7 +9525,7 @@ def _d_PowerDeliveryReqType(r):
         if q < 0: V, q = r.slidep(q, 16)
         x = (V >> q) & 65535
         if x & 52800: raise r.deviation('PowerDeliveryReqType', r.end - q)
-        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[((x >> 7) & 127)]
+        _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_commonmessages_chargeProgressType[(x >> 7)]
         if _t is None:
             el = 'EVProcessing'
             f_EVProcessing = ((x >> 12) & 3)
@@ -9544,7 +9544,7 @@ def _d_PowerDeliveryReqType(r):
             x = _a >> 2
             if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'EVPowerProfile'
-            _a = (x & 1)
+            _a = x
             _c3_TimeAnchor = None
             _c3_Dynamic_EVPPTControlMode = None
             _c3_Scheduled_EVPPTControlMode = None
@@ -9574,7 +9574,7 @@ def _d_PowerDeliveryReqType(r):
             x = (V >> q) & 31
             if x & 16: raise r.deviation('EVPowerProfileType', r.end - q)
             if _c3_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c3_TimeAnchor, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             if ec == 0:
                 if _a: raise r.deviation('EVPowerProfileType', r.end - q)
@@ -9588,12 +9588,12 @@ def _d_PowerDeliveryReqType(r):
                 if q < 0: V, q = r.slidep(q, 7)
                 x = (V >> q) & 127
                 if x & 64: raise r.deviation('EVPowerProfileType', r.end - q)
-                _a = (x & 63)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('EVPowerProfileType', r.end - q)
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
-                _a = (x & 1)
+                _a = x
                 _c3_c4_SelectedScheduleTupleID = None
                 _c3_c4_PowerToleranceAcceptance = None
                 if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
@@ -9621,13 +9621,13 @@ def _d_PowerDeliveryReqType(r):
                 x = (V >> q) & 127
                 if x & 64: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 if _c3_c4_SelectedScheduleTupleID < 1 or _c3_c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c3_c4_SelectedScheduleTupleID, r.at(r.end - q))
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 if ec == 0:
                     x = _a
                     if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                     el = 'EVPowerProfile/Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                    _c3_c4_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
+                    _c3_c4_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[(x >> 2)]
                 elif ec == 1:
                     q += 4
                 else:
@@ -9646,7 +9646,7 @@ def _d_PowerDeliveryReqType(r):
                 if q < 0: V, q = r.slidep(q, 7)
                 x = (V >> q) & 127
                 if x & 64: raise r.deviation('EVPowerProfileType', r.end - q)
-                _a = (x & 63)
+                _a = x
             else:
                 raise r.deviation('EVPowerProfileType', r.end - q)
             x = _a
@@ -9662,7 +9662,7 @@ def _d_PowerDeliveryReqType(r):
             x = _a
             if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'BPT_ChannelSelection'
-            f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
+            f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[(x >> 2)]
             s = 5
         elif ec == 2:
             q += 4
@@ -9674,7 +9674,7 @@ def _d_PowerDeliveryReqType(r):
                 x = _a
                 if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'BPT_ChannelSelection'
-                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
+                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[(x >> 2)]
                 s = 5
             elif ec == 1:
                 q += 4
@@ -9892,7 +9892,7 @@ def _d_PowerDeliveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c2_SessionID = None
         _c2_TimeStamp = None
         _c2_Signature = None
@@ -9931,7 +9931,7 @@ def _d_PowerDeliveryResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9953,7 +9953,7 @@ def _d_PowerDeliveryResType(r):
         x = (V >> q) & 8191
         if x & 6160: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 63)
+        f_ResponseCode = (x >> 5)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 2) & 3)
@@ -9985,7 +9985,7 @@ def _d_PowerDeliveryResType(r):
             if x & 455: raise r.deviation('PowerDeliveryResType', r.end - q)
             if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c3_EVSENotification = ((x >> 3) & 7)
+            _c3_EVSENotification = (x >> 3)
             if _c3_EVSENotification >= 6: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 6, r.at(r.end - q))
             else: _c3_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c3_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
@@ -10235,7 +10235,7 @@ def _d_PowerScheduleEntryType(r):
         if x & 61454: raise r.deviation('PowerScheduleEntryType', r.end - q)
         if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'Power/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'Power/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -10265,14 +10265,14 @@ def _d_PowerScheduleEntryType(r):
         f_Power = _new(_K_iso20_commontypes_RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 2
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
             el = 'Power_L2/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c2_Exponent = (x >> 4) + -128
             el = 'Power_L2/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -10302,14 +10302,14 @@ def _d_PowerScheduleEntryType(r):
             f_Power_L2 = _new(_K_iso20_commontypes_RationalNumberType)
             f_Power_L2.Exponent = _c2_Exponent
             f_Power_L2.Value = _c2_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 3
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
             el = 'Power_L3/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = (x >> 4) + -128
             el = 'Power_L3/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -10349,7 +10349,7 @@ def _d_PowerScheduleEntryType(r):
                 x = _a
                 if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 el = 'Power_L3/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c4_Exponent = (x >> 4) + -128
                 el = 'Power_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -10549,14 +10549,14 @@ def _d_PowerScheduleType(r):
         x = (V >> q) & 131071
         if x & 65536: raise r.deviation('PowerScheduleType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 1
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
             el = 'AvailableEnergy/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c1_Exponent = (x >> 4) + -128
             el = 'AvailableEnergy/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -10586,14 +10586,14 @@ def _d_PowerScheduleType(r):
             f_AvailableEnergy = _new(_K_iso20_commontypes_RationalNumberType)
             f_AvailableEnergy.Exponent = _c1_Exponent
             f_AvailableEnergy.Value = _c1_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
             el = 'PowerTolerance/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c2_Exponent = (x >> 4) + -128
             el = 'PowerTolerance/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -10640,7 +10640,7 @@ def _d_PowerScheduleType(r):
                 x = _a
                 if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
                 el = 'PowerTolerance/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
+                _c3_Exponent = (x >> 4) + -128
                 el = 'PowerTolerance/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -10859,7 +10859,7 @@ def _d_PriceLevelScheduleEntryListType(r):
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
         if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'PriceLevelScheduleEntry/PriceLevel'
-        _c1_PriceLevel = ((x >> 2) & 255)
+        _c1_PriceLevel = (x >> 2)
         _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
         _v.Duration = _c1_Duration
         _v.PriceLevel = _c1_PriceLevel
@@ -10898,7 +10898,7 @@ def _d_PriceLevelScheduleEntryListType(r):
                 if x & 114736: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
                 if _c3_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c3_Duration, r.at(r.end - q))
                 el = 'PriceLevelScheduleEntry/PriceLevel'
-                _c3_PriceLevel = ((x >> 6) & 255)
+                _c3_PriceLevel = (x >> 6)
                 _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
                 _v.Duration = _c3_Duration
                 _v.PriceLevel = _c3_PriceLevel
@@ -11037,7 +11037,7 @@ def _d_PriceLevelScheduleEntryType(r):
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryType', r.end - q)
         if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceLevel'
-        f_PriceLevel = ((x >> 2) & 255)
+        f_PriceLevel = (x >> 2)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11125,7 +11125,7 @@ def _d_PriceLevelScheduleType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-            _a = (x & 1)
+            _a = x
         elif ec == 1:
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'TimeAnchor'
@@ -11152,7 +11152,7 @@ def _d_PriceLevelScheduleType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('PriceLevelScheduleType', r.end - q)
             if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-            _a = (x & 1)
+            _a = x
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
         if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -11180,7 +11180,7 @@ def _d_PriceLevelScheduleType(r):
         x = (V >> q) & 16383
         if x & 8192: raise r.deviation('PriceLevelScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-        ec = ((x >> 11) & 3)
+        ec = (x >> 11)
         _a = (x & 2047)
         if ec == 0:
             q += 10
@@ -11202,12 +11202,12 @@ def _d_PriceLevelScheduleType(r):
             x = (V >> q) & 8191
             if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'NumberOfPriceLevels'
-            f_NumberOfPriceLevels = ((x >> 2) & 255)
+            f_NumberOfPriceLevels = (x >> 2)
         elif ec == 1:
             x = _a
             if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'NumberOfPriceLevels'
-            f_NumberOfPriceLevels = ((x >> 2) & 255)
+            f_NumberOfPriceLevels = (x >> 2)
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
         el = 'PriceLevelScheduleEntries'
@@ -11587,7 +11587,7 @@ def _d_PriceRuleType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('PriceRuleType', r.end - q)
         el = 'EnergyFee/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'EnergyFee/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11617,7 +11617,7 @@ def _d_PriceRuleType(r):
         f_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
-        ec = ((x >> 25) & 7)
+        ec = (x >> 25)
         _a = (x & 33554431)
         s = 1
         if ec == 0:
@@ -11625,7 +11625,7 @@ def _d_PriceRuleType(r):
             x = _a >> 11
             if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'ParkingFee/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c2_Exponent = (x >> 4) + -128
             el = 'ParkingFee/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -11655,7 +11655,7 @@ def _d_PriceRuleType(r):
             f_ParkingFee = _new(_K_iso20_commontypes_RationalNumberType)
             f_ParkingFee.Exponent = _c2_Exponent
             f_ParkingFee.Value = _c2_Value
-            ec = ((x >> 25) & 7)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 2
         elif ec == 1:
@@ -11685,7 +11685,7 @@ def _d_PriceRuleType(r):
             x = (V >> q) & 268435455
             if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
             if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
-            ec = ((x >> 25) & 3)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 3
         elif ec == 2:
@@ -11715,14 +11715,14 @@ def _d_PriceRuleType(r):
             x = (V >> q) & 268435455
             if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
             if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-            ec = ((x >> 25) & 3)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 4
         elif ec == 3:
             x = _a
             if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
             el = 'RenewableGenerationPercentage'
-            f_RenewableGenerationPercentage = ((x >> 16) & 255)
+            f_RenewableGenerationPercentage = (x >> 16)
             _a = (x & 16383)
             s = 5
         elif ec == 4:
@@ -11730,7 +11730,7 @@ def _d_PriceRuleType(r):
             x = _a >> 11
             if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'PowerRangeStart/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = (x >> 4) + -128
             el = 'PowerRangeStart/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -11790,7 +11790,7 @@ def _d_PriceRuleType(r):
                 x = (V >> q) & 268435455
                 if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
                 if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
-                ec = ((x >> 25) & 3)
+                ec = (x >> 25)
                 _a = (x & 33554431)
                 s = 3
             elif ec == 1:
@@ -11820,14 +11820,14 @@ def _d_PriceRuleType(r):
                 x = (V >> q) & 268435455
                 if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-                ec = ((x >> 25) & 3)
+                ec = (x >> 25)
                 _a = (x & 33554431)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 16) & 255)
+                f_RenewableGenerationPercentage = (x >> 16)
                 _a = (x & 16383)
                 s = 5
             elif ec == 3:
@@ -11835,7 +11835,7 @@ def _d_PriceRuleType(r):
                 x = _a >> 11
                 if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'PowerRangeStart/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
+                _c4_Exponent = (x >> 4) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11895,14 +11895,14 @@ def _d_PriceRuleType(r):
                 x = (V >> q) & 268435455
                 if x & 134217728: raise r.deviation('PriceRuleType', r.end - q)
                 if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-                ec = ((x >> 25) & 3)
+                ec = (x >> 25)
                 _a = (x & 33554431)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 16) & 255)
+                f_RenewableGenerationPercentage = (x >> 16)
                 _a = (x & 16383)
                 s = 5
             elif ec == 2:
@@ -11910,7 +11910,7 @@ def _d_PriceRuleType(r):
                 x = _a >> 11
                 if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'PowerRangeStart/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c5_Exponent = (x >> 4) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11947,7 +11947,7 @@ def _d_PriceRuleType(r):
                 x = _a
                 if x & 16826368: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 16) & 255)
+                f_RenewableGenerationPercentage = (x >> 16)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
@@ -11955,7 +11955,7 @@ def _d_PriceRuleType(r):
                 x = _a >> 11
                 if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'PowerRangeStart/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c6_Exponent = (x >> 4) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -11991,7 +11991,7 @@ def _d_PriceRuleType(r):
             x = _a
             if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
             el = 'PowerRangeStart/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
+            _c7_Exponent = (x >> 4) + -128
             el = 'PowerRangeStart/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -12339,7 +12339,7 @@ def _d_PriceScheduleType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('PriceScheduleType', r.end - q)
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         if ec == 0:
             x = _a
@@ -12435,7 +12435,7 @@ def _d_ScheduleExchangeReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -12474,7 +12474,7 @@ def _d_ScheduleExchangeReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -12496,7 +12496,7 @@ def _d_ScheduleExchangeReqType(r):
         x = (V >> q) & 32767
         if x & 24580: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         el = 'MaximumSupportingPoints'
-        f_MaximumSupportingPoints = ((x >> 3) & 1023) + 12
+        f_MaximumSupportingPoints = (x >> 3) + 12
         if f_MaximumSupportingPoints > 1024: r.facet('ScheduleExchangeReqType/MaximumSupportingPoints', 'maxInclusive 1024', f_MaximumSupportingPoints, r.at(r.end - q))
         ec = (x & 3)
         if ec == 0:
@@ -12632,7 +12632,7 @@ def _d_ScheduleExchangeResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ScheduleExchangeResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -12671,7 +12671,7 @@ def _d_ScheduleExchangeResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -12693,7 +12693,7 @@ def _d_ScheduleExchangeResType(r):
         x = (V >> q) & 2097151
         if x & 1580160: raise r.deviation('ScheduleExchangeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 13) & 63)
+        f_ResponseCode = (x >> 13)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ScheduleExchangeResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
@@ -12707,7 +12707,7 @@ def _d_ScheduleExchangeResType(r):
             x = _a
             if x & 20: raise r.deviation('ScheduleExchangeResType', r.end - q)
             el = 'GoToPause'
-            f_GoToPause = ((x >> 3) & 1) == 1
+            f_GoToPause = (x >> 3) == 1
             ec = (x & 3)
             s = 4
         elif ec == 1:
@@ -13045,13 +13045,13 @@ def _d_Scheduled_EVPPTControlModeType(r):
         x = (V >> q) & 127
         if x & 64: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
         if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(r.end - q))
-        ec = ((x >> 4) & 3)
+        ec = (x >> 4)
         _a = (x & 15)
         if ec == 0:
             x = _a
             if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             el = 'PowerToleranceAcceptance'
-            f_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
+            f_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[(x >> 2)]
         elif ec == 1:
             q += 4
         else:
@@ -13140,14 +13140,14 @@ def _d_Scheduled_SEReqControlModeType(r):
             x = (V >> q) & 262143
             if x & 131072: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 1
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
+            _c1_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13177,14 +13177,14 @@ def _d_Scheduled_SEReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
+            _c2_Exponent = (x >> 4) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13214,14 +13214,14 @@ def _d_Scheduled_SEReqControlModeType(r):
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 3
         elif ec == 3:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = (x >> 4) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13251,7 +13251,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
-            ec = ((x >> 3) & 3)
+            ec = (x >> 3)
             _a = (x & 7)
             s = 4
         elif ec == 4:
@@ -13315,7 +13315,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -13331,7 +13331,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             x = (V >> q) & 7
             if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -13371,7 +13371,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVTargetEnergyRequest/Exponent'
-                _c5_Exponent = ((x >> 4) & 255) + -128
+                _c5_Exponent = (x >> 4) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13401,14 +13401,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c5_Exponent
                 f_EVTargetEnergyRequest.Value = _c5_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
+                _c6_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13438,14 +13438,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumEnergyRequest.Value = _c6_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13475,7 +13475,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumEnergyRequest.Value = _c7_Value
-                ec = ((x >> 3) & 3)
+                ec = (x >> 3)
                 _a = (x & 7)
                 s = 4
             elif ec == 3:
@@ -13539,7 +13539,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -13555,7 +13555,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -13595,7 +13595,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
+                _c9_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13625,14 +13625,14 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c9_Exponent
                 f_EVMaximumEnergyRequest.Value = _c9_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13662,7 +13662,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMinimumEnergyRequest.Value = _c10_Value
-                ec = ((x >> 3) & 3)
+                ec = (x >> 3)
                 _a = (x & 7)
                 s = 4
             elif ec == 2:
@@ -13726,7 +13726,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -13742,7 +13742,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -13782,7 +13782,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13812,7 +13812,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                 f_EVMinimumEnergyRequest.Value = _c12_Value
-                ec = ((x >> 3) & 3)
+                ec = (x >> 3)
                 _a = (x & 7)
                 s = 4
             elif ec == 1:
@@ -13876,7 +13876,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -13892,7 +13892,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -13988,7 +13988,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -14004,7 +14004,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -14650,7 +14650,7 @@ def _d_Scheduled_SEResControlModeType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         el = 'ScheduleTuple'
-        _a = (x & 1)
+        _a = x
         _c3_ScheduleTupleID = None
         _c3_ChargingSchedule = None
         _c3_DischargingSchedule = None
@@ -14697,7 +14697,7 @@ def _d_Scheduled_SEResControlModeType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('ScheduleTupleType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
         elif ec == 1:
             x = _a
@@ -14715,7 +14715,7 @@ def _d_Scheduled_SEResControlModeType(r):
             x = _a
             if x & 2: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
             el = 'ScheduleTuple'
-            _a = (x & 1)
+            _a = x
             _c4_ScheduleTupleID = None
             _c4_ChargingSchedule = None
             _c4_DischargingSchedule = None
@@ -14762,7 +14762,7 @@ def _d_Scheduled_SEResControlModeType(r):
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 16: raise r.deviation('ScheduleTupleType', r.end - q)
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
             elif ec == 1:
                 x = _a
@@ -14786,7 +14786,7 @@ def _d_Scheduled_SEResControlModeType(r):
                 x = _a
                 if x & 2: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
                 el = 'ScheduleTuple'
-                _a = (x & 1)
+                _a = x
                 _c5_ScheduleTupleID = None
                 _c5_ChargingSchedule = None
                 _c5_DischargingSchedule = None
@@ -15190,7 +15190,7 @@ def _d_SelectedServiceListType(r):
                 _v = _new(_K_iso20_commonmessages_SelectedServiceType)
                 _v.ServiceID = _c3_ServiceID
                 _v.ParameterSetID = _c3_ParameterSetID
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 f_SelectedService.append(_v)
             elif ec == 1:
@@ -15408,7 +15408,7 @@ def _d_ServiceDetailReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -15447,7 +15447,7 @@ def _d_ServiceDetailReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -15580,7 +15580,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -15619,7 +15619,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -15641,7 +15641,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 2047
         if x & 1543: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 63)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
@@ -15781,7 +15781,7 @@ def _d_ServiceDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -15820,7 +15820,7 @@ def _d_ServiceDiscoveryReqType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             q += 2
@@ -15832,7 +15832,7 @@ def _d_ServiceDiscoveryReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             ec = x
@@ -15949,7 +15949,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -15988,7 +15988,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -16009,7 +16009,7 @@ def _d_ServiceDiscoveryResType(r):
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 12347: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__b[((x >> 2) & 1023)]
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__b[(x >> 2)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 6) & 63)
@@ -16209,7 +16209,7 @@ def _d_ServiceIDListType(r):
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('ServiceIDListType', r.end - q)
                 if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_ServiceID.append(_v)
             elif ec == 1:
@@ -16323,7 +16323,7 @@ def _d_ServiceListType(r):
         if x & 59: raise r.deviation('ServiceListType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'Service/FreeService'
-        _c1_FreeService = ((x >> 2) & 1) == 1
+        _c1_FreeService = (x >> 2) == 1
         _v = _new(_K_iso20_commonmessages_ServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.FreeService = _c1_FreeService
@@ -16362,7 +16362,7 @@ def _d_ServiceListType(r):
                 if x & 944: raise r.deviation('ServiceListType', r.end - q)
                 if _c3_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                 el = 'Service/FreeService'
-                _c3_FreeService = ((x >> 6) & 1) == 1
+                _c3_FreeService = (x >> 6) == 1
                 _v = _new(_K_iso20_commonmessages_ServiceType)
                 _v.ServiceID = _c3_ServiceID
                 _v.FreeService = _c3_FreeService
@@ -16582,7 +16582,7 @@ def _d_ServiceSelectionReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceSelectionReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -16621,7 +16621,7 @@ def _d_ServiceSelectionReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -16691,7 +16691,7 @@ def _d_ServiceSelectionReqType(r):
         f_SelectedEnergyTransferService = _new(_K_iso20_commonmessages_SelectedServiceType)
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
         f_SelectedEnergyTransferService.ParameterSetID = _c2_ParameterSetID
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'SelectedVASList'
             r.pos = r.end - q
@@ -16822,7 +16822,7 @@ def _d_ServiceSelectionResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceSelectionResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -16861,7 +16861,7 @@ def _d_ServiceSelectionResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -16883,7 +16883,7 @@ def _d_ServiceSelectionResType(r):
         x = (V >> q) & 1023
         if x & 771: raise r.deviation('ServiceSelectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 63)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceSelectionResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -16994,7 +16994,7 @@ def _d_ServiceType(r):
         if x & 59: raise r.deviation('ServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'FreeService'
-        f_FreeService = ((x >> 2) & 1) == 1
+        f_FreeService = (x >> 2) == 1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17045,7 +17045,7 @@ def _d_SessionSetupReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -17084,7 +17084,7 @@ def _d_SessionSetupReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17106,7 +17106,7 @@ def _d_SessionSetupReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -17212,7 +17212,7 @@ def _d_SessionSetupResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -17251,7 +17251,7 @@ def _d_SessionSetupResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17273,7 +17273,7 @@ def _d_SessionSetupResType(r):
         x = (V >> q) & 2047
         if x & 1542: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 63)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
@@ -17391,7 +17391,7 @@ def _d_SessionStopReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -17430,7 +17430,7 @@ def _d_SessionStopReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17452,7 +17452,7 @@ def _d_SessionStopReqType(r):
         x = (V >> q) & 255
         if x & 200: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'ChargingSession'
-        f_ChargingSession = ((x >> 4) & 3)
+        f_ChargingSession = (x >> 4)
         if f_ChargingSession >= 3: f_ChargingSession = r.enum_index('SessionStopReqType/ChargingSession', f_ChargingSession, 3, r.at(r.end - q))
         else: f_ChargingSession = _E_iso20_commonmessages_chargingSessionType[f_ChargingSession]
         ec = ((x >> 1) & 3)
@@ -17476,7 +17476,7 @@ def _d_SessionStopReqType(r):
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
             if x & 8: raise r.deviation('SessionStopReqType', r.end - q)
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 3
         elif ec == 1:
@@ -17676,7 +17676,7 @@ def _d_SessionStopResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SessionStopResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -17715,7 +17715,7 @@ def _d_SessionStopResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -17737,7 +17737,7 @@ def _d_SessionStopResType(r):
         x = (V >> q) & 1023
         if x & 771: raise r.deviation('SessionStopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 63)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -17833,7 +17833,7 @@ def _d_SignedCertificateChainType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SignedCertificateChainType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -17850,7 +17850,7 @@ def _d_SignedCertificateChainType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'SubCertificates'
             r.pos = r.end - q
@@ -17944,7 +17944,7 @@ def _d_SignedInstallationDataType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SignedInstallationDataType', r.end - q)
         el = 'ContractCertificateChain/Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -17972,7 +17972,7 @@ def _d_SignedInstallationDataType(r):
         f_ContractCertificateChain.Certificate = _c1_Certificate
         f_ContractCertificateChain.SubCertificates = _c1_SubCertificates
         el = 'ECDHCurve'
-        f_ECDHCurve = _E_iso20_commonmessages_ecdhCurveType[((x >> 3) & 1)]
+        f_ECDHCurve = _E_iso20_commonmessages_ecdhCurveType[(x >> 3)]
         el = 'DHPublicKey'
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
             q -= 8 + (_l << 3)
@@ -17984,7 +17984,7 @@ def _d_SignedInstallationDataType(r):
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
         if x & 8: raise r.deviation('SignedInstallationDataType', r.end - q)
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         if ec == 0:
             if _a: raise r.deviation('SignedInstallationDataType', r.end - q)
@@ -18412,7 +18412,7 @@ def _d_SubCertificatesType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -18429,7 +18429,7 @@ def _d_SubCertificatesType(r):
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
         if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         f_Certificate.append(_v)
         s = 1
@@ -18453,7 +18453,7 @@ def _d_SubCertificatesType(r):
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
             if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             f_Certificate.append(_v)
             s = 2
@@ -18577,7 +18577,7 @@ def _d_SupportedProvidersListType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SupportedProvidersListType', r.end - q)
         el = 'ProviderID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -18617,7 +18617,7 @@ def _d_SupportedProvidersListType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('SupportedProvidersListType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_ProviderID.append(_v)
             elif ec == 1:
@@ -18944,7 +18944,7 @@ def _d_TaxRuleType(r):
         x = (V >> q) & 131071
         if x & 65536: raise r.deviation('TaxRuleType', r.end - q)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('TaxRuleType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(r.end - q))
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         if ec == 0:
             q += 13
@@ -18966,7 +18966,7 @@ def _d_TaxRuleType(r):
             x = (V >> q) & 65535
             if x & 61454: raise r.deviation('TaxRuleType', r.end - q)
             el = 'TaxRate/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = (x >> 4) + -128
             el = 'TaxRate/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -18996,13 +18996,13 @@ def _d_TaxRuleType(r):
             f_TaxRate = _new(_K_iso20_commontypes_RationalNumberType)
             f_TaxRate.Exponent = _c3_Exponent
             f_TaxRate.Value = _c3_Value
-            ec = ((x >> 20) & 3)
+            ec = (x >> 20)
             _a = (x & 1048575)
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('TaxRuleType', r.end - q)
             el = 'TaxRate/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
+            _c4_Exponent = (x >> 4) + -128
             el = 'TaxRate/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -19032,14 +19032,14 @@ def _d_TaxRuleType(r):
             f_TaxRate = _new(_K_iso20_commontypes_RationalNumberType)
             f_TaxRate.Exponent = _c4_Exponent
             f_TaxRate.Value = _c4_Value
-            ec = ((x >> 20) & 3)
+            ec = (x >> 20)
             _a = (x & 1048575)
         else:
             raise r.deviation('TaxRuleType', r.end - q)
         if ec == 0:
             x = _a
             if x & 765952: raise r.deviation('TaxRuleType', r.end - q)
-            _t = _T_b__z1__z1__z1__b[((x >> 14) & 31)]
+            _t = _T_b__z1__z1__z1__b[(x >> 14)]
             if _t is None:
                 el = 'TaxIncludedInPrice'
                 f_TaxIncludedInPrice = ((x >> 18) & 1) == 1
@@ -19054,13 +19054,13 @@ def _d_TaxRuleType(r):
             x = _a >> 4
             if x & 45056: raise r.deviation('TaxRuleType', r.end - q)
             el = 'AppliesToEnergyFee'
-            f_AppliesToEnergyFee = ((x >> 14) & 1) == 1
+            f_AppliesToEnergyFee = (x >> 14) == 1
             _a = (x & 4095)
         else:
             raise r.deviation('TaxRuleType', r.end - q)
         x = _a
         if x & 3003: raise r.deviation('TaxRuleType', r.end - q)
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 2) & 511)]
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[(x >> 2)]
         if _t is None:
             el = 'AppliesToParkingFee'
             f_AppliesToParkingFee = ((x >> 10) & 1) == 1
@@ -19208,7 +19208,7 @@ def _d_VehicleCheckInReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('VehicleCheckInReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -19247,7 +19247,7 @@ def _d_VehicleCheckInReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -19268,7 +19268,7 @@ def _d_VehicleCheckInReqType(r):
         if q < 0: V, q = r.slidep(q, 15)
         x = (V >> q) & 32767
         if x & 26400: raise r.deviation('VehicleCheckInReqType', r.end - q)
-        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[((x >> 6) & 127)]
+        _t = _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType[(x >> 6)]
         if _t is None:
             el = 'EVCheckInStatus'
             f_EVCheckInStatus = ((x >> 11) & 3)
@@ -19288,7 +19288,7 @@ def _d_VehicleCheckInReqType(r):
             x = _a
             if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
             el = 'VehicleFrame'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -19313,14 +19313,14 @@ def _d_VehicleCheckInReqType(r):
             if x & 16: raise r.deviation('VehicleCheckInReqType', r.end - q)
             if _neg: f_VehicleFrame = -f_VehicleFrame - 1
             if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 4
         elif ec == 1:
             x = _a
             if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
             el = 'DeviceOffset'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -19345,14 +19345,14 @@ def _d_VehicleCheckInReqType(r):
             if x & 16: raise r.deviation('VehicleCheckInReqType', r.end - q)
             if _neg: f_DeviceOffset = -f_DeviceOffset - 1
             if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 5
         elif ec == 2:
             x = _a
             if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
             el = 'VehicleTravel'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -19387,7 +19387,7 @@ def _d_VehicleCheckInReqType(r):
                 x = _a
                 if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 el = 'DeviceOffset'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -19412,14 +19412,14 @@ def _d_VehicleCheckInReqType(r):
                 if x & 16: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 if _neg: f_DeviceOffset = -f_DeviceOffset - 1
                 if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 el = 'VehicleTravel'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -19454,7 +19454,7 @@ def _d_VehicleCheckInReqType(r):
                 x = _a
                 if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
                 el = 'VehicleTravel'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -19682,7 +19682,7 @@ def _d_VehicleCheckInResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('VehicleCheckInResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -19721,7 +19721,7 @@ def _d_VehicleCheckInResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -19743,7 +19743,7 @@ def _d_VehicleCheckInResType(r):
         x = (V >> q) & 16383
         if x & 12320: raise r.deviation('VehicleCheckInResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
+        f_ResponseCode = (x >> 6)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckInResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 2) & 7)
@@ -19753,7 +19753,7 @@ def _d_VehicleCheckInResType(r):
             x = _a
             if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
             el = 'ParkingSpace'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -19778,14 +19778,14 @@ def _d_VehicleCheckInResType(r):
             if x & 16: raise r.deviation('VehicleCheckInResType', r.end - q)
             if _neg: f_ParkingSpace = -f_ParkingSpace - 1
             if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 3
         elif ec == 1:
             x = _a
             if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
             el = 'DeviceLocation'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -19810,14 +19810,14 @@ def _d_VehicleCheckInResType(r):
             if x & 16: raise r.deviation('VehicleCheckInResType', r.end - q)
             if _neg: f_DeviceLocation = -f_DeviceLocation - 1
             if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 4
         elif ec == 2:
             x = _a
             if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
             el = 'TargetDistance'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -19852,7 +19852,7 @@ def _d_VehicleCheckInResType(r):
                 x = _a
                 if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
                 el = 'DeviceLocation'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -19877,14 +19877,14 @@ def _d_VehicleCheckInResType(r):
                 if x & 16: raise r.deviation('VehicleCheckInResType', r.end - q)
                 if _neg: f_DeviceLocation = -f_DeviceLocation - 1
                 if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
                 el = 'TargetDistance'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -19919,7 +19919,7 @@ def _d_VehicleCheckInResType(r):
                 x = _a
                 if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
                 el = 'TargetDistance'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -20138,7 +20138,7 @@ def _d_VehicleCheckOutReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('VehicleCheckOutReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -20177,7 +20177,7 @@ def _d_VehicleCheckOutReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -20199,7 +20199,7 @@ def _d_VehicleCheckOutReqType(r):
         x = (V >> q) & 127
         if x & 103: raise r.deviation('VehicleCheckOutReqType', r.end - q)
         el = 'EVCheckOutStatus'
-        f_EVCheckOutStatus = ((x >> 3) & 3)
+        f_EVCheckOutStatus = (x >> 3)
         if f_EVCheckOutStatus >= 3: f_EVCheckOutStatus = r.enum_index('VehicleCheckOutReqType/EVCheckOutStatus', f_EVCheckOutStatus, 3, r.at(r.end - q))
         else: f_EVCheckOutStatus = _E_iso20_commonmessages_evCheckOutStatusType[f_EVCheckOutStatus]
         el = 'CheckOutTime'
@@ -20321,7 +20321,7 @@ def _d_VehicleCheckOutResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('VehicleCheckOutResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -20360,7 +20360,7 @@ def _d_VehicleCheckOutResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -20381,7 +20381,7 @@ def _d_VehicleCheckOutResType(r):
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 12347: raise r.deviation('VehicleCheckOutResType', r.end - q)
-        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_evseCheckOutStatusType[((x >> 2) & 1023)]
+        _t = _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_evseCheckOutStatusType[(x >> 2)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 6) & 63)
@@ -20922,7 +20922,7 @@ def _de12(r):  # AppliesMinimumMaximumCost
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesMinimumMaximumCost', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -20942,7 +20942,7 @@ def _de13(r):  # AppliesToEnergyFee
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesToEnergyFee', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -20962,7 +20962,7 @@ def _de14(r):  # AppliesToOverstayFee
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesToOverstayFee', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -20982,7 +20982,7 @@ def _de15(r):  # AppliesToParkingFee
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesToParkingFee', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -21002,7 +21002,7 @@ def _de16(r):  # AuthorizationServices
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AuthorizationServices', r.end - q)
-    val = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+    val = _E_iso20_commonmessages_authorizationType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -21023,7 +21023,7 @@ def _de17(r):  # BPT_ChannelSelection
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BPT_ChannelSelection', r.end - q)
-    val = _E_iso20_commonmessages_channelSelectionType[((x >> 1) & 1)]
+    val = _E_iso20_commonmessages_channelSelectionType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -21259,7 +21259,7 @@ def _de23(r):  # CertificateInstallationService
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('CertificateInstallationService', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -21279,7 +21279,7 @@ def _de24(r):  # ChargeProgress
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ChargeProgress', r.end - q)
-    val = _E_iso20_commonmessages_chargeProgressType[((x >> 1) & 3)]
+    val = _E_iso20_commonmessages_chargeProgressType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -21344,7 +21344,7 @@ def _de26(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -21364,7 +21364,7 @@ def _de27(r):  # ChargingSession
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ChargingSession', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('ChargingSession', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_chargingSessionType[val]
     r.pos = r.end - q
@@ -21590,7 +21590,7 @@ def _de33(r):  # DeviceLocation
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('DeviceLocation', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -21638,7 +21638,7 @@ def _de34(r):  # DeviceOffset
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('DeviceOffset', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -21730,7 +21730,7 @@ def _de36(r):  # ECDHCurve
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ECDHCurve', r.end - q)
-    val = _E_iso20_commonmessages_ecdhCurveType[((x >> 1) & 1)]
+    val = _E_iso20_commonmessages_ecdhCurveType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -21829,7 +21829,7 @@ def _de39(r):  # EVCheckInStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVCheckInStatus', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVCheckInStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_evCheckInStatusType[val]
     r.pos = r.end - q
@@ -21852,7 +21852,7 @@ def _de40(r):  # EVCheckOutStatus
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVCheckOutStatus', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVCheckOutStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_evCheckOutStatusType[val]
     r.pos = r.end - q
@@ -21875,7 +21875,7 @@ def _de41(r):  # EVProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -21898,7 +21898,7 @@ def _de42(r):  # EVSECheckOutStatus
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECheckOutStatus', r.end - q)
-    val = _E_iso20_commonmessages_evseCheckOutStatusType[((x >> 1) & 1)]
+    val = _E_iso20_commonmessages_evseCheckOutStatusType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -21958,7 +21958,7 @@ def _de44(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
     r.pos = r.end - q
@@ -21981,7 +21981,7 @@ def _de45(r):  # EVSEProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -22119,7 +22119,7 @@ def _de49(r):  # Exponent
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -22139,7 +22139,7 @@ def _de50(r):  # FreeService
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('FreeService', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -22228,7 +22228,7 @@ def _de53(r):  # GoToPause
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('GoToPause', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -22248,7 +22248,7 @@ def _de54(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -22295,7 +22295,7 @@ def _de55(r):  # InletHot
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -22391,7 +22391,7 @@ def _de58(r):  # MaximumContractCertificateChains
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('MaximumContractCertificateChains', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -22411,7 +22411,7 @@ def _de59(r):  # MaximumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -22432,7 +22432,7 @@ def _de60(r):  # MaximumSupportingPoints
     if q < 0: V, q = r.slideq(q, 12)
     x = (V >> q) & 4095
     if x & 2049: raise r.deviation('MaximumSupportingPoints', r.end - q)
-    val = ((x >> 1) & 1023) + 12
+    val = (x >> 1) + 12
     if val > 1024: r.facet('MaximumSupportingPoints', 'maxInclusive 1024', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -22492,7 +22492,7 @@ def _de62(r):  # MeterInfoRequested
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -22551,7 +22551,7 @@ def _de64(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -22643,7 +22643,7 @@ def _de66(r):  # MinimumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -22664,7 +22664,7 @@ def _de67(r):  # MinimumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -22766,7 +22766,7 @@ def _de70(r):  # NumberOfPriceLevels
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumberOfPriceLevels', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -23112,7 +23112,7 @@ def _de79(r):  # ParkingMethod
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ParkingMethod', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('ParkingMethod', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_parkingMethodType[val]
     r.pos = r.end - q
@@ -23135,7 +23135,7 @@ def _de80(r):  # ParkingSpace
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('ParkingSpace', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -23220,7 +23220,7 @@ def _de82(r):  # PowerToleranceAcceptance
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PowerToleranceAcceptance', r.end - q)
-    val = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 1) & 1)]
+    val = _E_iso20_commonmessages_powerToleranceAcceptanceType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -23241,7 +23241,7 @@ def _de83(r):  # PresentSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -23301,7 +23301,7 @@ def _de85(r):  # PriceLevel
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('PriceLevel', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -23480,7 +23480,7 @@ def _de90(r):  # RemainingContractCertificateChains
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('RemainingContractCertificateChains', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -23632,7 +23632,7 @@ def _de94(r):  # RenewableGenerationPercentage
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('RenewableGenerationPercentage', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -23652,7 +23652,7 @@ def _de95(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
     if x & 129: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 63)
+    val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
     r.pos = r.end - q
@@ -23825,7 +23825,7 @@ def _de100(r):  # SelectedAuthorizationService
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('SelectedAuthorizationService', r.end - q)
-    val = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+    val = _E_iso20_commonmessages_authorizationType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -23973,7 +23973,7 @@ def _de104(r):  # ServiceRenegotiationSupported
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ServiceRenegotiationSupported', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -24133,7 +24133,7 @@ def _de109(r):  # TargetDistance
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('TargetDistance', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -24269,7 +24269,7 @@ def _de112(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -24290,7 +24290,7 @@ def _de113(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -24311,7 +24311,7 @@ def _de114(r):  # TaxIncludedInPrice
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('TaxIncludedInPrice', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -24590,7 +24590,7 @@ def _de121(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -24638,7 +24638,7 @@ def _de122(r):  # VehicleFrame
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('VehicleFrame', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -24686,7 +24686,7 @@ def _de123(r):  # VehicleTravel
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('VehicleTravel', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -24914,7 +24914,7 @@ def _de129(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -25072,7 +25072,7 @@ def _de133(r):  # boolValue
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('boolValue', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -25092,7 +25092,7 @@ def _de134(r):  # byteValue
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('byteValue', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -25151,7 +25151,7 @@ def _de136(r):  # intValue
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('intValue', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -25199,7 +25199,7 @@ def _de137(r):  # shortValue
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('shortValue', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

@@ -107,7 +107,7 @@ def _d_ChargeLoopReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ChargeLoopReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -146,7 +146,7 @@ def _d_ChargeLoopReqType(r):
         x = (V >> q) & 511
         if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 6) & 3)
+        ec = (x >> 6)
         _a = (x & 63)
         if ec == 0:
             q += 6
@@ -158,7 +158,7 @@ def _d_ChargeLoopReqType(r):
             if q < 0: V, q = r.slidep(q, 7)
             x = (V >> q) & 127
             if x & 64: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = ((x >> 4) & 3)
+            ec = (x >> 4)
             _a = (x & 15)
         elif ec == 1:
             x = _a
@@ -181,12 +181,12 @@ def _d_ChargeLoopReqType(r):
             x = (V >> q) & 31
             if x & 27: raise r.deviation('ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            f_MeterInfoRequested = (x >> 2) == 1
         elif ec == 1:
             x = _a
             if x & 11: raise r.deviation('ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            f_MeterInfoRequested = (x >> 2) == 1
         else:
             raise r.deviation('ChargeLoopReqType', r.end - q)
         r.pos = r.end - q
@@ -297,7 +297,7 @@ def _d_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c2_SessionID = None
         _c2_TimeStamp = None
         _c2_Signature = None
@@ -336,7 +336,7 @@ def _d_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -358,7 +358,7 @@ def _d_ChargeLoopResType(r):
         x = (V >> q) & 16383
         if x & 12320: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 6) & 63)
+        f_ResponseCode = (x >> 6)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 2) & 7)
@@ -391,7 +391,7 @@ def _d_ChargeLoopResType(r):
             if x & 908: raise r.deviation('ChargeLoopResType', r.end - q)
             if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c3_EVSENotification = ((x >> 4) & 7)
+            _c3_EVSENotification = (x >> 4)
             if _c3_EVSENotification >= 6: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 6, r.at(r.end - q))
             else: _c3_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c3_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
@@ -647,7 +647,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -686,7 +686,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -782,7 +782,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -821,7 +821,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -843,7 +843,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 1023
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 63)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -931,7 +931,7 @@ def _d_DetailedCostType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('DetailedCostType', r.end - q)
         el = 'Amount/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -962,7 +962,7 @@ def _d_DetailedCostType(r):
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
         el = 'CostPerUnit/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c2_Exponent = (x >> 4) + -128
         el = 'CostPerUnit/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1086,7 +1086,7 @@ def _d_DetailedTaxType(r):
         if x & 61454: raise r.deviation('DetailedTaxType', r.end - q)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(r.end - q))
         el = 'Amount/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1192,7 +1192,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8191
                 if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'PresentSOC'
-                f_PresentSOC = ((x >> 5) & 127)
+                f_PresentSOC = (x >> 5)
                 if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(r.end - q))
                 ec = (x & 15)
                 s = 1
@@ -1202,7 +1202,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8191
                 if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 5) & 127)
+                f_MinimumSOC = (x >> 5)
                 if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = (x & 15)
                 s = 2
@@ -1212,7 +1212,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 4294967295
                 if x & 2155872256: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 24) & 127)
+                f_TargetSOC = (x >> 24)
                 if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 19) & 15)
                 _a = (x & 524287)
@@ -1223,7 +1223,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 2147483647
                 if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
-                f_MaximumSOC = ((x >> 23) & 127)
+                f_MaximumSOC = (x >> 23)
                 if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                 ec = ((x >> 19) & 7)
                 _a = (x & 524287)
@@ -1256,7 +1256,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 5
             else:
@@ -1290,7 +1290,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
             elif ec == 6:
@@ -1321,7 +1321,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
             elif ec == 7:
@@ -1330,7 +1330,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 524287
                 if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 17) & 1) == 1
+                f_ChargingComplete = (x >> 17) == 1
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
                 s = 8
@@ -1340,7 +1340,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1370,7 +1370,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c7_Exponent
                 f_BatteryEnergyCapacity.Value = _c7_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 9:
@@ -1379,7 +1379,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 10:
                 pass
@@ -1394,7 +1394,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8191
                     if x & 4112: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MinimumSOC'
-                    f_MinimumSOC = ((x >> 5) & 127)
+                    f_MinimumSOC = (x >> 5)
                     if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                     ec = (x & 15)
                     s = 2
@@ -1404,7 +1404,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 4294967295
                     if x & 2155872256: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 24) & 127)
+                    f_TargetSOC = (x >> 24)
                     if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                     ec = ((x >> 19) & 15)
                     _a = (x & 524287)
@@ -1415,7 +1415,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 2147483647
                     if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 23) & 127)
+                    f_MaximumSOC = (x >> 23)
                     if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                     ec = ((x >> 19) & 7)
                     _a = (x & 524287)
@@ -1448,7 +1448,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                    ec = ((x >> 19) & 7)
+                    ec = (x >> 19)
                     _a = (x & 524287)
                     s = 5
                 elif ec == 4:
@@ -1479,7 +1479,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                    ec = ((x >> 19) & 7)
+                    ec = (x >> 19)
                     _a = (x & 524287)
                     s = 6
                 else:
@@ -1513,7 +1513,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                    ec = ((x >> 19) & 7)
+                    ec = (x >> 19)
                     _a = (x & 524287)
                     s = 7
                 elif ec == 6:
@@ -1522,7 +1522,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 524287
                     if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 17) & 1) == 1
+                    f_ChargingComplete = (x >> 17) == 1
                     ec = ((x >> 14) & 3)
                     _a = (x & 16383)
                     s = 8
@@ -1532,7 +1532,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'BatteryEnergyCapacity/Exponent'
-                    _c8_Exponent = ((x >> 4) & 255) + -128
+                    _c8_Exponent = (x >> 4) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -1562,7 +1562,7 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c8_Exponent
                     f_BatteryEnergyCapacity.Value = _c8_Value
-                    ec = ((x >> 4) & 3)
+                    ec = (x >> 4)
                     _a = (x & 15)
                     s = 9
                 elif ec == 8:
@@ -1571,7 +1571,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 15
                     if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'InletHot'
-                    f_InletHot = ((x >> 2) & 1) == 1
+                    f_InletHot = (x >> 2) == 1
                     s = 10
                 elif ec == 9:
                     pass
@@ -1586,7 +1586,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 4294967295
                     if x & 2155872256: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'TargetSOC'
-                    f_TargetSOC = ((x >> 24) & 127)
+                    f_TargetSOC = (x >> 24)
                     if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                     ec = ((x >> 19) & 15)
                     _a = (x & 524287)
@@ -1597,7 +1597,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 2147483647
                     if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'MaximumSOC'
-                    f_MaximumSOC = ((x >> 23) & 127)
+                    f_MaximumSOC = (x >> 23)
                     if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                     ec = ((x >> 19) & 7)
                     _a = (x & 524287)
@@ -1630,7 +1630,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                    ec = ((x >> 19) & 7)
+                    ec = (x >> 19)
                     _a = (x & 524287)
                     s = 5
                 elif ec == 3:
@@ -1661,7 +1661,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                    ec = ((x >> 19) & 7)
+                    ec = (x >> 19)
                     _a = (x & 524287)
                     s = 6
                 else:
@@ -1695,7 +1695,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 8388607
                     if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                     if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                    ec = ((x >> 19) & 7)
+                    ec = (x >> 19)
                     _a = (x & 524287)
                     s = 7
                 elif ec == 5:
@@ -1704,7 +1704,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 524287
                     if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 17) & 1) == 1
+                    f_ChargingComplete = (x >> 17) == 1
                     ec = ((x >> 14) & 3)
                     _a = (x & 16383)
                     s = 8
@@ -1714,7 +1714,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'BatteryEnergyCapacity/Exponent'
-                    _c9_Exponent = ((x >> 4) & 255) + -128
+                    _c9_Exponent = (x >> 4) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -1744,7 +1744,7 @@ def _d_DisplayParametersType(r):
                     f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c9_Exponent
                     f_BatteryEnergyCapacity.Value = _c9_Value
-                    ec = ((x >> 4) & 3)
+                    ec = (x >> 4)
                     _a = (x & 15)
                     s = 9
                 elif ec == 7:
@@ -1753,7 +1753,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> q) & 15
                     if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'InletHot'
-                    f_InletHot = ((x >> 2) & 1) == 1
+                    f_InletHot = (x >> 2) == 1
                     s = 10
                 elif ec == 8:
                     pass
@@ -1768,7 +1768,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 2147483647
                 if x & 1077936128: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'MaximumSOC'
-                f_MaximumSOC = ((x >> 23) & 127)
+                f_MaximumSOC = (x >> 23)
                 if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(r.end - q))
                 ec = ((x >> 19) & 7)
                 _a = (x & 524287)
@@ -1800,7 +1800,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 5
             elif ec == 2:
@@ -1830,7 +1830,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
             elif ec == 3:
@@ -1860,14 +1860,14 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
             elif ec == 4:
                 x = _a
                 if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 17) & 1) == 1
+                f_ChargingComplete = (x >> 17) == 1
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
                 s = 8
@@ -1876,7 +1876,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1906,7 +1906,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c10_Exponent
                 f_BatteryEnergyCapacity.Value = _c10_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 6:
@@ -1914,7 +1914,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 7:
                 q += 19
@@ -1949,7 +1949,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 5
             elif ec == 1:
@@ -1979,7 +1979,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
             elif ec == 2:
@@ -2009,14 +2009,14 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
             elif ec == 3:
                 x = _a
                 if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 17) & 1) == 1
+                f_ChargingComplete = (x >> 17) == 1
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
                 s = 8
@@ -2025,7 +2025,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c11_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2055,7 +2055,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c11_Exponent
                 f_BatteryEnergyCapacity.Value = _c11_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 5:
@@ -2063,7 +2063,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 6:
                 q += 19
@@ -2098,7 +2098,7 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 6
             elif ec == 1:
@@ -2128,14 +2128,14 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 17) & 1) == 1
+                f_ChargingComplete = (x >> 17) == 1
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
                 s = 8
@@ -2144,7 +2144,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2174,7 +2174,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c12_Exponent
                 f_BatteryEnergyCapacity.Value = _c12_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 4:
@@ -2182,7 +2182,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 5:
                 q += 19
@@ -2217,14 +2217,14 @@ def _d_DisplayParametersType(r):
                 x = (V >> q) & 8388607
                 if x & 4194304: raise r.deviation('DisplayParametersType', r.end - q)
                 if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(r.end - q))
-                ec = ((x >> 19) & 7)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 17) & 1) == 1
+                f_ChargingComplete = (x >> 17) == 1
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
                 s = 8
@@ -2233,7 +2233,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c13_Exponent = ((x >> 4) & 255) + -128
+                _c13_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2263,7 +2263,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c13_Exponent
                 f_BatteryEnergyCapacity.Value = _c13_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 3:
@@ -2271,7 +2271,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 4:
                 q += 19
@@ -2283,7 +2283,7 @@ def _d_DisplayParametersType(r):
                 x = _a
                 if x & 327680: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 17) & 1) == 1
+                f_ChargingComplete = (x >> 17) == 1
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
                 s = 8
@@ -2292,7 +2292,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 5
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2322,7 +2322,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c14_Exponent
                 f_BatteryEnergyCapacity.Value = _c14_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 2:
@@ -2330,7 +2330,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 15
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 3:
                 q += 19
@@ -2342,7 +2342,7 @@ def _d_DisplayParametersType(r):
                 x = _a
                 if x & 12302: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'BatteryEnergyCapacity/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = (x >> 4) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2372,7 +2372,7 @@ def _d_DisplayParametersType(r):
                 f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c15_Exponent
                 f_BatteryEnergyCapacity.Value = _c15_Value
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 s = 9
             elif ec == 1:
@@ -2380,7 +2380,7 @@ def _d_DisplayParametersType(r):
                 x = _a >> 10
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 2:
                 q += 14
@@ -2392,7 +2392,7 @@ def _d_DisplayParametersType(r):
                 x = _a
                 if x & 11: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'InletHot'
-                f_InletHot = ((x >> 2) & 1) == 1
+                f_InletHot = (x >> 2) == 1
                 s = 10
             elif ec == 1:
                 q += 4
@@ -3054,7 +3054,7 @@ def _d_Dynamic_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
+            _c5_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3084,12 +3084,12 @@ def _d_Dynamic_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c5_Exponent
             f_EVTargetEnergyRequest.Value = _c5_Value
-            _a = (x & 16383)
+            _a = x
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3119,13 +3119,13 @@ def _d_Dynamic_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c6_Exponent
             f_EVTargetEnergyRequest.Value = _c6_Value
-            _a = (x & 16383)
+            _a = x
         else:
             raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = (x >> 4) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -3156,7 +3156,7 @@ def _d_Dynamic_CLReqControlModeType(r):
         f_EVMaximumEnergyRequest.Exponent = _c7_Exponent
         f_EVMaximumEnergyRequest.Value = _c7_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c8_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = (x >> 4) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -3337,14 +3337,14 @@ def _d_Dynamic_CLResControlModeType(r):
             x = (V >> q) & 134217727
             if x & 67108864: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 23) & 7)
+            ec = (x >> 23)
             _a = (x & 8388607)
             s = 1
         elif ec == 1:
             x = _a
             if x & 4210688: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 15) & 127)
+            f_MinimumSOC = (x >> 15)
             if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 12) & 3)
             _a = (x & 4095)
@@ -3354,7 +3354,7 @@ def _d_Dynamic_CLResControlModeType(r):
             x = _a >> 11
             if x & 2056: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 4) & 127)
+            f_TargetSOC = (x >> 4)
             if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             ec = ((x >> 1) & 3)
             _a = (x & 1)
@@ -3396,7 +3396,7 @@ def _d_Dynamic_CLResControlModeType(r):
                 x = _a
                 if x & 4210688: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 15) & 127)
+                f_MinimumSOC = (x >> 15)
                 if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = ((x >> 12) & 3)
                 _a = (x & 4095)
@@ -3406,7 +3406,7 @@ def _d_Dynamic_CLResControlModeType(r):
                 x = _a >> 11
                 if x & 2056: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 4) & 127)
+                f_TargetSOC = (x >> 4)
                 if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
@@ -3448,7 +3448,7 @@ def _d_Dynamic_CLResControlModeType(r):
                 x = _a
                 if x & 2056: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 4) & 127)
+                f_TargetSOC = (x >> 4)
                 if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 1) & 3)
                 _a = (x & 1)
@@ -3684,7 +3684,7 @@ def _d_EVSEStatusType(r):
         if x & 227: raise r.deviation('EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 2) & 7)
+        f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(r.end - q))
         else: f_EVSENotification = _E_iso20_commontypes_evseNotificationType[f_EVSENotification]
         r.pos = r.end - q
@@ -3737,7 +3737,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509IssuerName'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -3752,7 +3752,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509SerialNumber'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -3790,7 +3790,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 x = _a
                 if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 el = 'RootCertificateID/X509IssuerName'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -3805,7 +3805,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 el = 'RootCertificateID/X509SerialNumber'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -3832,7 +3832,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 _v = _new(_K_xmldsig_X509IssuerSerialType)
                 _v.X509IssuerName = _c3_X509IssuerName
                 _v.X509SerialNumber = _c3_X509SerialNumber
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 f_RootCertificateID.append(_v)
             elif ec == 1:
@@ -3987,7 +3987,7 @@ def _d_MessageHeaderType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Signature'
             r.pos = r.end - q
@@ -4073,7 +4073,7 @@ def _d_MeterInfoType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -4111,7 +4111,7 @@ def _d_MeterInfoType(r):
         x = (V >> q) & 63
         if x & 32: raise r.deviation('MeterInfoType', r.end - q)
         if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
-        ec = ((x >> 2) & 7)
+        ec = (x >> 2)
         _a = (x & 3)
         s = 2
         if ec == 0:
@@ -4141,7 +4141,7 @@ def _d_MeterInfoType(r):
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
-            ec = ((x >> 2) & 7)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 3
         elif ec == 1:
@@ -4171,7 +4171,7 @@ def _d_MeterInfoType(r):
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
-            ec = ((x >> 2) & 7)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 4
         elif ec == 2:
@@ -4201,7 +4201,7 @@ def _d_MeterInfoType(r):
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-            ec = ((x >> 2) & 7)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 5
         elif ec == 3:
@@ -4225,14 +4225,14 @@ def _d_MeterInfoType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 6
         elif ec == 4:
             x = _a
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterStatus'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -4257,7 +4257,7 @@ def _d_MeterInfoType(r):
             if x & 8: raise r.deviation('MeterInfoType', r.end - q)
             if _neg: f_MeterStatus = -f_MeterStatus - 1
             if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 7
         elif ec == 5:
@@ -4320,7 +4320,7 @@ def _d_MeterInfoType(r):
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('MeterInfoType', r.end - q)
                 if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
             elif ec == 1:
@@ -4350,7 +4350,7 @@ def _d_MeterInfoType(r):
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
             elif ec == 2:
@@ -4374,14 +4374,14 @@ def _d_MeterInfoType(r):
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             elif ec == 3:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4406,7 +4406,7 @@ def _d_MeterInfoType(r):
                 if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 7
             elif ec == 4:
@@ -4469,7 +4469,7 @@ def _d_MeterInfoType(r):
                 x = (V >> q) & 63
                 if x & 32: raise r.deviation('MeterInfoType', r.end - q)
                 if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-                ec = ((x >> 2) & 7)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
             elif ec == 1:
@@ -4493,14 +4493,14 @@ def _d_MeterInfoType(r):
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4525,7 +4525,7 @@ def _d_MeterInfoType(r):
                 if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 7
             elif ec == 3:
@@ -4582,14 +4582,14 @@ def _d_MeterInfoType(r):
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4614,7 +4614,7 @@ def _d_MeterInfoType(r):
                 if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 7
             elif ec == 2:
@@ -4654,7 +4654,7 @@ def _d_MeterInfoType(r):
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4679,7 +4679,7 @@ def _d_MeterInfoType(r):
                 if x & 8: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 7
             elif ec == 1:
@@ -5069,7 +5069,7 @@ def _d_RationalNumberType(r):
         x = (V >> q) & 16383
         if x & 12302: raise r.deviation('RationalNumberType', r.end - q)
         el = 'Exponent'
-        f_Exponent = ((x >> 4) & 255) + -128
+        f_Exponent = (x >> 4) + -128
         el = 'Value'
         _neg = (x & 1)
         if q >= 24:
@@ -5170,14 +5170,14 @@ def _d_ReceiptType(r):
         x = (V >> q) & 524287
         if x & 262144: raise r.deviation('ReceiptType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
-        ec = ((x >> 15) & 7)
+        ec = (x >> 15)
         _a = (x & 32767)
         s = 1
         if ec == 0:
             x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'EnergyCosts/Amount/Exponent'
-            _c16_c1_Exponent = ((x >> 4) & 255) + -128
+            _c16_c1_Exponent = (x >> 4) + -128
             el = 'EnergyCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5208,7 +5208,7 @@ def _d_ReceiptType(r):
             _c16_Amount.Exponent = _c16_c1_Exponent
             _c16_Amount.Value = _c16_c1_Value
             el = 'EnergyCosts/CostPerUnit/Exponent'
-            _c16_c2_Exponent = ((x >> 4) & 255) + -128
+            _c16_c2_Exponent = (x >> 4) + -128
             el = 'EnergyCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5241,14 +5241,14 @@ def _d_ReceiptType(r):
             f_EnergyCosts = _new(_K_iso20_commontypes_DetailedCostType)
             f_EnergyCosts.Amount = _c16_Amount
             f_EnergyCosts.CostPerUnit = _c16_CostPerUnit
-            ec = ((x >> 15) & 7)
+            ec = (x >> 15)
             _a = (x & 32767)
             s = 2
         elif ec == 1:
             x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'OccupancyCosts/Amount/Exponent'
-            _c17_c1_Exponent = ((x >> 4) & 255) + -128
+            _c17_c1_Exponent = (x >> 4) + -128
             el = 'OccupancyCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5279,7 +5279,7 @@ def _d_ReceiptType(r):
             _c17_Amount.Exponent = _c17_c1_Exponent
             _c17_Amount.Value = _c17_c1_Value
             el = 'OccupancyCosts/CostPerUnit/Exponent'
-            _c17_c2_Exponent = ((x >> 4) & 255) + -128
+            _c17_c2_Exponent = (x >> 4) + -128
             el = 'OccupancyCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5312,14 +5312,14 @@ def _d_ReceiptType(r):
             f_OccupancyCosts = _new(_K_iso20_commontypes_DetailedCostType)
             f_OccupancyCosts.Amount = _c17_Amount
             f_OccupancyCosts.CostPerUnit = _c17_CostPerUnit
-            ec = ((x >> 15) & 7)
+            ec = (x >> 15)
             _a = (x & 32767)
             s = 3
         elif ec == 2:
             x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'AdditionalServicesCosts/Amount/Exponent'
-            _c18_c1_Exponent = ((x >> 4) & 255) + -128
+            _c18_c1_Exponent = (x >> 4) + -128
             el = 'AdditionalServicesCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5350,7 +5350,7 @@ def _d_ReceiptType(r):
             _c18_Amount.Exponent = _c18_c1_Exponent
             _c18_Amount.Value = _c18_c1_Value
             el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-            _c18_c2_Exponent = ((x >> 4) & 255) + -128
+            _c18_c2_Exponent = (x >> 4) + -128
             el = 'AdditionalServicesCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5383,14 +5383,14 @@ def _d_ReceiptType(r):
             f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
             f_AdditionalServicesCosts.Amount = _c18_Amount
             f_AdditionalServicesCosts.CostPerUnit = _c18_CostPerUnit
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
             s = 4
         elif ec == 3:
             x = _a
             if x & 28686: raise r.deviation('ReceiptType', r.end - q)
             el = 'OverstayCosts/Amount/Exponent'
-            _c19_c1_Exponent = ((x >> 4) & 255) + -128
+            _c19_c1_Exponent = (x >> 4) + -128
             el = 'OverstayCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5421,7 +5421,7 @@ def _d_ReceiptType(r):
             _c19_Amount.Exponent = _c19_c1_Exponent
             _c19_Amount.Value = _c19_c1_Value
             el = 'OverstayCosts/CostPerUnit/Exponent'
-            _c19_c2_Exponent = ((x >> 4) & 255) + -128
+            _c19_c2_Exponent = (x >> 4) + -128
             el = 'OverstayCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5454,7 +5454,7 @@ def _d_ReceiptType(r):
             f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
             f_OverstayCosts.Amount = _c19_Amount
             f_OverstayCosts.CostPerUnit = _c19_CostPerUnit
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 5
         elif ec == 4:
@@ -5485,7 +5485,7 @@ def _d_ReceiptType(r):
             if x & 61454: raise r.deviation('ReceiptType', r.end - q)
             if _c20_TaxRuleID < 1 or _c20_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c20_TaxRuleID, r.at(r.end - q))
             el = 'TaxCosts/Amount/Exponent'
-            _c20_c1_Exponent = ((x >> 4) & 255) + -128
+            _c20_c1_Exponent = (x >> 4) + -128
             el = 'TaxCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -5529,7 +5529,7 @@ def _d_ReceiptType(r):
                 x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OccupancyCosts/Amount/Exponent'
-                _c21_c1_Exponent = ((x >> 4) & 255) + -128
+                _c21_c1_Exponent = (x >> 4) + -128
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5560,7 +5560,7 @@ def _d_ReceiptType(r):
                 _c21_Amount.Exponent = _c21_c1_Exponent
                 _c21_Amount.Value = _c21_c1_Value
                 el = 'OccupancyCosts/CostPerUnit/Exponent'
-                _c21_c2_Exponent = ((x >> 4) & 255) + -128
+                _c21_c2_Exponent = (x >> 4) + -128
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5593,14 +5593,14 @@ def _d_ReceiptType(r):
                 f_OccupancyCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OccupancyCosts.Amount = _c21_Amount
                 f_OccupancyCosts.CostPerUnit = _c21_CostPerUnit
-                ec = ((x >> 15) & 7)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
-                _c22_c1_Exponent = ((x >> 4) & 255) + -128
+                _c22_c1_Exponent = (x >> 4) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5631,7 +5631,7 @@ def _d_ReceiptType(r):
                 _c22_Amount.Exponent = _c22_c1_Exponent
                 _c22_Amount.Value = _c22_c1_Value
                 el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                _c22_c2_Exponent = ((x >> 4) & 255) + -128
+                _c22_c2_Exponent = (x >> 4) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5664,14 +5664,14 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c22_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c22_CostPerUnit
-                ec = ((x >> 15) & 3)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
-                _c23_c1_Exponent = ((x >> 4) & 255) + -128
+                _c23_c1_Exponent = (x >> 4) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5702,7 +5702,7 @@ def _d_ReceiptType(r):
                 _c23_Amount.Exponent = _c23_c1_Exponent
                 _c23_Amount.Value = _c23_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c23_c2_Exponent = ((x >> 4) & 255) + -128
+                _c23_c2_Exponent = (x >> 4) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5735,7 +5735,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OverstayCosts.Amount = _c23_Amount
                 f_OverstayCosts.CostPerUnit = _c23_CostPerUnit
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
             elif ec == 3:
@@ -5766,7 +5766,7 @@ def _d_ReceiptType(r):
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
                 if _c24_TaxRuleID < 1 or _c24_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c24_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c24_c1_Exponent = ((x >> 4) & 255) + -128
+                _c24_c1_Exponent = (x >> 4) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5810,7 +5810,7 @@ def _d_ReceiptType(r):
                 x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'AdditionalServicesCosts/Amount/Exponent'
-                _c25_c1_Exponent = ((x >> 4) & 255) + -128
+                _c25_c1_Exponent = (x >> 4) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5841,7 +5841,7 @@ def _d_ReceiptType(r):
                 _c25_Amount.Exponent = _c25_c1_Exponent
                 _c25_Amount.Value = _c25_c1_Value
                 el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                _c25_c2_Exponent = ((x >> 4) & 255) + -128
+                _c25_c2_Exponent = (x >> 4) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5874,14 +5874,14 @@ def _d_ReceiptType(r):
                 f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c25_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c25_CostPerUnit
-                ec = ((x >> 15) & 3)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
-                _c26_c1_Exponent = ((x >> 4) & 255) + -128
+                _c26_c1_Exponent = (x >> 4) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5912,7 +5912,7 @@ def _d_ReceiptType(r):
                 _c26_Amount.Exponent = _c26_c1_Exponent
                 _c26_Amount.Value = _c26_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c26_c2_Exponent = ((x >> 4) & 255) + -128
+                _c26_c2_Exponent = (x >> 4) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5945,7 +5945,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OverstayCosts.Amount = _c26_Amount
                 f_OverstayCosts.CostPerUnit = _c26_CostPerUnit
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
             elif ec == 2:
@@ -5976,7 +5976,7 @@ def _d_ReceiptType(r):
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
                 if _c27_TaxRuleID < 1 or _c27_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c27_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c27_c1_Exponent = ((x >> 4) & 255) + -128
+                _c27_c1_Exponent = (x >> 4) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6020,7 +6020,7 @@ def _d_ReceiptType(r):
                 x = _a
                 if x & 28686: raise r.deviation('ReceiptType', r.end - q)
                 el = 'OverstayCosts/Amount/Exponent'
-                _c28_c1_Exponent = ((x >> 4) & 255) + -128
+                _c28_c1_Exponent = (x >> 4) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6051,7 +6051,7 @@ def _d_ReceiptType(r):
                 _c28_Amount.Exponent = _c28_c1_Exponent
                 _c28_Amount.Value = _c28_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c28_c2_Exponent = ((x >> 4) & 255) + -128
+                _c28_c2_Exponent = (x >> 4) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6084,7 +6084,7 @@ def _d_ReceiptType(r):
                 f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OverstayCosts.Amount = _c28_Amount
                 f_OverstayCosts.CostPerUnit = _c28_CostPerUnit
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 5
             elif ec == 1:
@@ -6115,7 +6115,7 @@ def _d_ReceiptType(r):
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
                 if _c29_TaxRuleID < 1 or _c29_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c29_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c29_c1_Exponent = ((x >> 4) & 255) + -128
+                _c29_c1_Exponent = (x >> 4) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6182,7 +6182,7 @@ def _d_ReceiptType(r):
                 if x & 61454: raise r.deviation('ReceiptType', r.end - q)
                 if _c30_TaxRuleID < 1 or _c30_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c30_TaxRuleID, r.at(r.end - q))
                 el = 'TaxCosts/Amount/Exponent'
-                _c30_c1_Exponent = ((x >> 4) & 255) + -128
+                _c30_c1_Exponent = (x >> 4) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6255,7 +6255,7 @@ def _d_ReceiptType(r):
                     if x & 61454: raise r.deviation('ReceiptType', r.end - q)
                     if _c32_TaxRuleID < 1 or _c32_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c32_TaxRuleID, r.at(r.end - q))
                     el = 'TaxCosts/Amount/Exponent'
-                    _c32_c1_Exponent = ((x >> 4) & 255) + -128
+                    _c32_c1_Exponent = (x >> 4) + -128
                     el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -6288,7 +6288,7 @@ def _d_ReceiptType(r):
                     _v = _new(_K_iso20_commontypes_DetailedTaxType)
                     _v.TaxRuleID = _c32_TaxRuleID
                     _v.Amount = _c32_Amount
-                    ec = ((x >> 2) & 3)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_TaxCosts.append(_v)
                 elif ec == 1:
@@ -7048,7 +7048,7 @@ def _d_Scheduled_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
+            _c7_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7078,14 +7078,14 @@ def _d_Scheduled_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c7_Exponent
             f_EVTargetEnergyRequest.Value = _c7_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 1
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
+            _c8_Exponent = (x >> 4) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7115,14 +7115,14 @@ def _d_Scheduled_CLReqControlModeType(r):
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c8_Exponent
             f_EVMaximumEnergyRequest.Value = _c8_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = (x >> 4) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7162,7 +7162,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7192,14 +7192,14 @@ def _d_Scheduled_CLReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMaximumEnergyRequest.Value = _c10_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c11_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7239,7 +7239,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7473,7 +7473,7 @@ def _d_V2GMessageType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('V2GMessageType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -7512,7 +7512,7 @@ def _d_V2GMessageType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7607,7 +7607,7 @@ def _d_V2GRequestType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('V2GRequestType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -7646,7 +7646,7 @@ def _d_V2GRequestType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7742,7 +7742,7 @@ def _d_V2GResponseType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('V2GResponseType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -7781,7 +7781,7 @@ def _d_V2GResponseType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -7803,7 +7803,7 @@ def _d_V2GResponseType(r):
         x = (V >> q) & 1023
         if x & 771: raise r.deviation('V2GResponseType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 63)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q

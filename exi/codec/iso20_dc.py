@@ -66,7 +66,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
-        _c6_Exponent = ((x >> 4) & 255) + -128
+        _c6_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -97,7 +97,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumChargePower.Exponent = _c6_Exponent
         f_EVMaximumChargePower.Value = _c6_Value
         el = 'EVMinimumChargePower/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = (x >> 4) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -128,7 +128,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumChargePower.Exponent = _c7_Exponent
         f_EVMinimumChargePower.Value = _c7_Value
         el = 'EVMaximumChargeCurrent/Exponent'
-        _c8_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -159,7 +159,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumChargeCurrent.Exponent = _c8_Exponent
         f_EVMaximumChargeCurrent.Value = _c8_Value
         el = 'EVMinimumChargeCurrent/Exponent'
-        _c9_Exponent = ((x >> 4) & 255) + -128
+        _c9_Exponent = (x >> 4) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -190,7 +190,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumChargeCurrent.Exponent = _c9_Exponent
         f_EVMinimumChargeCurrent.Value = _c9_Value
         el = 'EVMaximumVoltage/Exponent'
-        _c10_Exponent = ((x >> 4) & 255) + -128
+        _c10_Exponent = (x >> 4) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -221,7 +221,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumVoltage.Exponent = _c10_Exponent
         f_EVMaximumVoltage.Value = _c10_Value
         el = 'EVMinimumVoltage/Exponent'
-        _c11_Exponent = ((x >> 4) & 255) + -128
+        _c11_Exponent = (x >> 4) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -251,13 +251,13 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c11_Exponent
         f_EVMinimumVoltage.Value = _c11_Value
-        ec = ((x >> 24) & 3)
+        ec = (x >> 24)
         _a = (x & 16777215)
         if ec == 0:
             x = _a
             if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 16) & 127)
+            f_TargetSOC = (x >> 16)
             if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             el = 'EVMaximumDischargePower/Exponent'
             _c12_Exponent = ((x >> 4) & 255) + -128
@@ -290,13 +290,13 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c12_Exponent
             f_EVMaximumDischargePower.Value = _c12_Value
-            _a = (x & 16383)
+            _a = x
         elif ec == 1:
             q += 10
             x = _a >> 10
             if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'EVMaximumDischargePower/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -326,13 +326,13 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c13_Exponent
             f_EVMaximumDischargePower.Value = _c13_Value
-            _a = (x & 16383)
+            _a = x
         else:
             raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMinimumDischargePower/Exponent'
-        _c14_Exponent = ((x >> 4) & 255) + -128
+        _c14_Exponent = (x >> 4) + -128
         el = 'EVMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -363,7 +363,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumDischargePower.Exponent = _c14_Exponent
         f_EVMinimumDischargePower.Value = _c14_Value
         el = 'EVMaximumDischargeCurrent/Exponent'
-        _c15_Exponent = ((x >> 4) & 255) + -128
+        _c15_Exponent = (x >> 4) + -128
         el = 'EVMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -394,7 +394,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumDischargeCurrent.Exponent = _c15_Exponent
         f_EVMaximumDischargeCurrent.Value = _c15_Value
         el = 'EVMinimumDischargeCurrent/Exponent'
-        _c16_Exponent = ((x >> 4) & 255) + -128
+        _c16_Exponent = (x >> 4) + -128
         el = 'EVMinimumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -704,7 +704,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -735,7 +735,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumChargePower.Exponent = _c7_Exponent
         f_EVSEMaximumChargePower.Value = _c7_Value
         el = 'EVSEMinimumChargePower/Exponent'
-        _c8_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -766,7 +766,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumChargePower.Exponent = _c8_Exponent
         f_EVSEMinimumChargePower.Value = _c8_Value
         el = 'EVSEMaximumChargeCurrent/Exponent'
-        _c9_Exponent = ((x >> 4) & 255) + -128
+        _c9_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -797,7 +797,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumChargeCurrent.Exponent = _c9_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c9_Value
         el = 'EVSEMinimumChargeCurrent/Exponent'
-        _c10_Exponent = ((x >> 4) & 255) + -128
+        _c10_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -828,7 +828,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumChargeCurrent.Exponent = _c10_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c10_Value
         el = 'EVSEMaximumVoltage/Exponent'
-        _c11_Exponent = ((x >> 4) & 255) + -128
+        _c11_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -859,7 +859,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumVoltage.Exponent = _c11_Exponent
         f_EVSEMaximumVoltage.Value = _c11_Value
         el = 'EVSEMinimumVoltage/Exponent'
-        _c12_Exponent = ((x >> 4) & 255) + -128
+        _c12_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -889,13 +889,13 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c12_Exponent
         f_EVSEMinimumVoltage.Value = _c12_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEPowerRampLimitation/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVSEPowerRampLimitation/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -926,7 +926,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             f_EVSEPowerRampLimitation.Exponent = _c13_Exponent
             f_EVSEPowerRampLimitation.Value = _c13_Value
             el = 'EVSEMaximumDischargePower/Exponent'
-            _c14_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -956,12 +956,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c14_Exponent
             f_EVSEMaximumDischargePower.Value = _c14_Value
-            _a = (x & 16383)
+            _a = x
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEMaximumDischargePower/Exponent'
-            _c15_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -991,13 +991,13 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c15_Exponent
             f_EVSEMaximumDischargePower.Value = _c15_Value
-            _a = (x & 16383)
+            _a = x
         else:
             raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMinimumDischargePower/Exponent'
-        _c16_Exponent = ((x >> 4) & 255) + -128
+        _c16_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1028,7 +1028,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumDischargePower.Exponent = _c16_Exponent
         f_EVSEMinimumDischargePower.Value = _c16_Value
         el = 'EVSEMaximumDischargeCurrent/Exponent'
-        _c17_Exponent = ((x >> 4) & 255) + -128
+        _c17_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1059,7 +1059,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumDischargeCurrent.Exponent = _c17_Exponent
         f_EVSEMaximumDischargeCurrent.Value = _c17_Value
         el = 'EVSEMinimumDischargeCurrent/Exponent'
-        _c18_Exponent = ((x >> 4) & 255) + -128
+        _c18_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1415,7 +1415,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c16_Exponent = ((x >> 4) & 255) + -128
+            _c16_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1445,13 +1445,13 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c16_Exponent
             f_EVTargetEnergyRequest.Value = _c16_Value
-            _a = (x & 16383)
+            _a = x
             s = 2
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c17_Exponent = ((x >> 4) & 255) + -128
+            _c17_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1481,14 +1481,14 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c17_Exponent
             f_EVTargetEnergyRequest.Value = _c17_Value
-            _a = (x & 16383)
+            _a = x
             s = 2
         else:
             raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c18_Exponent = ((x >> 4) & 255) + -128
+        _c18_Exponent = (x >> 4) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1519,7 +1519,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumEnergyRequest.Exponent = _c18_Exponent
         f_EVMaximumEnergyRequest.Value = _c18_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c19_Exponent = ((x >> 4) & 255) + -128
+        _c19_Exponent = (x >> 4) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1550,7 +1550,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumEnergyRequest.Exponent = _c19_Exponent
         f_EVMinimumEnergyRequest.Value = _c19_Value
         el = 'EVMaximumChargePower/Exponent'
-        _c20_Exponent = ((x >> 4) & 255) + -128
+        _c20_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1581,7 +1581,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumChargePower.Exponent = _c20_Exponent
         f_EVMaximumChargePower.Value = _c20_Value
         el = 'EVMinimumChargePower/Exponent'
-        _c21_Exponent = ((x >> 4) & 255) + -128
+        _c21_Exponent = (x >> 4) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1612,7 +1612,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumChargePower.Exponent = _c21_Exponent
         f_EVMinimumChargePower.Value = _c21_Value
         el = 'EVMaximumChargeCurrent/Exponent'
-        _c22_Exponent = ((x >> 4) & 255) + -128
+        _c22_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1643,7 +1643,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumChargeCurrent.Exponent = _c22_Exponent
         f_EVMaximumChargeCurrent.Value = _c22_Value
         el = 'EVMaximumVoltage/Exponent'
-        _c23_Exponent = ((x >> 4) & 255) + -128
+        _c23_Exponent = (x >> 4) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1674,7 +1674,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumVoltage.Exponent = _c23_Exponent
         f_EVMaximumVoltage.Value = _c23_Value
         el = 'EVMinimumVoltage/Exponent'
-        _c24_Exponent = ((x >> 4) & 255) + -128
+        _c24_Exponent = (x >> 4) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1705,7 +1705,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumVoltage.Exponent = _c24_Exponent
         f_EVMinimumVoltage.Value = _c24_Value
         el = 'EVMaximumDischargePower/Exponent'
-        _c25_Exponent = ((x >> 4) & 255) + -128
+        _c25_Exponent = (x >> 4) + -128
         el = 'EVMaximumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1736,7 +1736,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumDischargePower.Exponent = _c25_Exponent
         f_EVMaximumDischargePower.Value = _c25_Value
         el = 'EVMinimumDischargePower/Exponent'
-        _c26_Exponent = ((x >> 4) & 255) + -128
+        _c26_Exponent = (x >> 4) + -128
         el = 'EVMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1767,7 +1767,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumDischargePower.Exponent = _c26_Exponent
         f_EVMinimumDischargePower.Value = _c26_Value
         el = 'EVMaximumDischargeCurrent/Exponent'
-        _c27_Exponent = ((x >> 4) & 255) + -128
+        _c27_Exponent = (x >> 4) + -128
         el = 'EVMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1797,14 +1797,14 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumDischargeCurrent.Exponent = _c27_Exponent
         f_EVMaximumDischargeCurrent.Value = _c27_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         s = 12
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumV2XEnergyRequest/Exponent'
-            _c28_Exponent = ((x >> 4) & 255) + -128
+            _c28_Exponent = (x >> 4) + -128
             el = 'EVMaximumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1834,14 +1834,14 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumV2XEnergyRequest.Exponent = _c28_Exponent
             f_EVMaximumV2XEnergyRequest.Value = _c28_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 13
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumV2XEnergyRequest/Exponent'
-            _c29_Exponent = ((x >> 4) & 255) + -128
+            _c29_Exponent = (x >> 4) + -128
             el = 'EVMinimumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1881,7 +1881,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c30_Exponent = ((x >> 4) & 255) + -128
+                _c30_Exponent = (x >> 4) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2335,7 +2335,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 25) & 7)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
         elif ec == 1:
@@ -2345,7 +2345,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             x = (V >> q) & 68719476735
             if x & 34493956096: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 28) & 127)
+            f_MinimumSOC = (x >> 28)
             if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 25) & 3)
             _a = (x & 33554431)
@@ -2354,7 +2354,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             x = _a
             if x & 16842752: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 17) & 127)
+            f_TargetSOC = (x >> 17)
             if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             ec = ((x >> 14) & 3)
             _a = (x & 16383)
@@ -2386,14 +2386,14 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-            _a = (x & 16383)
+            _a = x
             s = 4
         elif ec == 4:
             q += 11
             x = _a >> 11
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2423,7 +2423,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c13_Exponent
             f_EVSEMaximumChargePower.Value = _c13_Value
-            _a = (x & 16383)
+            _a = x
             s = 5
         else:
             raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
@@ -2435,7 +2435,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 68719476735
                 if x & 34493956096: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 28) & 127)
+                f_MinimumSOC = (x >> 28)
                 if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = ((x >> 25) & 3)
                 _a = (x & 33554431)
@@ -2444,7 +2444,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -2476,14 +2476,14 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 3:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
+                _c14_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2513,7 +2513,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c14_Exponent
                 f_EVSEMaximumChargePower.Value = _c14_Value
-                _a = (x & 16383)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
@@ -2522,7 +2522,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -2554,14 +2554,14 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 2:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2591,7 +2591,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c15_Exponent
                 f_EVSEMaximumChargePower.Value = _c15_Value
-                _a = (x & 16383)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
@@ -2623,13 +2623,13 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2659,7 +2659,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c16_Exponent
                 f_EVSEMaximumChargePower.Value = _c16_Value
-                _a = (x & 16383)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
@@ -2667,7 +2667,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c17_Exponent = ((x >> 4) & 255) + -128
+            _c17_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2697,13 +2697,13 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c17_Exponent
             f_EVSEMaximumChargePower.Value = _c17_Value
-            _a = (x & 16383)
+            _a = x
             s = 5
         if s == 5:
             x = _a
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c18_Exponent = ((x >> 4) & 255) + -128
+            _c18_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2734,7 +2734,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMinimumChargePower.Exponent = _c18_Exponent
             f_EVSEMinimumChargePower.Value = _c18_Value
             el = 'EVSEMaximumChargeCurrent/Exponent'
-            _c19_Exponent = ((x >> 4) & 255) + -128
+            _c19_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2765,7 +2765,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargeCurrent.Exponent = _c19_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c19_Value
             el = 'EVSEMaximumVoltage/Exponent'
-            _c20_Exponent = ((x >> 4) & 255) + -128
+            _c20_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2796,7 +2796,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumVoltage.Exponent = _c20_Exponent
             f_EVSEMaximumVoltage.Value = _c20_Value
             el = 'EVSEMaximumDischargePower/Exponent'
-            _c21_Exponent = ((x >> 4) & 255) + -128
+            _c21_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2827,7 +2827,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumDischargePower.Exponent = _c21_Exponent
             f_EVSEMaximumDischargePower.Value = _c21_Value
             el = 'EVSEMinimumDischargePower/Exponent'
-            _c22_Exponent = ((x >> 4) & 255) + -128
+            _c22_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2858,7 +2858,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMinimumDischargePower.Exponent = _c22_Exponent
             f_EVSEMinimumDischargePower.Value = _c22_Value
             el = 'EVSEMaximumDischargeCurrent/Exponent'
-            _c23_Exponent = ((x >> 4) & 255) + -128
+            _c23_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2889,7 +2889,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumDischargeCurrent.Exponent = _c23_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c23_Value
             el = 'EVSEMinimumVoltage/Exponent'
-            _c24_Exponent = ((x >> 4) & 255) + -128
+            _c24_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3330,7 +3330,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3360,14 +3360,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c12_Exponent
             f_EVTargetEnergyRequest.Value = _c12_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 1
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3397,14 +3397,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c13_Exponent
             f_EVMaximumEnergyRequest.Value = _c13_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c14_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = (x >> 4) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3434,13 +3434,13 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c14_Exponent
             f_EVMinimumEnergyRequest.Value = _c14_Value
-            _a = (x & 16383)
+            _a = x
             s = 3
         elif ec == 3:
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c15_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = (x >> 4) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3470,7 +3470,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c15_Exponent
             f_EVTargetCurrent.Value = _c15_Value
-            _a = (x & 16383)
+            _a = x
             s = 4
         else:
             raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -3479,7 +3479,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3509,14 +3509,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c16_Exponent
                 f_EVMaximumEnergyRequest.Value = _c16_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c17_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3546,13 +3546,13 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c17_Exponent
                 f_EVMinimumEnergyRequest.Value = _c17_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c18_Exponent = ((x >> 4) & 255) + -128
+                _c18_Exponent = (x >> 4) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3582,7 +3582,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c18_Exponent
                 f_EVTargetCurrent.Value = _c18_Value
-                _a = (x & 16383)
+                _a = x
                 s = 4
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -3591,7 +3591,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c19_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3621,13 +3621,13 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c19_Exponent
                 f_EVMinimumEnergyRequest.Value = _c19_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c20_Exponent = ((x >> 4) & 255) + -128
+                _c20_Exponent = (x >> 4) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3657,7 +3657,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c20_Exponent
                 f_EVTargetCurrent.Value = _c20_Value
-                _a = (x & 16383)
+                _a = x
                 s = 4
             else:
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -3665,7 +3665,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c21_Exponent = ((x >> 4) & 255) + -128
+            _c21_Exponent = (x >> 4) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3695,13 +3695,13 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c21_Exponent
             f_EVTargetCurrent.Value = _c21_Value
-            _a = (x & 16383)
+            _a = x
             s = 4
         if s == 4:
             x = _a
             if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
-            _c22_Exponent = ((x >> 4) & 255) + -128
+            _c22_Exponent = (x >> 4) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3731,7 +3731,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetVoltage.Exponent = _c22_Exponent
             f_EVTargetVoltage.Value = _c22_Value
-            ec = (x & 15)
+            ec = x
             s = 5
         if s == 5:
             if ec < 4:
@@ -3741,7 +3741,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargePower/Exponent'
-                    _c51_Exponent = ((x >> 4) & 255) + -128
+                    _c51_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -3771,7 +3771,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c51_Exponent
                     f_EVMaximumChargePower.Value = _c51_Value
-                    ec = ((x >> 14) & 15)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 6
                 elif ec == 1:
@@ -3780,7 +3780,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumChargePower/Exponent'
-                    _c52_Exponent = ((x >> 4) & 255) + -128
+                    _c52_Exponent = (x >> 4) + -128
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -3810,7 +3810,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c52_Exponent
                     f_EVMinimumChargePower.Value = _c52_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 7
                 elif ec == 2:
@@ -3819,7 +3819,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumChargeCurrent/Exponent'
-                    _c53_Exponent = ((x >> 4) & 255) + -128
+                    _c53_Exponent = (x >> 4) + -128
                     el = 'EVMaximumChargeCurrent/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -3849,7 +3849,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargeCurrent.Exponent = _c53_Exponent
                     f_EVMaximumChargeCurrent.Value = _c53_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 8
                 elif ec == 3:
@@ -3858,7 +3858,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumVoltage/Exponent'
-                    _c54_Exponent = ((x >> 4) & 255) + -128
+                    _c54_Exponent = (x >> 4) + -128
                     el = 'EVMaximumVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -3888,7 +3888,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumVoltage.Exponent = _c54_Exponent
                     f_EVMaximumVoltage.Value = _c54_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 9
                 else:
@@ -3900,7 +3900,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumVoltage/Exponent'
-                    _c55_Exponent = ((x >> 4) & 255) + -128
+                    _c55_Exponent = (x >> 4) + -128
                     el = 'EVMinimumVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -3930,7 +3930,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumVoltage.Exponent = _c55_Exponent
                     f_EVMinimumVoltage.Value = _c55_Value
-                    ec = ((x >> 14) & 7)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 10
                 elif ec == 5:
@@ -3939,7 +3939,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargePower/Exponent'
-                    _c56_Exponent = ((x >> 4) & 255) + -128
+                    _c56_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -3969,7 +3969,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c56_Exponent
                     f_EVMaximumDischargePower.Value = _c56_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 11
                 elif ec == 6:
@@ -3978,7 +3978,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMinimumDischargePower/Exponent'
-                    _c57_Exponent = ((x >> 4) & 255) + -128
+                    _c57_Exponent = (x >> 4) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -4008,7 +4008,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c57_Exponent
                     f_EVMinimumDischargePower.Value = _c57_Value
-                    ec = ((x >> 14) & 3)
+                    ec = (x >> 14)
                     _a = (x & 16383)
                     s = 12
                 elif ec == 7:
@@ -4017,7 +4017,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> q) & 16383
                     if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     el = 'EVMaximumDischargeCurrent/Exponent'
-                    _c58_Exponent = ((x >> 4) & 255) + -128
+                    _c58_Exponent = (x >> 4) + -128
                     el = 'EVMaximumDischargeCurrent/Value'
                     _neg = (x & 1)
                     if q >= 24:
@@ -4057,7 +4057,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4087,14 +4087,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c59_Exponent
                 f_EVMinimumChargePower.Value = _c59_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4124,14 +4124,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c60_Exponent
                 f_EVMaximumChargeCurrent.Value = _c60_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4161,14 +4161,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c61_Exponent
                 f_EVMaximumVoltage.Value = _c61_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4198,14 +4198,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c62_Exponent
                 f_EVMinimumVoltage.Value = _c62_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4235,14 +4235,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c63_Exponent
                 f_EVMaximumDischargePower.Value = _c63_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4272,14 +4272,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c64_Exponent
                 f_EVMinimumDischargePower.Value = _c64_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c65_Exponent = ((x >> 4) & 255) + -128
+                _c65_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4319,7 +4319,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c66_Exponent = ((x >> 4) & 255) + -128
+                _c66_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4349,14 +4349,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c66_Exponent
                 f_EVMaximumChargeCurrent.Value = _c66_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c67_Exponent = ((x >> 4) & 255) + -128
+                _c67_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4386,14 +4386,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c67_Exponent
                 f_EVMaximumVoltage.Value = _c67_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c68_Exponent = ((x >> 4) & 255) + -128
+                _c68_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4423,14 +4423,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c68_Exponent
                 f_EVMinimumVoltage.Value = _c68_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c69_Exponent = ((x >> 4) & 255) + -128
+                _c69_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4460,14 +4460,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c69_Exponent
                 f_EVMaximumDischargePower.Value = _c69_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c70_Exponent = ((x >> 4) & 255) + -128
+                _c70_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4497,14 +4497,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c70_Exponent
                 f_EVMinimumDischargePower.Value = _c70_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c71_Exponent = ((x >> 4) & 255) + -128
+                _c71_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4544,7 +4544,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c72_Exponent = ((x >> 4) & 255) + -128
+                _c72_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4574,14 +4574,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c72_Exponent
                 f_EVMaximumVoltage.Value = _c72_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c73_Exponent = ((x >> 4) & 255) + -128
+                _c73_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4611,14 +4611,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c73_Exponent
                 f_EVMinimumVoltage.Value = _c73_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c74_Exponent = ((x >> 4) & 255) + -128
+                _c74_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4648,14 +4648,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c74_Exponent
                 f_EVMaximumDischargePower.Value = _c74_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c75_Exponent = ((x >> 4) & 255) + -128
+                _c75_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4685,14 +4685,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c75_Exponent
                 f_EVMinimumDischargePower.Value = _c75_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c76_Exponent = ((x >> 4) & 255) + -128
+                _c76_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4732,7 +4732,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c77_Exponent = ((x >> 4) & 255) + -128
+                _c77_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4762,14 +4762,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c77_Exponent
                 f_EVMinimumVoltage.Value = _c77_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 10
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c78_Exponent = ((x >> 4) & 255) + -128
+                _c78_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4799,14 +4799,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c78_Exponent
                 f_EVMaximumDischargePower.Value = _c78_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c79_Exponent = ((x >> 4) & 255) + -128
+                _c79_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4836,14 +4836,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c79_Exponent
                 f_EVMinimumDischargePower.Value = _c79_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c80_Exponent = ((x >> 4) & 255) + -128
+                _c80_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4883,7 +4883,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargePower/Exponent'
-                _c81_Exponent = ((x >> 4) & 255) + -128
+                _c81_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4913,14 +4913,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c81_Exponent
                 f_EVMaximumDischargePower.Value = _c81_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c82_Exponent = ((x >> 4) & 255) + -128
+                _c82_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4950,14 +4950,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c82_Exponent
                 f_EVMinimumDischargePower.Value = _c82_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c83_Exponent = ((x >> 4) & 255) + -128
+                _c83_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -4997,7 +4997,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumDischargePower/Exponent'
-                _c84_Exponent = ((x >> 4) & 255) + -128
+                _c84_Exponent = (x >> 4) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5027,14 +5027,14 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c84_Exponent
                 f_EVMinimumDischargePower.Value = _c84_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 12
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c85_Exponent = ((x >> 4) & 255) + -128
+                _c85_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -5074,7 +5074,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumDischargeCurrent/Exponent'
-                _c86_Exponent = ((x >> 4) & 255) + -128
+                _c86_Exponent = (x >> 4) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6187,7 +6187,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c29_Exponent = ((x >> 4) & 255) + -128
+                _c29_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6217,7 +6217,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c29_Exponent
                 f_EVSEMaximumChargePower.Value = _c29_Value
-                ec = ((x >> 14) & 15)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 1
             elif ec == 1:
@@ -6226,7 +6226,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
-                _c30_Exponent = ((x >> 4) & 255) + -128
+                _c30_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6256,7 +6256,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c30_Exponent
                 f_EVSEMinimumChargePower.Value = _c30_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 2:
@@ -6265,7 +6265,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c31_Exponent = ((x >> 4) & 255) + -128
+                _c31_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6295,7 +6295,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c31_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c31_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 3:
@@ -6304,7 +6304,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6334,7 +6334,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c32_Exponent
                 f_EVSEMaximumVoltage.Value = _c32_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             else:
@@ -6346,7 +6346,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6376,7 +6376,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c33_Exponent
                 f_EVSEMaximumDischargePower.Value = _c33_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 5:
@@ -6385,7 +6385,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c34_Exponent = ((x >> 4) & 255) + -128
+                _c34_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6415,7 +6415,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c34_Exponent
                 f_EVSEMinimumDischargePower.Value = _c34_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 6:
@@ -6424,7 +6424,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6454,7 +6454,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c35_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c35_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 7:
@@ -6463,7 +6463,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c36_Exponent = ((x >> 4) & 255) + -128
+                _c36_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6503,7 +6503,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
-                _c37_Exponent = ((x >> 4) & 255) + -128
+                _c37_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6533,14 +6533,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c37_Exponent
                 f_EVSEMinimumChargePower.Value = _c37_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6570,14 +6570,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c38_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c38_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6607,14 +6607,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c39_Exponent
                 f_EVSEMaximumVoltage.Value = _c39_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c40_Exponent = ((x >> 4) & 255) + -128
+                _c40_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6644,14 +6644,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c40_Exponent
                 f_EVSEMaximumDischargePower.Value = _c40_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6681,14 +6681,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c41_Exponent
                 f_EVSEMinimumDischargePower.Value = _c41_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6718,14 +6718,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c42_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c42_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 6:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c43_Exponent = ((x >> 4) & 255) + -128
+                _c43_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6765,7 +6765,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c44_Exponent = ((x >> 4) & 255) + -128
+                _c44_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6795,14 +6795,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c44_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c44_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c45_Exponent = ((x >> 4) & 255) + -128
+                _c45_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6832,14 +6832,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c45_Exponent
                 f_EVSEMaximumVoltage.Value = _c45_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6869,14 +6869,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c46_Exponent
                 f_EVSEMaximumDischargePower.Value = _c46_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6906,14 +6906,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c47_Exponent
                 f_EVSEMinimumDischargePower.Value = _c47_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6943,14 +6943,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c48_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c48_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 5:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -6990,7 +6990,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7020,14 +7020,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c50_Exponent
                 f_EVSEMaximumVoltage.Value = _c50_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7057,14 +7057,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c51_Exponent
                 f_EVSEMaximumDischargePower.Value = _c51_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7094,14 +7094,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c52_Exponent
                 f_EVSEMinimumDischargePower.Value = _c52_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c53_Exponent = ((x >> 4) & 255) + -128
+                _c53_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7131,14 +7131,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c53_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c53_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c54_Exponent = ((x >> 4) & 255) + -128
+                _c54_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7178,7 +7178,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargePower/Exponent'
-                _c55_Exponent = ((x >> 4) & 255) + -128
+                _c55_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7208,14 +7208,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c55_Exponent
                 f_EVSEMaximumDischargePower.Value = _c55_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c56_Exponent = ((x >> 4) & 255) + -128
+                _c56_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7245,14 +7245,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c56_Exponent
                 f_EVSEMinimumDischargePower.Value = _c56_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c57_Exponent = ((x >> 4) & 255) + -128
+                _c57_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7282,14 +7282,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c57_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c57_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c58_Exponent = ((x >> 4) & 255) + -128
+                _c58_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7329,7 +7329,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumDischargePower/Exponent'
-                _c59_Exponent = ((x >> 4) & 255) + -128
+                _c59_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7359,14 +7359,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c59_Exponent
                 f_EVSEMinimumDischargePower.Value = _c59_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c60_Exponent = ((x >> 4) & 255) + -128
+                _c60_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7396,14 +7396,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c60_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c60_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c61_Exponent = ((x >> 4) & 255) + -128
+                _c61_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7443,7 +7443,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
-                _c62_Exponent = ((x >> 4) & 255) + -128
+                _c62_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7473,14 +7473,14 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c62_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c62_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c63_Exponent = ((x >> 4) & 255) + -128
+                _c63_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -7520,7 +7520,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumVoltage/Exponent'
-                _c64_Exponent = ((x >> 4) & 255) + -128
+                _c64_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -8381,7 +8381,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         el = 'EVMaximumChargePower/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8412,7 +8412,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
         el = 'EVMinimumChargePower/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c2_Exponent = (x >> 4) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8443,7 +8443,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
         el = 'EVMaximumChargeCurrent/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c3_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8474,7 +8474,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
         el = 'EVMinimumChargeCurrent/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c4_Exponent = (x >> 4) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8505,7 +8505,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
         el = 'EVMaximumVoltage/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
+        _c5_Exponent = (x >> 4) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8536,7 +8536,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
         el = 'EVMinimumVoltage/Exponent'
-        _c6_Exponent = ((x >> 4) & 255) + -128
+        _c6_Exponent = (x >> 4) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8566,13 +8566,13 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
-        ec = ((x >> 10) & 3)
+        ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
             x = _a
             if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 2) & 127)
+            f_TargetSOC = (x >> 2)
             if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
         elif ec == 1:
             q += 10
@@ -8745,7 +8745,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         el = 'EVSEMaximumChargePower/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c2_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8776,7 +8776,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumChargePower.Exponent = _c2_Exponent
         f_EVSEMaximumChargePower.Value = _c2_Value
         el = 'EVSEMinimumChargePower/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c3_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8807,7 +8807,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumChargePower.Exponent = _c3_Exponent
         f_EVSEMinimumChargePower.Value = _c3_Value
         el = 'EVSEMaximumChargeCurrent/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c4_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8838,7 +8838,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c4_Value
         el = 'EVSEMinimumChargeCurrent/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
+        _c5_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8869,7 +8869,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumChargeCurrent.Exponent = _c5_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c5_Value
         el = 'EVSEMaximumVoltage/Exponent'
-        _c6_Exponent = ((x >> 4) & 255) + -128
+        _c6_Exponent = (x >> 4) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8900,7 +8900,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMaximumVoltage.Exponent = _c6_Exponent
         f_EVSEMaximumVoltage.Value = _c6_Value
         el = 'EVSEMinimumVoltage/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = (x >> 4) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8930,13 +8930,13 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c7_Exponent
         f_EVSEMinimumVoltage.Value = _c7_Value
-        ec = ((x >> 14) & 3)
+        ec = (x >> 14)
         _a = (x & 16383)
         if ec == 0:
             x = _a
             if x & 12302: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
             el = 'EVSEPowerRampLimitation/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
+            _c8_Exponent = (x >> 4) + -128
             el = 'EVSEPowerRampLimitation/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -9143,7 +9143,7 @@ def _d_DC_CableCheckReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_CableCheckReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -9182,7 +9182,7 @@ def _d_DC_CableCheckReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9279,7 +9279,7 @@ def _d_DC_CableCheckResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_CableCheckResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -9318,7 +9318,7 @@ def _d_DC_CableCheckResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9340,7 +9340,7 @@ def _d_DC_CableCheckResType(r):
         x = (V >> q) & 32767
         if x & 24691: raise r.deviation('DC_CableCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 7) & 63)
+        f_ResponseCode = (x >> 7)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_CableCheckResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
@@ -9446,7 +9446,7 @@ def _d_DC_ChargeLoopReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c3_SessionID = None
         _c3_TimeStamp = None
         _c3_Signature = None
@@ -9485,7 +9485,7 @@ def _d_DC_ChargeLoopReqType(r):
         x = (V >> q) & 8388607
         if x & 4194304: raise r.deviation('MessageHeaderType', r.end - q)
         if _c3_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c3_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 20) & 3)
+        ec = (x >> 20)
         _a = (x & 1048575)
         if ec == 0:
             q += 20
@@ -9497,7 +9497,7 @@ def _d_DC_ChargeLoopReqType(r):
             if q < 0: V, q = r.slidep(q, 21)
             x = (V >> q) & 2097151
             if x & 1048576: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = ((x >> 18) & 3)
+            ec = (x >> 18)
             _a = (x & 262143)
         elif ec == 1:
             x = _a
@@ -9520,20 +9520,20 @@ def _d_DC_ChargeLoopReqType(r):
             x = (V >> q) & 524287
             if x & 442368: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            f_MeterInfoRequested = (x >> 16) == 1
             _a = (x & 16383)
         elif ec == 1:
             x = _a
             if x & 180224: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            f_MeterInfoRequested = (x >> 16) == 1
             _a = (x & 16383)
         else:
             raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         el = 'EVPresentVoltage/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c4_Exponent = (x >> 4) + -128
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -9563,7 +9563,7 @@ def _d_DC_ChargeLoopReqType(r):
         f_EVPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPresentVoltage.Exponent = _c4_Exponent
         f_EVPresentVoltage.Value = _c4_Value
-        ec = ((x >> 2) & 7)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             q += 2
@@ -9798,7 +9798,7 @@ def _d_DC_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c8_SessionID = None
         _c8_TimeStamp = None
         _c8_Signature = None
@@ -9837,7 +9837,7 @@ def _d_DC_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c8_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c8_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -9859,7 +9859,7 @@ def _d_DC_ChargeLoopResType(r):
         x = (V >> q) & 67108863
         if x & 50462720: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 18) & 63)
+        f_ResponseCode = (x >> 18)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 14) & 7)
@@ -9893,7 +9893,7 @@ def _d_DC_ChargeLoopResType(r):
             if x & 14876672: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _c9_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c9_EVSENotification = ((x >> 18) & 7)
+            _c9_EVSENotification = (x >> 18)
             if _c9_EVSENotification >= 6: _c9_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c9_EVSENotification, 6, r.at(r.end - q))
             else: _c9_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c9_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
@@ -9924,13 +9924,13 @@ def _d_DC_ChargeLoopResType(r):
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
             if x & 16384: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-            _a = (x & 16383)
+            _a = x
             s = 5
         elif ec == 3:
             x = _a
             if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentCurrent/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c10_Exponent = (x >> 4) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -9960,7 +9960,7 @@ def _d_DC_ChargeLoopResType(r):
             f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEPresentCurrent.Exponent = _c10_Exponent
             f_EVSEPresentCurrent.Value = _c10_Value
-            _a = (x & 16383)
+            _a = x
             s = 6
         else:
             raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -9987,13 +9987,13 @@ def _d_DC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 16384: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                _a = (x & 16383)
+                _a = x
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
-                _c11_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -10023,7 +10023,7 @@ def _d_DC_ChargeLoopResType(r):
                 f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c11_Exponent
                 f_EVSEPresentCurrent.Value = _c11_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -10038,13 +10038,13 @@ def _d_DC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 16384: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                _a = (x & 16383)
+                _a = x
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'EVSEPresentCurrent/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = (x >> 4) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -10074,7 +10074,7 @@ def _d_DC_ChargeLoopResType(r):
                 f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c12_Exponent
                 f_EVSEPresentCurrent.Value = _c12_Value
-                _a = (x & 16383)
+                _a = x
                 s = 6
             else:
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -10082,7 +10082,7 @@ def _d_DC_ChargeLoopResType(r):
             x = _a
             if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentCurrent/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -10112,13 +10112,13 @@ def _d_DC_ChargeLoopResType(r):
             f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEPresentCurrent.Exponent = _c13_Exponent
             f_EVSEPresentCurrent.Value = _c13_Value
-            _a = (x & 16383)
+            _a = x
             s = 6
         if s == 6:
             x = _a
             if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEPresentVoltage/Exponent'
-            _c14_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = (x >> 4) + -128
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -10148,7 +10148,7 @@ def _d_DC_ChargeLoopResType(r):
             f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c14_Exponent
             f_EVSEPresentVoltage.Value = _c14_Value
-            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 6) & 511)]
+            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[(x >> 6)]
             if _t is None:
                 el = 'EVSEPowerLimitAchieved'
                 f_EVSEPowerLimitAchieved = ((x >> 14) & 1) == 1
@@ -10571,7 +10571,7 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -10610,7 +10610,7 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             q += 2
@@ -10622,7 +10622,7 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             ec = x
@@ -10753,7 +10753,7 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -10792,7 +10792,7 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -10814,7 +10814,7 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 2047
         if x & 1540: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 63)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
@@ -10948,7 +10948,7 @@ def _d_DC_PreChargeReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_PreChargeReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -10987,7 +10987,7 @@ def _d_DC_PreChargeReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11009,7 +11009,7 @@ def _d_DC_PreChargeReqType(r):
         x = (V >> q) & 1048575
         if x & 847886: raise r.deviation('DC_PreChargeReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 16) & 3)
+        f_EVProcessing = (x >> 16)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_PreChargeReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         el = 'EVPresentVoltage/Exponent'
@@ -11044,7 +11044,7 @@ def _d_DC_PreChargeReqType(r):
         f_EVPresentVoltage.Exponent = _c2_Exponent
         f_EVPresentVoltage.Value = _c2_Value
         el = 'EVTargetVoltage/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c3_Exponent = (x >> 4) + -128
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11199,7 +11199,7 @@ def _d_DC_PreChargeResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_PreChargeResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -11238,7 +11238,7 @@ def _d_DC_PreChargeResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11260,7 +11260,7 @@ def _d_DC_PreChargeResType(r):
         x = (V >> q) & 16777215
         if x & 12644366: raise r.deviation('DC_PreChargeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 16) & 63)
+        f_ResponseCode = (x >> 16)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_PreChargeResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEPresentVoltage/Exponent'
@@ -11397,7 +11397,7 @@ def _d_DC_WeldingDetectionReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -11436,7 +11436,7 @@ def _d_DC_WeldingDetectionReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11458,7 +11458,7 @@ def _d_DC_WeldingDetectionReqType(r):
         x = (V >> q) & 63
         if x & 51: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 2) & 3)
+        f_EVProcessing = (x >> 2)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_WeldingDetectionReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         r.pos = r.end - q
@@ -11547,7 +11547,7 @@ def _d_DC_WeldingDetectionResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -11586,7 +11586,7 @@ def _d_DC_WeldingDetectionResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -11608,7 +11608,7 @@ def _d_DC_WeldingDetectionResType(r):
         x = (V >> q) & 16777215
         if x & 12644366: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 16) & 63)
+        f_ResponseCode = (x >> 16)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_WeldingDetectionResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEPresentVoltage/Exponent'
@@ -11780,7 +11780,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EVTargetEnergyRequest/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
+            _c10_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -11810,12 +11810,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c10_Exponent
             f_EVTargetEnergyRequest.Value = _c10_Value
-            _a = (x & 16383)
+            _a = x
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -11845,13 +11845,13 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c11_Exponent
             f_EVTargetEnergyRequest.Value = _c11_Value
-            _a = (x & 16383)
+            _a = x
         else:
             raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
         x = _a
         if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
         el = 'EVMaximumEnergyRequest/Exponent'
-        _c12_Exponent = ((x >> 4) & 255) + -128
+        _c12_Exponent = (x >> 4) + -128
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11882,7 +11882,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumEnergyRequest.Exponent = _c12_Exponent
         f_EVMaximumEnergyRequest.Value = _c12_Value
         el = 'EVMinimumEnergyRequest/Exponent'
-        _c13_Exponent = ((x >> 4) & 255) + -128
+        _c13_Exponent = (x >> 4) + -128
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11913,7 +11913,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumEnergyRequest.Exponent = _c13_Exponent
         f_EVMinimumEnergyRequest.Value = _c13_Value
         el = 'EVMaximumChargePower/Exponent'
-        _c14_Exponent = ((x >> 4) & 255) + -128
+        _c14_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11944,7 +11944,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumChargePower.Exponent = _c14_Exponent
         f_EVMaximumChargePower.Value = _c14_Value
         el = 'EVMinimumChargePower/Exponent'
-        _c15_Exponent = ((x >> 4) & 255) + -128
+        _c15_Exponent = (x >> 4) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11975,7 +11975,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumChargePower.Exponent = _c15_Exponent
         f_EVMinimumChargePower.Value = _c15_Value
         el = 'EVMaximumChargeCurrent/Exponent'
-        _c16_Exponent = ((x >> 4) & 255) + -128
+        _c16_Exponent = (x >> 4) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -12006,7 +12006,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumChargeCurrent.Exponent = _c16_Exponent
         f_EVMaximumChargeCurrent.Value = _c16_Value
         el = 'EVMaximumVoltage/Exponent'
-        _c17_Exponent = ((x >> 4) & 255) + -128
+        _c17_Exponent = (x >> 4) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -12037,7 +12037,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMaximumVoltage.Exponent = _c17_Exponent
         f_EVMaximumVoltage.Value = _c17_Value
         el = 'EVMinimumVoltage/Exponent'
-        _c18_Exponent = ((x >> 4) & 255) + -128
+        _c18_Exponent = (x >> 4) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -12333,7 +12333,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             x = (V >> q) & 536870911
             if x & 268435456: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
-            ec = ((x >> 25) & 7)
+            ec = (x >> 25)
             _a = (x & 33554431)
             s = 1
         elif ec == 1:
@@ -12343,7 +12343,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             x = (V >> q) & 68719476735
             if x & 34493956096: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'MinimumSOC'
-            f_MinimumSOC = ((x >> 28) & 127)
+            f_MinimumSOC = (x >> 28)
             if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
             ec = ((x >> 25) & 3)
             _a = (x & 33554431)
@@ -12352,7 +12352,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             x = _a
             if x & 16842752: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'TargetSOC'
-            f_TargetSOC = ((x >> 17) & 127)
+            f_TargetSOC = (x >> 17)
             if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
             ec = ((x >> 14) & 3)
             _a = (x & 16383)
@@ -12384,14 +12384,14 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             x = (V >> q) & 65535
             if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-            _a = (x & 16383)
+            _a = x
             s = 4
         elif ec == 4:
             q += 11
             x = _a >> 11
             if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -12421,7 +12421,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c9_Exponent
             f_EVSEMaximumChargePower.Value = _c9_Value
-            _a = (x & 16383)
+            _a = x
             s = 5
         else:
             raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
@@ -12433,7 +12433,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 68719476735
                 if x & 34493956096: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 28) & 127)
+                f_MinimumSOC = (x >> 28)
                 if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
                 ec = ((x >> 25) & 3)
                 _a = (x & 33554431)
@@ -12442,7 +12442,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -12474,14 +12474,14 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 3:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c10_Exponent = ((x >> 4) & 255) + -128
+                _c10_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12511,7 +12511,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c10_Exponent
                 f_EVSEMaximumChargePower.Value = _c10_Value
-                _a = (x & 16383)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
@@ -12520,7 +12520,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = _a
                 if x & 16842752: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'TargetSOC'
-                f_TargetSOC = ((x >> 17) & 127)
+                f_TargetSOC = (x >> 17)
                 if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
                 ec = ((x >> 14) & 3)
                 _a = (x & 16383)
@@ -12552,14 +12552,14 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 2:
                 q += 11
                 x = _a >> 11
                 if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c11_Exponent = ((x >> 4) & 255) + -128
+                _c11_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12589,7 +12589,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c11_Exponent
                 f_EVSEMaximumChargePower.Value = _c11_Value
-                _a = (x & 16383)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
@@ -12621,13 +12621,13 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(r.end - q))
-                _a = (x & 16383)
+                _a = x
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargePower/Exponent'
-                _c12_Exponent = ((x >> 4) & 255) + -128
+                _c12_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -12657,7 +12657,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c12_Exponent
                 f_EVSEMaximumChargePower.Value = _c12_Value
-                _a = (x & 16383)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
@@ -12665,7 +12665,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -12695,13 +12695,13 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c13_Exponent
             f_EVSEMaximumChargePower.Value = _c13_Value
-            _a = (x & 16383)
+            _a = x
             s = 5
         if s == 5:
             x = _a
             if x & 12302: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c14_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -12732,7 +12732,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMinimumChargePower.Exponent = _c14_Exponent
             f_EVSEMinimumChargePower.Value = _c14_Value
             el = 'EVSEMaximumChargeCurrent/Exponent'
-            _c15_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -12763,7 +12763,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumChargeCurrent.Exponent = _c15_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c15_Value
             el = 'EVSEMaximumVoltage/Exponent'
-            _c16_Exponent = ((x >> 4) & 255) + -128
+            _c16_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13117,7 +13117,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetEnergyRequest/Exponent'
-            _c27_Exponent = ((x >> 4) & 255) + -128
+            _c27_Exponent = (x >> 4) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13147,14 +13147,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c27_Exponent
             f_EVTargetEnergyRequest.Value = _c27_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 1
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMaximumEnergyRequest/Exponent'
-            _c28_Exponent = ((x >> 4) & 255) + -128
+            _c28_Exponent = (x >> 4) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13184,14 +13184,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c28_Exponent
             f_EVMaximumEnergyRequest.Value = _c28_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVMinimumEnergyRequest/Exponent'
-            _c29_Exponent = ((x >> 4) & 255) + -128
+            _c29_Exponent = (x >> 4) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13221,13 +13221,13 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c29_Exponent
             f_EVMinimumEnergyRequest.Value = _c29_Value
-            _a = (x & 16383)
+            _a = x
             s = 3
         elif ec == 3:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c30_Exponent = ((x >> 4) & 255) + -128
+            _c30_Exponent = (x >> 4) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13257,7 +13257,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c30_Exponent
             f_EVTargetCurrent.Value = _c30_Value
-            _a = (x & 16383)
+            _a = x
             s = 4
         else:
             raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -13266,7 +13266,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumEnergyRequest/Exponent'
-                _c31_Exponent = ((x >> 4) & 255) + -128
+                _c31_Exponent = (x >> 4) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13296,14 +13296,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c31_Exponent
                 f_EVMaximumEnergyRequest.Value = _c31_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c32_Exponent = ((x >> 4) & 255) + -128
+                _c32_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13333,13 +13333,13 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c32_Exponent
                 f_EVMinimumEnergyRequest.Value = _c32_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c33_Exponent = ((x >> 4) & 255) + -128
+                _c33_Exponent = (x >> 4) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13369,7 +13369,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c33_Exponent
                 f_EVTargetCurrent.Value = _c33_Value
-                _a = (x & 16383)
+                _a = x
                 s = 4
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -13378,7 +13378,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumEnergyRequest/Exponent'
-                _c34_Exponent = ((x >> 4) & 255) + -128
+                _c34_Exponent = (x >> 4) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13408,13 +13408,13 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c34_Exponent
                 f_EVMinimumEnergyRequest.Value = _c34_Value
-                _a = (x & 16383)
+                _a = x
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVTargetCurrent/Exponent'
-                _c35_Exponent = ((x >> 4) & 255) + -128
+                _c35_Exponent = (x >> 4) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13444,7 +13444,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c35_Exponent
                 f_EVTargetCurrent.Value = _c35_Value
-                _a = (x & 16383)
+                _a = x
                 s = 4
             else:
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
@@ -13452,7 +13452,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetCurrent/Exponent'
-            _c36_Exponent = ((x >> 4) & 255) + -128
+            _c36_Exponent = (x >> 4) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13482,13 +13482,13 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c36_Exponent
             f_EVTargetCurrent.Value = _c36_Value
-            _a = (x & 16383)
+            _a = x
             s = 4
         if s == 4:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             el = 'EVTargetVoltage/Exponent'
-            _c37_Exponent = ((x >> 4) & 255) + -128
+            _c37_Exponent = (x >> 4) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -13518,7 +13518,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetVoltage.Exponent = _c37_Exponent
             f_EVTargetVoltage.Value = _c37_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 5
         if s == 5:
@@ -13526,7 +13526,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargePower/Exponent'
-                _c38_Exponent = ((x >> 4) & 255) + -128
+                _c38_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13556,14 +13556,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c38_Exponent
                 f_EVMaximumChargePower.Value = _c38_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c39_Exponent = ((x >> 4) & 255) + -128
+                _c39_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13593,14 +13593,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c39_Exponent
                 f_EVMinimumChargePower.Value = _c39_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c40_Exponent = ((x >> 4) & 255) + -128
+                _c40_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13630,14 +13630,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c40_Exponent
                 f_EVMaximumChargeCurrent.Value = _c40_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c41_Exponent = ((x >> 4) & 255) + -128
+                _c41_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13667,14 +13667,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c41_Exponent
                 f_EVMaximumVoltage.Value = _c41_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 4:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c42_Exponent = ((x >> 4) & 255) + -128
+                _c42_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13714,7 +13714,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumChargePower/Exponent'
-                _c43_Exponent = ((x >> 4) & 255) + -128
+                _c43_Exponent = (x >> 4) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13744,14 +13744,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c43_Exponent
                 f_EVMinimumChargePower.Value = _c43_Value
-                ec = ((x >> 14) & 7)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c44_Exponent = ((x >> 4) & 255) + -128
+                _c44_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13781,14 +13781,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c44_Exponent
                 f_EVMaximumChargeCurrent.Value = _c44_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c45_Exponent = ((x >> 4) & 255) + -128
+                _c45_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13818,14 +13818,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c45_Exponent
                 f_EVMaximumVoltage.Value = _c45_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 3:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c46_Exponent = ((x >> 4) & 255) + -128
+                _c46_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13865,7 +13865,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumChargeCurrent/Exponent'
-                _c47_Exponent = ((x >> 4) & 255) + -128
+                _c47_Exponent = (x >> 4) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13895,14 +13895,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c47_Exponent
                 f_EVMaximumChargeCurrent.Value = _c47_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c48_Exponent = ((x >> 4) & 255) + -128
+                _c48_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13932,14 +13932,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c48_Exponent
                 f_EVMaximumVoltage.Value = _c48_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c49_Exponent = ((x >> 4) & 255) + -128
+                _c49_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -13979,7 +13979,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMaximumVoltage/Exponent'
-                _c50_Exponent = ((x >> 4) & 255) + -128
+                _c50_Exponent = (x >> 4) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14009,14 +14009,14 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c50_Exponent
                 f_EVMaximumVoltage.Value = _c50_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c51_Exponent = ((x >> 4) & 255) + -128
+                _c51_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14056,7 +14056,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 el = 'EVMinimumVoltage/Exponent'
-                _c52_Exponent = ((x >> 4) & 255) + -128
+                _c52_Exponent = (x >> 4) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14719,7 +14719,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargePower/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
+            _c11_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -14749,14 +14749,14 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c11_Exponent
             f_EVSEMaximumChargePower.Value = _c11_Value
-            ec = ((x >> 14) & 7)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 1
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMinimumChargePower/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
+            _c12_Exponent = (x >> 4) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -14786,14 +14786,14 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c12_Exponent
             f_EVSEMinimumChargePower.Value = _c12_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 2
         elif ec == 2:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumChargeCurrent/Exponent'
-            _c13_Exponent = ((x >> 4) & 255) + -128
+            _c13_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -14823,14 +14823,14 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c13_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c13_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 3
         elif ec == 3:
             x = _a
             if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             el = 'EVSEMaximumVoltage/Exponent'
-            _c14_Exponent = ((x >> 4) & 255) + -128
+            _c14_Exponent = (x >> 4) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -14870,7 +14870,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMinimumChargePower/Exponent'
-                _c15_Exponent = ((x >> 4) & 255) + -128
+                _c15_Exponent = (x >> 4) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14900,14 +14900,14 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c15_Exponent
                 f_EVSEMinimumChargePower.Value = _c15_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 2
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14937,14 +14937,14 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c16_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c17_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -14984,7 +14984,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumChargeCurrent/Exponent'
-                _c18_Exponent = ((x >> 4) & 255) + -128
+                _c18_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15014,14 +15014,14 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c18_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c18_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c19_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15061,7 +15061,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 x = _a
                 if x & 12302: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 el = 'EVSEMaximumVoltage/Exponent'
-                _c20_Exponent = ((x >> 4) & 255) + -128
+                _c20_Exponent = (x >> 4) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -15834,7 +15834,7 @@ def _de16(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -15898,7 +15898,7 @@ def _de18(r):  # EVProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -15921,7 +15921,7 @@ def _de19(r):  # EVSECurrentLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -15941,7 +15941,7 @@ def _de20(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
     r.pos = r.end - q
@@ -15964,7 +15964,7 @@ def _de21(r):  # EVSEPowerLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -15984,7 +15984,7 @@ def _de22(r):  # EVSEProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -16007,7 +16007,7 @@ def _de23(r):  # EVSEVoltageLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -16064,7 +16064,7 @@ def _de25(r):  # Exponent
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -16121,7 +16121,7 @@ def _de27(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -16168,7 +16168,7 @@ def _de28(r):  # InletHot
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -16225,7 +16225,7 @@ def _de30(r):  # MaximumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -16285,7 +16285,7 @@ def _de32(r):  # MeterInfoRequested
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -16344,7 +16344,7 @@ def _de34(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -16436,7 +16436,7 @@ def _de36(r):  # MinimumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -16686,7 +16686,7 @@ def _de43(r):  # PresentSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -16876,7 +16876,7 @@ def _de48(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
     if x & 129: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 63)
+    val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
     r.pos = r.end - q
@@ -17005,7 +17005,7 @@ def _de52(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -17026,7 +17026,7 @@ def _de53(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -17179,7 +17179,7 @@ def _de57(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -17375,7 +17375,7 @@ def _de62(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

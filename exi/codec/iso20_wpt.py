@@ -204,7 +204,7 @@ def _d_AlternativeSECCType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('AlternativeSECCType', r.end - q)
-            ec = ((x >> 1) & 7)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 1
         elif ec == 1:
@@ -225,7 +225,7 @@ def _d_AlternativeSECCType(r):
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
             if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 2
         elif ec == 2:
@@ -246,7 +246,7 @@ def _d_AlternativeSECCType(r):
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
             if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 3
         elif ec == 3:
@@ -299,7 +299,7 @@ def _d_AlternativeSECCType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 2
             elif ec == 1:
@@ -320,7 +320,7 @@ def _d_AlternativeSECCType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 3
             elif ec == 2:
@@ -373,7 +373,7 @@ def _d_AlternativeSECCType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 3
             elif ec == 1:
@@ -620,7 +620,7 @@ def _d_WPT_AlignmentCheckMethodListType(r):
         x = (V >> q) & 31
         if x & 25: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
         el = 'WPT_AlignmentCheckMethod'
-        _v = ((x >> 1) & 3)
+        _v = (x >> 1)
         if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
         else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
         f_WPT_AlignmentCheckMethod.append(_v)
@@ -638,7 +638,7 @@ def _d_WPT_AlignmentCheckMethodListType(r):
                 x = (V >> q) & 4095
                 if x & 2304: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
                 el = 'WPT_AlignmentCheckMethod'
-                _v = ((x >> 9) & 3)
+                _v = (x >> 9)
                 if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
                 else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
                 ec = ((x >> 6) & 3)
@@ -730,7 +730,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c2_SessionID = None
         _c2_TimeStamp = None
         _c2_Signature = None
@@ -769,7 +769,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c2_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c2_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -791,7 +791,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         x = (V >> q) & 2097151
         if x & 1638400: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 17) & 3)
+        f_EVProcessing = (x >> 17)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_AlignmentCheckReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         ec = ((x >> 14) & 3)
@@ -801,7 +801,7 @@ def _d_WPT_AlignmentCheckReqType(r):
             x = _a
             if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
             el = 'TargetCoilCurrent/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
+            _c3_Exponent = (x >> 4) + -128
             el = 'TargetCoilCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -832,7 +832,7 @@ def _d_WPT_AlignmentCheckReqType(r):
             f_TargetCoilCurrent.Exponent = _c3_Exponent
             f_TargetCoilCurrent.Value = _c3_Value
             el = 'EVResultCode'
-            f_EVResultCode = ((x >> 1) & 3)
+            f_EVResultCode = (x >> 1)
             if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
             else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
             s = 4
@@ -841,7 +841,7 @@ def _d_WPT_AlignmentCheckReqType(r):
             x = _a >> 10
             if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
             el = 'EVResultCode'
-            f_EVResultCode = ((x >> 1) & 3)
+            f_EVResultCode = (x >> 1)
             if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
             else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
             s = 4
@@ -873,7 +873,7 @@ def _d_WPT_AlignmentCheckReqType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
             elif ec == 1:
@@ -1053,7 +1053,7 @@ def _d_WPT_AlignmentCheckResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c4_SessionID = None
         _c4_TimeStamp = None
         _c4_Signature = None
@@ -1092,7 +1092,7 @@ def _d_WPT_AlignmentCheckResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c4_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c4_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -1114,7 +1114,7 @@ def _d_WPT_AlignmentCheckResType(r):
         x = (V >> q) & 2147483647
         if x & 1618083840: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 23) & 63)
+        f_ResponseCode = (x >> 23)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_AlignmentCheckResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
@@ -1128,7 +1128,7 @@ def _d_WPT_AlignmentCheckResType(r):
             x = _a
             if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
             el = 'PowerTransmitted/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
+            _c5_Exponent = (x >> 4) + -128
             el = 'PowerTransmitted/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1158,14 +1158,14 @@ def _d_WPT_AlignmentCheckResType(r):
             f_PowerTransmitted = _new(_K_iso20_commontypes_RationalNumberType)
             f_PowerTransmitted.Exponent = _c5_Exponent
             f_PowerTransmitted.Value = _c5_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 4
         elif ec == 1:
             x = _a
             if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
             el = 'SupplyDeviceCurrent/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
+            _c6_Exponent = (x >> 4) + -128
             el = 'SupplyDeviceCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1195,7 +1195,7 @@ def _d_WPT_AlignmentCheckResType(r):
             f_SupplyDeviceCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_SupplyDeviceCurrent.Exponent = _c6_Exponent
             f_SupplyDeviceCurrent.Value = _c6_Value
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 5
         elif ec == 2:
@@ -1230,7 +1230,7 @@ def _d_WPT_AlignmentCheckResType(r):
                 x = _a
                 if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 el = 'SupplyDeviceCurrent/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
+                _c7_Exponent = (x >> 4) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -1260,7 +1260,7 @@ def _d_WPT_AlignmentCheckResType(r):
                 f_SupplyDeviceCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c7_Exponent
                 f_SupplyDeviceCurrent.Value = _c7_Value
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 5
             elif ec == 1:
@@ -1344,7 +1344,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     f_VendorSpecificDataContainer.append(_v)
                 elif ec == 1:
@@ -1611,7 +1611,7 @@ def _d_WPT_ChargeLoopReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c6_SessionID = None
         _c6_TimeStamp = None
         _c6_Signature = None
@@ -1650,7 +1650,7 @@ def _d_WPT_ChargeLoopReqType(r):
         x = (V >> q) & 8388607
         if x & 4194304: raise r.deviation('MessageHeaderType', r.end - q)
         if _c6_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c6_TimeStamp, r.at(r.end - q))
-        ec = ((x >> 20) & 3)
+        ec = (x >> 20)
         _a = (x & 1048575)
         if ec == 0:
             q += 20
@@ -1662,7 +1662,7 @@ def _d_WPT_ChargeLoopReqType(r):
             if q < 0: V, q = r.slidep(q, 21)
             x = (V >> q) & 2097151
             if x & 1048576: raise r.deviation('MessageHeaderType', r.end - q)
-            ec = ((x >> 18) & 3)
+            ec = (x >> 18)
             _a = (x & 262143)
         elif ec == 1:
             x = _a
@@ -1686,14 +1686,14 @@ def _d_WPT_ChargeLoopReqType(r):
             x = (V >> q) & 524287
             if x & 442368: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            f_MeterInfoRequested = (x >> 16) == 1
             _a = (x & 16383)
             s = 3
         elif ec == 1:
             x = _a
             if x & 180224: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'MeterInfoRequested'
-            f_MeterInfoRequested = ((x >> 16) & 1) == 1
+            f_MeterInfoRequested = (x >> 16) == 1
             _a = (x & 16383)
             s = 3
         else:
@@ -1701,7 +1701,7 @@ def _d_WPT_ChargeLoopReqType(r):
         x = _a
         if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         el = 'EVPCPowerRequest/Exponent'
-        _c7_Exponent = ((x >> 4) & 255) + -128
+        _c7_Exponent = (x >> 4) + -128
         el = 'EVPCPowerRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1732,7 +1732,7 @@ def _d_WPT_ChargeLoopReqType(r):
         f_EVPCPowerRequest.Exponent = _c7_Exponent
         f_EVPCPowerRequest.Value = _c7_Value
         el = 'EVPCPowerOutput/Exponent'
-        _c8_Exponent = ((x >> 4) & 255) + -128
+        _c8_Exponent = (x >> 4) + -128
         el = 'EVPCPowerOutput/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -1763,7 +1763,7 @@ def _d_WPT_ChargeLoopReqType(r):
         f_EVPCPowerOutput.Exponent = _c8_Exponent
         f_EVPCPowerOutput.Value = _c8_Value
         el = 'EVPCChargeDiagnostics'
-        f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 19) & 3)]
+        f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[(x >> 19)]
         ec = ((x >> 15) & 7)
         _a = (x & 32767)
         s = 6
@@ -1772,7 +1772,7 @@ def _d_WPT_ChargeLoopReqType(r):
             x = _a >> 1
             if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'EVPCOperatingFrequency/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
+            _c9_Exponent = (x >> 4) + -128
             el = 'EVPCOperatingFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1802,14 +1802,14 @@ def _d_WPT_ChargeLoopReqType(r):
             f_EVPCOperatingFrequency = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPCOperatingFrequency.Exponent = _c9_Exponent
             f_EVPCOperatingFrequency.Value = _c9_Value
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
             s = 7
         elif ec == 1:
             x = _a
             if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
-            _c10_c1_Exponent = ((x >> 4) & 255) + -128
+            _c10_c1_Exponent = (x >> 4) + -128
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1840,7 +1840,7 @@ def _d_WPT_ChargeLoopReqType(r):
             _c10_EVPCCoilCurrentRequest.Exponent = _c10_c1_Exponent
             _c10_EVPCCoilCurrentRequest.Value = _c10_c1_Value
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
-            _c10_c2_Exponent = ((x >> 4) & 255) + -128
+            _c10_c2_Exponent = (x >> 4) + -128
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1871,7 +1871,7 @@ def _d_WPT_ChargeLoopReqType(r):
             _c10_EVPCCoilCurrentInformation.Exponent = _c10_c2_Exponent
             _c10_EVPCCoilCurrentInformation.Value = _c10_c2_Value
             el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
-            _c10_c3_Exponent = ((x >> 4) & 255) + -128
+            _c10_c3_Exponent = (x >> 4) + -128
             el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1902,7 +1902,7 @@ def _d_WPT_ChargeLoopReqType(r):
             _c10_EVPCCurrentOutputInformation.Exponent = _c10_c3_Exponent
             _c10_EVPCCurrentOutputInformation.Value = _c10_c3_Value
             el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
-            _c10_c4_Exponent = ((x >> 4) & 255) + -128
+            _c10_c4_Exponent = (x >> 4) + -128
             el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -1937,7 +1937,7 @@ def _d_WPT_ChargeLoopReqType(r):
             f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c10_EVPCCoilCurrentInformation
             f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c10_EVPCCurrentOutputInformation
             f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c10_EVPCVoltageOutputInformation
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 8
         elif ec == 2:
@@ -1972,7 +1972,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 x = _a
                 if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
-                _c11_c1_Exponent = ((x >> 4) & 255) + -128
+                _c11_c1_Exponent = (x >> 4) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2003,7 +2003,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c11_EVPCCoilCurrentRequest.Exponent = _c11_c1_Exponent
                 _c11_EVPCCoilCurrentRequest.Value = _c11_c1_Value
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
-                _c11_c2_Exponent = ((x >> 4) & 255) + -128
+                _c11_c2_Exponent = (x >> 4) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2034,7 +2034,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c11_EVPCCoilCurrentInformation.Exponent = _c11_c2_Exponent
                 _c11_EVPCCoilCurrentInformation.Value = _c11_c2_Value
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
-                _c11_c3_Exponent = ((x >> 4) & 255) + -128
+                _c11_c3_Exponent = (x >> 4) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2065,7 +2065,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c11_EVPCCurrentOutputInformation.Exponent = _c11_c3_Exponent
                 _c11_EVPCCurrentOutputInformation.Value = _c11_c3_Value
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
-                _c11_c4_Exponent = ((x >> 4) & 255) + -128
+                _c11_c4_Exponent = (x >> 4) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2100,7 +2100,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c11_EVPCCoilCurrentInformation
                 f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c11_EVPCCurrentOutputInformation
                 f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c11_EVPCVoltageOutputInformation
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 8
             elif ec == 1:
@@ -2184,7 +2184,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     f_ManufacturerSpecificDataContainer.append(_v)
                 elif ec == 1:
@@ -2643,7 +2643,7 @@ def _d_WPT_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c13_SessionID = None
         _c13_TimeStamp = None
         _c13_Signature = None
@@ -2682,7 +2682,7 @@ def _d_WPT_ChargeLoopResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c13_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c13_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -2704,7 +2704,7 @@ def _d_WPT_ChargeLoopResType(r):
         x = (V >> q) & 67108863
         if x & 50462720: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 18) & 63)
+        f_ResponseCode = (x >> 18)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 14) & 7)
@@ -2738,7 +2738,7 @@ def _d_WPT_ChargeLoopResType(r):
             if x & 14876672: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _c14_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c14_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c14_EVSENotification = ((x >> 18) & 7)
+            _c14_EVSENotification = (x >> 18)
             if _c14_EVSENotification >= 6: _c14_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c14_EVSENotification, 6, r.at(r.end - q))
             else: _c14_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c14_EVSENotification]
             f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
@@ -2769,13 +2769,13 @@ def _d_WPT_ChargeLoopResType(r):
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
             if x & 16384: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-            _a = (x & 16383)
+            _a = x
             s = 5
         elif ec == 3:
             x = _a
             if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
-            _c15_Exponent = ((x >> 4) & 255) + -128
+            _c15_Exponent = (x >> 4) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2805,7 +2805,7 @@ def _d_WPT_ChargeLoopResType(r):
             f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c15_Exponent
             f_EVPCPowerRequest.Value = _c15_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 6
         else:
@@ -2833,13 +2833,13 @@ def _d_WPT_ChargeLoopResType(r):
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 16384: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                _a = (x & 16383)
+                _a = x
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
-                _c16_Exponent = ((x >> 4) & 255) + -128
+                _c16_Exponent = (x >> 4) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2869,7 +2869,7 @@ def _d_WPT_ChargeLoopResType(r):
                 f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c16_Exponent
                 f_EVPCPowerRequest.Value = _c16_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             else:
@@ -2885,13 +2885,13 @@ def _d_WPT_ChargeLoopResType(r):
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 16384: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                _a = (x & 16383)
+                _a = x
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'EVPCPowerRequest/Exponent'
-                _c17_Exponent = ((x >> 4) & 255) + -128
+                _c17_Exponent = (x >> 4) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2921,7 +2921,7 @@ def _d_WPT_ChargeLoopResType(r):
                 f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c17_Exponent
                 f_EVPCPowerRequest.Value = _c17_Value
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 s = 6
             else:
@@ -2930,7 +2930,7 @@ def _d_WPT_ChargeLoopResType(r):
             x = _a
             if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVPCPowerRequest/Exponent'
-            _c18_Exponent = ((x >> 4) & 255) + -128
+            _c18_Exponent = (x >> 4) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -2960,7 +2960,7 @@ def _d_WPT_ChargeLoopResType(r):
             f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c18_Exponent
             f_EVPCPowerRequest.Value = _c18_Value
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             s = 6
         if s == 6:
@@ -2968,7 +2968,7 @@ def _d_WPT_ChargeLoopResType(r):
                 x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SDPowerInput/Exponent'
-                _c19_Exponent = ((x >> 4) & 255) + -128
+                _c19_Exponent = (x >> 4) + -128
                 el = 'SDPowerInput/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -2999,7 +2999,7 @@ def _d_WPT_ChargeLoopResType(r):
                 f_SDPowerInput.Exponent = _c19_Exponent
                 f_SDPowerInput.Value = _c19_Value
                 el = 'SPCMaxOutputPowerLimit/Exponent'
-                _c20_Exponent = ((x >> 4) & 255) + -128
+                _c20_Exponent = (x >> 4) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3029,13 +3029,13 @@ def _d_WPT_ChargeLoopResType(r):
                 f_SPCMaxOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c20_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c20_Value
-                _a = (x & 16383)
+                _a = x
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCMaxOutputPowerLimit/Exponent'
-                _c21_Exponent = ((x >> 4) & 255) + -128
+                _c21_Exponent = (x >> 4) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3065,7 +3065,7 @@ def _d_WPT_ChargeLoopResType(r):
                 f_SPCMaxOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c21_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c21_Value
-                _a = (x & 16383)
+                _a = x
                 s = 8
             else:
                 raise r.deviation('WPT_ChargeLoopResType', r.end - q)
@@ -3073,7 +3073,7 @@ def _d_WPT_ChargeLoopResType(r):
             x = _a
             if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'SPCMinOutputPowerLimit/Exponent'
-            _c22_Exponent = ((x >> 4) & 255) + -128
+            _c22_Exponent = (x >> 4) + -128
             el = 'SPCMinOutputPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -3104,7 +3104,7 @@ def _d_WPT_ChargeLoopResType(r):
             f_SPCMinOutputPowerLimit.Exponent = _c22_Exponent
             f_SPCMinOutputPowerLimit.Value = _c22_Value
             el = 'SPCChargeDiagnostics'
-            f_SPCChargeDiagnostics = ((x >> 19) & 7)
+            f_SPCChargeDiagnostics = (x >> 19)
             if f_SPCChargeDiagnostics >= 6: f_SPCChargeDiagnostics = r.enum_index('WPT_ChargeLoopResType/SPCChargeDiagnostics', f_SPCChargeDiagnostics, 6, r.at(r.end - q))
             else: f_SPCChargeDiagnostics = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[f_SPCChargeDiagnostics]
             ec = ((x >> 15) & 7)
@@ -3116,7 +3116,7 @@ def _d_WPT_ChargeLoopResType(r):
                 x = _a >> 1
                 if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCOperatingFrequency/Exponent'
-                _c23_Exponent = ((x >> 4) & 255) + -128
+                _c23_Exponent = (x >> 4) + -128
                 el = 'SPCOperatingFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3146,14 +3146,14 @@ def _d_WPT_ChargeLoopResType(r):
                 f_SPCOperatingFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SPCOperatingFrequency.Exponent = _c23_Exponent
                 f_SPCOperatingFrequency.Value = _c23_Value
-                ec = ((x >> 15) & 3)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 s = 11
             elif ec == 1:
                 x = _a
                 if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Exponent'
-                _c24_c1_Exponent = ((x >> 4) & 255) + -128
+                _c24_c1_Exponent = (x >> 4) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3185,7 +3185,7 @@ def _d_WPT_ChargeLoopResType(r):
                 _c24_SPCPrimaryDeviceCoilCurrentInformation.Value = _c24_c1_Value
                 f_SPCPowerControlParameter = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
                 f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c24_SPCPrimaryDeviceCoilCurrentInformation
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 12
             elif ec == 2:
@@ -3220,7 +3220,7 @@ def _d_WPT_ChargeLoopResType(r):
                 x = _a
                 if x & 28686: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Exponent'
-                _c25_c1_Exponent = ((x >> 4) & 255) + -128
+                _c25_c1_Exponent = (x >> 4) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
@@ -3252,7 +3252,7 @@ def _d_WPT_ChargeLoopResType(r):
                 _c25_SPCPrimaryDeviceCoilCurrentInformation.Value = _c25_c1_Value
                 f_SPCPowerControlParameter = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
                 f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c25_SPCPrimaryDeviceCoilCurrentInformation
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 12
             elif ec == 1:
@@ -3336,7 +3336,7 @@ def _d_WPT_ChargeLoopResType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     f_ManufacturerSpecificDataContainer.append(_v)
                 elif ec == 1:
@@ -3869,7 +3869,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -3908,7 +3908,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -3930,7 +3930,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'EVPCMaxReceivablePower/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c2_Exponent = (x >> 4) + -128
         el = 'EVPCMaxReceivablePower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4007,7 +4007,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(r.end - q))
         el = 'EVPCNaturalFrequency/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c3_Exponent = (x >> 4) + -128
         el = 'EVPCNaturalFrequency/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4038,7 +4038,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         f_EVPCNaturalFrequency.Exponent = _c3_Exponent
         f_EVPCNaturalFrequency.Value = _c3_Value
         el = 'EVPCDeviceLocalControl'
-        f_EVPCDeviceLocalControl = ((x >> 1) & 1) == 1
+        f_EVPCDeviceLocalControl = (x >> 1) == 1
         s = 6
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -4066,7 +4066,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
             elif ec == 1:
@@ -4274,7 +4274,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -4313,7 +4313,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -4335,7 +4335,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         x = (V >> q) & 536870911
         if x & 404549646: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 21) & 63)
+        f_ResponseCode = (x >> 21)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'PDInputPowerClass'
@@ -4372,7 +4372,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         f_SDMinOutputPower.Exponent = _c2_Exponent
         f_SDMinOutputPower.Value = _c2_Value
         el = 'SDMaxOutputPower/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c3_Exponent = (x >> 4) + -128
         el = 'SDMaxOutputPower/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4449,7 +4449,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(r.end - q))
         el = 'PDMinCoilCurrent/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c4_Exponent = (x >> 4) + -128
         el = 'PDMinCoilCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4480,7 +4480,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         f_PDMinCoilCurrent.Exponent = _c4_Exponent
         f_PDMinCoilCurrent.Value = _c4_Value
         el = 'PDMaxCoilCurrent/Exponent'
-        _c5_Exponent = ((x >> 4) & 255) + -128
+        _c5_Exponent = (x >> 4) + -128
         el = 'PDMaxCoilCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4536,7 +4536,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_SDManufacturerSpecificDataContainer.append(_v)
             elif ec == 1:
@@ -4785,7 +4785,7 @@ def _d_WPT_CoordinateXYZType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         el = 'Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -4811,7 +4811,7 @@ def _d_WPT_CoordinateXYZType(r):
         if _neg: f_Coord_X = -f_Coord_X - 1
         if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(r.end - q))
         el = 'Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -4837,7 +4837,7 @@ def _d_WPT_CoordinateXYZType(r):
         if _neg: f_Coord_Y = -f_Coord_Y - 1
         if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(r.end - q))
         el = 'Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -4931,7 +4931,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         el = 'EVPCCoilCurrentRequest/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'EVPCCoilCurrentRequest/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4962,7 +4962,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         f_EVPCCoilCurrentRequest.Exponent = _c1_Exponent
         f_EVPCCoilCurrentRequest.Value = _c1_Value
         el = 'EVPCCoilCurrentInformation/Exponent'
-        _c2_Exponent = ((x >> 4) & 255) + -128
+        _c2_Exponent = (x >> 4) + -128
         el = 'EVPCCoilCurrentInformation/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -4993,7 +4993,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         f_EVPCCoilCurrentInformation.Exponent = _c2_Exponent
         f_EVPCCoilCurrentInformation.Value = _c2_Value
         el = 'EVPCCurrentOutputInformation/Exponent'
-        _c3_Exponent = ((x >> 4) & 255) + -128
+        _c3_Exponent = (x >> 4) + -128
         el = 'EVPCCurrentOutputInformation/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -5024,7 +5024,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         f_EVPCCurrentOutputInformation.Exponent = _c3_Exponent
         f_EVPCCurrentOutputInformation.Value = _c3_Value
         el = 'EVPCVoltageOutputInformation/Exponent'
-        _c4_Exponent = ((x >> 4) & 255) + -128
+        _c4_Exponent = (x >> 4) + -128
         el = 'EVPCVoltageOutputInformation/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -5164,7 +5164,7 @@ def _d_WPT_FinePositioningMethodListType(r):
         x = (V >> q) & 63
         if x & 49: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
         el = 'WPT_FinePositioningMethod'
-        _v = ((x >> 1) & 7)
+        _v = (x >> 1)
         if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
         else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
         f_WPT_FinePositioningMethod.append(_v)
@@ -5182,7 +5182,7 @@ def _d_WPT_FinePositioningMethodListType(r):
                 x = (V >> q) & 16383
                 if x & 8704: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
                 el = 'WPT_FinePositioningMethod'
-                _v = ((x >> 10) & 7)
+                _v = (x >> 10)
                 if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
                 else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
                 ec = ((x >> 7) & 3)
@@ -5277,7 +5277,7 @@ def _d_WPT_FinePositioningReqType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 el = 'Header'
-                _a = (x & 1)
+                _a = x
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
@@ -5316,7 +5316,7 @@ def _d_WPT_FinePositioningReqType(r):
                 x = (V >> q) & 7
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-                ec = (x & 3)
+                ec = x
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -5337,7 +5337,7 @@ def _d_WPT_FinePositioningReqType(r):
                 if q < 0: V, q = r.slideq(q, 10)
                 x = (V >> q) & 1023
                 if x & 825: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
-                _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_wpt_WPT_EVResultType[((x >> 1) & 127)]
+                _t = _T_iso20_commontypes_processingType__z1__z1__z1__iso20_wpt_WPT_EVResultType[(x >> 1)]
                 if _t is None:
                     el = 'EVProcessing'
                     f_EVProcessing = ((x >> 6) & 3)
@@ -5379,14 +5379,14 @@ def _d_WPT_FinePositioningReqType(r):
                         if q < 0: V, q = r.slidep(q, 15)
                         x = (V >> q) & 32767
                         if x & 16384: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
-                        ec = ((x >> 12) & 3)
+                        ec = (x >> 12)
                         _a = (x & 4095)
                         f_VendorSpecificDataContainer.append(_v)
                     elif ec == 1:
                         x = _a
                         if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         el = 'WPT_LF_DataPackageList/NumPackages'
-                        _c3_NumPackages = ((x >> 2) & 255)
+                        _c3_NumPackages = (x >> 2)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                         r.pos = r.end - q
                         _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
@@ -5420,7 +5420,7 @@ def _d_WPT_FinePositioningReqType(r):
                     x = _a
                     if x & 3075: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                     el = 'WPT_LF_DataPackageList/NumPackages'
-                    _c5_NumPackages = ((x >> 2) & 255)
+                    _c5_NumPackages = (x >> 2)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                     r.pos = r.end - q
                     _c5_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
@@ -5619,7 +5619,7 @@ def _d_WPT_FinePositioningResType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 el = 'Header'
-                _a = (x & 1)
+                _a = x
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
@@ -5658,7 +5658,7 @@ def _d_WPT_FinePositioningResType(r):
                 x = (V >> q) & 7
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-                ec = (x & 3)
+                ec = x
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -5680,7 +5680,7 @@ def _d_WPT_FinePositioningResType(r):
                 x = (V >> q) & 16383
                 if x & 12345: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 el = 'ResponseCode'
-                f_ResponseCode = ((x >> 6) & 63)
+                f_ResponseCode = (x >> 6)
                 if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
                 else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
                 el = 'EVSEProcessing'
@@ -5716,14 +5716,14 @@ def _d_WPT_FinePositioningResType(r):
                         if q < 0: V, q = r.slidep(q, 15)
                         x = (V >> q) & 32767
                         if x & 16384: raise r.deviation('WPT_FinePositioningResType', r.end - q)
-                        ec = ((x >> 12) & 3)
+                        ec = (x >> 12)
                         _a = (x & 4095)
                         f_VendorSpecificDataContainer.append(_v)
                     elif ec == 1:
                         x = _a
                         if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         el = 'WPT_LF_DataPackageList/NumPackages'
-                        _c3_NumPackages = ((x >> 2) & 255)
+                        _c3_NumPackages = (x >> 2)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                         r.pos = r.end - q
                         _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
@@ -5757,7 +5757,7 @@ def _d_WPT_FinePositioningResType(r):
                     x = _a
                     if x & 3075: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                     el = 'WPT_LF_DataPackageList/NumPackages'
-                    _c5_NumPackages = ((x >> 2) & 255)
+                    _c5_NumPackages = (x >> 2)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
                     r.pos = r.end - q
                     _c5_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
@@ -5959,7 +5959,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'Header'
-                _a = (x & 1)
+                _a = x
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
@@ -5998,7 +5998,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 x = (V >> q) & 7
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-                ec = (x & 3)
+                ec = x
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -6020,7 +6020,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 x = (V >> q) & 63
                 if x & 51: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'EVProcessing'
-                f_EVProcessing = ((x >> 2) & 3)
+                f_EVProcessing = (x >> 2)
                 if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningSetupReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
                 else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
                 el = 'EVDeviceFinePositioningMethodList'
@@ -6096,7 +6096,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_VendorSpecificDataContainer.append(_v)
                     elif ec == 1:
@@ -6426,7 +6426,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'Header'
-                _a = (x & 1)
+                _a = x
                 _c1_SessionID = None
                 _c1_TimeStamp = None
                 _c1_Signature = None
@@ -6465,7 +6465,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 x = (V >> q) & 7
                 if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-                ec = (x & 3)
+                ec = x
                 if ec == 0:
                     el = 'Header/Signature'
                     r.pos = r.end - q
@@ -6487,7 +6487,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 x = (V >> q) & 1023
                 if x & 771: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'ResponseCode'
-                f_ResponseCode = ((x >> 2) & 63)
+                f_ResponseCode = (x >> 2)
                 if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
                 else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
                 el = 'PrimaryDeviceFinePositioningMethodList'
@@ -6563,7 +6563,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_VendorSpecificDataContainer.append(_v)
                     elif ec == 1:
@@ -6884,7 +6884,7 @@ def _d_WPT_LF_DataPackageListType(r):
         x = (V >> q) & 4095
         if x & 3075: raise r.deviation('WPT_LF_DataPackageListType', r.end - q)
         el = 'NumPackages'
-        f_NumPackages = ((x >> 2) & 255)
+        f_NumPackages = (x >> 2)
         el = 'WPT_LF_DataPackage'
         r.pos = r.end - q
         f_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
@@ -6941,7 +6941,7 @@ def _d_WPT_LF_DataPackageType(r):
         x = (V >> q) & 65535
         if x & 49184: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
         el = 'PackageIndex'
-        f_PackageIndex = ((x >> 6) & 255)
+        f_PackageIndex = (x >> 6)
         ec = ((x >> 3) & 3)
         _a = (x & 7)
         if ec == 0:
@@ -6971,7 +6971,7 @@ def _d_WPT_LF_DataPackageType(r):
             if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
             if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(r.end - q))
             el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
-            _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
+            _c1_c1_c1_Exponent = (x >> 4) + -128
             el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7055,7 +7055,7 @@ def _d_WPT_LF_DataPackageType(r):
             if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
             if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c2_c1_c1_c1_TxIdentifier, r.at(r.end - q))
             el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
-            _c2_c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
+            _c2_c1_c1_c1_c1_Exponent = (x >> 4) + -128
             el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
             _neg = (x & 1)
             if q >= 24:
@@ -7236,7 +7236,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         x = (V >> q) & 16383
         if x & 12303: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         el = 'NumberOfReceivers'
-        f_NumberOfReceivers = ((x >> 4) & 255)
+        f_NumberOfReceivers = (x >> 4)
         el = 'RxSpecData/TxRxIdentifier'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -7262,7 +7262,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7288,7 +7288,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c1_c1_Coord_X = -_c1_c1_Coord_X - 1
         if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7314,7 +7314,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c1_c1_Coord_Y = -_c1_c1_Coord_Y - 1
         if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7344,7 +7344,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         _c1_TxRxPosition.Coord_Y = _c1_c1_Coord_Y
         _c1_TxRxPosition.Coord_Z = _c1_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7370,7 +7370,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c1_c2_Coord_X = -_c1_c2_Coord_X - 1
         if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7396,7 +7396,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c1_c2_Coord_Y = -_c1_c2_Coord_Y - 1
         if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7457,7 +7457,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7483,7 +7483,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
         if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7509,7 +7509,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
         if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7539,7 +7539,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
         _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7565,7 +7565,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
         if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7591,7 +7591,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
         if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -7658,7 +7658,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                 if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(r.end - q))
                 el = 'RxSpecData/TxRxPosition/Coord_X'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -7684,7 +7684,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if _neg: _c4_c1_Coord_X = -_c4_c1_Coord_X - 1
                 if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(r.end - q))
                 el = 'RxSpecData/TxRxPosition/Coord_Y'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -7710,7 +7710,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if _neg: _c4_c1_Coord_Y = -_c4_c1_Coord_Y - 1
                 if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(r.end - q))
                 el = 'RxSpecData/TxRxPosition/Coord_Z'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -7740,7 +7740,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
                 _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
                 el = 'RxSpecData/TxRxOrientation/Coord_X'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -7766,7 +7766,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if _neg: _c4_c2_Coord_X = -_c4_c2_Coord_X - 1
                 if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(r.end - q))
                 el = 'RxSpecData/TxRxOrientation/Coord_Y'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -7792,7 +7792,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if _neg: _c4_c2_Coord_Y = -_c4_c2_Coord_Y - 1
                 if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(r.end - q))
                 el = 'RxSpecData/TxRxOrientation/Coord_Z'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -7825,7 +7825,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 _v.TxRxIdentifier = _c4_TxRxIdentifier
                 _v.TxRxPosition = _c4_TxRxPosition
                 _v.TxRxOrientation = _c4_TxRxOrientation
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 f_RxSpecData.append(_v)
             elif ec == 1:
@@ -8212,7 +8212,7 @@ def _d_WPT_LF_RxDataListType(r):
         if x & 61454: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         if _c1_c1_c1_TxIdentifier < 1 or _c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_c1_TxIdentifier, r.at(r.end - q))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
-        _c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_c1_c1_Exponent = (x >> 4) + -128
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8379,7 +8379,7 @@ def _d_WPT_LF_RxDataType(r):
         if x & 61454: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(r.end - q))
         el = 'RSSIData/RSSIDataList/RSSI/Exponent'
-        _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_c1_Exponent = (x >> 4) + -128
         el = 'RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8516,7 +8516,7 @@ def _d_WPT_LF_RxRSSIListType(r):
         if x & 61454: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c1_TxIdentifier, r.at(r.end - q))
         el = 'RSSIDataList/RSSI/Exponent'
-        _c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_Exponent = (x >> 4) + -128
         el = 'RSSIDataList/RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8637,7 +8637,7 @@ def _d_WPT_LF_RxRSSIType(r):
         if x & 61454: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(r.end - q))
         el = 'RSSI/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -8809,7 +8809,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> q) & 67108863
                 if x & 50393102: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 el = 'NumberOfTransmitters'
-                f_NumberOfTransmitters = ((x >> 16) & 255)
+                f_NumberOfTransmitters = (x >> 16)
                 el = 'SignalFrequency/Exponent'
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SignalFrequency/Value'
@@ -8865,7 +8865,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -8891,7 +8891,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c2_c1_Coord_X = -_c2_c1_Coord_X - 1
                 if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -8917,7 +8917,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c2_c1_Coord_Y = -_c2_c1_Coord_Y - 1
                 if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -8947,7 +8947,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
                 _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -8973,7 +8973,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c2_c2_Coord_X = -_c2_c2_Coord_X - 1
                 if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -8999,7 +8999,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c2_c2_Coord_Y = -_c2_c2_Coord_Y - 1
                 if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9060,7 +9060,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9086,7 +9086,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
                 if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9112,7 +9112,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
                 if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9142,7 +9142,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
                 _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9168,7 +9168,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
                 if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9194,7 +9194,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
                 if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -9262,7 +9262,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _c5_TxRxIdentifier < 1 or _c5_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c5_TxRxIdentifier, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_X'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9288,7 +9288,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _neg: _c5_c1_Coord_X = -_c5_c1_Coord_X - 1
                         if _c5_c1_Coord_X < -32768 or _c5_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c5_c1_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9314,7 +9314,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _neg: _c5_c1_Coord_Y = -_c5_c1_Coord_Y - 1
                         if _c5_c1_Coord_Y < -32768 or _c5_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c5_c1_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9344,7 +9344,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c5_TxRxPosition.Coord_Y = _c5_c1_Coord_Y
                         _c5_TxRxPosition.Coord_Z = _c5_c1_Coord_Z
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9370,7 +9370,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _neg: _c5_c2_Coord_X = -_c5_c2_Coord_X - 1
                         if _c5_c2_Coord_X < -32768 or _c5_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c5_c2_Coord_X, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9396,7 +9396,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _neg: _c5_c2_Coord_Y = -_c5_c2_Coord_Y - 1
                         if _c5_c2_Coord_Y < -32768 or _c5_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c5_c2_Coord_Y, r.at(r.end - q))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -9429,7 +9429,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _v.TxRxIdentifier = _c5_TxRxIdentifier
                         _v.TxRxPosition = _c5_TxRxPosition
                         _v.TxRxOrientation = _c5_TxRxOrientation
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_TxSpecData.append(_v)
                     elif ec == 1:
@@ -9872,7 +9872,7 @@ def _d_WPT_LF_TxDataListType(r):
         if x & 61454: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_TxIdentifier, r.at(r.end - q))
         el = 'WPT_LF_TxDataList/EIRP/Exponent'
-        _c1_c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_c1_Exponent = (x >> 4) + -128
         el = 'WPT_LF_TxDataList/EIRP/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -9993,7 +9993,7 @@ def _d_WPT_LF_TxDataType(r):
         if x & 61454: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(r.end - q))
         el = 'EIRP/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'EIRP/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -10084,7 +10084,7 @@ def _d_WPT_PairingMethodListType(r):
         x = (V >> q) & 63
         if x & 49: raise r.deviation('WPT_PairingMethodListType', r.end - q)
         el = 'WPT_PairingMethod'
-        _v = ((x >> 1) & 7)
+        _v = (x >> 1)
         if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
         else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
         f_WPT_PairingMethod.append(_v)
@@ -10102,7 +10102,7 @@ def _d_WPT_PairingMethodListType(r):
                 x = (V >> q) & 16383
                 if x & 8704: raise r.deviation('WPT_PairingMethodListType', r.end - q)
                 el = 'WPT_PairingMethod'
-                _v = ((x >> 10) & 7)
+                _v = (x >> 10)
                 if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
                 else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
                 ec = ((x >> 7) & 3)
@@ -10194,7 +10194,7 @@ def _d_WPT_PairingReqType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -10233,7 +10233,7 @@ def _d_WPT_PairingReqType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -10255,7 +10255,7 @@ def _d_WPT_PairingReqType(r):
         x = (V >> q) & 2047
         if x & 1600: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'EVProcessing'
-        f_EVProcessing = ((x >> 7) & 3)
+        f_EVProcessing = (x >> 7)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_PairingReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         ec = ((x >> 4) & 3)
@@ -10289,7 +10289,7 @@ def _d_WPT_PairingReqType(r):
             if x & 57: raise r.deviation('WPT_PairingReqType', r.end - q)
             if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingReqType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
             el = 'EVResultCode'
-            f_EVResultCode = ((x >> 1) & 3)
+            f_EVResultCode = (x >> 1)
             if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
             else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
             s = 4
@@ -10297,7 +10297,7 @@ def _d_WPT_PairingReqType(r):
             x = _a
             if x & 9: raise r.deviation('WPT_PairingReqType', r.end - q)
             el = 'EVResultCode'
-            f_EVResultCode = ((x >> 1) & 3)
+            f_EVResultCode = (x >> 1)
             if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
             else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
             s = 4
@@ -10329,7 +10329,7 @@ def _d_WPT_PairingReqType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('WPT_PairingReqType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_VendorSpecificDataContainer.append(_v)
             elif ec == 1:
@@ -10500,7 +10500,7 @@ def _d_WPT_PairingResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_TimeStamp = None
         _c1_Signature = None
@@ -10539,7 +10539,7 @@ def _d_WPT_PairingResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'Header/Signature'
             r.pos = r.end - q
@@ -10561,7 +10561,7 @@ def _d_WPT_PairingResType(r):
         x = (V >> q) & 262143
         if x & 197520: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 10) & 63)
+        f_ResponseCode = (x >> 10)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_PairingResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'EVSEProcessing'
@@ -10597,7 +10597,7 @@ def _d_WPT_PairingResType(r):
             x = (V >> q) & 15
             if x & 8: raise r.deviation('WPT_PairingResType', r.end - q)
             if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             s = 4
         elif ec == 1:
@@ -10731,7 +10731,7 @@ def _d_WPT_PairingResType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('WPT_PairingResType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     f_VendorSpecificDataContainer.append(_v)
                 elif ec == 1:
@@ -10959,7 +10959,7 @@ def _d_WPT_SPCPowerControlParameterType(r):
         x = (V >> q) & 32767
         if x & 28686: raise r.deviation('WPT_SPCPowerControlParameterType', r.end - q)
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Exponent'
-        _c1_Exponent = ((x >> 4) & 255) + -128
+        _c1_Exponent = (x >> 4) + -128
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
         _neg = (x & 1)
         if q >= 24:
@@ -11206,7 +11206,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         _v = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
                         _v.IndexNumber = _c4_IndexNumber
                         _v.TxRxIdentifier = _c4_TxRxIdentifier
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_PulseSequenceOrder.append(_v)
                     elif ec == 1:
@@ -11236,7 +11236,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         x = (V >> q) & 7
                         if x & 6: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
-                        _a = (x & 1)
+                        _a = x
                         s = 4
                         break
                     else:
@@ -11321,7 +11321,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 x = (V >> q) & 7
                 if x & 6: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
-                _a = (x & 1)
+                _a = x
                 s = 4
         r.pos = r.end - q
     except Exception as e:
@@ -11623,7 +11623,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if x & 30: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(r.end - q))
         el = 'TxRxPosition/Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -11649,7 +11649,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if _neg: _c1_Coord_X = -_c1_Coord_X - 1
         if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -11675,7 +11675,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if _neg: _c1_Coord_Y = -_c1_Coord_Y - 1
         if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(r.end - q))
         el = 'TxRxPosition/Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -11705,7 +11705,7 @@ def _d_WPT_TxRxSpecDataType(r):
         f_TxRxPosition.Coord_Y = _c1_Coord_Y
         f_TxRxPosition.Coord_Z = _c1_Coord_Z
         el = 'TxRxOrientation/Coord_X'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -11731,7 +11731,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if _neg: _c2_Coord_X = -_c2_Coord_X - 1
         if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Y'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -11757,7 +11757,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if _neg: _c2_Coord_Y = -_c2_Coord_Y - 1
         if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(r.end - q))
         el = 'TxRxOrientation/Coord_Z'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -12441,7 +12441,7 @@ def _de17(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -12461,7 +12461,7 @@ def _de18(r):  # Coord_X
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Coord_X', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -12509,7 +12509,7 @@ def _de19(r):  # Coord_Y
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Coord_Y', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -12557,7 +12557,7 @@ def _de20(r):  # Coord_Z
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Coord_Z', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -12649,7 +12649,7 @@ def _de22(r):  # EVPCChargeDiagnostics
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVPCChargeDiagnostics', r.end - q)
-    val = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 1) & 3)]
+    val = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -12670,7 +12670,7 @@ def _de23(r):  # EVPCDeviceLocalControl
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVPCDeviceLocalControl', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -12690,7 +12690,7 @@ def _de24(r):  # EVProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -12713,7 +12713,7 @@ def _de25(r):  # EVResultCode
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVResultCode', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVResultCode', val, 3, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_EVResultType[val]
     r.pos = r.end - q
@@ -12736,7 +12736,7 @@ def _de26(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
     r.pos = r.end - q
@@ -12759,7 +12759,7 @@ def _de27(r):  # EVSEProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
     r.pos = r.end - q
@@ -12819,7 +12819,7 @@ def _de29(r):  # Exponent
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -12876,7 +12876,7 @@ def _de31(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -13006,7 +13006,7 @@ def _de34(r):  # InletHot
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -13102,7 +13102,7 @@ def _de37(r):  # MaximumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -13162,7 +13162,7 @@ def _de39(r):  # MeterInfoRequested
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -13221,7 +13221,7 @@ def _de41(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -13313,7 +13313,7 @@ def _de43(r):  # MinimumSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -13459,7 +13459,7 @@ def _de47(r):  # NumPackages
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumPackages', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -13479,7 +13479,7 @@ def _de48(r):  # NumberOfReceivers
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumberOfReceivers', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -13499,7 +13499,7 @@ def _de49(r):  # NumberOfTransmitters
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumberOfTransmitters', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -13600,7 +13600,7 @@ def _de52(r):  # PDInputPowerClass
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('PDInputPowerClass', r.end - q)
-    val = _E_iso20_wpt_WPT_PowerClassType[((x >> 1) & 3)]
+    val = _E_iso20_wpt_WPT_PowerClassType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -13695,7 +13695,7 @@ def _de55(r):  # PackageIndex
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('PackageIndex', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -13840,7 +13840,7 @@ def _de59(r):  # PresentSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -14118,7 +14118,7 @@ def _de66(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
     if x & 129: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 63)
+    val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
     r.pos = r.end - q
@@ -14400,7 +14400,7 @@ def _de73(r):  # SPCChargeDiagnostics
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('SPCChargeDiagnostics', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('SPCChargeDiagnostics', val, 6, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[val]
     r.pos = r.end - q
@@ -14568,7 +14568,7 @@ def _de78(r):  # TargetSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -14809,7 +14809,7 @@ def _de84(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -14896,7 +14896,7 @@ def _de86(r):  # WPT_AlignmentCheckMethod
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('WPT_AlignmentCheckMethod', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('WPT_AlignmentCheckMethod', val, 3, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_AlignmentCheckMethodType[val]
     r.pos = r.end - q
@@ -14919,7 +14919,7 @@ def _de87(r):  # WPT_FinePositioningMethod
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('WPT_FinePositioningMethod', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 5: val = r.enum_index('WPT_FinePositioningMethod', val, 5, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_FinePositioningMethodType[val]
     r.pos = r.end - q
@@ -14942,7 +14942,7 @@ def _de88(r):  # WPT_PairingMethod
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('WPT_PairingMethod', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('WPT_PairingMethod', val, 6, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_PairingMethodType[val]
     r.pos = r.end - q
@@ -15113,7 +15113,7 @@ def _de93(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

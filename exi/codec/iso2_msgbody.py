@@ -233,7 +233,7 @@ def _d_AuthorizationResType(r):
         if q < 0: V, q = r.slideq(q, 14)
         x = (V >> q) & 16383
         if x & 12403: raise r.deviation('AuthorizationResType', r.end - q)
-        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 2) & 1023)]
+        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[(x >> 2)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 7) & 31)
@@ -358,7 +358,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 3)
                             x = (V >> q) & 7
                             if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                             _c1_s = 2
                         elif ec == 2:
                             if _a: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -379,7 +379,7 @@ def _d_BodyType(r):
                                 if q < 0: V, q = r.slidep(q, 3)
                                 x = (V >> q) & 7
                                 if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
-                                _a = (x & 1)
+                                _a = x
                                 _c1_s = 2
                             elif ec == 1:
                                 if _a: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -400,7 +400,7 @@ def _d_BodyType(r):
                         if x & 24807: raise r.deviation('BodyType', r.end - q)
                         el = 'AuthorizationRes'
                         _cf = 'AuthorizationRes'
-                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 3) & 1023)]
+                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[(x >> 3)]
                         if _t is None:
                             el = 'AuthorizationRes/ResponseCode'
                             _c2_ResponseCode = ((x >> 8) & 31)
@@ -433,7 +433,7 @@ def _d_BodyType(r):
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 14)]
                         if _t is None:
                             el = 'CableCheckReq/DC_EVStatus/EVReady'
                             _c4_c1_EVReady = ((x >> 21) & 1) == 1
@@ -465,7 +465,7 @@ def _d_BodyType(r):
                         el = 'CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
-                        _c5_ResponseCode = ((x >> 4) & 31)
+                        _c5_ResponseCode = (x >> 4)
                         if _c5_ResponseCode >= 26: _c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c5_ResponseCode, 26, r.at(r.end - q))
                         else: _c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
@@ -500,7 +500,7 @@ def _d_BodyType(r):
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c5_c1_EVSENotification = ((x >> 16) & 3)
+                        _c5_c1_EVSENotification = (x >> 16)
                         if _c5_c1_EVSENotification >= 3: _c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
@@ -508,7 +508,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -526,7 +526,7 @@ def _d_BodyType(r):
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c5_c1_EVSEStatusCode = (x >> 2)
                             if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
                         else:
@@ -541,7 +541,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 127
                         if x & 103: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
-                        _c5_EVSEProcessing = ((x >> 3) & 3)
+                        _c5_EVSEProcessing = (x >> 3)
                         if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c5_EVSEProcessing]
                         _cv = _new(_K_iso2_msgbody_CableCheckResType)
@@ -564,7 +564,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq/OEMProvisioningCert'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -600,7 +600,7 @@ def _d_BodyType(r):
                         el = 'CertificateInstallationRes'
                         _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/ResponseCode'
-                        _c7_ResponseCode = ((x >> 5) & 31)
+                        _c7_ResponseCode = (x >> 5)
                         if _c7_ResponseCode >= 26: _c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c7_ResponseCode, 26, r.at(r.end - q))
                         else: _c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c7_ResponseCode]
                         el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
@@ -620,7 +620,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -637,7 +637,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
@@ -658,7 +658,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -682,7 +682,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         _c7_c2_Id = None
                         _c7_c2_Certificate = None
@@ -698,7 +698,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -715,7 +715,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
@@ -736,7 +736,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -854,7 +854,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq/ContractSignatureCertChain'
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         _c8_c1_Id = None
                         _c8_c1_Certificate = None
@@ -870,7 +870,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -887,7 +887,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
@@ -908,7 +908,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -1006,7 +1006,7 @@ def _d_BodyType(r):
                             if x & 7232: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
+                            _c9_RequestedEnergyTransferMode = (x >> 7)
                             if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
                             ec = ((x >> 4) & 3)
@@ -1015,7 +1015,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 1088: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
+                            _c9_RequestedEnergyTransferMode = (x >> 7)
                             if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
                             ec = ((x >> 4) & 3)
@@ -1032,7 +1032,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 1:
                             q += 4
                             el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
@@ -1043,7 +1043,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 2:
                             x = _a
                             el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
@@ -1077,11 +1077,11 @@ def _d_BodyType(r):
                                 x = (V >> q) & 15
                                 if x & 14: raise r.deviation('EVChargeParameterType', r.end - q)
                                 if _c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c2_DepartureTime, r.at(r.end - q))
-                                _a = (x & 1)
+                                _a = x
                             elif ec == 1:
                                 x = _a
                                 if x & 2: raise r.deviation('EVChargeParameterType', r.end - q)
-                                _a = (x & 1)
+                                _a = x
                             else:
                                 raise r.deviation('EVChargeParameterType', r.end - q)
                             _c9_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
@@ -1170,7 +1170,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SessionID'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -1187,7 +1187,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 14)
                             x = (V >> q) & 16383
                             if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 11) & 3)
+                            ec = (x >> 11)
                             _a = (x & 2047)
                         elif ec == 1:
                             x = _a
@@ -1209,7 +1209,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 14)
                             x = (V >> q) & 16383
                             if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 11) & 3)
+                            ec = (x >> 11)
                             _a = (x & 2047)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1217,7 +1217,7 @@ def _d_BodyType(r):
                             x = _a
                             if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'MeteringReceiptReq/SAScheduleTupleID'
-                            _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                            _c11_SAScheduleTupleID = (x >> 2) + 1
                             if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(r.end - q))
                             el = 'MeteringReceiptReq/MeterInfo'
                             r.pos = r.end - q
@@ -1227,7 +1227,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 1:
                             q += 11
                             el = 'MeteringReceiptReq/MeterInfo'
@@ -1238,7 +1238,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1274,7 +1274,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 31
                         if x & 24: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         _c12_c1_Id = None
                         _c12_c1_Certificate = None
@@ -1290,7 +1290,7 @@ def _d_BodyType(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -1307,7 +1307,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
@@ -1328,7 +1328,7 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -1367,7 +1367,7 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
-                        _c13_ResponseCode = ((x >> 3) & 31)
+                        _c13_ResponseCode = (x >> 3)
                         if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 26, r.at(r.end - q))
                         else: _c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
@@ -1382,7 +1382,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes/EVSETimeStamp'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -1419,7 +1419,7 @@ def _d_BodyType(r):
                         el = 'PaymentServiceSelectionReq'
                         _cf = 'PaymentServiceSelectionReq'
                         el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
-                        _c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'PaymentServiceSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
                         _c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
@@ -1439,7 +1439,7 @@ def _d_BodyType(r):
                         el = 'PaymentServiceSelectionRes'
                         _cf = 'PaymentServiceSelectionRes'
                         el = 'PaymentServiceSelectionRes/ResponseCode'
-                        _c15_ResponseCode = ((x >> 3) & 31)
+                        _c15_ResponseCode = (x >> 3)
                         if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(r.end - q))
                         else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
                         _cv = _new(_K_iso2_msgbody_PaymentServiceSelectionResType)
@@ -1476,7 +1476,7 @@ def _d_BodyType(r):
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
                         if _t is None:
                             el = 'PreChargeReq/DC_EVStatus/EVReady'
                             _c16_c1_EVReady = ((x >> 35) & 1) == 1
@@ -1538,7 +1538,7 @@ def _d_BodyType(r):
                         _c16_EVTargetVoltage.Unit = _c16_c2_Unit
                         _c16_EVTargetVoltage.Value = _c16_c2_Value
                         el = 'PreChargeReq/EVTargetCurrent'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                             _c16_c3_Multiplier = ((x >> 10) & 7) + -3
@@ -1592,7 +1592,7 @@ def _d_BodyType(r):
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
-                        _c17_ResponseCode = ((x >> 4) & 31)
+                        _c17_ResponseCode = (x >> 4)
                         if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c17_ResponseCode, 26, r.at(r.end - q))
                         else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
@@ -1627,7 +1627,7 @@ def _d_BodyType(r):
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c17_c1_EVSENotification = ((x >> 16) & 3)
+                        _c17_c1_EVSENotification = (x >> 16)
                         if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
@@ -1635,7 +1635,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -1653,7 +1653,7 @@ def _d_BodyType(r):
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c17_c1_EVSEStatusCode = (x >> 2)
                             if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
                         else:
@@ -1668,7 +1668,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 65535
                         if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                             _c17_c2_Multiplier = ((x >> 10) & 7) + -3
@@ -1753,14 +1753,14 @@ def _d_BodyType(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
-                        _a = (x & 511)
+                        _a = x
                         _c19_ResponseCode = None
                         _c19_ServiceID = None
                         _c19_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'ServiceDetailRes/ResponseCode'
-                        _c19_ResponseCode = ((x >> 3) & 31)
+                        _c19_ResponseCode = (x >> 3)
                         if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c19_ResponseCode, 26, r.at(r.end - q))
                         else: _c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c19_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
@@ -1787,7 +1787,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         if ec == 0:
                             q += 1
@@ -1840,14 +1840,14 @@ def _d_BodyType(r):
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = ((x >> 6) & 3)
+                            ec = (x >> 6)
                             _a = (x & 63)
                             _c20_s = 1
                         elif ec == 1:
                             x = _a
                             if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 3)]
                             _a = (x & 1)
                             _c20_s = 2
                         elif ec == 2:
@@ -1861,7 +1861,7 @@ def _d_BodyType(r):
                                 x = _a
                                 if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 3)]
                                 _a = (x & 1)
                                 _c20_s = 2
                             elif ec == 1:
@@ -1895,7 +1895,7 @@ def _d_BodyType(r):
                         el = 'SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -1921,14 +1921,14 @@ def _d_BodyType(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _a = (x & 511)
+                        _a = x
                         _c22_ResponseCode = None
                         _c22_EVSEID = None
                         _c22_EVSETimeStamp = None
                         x = _a
                         if x & 263: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c22_ResponseCode = ((x >> 3) & 31)
+                        _c22_ResponseCode = (x >> 3)
                         if _c22_ResponseCode >= 26: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 26, r.at(r.end - q))
                         else: _c22_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c22_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
@@ -1940,13 +1940,13 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         if ec == 0:
                             x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'SessionSetupRes/EVSETimeStamp'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -1991,7 +1991,7 @@ def _d_BodyType(r):
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
-                        _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 3) & 1)]
+                        _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 3)]
                         _cv = _new(_K_iso2_msgbody_SessionStopReqType)
                         _cv.ChargingSession = _c23_ChargingSession
                         s = 1
@@ -2003,7 +2003,7 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c24_ResponseCode = ((x >> 3) & 31)
+                        _c24_ResponseCode = (x >> 3)
                         if _c24_ResponseCode >= 26: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 26, r.at(r.end - q))
                         else: _c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c24_ResponseCode]
                         _cv = _new(_K_iso2_msgbody_SessionStopResType)
@@ -2017,7 +2017,7 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 14)]
                         if _t is None:
                             el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
                             _c25_c1_EVReady = ((x >> 21) & 1) == 1
@@ -2046,7 +2046,7 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c26_ResponseCode = ((x >> 4) & 31)
+                        _c26_ResponseCode = (x >> 4)
                         if _c26_ResponseCode >= 26: _c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c26_ResponseCode, 26, r.at(r.end - q))
                         else: _c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c26_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
@@ -2081,7 +2081,7 @@ def _d_BodyType(r):
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c26_c1_EVSENotification = ((x >> 16) & 3)
+                        _c26_c1_EVSENotification = (x >> 16)
                         if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
@@ -2089,7 +2089,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -2107,7 +2107,7 @@ def _d_BodyType(r):
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c26_c1_EVSEStatusCode = (x >> 2)
                             if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
                         else:
@@ -2122,7 +2122,7 @@ def _d_BodyType(r):
                         x = (V >> q) & 65535
                         if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                             _c26_c2_Multiplier = ((x >> 10) & 7) + -3
@@ -3515,7 +3515,7 @@ def _d_CableCheckReqType(r):
         x = (V >> q) & 16777215
         if x & 15604743: raise r.deviation('CableCheckReqType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 13)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
             _c1_EVReady = ((x >> 20) & 1) == 1
@@ -3586,7 +3586,7 @@ def _d_CableCheckResType(r):
         x = (V >> q) & 2047
         if x & 1550: raise r.deviation('CableCheckResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 31)
+        f_ResponseCode = (x >> 4)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -3621,7 +3621,7 @@ def _d_CableCheckResType(r):
         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 16) & 3)
+        _c1_EVSENotification = (x >> 16)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = ((x >> 13) & 3)
@@ -3629,7 +3629,7 @@ def _d_CableCheckResType(r):
         if ec == 0:
             x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -3647,7 +3647,7 @@ def _d_CableCheckResType(r):
             x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            _c1_EVSEStatusCode = (x >> 2)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
         else:
@@ -3662,7 +3662,7 @@ def _d_CableCheckResType(r):
         x = (V >> q) & 63
         if x & 51: raise r.deviation('CableCheckResType', r.end - q)
         el = 'EVSEProcessing'
-        f_EVSEProcessing = ((x >> 2) & 3)
+        f_EVSEProcessing = (x >> 2)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
         r.pos = r.end - q
@@ -3775,7 +3775,7 @@ def _d_CertificateInstallationReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'OEMProvisioningCert'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -3866,7 +3866,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 4095
         if x & 3096: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 31)
+        f_ResponseCode = (x >> 5)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
@@ -3886,7 +3886,7 @@ def _d_CertificateInstallationResType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'SAProvisioningCertificateChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -3903,7 +3903,7 @@ def _d_CertificateInstallationResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'SAProvisioningCertificateChain/Certificate'
@@ -3924,7 +3924,7 @@ def _d_CertificateInstallationResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -3948,7 +3948,7 @@ def _d_CertificateInstallationResType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureCertChain'
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         _c2_Id = None
         _c2_Certificate = None
@@ -3964,7 +3964,7 @@ def _d_CertificateInstallationResType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -3981,7 +3981,7 @@ def _d_CertificateInstallationResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'ContractSignatureCertChain/Certificate'
@@ -4002,7 +4002,7 @@ def _d_CertificateInstallationResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4327,7 +4327,7 @@ def _d_CertificateUpdateReqType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'ContractSignatureCertChain'
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         _c1_Id = None
         _c1_Certificate = None
@@ -4343,7 +4343,7 @@ def _d_CertificateUpdateReqType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -4360,7 +4360,7 @@ def _d_CertificateUpdateReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'ContractSignatureCertChain/Certificate'
@@ -4381,7 +4381,7 @@ def _d_CertificateUpdateReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4543,7 +4543,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 4095
         if x & 3096: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 31)
+        f_ResponseCode = (x >> 5)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
@@ -4563,7 +4563,7 @@ def _d_CertificateUpdateResType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'SAProvisioningCertificateChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -4580,7 +4580,7 @@ def _d_CertificateUpdateResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'SAProvisioningCertificateChain/Certificate'
@@ -4601,7 +4601,7 @@ def _d_CertificateUpdateResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4625,7 +4625,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureCertChain'
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         _c2_Id = None
         _c2_Certificate = None
@@ -4641,7 +4641,7 @@ def _d_CertificateUpdateResType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -4658,7 +4658,7 @@ def _d_CertificateUpdateResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'ContractSignatureCertChain/Certificate'
@@ -4679,7 +4679,7 @@ def _d_CertificateUpdateResType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -4780,7 +4780,7 @@ def _d_CertificateUpdateResType(r):
             x = _a
             if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
             el = 'RetryCounter'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -5073,7 +5073,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if x & 3616: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(r.end - q))
             el = 'RequestedEnergyTransferMode'
-            f_RequestedEnergyTransferMode = ((x >> 6) & 7)
+            f_RequestedEnergyTransferMode = (x >> 6)
             if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
             ec = ((x >> 3) & 3)
@@ -5082,7 +5082,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
             x = _a
             if x & 544: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'RequestedEnergyTransferMode'
-            f_RequestedEnergyTransferMode = ((x >> 6) & 7)
+            f_RequestedEnergyTransferMode = (x >> 6)
             if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(r.end - q))
             else: f_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[f_RequestedEnergyTransferMode]
             ec = ((x >> 3) & 3)
@@ -5258,7 +5258,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         if q < 0: V, q = r.slidep(q, 22)
         x = (V >> q) & 4194303
         if x & 3174912: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 10) & 1023)]
+        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[(x >> 10)]
         if _t is None:
             el = 'ResponseCode'
             f_ResponseCode = ((x >> 15) & 31)
@@ -5291,7 +5291,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             if x & 32: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'SASchedules'
             f_SASchedules = _new(_K_iso2_msgdatatypes_SASchedulesType)
-            ec = ((x >> 3) & 3)
+            ec = (x >> 3)
             _a = (x & 7)
             s = 3
         elif ec == 2:
@@ -5321,7 +5321,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             x = (V >> q) & 134217727
             if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             if _c7_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c7_c1_NotificationMaxDelay, r.at(r.end - q))
-            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 18)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c7_c1_EVSENotification = ((x >> 22) & 3)
@@ -5380,7 +5380,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             _c7_EVSENominalVoltage.Unit = _c7_c2_Unit
             _c7_EVSENominalVoltage.Value = _c7_c2_Value
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                 _c7_c3_Multiplier = ((x >> 10) & 7) + -3
@@ -5471,7 +5471,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 x = (V >> q) & 134217727
                 if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _c9_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_c1_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 18)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c9_c1_EVSENotification = ((x >> 22) & 3)
@@ -5530,7 +5530,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c9_EVSENominalVoltage.Unit = _c9_c2_Unit
                 _c9_EVSENominalVoltage.Value = _c9_c2_Value
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     _c9_c3_Multiplier = ((x >> 10) & 7) + -3
@@ -5900,7 +5900,7 @@ def _d_ChargingStatusResType(r):
         x = (V >> q) & 1023
         if x & 775: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
@@ -5913,7 +5913,7 @@ def _d_ChargingStatusResType(r):
         x = (V >> q) & 1073741823
         if x & 939786240: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
-        f_SAScheduleTupleID = ((x >> 19) & 255) + 1
+        f_SAScheduleTupleID = (x >> 19) + 1
         if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         ec = ((x >> 15) & 7)
         _a = (x & 32767)
@@ -5922,7 +5922,7 @@ def _d_ChargingStatusResType(r):
             x = _a
             if x & 25486: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'EVSEMaxCurrent'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEMaxCurrent/Multiplier'
                 _c6_Multiplier = ((x >> 10) & 7) + -3
@@ -5964,7 +5964,7 @@ def _d_ChargingStatusResType(r):
             f_EVSEMaxCurrent.Multiplier = _c6_Multiplier
             f_EVSEMaxCurrent.Unit = _c6_Unit
             f_EVSEMaxCurrent.Value = _c6_Value
-            ec = ((x >> 6) & 3)
+            ec = (x >> 6)
             _a = (x & 63)
             s = 4
         elif ec == 1:
@@ -5984,7 +5984,7 @@ def _d_ChargingStatusResType(r):
             x = _a >> 9
             if x & 44: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'ReceiptRequired'
-            f_ReceiptRequired = ((x >> 4) & 1) == 1
+            f_ReceiptRequired = (x >> 4) == 1
             _a = (x & 3)
             s = 6
         elif ec == 3:
@@ -6014,7 +6014,7 @@ def _d_ChargingStatusResType(r):
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
             if _c7_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c7_NotificationMaxDelay, r.at(r.end - q))
-            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c7_EVSENotification = ((x >> 7) & 3)
@@ -6049,7 +6049,7 @@ def _d_ChargingStatusResType(r):
                 x = _a
                 if x & 44: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 4) & 1) == 1
+                f_ReceiptRequired = (x >> 4) == 1
                 _a = (x & 3)
                 s = 6
             elif ec == 2:
@@ -6079,7 +6079,7 @@ def _d_ChargingStatusResType(r):
                 x = (V >> q) & 4095
                 if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _c8_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c8_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 3)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c8_EVSENotification = ((x >> 7) & 3)
@@ -6102,7 +6102,7 @@ def _d_ChargingStatusResType(r):
                 x = _a
                 if x & 44: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 4) & 1) == 1
+                f_ReceiptRequired = (x >> 4) == 1
                 _a = (x & 3)
                 s = 6
             elif ec == 1:
@@ -6132,7 +6132,7 @@ def _d_ChargingStatusResType(r):
                 x = (V >> q) & 4095
                 if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
                 if _c9_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c9_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 3)]
                 if _t is None:
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c9_EVSENotification = ((x >> 7) & 3)
@@ -6176,7 +6176,7 @@ def _d_ChargingStatusResType(r):
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
             if _c10_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c10_NotificationMaxDelay, r.at(r.end - q))
-            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c10_EVSENotification = ((x >> 7) & 3)
@@ -6442,7 +6442,7 @@ def _d_CurrentDemandReqType(r):
         x = (V >> q) & 549755813887
         if x & 511336244110: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
             _c13_EVReady = ((x >> 35) & 1) == 1
@@ -6503,7 +6503,7 @@ def _d_CurrentDemandReqType(r):
         f_EVTargetCurrent.Multiplier = _c14_Multiplier
         f_EVTargetCurrent.Unit = _c14_Unit
         f_EVTargetCurrent.Value = _c14_Value
-        ec = ((x >> 24) & 7)
+        ec = (x >> 24)
         _a = (x & 16777215)
         s = 2
         if ec == 0:
@@ -6511,7 +6511,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c15_Multiplier = ((x >> 10) & 7) + -3
@@ -6553,7 +6553,7 @@ def _d_CurrentDemandReqType(r):
             f_EVMaximumVoltageLimit.Multiplier = _c15_Multiplier
             f_EVMaximumVoltageLimit.Unit = _c15_Unit
             f_EVMaximumVoltageLimit.Value = _c15_Value
-            ec = ((x >> 24) & 7)
+            ec = (x >> 24)
             _a = (x & 16777215)
             s = 3
         elif ec == 1:
@@ -6561,7 +6561,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumCurrentLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVMaximumCurrentLimit/Multiplier'
                 _c16_Multiplier = ((x >> 10) & 7) + -3
@@ -6603,7 +6603,7 @@ def _d_CurrentDemandReqType(r):
             f_EVMaximumCurrentLimit.Multiplier = _c16_Multiplier
             f_EVMaximumCurrentLimit.Unit = _c16_Unit
             f_EVMaximumCurrentLimit.Value = _c16_Value
-            ec = ((x >> 24) & 3)
+            ec = (x >> 24)
             _a = (x & 16777215)
             s = 4
         elif ec == 2:
@@ -6611,7 +6611,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 9
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumPowerLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c17_Multiplier = ((x >> 10) & 7) + -3
@@ -6653,14 +6653,14 @@ def _d_CurrentDemandReqType(r):
             f_EVMaximumPowerLimit.Multiplier = _c17_Multiplier
             f_EVMaximumPowerLimit.Unit = _c17_Unit
             f_EVMaximumPowerLimit.Value = _c17_Value
-            ec = ((x >> 24) & 3)
+            ec = (x >> 24)
             _a = (x & 16777215)
             s = 5
         elif ec == 3:
             x = _a
             if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'BulkChargingComplete'
-            f_BulkChargingComplete = ((x >> 22) & 1) == 1
+            f_BulkChargingComplete = (x >> 22) == 1
             _a = (x & 1048575)
             s = 6
         elif ec == 4:
@@ -6668,7 +6668,7 @@ def _d_CurrentDemandReqType(r):
             x = _a >> 4
             if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 18) & 1) == 1
+            f_ChargingComplete = (x >> 18) == 1
             ec = ((x >> 15) & 3)
             _a = (x & 32767)
             s = 7
@@ -6680,7 +6680,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 9
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVMaximumCurrentLimit/Multiplier'
                     _c18_Multiplier = ((x >> 10) & 7) + -3
@@ -6722,7 +6722,7 @@ def _d_CurrentDemandReqType(r):
                 f_EVMaximumCurrentLimit.Multiplier = _c18_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c18_Unit
                 f_EVMaximumCurrentLimit.Value = _c18_Value
-                ec = ((x >> 24) & 3)
+                ec = (x >> 24)
                 _a = (x & 16777215)
                 s = 4
             elif ec == 1:
@@ -6730,7 +6730,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 9
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVMaximumPowerLimit/Multiplier'
                     _c19_Multiplier = ((x >> 10) & 7) + -3
@@ -6772,14 +6772,14 @@ def _d_CurrentDemandReqType(r):
                 f_EVMaximumPowerLimit.Multiplier = _c19_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c19_Unit
                 f_EVMaximumPowerLimit.Value = _c19_Value
-                ec = ((x >> 24) & 3)
+                ec = (x >> 24)
                 _a = (x & 16777215)
                 s = 5
             elif ec == 2:
                 x = _a
                 if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 22) & 1) == 1
+                f_BulkChargingComplete = (x >> 22) == 1
                 _a = (x & 1048575)
                 s = 6
             elif ec == 3:
@@ -6787,7 +6787,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 18) & 1) == 1
+                f_ChargingComplete = (x >> 18) == 1
                 ec = ((x >> 15) & 3)
                 _a = (x & 32767)
                 s = 7
@@ -6799,7 +6799,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 9
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVMaximumPowerLimit/Multiplier'
                     _c20_Multiplier = ((x >> 10) & 7) + -3
@@ -6841,14 +6841,14 @@ def _d_CurrentDemandReqType(r):
                 f_EVMaximumPowerLimit.Multiplier = _c20_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c20_Unit
                 f_EVMaximumPowerLimit.Value = _c20_Value
-                ec = ((x >> 24) & 3)
+                ec = (x >> 24)
                 _a = (x & 16777215)
                 s = 5
             elif ec == 1:
                 x = _a
                 if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 22) & 1) == 1
+                f_BulkChargingComplete = (x >> 22) == 1
                 _a = (x & 1048575)
                 s = 6
             elif ec == 2:
@@ -6856,7 +6856,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 18) & 1) == 1
+                f_ChargingComplete = (x >> 18) == 1
                 ec = ((x >> 15) & 3)
                 _a = (x & 32767)
                 s = 7
@@ -6867,7 +6867,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 11534336: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 22) & 1) == 1
+                f_BulkChargingComplete = (x >> 22) == 1
                 _a = (x & 1048575)
                 s = 6
             elif ec == 1:
@@ -6875,7 +6875,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a >> 4
                 if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 18) & 1) == 1
+                f_ChargingComplete = (x >> 18) == 1
                 ec = ((x >> 15) & 3)
                 _a = (x & 32767)
                 s = 7
@@ -6885,7 +6885,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 655360: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 18) & 1) == 1
+            f_ChargingComplete = (x >> 18) == 1
             ec = ((x >> 15) & 3)
             _a = (x & 32767)
             s = 7
@@ -6894,7 +6894,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToFullSoC'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'RemainingTimeToFullSoC/Multiplier'
                     _c21_Multiplier = ((x >> 10) & 7) + -3
@@ -6936,14 +6936,14 @@ def _d_CurrentDemandReqType(r):
                 f_RemainingTimeToFullSoC.Multiplier = _c21_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c21_Unit
                 f_RemainingTimeToFullSoC.Value = _c21_Value
-                ec = ((x >> 15) & 3)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 s = 8
             elif ec == 1:
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'RemainingTimeToBulkSoC/Multiplier'
                     _c22_Multiplier = ((x >> 10) & 7) + -3
@@ -6985,13 +6985,13 @@ def _d_CurrentDemandReqType(r):
                 f_RemainingTimeToBulkSoC.Multiplier = _c22_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c22_Unit
                 f_RemainingTimeToBulkSoC.Value = _c22_Value
-                _a = (x & 32767)
+                _a = x
                 s = 9
             elif ec == 2:
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVTargetVoltage/Multiplier'
                     _c23_Multiplier = ((x >> 10) & 7) + -3
@@ -7040,7 +7040,7 @@ def _d_CurrentDemandReqType(r):
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'RemainingTimeToBulkSoC/Multiplier'
                     _c24_Multiplier = ((x >> 10) & 7) + -3
@@ -7082,13 +7082,13 @@ def _d_CurrentDemandReqType(r):
                 f_RemainingTimeToBulkSoC.Multiplier = _c24_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c24_Unit
                 f_RemainingTimeToBulkSoC.Value = _c24_Value
-                _a = (x & 32767)
+                _a = x
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVTargetVoltage/Multiplier'
                     _c25_Multiplier = ((x >> 10) & 7) + -3
@@ -7136,7 +7136,7 @@ def _d_CurrentDemandReqType(r):
             x = _a
             if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVTargetVoltage/Multiplier'
                 _c26_Multiplier = ((x >> 10) & 7) + -3
@@ -7654,7 +7654,7 @@ def _d_CurrentDemandResType(r):
         x = (V >> q) & 2047
         if x & 1550: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 31)
+        f_ResponseCode = (x >> 4)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -7689,7 +7689,7 @@ def _d_CurrentDemandResType(r):
         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c7_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c7_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c7_EVSENotification = ((x >> 16) & 3)
+        _c7_EVSENotification = (x >> 16)
         if _c7_EVSENotification >= 3: _c7_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c7_EVSENotification, 3, r.at(r.end - q))
         else: _c7_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c7_EVSENotification]
         ec = ((x >> 13) & 3)
@@ -7697,7 +7697,7 @@ def _d_CurrentDemandResType(r):
         if ec == 0:
             x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c7_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -7715,7 +7715,7 @@ def _d_CurrentDemandResType(r):
             x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c7_EVSEStatusCode = ((x >> 2) & 15)
+            _c7_EVSEStatusCode = (x >> 2)
             if _c7_EVSEStatusCode >= 12: _c7_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c7_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c7_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c7_EVSEStatusCode]
         else:
@@ -7730,7 +7730,7 @@ def _d_CurrentDemandResType(r):
         x = (V >> q) & 65535
         if x & 58254: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEPresentVoltage/Multiplier'
             _c8_Multiplier = ((x >> 10) & 7) + -3
@@ -7773,7 +7773,7 @@ def _d_CurrentDemandResType(r):
         f_EVSEPresentVoltage.Unit = _c8_Unit
         f_EVSEPresentVoltage.Value = _c8_Value
         el = 'EVSEPresentCurrent'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEPresentCurrent/Multiplier'
             _c9_Multiplier = ((x >> 10) & 7) + -3
@@ -7815,7 +7815,7 @@ def _d_CurrentDemandResType(r):
         f_EVSEPresentCurrent.Multiplier = _c9_Multiplier
         f_EVSEPresentCurrent.Unit = _c9_Unit
         f_EVSEPresentCurrent.Value = _c9_Value
-        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 19) & 511)]
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[(x >> 19)]
         if _t is None:
             el = 'EVSECurrentLimitAchieved'
             f_EVSECurrentLimitAchieved = ((x >> 27) & 1) == 1
@@ -7833,7 +7833,7 @@ def _d_CurrentDemandResType(r):
             x = _a
             if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c10_Multiplier = ((x >> 10) & 7) + -3
@@ -7875,14 +7875,14 @@ def _d_CurrentDemandResType(r):
             f_EVSEMaximumVoltageLimit.Multiplier = _c10_Multiplier
             f_EVSEMaximumVoltageLimit.Unit = _c10_Unit
             f_EVSEMaximumVoltageLimit.Value = _c10_Value
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
             s = 8
         elif ec == 1:
             x = _a
             if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumCurrentLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c11_Multiplier = ((x >> 10) & 7) + -3
@@ -7924,14 +7924,14 @@ def _d_CurrentDemandResType(r):
             f_EVSEMaximumCurrentLimit.Multiplier = _c11_Multiplier
             f_EVSEMaximumCurrentLimit.Unit = _c11_Unit
             f_EVSEMaximumCurrentLimit.Value = _c11_Value
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
             s = 9
         elif ec == 2:
             x = _a
             if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c12_Multiplier = ((x >> 10) & 7) + -3
@@ -7973,7 +7973,7 @@ def _d_CurrentDemandResType(r):
             f_EVSEMaximumPowerLimit.Multiplier = _c12_Multiplier
             f_EVSEMaximumPowerLimit.Unit = _c12_Unit
             f_EVSEMaximumPowerLimit.Value = _c12_Value
-            _a = (x & 1)
+            _a = x
             s = 10
         elif ec == 3:
             q += 14
@@ -7987,7 +7987,7 @@ def _d_CurrentDemandResType(r):
             if q < 0: V, q = r.slidep(q, 18)
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
-            _a = (x & 65535)
+            _a = x
             s = 11
         else:
             raise r.deviation('CurrentDemandResType', r.end - q)
@@ -7996,7 +7996,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVSEMaximumCurrentLimit/Multiplier'
                     _c13_Multiplier = ((x >> 10) & 7) + -3
@@ -8038,14 +8038,14 @@ def _d_CurrentDemandResType(r):
                 f_EVSEMaximumCurrentLimit.Multiplier = _c13_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c13_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c13_Value
-                ec = ((x >> 15) & 3)
+                ec = (x >> 15)
                 _a = (x & 32767)
                 s = 9
             elif ec == 1:
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c14_Multiplier = ((x >> 10) & 7) + -3
@@ -8087,7 +8087,7 @@ def _d_CurrentDemandResType(r):
                 f_EVSEMaximumPowerLimit.Multiplier = _c14_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c14_Unit
                 f_EVSEMaximumPowerLimit.Value = _c14_Value
-                _a = (x & 1)
+                _a = x
                 s = 10
             elif ec == 2:
                 q += 14
@@ -8101,7 +8101,7 @@ def _d_CurrentDemandResType(r):
                 if q < 0: V, q = r.slidep(q, 18)
                 x = (V >> q) & 262143
                 if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
-                _a = (x & 65535)
+                _a = x
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
@@ -8110,7 +8110,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c15_Multiplier = ((x >> 10) & 7) + -3
@@ -8152,7 +8152,7 @@ def _d_CurrentDemandResType(r):
                 f_EVSEMaximumPowerLimit.Multiplier = _c15_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c15_Unit
                 f_EVSEMaximumPowerLimit.Value = _c15_Value
-                _a = (x & 1)
+                _a = x
                 s = 10
             elif ec == 1:
                 q += 14
@@ -8166,7 +8166,7 @@ def _d_CurrentDemandResType(r):
                 if q < 0: V, q = r.slidep(q, 18)
                 x = (V >> q) & 262143
                 if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
-                _a = (x & 65535)
+                _a = x
                 s = 11
             else:
                 raise r.deviation('CurrentDemandResType', r.end - q)
@@ -8181,13 +8181,13 @@ def _d_CurrentDemandResType(r):
             if q < 0: V, q = r.slidep(q, 18)
             x = (V >> q) & 262143
             if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
-            _a = (x & 65535)
+            _a = x
             s = 11
         if s == 11:
             x = _a
             if x & 32832: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'SAScheduleTupleID'
-            f_SAScheduleTupleID = ((x >> 7) & 255) + 1
+            f_SAScheduleTupleID = (x >> 7) + 1
             if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
             ec = ((x >> 4) & 3)
             _a = (x & 15)
@@ -8209,7 +8209,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 11: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
+                f_ReceiptRequired = (x >> 2) == 1
                 s = 14
             elif ec == 2:
                 q += 4
@@ -8221,7 +8221,7 @@ def _d_CurrentDemandResType(r):
                 x = _a
                 if x & 11: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
+                f_ReceiptRequired = (x >> 2) == 1
                 s = 14
             elif ec == 1:
                 q += 4
@@ -8670,7 +8670,7 @@ def _d_MeteringReceiptReqType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SessionID'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -8687,7 +8687,7 @@ def _d_MeteringReceiptReqType(r):
             if q < 0: V, q = r.slidep(q, 14)
             x = (V >> q) & 16383
             if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = ((x >> 11) & 3)
+            ec = (x >> 11)
             _a = (x & 2047)
         elif ec == 1:
             x = _a
@@ -8709,7 +8709,7 @@ def _d_MeteringReceiptReqType(r):
             if q < 0: V, q = r.slidep(q, 14)
             x = (V >> q) & 16383
             if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
-            ec = ((x >> 11) & 3)
+            ec = (x >> 11)
             _a = (x & 2047)
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -8717,7 +8717,7 @@ def _d_MeteringReceiptReqType(r):
             x = _a
             if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
             el = 'SAScheduleTupleID'
-            f_SAScheduleTupleID = ((x >> 2) & 255) + 1
+            f_SAScheduleTupleID = (x >> 2) + 1
             if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
             el = 'MeterInfo'
             r.pos = r.end - q
@@ -8830,7 +8830,7 @@ def _d_MeteringReceiptResType(r):
         x = (V >> q) & 4095
         if x & 3088: raise r.deviation('MeteringReceiptResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 31)
+        f_ResponseCode = (x >> 5)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 2) & 3)
@@ -8861,7 +8861,7 @@ def _d_MeteringReceiptResType(r):
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('MeteringReceiptResType', r.end - q)
             if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
-            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c4_EVSENotification = ((x >> 7) & 3)
@@ -8880,7 +8880,7 @@ def _d_MeteringReceiptResType(r):
             x = _a
             if x & 2: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'DC_EVSEStatus'
-            _a = (x & 1)
+            _a = x
             _c5_NotificationMaxDelay = None
             _c5_EVSENotification = None
             _c5_EVSEIsolationStatus = None
@@ -8911,7 +8911,7 @@ def _d_MeteringReceiptResType(r):
             if x & 3735552: raise r.deviation('DC_EVSEStatusType', r.end - q)
             if _c5_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
-            _c5_EVSENotification = ((x >> 17) & 3)
+            _c5_EVSENotification = (x >> 17)
             if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
             else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
             ec = ((x >> 14) & 3)
@@ -8919,7 +8919,7 @@ def _d_MeteringReceiptResType(r):
             if ec == 0:
                 x = _a
                 if x & 9094: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 1023)]
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
                     _c5_EVSEIsolationStatus = ((x >> 10) & 7)
@@ -8938,7 +8938,7 @@ def _d_MeteringReceiptResType(r):
                 x = _a >> 6
                 if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c5_EVSEStatusCode = ((x >> 3) & 15)
+                _c5_EVSEStatusCode = (x >> 3)
                 if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
                 _a = (x & 1)
@@ -8977,7 +8977,7 @@ def _d_MeteringReceiptResType(r):
             if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
             if _c6_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c6_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c6_EVSENotification = ((x >> 3) & 3)
+            _c6_EVSENotification = (x >> 3)
             if _c6_EVSENotification >= 3: _c6_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c6_EVSENotification, 3, r.at(r.end - q))
             else: _c6_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c6_EVSENotification]
             f_EVSEStatus = _new(_K_iso2_msgdatatypes_EVSEStatusType)
@@ -9147,7 +9147,7 @@ def _d_PaymentDetailsReqType(r):
         x = (V >> q) & 31
         if x & 24: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         _c1_Id = None
         _c1_Certificate = None
@@ -9163,7 +9163,7 @@ def _d_PaymentDetailsReqType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'ContractSignatureCertChain/Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -9180,7 +9180,7 @@ def _d_PaymentDetailsReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'ContractSignatureCertChain/Certificate'
@@ -9201,7 +9201,7 @@ def _d_PaymentDetailsReqType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -9324,7 +9324,7 @@ def _d_PaymentDetailsResType(r):
         x = (V >> q) & 1023
         if x & 775: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'GenChallenge'
@@ -9339,7 +9339,7 @@ def _d_PaymentDetailsResType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'EVSETimeStamp'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -9423,7 +9423,7 @@ def _d_PaymentServiceSelectionReqType(r):
         x = (V >> q) & 31
         if x & 27: raise r.deviation('PaymentServiceSelectionReqType', r.end - q)
         el = 'SelectedPaymentOption'
-        f_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+        f_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[(x >> 2)]
         el = 'SelectedServiceList'
         r.pos = r.end - q
         f_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
@@ -9479,7 +9479,7 @@ def _d_PaymentServiceSelectionResType(r):
         x = (V >> q) & 511
         if x & 387: raise r.deviation('PaymentServiceSelectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -9525,7 +9525,7 @@ def _d_PowerDeliveryReqType(r):
         x = (V >> q) & 2097151
         if x & 1687584: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'ChargeProgress'
-        f_ChargeProgress = ((x >> 17) & 3)
+        f_ChargeProgress = (x >> 17)
         if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(r.end - q))
         else: f_ChargeProgress = _E_iso2_msgdatatypes_chargeProgressType[f_ChargeProgress]
         el = 'SAScheduleTupleID'
@@ -9558,7 +9558,7 @@ def _d_PowerDeliveryReqType(r):
             x = (V >> q) & 8589934591
             if x & 7389321216: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 23) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 23)]
             if _t is None:
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
                 _c5_c2_EVReady = ((x >> 30) & 1) == 1
@@ -9581,7 +9581,7 @@ def _d_PowerDeliveryReqType(r):
             if ec == 0:
                 x = _a
                 if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                _t = _T_b__z1__z1__z1__b[(x >> 3)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
                     _c5_BulkChargingComplete = ((x >> 7) & 1) == 1
@@ -9596,7 +9596,7 @@ def _d_PowerDeliveryReqType(r):
                 x = _a >> 4
                 if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                _c5_ChargingComplete = ((x >> 3) & 1) == 1
+                _c5_ChargingComplete = (x >> 3) == 1
                 _a = (x & 1)
             else:
                 raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
@@ -9629,7 +9629,7 @@ def _d_PowerDeliveryReqType(r):
                 x = (V >> q) & 8589934591
                 if x & 7389321216: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 23) & 255)]
+                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 23)]
                 if _t is None:
                     el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
                     _c7_c2_EVReady = ((x >> 30) & 1) == 1
@@ -9652,7 +9652,7 @@ def _d_PowerDeliveryReqType(r):
                 if ec == 0:
                     x = _a
                     if x & 374: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                    _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+                    _t = _T_b__z1__z1__z1__b[(x >> 3)]
                     if _t is None:
                         el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
                         _c7_BulkChargingComplete = ((x >> 7) & 1) == 1
@@ -9667,7 +9667,7 @@ def _d_PowerDeliveryReqType(r):
                     x = _a >> 4
                     if x & 22: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                     el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                    _c7_ChargingComplete = ((x >> 3) & 1) == 1
+                    _c7_ChargingComplete = (x >> 3) == 1
                     _a = (x & 1)
                 else:
                     raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
@@ -9883,7 +9883,7 @@ def _d_PowerDeliveryResType(r):
         x = (V >> q) & 4095
         if x & 3088: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 5) & 31)
+        f_ResponseCode = (x >> 5)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         ec = ((x >> 2) & 3)
@@ -9914,7 +9914,7 @@ def _d_PowerDeliveryResType(r):
             x = (V >> q) & 4095
             if x & 3703: raise r.deviation('PowerDeliveryResType', r.end - q)
             if _c4_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c4_NotificationMaxDelay, r.at(r.end - q))
-            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 3)]
             if _t is None:
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c4_EVSENotification = ((x >> 7) & 3)
@@ -9933,7 +9933,7 @@ def _d_PowerDeliveryResType(r):
             x = _a
             if x & 2: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'DC_EVSEStatus'
-            _a = (x & 1)
+            _a = x
             _c5_NotificationMaxDelay = None
             _c5_EVSENotification = None
             _c5_EVSEIsolationStatus = None
@@ -9964,7 +9964,7 @@ def _d_PowerDeliveryResType(r):
             if x & 3735552: raise r.deviation('DC_EVSEStatusType', r.end - q)
             if _c5_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
             el = 'DC_EVSEStatus/EVSENotification'
-            _c5_EVSENotification = ((x >> 17) & 3)
+            _c5_EVSENotification = (x >> 17)
             if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
             else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
             ec = ((x >> 14) & 3)
@@ -9972,7 +9972,7 @@ def _d_PowerDeliveryResType(r):
             if ec == 0:
                 x = _a
                 if x & 9094: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 3) & 1023)]
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                 if _t is None:
                     el = 'DC_EVSEStatus/EVSEIsolationStatus'
                     _c5_EVSEIsolationStatus = ((x >> 10) & 7)
@@ -9991,7 +9991,7 @@ def _d_PowerDeliveryResType(r):
                 x = _a >> 6
                 if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                 el = 'DC_EVSEStatus/EVSEStatusCode'
-                _c5_EVSEStatusCode = ((x >> 3) & 15)
+                _c5_EVSEStatusCode = (x >> 3)
                 if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
                 _a = (x & 1)
@@ -10030,7 +10030,7 @@ def _d_PowerDeliveryResType(r):
             if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
             if _c6_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c6_NotificationMaxDelay, r.at(r.end - q))
             el = 'EVSEStatus/EVSENotification'
-            _c6_EVSENotification = ((x >> 3) & 3)
+            _c6_EVSENotification = (x >> 3)
             if _c6_EVSENotification >= 3: _c6_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c6_EVSENotification, 3, r.at(r.end - q))
             else: _c6_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c6_EVSENotification]
             f_EVSEStatus = _new(_K_iso2_msgdatatypes_EVSEStatusType)
@@ -10193,7 +10193,7 @@ def _d_PreChargeReqType(r):
         x = (V >> q) & 549755813887
         if x & 511336244110: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
             _c1_EVReady = ((x >> 35) & 1) == 1
@@ -10255,7 +10255,7 @@ def _d_PreChargeReqType(r):
         f_EVTargetVoltage.Unit = _c2_Unit
         f_EVTargetVoltage.Value = _c2_Value
         el = 'EVTargetCurrent'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVTargetCurrent/Multiplier'
             _c3_Multiplier = ((x >> 10) & 7) + -3
@@ -10397,7 +10397,7 @@ def _d_PreChargeResType(r):
         x = (V >> q) & 2047
         if x & 1550: raise r.deviation('PreChargeResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 31)
+        f_ResponseCode = (x >> 4)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -10432,7 +10432,7 @@ def _d_PreChargeResType(r):
         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 16) & 3)
+        _c1_EVSENotification = (x >> 16)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = ((x >> 13) & 3)
@@ -10440,7 +10440,7 @@ def _d_PreChargeResType(r):
         if ec == 0:
             x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -10458,7 +10458,7 @@ def _d_PreChargeResType(r):
             x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            _c1_EVSEStatusCode = (x >> 2)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
         else:
@@ -10473,7 +10473,7 @@ def _d_PreChargeResType(r):
         x = (V >> q) & 65535
         if x & 58254: raise r.deviation('PreChargeResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEPresentVoltage/Multiplier'
             _c2_Multiplier = ((x >> 10) & 7) + -3
@@ -10697,7 +10697,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 1023
         if x & 775: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
@@ -10724,7 +10724,7 @@ def _d_ServiceDetailResType(r):
         x = (V >> q) & 7
         if x & 4: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = (x & 3)
+        ec = x
         if ec == 0:
             el = 'ServiceParameterList'
             r.pos = r.end - q
@@ -10819,14 +10819,14 @@ def _d_ServiceDiscoveryReqType(r):
             if q < 0: V, q = r.slidep(q, 8)
             x = (V >> q) & 255
             if x & 128: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-            ec = ((x >> 5) & 3)
+            ec = (x >> 5)
             _a = (x & 31)
             s = 1
         elif ec == 1:
             x = _a
             if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 2)]
             s = 2
         elif ec == 2:
             q += 5
@@ -10838,7 +10838,7 @@ def _d_ServiceDiscoveryReqType(r):
                 x = _a
                 if x & 19: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                 el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 2) & 3)]
+                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 2)]
                 s = 2
             elif ec == 1:
                 q += 5
@@ -10924,7 +10924,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 511
         if x & 387: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'PaymentOptionList'
@@ -10936,7 +10936,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService'
-        _a = (x & 1)
+        _a = x
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
@@ -10968,7 +10968,7 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 8191
         if x & 4096: raise r.deviation('ChargeServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 10) & 3)
+        ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
             q += 9
@@ -10990,14 +10990,14 @@ def _d_ServiceDiscoveryResType(r):
             x = (V >> q) & 4095
             if x & 3648: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         elif ec == 1:
             x = _a
             if x & 576: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         else:
@@ -11022,12 +11022,12 @@ def _d_ServiceDiscoveryResType(r):
             x = (V >> q) & 63
             if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/FreeService'
-            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_FreeService = (x >> 2) == 1
         elif ec == 1:
             x = _a
             if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ChargeService/FreeService'
-            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_FreeService = (x >> 2) == 1
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ChargeService/SupportedEnergyTransferMode'
@@ -11038,7 +11038,7 @@ def _d_ServiceDiscoveryResType(r):
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
         if x & 4: raise r.deviation('ChargeServiceType', r.end - q)
-        ec = (x & 3)
+        ec = x
         f_ChargeService = _new(_K_iso2_msgdatatypes_ChargeServiceType)
         f_ChargeService.ServiceID = _c1_ServiceID
         f_ChargeService.ServiceName = _c1_ServiceName
@@ -11209,7 +11209,7 @@ def _d_SessionSetupReqType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'EVCCID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -11270,7 +11270,7 @@ def _d_SessionSetupResType(r):
         x = (V >> q) & 1023
         if x & 775: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = (x >> 3)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'EVSEID'
@@ -11282,13 +11282,13 @@ def _d_SessionSetupResType(r):
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
         if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             x = _a
             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
             el = 'EVSETimeStamp'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -11382,7 +11382,7 @@ def _d_SessionStopReqType(r):
         x = (V >> q) & 31
         if x & 27: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'ChargingSession'
-        f_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
+        f_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 2)]
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11422,7 +11422,7 @@ def _d_SessionStopResType(r):
         x = (V >> q) & 511
         if x & 387: raise r.deviation('SessionStopResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         r.pos = r.end - q
@@ -11464,7 +11464,7 @@ def _d_WeldingDetectionReqType(r):
         x = (V >> q) & 16777215
         if x & 15604743: raise r.deviation('WeldingDetectionReqType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 13) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 13)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
             _c1_EVReady = ((x >> 20) & 1) == 1
@@ -11535,7 +11535,7 @@ def _d_WeldingDetectionResType(r):
         x = (V >> q) & 2047
         if x & 1550: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 4) & 31)
+        f_ResponseCode = (x >> 4)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
@@ -11570,7 +11570,7 @@ def _d_WeldingDetectionResType(r):
         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c1_EVSENotification = ((x >> 16) & 3)
+        _c1_EVSENotification = (x >> 16)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = ((x >> 13) & 3)
@@ -11578,7 +11578,7 @@ def _d_WeldingDetectionResType(r):
         if ec == 0:
             x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -11596,7 +11596,7 @@ def _d_WeldingDetectionResType(r):
             x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            _c1_EVSEStatusCode = (x >> 2)
             if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
         else:
@@ -11611,7 +11611,7 @@ def _d_WeldingDetectionResType(r):
         x = (V >> q) & 65535
         if x & 58254: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'EVSEPresentVoltage'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEPresentVoltage/Multiplier'
             _c2_Multiplier = ((x >> 10) & 7) + -3

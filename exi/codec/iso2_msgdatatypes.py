@@ -123,7 +123,7 @@ def _d_AC_EVChargeParameterType(r):
             if x & 123790: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'EAmount'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EAmount/Multiplier'
                 _c6_Multiplier = ((x >> 10) & 7) + -3
@@ -165,12 +165,12 @@ def _d_AC_EVChargeParameterType(r):
             f_EAmount.Multiplier = _c6_Multiplier
             f_EAmount.Unit = _c6_Unit
             f_EAmount.Value = _c6_Value
-            _a = (x & 32767)
+            _a = x
         elif ec == 1:
             x = _a
             if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'EAmount'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EAmount/Multiplier'
                 _c7_Multiplier = ((x >> 10) & 7) + -3
@@ -212,13 +212,13 @@ def _d_AC_EVChargeParameterType(r):
             f_EAmount.Multiplier = _c7_Multiplier
             f_EAmount.Unit = _c7_Unit
             f_EAmount.Value = _c7_Value
-            _a = (x & 32767)
+            _a = x
         else:
             raise r.deviation('AC_EVChargeParameterType', r.end - q)
         x = _a
         if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxVoltage'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVMaxVoltage/Multiplier'
             _c8_Multiplier = ((x >> 10) & 7) + -3
@@ -261,7 +261,7 @@ def _d_AC_EVChargeParameterType(r):
         f_EVMaxVoltage.Unit = _c8_Unit
         f_EVMaxVoltage.Value = _c8_Value
         el = 'EVMaxCurrent'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVMaxCurrent/Multiplier'
             _c9_Multiplier = ((x >> 10) & 7) + -3
@@ -304,7 +304,7 @@ def _d_AC_EVChargeParameterType(r):
         f_EVMaxCurrent.Unit = _c9_Unit
         f_EVMaxCurrent.Value = _c9_Value
         el = 'EVMinCurrent'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVMinCurrent/Multiplier'
             _c10_Multiplier = ((x >> 10) & 7) + -3
@@ -543,7 +543,7 @@ def _d_AC_EVSEChargeParameterType(r):
         x = (V >> q) & 134217727
         if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
-        _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
+        _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 18)]
         if _t is None:
             el = 'AC_EVSEStatus/EVSENotification'
             _c1_EVSENotification = ((x >> 22) & 3)
@@ -602,7 +602,7 @@ def _d_AC_EVSEChargeParameterType(r):
         f_EVSENominalVoltage.Unit = _c2_Unit
         f_EVSENominalVoltage.Value = _c2_Value
         el = 'EVSEMaxCurrent'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEMaxCurrent/Multiplier'
             _c3_Multiplier = ((x >> 10) & 7) + -3
@@ -772,7 +772,7 @@ def _d_AC_EVSEStatusType(r):
         x = (V >> q) & 2047
         if x & 1851: raise r.deviation('AC_EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
-        _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 2) & 63)]
+        _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[(x >> 2)]
         if _t is None:
             el = 'EVSENotification'
             f_EVSENotification = ((x >> 6) & 3)
@@ -855,7 +855,7 @@ def _d_CertificateChainType(r):
             x = (V >> q) & 3
             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
             el = 'Certificate'
-            _esc = (x & 1)
+            _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -872,7 +872,7 @@ def _d_CertificateChainType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         elif ec == 1:
             x = _a
             el = 'Certificate'
@@ -893,7 +893,7 @@ def _d_CertificateChainType(r):
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-            ec = (x & 3)
+            ec = x
         else:
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
@@ -1013,7 +1013,7 @@ def _d_ChargeServiceType(r):
         x = (V >> q) & 8191
         if x & 4096: raise r.deviation('ChargeServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = ((x >> 10) & 3)
+        ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
             q += 9
@@ -1035,14 +1035,14 @@ def _d_ChargeServiceType(r):
             x = (V >> q) & 4095
             if x & 3648: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         elif ec == 1:
             x = _a
             if x & 576: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         else:
@@ -1067,12 +1067,12 @@ def _d_ChargeServiceType(r):
             x = (V >> q) & 63
             if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'FreeService'
-            f_FreeService = ((x >> 2) & 1) == 1
+            f_FreeService = (x >> 2) == 1
         elif ec == 1:
             x = _a
             if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
             el = 'FreeService'
-            f_FreeService = ((x >> 2) & 1) == 1
+            f_FreeService = (x >> 2) == 1
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         el = 'SupportedEnergyTransferMode'
@@ -1200,7 +1200,7 @@ def _d_ChargingProfileType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ChargingProfileType', r.end - q)
         el = 'ProfileEntry'
-        _a = (x & 1)
+        _a = x
         _c1_ChargingProfileEntryStart = None
         _c1_ChargingProfileEntryMaxPower = None
         _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
@@ -1230,7 +1230,7 @@ def _d_ChargingProfileType(r):
         if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
         if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
             _c1_c2_Multiplier = ((x >> 10) & 7) + -3
@@ -1272,13 +1272,13 @@ def _d_ChargingProfileType(r):
         _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c2_Multiplier
         _c1_ChargingProfileEntryMaxPower.Unit = _c1_c2_Unit
         _c1_ChargingProfileEntryMaxPower.Value = _c1_c2_Value
-        ec = ((x >> 5) & 3)
+        ec = (x >> 5)
         _a = (x & 31)
         if ec == 0:
             x = _a
             if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
             el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-            _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+            _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = (x >> 2) + 1
             if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
         elif ec == 1:
             q += 5
@@ -1300,7 +1300,7 @@ def _d_ChargingProfileType(r):
                 x = _a
                 if x & 2: raise r.deviation('ChargingProfileType', r.end - q)
                 el = 'ProfileEntry'
-                _a = (x & 1)
+                _a = x
                 _c3_ChargingProfileEntryStart = None
                 _c3_ChargingProfileEntryMaxPower = None
                 _c3_ChargingProfileEntryMaxNumberOfPhasesInUse = None
@@ -1330,7 +1330,7 @@ def _d_ChargingProfileType(r):
                 if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
                 if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(r.end - q))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
                     _c3_c2_Multiplier = ((x >> 10) & 7) + -3
@@ -1372,13 +1372,13 @@ def _d_ChargingProfileType(r):
                 _c3_ChargingProfileEntryMaxPower.Multiplier = _c3_c2_Multiplier
                 _c3_ChargingProfileEntryMaxPower.Unit = _c3_c2_Unit
                 _c3_ChargingProfileEntryMaxPower.Value = _c3_c2_Value
-                ec = ((x >> 9) & 3)
+                ec = (x >> 9)
                 _a = (x & 511)
                 if ec == 0:
                     x = _a
                     if x & 304: raise r.deviation('ProfileEntryType', r.end - q)
                     el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    _c3_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 6) & 3) + 1
+                    _c3_ChargingProfileEntryMaxNumberOfPhasesInUse = (x >> 6) + 1
                     if _c3_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c3_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
                     ec = ((x >> 2) & 3)
                     _a = (x & 3)
@@ -1567,7 +1567,7 @@ def _d_ConsumptionCostType(r):
         x = (V >> q) & 65535
         if x & 58254: raise r.deviation('ConsumptionCostType', r.end - q)
         el = 'startValue'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'startValue/Multiplier'
             _c3_Multiplier = ((x >> 10) & 7) + -3
@@ -1610,14 +1610,14 @@ def _d_ConsumptionCostType(r):
         f_startValue.Unit = _c3_Unit
         f_startValue.Value = _c3_Value
         el = 'Cost'
-        _a = (x & 63)
+        _a = x
         _c4_costKind = None
         _c4_amount = None
         _c4_amountMultiplier = None
         x = _a
         if x & 39: raise r.deviation('CostType', r.end - q)
         el = 'Cost/costKind'
-        _c4_costKind = ((x >> 3) & 3)
+        _c4_costKind = (x >> 3)
         if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(r.end - q))
         else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
         el = 'Cost/amount'
@@ -1644,13 +1644,13 @@ def _d_ConsumptionCostType(r):
         x = (V >> q) & 262143
         if x & 131072: raise r.deviation('CostType', r.end - q)
         if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
-        ec = ((x >> 15) & 3)
+        ec = (x >> 15)
         _a = (x & 32767)
         if ec == 0:
             x = _a
             if x & 17920: raise r.deviation('CostType', r.end - q)
             el = 'Cost/amountMultiplier'
-            _c4_amountMultiplier = ((x >> 11) & 7) + -3
+            _c4_amountMultiplier = (x >> 11) + -3
             if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
             ec = ((x >> 7) & 3)
             _a = (x & 127)
@@ -1671,14 +1671,14 @@ def _d_ConsumptionCostType(r):
             x = _a
             if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
             el = 'Cost'
-            _a = (x & 63)
+            _a = x
             _c5_costKind = None
             _c5_amount = None
             _c5_amountMultiplier = None
             x = _a
             if x & 39: raise r.deviation('CostType', r.end - q)
             el = 'Cost/costKind'
-            _c5_costKind = ((x >> 3) & 3)
+            _c5_costKind = (x >> 3)
             if _c5_costKind >= 3: _c5_costKind = r.enum_index('CostType/costKind', _c5_costKind, 3, r.at(r.end - q))
             else: _c5_costKind = _E_iso2_msgdatatypes_costKindType[_c5_costKind]
             el = 'Cost/amount'
@@ -1705,13 +1705,13 @@ def _d_ConsumptionCostType(r):
             x = (V >> q) & 262143
             if x & 131072: raise r.deviation('CostType', r.end - q)
             if _c5_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c5_amount, r.at(r.end - q))
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
             if ec == 0:
                 x = _a
                 if x & 17920: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/amountMultiplier'
-                _c5_amountMultiplier = ((x >> 11) & 7) + -3
+                _c5_amountMultiplier = (x >> 11) + -3
                 if _c5_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c5_amountMultiplier, r.at(r.end - q))
                 ec = ((x >> 7) & 3)
                 _a = (x & 127)
@@ -1738,14 +1738,14 @@ def _d_ConsumptionCostType(r):
                 x = _a
                 if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
                 el = 'Cost'
-                _a = (x & 63)
+                _a = x
                 _c6_costKind = None
                 _c6_amount = None
                 _c6_amountMultiplier = None
                 x = _a
                 if x & 39: raise r.deviation('CostType', r.end - q)
                 el = 'Cost/costKind'
-                _c6_costKind = ((x >> 3) & 3)
+                _c6_costKind = (x >> 3)
                 if _c6_costKind >= 3: _c6_costKind = r.enum_index('CostType/costKind', _c6_costKind, 3, r.at(r.end - q))
                 else: _c6_costKind = _E_iso2_msgdatatypes_costKindType[_c6_costKind]
                 el = 'Cost/amount'
@@ -1772,13 +1772,13 @@ def _d_ConsumptionCostType(r):
                 x = (V >> q) & 511
                 if x & 256: raise r.deviation('CostType', r.end - q)
                 if _c6_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c6_amount, r.at(r.end - q))
-                ec = ((x >> 6) & 3)
+                ec = (x >> 6)
                 _a = (x & 63)
                 if ec == 0:
                     x = _a
                     if x & 35: raise r.deviation('CostType', r.end - q)
                     el = 'Cost/amountMultiplier'
-                    _c6_amountMultiplier = ((x >> 2) & 7) + -3
+                    _c6_amountMultiplier = (x >> 2) + -3
                     if _c6_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c6_amountMultiplier, r.at(r.end - q))
                 elif ec == 1:
                     q += 6
@@ -2055,7 +2055,7 @@ def _d_CostType(r):
         x = (V >> q) & 127
         if x & 103: raise r.deviation('CostType', r.end - q)
         el = 'costKind'
-        f_costKind = ((x >> 3) & 3)
+        f_costKind = (x >> 3)
         if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(r.end - q))
         else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
@@ -2082,13 +2082,13 @@ def _d_CostType(r):
         x = (V >> q) & 511
         if x & 256: raise r.deviation('CostType', r.end - q)
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
-        ec = ((x >> 6) & 3)
+        ec = (x >> 6)
         _a = (x & 63)
         if ec == 0:
             x = _a
             if x & 35: raise r.deviation('CostType', r.end - q)
             el = 'amountMultiplier'
-            f_amountMultiplier = ((x >> 2) & 7) + -3
+            f_amountMultiplier = (x >> 2) + -3
             if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
         elif ec == 1:
             q += 6
@@ -2187,7 +2187,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 1061092032512: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
             el = 'DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
             if _t is None:
                 el = 'DC_EVStatus/EVReady'
                 _c10_EVReady = ((x >> 35) & 1) == 1
@@ -2214,7 +2214,7 @@ def _d_DC_EVChargeParameterType(r):
             x = (V >> q) & 274877906943
             if x & 236458311680: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DC_EVStatus'
-            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
             if _t is None:
                 el = 'DC_EVStatus/EVReady'
                 _c11_EVReady = ((x >> 35) & 1) == 1
@@ -2239,7 +2239,7 @@ def _d_DC_EVChargeParameterType(r):
         x = _a
         if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'EVMaximumCurrentLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVMaximumCurrentLimit/Multiplier'
             _c12_Multiplier = ((x >> 10) & 7) + -3
@@ -2281,14 +2281,14 @@ def _d_DC_EVChargeParameterType(r):
         f_EVMaximumCurrentLimit.Multiplier = _c12_Multiplier
         f_EVMaximumCurrentLimit.Unit = _c12_Unit
         f_EVMaximumCurrentLimit.Value = _c12_Value
-        ec = ((x >> 15) & 3)
+        ec = (x >> 15)
         _a = (x & 32767)
         s = 3
         if ec == 0:
             x = _a
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumPowerLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVMaximumPowerLimit/Multiplier'
                 _c13_Multiplier = ((x >> 10) & 7) + -3
@@ -2331,7 +2331,7 @@ def _d_DC_EVChargeParameterType(r):
             f_EVMaximumPowerLimit.Unit = _c13_Unit
             f_EVMaximumPowerLimit.Value = _c13_Value
             el = 'EVMaximumVoltageLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c14_Multiplier = ((x >> 10) & 7) + -3
@@ -2373,14 +2373,14 @@ def _d_DC_EVChargeParameterType(r):
             f_EVMaximumVoltageLimit.Multiplier = _c14_Multiplier
             f_EVMaximumVoltageLimit.Unit = _c14_Unit
             f_EVMaximumVoltageLimit.Value = _c14_Value
-            ec = ((x >> 21) & 7)
+            ec = (x >> 21)
             _a = (x & 2097151)
             s = 5
         elif ec == 1:
             x = _a
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVMaximumVoltageLimit/Multiplier'
                 _c15_Multiplier = ((x >> 10) & 7) + -3
@@ -2422,7 +2422,7 @@ def _d_DC_EVChargeParameterType(r):
             f_EVMaximumVoltageLimit.Multiplier = _c15_Multiplier
             f_EVMaximumVoltageLimit.Unit = _c15_Unit
             f_EVMaximumVoltageLimit.Value = _c15_Value
-            ec = ((x >> 21) & 7)
+            ec = (x >> 21)
             _a = (x & 2097151)
             s = 5
         else:
@@ -2432,7 +2432,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 6
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyCapacity'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVEnergyCapacity/Multiplier'
                 _c16_Multiplier = ((x >> 10) & 7) + -3
@@ -2474,7 +2474,7 @@ def _d_DC_EVChargeParameterType(r):
             f_EVEnergyCapacity.Multiplier = _c16_Multiplier
             f_EVEnergyCapacity.Unit = _c16_Unit
             f_EVEnergyCapacity.Value = _c16_Value
-            ec = ((x >> 21) & 7)
+            ec = (x >> 21)
             _a = (x & 2097151)
             s = 6
         elif ec == 1:
@@ -2482,7 +2482,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 6
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyRequest'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVEnergyRequest/Multiplier'
                 _c17_Multiplier = ((x >> 10) & 7) + -3
@@ -2524,14 +2524,14 @@ def _d_DC_EVChargeParameterType(r):
             f_EVEnergyRequest.Multiplier = _c17_Multiplier
             f_EVEnergyRequest.Unit = _c17_Unit
             f_EVEnergyRequest.Value = _c17_Value
-            ec = ((x >> 21) & 3)
+            ec = (x >> 21)
             _a = (x & 2097151)
             s = 7
         elif ec == 2:
             x = _a
             if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'FullSOC'
-            f_FullSOC = ((x >> 13) & 127)
+            f_FullSOC = (x >> 13)
             if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
             ec = ((x >> 10) & 3)
             _a = (x & 1023)
@@ -2541,7 +2541,7 @@ def _d_DC_EVChargeParameterType(r):
             x = _a >> 11
             if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'BulkSOC'
-            f_BulkSOC = ((x >> 2) & 127)
+            f_BulkSOC = (x >> 2)
             if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
             s = 9
         elif ec == 4:
@@ -2555,7 +2555,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 6
                 if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'EVEnergyRequest/Multiplier'
                     _c18_Multiplier = ((x >> 10) & 7) + -3
@@ -2597,14 +2597,14 @@ def _d_DC_EVChargeParameterType(r):
                 f_EVEnergyRequest.Multiplier = _c18_Multiplier
                 f_EVEnergyRequest.Unit = _c18_Unit
                 f_EVEnergyRequest.Value = _c18_Value
-                ec = ((x >> 21) & 3)
+                ec = (x >> 21)
                 _a = (x & 2097151)
                 s = 7
             elif ec == 1:
                 x = _a
                 if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 13) & 127)
+                f_FullSOC = (x >> 13)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 ec = ((x >> 10) & 3)
                 _a = (x & 1023)
@@ -2614,7 +2614,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
+                f_BulkSOC = (x >> 2)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 3:
@@ -2627,7 +2627,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 1052672: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'FullSOC'
-                f_FullSOC = ((x >> 13) & 127)
+                f_FullSOC = (x >> 13)
                 if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
                 ec = ((x >> 10) & 3)
                 _a = (x & 1023)
@@ -2637,7 +2637,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a >> 11
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
+                f_BulkSOC = (x >> 2)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 2:
@@ -2650,7 +2650,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = _a
                 if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
+                f_BulkSOC = (x >> 2)
                 if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
                 s = 9
             elif ec == 1:
@@ -3017,7 +3017,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         x = (V >> q) & 8589934591
         if x & 7989627904: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus'
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 22) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 22)]
         if _t is None:
             el = 'DC_EVStatus/EVReady'
             _c1_EVReady = ((x >> 29) & 1) == 1
@@ -3040,7 +3040,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         if ec == 0:
             x = _a
             if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-            _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+            _t = _T_b__z1__z1__z1__b[(x >> 2)]
             if _t is None:
                 el = 'BulkChargingComplete'
                 f_BulkChargingComplete = ((x >> 6) & 1) == 1
@@ -3054,7 +3054,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             x = _a >> 4
             if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'ChargingComplete'
-            f_ChargingComplete = ((x >> 2) & 1) == 1
+            f_ChargingComplete = (x >> 2) == 1
         else:
             raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         r.pos = r.end - q
@@ -3138,7 +3138,7 @@ def _d_DC_EVSEChargeParameterType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
-        _a = (x & 1)
+        _a = x
         _c5_NotificationMaxDelay = None
         _c5_EVSENotification = None
         _c5_EVSEIsolationStatus = None
@@ -3169,7 +3169,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if _c5_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c5_NotificationMaxDelay, r.at(r.end - q))
         el = 'DC_EVSEStatus/EVSENotification'
-        _c5_EVSENotification = ((x >> 16) & 3)
+        _c5_EVSENotification = (x >> 16)
         if _c5_EVSENotification >= 3: _c5_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c5_EVSENotification, 3, r.at(r.end - q))
         else: _c5_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_EVSENotification]
         ec = ((x >> 13) & 3)
@@ -3177,7 +3177,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if ec == 0:
             x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
             if _t is None:
                 el = 'DC_EVSEStatus/EVSEIsolationStatus'
                 _c5_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -3195,7 +3195,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/EVSEStatusCode'
-            _c5_EVSEStatusCode = ((x >> 2) & 15)
+            _c5_EVSEStatusCode = (x >> 2)
             if _c5_EVSEStatusCode >= 12: _c5_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_EVSEStatusCode, 12, r.at(r.end - q))
             else: _c5_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_EVSEStatusCode]
         else:
@@ -3210,7 +3210,7 @@ def _d_DC_EVSEChargeParameterType(r):
         x = (V >> q) & 65535
         if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaximumCurrentLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEMaximumCurrentLimit/Multiplier'
             _c6_Multiplier = ((x >> 10) & 7) + -3
@@ -3253,7 +3253,7 @@ def _d_DC_EVSEChargeParameterType(r):
         f_EVSEMaximumCurrentLimit.Unit = _c6_Unit
         f_EVSEMaximumCurrentLimit.Value = _c6_Value
         el = 'EVSEMaximumPowerLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEMaximumPowerLimit/Multiplier'
             _c7_Multiplier = ((x >> 10) & 7) + -3
@@ -3296,7 +3296,7 @@ def _d_DC_EVSEChargeParameterType(r):
         f_EVSEMaximumPowerLimit.Unit = _c7_Unit
         f_EVSEMaximumPowerLimit.Value = _c7_Value
         el = 'EVSEMaximumVoltageLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEMaximumVoltageLimit/Multiplier'
             _c8_Multiplier = ((x >> 10) & 7) + -3
@@ -3339,7 +3339,7 @@ def _d_DC_EVSEChargeParameterType(r):
         f_EVSEMaximumVoltageLimit.Unit = _c8_Unit
         f_EVSEMaximumVoltageLimit.Value = _c8_Value
         el = 'EVSEMinimumCurrentLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEMinimumCurrentLimit/Multiplier'
             _c9_Multiplier = ((x >> 10) & 7) + -3
@@ -3382,7 +3382,7 @@ def _d_DC_EVSEChargeParameterType(r):
         f_EVSEMinimumCurrentLimit.Unit = _c9_Unit
         f_EVSEMinimumCurrentLimit.Value = _c9_Value
         el = 'EVSEMinimumVoltageLimit'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'EVSEMinimumVoltageLimit/Multiplier'
             _c10_Multiplier = ((x >> 10) & 7) + -3
@@ -3424,13 +3424,13 @@ def _d_DC_EVSEChargeParameterType(r):
         f_EVSEMinimumVoltageLimit.Multiplier = _c10_Multiplier
         f_EVSEMinimumVoltageLimit.Unit = _c10_Unit
         f_EVSEMinimumVoltageLimit.Value = _c10_Value
-        ec = ((x >> 15) & 3)
+        ec = (x >> 15)
         _a = (x & 32767)
         if ec == 0:
             x = _a
             if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSECurrentRegulationTolerance'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSECurrentRegulationTolerance/Multiplier'
                 _c11_Multiplier = ((x >> 10) & 7) + -3
@@ -3473,7 +3473,7 @@ def _d_DC_EVSEChargeParameterType(r):
             f_EVSECurrentRegulationTolerance.Unit = _c11_Unit
             f_EVSECurrentRegulationTolerance.Value = _c11_Value
             el = 'EVSEPeakCurrentRipple'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEPeakCurrentRipple/Multiplier'
                 _c12_Multiplier = ((x >> 10) & 7) + -3
@@ -3515,13 +3515,13 @@ def _d_DC_EVSEChargeParameterType(r):
             f_EVSEPeakCurrentRipple.Multiplier = _c12_Multiplier
             f_EVSEPeakCurrentRipple.Unit = _c12_Unit
             f_EVSEPeakCurrentRipple.Value = _c12_Value
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
         elif ec == 1:
             x = _a
             if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEPeakCurrentRipple/Multiplier'
                 _c13_Multiplier = ((x >> 10) & 7) + -3
@@ -3563,7 +3563,7 @@ def _d_DC_EVSEChargeParameterType(r):
             f_EVSEPeakCurrentRipple.Multiplier = _c13_Multiplier
             f_EVSEPeakCurrentRipple.Unit = _c13_Unit
             f_EVSEPeakCurrentRipple.Value = _c13_Value
-            ec = ((x >> 15) & 3)
+            ec = (x >> 15)
             _a = (x & 32767)
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
@@ -3571,7 +3571,7 @@ def _d_DC_EVSEChargeParameterType(r):
             x = _a
             if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEEnergyToBeDelivered'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'EVSEEnergyToBeDelivered/Multiplier'
                 _c14_Multiplier = ((x >> 10) & 7) + -3
@@ -3957,7 +3957,7 @@ def _d_DC_EVSEStatusType(r):
         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 16) & 3)
+        f_EVSENotification = (x >> 16)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
         ec = ((x >> 13) & 3)
@@ -3965,7 +3965,7 @@ def _d_DC_EVSEStatusType(r):
         if ec == 0:
             x = _a
             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
             if _t is None:
                 el = 'EVSEIsolationStatus'
                 f_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -3983,7 +3983,7 @@ def _d_DC_EVSEStatusType(r):
             x = _a >> 6
             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'EVSEStatusCode'
-            f_EVSEStatusCode = ((x >> 2) & 15)
+            f_EVSEStatusCode = (x >> 2)
             if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
             else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
         else:
@@ -4070,7 +4070,7 @@ def _d_DC_EVStatusType(r):
         if q < 0: V, q = r.slideq(q, 22)
         x = (V >> q) & 4194303
         if x & 3608067: raise r.deviation('DC_EVStatusType', r.end - q)
-        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 12) & 255)]
+        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 12)]
         if _t is None:
             el = 'EVReady'
             f_EVReady = ((x >> 19) & 1) == 1
@@ -4433,7 +4433,7 @@ def _d_EVSEStatusType(r):
         if x & 115: raise r.deviation('EVSEStatusType', r.end - q)
         if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(r.end - q))
         el = 'EVSENotification'
-        f_EVSENotification = ((x >> 2) & 3)
+        f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
         r.pos = r.end - q
@@ -4520,7 +4520,7 @@ def _d_EntryType(r):
             x = _a
             if x & 2: raise r.deviation('EntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -4548,7 +4548,7 @@ def _d_EntryType(r):
             x = (V >> q) & 15
             if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
-            ec = ((x >> 1) & 3)
+            ec = (x >> 1)
             _a = (x & 1)
             if ec == 0:
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -4694,7 +4694,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509IssuerName'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -4709,7 +4709,7 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509SerialNumber'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -4747,7 +4747,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 x = _a
                 if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 el = 'RootCertificateID/X509IssuerName'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -4762,7 +4762,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 x = (V >> q) & 15
                 if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 el = 'RootCertificateID/X509SerialNumber'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -4789,7 +4789,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 _v = _new(_K_xmldsig_X509IssuerSerialType)
                 _v.X509IssuerName = _c3_X509IssuerName
                 _v.X509SerialNumber = _c3_X509SerialNumber
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 f_RootCertificateID.append(_v)
             elif ec == 1:
@@ -4914,7 +4914,7 @@ def _d_MeterInfoType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('MeterInfoType', r.end - q)
         el = 'MeterID'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -4929,7 +4929,7 @@ def _d_MeterInfoType(r):
         if q < 0: V, q = r.slidep(q, 6)
         x = (V >> q) & 63
         if x & 32: raise r.deviation('MeterInfoType', r.end - q)
-        ec = ((x >> 2) & 7)
+        ec = (x >> 2)
         _a = (x & 3)
         s = 1
         if ec == 0:
@@ -4959,7 +4959,7 @@ def _d_MeterInfoType(r):
             x = (V >> q) & 63
             if x & 32: raise r.deviation('MeterInfoType', r.end - q)
             if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
-            ec = ((x >> 2) & 7)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 2
         elif ec == 1:
@@ -4983,14 +4983,14 @@ def _d_MeterInfoType(r):
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
             if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 3
         elif ec == 2:
             x = _a
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterStatus'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -5015,14 +5015,14 @@ def _d_MeterInfoType(r):
             if x & 16: raise r.deviation('MeterInfoType', r.end - q)
             if _neg: f_MeterStatus = -f_MeterStatus - 1
             if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-            ec = ((x >> 2) & 3)
+            ec = (x >> 2)
             _a = (x & 3)
             s = 4
         elif ec == 3:
             x = _a
             if x & 2: raise r.deviation('MeterInfoType', r.end - q)
             el = 'TMeter'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -5074,14 +5074,14 @@ def _d_MeterInfoType(r):
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 3
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5106,14 +5106,14 @@ def _d_MeterInfoType(r):
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
             elif ec == 2:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5148,7 +5148,7 @@ def _d_MeterInfoType(r):
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterStatus'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5173,14 +5173,14 @@ def _d_MeterInfoType(r):
                 if x & 16: raise r.deviation('MeterInfoType', r.end - q)
                 if _neg: f_MeterStatus = -f_MeterStatus - 1
                 if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = ((x >> 2) & 3)
+                ec = (x >> 2)
                 _a = (x & 3)
                 s = 4
             elif ec == 1:
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5215,7 +5215,7 @@ def _d_MeterInfoType(r):
                 x = _a
                 if x & 2: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'TMeter'
-                _neg = (x & 1)
+                _neg = x
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
@@ -5435,7 +5435,7 @@ def _d_NotificationType(r):
         x = (V >> q) & 255
         if x & 200: raise r.deviation('NotificationType', r.end - q)
         el = 'FaultCode'
-        f_FaultCode = ((x >> 4) & 3)
+        f_FaultCode = (x >> 4)
         if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(r.end - q))
         else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
         ec = ((x >> 1) & 3)
@@ -5524,7 +5524,7 @@ def _d_PMaxScheduleEntryType(r):
             x = _a >> 15
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c4_start = None
             _c4_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -5552,7 +5552,7 @@ def _d_PMaxScheduleEntryType(r):
             x = (V >> q) & 524287
             if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c4_start, r.at(r.end - q))
-            ec = ((x >> 16) & 3)
+            ec = (x >> 16)
             _a = (x & 65535)
             if ec == 0:
                 q += 15
@@ -5581,11 +5581,11 @@ def _d_PMaxScheduleEntryType(r):
                 x = (V >> q) & 262143
                 if x & 229376: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c4_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c4_duration, r.at(r.end - q))
-                _a = (x & 32767)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                _a = (x & 32767)
+                _a = x
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
@@ -5596,13 +5596,13 @@ def _d_PMaxScheduleEntryType(r):
             if x & 98304: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            _a = (x & 32767)
+            _a = x
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         x = _a
         if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMax'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'PMax/Multiplier'
             _c6_Multiplier = ((x >> 10) & 7) + -3
@@ -5745,7 +5745,7 @@ def _d_PMaxScheduleType(r):
         x = (V >> q) & 1048575
         if x & 524288: raise r.deviation('PMaxScheduleType', r.end - q)
         el = 'PMaxScheduleEntry'
-        ec = ((x >> 17) & 3)
+        ec = (x >> 17)
         _a = (x & 131071)
         _c1_RelativeTimeInterval = None
         _c1_TimeInterval = None
@@ -5755,7 +5755,7 @@ def _d_PMaxScheduleType(r):
             x = _a >> 15
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c1_c4_start = None
             _c1_c4_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -5783,7 +5783,7 @@ def _d_PMaxScheduleType(r):
             x = (V >> q) & 524287
             if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c1_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c4_start, r.at(r.end - q))
-            ec = ((x >> 16) & 3)
+            ec = (x >> 16)
             _a = (x & 65535)
             if ec == 0:
                 q += 15
@@ -5812,11 +5812,11 @@ def _d_PMaxScheduleType(r):
                 x = (V >> q) & 262143
                 if x & 229376: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c1_c4_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c4_duration, r.at(r.end - q))
-                _a = (x & 32767)
+                _a = x
             elif ec == 1:
                 x = _a
                 if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                _a = (x & 32767)
+                _a = x
             else:
                 raise r.deviation('RelativeTimeIntervalType', r.end - q)
             _c1_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
@@ -5827,13 +5827,13 @@ def _d_PMaxScheduleType(r):
             if x & 98304: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
             _c1_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            _a = (x & 32767)
+            _a = x
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
         x = _a
         if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         el = 'PMaxScheduleEntry/PMax'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'PMaxScheduleEntry/PMax/Multiplier'
             _c1_c6_Multiplier = ((x >> 10) & 7) + -3
@@ -5899,7 +5899,7 @@ def _d_PMaxScheduleType(r):
                     x = _a >> 15
                     if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                    _a = (x & 1)
+                    _a = x
                     _c3_c4_start = None
                     _c3_c4_duration = None
                     if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -5927,7 +5927,7 @@ def _d_PMaxScheduleType(r):
                     x = (V >> q) & 524287
                     if x & 262144: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     if _c3_c4_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_c4_start, r.at(r.end - q))
-                    ec = ((x >> 16) & 3)
+                    ec = (x >> 16)
                     _a = (x & 65535)
                     if ec == 0:
                         q += 15
@@ -5956,11 +5956,11 @@ def _d_PMaxScheduleType(r):
                         x = (V >> q) & 262143
                         if x & 229376: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         if _c3_c4_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c3_c4_duration, r.at(r.end - q))
-                        _a = (x & 32767)
+                        _a = x
                     elif ec == 1:
                         x = _a
                         if x & 32768: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        _a = (x & 32767)
+                        _a = x
                     else:
                         raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     _c3_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
@@ -5971,13 +5971,13 @@ def _d_PMaxScheduleType(r):
                     if x & 98304: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/TimeInterval'
                     _c3_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-                    _a = (x & 32767)
+                    _a = x
                 else:
                     raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 x = _a
                 if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/PMax'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                 if _t is None:
                     el = 'PMaxScheduleEntry/PMax/Multiplier'
                     _c3_c6_Multiplier = ((x >> 10) & 7) + -3
@@ -6019,7 +6019,7 @@ def _d_PMaxScheduleType(r):
                 _c3_PMax.Multiplier = _c3_c6_Multiplier
                 _c3_PMax.Unit = _c3_c6_Unit
                 _c3_PMax.Value = _c3_c6_Value
-                ec = ((x >> 19) & 3)
+                ec = (x >> 19)
                 _a = (x & 524287)
                 _v = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
                 _v.RelativeTimeInterval = _c3_RelativeTimeInterval
@@ -6249,7 +6249,7 @@ def _d_ParameterSetType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ParameterSetType', r.end - q)
         el = 'ParameterSetID'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -6409,19 +6409,19 @@ def _d_ParameterType(r):
             x = _a >> 11
             if x & 11: raise r.deviation('ParameterType', r.end - q)
             el = 'boolValue'
-            f_boolValue = ((x >> 2) & 1) == 1
+            f_boolValue = (x >> 2) == 1
         elif ec == 1:
             q += 4
             x = _a >> 4
             if x & 1027: raise r.deviation('ParameterType', r.end - q)
             el = 'byteValue'
-            f_byteValue = ((x >> 2) & 255) + -128
+            f_byteValue = (x >> 2) + -128
         elif ec == 2:
             q += 13
             x = _a >> 13
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'shortValue'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -6450,7 +6450,7 @@ def _d_ParameterType(r):
             x = _a >> 13
             if x & 2: raise r.deviation('ParameterType', r.end - q)
             el = 'intValue'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -6478,7 +6478,7 @@ def _d_ParameterType(r):
             x = _a
             if x & 25486: raise r.deviation('ParameterType', r.end - q)
             el = 'physicalValue'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
             if _t is None:
                 el = 'physicalValue/Multiplier'
                 _c2_Multiplier = ((x >> 10) & 7) + -3
@@ -6671,7 +6671,7 @@ def _d_PaymentOptionListType(r):
         x = (V >> q) & 511
         if x & 416: raise r.deviation('PaymentOptionListType', r.end - q)
         el = 'PaymentOption'
-        _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 6) & 1)]
+        _v = _E_iso2_msgdatatypes_paymentOptionType[(x >> 6)]
         ec = ((x >> 3) & 3)
         _a = (x & 7)
         f_PaymentOption.append(_v)
@@ -6679,7 +6679,7 @@ def _d_PaymentOptionListType(r):
             x = _a
             if x & 5: raise r.deviation('PaymentOptionListType', r.end - q)
             el = 'PaymentOption'
-            _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+            _v = _E_iso2_msgdatatypes_paymentOptionType[(x >> 1)]
             f_PaymentOption.append(_v)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6745,7 +6745,7 @@ def _d_PhysicalValueType(r):
         if q < 0: V, q = r.slideq(q, 15)
         x = (V >> q) & 32767
         if x & 25486: raise r.deviation('PhysicalValueType', r.end - q)
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'Multiplier'
             f_Multiplier = ((x >> 10) & 7) + -3
@@ -6861,7 +6861,7 @@ def _d_ProfileEntryType(r):
         if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
         if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(r.end - q))
         el = 'ChargingProfileEntryMaxPower'
-        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
         if _t is None:
             el = 'ChargingProfileEntryMaxPower/Multiplier'
             _c1_Multiplier = ((x >> 10) & 7) + -3
@@ -6903,13 +6903,13 @@ def _d_ProfileEntryType(r):
         f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
         f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
         f_ChargingProfileEntryMaxPower.Value = _c1_Value
-        ec = ((x >> 5) & 3)
+        ec = (x >> 5)
         _a = (x & 31)
         if ec == 0:
             x = _a
             if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
             el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-            f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+            f_ChargingProfileEntryMaxNumberOfPhasesInUse = (x >> 2) + 1
             if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
         elif ec == 1:
             q += 5
@@ -7015,7 +7015,7 @@ def _d_RelativeTimeIntervalType(r):
         x = (V >> q) & 15
         if x & 8: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
-        ec = ((x >> 1) & 3)
+        ec = (x >> 1)
         _a = (x & 1)
         if ec == 0:
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -7102,14 +7102,14 @@ def _d_SAScheduleListType(r):
         x = (V >> q) & 8191
         if x & 6144: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
-        _a = (x & 2047)
+        _a = x
         _c3_SAScheduleTupleID = None
         _c3_PMaxSchedule = None
         _c3_SalesTariff = None
         x = _a
         if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTuple/SAScheduleTupleID'
-        _c3_SAScheduleTupleID = ((x >> 2) & 255) + 1
+        _c3_SAScheduleTupleID = (x >> 2) + 1
         if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
         r.pos = r.end - q
@@ -7130,7 +7130,7 @@ def _d_SAScheduleListType(r):
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
             if x & 16384: raise r.deviation('SAScheduleTupleType', r.end - q)
-            ec = ((x >> 12) & 3)
+            ec = (x >> 12)
             _a = (x & 4095)
         elif ec == 1:
             x = _a
@@ -7148,14 +7148,14 @@ def _d_SAScheduleListType(r):
             x = _a
             if x & 2048: raise r.deviation('SAScheduleListType', r.end - q)
             el = 'SAScheduleTuple'
-            _a = (x & 2047)
+            _a = x
             _c4_SAScheduleTupleID = None
             _c4_PMaxSchedule = None
             _c4_SalesTariff = None
             x = _a
             if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
             el = 'SAScheduleTuple/SAScheduleTupleID'
-            _c4_SAScheduleTupleID = ((x >> 2) & 255) + 1
+            _c4_SAScheduleTupleID = (x >> 2) + 1
             if _c4_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c4_SAScheduleTupleID, r.at(r.end - q))
             el = 'SAScheduleTuple/PMaxSchedule'
             r.pos = r.end - q
@@ -7176,7 +7176,7 @@ def _d_SAScheduleListType(r):
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
                 if x & 16384: raise r.deviation('SAScheduleTupleType', r.end - q)
-                ec = ((x >> 12) & 3)
+                ec = (x >> 12)
                 _a = (x & 4095)
             elif ec == 1:
                 x = _a
@@ -7200,14 +7200,14 @@ def _d_SAScheduleListType(r):
                 x = _a
                 if x & 2048: raise r.deviation('SAScheduleListType', r.end - q)
                 el = 'SAScheduleTuple'
-                _a = (x & 2047)
+                _a = x
                 _c5_SAScheduleTupleID = None
                 _c5_PMaxSchedule = None
                 _c5_SalesTariff = None
                 x = _a
                 if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
                 el = 'SAScheduleTuple/SAScheduleTupleID'
-                _c5_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                _c5_SAScheduleTupleID = (x >> 2) + 1
                 if _c5_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c5_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
                 r.pos = r.end - q
@@ -7399,7 +7399,7 @@ def _d_SAScheduleTupleType(r):
         x = (V >> q) & 4095
         if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
         el = 'SAScheduleTupleID'
-        f_SAScheduleTupleID = ((x >> 2) & 255) + 1
+        f_SAScheduleTupleID = (x >> 2) + 1
         if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'PMaxSchedule'
         r.pos = r.end - q
@@ -7517,7 +7517,7 @@ def _d_SalesTariffEntryType(r):
             x = _a >> 13
             if x & 2: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'RelativeTimeInterval'
-            _a = (x & 1)
+            _a = x
             _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
@@ -7545,7 +7545,7 @@ def _d_SalesTariffEntryType(r):
             x = (V >> q) & 131071
             if x & 65536: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             if _c3_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c3_start, r.at(r.end - q))
-            ec = ((x >> 14) & 3)
+            ec = (x >> 14)
             _a = (x & 16383)
             if ec == 0:
                 q += 13
@@ -7574,7 +7574,7 @@ def _d_SalesTariffEntryType(r):
                 x = (V >> q) & 65535
                 if x & 49152: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 if _c3_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c3_duration, r.at(r.end - q))
-                ec = ((x >> 12) & 3)
+                ec = (x >> 12)
                 _a = (x & 4095)
             elif ec == 1:
                 x = _a
@@ -7591,7 +7591,7 @@ def _d_SalesTariffEntryType(r):
             if x & 16384: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
             f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
-            ec = ((x >> 12) & 3)
+            ec = (x >> 12)
             _a = (x & 4095)
             s = 1
         else:
@@ -7600,7 +7600,7 @@ def _d_SalesTariffEntryType(r):
             x = _a
             if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'EPriceLevel'
-            f_EPriceLevel = ((x >> 3) & 255)
+            f_EPriceLevel = (x >> 3)
             ec = (x & 3)
             s = 2
         elif ec == 1:
@@ -7835,7 +7835,7 @@ def _d_SalesTariffType(r):
             x = (V >> q) & 16777215
             if x & 12591104: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
-            f_SalesTariffID = ((x >> 14) & 255) + 1
+            f_SalesTariffID = (x >> 14) + 1
             if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
             ec = ((x >> 11) & 3)
             _a = (x & 2047)
@@ -7844,7 +7844,7 @@ def _d_SalesTariffType(r):
             x = _a
             if x & 4202496: raise r.deviation('SalesTariffType', r.end - q)
             el = 'SalesTariffID'
-            f_SalesTariffID = ((x >> 14) & 255) + 1
+            f_SalesTariffID = (x >> 14) + 1
             if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(r.end - q))
             ec = ((x >> 11) & 3)
             _a = (x & 2047)
@@ -7870,14 +7870,14 @@ def _d_SalesTariffType(r):
             if q < 0: V, q = r.slidep(q, 14)
             x = (V >> q) & 16383
             if x & 8192: raise r.deviation('SalesTariffType', r.end - q)
-            ec = ((x >> 11) & 3)
+            ec = (x >> 11)
             _a = (x & 2047)
             s = 3
         elif ec == 1:
             x = _a
             if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
             el = 'NumEPriceLevels'
-            f_NumEPriceLevels = ((x >> 2) & 255)
+            f_NumEPriceLevels = (x >> 2)
             s = 4
         elif ec == 2:
             q += 11
@@ -7894,7 +7894,7 @@ def _d_SalesTariffType(r):
                 x = _a
                 if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 2) & 255)
+                f_NumEPriceLevels = (x >> 2)
                 s = 4
             elif ec == 1:
                 q += 11
@@ -8100,7 +8100,7 @@ def _d_SelectedServiceListType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
-        _a = (x & 1)
+        _a = x
         _c1_ServiceID = None
         _c1_ParameterSetID = None
         if _a: raise r.deviation('SelectedServiceType', r.end - q)
@@ -8128,13 +8128,13 @@ def _d_SelectedServiceListType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             x = _a
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ParameterSetID'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -8177,7 +8177,7 @@ def _d_SelectedServiceListType(r):
                 x = _a
                 if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
                 el = 'SelectedService'
-                _a = (x & 1)
+                _a = x
                 _c3_ServiceID = None
                 _c3_ParameterSetID = None
                 if _a: raise r.deviation('SelectedServiceType', r.end - q)
@@ -8205,14 +8205,14 @@ def _d_SelectedServiceListType(r):
                 x = (V >> q) & 127
                 if x & 64: raise r.deviation('SelectedServiceType', r.end - q)
                 if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
-                ec = ((x >> 4) & 3)
+                ec = (x >> 4)
                 _a = (x & 15)
                 if ec == 0:
                     q += 2
                     x = _a >> 2
                     if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ParameterSetID'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -8237,7 +8237,7 @@ def _d_SelectedServiceListType(r):
                     if x & 48: raise r.deviation('SelectedServiceType', r.end - q)
                     if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
                     if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
-                    ec = ((x >> 2) & 3)
+                    ec = (x >> 2)
                     _a = (x & 3)
                 elif ec == 1:
                     x = _a
@@ -8406,13 +8406,13 @@ def _d_SelectedServiceType(r):
         x = (V >> q) & 31
         if x & 16: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = ((x >> 2) & 3)
+        ec = (x >> 2)
         _a = (x & 3)
         if ec == 0:
             x = _a
             if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'ParameterSetID'
-            _neg = (x & 1)
+            _neg = x
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
@@ -8497,7 +8497,7 @@ def _d_ServiceListType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('ServiceListType', r.end - q)
         el = 'Service'
-        _a = (x & 1)
+        _a = x
         _c1_ServiceID = None
         _c1_ServiceName = None
         _c1_ServiceCategory = None
@@ -8528,7 +8528,7 @@ def _d_ServiceListType(r):
         x = (V >> q) & 8191
         if x & 4096: raise r.deviation('ServiceType', r.end - q)
         if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
-        ec = ((x >> 10) & 3)
+        ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
             q += 9
@@ -8550,14 +8550,14 @@ def _d_ServiceListType(r):
             x = (V >> q) & 4095
             if x & 3648: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         elif ec == 1:
             x = _a
             if x & 576: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/ServiceCategory'
-            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         else:
@@ -8582,12 +8582,12 @@ def _d_ServiceListType(r):
             x = (V >> q) & 63
             if x & 59: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/FreeService'
-            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_FreeService = (x >> 2) == 1
         elif ec == 1:
             x = _a
             if x & 11: raise r.deviation('ServiceType', r.end - q)
             el = 'Service/FreeService'
-            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_FreeService = (x >> 2) == 1
         else:
             raise r.deviation('ServiceType', r.end - q)
         _v = _new(_K_iso2_msgdatatypes_ServiceType)
@@ -8608,7 +8608,7 @@ def _d_ServiceListType(r):
                 x = _a
                 if x & 2: raise r.deviation('ServiceListType', r.end - q)
                 el = 'Service'
-                _a = (x & 1)
+                _a = x
                 _c3_ServiceID = None
                 _c3_ServiceName = None
                 _c3_ServiceCategory = None
@@ -8639,7 +8639,7 @@ def _d_ServiceListType(r):
                 x = (V >> q) & 131071
                 if x & 65536: raise r.deviation('ServiceType', r.end - q)
                 if _c3_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
-                ec = ((x >> 14) & 3)
+                ec = (x >> 14)
                 _a = (x & 16383)
                 if ec == 0:
                     q += 13
@@ -8661,14 +8661,14 @@ def _d_ServiceListType(r):
                     x = (V >> q) & 65535
                     if x & 58368: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/ServiceCategory'
-                    _c3_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 11) & 3)]
+                    _c3_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 11)]
                     ec = ((x >> 8) & 3)
                     _a = (x & 255)
                 elif ec == 1:
                     x = _a
                     if x & 9216: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/ServiceCategory'
-                    _c3_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 11) & 3)]
+                    _c3_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 11)]
                     ec = ((x >> 8) & 3)
                     _a = (x & 255)
                 else:
@@ -8693,13 +8693,13 @@ def _d_ServiceListType(r):
                     x = (V >> q) & 1023
                     if x & 944: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/FreeService'
-                    _c3_FreeService = ((x >> 6) & 1) == 1
+                    _c3_FreeService = (x >> 6) == 1
                     _a = (x & 15)
                 elif ec == 1:
                     x = _a
                     if x & 176: raise r.deviation('ServiceType', r.end - q)
                     el = 'Service/FreeService'
-                    _c3_FreeService = ((x >> 6) & 1) == 1
+                    _c3_FreeService = (x >> 6) == 1
                     _a = (x & 15)
                 else:
                     raise r.deviation('ServiceType', r.end - q)
@@ -9054,7 +9054,7 @@ def _d_ServiceType(r):
         x = (V >> q) & 8191
         if x & 4096: raise r.deviation('ServiceType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        ec = ((x >> 10) & 3)
+        ec = (x >> 10)
         _a = (x & 1023)
         if ec == 0:
             q += 9
@@ -9076,14 +9076,14 @@ def _d_ServiceType(r):
             x = (V >> q) & 4095
             if x & 3648: raise r.deviation('ServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         elif ec == 1:
             x = _a
             if x & 576: raise r.deviation('ServiceType', r.end - q)
             el = 'ServiceCategory'
-            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 7) & 3)]
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
             ec = ((x >> 4) & 3)
             _a = (x & 15)
         else:
@@ -9108,12 +9108,12 @@ def _d_ServiceType(r):
             x = (V >> q) & 63
             if x & 59: raise r.deviation('ServiceType', r.end - q)
             el = 'FreeService'
-            f_FreeService = ((x >> 2) & 1) == 1
+            f_FreeService = (x >> 2) == 1
         elif ec == 1:
             x = _a
             if x & 11: raise r.deviation('ServiceType', r.end - q)
             el = 'FreeService'
-            f_FreeService = ((x >> 2) & 1) == 1
+            f_FreeService = (x >> 2) == 1
         else:
             raise r.deviation('ServiceType', r.end - q)
         r.pos = r.end - q
@@ -9215,7 +9215,7 @@ def _d_SubCertificatesType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('SubCertificatesType', r.end - q)
         el = 'Certificate'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -9259,7 +9259,7 @@ def _d_SubCertificatesType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('SubCertificatesType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_Certificate.append(_v)
             elif ec == 1:
@@ -9352,7 +9352,7 @@ def _d_SupportedEnergyTransferModeType(r):
         x = (V >> q) & 63
         if x & 49: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
         el = 'EnergyTransferMode'
-        _v = ((x >> 1) & 7)
+        _v = (x >> 1)
         if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
         else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
         f_EnergyTransferMode.append(_v)
@@ -9370,7 +9370,7 @@ def _d_SupportedEnergyTransferModeType(r):
                 x = (V >> q) & 16383
                 if x & 8704: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
                 el = 'EnergyTransferMode'
-                _v = ((x >> 10) & 7)
+                _v = (x >> 10)
                 if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
                 else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
                 ec = ((x >> 7) & 3)

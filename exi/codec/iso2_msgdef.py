@@ -95,7 +95,7 @@ def _d_V2G_Message(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
-        _a = (x & 1)
+        _a = x
         _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
@@ -118,20 +118,20 @@ def _d_V2G_Message(r):
         if q < 0: V, q = r.slidep(q, 12)
         x = (V >> q) & 4095
         if x & 2048: raise r.deviation('MessageHeaderType', r.end - q)
-        ec = ((x >> 9) & 3)
+        ec = (x >> 9)
         _a = (x & 511)
         _c1_s = 1
         if ec == 0:
             x = _a
             if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Header/Notification'
-            _a = (x & 255)
+            _a = x
             _c1_c2_FaultCode = None
             _c1_c2_FaultMsg = None
             x = _a
             if x & 144: raise r.deviation('NotificationType', r.end - q)
             el = 'Header/Notification/FaultCode'
-            _c1_c2_FaultCode = ((x >> 5) & 3)
+            _c1_c2_FaultCode = (x >> 5)
             if _c1_c2_FaultCode >= 3: _c1_c2_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c2_FaultCode, 3, r.at(r.end - q))
             else: _c1_c2_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c2_FaultCode]
             ec = ((x >> 2) & 3)
@@ -155,7 +155,7 @@ def _d_V2G_Message(r):
                 if q < 0: V, q = r.slideq(q, 4)
                 x = (V >> q) & 15
                 if x & 12: raise r.deviation('NotificationType', r.end - q)
-                ec = (x & 3)
+                ec = x
             elif ec == 1:
                 x = _a
                 ec = x
@@ -249,7 +249,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 3)
                             x = (V >> q) & 7
                             if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                             _c2_c1_s = 2
                         elif ec == 2:
                             if _a: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -270,7 +270,7 @@ def _d_V2G_Message(r):
                                 if q < 0: V, q = r.slidep(q, 3)
                                 x = (V >> q) & 7
                                 if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
-                                _a = (x & 1)
+                                _a = x
                                 _c2_c1_s = 2
                             elif ec == 1:
                                 if _a: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -291,7 +291,7 @@ def _d_V2G_Message(r):
                         if x & 24807: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/AuthorizationRes'
                         _cf = 'AuthorizationRes'
-                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[((x >> 3) & 1023)]
+                        _t = _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType[(x >> 3)]
                         if _t is None:
                             el = 'Body/AuthorizationRes/ResponseCode'
                             _c2_c2_ResponseCode = ((x >> 8) & 31)
@@ -324,7 +324,7 @@ def _d_V2G_Message(r):
                         el = 'Body/CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'Body/CableCheckReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 14)]
                         if _t is None:
                             el = 'Body/CableCheckReq/DC_EVStatus/EVReady'
                             _c2_c4_c1_EVReady = ((x >> 21) & 1) == 1
@@ -356,7 +356,7 @@ def _d_V2G_Message(r):
                         el = 'Body/CableCheckRes'
                         _cf = 'CableCheckRes'
                         el = 'Body/CableCheckRes/ResponseCode'
-                        _c2_c5_ResponseCode = ((x >> 4) & 31)
+                        _c2_c5_ResponseCode = (x >> 4)
                         if _c2_c5_ResponseCode >= 26: _c2_c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c2_c5_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
                         el = 'Body/CableCheckRes/DC_EVSEStatus'
@@ -391,7 +391,7 @@ def _d_V2G_Message(r):
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c5_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c5_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c5_c1_EVSENotification = ((x >> 16) & 3)
+                        _c2_c5_c1_EVSENotification = (x >> 16)
                         if _c2_c5_c1_EVSENotification >= 3: _c2_c5_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c5_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c5_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
@@ -399,7 +399,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c2_c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -417,7 +417,7 @@ def _d_V2G_Message(r):
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c2_c5_c1_EVSEStatusCode = (x >> 2)
                             if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
                         else:
@@ -432,7 +432,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 127
                         if x & 103: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CableCheckRes/EVSEProcessing'
-                        _c2_c5_EVSEProcessing = ((x >> 3) & 3)
+                        _c2_c5_EVSEProcessing = (x >> 3)
                         if _c2_c5_EVSEProcessing >= 3: _c2_c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c2_c5_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c2_c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_c5_EVSEProcessing]
                         _cv = _new(_K_iso2_msgbody_CableCheckResType)
@@ -455,7 +455,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 3
                         if x & 2: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -491,7 +491,7 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateInstallationRes'
                         _cf = 'CertificateInstallationRes'
                         el = 'Body/CertificateInstallationRes/ResponseCode'
-                        _c2_c7_ResponseCode = ((x >> 5) & 31)
+                        _c2_c7_ResponseCode = (x >> 5)
                         if _c2_c7_ResponseCode >= 26: _c2_c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c2_c7_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c7_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c7_ResponseCode]
                         el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain'
@@ -511,7 +511,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -528,7 +528,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
@@ -549,7 +549,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -573,7 +573,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c7_c2_Id = None
                         _c2_c7_c2_Certificate = None
@@ -589,7 +589,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -606,7 +606,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
@@ -627,7 +627,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -745,7 +745,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateReq/ContractSignatureCertChain'
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c8_c1_Id = None
                         _c2_c8_c1_Certificate = None
@@ -761,7 +761,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -778,7 +778,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
@@ -799,7 +799,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -897,7 +897,7 @@ def _d_V2G_Message(r):
                             if x & 7232: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             if _c2_c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c2_c9_MaxEntriesSAScheduleTuple, r.at(r.end - q))
                             el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c2_c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
+                            _c2_c9_RequestedEnergyTransferMode = (x >> 7)
                             if _c2_c9_RequestedEnergyTransferMode >= 6: _c2_c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c2_c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c2_c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c2_c9_RequestedEnergyTransferMode]
                             ec = ((x >> 4) & 3)
@@ -906,7 +906,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 1088: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
-                            _c2_c9_RequestedEnergyTransferMode = ((x >> 7) & 7)
+                            _c2_c9_RequestedEnergyTransferMode = (x >> 7)
                             if _c2_c9_RequestedEnergyTransferMode >= 6: _c2_c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c2_c9_RequestedEnergyTransferMode, 6, r.at(r.end - q))
                             else: _c2_c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c2_c9_RequestedEnergyTransferMode]
                             ec = ((x >> 4) & 3)
@@ -923,7 +923,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 1:
                             q += 4
                             el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
@@ -934,7 +934,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 2:
                             x = _a
                             el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
@@ -968,11 +968,11 @@ def _d_V2G_Message(r):
                                 x = (V >> q) & 15
                                 if x & 14: raise r.deviation('EVChargeParameterType', r.end - q)
                                 if _c2_c9_c2_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c2_DepartureTime, r.at(r.end - q))
-                                _a = (x & 1)
+                                _a = x
                             elif ec == 1:
                                 x = _a
                                 if x & 2: raise r.deviation('EVChargeParameterType', r.end - q)
-                                _a = (x & 1)
+                                _a = x
                             else:
                                 raise r.deviation('EVChargeParameterType', r.end - q)
                             _c2_c9_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
@@ -1061,7 +1061,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SessionID'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -1078,7 +1078,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 14)
                             x = (V >> q) & 16383
                             if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 11) & 3)
+                            ec = (x >> 11)
                             _a = (x & 2047)
                         elif ec == 1:
                             x = _a
@@ -1100,7 +1100,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 14)
                             x = (V >> q) & 16383
                             if x & 8192: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            ec = ((x >> 11) & 3)
+                            ec = (x >> 11)
                             _a = (x & 2047)
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1108,7 +1108,7 @@ def _d_V2G_Message(r):
                             x = _a
                             if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
                             el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
-                            _c2_c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                            _c2_c11_SAScheduleTupleID = (x >> 2) + 1
                             if _c2_c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c2_c11_SAScheduleTupleID, r.at(r.end - q))
                             el = 'Body/MeteringReceiptReq/MeterInfo'
                             r.pos = r.end - q
@@ -1118,7 +1118,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         elif ec == 1:
                             q += 11
                             el = 'Body/MeteringReceiptReq/MeterInfo'
@@ -1129,7 +1129,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                            _a = (x & 1)
+                            _a = x
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
                         if _a: raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1165,7 +1165,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 31
                         if x & 24: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c12_c1_Id = None
                         _c2_c12_c1_Certificate = None
@@ -1181,7 +1181,7 @@ def _d_V2G_Message(r):
                             x = (V >> q) & 3
                             if x & 2: raise r.deviation('CertificateChainType', r.end - q)
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
-                            _esc = (x & 1)
+                            _esc = x
                             if _esc:
                                 q -= 2
                                 if q < 0: V, q = r.slideq(q, 2)
@@ -1198,7 +1198,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         elif ec == 1:
                             x = _a
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
@@ -1219,7 +1219,7 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slideq(q, 3)
                             x = (V >> q) & 7
                             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
-                            ec = (x & 3)
+                            ec = x
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
@@ -1258,7 +1258,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'Body/PaymentDetailsRes/ResponseCode'
-                        _c2_c13_ResponseCode = ((x >> 3) & 31)
+                        _c2_c13_ResponseCode = (x >> 3)
                         if _c2_c13_ResponseCode >= 26: _c2_c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c2_c13_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c13_ResponseCode]
                         el = 'Body/PaymentDetailsRes/GenChallenge'
@@ -1273,7 +1273,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsRes/EVSETimeStamp'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -1310,7 +1310,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentServiceSelectionReq'
                         _cf = 'PaymentServiceSelectionReq'
                         el = 'Body/PaymentServiceSelectionReq/SelectedPaymentOption'
-                        _c2_c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c2_c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'Body/PaymentServiceSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
                         _c2_c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
@@ -1330,7 +1330,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentServiceSelectionRes'
                         _cf = 'PaymentServiceSelectionRes'
                         el = 'Body/PaymentServiceSelectionRes/ResponseCode'
-                        _c2_c15_ResponseCode = ((x >> 3) & 31)
+                        _c2_c15_ResponseCode = (x >> 3)
                         if _c2_c15_ResponseCode >= 26: _c2_c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c2_c15_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c15_ResponseCode]
                         _cv = _new(_K_iso2_msgbody_PaymentServiceSelectionResType)
@@ -1367,7 +1367,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'Body/PreChargeReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 28) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 28)]
                         if _t is None:
                             el = 'Body/PreChargeReq/DC_EVStatus/EVReady'
                             _c2_c16_c1_EVReady = ((x >> 35) & 1) == 1
@@ -1429,7 +1429,7 @@ def _d_V2G_Message(r):
                         _c2_c16_EVTargetVoltage.Unit = _c2_c16_c2_Unit
                         _c2_c16_EVTargetVoltage.Value = _c2_c16_c2_Value
                         el = 'Body/PreChargeReq/EVTargetCurrent'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
                             _c2_c16_c3_Multiplier = ((x >> 10) & 7) + -3
@@ -1483,7 +1483,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'Body/PreChargeRes/ResponseCode'
-                        _c2_c17_ResponseCode = ((x >> 4) & 31)
+                        _c2_c17_ResponseCode = (x >> 4)
                         if _c2_c17_ResponseCode >= 26: _c2_c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c2_c17_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c17_ResponseCode]
                         el = 'Body/PreChargeRes/DC_EVSEStatus'
@@ -1518,7 +1518,7 @@ def _d_V2G_Message(r):
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c17_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c17_c1_EVSENotification = ((x >> 16) & 3)
+                        _c2_c17_c1_EVSENotification = (x >> 16)
                         if _c2_c17_c1_EVSENotification >= 3: _c2_c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c17_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c17_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
@@ -1526,7 +1526,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c2_c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -1544,7 +1544,7 @@ def _d_V2G_Message(r):
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c2_c17_c1_EVSEStatusCode = (x >> 2)
                             if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
                         else:
@@ -1559,7 +1559,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 65535
                         if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
                             _c2_c17_c2_Multiplier = ((x >> 10) & 7) + -3
@@ -1644,14 +1644,14 @@ def _d_V2G_Message(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
-                        _a = (x & 511)
+                        _a = x
                         _c2_c19_ResponseCode = None
                         _c2_c19_ServiceID = None
                         _c2_c19_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
                         el = 'Body/ServiceDetailRes/ResponseCode'
-                        _c2_c19_ResponseCode = ((x >> 3) & 31)
+                        _c2_c19_ResponseCode = (x >> 3)
                         if _c2_c19_ResponseCode >= 26: _c2_c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c2_c19_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c19_ResponseCode]
                         el = 'Body/ServiceDetailRes/ServiceID'
@@ -1678,7 +1678,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('ServiceDetailResType', r.end - q)
                         if _c2_c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c19_ServiceID, r.at(r.end - q))
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         if ec == 0:
                             q += 1
@@ -1731,14 +1731,14 @@ def _d_V2G_Message(r):
                             if q < 0: V, q = r.slidep(q, 9)
                             x = (V >> q) & 511
                             if x & 256: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                            ec = ((x >> 6) & 3)
+                            ec = (x >> 6)
                             _a = (x & 63)
                             _c2_c20_s = 1
                         elif ec == 1:
                             x = _a
                             if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                             el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                            _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                            _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 3)]
                             _a = (x & 1)
                             _c2_c20_s = 2
                         elif ec == 2:
@@ -1752,7 +1752,7 @@ def _d_V2G_Message(r):
                                 x = _a
                                 if x & 38: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                                 el = 'Body/ServiceDiscoveryReq/ServiceCategory'
-                                _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                                _c2_c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 3)]
                                 _a = (x & 1)
                                 _c2_c20_s = 2
                             elif ec == 1:
@@ -1786,7 +1786,7 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupReq'
                         _cf = 'SessionSetupReq'
                         el = 'Body/SessionSetupReq/EVCCID'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -1812,14 +1812,14 @@ def _d_V2G_Message(r):
                         if x & 512: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _a = (x & 511)
+                        _a = x
                         _c2_c22_ResponseCode = None
                         _c2_c22_EVSEID = None
                         _c2_c22_EVSETimeStamp = None
                         x = _a
                         if x & 263: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
-                        _c2_c22_ResponseCode = ((x >> 3) & 31)
+                        _c2_c22_ResponseCode = (x >> 3)
                         if _c2_c22_ResponseCode >= 26: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c22_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
                         el = 'Body/SessionSetupRes/EVSEID'
@@ -1831,13 +1831,13 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('SessionSetupResType', r.end - q)
-                        ec = ((x >> 2) & 3)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         if ec == 0:
                             x = _a
                             if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
                             el = 'Body/SessionSetupRes/EVSETimeStamp'
-                            _neg = (x & 1)
+                            _neg = x
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
@@ -1882,7 +1882,7 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'Body/SessionStopReq/ChargingSession'
-                        _c2_c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 3) & 1)]
+                        _c2_c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 3)]
                         _cv = _new(_K_iso2_msgbody_SessionStopReqType)
                         _cv.ChargingSession = _c2_c23_ChargingSession
                         _c2_s = 1
@@ -1894,7 +1894,7 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'Body/SessionStopRes/ResponseCode'
-                        _c2_c24_ResponseCode = ((x >> 3) & 31)
+                        _c2_c24_ResponseCode = (x >> 3)
                         if _c2_c24_ResponseCode >= 26: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
                         _cv = _new(_K_iso2_msgbody_SessionStopResType)
@@ -1908,7 +1908,7 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'Body/WeldingDetectionReq/DC_EVStatus'
-                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+                        _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 14)]
                         if _t is None:
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
                             _c2_c25_c1_EVReady = ((x >> 21) & 1) == 1
@@ -1937,7 +1937,7 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'Body/WeldingDetectionRes/ResponseCode'
-                        _c2_c26_ResponseCode = ((x >> 4) & 31)
+                        _c2_c26_ResponseCode = (x >> 4)
                         if _c2_c26_ResponseCode >= 26: _c2_c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c26_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
@@ -1972,7 +1972,7 @@ def _d_V2G_Message(r):
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         if _c2_c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c26_c1_EVSENotification = ((x >> 16) & 3)
+                        _c2_c26_c1_EVSENotification = (x >> 16)
                         if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
@@ -1980,7 +1980,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             x = _a
                             if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
                                 _c2_c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
@@ -1998,7 +1998,7 @@ def _d_V2G_Message(r):
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            _c2_c26_c1_EVSEStatusCode = (x >> 2)
                             if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                             else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
                         else:
@@ -2013,7 +2013,7 @@ def _d_V2G_Message(r):
                         x = (V >> q) & 65535
                         if x & 58254: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                             _c2_c26_c2_Multiplier = ((x >> 10) & 7) + -3
@@ -3990,7 +3990,7 @@ def _de11(r):  # BulkChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4010,7 +4010,7 @@ def _de12(r):  # BulkChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4030,7 +4030,7 @@ def _de13(r):  # BulkSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('BulkSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -4090,7 +4090,7 @@ def _de15(r):  # ChargeProgress
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ChargeProgress', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('ChargeProgress', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_chargeProgressType[val]
     r.pos = r.end - q
@@ -4113,7 +4113,7 @@ def _de16(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4133,7 +4133,7 @@ def _de17(r):  # ChargingComplete
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4153,7 +4153,7 @@ def _de18(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse', r.end - q)
-    val = ((x >> 1) & 3) + 1
+    val = (x >> 1) + 1
     if val > 3: r.facet('ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -4218,7 +4218,7 @@ def _de20(r):  # ChargingSession
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingSession', r.end - q)
-    val = _E_iso2_msgdatatypes_chargingSessionType[((x >> 1) & 1)]
+    val = _E_iso2_msgdatatypes_chargingSessionType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -4283,7 +4283,7 @@ def _de22(r):  # EPriceLevel
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('EPriceLevel', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -4342,7 +4342,7 @@ def _de24(r):  # EVErrorCode
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('EVErrorCode', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_DC_EVErrorCodeType[val]
     r.pos = r.end - q
@@ -4365,7 +4365,7 @@ def _de25(r):  # EVRESSSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('EVRESSSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -4386,7 +4386,7 @@ def _de26(r):  # EVReady
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVReady', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4406,7 +4406,7 @@ def _de27(r):  # EVSECurrentLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4458,7 +4458,7 @@ def _de29(r):  # EVSEIsolationStatus
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EVSEIsolationStatus', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 5: val = r.enum_index('EVSEIsolationStatus', val, 5, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_isolationLevelType[val]
     r.pos = r.end - q
@@ -4481,7 +4481,7 @@ def _de30(r):  # EVSENotification
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSENotification', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EVSENotificationType[val]
     r.pos = r.end - q
@@ -4504,7 +4504,7 @@ def _de31(r):  # EVSEPowerLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4524,7 +4524,7 @@ def _de32(r):  # EVSEProcessing
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEProcessing', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EVSEProcessingType[val]
     r.pos = r.end - q
@@ -4547,7 +4547,7 @@ def _de33(r):  # EVSEStatusCode
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
     if x & 33: raise r.deviation('EVSEStatusCode', r.end - q)
-    val = ((x >> 1) & 15)
+    val = (x >> 1)
     if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[val]
     r.pos = r.end - q
@@ -4570,7 +4570,7 @@ def _de34(r):  # EVSETimeStamp
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('EVSETimeStamp', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -4618,7 +4618,7 @@ def _de35(r):  # EVSEVoltageLimitAchieved
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4638,7 +4638,7 @@ def _de36(r):  # EnergyTransferMode
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('EnergyTransferMode', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('EnergyTransferMode', val, 6, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EnergyTransferModeType[val]
     r.pos = r.end - q
@@ -4698,7 +4698,7 @@ def _de38(r):  # FaultCode
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('FaultCode', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_faultCodeType[val]
     r.pos = r.end - q
@@ -4760,7 +4760,7 @@ def _de40(r):  # FreeService
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('FreeService', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -4780,7 +4780,7 @@ def _de41(r):  # FullSOC
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('FullSOC', r.end - q)
-    val = ((x >> 1) & 127)
+    val = (x >> 1)
     if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -4870,7 +4870,7 @@ def _de44(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -5081,7 +5081,7 @@ def _de49(r):  # MeterStatus
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -5166,7 +5166,7 @@ def _de51(r):  # Multiplier
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('Multiplier', r.end - q)
-    val = ((x >> 1) & 7) + -3
+    val = (x >> 1) + -3
     if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -5231,7 +5231,7 @@ def _de53(r):  # NumEPriceLevels
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumEPriceLevels', r.end - q)
-    val = ((x >> 1) & 255)
+    val = (x >> 1)
     r.pos = r.end - q
     return val
 
@@ -5401,7 +5401,7 @@ def _de58(r):  # ParameterSetID
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('ParameterSetID', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -5449,7 +5449,7 @@ def _de59(r):  # PaymentOption
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PaymentOption', r.end - q)
-    val = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+    val = _E_iso2_msgdatatypes_paymentOptionType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -5544,7 +5544,7 @@ def _de62(r):  # RCD
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('RCD', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -5564,7 +5564,7 @@ def _de63(r):  # ReceiptRequired
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ReceiptRequired', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -5584,7 +5584,7 @@ def _de64(r):  # RequestedEnergyTransferMode
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('RequestedEnergyTransferMode', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 6: val = r.enum_index('RequestedEnergyTransferMode', val, 6, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EnergyTransferModeType[val]
     r.pos = r.end - q
@@ -5607,7 +5607,7 @@ def _de65(r):  # ResponseCode
     if q < 0: V, q = r.slideq(q, 7)
     x = (V >> q) & 127
     if x & 65: raise r.deviation('ResponseCode', r.end - q)
-    val = ((x >> 1) & 31)
+    val = (x >> 1)
     if val >= 26: val = r.enum_index('ResponseCode', val, 26, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_responseCodeType[val]
     r.pos = r.end - q
@@ -5630,7 +5630,7 @@ def _de66(r):  # RetryCounter
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('RetryCounter', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -5678,7 +5678,7 @@ def _de67(r):  # SAScheduleTupleID
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', r.end - q)
-    val = ((x >> 1) & 255) + 1
+    val = (x >> 1) + 1
     if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -5699,7 +5699,7 @@ def _de68(r):  # SAScheduleTupleID
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', r.end - q)
-    val = ((x >> 1) & 255) + 1
+    val = (x >> 1) + 1
     if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -5796,7 +5796,7 @@ def _de71(r):  # SalesTariffID
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SalesTariffID', r.end - q)
-    val = ((x >> 1) & 255) + 1
+    val = (x >> 1) + 1
     if val > 255: r.facet('SalesTariffID', 'maxInclusive 255', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -5854,7 +5854,7 @@ def _de73(r):  # SelectedPaymentOption
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('SelectedPaymentOption', r.end - q)
-    val = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+    val = _E_iso2_msgdatatypes_paymentOptionType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -5875,7 +5875,7 @@ def _de74(r):  # ServiceCategory
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
-    val = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+    val = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -5896,7 +5896,7 @@ def _de75(r):  # ServiceCategory
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
-    val = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+    val = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 1)]
     r.pos = r.end - q
     return val
 
@@ -6239,7 +6239,7 @@ def _de84(r):  # TMeter
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('TMeter', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -6287,7 +6287,7 @@ def _de85(r):  # Unit
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('Unit', r.end - q)
-    val = ((x >> 1) & 7)
+    val = (x >> 1)
     if val >= 7: val = r.enum_index('Unit', val, 7, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_unitSymbolType[val]
     r.pos = r.end - q
@@ -6310,7 +6310,7 @@ def _de86(r):  # Value
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('Value', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -6506,7 +6506,7 @@ def _de91(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -6708,7 +6708,7 @@ def _de96(r):  # amountMultiplier
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('amountMultiplier', r.end - q)
-    val = ((x >> 1) & 7) + -3
+    val = (x >> 1) + -3
     if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(r.end - q))
     r.pos = r.end - q
     return val
@@ -6729,7 +6729,7 @@ def _de97(r):  # boolValue
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('boolValue', r.end - q)
-    val = ((x >> 1) & 1) == 1
+    val = (x >> 1) == 1
     r.pos = r.end - q
     return val
 
@@ -6749,7 +6749,7 @@ def _de98(r):  # byteValue
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('byteValue', r.end - q)
-    val = ((x >> 1) & 255) + -128
+    val = (x >> 1) + -128
     r.pos = r.end - q
     return val
 
@@ -6769,7 +6769,7 @@ def _de99(r):  # costKind
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('costKind', r.end - q)
-    val = ((x >> 1) & 3)
+    val = (x >> 1)
     if val >= 3: val = r.enum_index('costKind', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_costKindType[val]
     r.pos = r.end - q
@@ -6836,7 +6836,7 @@ def _de101(r):  # intValue
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('intValue', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -6884,7 +6884,7 @@ def _de102(r):  # shortValue
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('shortValue', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

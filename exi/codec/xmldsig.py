@@ -202,7 +202,7 @@ def _d_DSAKeyValueType(r):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
                     el = 'Q'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -218,7 +218,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     s = 4
                 elif ec == 1:
@@ -240,7 +240,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
-                    _a = (x & 1)
+                    _a = x
                     s = 2
                 elif ec == 2:
                     x = _a
@@ -261,7 +261,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     s = 3
                 else:
@@ -285,7 +285,7 @@ def _d_DSAKeyValueType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 s = 3
             if s == 3:
@@ -308,7 +308,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     s = 5
                 elif ec == 1:
@@ -330,7 +330,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
-                    _a = (x & 1)
+                    _a = x
                     s = 6
                 elif ec == 2:
                     q += 1
@@ -357,7 +357,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
-                    _a = (x & 1)
+                    _a = x
                     s = 2
                 elif ec == 1:
                     x = _a
@@ -378,7 +378,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('DSAKeyValueType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     s = 3
                 else:
@@ -403,7 +403,7 @@ def _d_DSAKeyValueType(r):
                     if q < 0: V, q = r.slidep(q, 3)
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
-                    _a = (x & 1)
+                    _a = x
                     s = 6
                 elif ec == 1:
                     q += 1
@@ -787,7 +787,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_KeyName.append(_v)
                         s = 3
                     elif ec == 2:
@@ -845,7 +845,7 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                            _a = (x & 15)
+                            _a = x
                             _c1_s = 3
                         elif ec == 3:
                             x = _a
@@ -876,7 +876,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c1_s = 3
                             elif ec == 2:
                                 x = _a
@@ -895,7 +895,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c1_s = 3
                             elif ec == 1:
                                 x = _a
@@ -968,7 +968,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_MgmtData.append(_v)
                         s = 9
                     elif ec == 8:
@@ -1008,7 +1008,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_KeyName.append(_v)
                         s = 3
                     elif ec == 1:
@@ -1066,7 +1066,7 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                            _a = (x & 15)
+                            _a = x
                             _c2_s = 3
                         elif ec == 3:
                             x = _a
@@ -1097,7 +1097,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c2_s = 3
                             elif ec == 2:
                                 x = _a
@@ -1116,7 +1116,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c2_s = 3
                             elif ec == 1:
                                 x = _a
@@ -1189,7 +1189,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_MgmtData.append(_v)
                         s = 9
                     elif ec == 7:
@@ -1229,7 +1229,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_KeyName.append(_v)
                         s = 3
                     elif ec == 1:
@@ -1287,7 +1287,7 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                            _a = (x & 15)
+                            _a = x
                             _c3_s = 3
                         elif ec == 3:
                             x = _a
@@ -1318,7 +1318,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c3_s = 3
                             elif ec == 2:
                                 x = _a
@@ -1337,7 +1337,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c3_s = 3
                             elif ec == 1:
                                 x = _a
@@ -1410,7 +1410,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_MgmtData.append(_v)
                         s = 9
                     elif ec == 7:
@@ -2918,7 +2918,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -3354,7 +3354,7 @@ def _d_KeyInfoType(r, key):
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
                             if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                            _a = (x & 15)
+                            _a = x
                             _c14_s = 3
                         elif ec == 3:
                             x = _a
@@ -3385,7 +3385,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c14_s = 3
                             elif ec == 2:
                                 x = _a
@@ -3404,7 +3404,7 @@ def _d_KeyInfoType(r, key):
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
                                 if x & 16: raise r.deviation('RetrievalMethodType', r.end - q)
-                                _a = (x & 15)
+                                _a = x
                                 _c14_s = 3
                             elif ec == 1:
                                 x = _a
@@ -4230,7 +4230,7 @@ def _d_KeyInfoType(r, key):
                         if q < 0: V, q = r.slideq(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('KeyInfoType', r.end - q)
-                        ec = (x & 15)
+                        ec = x
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         r.pos = r.end - q
@@ -7452,7 +7452,7 @@ def _d_KeyValueType(r, key):
                     x = _a
                     if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -7469,7 +7469,7 @@ def _d_KeyValueType(r, key):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -7488,7 +7488,7 @@ def _d_KeyValueType(r, key):
                     f_RSAKeyValue = _new(_K_xmldsig_RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c3_Modulus
                     f_RSAKeyValue.Exponent = _c3_Exponent
-                    ec = (x & 3)
+                    ec = x
                     s = 3
                 elif ec == 2:
                     q += 2
@@ -7525,7 +7525,7 @@ def _d_KeyValueType(r, key):
                     x = _a
                     if x & 2: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Modulus'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -7542,7 +7542,7 @@ def _d_KeyValueType(r, key):
                     x = (V >> q) & 7
                     if x & 6: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -7561,7 +7561,7 @@ def _d_KeyValueType(r, key):
                     f_RSAKeyValue = _new(_K_xmldsig_RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c4_Modulus
                     f_RSAKeyValue.Exponent = _c4_Exponent
-                    ec = (x & 3)
+                    ec = x
                     s = 3
                 elif ec == 2:
                     q += 2
@@ -8249,7 +8249,7 @@ def _d_PGPDataType(r):
                     if q < 0: V, q = r.slidep(q, 4)
                     x = (V >> q) & 15
                     if x & 8: raise r.deviation('PGPDataType', r.end - q)
-                    ec = ((x >> 1) & 3)
+                    ec = (x >> 1)
                     _a = (x & 1)
                     s = 1
                 elif ec == 1:
@@ -8271,7 +8271,7 @@ def _d_PGPDataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     x = (V >> q) & 7
                     if x & 4: raise r.deviation('PGPDataType', r.end - q)
-                    ec = (x & 3)
+                    ec = x
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
@@ -8295,7 +8295,7 @@ def _d_PGPDataType(r):
                     if q < 0: V, q = r.slideq(q, 3)
                     x = (V >> q) & 7
                     if x & 4: raise r.deviation('PGPDataType', r.end - q)
-                    ec = (x & 3)
+                    ec = x
                     s = 3
                 elif ec == 1:
                     q += 1
@@ -8451,7 +8451,7 @@ def _d_RSAKeyValueType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Modulus'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -8468,7 +8468,7 @@ def _d_RSAKeyValueType(r):
         x = (V >> q) & 7
         if x & 6: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Exponent'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -8586,7 +8586,7 @@ def _d_ReferenceType(r):
             if q < 0: V, q = r.slidep(q, 2)
             x = (V >> q) & 3
             if x & 2: raise r.deviation('ReferenceType', r.end - q)
-            _a = (x & 1)
+            _a = x
             s = 5
         else:
             raise r.deviation('ReferenceType', r.end - q)
@@ -8629,7 +8629,7 @@ def _d_ReferenceType(r):
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
                 if x & 2: raise r.deviation('ReferenceType', r.end - q)
-                _a = (x & 1)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
@@ -8662,7 +8662,7 @@ def _d_ReferenceType(r):
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
                 if x & 2: raise r.deviation('ReferenceType', r.end - q)
-                _a = (x & 1)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
@@ -8685,7 +8685,7 @@ def _d_ReferenceType(r):
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
                 if x & 2: raise r.deviation('ReferenceType', r.end - q)
-                _a = (x & 1)
+                _a = x
                 s = 5
             else:
                 raise r.deviation('ReferenceType', r.end - q)
@@ -8698,7 +8698,7 @@ def _d_ReferenceType(r):
             if q < 0: V, q = r.slidep(q, 2)
             x = (V >> q) & 3
             if x & 2: raise r.deviation('ReferenceType', r.end - q)
-            _a = (x & 1)
+            _a = x
             s = 5
         if s == 5:
             x = _a
@@ -9107,7 +9107,7 @@ def _d_SPKIDataType(r):
                 x = (V >> q) & 3
                 if x & 2: raise r.deviation('SPKIDataType', r.end - q)
                 el = 'SPKISexp'
-                _esc = (x & 1)
+                _esc = x
                 if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
@@ -9123,7 +9123,7 @@ def _d_SPKIDataType(r):
                 if q < 0: V, q = r.slidep(q, 4)
                 x = (V >> q) & 15
                 if x & 8: raise r.deviation('SPKIDataType', r.end - q)
-                ec = ((x >> 1) & 3)
+                ec = (x >> 1)
                 _a = (x & 1)
                 f_SPKISexp.append(_v)
                 s = 1
@@ -9211,7 +9211,7 @@ def _d_SPKIDataType(r):
                         if q < 0: V, q = r.slidep(q, 4)
                         x = (V >> q) & 15
                         if x & 8: raise r.deviation('SPKIDataType', r.end - q)
-                        ec = ((x >> 1) & 3)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
@@ -9388,7 +9388,7 @@ def _d_SignatureMethodType(r, key):
                     x = _a
                     if x & 2: raise r.deviation('SignatureMethodType', r.end - q)
                     el = 'HMACOutputLength'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -9412,7 +9412,7 @@ def _d_SignatureMethodType(r, key):
                     x = (V >> q) & 7
                     if x & 4: raise r.deviation('SignatureMethodType', r.end - q)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    ec = (x & 3)
+                    ec = x
                     s = 3
                 elif ec == 1:
                     q += 2
@@ -9441,7 +9441,7 @@ def _d_SignatureMethodType(r, key):
                     x = _a
                     if x & 2: raise r.deviation('SignatureMethodType', r.end - q)
                     el = 'HMACOutputLength'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -9465,7 +9465,7 @@ def _d_SignatureMethodType(r, key):
                     x = (V >> q) & 7
                     if x & 4: raise r.deviation('SignatureMethodType', r.end - q)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
-                    ec = (x & 3)
+                    ec = x
                     s = 3
                 elif ec == 1:
                     q += 2
@@ -10024,7 +10024,7 @@ def _d_SignatureType(r):
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
             if x & 4: raise r.deviation('SignatureValueType', r.end - q)
-            _a = (x & 3)
+            _a = x
             _c2_s = 2
         elif ec == 2:
             q -= 3
@@ -10052,7 +10052,7 @@ def _d_SignatureType(r):
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
                 if x & 4: raise r.deviation('SignatureValueType', r.end - q)
-                _a = (x & 3)
+                _a = x
                 _c2_s = 2
             elif ec == 1:
                 q -= 3
@@ -10773,7 +10773,7 @@ def _d_TransformType(r, key):
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
                         if x & 16: raise r.deviation('TransformType', r.end - q)
-                        ec = ((x >> 1) & 7)
+                        ec = (x >> 1)
                         _a = (x & 1)
                         f_XPath.append(_v)
                     elif ec == 1:
@@ -11047,7 +11047,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11062,7 +11062,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -11089,7 +11089,7 @@ def _d_X509DataType(r):
                     _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c9_X509IssuerName
                     _v.X509SerialNumber = _c9_X509SerialNumber
-                    ec = ((x >> 2) & 7)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_X509IssuerSerial.append(_v)
                     s = 1
@@ -11113,7 +11113,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slidep(q, 6)
                     x = (V >> q) & 63
                     if x & 32: raise r.deviation('X509DataType', r.end - q)
-                    ec = ((x >> 2) & 7)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_X509SKI.append(_v)
                     s = 2
@@ -11135,7 +11135,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slidep(q, 6)
                     x = (V >> q) & 63
                     if x & 32: raise r.deviation('X509DataType', r.end - q)
-                    ec = ((x >> 2) & 7)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_X509SubjectName.append(_v)
                     s = 3
@@ -11159,7 +11159,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slidep(q, 6)
                     x = (V >> q) & 63
                     if x & 32: raise r.deviation('X509DataType', r.end - q)
-                    ec = ((x >> 2) & 7)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_X509Certificate.append(_v)
                     s = 4
@@ -11183,7 +11183,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slidep(q, 6)
                     x = (V >> q) & 63
                     if x & 32: raise r.deviation('X509DataType', r.end - q)
-                    ec = ((x >> 2) & 7)
+                    ec = (x >> 2)
                     _a = (x & 3)
                     f_X509CRL.append(_v)
                     s = 5
@@ -11200,7 +11200,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11215,7 +11215,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -11341,7 +11341,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11356,7 +11356,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -11482,7 +11482,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11497,7 +11497,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -11623,7 +11623,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11638,7 +11638,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -11764,7 +11764,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11779,7 +11779,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -11905,7 +11905,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -11920,7 +11920,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -12052,7 +12052,7 @@ def _d_X509DataType(r):
                         x = _a
                         if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -12067,7 +12067,7 @@ def _d_X509DataType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -12094,7 +12094,7 @@ def _d_X509DataType(r):
                         _v = _new(_K_xmldsig_X509IssuerSerialType)
                         _v.X509IssuerName = _c17_X509IssuerName
                         _v.X509SerialNumber = _c17_X509SerialNumber
-                        ec = ((x >> 2) & 7)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
@@ -12207,7 +12207,7 @@ def _d_X509DataType(r):
                         x = _a
                         if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -12222,7 +12222,7 @@ def _d_X509DataType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -12271,7 +12271,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('X509DataType', r.end - q)
-                        ec = ((x >> 2) & 7)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_X509SKI.append(_v)
                     elif ec == 2:
@@ -12362,7 +12362,7 @@ def _d_X509DataType(r):
                         x = _a
                         if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -12377,7 +12377,7 @@ def _d_X509DataType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -12446,7 +12446,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('X509DataType', r.end - q)
-                        ec = ((x >> 2) & 7)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
@@ -12517,7 +12517,7 @@ def _d_X509DataType(r):
                         x = _a
                         if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -12532,7 +12532,7 @@ def _d_X509DataType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -12623,7 +12623,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('X509DataType', r.end - q)
-                        ec = ((x >> 2) & 7)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
@@ -12672,7 +12672,7 @@ def _d_X509DataType(r):
                         x = _a
                         if x & 2: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509IssuerName'
-                        _esc = (x & 1)
+                        _esc = x
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
@@ -12687,7 +12687,7 @@ def _d_X509DataType(r):
                         x = (V >> q) & 15
                         if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
-                        _neg = (x & 1)
+                        _neg = x
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
@@ -12800,7 +12800,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
                         if x & 32: raise r.deviation('X509DataType', r.end - q)
-                        ec = ((x >> 2) & 7)
+                        ec = (x >> 2)
                         _a = (x & 3)
                         f_X509CRL.append(_v)
                     elif ec == 5:
@@ -12821,7 +12821,7 @@ def _d_X509DataType(r):
                     x = _a
                     if x & 2: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509IssuerName'
-                    _esc = (x & 1)
+                    _esc = x
                     if _esc:
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
@@ -12836,7 +12836,7 @@ def _d_X509DataType(r):
                     x = (V >> q) & 15
                     if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
-                    _neg = (x & 1)
+                    _neg = x
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
@@ -14045,7 +14045,7 @@ def _d_X509IssuerSerialType(r):
         x = (V >> q) & 3
         if x & 2: raise r.deviation('X509IssuerSerialType', r.end - q)
         el = 'X509IssuerName'
-        _esc = (x & 1)
+        _esc = x
         if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
@@ -14060,7 +14060,7 @@ def _d_X509IssuerSerialType(r):
         x = (V >> q) & 15
         if x & 14: raise r.deviation('X509IssuerSerialType', r.end - q)
         el = 'X509SerialNumber'
-        _neg = (x & 1)
+        _neg = x
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
             if _y < 8388608:
@@ -14452,7 +14452,7 @@ def _de13(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:
@@ -14980,7 +14980,7 @@ def _de27(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
-    _neg = (x & 1)
+    _neg = x
     if q >= 24:
         _y = (V >> (q - 24)) & 16777215
         if _y < 8388608:

@@ -339,6 +339,11 @@ def _dead_el(lines: list[str]) -> list[str]:
     return out
 
 
+def _bits_above(bit: int, total: int) -> int:
+    """The mask of a read's bits from ``bit`` up to its top (``total`` bits): those above a piece."""
+    return ((1 << total) - 1) & ~((1 << bit) - 1)
+
+
 def _drop_lines(lines: list[str], pattern: re.Pattern[str]) -> list[str]:
     """Drop the statements matching ``pattern`` (``pass`` where one was alone in its block)."""
     out: list[str] = []
@@ -735,7 +740,7 @@ class CodecWriter:
                 table = self._fields_table(run[k:end], span)
                 low = shift - span
                 piece = f"(x >> {low})" if low else "x"
-                if low + span < total:
+                if _bits_above(low + span, total) & ~code_mask:
                     piece = f"({piece} & {(1 << span) - 1})"
                 targets = [o[4][1] for o in run[k:end] if o[0] == "fix" and len(o) == 5]
                 els = [x for o in run[k:end] if o[0] == "nop" for x in o[1]]
@@ -776,7 +781,7 @@ class CodecWriter:
                 code_mask |= mask << shift
                 continue
             piece = f"(x >> {shift})" if shift else "x"
-            if shift + width < total:
+            if _bits_above(shift + width, total) & ~code_mask:  # no mask where only event codes (zero) are above
                 piece = f"({piece} & {mask})"
             body.extend(line.replace("{p}", piece) for line in lines)
         if code_mask:
