@@ -18,11 +18,6 @@ def _d_AppProtocolType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ProtocolNamespace = None
-    f_VersionNumberMajor = None
-    f_VersionNumberMinor = None
-    f_SchemaID = None
-    f_Priority = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -482,7 +477,6 @@ def _d_supportedAppProtocolRes(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     f_SchemaID = None
     try:
         q -= 18

@@ -90,17 +90,13 @@ def _d_CableCheckReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CableCheckReqType', r.end - q)
         el = 'DC_EVStatus'
-        _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
-        _c1_EVErrorCode = None
-        _c1_EVRESSSOC = None
         q -= 31
         if q < 0: V, q = r.slidep(q, 31)
         x = (V >> q) & 2147483647
@@ -286,9 +282,6 @@ def _d_CableCheckResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEProcessing = None
     try:
         q -= 24
         if q < 0: V, q = r.slidep(q, 24)
@@ -302,9 +295,6 @@ def _d_CableCheckResType(r):
         ec = ((x >> 13) & 3)
         _a = (x & 8191)
         _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -457,9 +447,6 @@ def _d_CertificateInstallationReqType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_OEMProvisioningCert = None
-    f_ListOfRootCertificateIDs = None
-    f_DHParams = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -619,12 +606,6 @@ def _d_CertificateInstallationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_ResponseCode = None
-    f_ContractSignatureCertChain = None
-    f_ContractSignatureEncryptedPrivateKey = None
-    f_DHParams = None
-    f_ContractID = None
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -643,7 +624,6 @@ def _d_CertificateInstallationResType(r):
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         _a = (x & 1)
-        _c1_Certificate = None
         _c1_SubCertificates = None
         x = _a
         el = 'ContractSignatureCertChain/Certificate'
@@ -845,10 +825,6 @@ def _d_CertificateUpdateReqType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_ContractSignatureCertChain = None
-    f_ContractID = None
-    f_ListOfRootCertificateIDs = None
-    f_DHParams = None
     try:
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
@@ -867,7 +843,6 @@ def _d_CertificateUpdateReqType(r):
             if x & 6: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
             _a = x
-            _c3_Certificate = None
             _c3_SubCertificates = None
             x = _a
             el = 'ContractSignatureCertChain/Certificate'
@@ -915,7 +890,6 @@ def _d_CertificateUpdateReqType(r):
             if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ContractSignatureCertChain'
             _a = x
-            _c4_Certificate = None
             _c4_SubCertificates = None
             x = _a
             el = 'ContractSignatureCertChain/Certificate'
@@ -1137,13 +1111,6 @@ def _d_CertificateUpdateResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_ResponseCode = None
-    f_ContractSignatureCertChain = None
-    f_ContractSignatureEncryptedPrivateKey = None
-    f_DHParams = None
-    f_ContractID = None
-    f_RetryCounter = None
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -1162,7 +1129,6 @@ def _d_CertificateUpdateResType(r):
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         _a = (x & 1)
-        _c1_Certificate = None
         _c1_SubCertificates = None
         x = _a
         el = 'ContractSignatureCertChain/Certificate'
@@ -1399,7 +1365,6 @@ def _d_ChargeParameterDiscoveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVRequestedEnergyTransferType = None
     f_AC_EVChargeParameter = None
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
@@ -1442,9 +1407,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if _c3_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c3_DepartureTime, r.at(r.end - q))
             el = 'AC_EVChargeParameter/EAmount'
             _a = x
-            _c3_c1_Multiplier = None
             _c3_c1_Unit = None
-            _c3_c1_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EAmount/Multiplier'
@@ -1525,9 +1488,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxVoltage'
             _a = x
-            _c3_c2_Multiplier = None
             _c3_c2_Unit = None
-            _c3_c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
@@ -1608,9 +1569,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxCurrent'
             _a = x
-            _c3_c3_Multiplier = None
             _c3_c3_Unit = None
-            _c3_c3_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
@@ -1691,9 +1650,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/EVMinCurrent'
             _a = x
-            _c3_c4_Multiplier = None
             _c3_c4_Unit = None
-            _c3_c4_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
@@ -2051,8 +2008,6 @@ def _d_ChargeParameterDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     f_SAScheduleList = None
     f_SASchedules = None
     f_AC_EVSEChargeParameter = None
@@ -2144,9 +2099,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             _c5_AC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
             el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
             _a = (x & 65535)
-            _c5_c2_Multiplier = None
             _c5_c2_Unit = None
-            _c5_c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
@@ -2227,9 +2180,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
             _a = x
-            _c5_c3_Multiplier = None
             _c5_c3_Unit = None
-            _c5_c3_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
@@ -2310,9 +2261,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             if x & 196608: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
             _a = x
-            _c5_c4_Multiplier = None
             _c5_c4_Unit = None
-            _c5_c4_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
@@ -2697,13 +2646,8 @@ def _d_ChargingStatusResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEID = None
-    f_SAScheduleTupleID = None
     f_EVSEMaxCurrent = None
     f_MeterInfo = None
-    f_ReceiptRequired = None
-    f_AC_EVSEStatus = None
     try:
         q -= 10
         if q < 0: V, q = r.slideq(q, 10)
@@ -2765,9 +2709,7 @@ def _d_ChargingStatusResType(r):
             if x & 65536: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'EVSEMaxCurrent'
             _a = x
-            _c3_Multiplier = None
             _c3_Unit = None
-            _c3_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaxCurrent/Multiplier'
@@ -3270,8 +3212,6 @@ def _d_ContractAuthenticationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     try:
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
@@ -3326,26 +3266,19 @@ def _d_CurrentDemandReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
-    f_EVTargetCurrent = None
     f_EVMaximumVoltageLimit = None
     f_EVMaximumCurrentLimit = None
     f_EVMaximumPowerLimit = None
     f_BulkChargingComplete = None
-    f_ChargingComplete = None
     f_RemainingTimeToFullSoC = None
     f_RemainingTimeToBulkSoC = None
-    f_EVTargetVoltage = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'DC_EVStatus'
-        _c13_EVReady = None
         _c13_EVCabinConditioning = None
         _c13_EVRESSConditioning = None
-        _c13_EVErrorCode = None
-        _c13_EVRESSSOC = None
         q -= 31
         if q < 0: V, q = r.slidep(q, 31)
         x = (V >> q) & 2147483647
@@ -3431,9 +3364,7 @@ def _d_CurrentDemandReqType(r):
         if x & 196608: raise r.deviation('CurrentDemandReqType', r.end - q)
         el = 'EVTargetCurrent'
         _a = x
-        _c14_Multiplier = None
         _c14_Unit = None
-        _c14_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
@@ -3522,9 +3453,7 @@ def _d_CurrentDemandReqType(r):
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumVoltageLimit'
             _a = x
-            _c15_Multiplier = None
             _c15_Unit = None
-            _c15_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
@@ -3613,9 +3542,7 @@ def _d_CurrentDemandReqType(r):
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumCurrentLimit'
             _a = x
-            _c16_Multiplier = None
             _c16_Unit = None
-            _c16_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumCurrentLimit/Multiplier'
@@ -3704,9 +3631,7 @@ def _d_CurrentDemandReqType(r):
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVMaximumPowerLimit'
             _a = x
-            _c17_Multiplier = None
             _c17_Unit = None
-            _c17_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumPowerLimit/Multiplier'
@@ -3814,9 +3739,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumCurrentLimit'
                 _a = x
-                _c18_Multiplier = None
                 _c18_Unit = None
-                _c18_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumCurrentLimit/Multiplier'
@@ -3905,9 +3828,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
                 _a = x
-                _c19_Multiplier = None
                 _c19_Unit = None
-                _c19_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
@@ -4015,9 +3936,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVMaximumPowerLimit'
                 _a = x
-                _c20_Multiplier = None
                 _c20_Unit = None
-                _c20_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVMaximumPowerLimit/Multiplier'
@@ -4151,9 +4070,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToFullSoC'
                 _a = x
-                _c21_Multiplier = None
                 _c21_Unit = None
-                _c21_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToFullSoC/Multiplier'
@@ -4241,9 +4158,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
                 _a = x
-                _c22_Multiplier = None
                 _c22_Unit = None
-                _c22_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
@@ -4331,9 +4246,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
                 _a = x
-                _c23_Multiplier = None
                 _c23_Unit = None
-                _c23_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
@@ -4422,9 +4335,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'RemainingTimeToBulkSoC'
                 _a = x
-                _c24_Multiplier = None
                 _c24_Unit = None
-                _c24_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'RemainingTimeToBulkSoC/Multiplier'
@@ -4512,9 +4423,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
                 el = 'EVTargetVoltage'
                 _a = x
-                _c25_Multiplier = None
                 _c25_Unit = None
-                _c25_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVTargetVoltage/Multiplier'
@@ -4602,9 +4511,7 @@ def _d_CurrentDemandReqType(r):
             if x & 65536: raise r.deviation('CurrentDemandReqType', r.end - q)
             el = 'EVTargetVoltage'
             _a = x
-            _c26_Multiplier = None
             _c26_Unit = None
-            _c26_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVTargetVoltage/Multiplier'
@@ -5486,13 +5393,6 @@ def _d_CurrentDemandResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEPresentVoltage = None
-    f_EVSEPresentCurrent = None
-    f_EVSECurrentLimitAchieved = None
-    f_EVSEVoltageLimitAchieved = None
-    f_EVSEPowerLimitAchieved = None
     f_EVSEMaximumVoltageLimit = None
     f_EVSEMaximumCurrentLimit = None
     f_EVSEMaximumPowerLimit = None
@@ -5509,9 +5409,6 @@ def _d_CurrentDemandResType(r):
         ec = ((x >> 13) & 3)
         _a = (x & 8191)
         _c7_EVSEIsolationStatus = None
-        _c7_EVSEStatusCode = None
-        _c7_NotificationMaxDelay = None
-        _c7_EVSENotification = None
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -5578,9 +5475,7 @@ def _d_CurrentDemandResType(r):
         if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentVoltage'
         _a = x
-        _c8_Multiplier = None
         _c8_Unit = None
-        _c8_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
@@ -5661,9 +5556,7 @@ def _d_CurrentDemandResType(r):
         if x & 196608: raise r.deviation('CurrentDemandResType', r.end - q)
         el = 'EVSEPresentCurrent'
         _a = x
-        _c9_Multiplier = None
         _c9_Unit = None
-        _c9_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentCurrent/Multiplier'
@@ -5761,9 +5654,7 @@ def _d_CurrentDemandResType(r):
             if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
             _a = x
-            _c10_Multiplier = None
             _c10_Unit = None
-            _c10_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
@@ -5851,9 +5742,7 @@ def _d_CurrentDemandResType(r):
             if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumCurrentLimit'
             _a = x
-            _c11_Multiplier = None
             _c11_Unit = None
-            _c11_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumCurrentLimit/Multiplier'
@@ -5941,9 +5830,7 @@ def _d_CurrentDemandResType(r):
             if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
             _a = x
-            _c12_Multiplier = None
             _c12_Unit = None
-            _c12_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumPowerLimit/Multiplier'
@@ -6035,9 +5922,7 @@ def _d_CurrentDemandResType(r):
                 if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit'
                 _a = x
-                _c13_Multiplier = None
                 _c13_Unit = None
-                _c13_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
@@ -6125,9 +6010,7 @@ def _d_CurrentDemandResType(r):
                 if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
                 _a = x
-                _c14_Multiplier = None
                 _c14_Unit = None
-                _c14_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
@@ -6219,9 +6102,7 @@ def _d_CurrentDemandResType(r):
                 if x & 65536: raise r.deviation('CurrentDemandResType', r.end - q)
                 el = 'EVSEMaximumPowerLimit'
                 _a = x
-                _c15_Multiplier = None
                 _c15_Unit = None
-                _c15_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVSEMaximumPowerLimit/Multiplier'
@@ -6800,9 +6681,7 @@ def _d_MeteringReceiptReqType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_SessionID = None
     f_SAScheduleTupleID = None
-    f_MeterInfo = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -6999,8 +6878,6 @@ def _d_MeteringReceiptResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_AC_EVSEStatus = None
     try:
         q -= 19
         if q < 0: V, q = r.slideq(q, 19)
@@ -7112,8 +6989,6 @@ def _d_PaymentDetailsReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ContractID = None
-    f_ContractSignatureCertChain = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -7137,7 +7012,6 @@ def _d_PaymentDetailsReqType(r):
         if x & 14: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
         _a = x
-        _c1_Certificate = None
         _c1_SubCertificates = None
         x = _a
         el = 'ContractSignatureCertChain/Certificate'
@@ -7249,9 +7123,6 @@ def _d_PaymentDetailsResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_GenChallenge = None
-    f_DateTimeNow = None
     try:
         q -= 10
         if q < 0: V, q = r.slideq(q, 10)
@@ -7354,7 +7225,6 @@ def _d_PowerDeliveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ReadyToChargeState = None
     f_ChargingProfile = None
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
@@ -7385,16 +7255,11 @@ def _d_PowerDeliveryReqType(r):
             if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter'
             _a = x
-            _c5_DC_EVStatus = None
             _c5_BulkChargingComplete = None
-            _c5_ChargingComplete = None
             if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-            _c5_c2_EVReady = None
             _c5_c2_EVCabinConditioning = None
             _c5_c2_EVRESSConditioning = None
-            _c5_c2_EVErrorCode = None
-            _c5_c2_EVRESSSOC = None
             q -= 33
             if q < 0: V, q = r.slidep(q, 33)
             x = (V >> q) & 8589934591
@@ -7526,16 +7391,11 @@ def _d_PowerDeliveryReqType(r):
                 if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter'
                 _a = x
-                _c7_DC_EVStatus = None
                 _c7_BulkChargingComplete = None
-                _c7_ChargingComplete = None
                 if _a: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _c7_c2_EVReady = None
                 _c7_c2_EVCabinConditioning = None
                 _c7_c2_EVRESSConditioning = None
-                _c7_c2_EVErrorCode = None
-                _c7_c2_EVRESSSOC = None
                 q -= 33
                 if q < 0: V, q = r.slidep(q, 33)
                 x = (V >> q) & 8589934591
@@ -7954,7 +7814,6 @@ def _d_PowerDeliveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
@@ -8022,9 +7881,6 @@ def _d_PowerDeliveryResType(r):
             ec = (x >> 13)
             _a = (x & 8191)
             _c5_EVSEIsolationStatus = None
-            _c5_EVSEStatusCode = None
-            _c5_NotificationMaxDelay = None
-            _c5_EVSENotification = None
             if ec == 0:
                 x = _a
                 if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -8218,19 +8074,13 @@ def _d_PreChargeReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
-    f_EVTargetVoltage = None
-    f_EVTargetCurrent = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'DC_EVStatus'
-        _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
-        _c1_EVErrorCode = None
-        _c1_EVRESSSOC = None
         q -= 31
         if q < 0: V, q = r.slidep(q, 31)
         x = (V >> q) & 2147483647
@@ -8316,9 +8166,7 @@ def _d_PreChargeReqType(r):
         if x & 196608: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetVoltage'
         _a = x
-        _c2_Multiplier = None
         _c2_Unit = None
-        _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetVoltage/Multiplier'
@@ -8399,9 +8247,7 @@ def _d_PreChargeReqType(r):
         if x & 196608: raise r.deviation('PreChargeReqType', r.end - q)
         el = 'EVTargetCurrent'
         _a = x
-        _c3_Multiplier = None
         _c3_Unit = None
-        _c3_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVTargetCurrent/Multiplier'
@@ -8676,9 +8522,6 @@ def _d_PreChargeResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEPresentVoltage = None
     try:
         q -= 24
         if q < 0: V, q = r.slidep(q, 24)
@@ -8692,9 +8535,6 @@ def _d_PreChargeResType(r):
         ec = ((x >> 13) & 3)
         _a = (x & 8191)
         _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -8761,9 +8601,7 @@ def _d_PreChargeResType(r):
         if x & 196608: raise r.deviation('PreChargeResType', r.end - q)
         el = 'EVSEPresentVoltage'
         _a = x
-        _c2_Multiplier = None
         _c2_Unit = None
-        _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'
@@ -8967,7 +8805,6 @@ def _d_ServiceDetailReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -9030,8 +8867,6 @@ def _d_ServiceDetailResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_ServiceID = None
     f_ServiceParameterList = None
     try:
         q -= 10
@@ -9256,9 +9091,6 @@ def _d_ServiceDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_PaymentOptions = None
-    f_ChargeService = None
     f_ServiceList = None
     try:
         q -= 9
@@ -9279,9 +9111,7 @@ def _d_ServiceDiscoveryResType(r):
         if x & 14: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService/ServiceTag'
         _a = x
-        _c1_c1_ServiceID = None
         _c1_c1_ServiceName = None
-        _c1_c1_ServiceCategory = None
         _c1_c1_ServiceScope = None
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ChargeService/ServiceTag/ServiceID'
@@ -9530,8 +9360,6 @@ def _d_ServicePaymentSelectionReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SelectedPaymentOption = None
-    f_SelectedServiceList = None
     try:
         q -= 5
         if q < 0: V, q = r.slideq(q, 5)
@@ -9587,7 +9415,6 @@ def _d_ServicePaymentSelectionResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     try:
         q -= 9
         if q < 0: V, q = r.slideq(q, 9)
@@ -9629,7 +9456,6 @@ def _d_SessionSetupReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVCCID = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -9688,8 +9514,6 @@ def _d_SessionSetupResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEID = None
     f_DateTimeNow = None
     try:
         q -= 10
@@ -9809,7 +9633,6 @@ def _d_SessionStopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     try:
         q -= 9
         if q < 0: V, q = r.slideq(q, 9)
@@ -9880,17 +9703,13 @@ def _d_WeldingDetectionReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('WeldingDetectionReqType', r.end - q)
         el = 'DC_EVStatus'
-        _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
-        _c1_EVErrorCode = None
-        _c1_EVRESSSOC = None
         q -= 31
         if q < 0: V, q = r.slidep(q, 31)
         x = (V >> q) & 2147483647
@@ -10076,9 +9895,6 @@ def _d_WeldingDetectionResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEPresentVoltage = None
     try:
         q -= 24
         if q < 0: V, q = r.slidep(q, 24)
@@ -10092,9 +9908,6 @@ def _d_WeldingDetectionResType(r):
         ec = ((x >> 13) & 3)
         _a = (x & 8191)
         _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -10161,9 +9974,7 @@ def _d_WeldingDetectionResType(r):
         if x & 196608: raise r.deviation('WeldingDetectionResType', r.end - q)
         el = 'EVSEPresentVoltage'
         _a = x
-        _c2_Multiplier = None
         _c2_Unit = None
-        _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEPresentVoltage/Multiplier'

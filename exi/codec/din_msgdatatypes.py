@@ -80,11 +80,6 @@ def _d_AC_EVChargeParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DepartureTime = None
-    f_EAmount = None
-    f_EVMaxVoltage = None
-    f_EVMaxCurrent = None
-    f_EVMinCurrent = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -115,9 +110,7 @@ def _d_AC_EVChargeParameterType(r):
         if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         el = 'EAmount'
         _a = x
-        _c1_Multiplier = None
         _c1_Unit = None
-        _c1_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EAmount/Multiplier'
@@ -198,9 +191,7 @@ def _d_AC_EVChargeParameterType(r):
         if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxVoltage'
         _a = x
-        _c2_Multiplier = None
         _c2_Unit = None
-        _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxVoltage/Multiplier'
@@ -281,9 +272,7 @@ def _d_AC_EVChargeParameterType(r):
         if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMaxCurrent'
         _a = x
-        _c3_Multiplier = None
         _c3_Unit = None
-        _c3_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaxCurrent/Multiplier'
@@ -364,9 +353,7 @@ def _d_AC_EVChargeParameterType(r):
         if x & 196608: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'EVMinCurrent'
         _a = x
-        _c4_Multiplier = None
         _c4_Unit = None
-        _c4_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMinCurrent/Multiplier'
@@ -669,10 +656,6 @@ def _d_AC_EVSEChargeParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_AC_EVSEStatus = None
-    f_EVSEMaxVoltage = None
-    f_EVSEMaxCurrent = None
-    f_EVSEMinCurrent = None
     try:
         q -= 11
         if q < 0: V, q = r.slideq(q, 11)
@@ -723,9 +706,7 @@ def _d_AC_EVSEChargeParameterType(r):
         f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
         el = 'EVSEMaxVoltage'
         _a = (x & 65535)
-        _c2_Multiplier = None
         _c2_Unit = None
-        _c2_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxVoltage/Multiplier'
@@ -806,9 +787,7 @@ def _d_AC_EVSEChargeParameterType(r):
         if x & 196608: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaxCurrent'
         _a = x
-        _c3_Multiplier = None
         _c3_Unit = None
-        _c3_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaxCurrent/Multiplier'
@@ -889,9 +868,7 @@ def _d_AC_EVSEChargeParameterType(r):
         if x & 196608: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinCurrent'
         _a = x
-        _c4_Multiplier = None
         _c4_Unit = None
-        _c4_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinCurrent/Multiplier'
@@ -1164,10 +1141,6 @@ def _d_AC_EVSEStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_PowerSwitchClosed = None
-    f_RCD = None
-    f_NotificationMaxDelay = None
-    f_EVSENotification = None
     try:
         q -= 10
         if q < 0: V, q = r.slideq(q, 10)
@@ -1263,7 +1236,6 @@ def _d_CertificateChainType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Certificate = None
     f_SubCertificates = None
     try:
         q -= 2
@@ -1351,7 +1323,6 @@ def _d_ChargingProfileType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SAScheduleTupleID = None
     f_ProfileEntry = []
     try:
         q -= 3
@@ -1703,7 +1674,6 @@ def _d_ConsumptionCostType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_startValue = None
     f_Cost = []
     try:
         q -= 2
@@ -1741,8 +1711,6 @@ def _d_ConsumptionCostType(r):
             if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
             el = 'Cost'
             _a = x
-            _c2_costKind = None
-            _c2_amount = None
             _c2_amountMultiplier = None
             x = _a
             if x & 39: raise r.deviation('CostType', r.end - q)
@@ -1809,8 +1777,6 @@ def _d_ConsumptionCostType(r):
                     if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
                     el = 'Cost'
                     _a = x
-                    _c4_costKind = None
-                    _c4_amount = None
                     _c4_amountMultiplier = None
                     x = _a
                     if x & 39: raise r.deviation('CostType', r.end - q)
@@ -1991,8 +1957,6 @@ def _d_CostType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_costKind = None
-    f_amount = None
     f_amountMultiplier = None
     try:
         q -= 7
@@ -2090,10 +2054,7 @@ def _d_DC_EVChargeParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
-    f_EVMaximumCurrentLimit = None
     f_EVMaximumPowerLimit = None
-    f_EVMaximumVoltageLimit = None
     f_EVEnergyCapacity = None
     f_EVEnergyRequest = None
     f_FullSOC = None
@@ -2103,11 +2064,8 @@ def _d_DC_EVChargeParameterType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'DC_EVStatus'
-        _c7_EVReady = None
         _c7_EVCabinConditioning = None
         _c7_EVRESSConditioning = None
-        _c7_EVErrorCode = None
-        _c7_EVRESSSOC = None
         q -= 31
         if q < 0: V, q = r.slidep(q, 31)
         x = (V >> q) & 2147483647
@@ -2193,9 +2151,7 @@ def _d_DC_EVChargeParameterType(r):
         if x & 196608: raise r.deviation('DC_EVChargeParameterType', r.end - q)
         el = 'EVMaximumCurrentLimit'
         _a = x
-        _c8_Multiplier = None
         _c8_Unit = None
-        _c8_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVMaximumCurrentLimit/Multiplier'
@@ -2283,9 +2239,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumPowerLimit'
             _a = x
-            _c9_Multiplier = None
             _c9_Unit = None
-            _c9_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumPowerLimit/Multiplier'
@@ -2366,9 +2320,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 196608: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
             _a = x
-            _c10_Multiplier = None
             _c10_Unit = None
-            _c10_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
@@ -2456,9 +2408,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVMaximumVoltageLimit'
             _a = x
-            _c11_Multiplier = None
             _c11_Unit = None
-            _c11_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVMaximumVoltageLimit/Multiplier'
@@ -2549,9 +2499,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyCapacity'
             _a = x
-            _c12_Multiplier = None
             _c12_Unit = None
-            _c12_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVEnergyCapacity/Multiplier'
@@ -2640,9 +2588,7 @@ def _d_DC_EVChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'EVEnergyRequest'
             _a = x
-            _c13_Multiplier = None
             _c13_Unit = None
-            _c13_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVEnergyRequest/Multiplier'
@@ -2754,9 +2700,7 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 65536: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 el = 'EVEnergyRequest'
                 _a = x
-                _c14_Multiplier = None
                 _c14_Unit = None
-                _c14_Value = None
                 x = _a
                 if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                 el = 'EVEnergyRequest/Multiplier'
@@ -3403,19 +3347,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
     f_BulkChargingComplete = None
-    f_ChargingComplete = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
         el = 'DC_EVStatus'
-        _c1_EVReady = None
         _c1_EVCabinConditioning = None
         _c1_EVRESSConditioning = None
-        _c1_EVErrorCode = None
-        _c1_EVRESSSOC = None
         q -= 32
         if q < 0: V, q = r.slidep(q, 32)
         x = (V >> q) & 4294967295
@@ -3646,14 +3585,8 @@ def _d_DC_EVSEChargeParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVSEStatus = None
-    f_EVSEMaximumCurrentLimit = None
     f_EVSEMaximumPowerLimit = None
-    f_EVSEMaximumVoltageLimit = None
-    f_EVSEMinimumCurrentLimit = None
-    f_EVSEMinimumVoltageLimit = None
     f_EVSECurrentRegulationTolerance = None
-    f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
         q -= 16
@@ -3664,9 +3597,6 @@ def _d_DC_EVSEChargeParameterType(r):
         ec = (x >> 13)
         _a = (x & 8191)
         _c10_EVSEIsolationStatus = None
-        _c10_EVSEStatusCode = None
-        _c10_NotificationMaxDelay = None
-        _c10_EVSENotification = None
         if ec == 0:
             x = _a
             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -3733,9 +3663,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMaximumCurrentLimit'
         _a = x
-        _c11_Multiplier = None
         _c11_Unit = None
-        _c11_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMaximumCurrentLimit/Multiplier'
@@ -3822,9 +3750,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumPowerLimit'
             _a = x
-            _c12_Multiplier = None
             _c12_Unit = None
-            _c12_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumPowerLimit/Multiplier'
@@ -3905,9 +3831,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
             _a = x
-            _c13_Multiplier = None
             _c13_Unit = None
-            _c13_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
@@ -3994,9 +3918,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEMaximumVoltageLimit'
             _a = x
-            _c14_Multiplier = None
             _c14_Unit = None
-            _c14_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEMaximumVoltageLimit/Multiplier'
@@ -4084,9 +4006,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinimumCurrentLimit'
         _a = x
-        _c15_Multiplier = None
         _c15_Unit = None
-        _c15_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinimumCurrentLimit/Multiplier'
@@ -4167,9 +4087,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'EVSEMinimumVoltageLimit'
         _a = x
-        _c16_Multiplier = None
         _c16_Unit = None
-        _c16_Value = None
         x = _a
         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
         el = 'EVSEMinimumVoltageLimit/Multiplier'
@@ -4256,9 +4174,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSECurrentRegulationTolerance'
             _a = x
-            _c17_Multiplier = None
             _c17_Unit = None
-            _c17_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSECurrentRegulationTolerance/Multiplier'
@@ -4339,9 +4255,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 196608: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
             _a = x
-            _c18_Multiplier = None
             _c18_Unit = None
-            _c18_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPeakCurrentRipple/Multiplier'
@@ -4428,9 +4342,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEPeakCurrentRipple'
             _a = x
-            _c19_Multiplier = None
             _c19_Unit = None
-            _c19_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEPeakCurrentRipple/Multiplier'
@@ -4519,9 +4431,7 @@ def _d_DC_EVSEChargeParameterType(r):
             if x & 65536: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
             el = 'EVSEEnergyToBeDelivered'
             _a = x
-            _c20_Multiplier = None
             _c20_Unit = None
-            _c20_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'EVSEEnergyToBeDelivered/Multiplier'
@@ -5152,9 +5062,6 @@ def _d_DC_EVSEStatusType(r):
     q = r.end - r.pos
     el = ''
     f_EVSEIsolationStatus = None
-    f_EVSEStatusCode = None
-    f_NotificationMaxDelay = None
-    f_EVSENotification = None
     try:
         q -= 15
         if q < 0: V, q = r.slidep(q, 15)
@@ -5281,11 +5188,8 @@ def _d_DC_EVStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVReady = None
     f_EVCabinConditioning = None
     f_EVRESSConditioning = None
-    f_EVErrorCode = None
-    f_EVRESSSOC = None
     try:
         q -= 32
         if q < 0: V, q = r.slidep(q, 32)
@@ -5614,7 +5518,6 @@ def _d_EntryType(r):
             if x & 2: raise r.deviation('EntryType', r.end - q)
             el = 'RelativeTimeInterval'
             _a = x
-            _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
@@ -5946,7 +5849,6 @@ def _d_MeterInfoType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_MeterID = None
     f_MeterReading = None
     f_SigMeterReading = None
     f_MeterStatus = None
@@ -5980,9 +5882,7 @@ def _d_MeterInfoType(r):
             if x & 65536: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterReading'
             _a = x
-            _c2_Multiplier = None
             _c2_Unit = None
-            _c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'MeterReading/Multiplier'
@@ -6568,7 +6468,6 @@ def _d_NotificationType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_FaultCode = None
     f_FaultMsg = None
     try:
         q -= 8
@@ -6653,7 +6552,6 @@ def _d_PMaxScheduleEntryType(r):
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
-    f_PMax = None
     try:
         q -= 6
         if q < 0: V, q = r.slidep(q, 6)
@@ -6666,7 +6564,6 @@ def _d_PMaxScheduleEntryType(r):
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'RelativeTimeInterval'
             _a = x
-            _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
@@ -6849,7 +6746,6 @@ def _d_PMaxScheduleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_PMaxScheduleID = None
     f_PMaxScheduleEntry = []
     try:
         q -= 3
@@ -6887,14 +6783,12 @@ def _d_PMaxScheduleType(r):
         _a = (x & 15)
         _c2_RelativeTimeInterval = None
         _c2_TimeInterval = None
-        _c2_PMax = None
         if ec == 0:
             q += 2
             x = _a >> 2
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
             _a = x
-            _c2_c3_start = None
             _c2_c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
@@ -7011,14 +6905,12 @@ def _d_PMaxScheduleType(r):
             _a = (x & 15)
             _c3_RelativeTimeInterval = None
             _c3_TimeInterval = None
-            _c3_PMax = None
             if ec == 0:
                 q += 2
                 x = _a >> 2
                 if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval'
                 _a = x
-                _c3_c3_start = None
                 _c3_c3_duration = None
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
@@ -7144,14 +7036,12 @@ def _d_PMaxScheduleType(r):
                     _a = (x & 15)
                     _c5_RelativeTimeInterval = None
                     _c5_TimeInterval = None
-                    _c5_PMax = None
                     if ec == 0:
                         q += 2
                         x = _a >> 2
                         if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval'
                         _a = x
-                        _c5_c3_start = None
                         _c5_c3_duration = None
                         if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
@@ -7514,7 +7404,6 @@ def _d_ParameterSetType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ParameterSetID = None
     f_Parameter = []
     try:
         q -= 3
@@ -7670,8 +7559,6 @@ def _d_ParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Name = None
-    f_ValueType = None
     f_boolValue = None
     f_byteValue = None
     f_shortValue = None
@@ -7771,9 +7658,7 @@ def _d_ParameterType(r):
             if x & 65536: raise r.deviation('ParameterType', r.end - q)
             el = 'physicalValue'
             _a = x
-            _c2_Multiplier = None
             _c2_Unit = None
-            _c2_Value = None
             x = _a
             if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
             el = 'physicalValue/Multiplier'
@@ -8141,9 +8026,7 @@ def _d_PhysicalValueType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Multiplier = None
     f_Unit = None
-    f_Value = None
     try:
         q -= 17
         if q < 0: V, q = r.slidep(q, 17)
@@ -8281,8 +8164,6 @@ def _d_ProfileEntryType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ChargingProfileEntryStart = None
-    f_ChargingProfileEntryMaxPower = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -8383,7 +8264,6 @@ def _d_RelativeTimeIntervalType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_start = None
     f_duration = None
     try:
         q -= 2
@@ -8501,8 +8381,6 @@ def _d_SAScheduleListType(r):
         if x & 12: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
         _a = x
-        _c2_SAScheduleTupleID = None
-        _c2_PMaxSchedule = None
         _c2_SalesTariff = None
         x = _a
         if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -8569,8 +8447,6 @@ def _d_SAScheduleListType(r):
             if x & 4: raise r.deviation('SAScheduleListType', r.end - q)
             el = 'SAScheduleTuple'
             _a = x
-            _c3_SAScheduleTupleID = None
-            _c3_PMaxSchedule = None
             _c3_SalesTariff = None
             x = _a
             if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -8642,8 +8518,6 @@ def _d_SAScheduleListType(r):
                     if x & 4: raise r.deviation('SAScheduleListType', r.end - q)
                     el = 'SAScheduleTuple'
                     _a = x
-                    _c5_SAScheduleTupleID = None
-                    _c5_PMaxSchedule = None
                     _c5_SalesTariff = None
                     x = _a
                     if x & 2: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -8876,8 +8750,6 @@ def _d_SAScheduleTupleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SAScheduleTupleID = None
-    f_PMaxSchedule = None
     f_SalesTariff = None
     try:
         q -= 3
@@ -9019,7 +8891,6 @@ def _d_SalesTariffEntryType(r):
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
-    f_EPriceLevel = None
     f_ConsumptionCost = []
     try:
         q -= 16
@@ -9033,7 +8904,6 @@ def _d_SalesTariffEntryType(r):
             if x & 2: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'RelativeTimeInterval'
             _a = x
-            _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
@@ -9262,10 +9132,7 @@ def _d_SalesTariffType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_SalesTariffID = None
     f_SalesTariffDescription = None
-    f_NumEPriceLevels = None
     f_SalesTariffEntry = []
     try:
         q -= 1
@@ -9516,7 +9383,6 @@ def _d_SelectedServiceListType(r):
         if x & 6: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
         _a = x
-        _c2_ServiceID = None
         _c2_ParameterSetID = None
         if _a: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
@@ -9593,7 +9459,6 @@ def _d_SelectedServiceListType(r):
             if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
             el = 'SelectedService'
             _a = x
-            _c3_ServiceID = None
             _c3_ParameterSetID = None
             if _a: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ServiceID'
@@ -9676,7 +9541,6 @@ def _d_SelectedServiceListType(r):
                     if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
                     el = 'SelectedService'
                     _a = x
-                    _c5_ServiceID = None
                     _c5_ParameterSetID = None
                     if _a: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ServiceID'
@@ -9895,7 +9759,6 @@ def _d_SelectedServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     f_ParameterSetID = None
     try:
         q -= 2
@@ -10009,9 +9872,6 @@ def _d_ServiceChargeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceTag = None
-    f_FreeService = None
-    f_EnergyTransferType = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -10019,9 +9879,7 @@ def _d_ServiceChargeType(r):
         if x & 6: raise r.deviation('ServiceChargeType', r.end - q)
         el = 'ServiceTag'
         _a = x
-        _c1_ServiceID = None
         _c1_ServiceName = None
-        _c1_ServiceCategory = None
         _c1_ServiceScope = None
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
@@ -10350,9 +10208,7 @@ def _d_ServiceTagListType(r):
         if x & 14: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/ServiceTag'
         _a = x
-        _c2_c1_ServiceID = None
         _c2_c1_ServiceName = None
-        _c2_c1_ServiceCategory = None
         _c2_c1_ServiceScope = None
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'Service/ServiceTag/ServiceID'
@@ -10457,9 +10313,7 @@ def _d_ServiceTagListType(r):
             if x & 6: raise r.deviation('ServiceTagListType', r.end - q)
             el = 'Service/ServiceTag'
             _a = x
-            _c3_c1_ServiceID = None
             _c3_c1_ServiceName = None
-            _c3_c1_ServiceCategory = None
             _c3_c1_ServiceScope = None
             if _a: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceID'
@@ -10574,9 +10428,7 @@ def _d_ServiceTagListType(r):
                     if x & 6: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/ServiceTag'
                     _a = x
-                    _c5_c1_ServiceID = None
                     _c5_c1_ServiceName = None
-                    _c5_c1_ServiceCategory = None
                     _c5_c1_ServiceScope = None
                     if _a: raise r.deviation('ServiceTagType', r.end - q)
                     el = 'Service/ServiceTag/ServiceID'
@@ -10937,9 +10789,7 @@ def _d_ServiceTagType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     f_ServiceName = None
-    f_ServiceCategory = None
     f_ServiceScope = None
     try:
         q -= 2
@@ -11104,8 +10954,6 @@ def _d_ServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceTag = None
-    f_FreeService = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -11113,9 +10961,7 @@ def _d_ServiceType(r):
         if x & 6: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceTag'
         _a = x
-        _c1_ServiceID = None
         _c1_ServiceName = None
-        _c1_ServiceCategory = None
         _c1_ServiceScope = None
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'

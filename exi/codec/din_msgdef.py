@@ -55,6 +55,7 @@ _K_din_msgbody_PreChargeResType = din_msgbody.PreChargeResType
 _K_din_msgbody_ServiceDetailReqType = din_msgbody.ServiceDetailReqType
 _K_din_msgbody_ServiceDetailResType = din_msgbody.ServiceDetailResType
 _K_din_msgbody_ServiceDiscoveryReqType = din_msgbody.ServiceDiscoveryReqType
+_K_din_msgbody_ServiceDiscoveryResType = din_msgbody.ServiceDiscoveryResType
 _K_din_msgbody_ServicePaymentSelectionReqType = din_msgbody.ServicePaymentSelectionReqType
 _K_din_msgbody_ServicePaymentSelectionResType = din_msgbody.ServicePaymentSelectionResType
 _K_din_msgbody_SessionSetupReqType = din_msgbody.SessionSetupReqType
@@ -70,11 +71,14 @@ _K_din_msgdatatypes_DC_EVStatusType = din_msgdatatypes.DC_EVStatusType
 _K_din_msgdatatypes_EVSEStatusType = din_msgdatatypes.EVSEStatusType
 _K_din_msgdatatypes_NotificationType = din_msgdatatypes.NotificationType
 _K_din_msgdatatypes_PhysicalValueType = din_msgdatatypes.PhysicalValueType
+_K_din_msgdatatypes_ServiceChargeType = din_msgdatatypes.ServiceChargeType
+_K_din_msgdatatypes_ServiceTagType = din_msgdatatypes.ServiceTagType
 _K_din_msgdef_BodyBaseType = din_msgdef.BodyBaseType
 _K_din_msgdef_BodyType = din_msgdef.BodyType
 _K_din_msgdef_V2G_Message = din_msgdef.V2G_Message
 _K_din_msgheader_MessageHeaderType = din_msgheader.MessageHeaderType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
+_T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_din_msgdatatypes_EVSESupportedEnergyTransferType),))
 _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(9, ((7, 2, 'enum', _E_din_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_din_msgdatatypes_DC_EVSEStatusCodeType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType = _fields_table(9, ((4, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'enum', _E_din_msgdatatypes_EVSEProcessingType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b = _fields_table(10, ((5, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'bool', None),))
@@ -138,11 +142,8 @@ def _d_BodyType(r):
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
-                        _c2_c1_EVReady = None
                         _c2_c1_EVCabinConditioning = None
                         _c2_c1_EVRESSConditioning = None
-                        _c2_c1_EVErrorCode = None
-                        _c2_c1_EVRESSSOC = None
                         q -= 31
                         if q < 0: V, q = r.slidep(q, 31)
                         x = (V >> q) & 2147483647
@@ -243,9 +244,6 @@ def _d_BodyType(r):
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
                         _c3_c1_EVSEIsolationStatus = None
-                        _c3_c1_EVSEStatusCode = None
-                        _c3_c1_NotificationMaxDelay = None
-                        _c3_c1_EVSENotification = None
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -326,9 +324,6 @@ def _d_BodyType(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c4_Id = None
-                        _c4_OEMProvisioningCert = None
-                        _c4_ListOfRootCertificateIDs = None
-                        _c4_DHParams = None
                         if ec == 0:
                             q += 1
                             el = 'CertificateInstallationReq/@Id'
@@ -431,7 +426,6 @@ def _d_BodyType(r):
                         else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CertificateInstallationRes/ContractSignatureCertChain'
                         _a = (x & 1)
-                        _c5_c1_Certificate = None
                         _c5_c1_SubCertificates = None
                         x = _a
                         el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
@@ -561,7 +555,6 @@ def _d_BodyType(r):
                         else: _c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c6_ResponseCode]
                         el = 'CertificateUpdateRes/ContractSignatureCertChain'
                         _a = (x & 1)
-                        _c6_c1_Certificate = None
                         _c6_c1_SubCertificates = None
                         x = _a
                         el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
@@ -862,9 +855,7 @@ def _d_BodyType(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c10_Id = None
-                        _c10_SessionID = None
                         _c10_SAScheduleTupleID = None
-                        _c10_MeterInfo = None
                         if ec == 0:
                             q += 1
                             el = 'MeteringReceiptReq/@Id'
@@ -1058,7 +1049,6 @@ def _d_BodyType(r):
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
                         _a = x
-                        _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
                         x = _a
                         el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
@@ -1181,7 +1171,6 @@ def _d_BodyType(r):
                         el = 'PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
                         _a = x
-                        _c14_ResponseCode = None
                         _c14_AC_EVSEStatus = None
                         _c14_DC_EVSEStatus = None
                         _c14_EVSEStatus = None
@@ -1247,9 +1236,6 @@ def _d_BodyType(r):
                             ec = (x >> 13)
                             _a = (x & 8191)
                             _c14_c5_EVSEIsolationStatus = None
-                            _c14_c5_EVSEStatusCode = None
-                            _c14_c5_NotificationMaxDelay = None
-                            _c14_c5_EVSENotification = None
                             if ec == 0:
                                 x = _a
                                 if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -1334,11 +1320,8 @@ def _d_BodyType(r):
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
-                        _c15_c1_EVReady = None
                         _c15_c1_EVCabinConditioning = None
                         _c15_c1_EVRESSConditioning = None
-                        _c15_c1_EVErrorCode = None
-                        _c15_c1_EVRESSSOC = None
                         q -= 31
                         if q < 0: V, q = r.slidep(q, 31)
                         x = (V >> q) & 2147483647
@@ -1424,9 +1407,7 @@ def _d_BodyType(r):
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage'
                         _a = x
-                        _c15_c2_Multiplier = None
                         _c15_c2_Unit = None
-                        _c15_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
@@ -1507,9 +1488,7 @@ def _d_BodyType(r):
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent'
                         _a = x
-                        _c15_c3_Multiplier = None
                         _c15_c3_Unit = None
-                        _c15_c3_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
@@ -1610,9 +1589,6 @@ def _d_BodyType(r):
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
                         _c16_c1_EVSEIsolationStatus = None
-                        _c16_c1_EVSEStatusCode = None
-                        _c16_c1_NotificationMaxDelay = None
-                        _c16_c1_EVSENotification = None
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -1679,9 +1655,7 @@ def _d_BodyType(r):
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage'
                         _a = x
-                        _c16_c2_Multiplier = None
                         _c16_c2_Unit = None
-                        _c16_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
@@ -1804,8 +1778,6 @@ def _d_BodyType(r):
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
                         _a = x
-                        _c18_ResponseCode = None
-                        _c18_ServiceID = None
                         _c18_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -1924,14 +1896,156 @@ def _d_BodyType(r):
                         _cv.ServiceCategory = _c19_ServiceCategory
                         s = 1
                     elif ec == 26:
+                        q -= 9
+                        if q < 0: V, q = r.slidep(q, 9)
+                        x = (V >> q) & 511
+                        if x & 256: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
+                        _a = x
+                        _c20_ServiceList = None
+                        x = _a
+                        if x & 131: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ResponseCode'
+                        _c20_ResponseCode = (x >> 2)
+                        if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c20_ResponseCode, 23, r.at(r.end - q))
+                        else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
+                        el = 'ServiceDiscoveryRes/PaymentOptions'
                         r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
+                        _c20_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ChargeService/ServiceTag'
+                        _a = x
+                        _c20_c2_c1_ServiceName = None
+                        _c20_c2_c1_ServiceScope = None
+                        if _a: raise r.deviation('ServiceTagType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c20_c2_c1_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c20_c2_c1_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c20_c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c20_c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c20_c2_c1_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c20_c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
+                        if _c20_c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c20_c2_c1_ServiceID, r.at(r.end - q))
+                        ec = (x >> 7)
+                        _a = (x & 127)
+                        if ec == 0:
+                            q += 6
+                            x = _a >> 6
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceName'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                                _c20_c2_c1_ServiceName = ''
+                            else:
+                                r.pos = r.end - q
+                                _c20_c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                                if len(_c20_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c20_c2_c1_ServiceName, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                            _c20_c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
+                            ec = ((x >> 1) & 3)
+                            _a = (x & 1)
+                        elif ec == 1:
+                            x = _a
+                            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                            _c20_c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
+                            ec = ((x >> 1) & 3)
+                            _a = (x & 1)
+                        else:
+                            raise r.deviation('ServiceTagType', r.end - q)
+                        if ec == 0:
+                            x = _a
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceScope'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                                _c20_c2_c1_ServiceScope = ''
+                            else:
+                                r.pos = r.end - q
+                                _c20_c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                                if len(_c20_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c20_c2_c1_ServiceScope, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+                        elif ec == 1:
+                            q += 1
+                        else:
+                            raise r.deviation('ServiceTagType', r.end - q)
+                        _c20_c2_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
+                        _c20_c2_ServiceTag.ServiceID = _c20_c2_c1_ServiceID
+                        _c20_c2_ServiceTag.ServiceName = _c20_c2_c1_ServiceName
+                        _c20_c2_ServiceTag.ServiceCategory = _c20_c2_c1_ServiceCategory
+                        _c20_c2_ServiceTag.ServiceScope = _c20_c2_c1_ServiceScope
+                        q -= 15
+                        if q < 0: V, q = r.slidep(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 28184: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[(x >> 5)]
+                        if _t is None:
+                            el = 'ServiceDiscoveryRes/ChargeService/FreeService'
+                            _c20_c2_FreeService = ((x >> 12) & 1) == 1
+                            el = 'ServiceDiscoveryRes/ChargeService/EnergyTransferType'
+                            _c20_c2_EnergyTransferType = ((x >> 5) & 15)
+                            if _c20_c2_EnergyTransferType >= 10: _c20_c2_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c20_c2_EnergyTransferType, 10, r.at(r.end - q))
+                            else: _c20_c2_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c20_c2_EnergyTransferType]
+                        else:
+                            el = 'ServiceDiscoveryRes/ChargeService/EnergyTransferType'
+                            _c20_c2_FreeService, _c20_c2_EnergyTransferType = _t
+                        _c20_ChargeService = _new(_K_din_msgdatatypes_ServiceChargeType)
+                        _c20_ChargeService.ServiceTag = _c20_c2_ServiceTag
+                        _c20_ChargeService.FreeService = _c20_c2_FreeService
+                        _c20_ChargeService.EnergyTransferType = _c20_c2_EnergyTransferType
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
+                        if ec == 0:
+                            q += 1
+                            el = 'ServiceDiscoveryRes/ServiceList'
+                            r.pos = r.end - q
+                            _c20_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        elif ec == 1:
+                            if _a: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        else:
+                            raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c20_ResponseCode
+                        _cv.PaymentOptions = _c20_PaymentOptions
+                        _cv.ChargeService = _c20_ChargeService
+                        _cv.ServiceList = _c20_ServiceList
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1945,17 +2059,17 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
+                        _c21_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
-                        _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        _c21_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
-                        _cv.SelectedPaymentOption = _c20_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c20_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c21_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c21_SelectedServiceList
                         s = 1
                     elif ec == 28:
                         q -= 10
@@ -1965,11 +2079,11 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
-                        _c21_ResponseCode = (x >> 3)
-                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(r.end - q))
-                        else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        _c22_ResponseCode = (x >> 3)
+                        if _c22_ResponseCode >= 23: _c22_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c22_ResponseCode, 23, r.at(r.end - q))
+                        else: _c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c22_ResponseCode]
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
-                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.ResponseCode = _c22_ResponseCode
                         s = 1
                     elif ec == 29:
                         q -= 2
@@ -1984,19 +2098,19 @@ def _d_BodyType(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
-                            _c22_EVCCID = b''
+                            _c23_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c23_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c22_EVCCID)
-                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c23_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c23_EVCCID)
+                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c23_EVCCID, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupReqType)
-                        _cv.EVCCID = _c22_EVCCID
+                        _cv.EVCCID = _c23_EVCCID
                         s = 1
                     elif ec == 30:
                         q -= 10
@@ -2006,29 +2120,27 @@ def _d_BodyType(r):
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
                         _a = x
-                        _c23_ResponseCode = None
-                        _c23_EVSEID = None
-                        _c23_DateTimeNow = None
+                        _c24_DateTimeNow = None
                         x = _a
                         if x & 262: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c23_ResponseCode = (x >> 3)
-                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(r.end - q))
-                        else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        _c24_ResponseCode = (x >> 3)
+                        if _c24_ResponseCode >= 23: _c24_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c24_ResponseCode, 23, r.at(r.end - q))
+                        else: _c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c24_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         _esc = (x & 1)
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
-                            _c23_EVSEID = b''
+                            _c24_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c23_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c24_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c23_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c23_EVSEID)
-                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(r.end - q))
+                                r.pos = r.end - q; _c24_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c24_EVSEID)
+                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c24_EVSEID, r.at(r.end - q))
                         q -= 5
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
@@ -2044,34 +2156,34 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c23_DateTimeNow = _y >> 16
+                                    _c24_DateTimeNow = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c23_DateTimeNow = _U2[_y >> 8]
+                                    _c24_DateTimeNow = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c23_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c24_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c24_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c23_DateTimeNow = (V >> q) & 127
+                                _c24_DateTimeNow = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c24_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
-                            if _neg: _c23_DateTimeNow = -_c23_DateTimeNow - 1
-                            if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(r.end - q))
+                            if _neg: _c24_DateTimeNow = -_c24_DateTimeNow - 1
+                            if _c24_DateTimeNow < -9223372036854775808 or _c24_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c24_DateTimeNow, r.at(r.end - q))
                         elif ec == 1:
                             q += 1
                             if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupResType)
-                        _cv.ResponseCode = _c23_ResponseCode
-                        _cv.EVSEID = _c23_EVSEID
-                        _cv.DateTimeNow = _c23_DateTimeNow
+                        _cv.ResponseCode = _c24_ResponseCode
+                        _cv.EVSEID = _c24_EVSEID
+                        _cv.DateTimeNow = _c24_DateTimeNow
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -2092,11 +2204,11 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c25_ResponseCode = (x >> 3)
-                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(r.end - q))
-                        else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _c26_ResponseCode = (x >> 3)
+                        if _c26_ResponseCode >= 23: _c26_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c26_ResponseCode, 23, r.at(r.end - q))
+                        else: _c26_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c26_ResponseCode]
                         _cv = _new(_K_din_msgbody_SessionStopResType)
-                        _cv.ResponseCode = _c25_ResponseCode
+                        _cv.ResponseCode = _c26_ResponseCode
                         s = 1
                     elif ec == 33:
                         q -= 2
@@ -2105,95 +2217,92 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
-                        _c26_c1_EVReady = None
-                        _c26_c1_EVCabinConditioning = None
-                        _c26_c1_EVRESSConditioning = None
-                        _c26_c1_EVErrorCode = None
-                        _c26_c1_EVRESSSOC = None
+                        _c27_c1_EVCabinConditioning = None
+                        _c27_c1_EVRESSConditioning = None
                         q -= 31
                         if q < 0: V, q = r.slidep(q, 31)
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c26_c1_EVReady = (x >> 29) == 1
+                        _c27_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
-                        _c26_c1_s = 1
+                        _c27_c1_s = 1
                         if ec == 0:
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                            _c26_c1_EVCabinConditioning = (x >> 24) == 1
+                            _c27_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
-                            _c26_c1_s = 2
+                            _c27_c1_s = 2
                         elif ec == 1:
                             q += 5
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                            _c26_c1_EVRESSConditioning = (x >> 19) == 1
+                            _c27_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
-                            _c26_c1_s = 3
+                            _c27_c1_s = 3
                         elif ec == 2:
                             q += 9
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c26_c1_EVErrorCode = (x >> 12)
-                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                            _c27_c1_EVErrorCode = (x >> 12)
+                            if _c27_c1_EVErrorCode >= 12: _c27_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c27_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c27_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c27_c1_EVErrorCode]
                             _a = (x & 1023)
-                            _c26_c1_s = 4
+                            _c27_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c26_c1_s == 2:
+                        if _c27_c1_s == 2:
                             if ec == 0:
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c26_c1_EVRESSConditioning = (x >> 19) == 1
+                                _c27_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
-                                _c26_c1_s = 3
+                                _c27_c1_s = 3
                             elif ec == 1:
                                 q += 4
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c26_c1_EVErrorCode = (x >> 12)
-                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                                _c27_c1_EVErrorCode = (x >> 12)
+                                if _c27_c1_EVErrorCode >= 12: _c27_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c27_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c27_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c27_c1_EVErrorCode]
                                 _a = (x & 1023)
-                                _c26_c1_s = 4
+                                _c27_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c26_c1_s == 3:
+                        if _c27_c1_s == 3:
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c26_c1_EVErrorCode = (x >> 12)
-                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                            _c27_c1_EVErrorCode = (x >> 12)
+                            if _c27_c1_EVErrorCode >= 12: _c27_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c27_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c27_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c27_c1_EVErrorCode]
                             _a = (x & 1023)
-                            _c26_c1_s = 4
-                        if _c26_c1_s == 4:
+                            _c27_c1_s = 4
+                        if _c27_c1_s == 4:
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c26_c1_EVRESSSOC = (x >> 2)
-                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
-                            _c26_c1_s = -1
-                        _c26_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
-                        _c26_DC_EVStatus.EVCabinConditioning = _c26_c1_EVCabinConditioning
-                        _c26_DC_EVStatus.EVRESSConditioning = _c26_c1_EVRESSConditioning
-                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
-                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
+                            _c27_c1_EVRESSSOC = (x >> 2)
+                            if _c27_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c27_c1_EVRESSSOC, r.at(r.end - q))
+                            _c27_c1_s = -1
+                        _c27_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                        _c27_DC_EVStatus.EVReady = _c27_c1_EVReady
+                        _c27_DC_EVStatus.EVCabinConditioning = _c27_c1_EVCabinConditioning
+                        _c27_DC_EVStatus.EVRESSConditioning = _c27_c1_EVRESSConditioning
+                        _c27_DC_EVStatus.EVErrorCode = _c27_c1_EVErrorCode
+                        _c27_DC_EVStatus.EVRESSSOC = _c27_c1_EVRESSSOC
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c26_DC_EVStatus
+                        _cv.DC_EVStatus = _c27_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         q -= 24
@@ -2203,39 +2312,36 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c27_ResponseCode = (x >> 17)
-                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(r.end - q))
-                        else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
+                        _c28_ResponseCode = (x >> 17)
+                        if _c28_ResponseCode >= 23: _c28_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c28_ResponseCode, 23, r.at(r.end - q))
+                        else: _c28_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c28_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
-                        _c27_c1_EVSEIsolationStatus = None
-                        _c27_c1_EVSEStatusCode = None
-                        _c27_c1_NotificationMaxDelay = None
-                        _c27_c1_EVSENotification = None
+                        _c28_c1_EVSEIsolationStatus = None
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
+                                _c28_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c27_c1_EVSEStatusCode = ((x >> 3) & 15)
-                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                                _c28_c1_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c28_c1_EVSEStatusCode >= 12: _c28_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c28_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c28_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c28_c1_EVSEStatusCode]
                             else:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c27_c1_EVSEIsolationStatus, _c27_c1_EVSEStatusCode = _t
+                                _c28_c1_EVSEIsolationStatus, _c28_c1_EVSEStatusCode = _t
                             _a = (x & 1)
                         elif ec == 1:
                             q += 5
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c27_c1_EVSEStatusCode = (x >> 3)
-                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                            _c28_c1_EVSEStatusCode = (x >> 3)
+                            if _c28_c1_EVSEStatusCode >= 12: _c28_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c28_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c28_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c28_c1_EVSEStatusCode]
                             _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -2245,82 +2351,80 @@ def _d_BodyType(r):
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c27_c1_NotificationMaxDelay = _y >> 16
+                                _c28_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c28_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c28_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c27_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c28_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c27_c1_EVSENotification = (x >> 2)
-                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
-                        _c27_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
-                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
-                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
-                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                        _c28_c1_EVSENotification = (x >> 2)
+                        if _c28_c1_EVSENotification >= 3: _c28_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c28_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c28_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c28_c1_EVSENotification]
+                        _c28_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                        _c28_DC_EVSEStatus.EVSEIsolationStatus = _c28_c1_EVSEIsolationStatus
+                        _c28_DC_EVSEStatus.EVSEStatusCode = _c28_c1_EVSEStatusCode
+                        _c28_DC_EVSEStatus.NotificationMaxDelay = _c28_c1_NotificationMaxDelay
+                        _c28_DC_EVSEStatus.EVSENotification = _c28_c1_EVSENotification
                         q -= 18
                         if q < 0: V, q = r.slidep(q, 18)
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
                         _a = x
-                        _c27_c2_Multiplier = None
-                        _c27_c2_Unit = None
-                        _c27_c2_Value = None
+                        _c28_c2_Unit = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c27_c2_Multiplier = (x >> 12) + -3
-                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
+                        _c28_c2_Multiplier = (x >> 12) + -3
+                        if _c28_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c28_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
                         if ec == 0:
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c27_c2_Unit = (x >> 4)
-                            if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(r.end - q))
-                            else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
+                            _c28_c2_Unit = (x >> 4)
+                            if _c28_c2_Unit >= 10: _c28_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c28_c2_Unit, 10, r.at(r.end - q))
+                            else: _c28_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c28_c2_Unit]
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c27_c2_Value = _y >> 16
+                                    _c28_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c27_c2_Value = _U2[_y >> 8]
+                                    _c28_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c27_c2_Value = (V >> q) & 127
+                                _c28_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                            if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
+                            if _neg: _c28_c2_Value = -_c28_c2_Value - 1
+                            if _c28_c2_Value < -32768 or _c28_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c28_c2_Value, r.at(r.end - q))
                         elif ec == 1:
                             q += 7
                             x = _a >> 7
@@ -2331,38 +2435,38 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c27_c2_Value = _y >> 16
+                                    _c28_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c27_c2_Value = _U2[_y >> 8]
+                                    _c28_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c27_c2_Value = (V >> q) & 127
+                                _c28_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c27_c2_Value = -_c27_c2_Value - 1
-                            if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
+                            if _neg: _c28_c2_Value = -_c28_c2_Value - 1
+                            if _c28_c2_Value < -32768 or _c28_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c28_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c27_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
-                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
-                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
+                        _c28_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c28_EVSEPresentVoltage.Multiplier = _c28_c2_Multiplier
+                        _c28_EVSEPresentVoltage.Unit = _c28_c2_Unit
+                        _c28_EVSEPresentVoltage.Value = _c28_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionResType)
-                        _cv.ResponseCode = _c27_ResponseCode
-                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
+                        _cv.ResponseCode = _c28_ResponseCode
+                        _cv.DC_EVSEStatus = _c28_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c28_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -3610,27 +3714,130 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 26
             n += 6
-            w.v = v; w.n = n
-            c_din_msgbody._e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
-            v = w.v; n = w.n
+            _c20_o = v_ServiceDiscoveryRes
+            _c20_ResponseCode = _c20_o.ResponseCode
+            _c20_PaymentOptions = _c20_o.PaymentOptions
+            _c20_ChargeService = _c20_o.ChargeService
+            _c20_ServiceList = _c20_o.ServiceList
+            if _c20_ResponseCode is not None:
+                el = 'ServiceDiscoveryRes/ResponseCode'
+                _c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c20_ResponseCode)
+                if _c20_i1 is None: raise EncodeError(f'{_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c20_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
+                el = 'ServiceDiscoveryRes/PaymentOptions'
+                v = (v << 9) | (_c20_i1 << 2)
+                n += 9
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PaymentOptionsType(w, _c20_PaymentOptions)
+                v = w.v; n = w.n
+                if not (_c20_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+                el = 'ServiceDiscoveryRes/ChargeService'
+                _o = _c20_ChargeService
+                _c20_c2_ServiceTag = _o.ServiceTag
+                _c20_c2_FreeService = _o.FreeService
+                _c20_c2_EnergyTransferType = _o.EnergyTransferType
+                if not (_c20_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                el = 'ServiceDiscoveryRes/ChargeService/ServiceTag'
+                v <<= 2
+                n += 2
+                _c20_c2_c1_o = _c20_c2_ServiceTag
+                _c20_c2_c1_ServiceID = _c20_c2_c1_o.ServiceID
+                _c20_c2_c1_ServiceName = _c20_c2_c1_o.ServiceName
+                _c20_c2_c1_ServiceCategory = _c20_c2_c1_o.ServiceCategory
+                _c20_c2_c1_ServiceScope = _c20_c2_c1_o.ServiceScope
+                if _c20_c2_c1_ServiceID is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceID'
+                    if _c20_c2_c1_ServiceID < 0 or _c20_c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c20_c2_c1_ServiceID!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c20_c2_c1_ServiceID < 128: v = (v << 9) | (_c20_c2_c1_ServiceID << 1); n += 9
+                    elif _c20_c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c20_c2_c1_ServiceID] << 1); n += 17
+                    elif _c20_c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c20_c2_c1_ServiceID & 16383] | 128) << 8) | (_c20_c2_c1_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c20_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
+                else:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c20_c2_c1_ServiceName is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c20_c2_c1_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c20_c2_c1_ServiceName)} outside [0, 32]')
+                    if _l < 126 and _c20_c2_c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_c2_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c20_c2_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c20_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                    _c20_c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c20_c2_c1_ServiceCategory)
+                    if _c20_c2_c1_i1 is None: raise EncodeError(f'{_c20_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c20_c2_c1_i1 << 1)
+                    n += 6
+                elif _c20_c2_c1_ServiceCategory is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                    _c20_c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c20_c2_c1_ServiceCategory)
+                    if _c20_c2_c1_i2 is None: raise EncodeError(f'{_c20_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c20_c2_c1_i2 << 1)
+                    n += 6
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                if _c20_c2_c1_ServiceScope is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c20_c2_c1_ServiceScope)
+                    if _l > 32: raise EncodeError(f'length {len(_c20_c2_c1_ServiceScope)} outside [0, 32]')
+                    if _l < 126 and _c20_c2_c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_c2_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c20_c2_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if not (_c20_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'ServiceDiscoveryRes/ChargeService/FreeService'
+                if _c20_c2_FreeService is not True and _c20_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c20_c2_FreeService!r}')
+                if not (_c20_c2_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
+                el = 'ServiceDiscoveryRes/ChargeService/EnergyTransferType'
+                _c20_c2_i2 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c20_c2_EnergyTransferType)
+                if _c20_c2_i2 is None: raise EncodeError(f'{_c20_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+                v = (v << 12) | (_c20_c2_FreeService << 9) | (_c20_c2_i2 << 2)
+                n += 12
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c20_ServiceList is not None:
+                el = 'ServiceDiscoveryRes/ServiceList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ServiceTagListType(w, _c20_ServiceList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             if o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ServicePaymentSelectionReq := o.ServicePaymentSelectionReq) is not None:
             el = 'ServicePaymentSelectionReq'
             _o = v_ServicePaymentSelectionReq
-            _c20_SelectedPaymentOption = _o.SelectedPaymentOption
-            _c20_SelectedServiceList = _o.SelectedServiceList
-            if not (_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            _c21_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c21_SelectedServiceList = _o.SelectedServiceList
+            if not (_c21_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
             el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-            _c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c20_SelectedPaymentOption)
-            if _c20_i1 is None: raise EncodeError(f'{_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-            if not (_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            _c21_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c21_SelectedPaymentOption)
+            if _c21_i1 is None: raise EncodeError(f'{_c21_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c21_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'ServicePaymentSelectionReq/SelectedServiceList'
-            v = (v << 11) | (27 << 5) | (_c20_i1 << 2)
+            v = (v << 11) | (27 << 5) | (_c21_i1 << 2)
             n += 11
             w.v = v; w.n = n
-            c_din_msgdatatypes._e_SelectedServiceListType(w, _c20_SelectedServiceList)
+            c_din_msgdatatypes._e_SelectedServiceListType(w, _c21_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3638,26 +3845,26 @@ def _e_BodyType(w, o):
         elif (v_ServicePaymentSelectionRes := o.ServicePaymentSelectionRes) is not None:
             el = 'ServicePaymentSelectionRes'
             _o = v_ServicePaymentSelectionRes
-            _c21_ResponseCode = _o.ResponseCode
-            if not (_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c22_ResponseCode = _o.ResponseCode
+            if not (_c22_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ServicePaymentSelectionRes/ResponseCode'
-            _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
-            if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (28 << 10) | (_c21_i1 << 3)
+            _c22_i1 = _I_din_msgdatatypes_responseCodeType.get(_c22_ResponseCode)
+            if _c22_i1 is None: raise EncodeError(f'{_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (28 << 10) | (_c22_i1 << 3)
             n += 16
             if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c22_EVCCID = _o.EVCCID
-            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c23_EVCCID = _o.EVCCID
+            if not (_c23_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            _l = len(_c22_EVCCID)
-            if _l > 8: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 8]')
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
+            _l = len(_c23_EVCCID)
+            if _l > 8: raise EncodeError(f'length {len(_c23_EVCCID)} outside [0, 8]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c23_EVCCID); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3665,32 +3872,32 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c23_o = v_SessionSetupRes
-            _c23_ResponseCode = _c23_o.ResponseCode
-            _c23_EVSEID = _c23_o.EVSEID
-            _c23_DateTimeNow = _c23_o.DateTimeNow
-            if _c23_ResponseCode is not None:
+            _c24_o = v_SessionSetupRes
+            _c24_ResponseCode = _c24_o.ResponseCode
+            _c24_EVSEID = _c24_o.EVSEID
+            _c24_DateTimeNow = _c24_o.DateTimeNow
+            if _c24_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
-                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c24_i1 = _I_din_msgdatatypes_responseCodeType.get(_c24_ResponseCode)
+                if _c24_i1 is None: raise EncodeError(f'{_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c24_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c23_i1 << 3)
+                v = (v << 10) | (_c24_i1 << 3)
                 n += 10
-                _l = len(_c23_EVSEID)
-                if _l > 32: raise EncodeError(f'length {len(_c23_EVSEID)} outside [0, 32]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVSEID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c23_EVSEID); v = w.v; n = w.n
+                _l = len(_c24_EVSEID)
+                if _l > 32: raise EncodeError(f'length {len(_c24_EVSEID)} outside [0, 32]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c24_EVSEID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c24_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c23_DateTimeNow is not None:
+            if _c24_DateTimeNow is not None:
                 el = 'SessionSetupRes/DateTimeNow'
-                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 4) | (_c23_DateTimeNow < 0)
+                if _c24_DateTimeNow < -9223372036854775808 or _c24_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c24_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c24_DateTimeNow < 0)
                 n += 4
-                _m = (-_c23_DateTimeNow - 1 if _c23_DateTimeNow < 0 else _c23_DateTimeNow)
+                _m = (-_c24_DateTimeNow - 1 if _c24_DateTimeNow < 0 else _c24_DateTimeNow)
                 if _m < 128: v = (v << 10) | (_m << 2); n += 10
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
@@ -3711,90 +3918,90 @@ def _e_BodyType(w, o):
         elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c25_ResponseCode = _o.ResponseCode
-            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c26_ResponseCode = _o.ResponseCode
+            if not (_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
-            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
+            _c26_i1 = _I_din_msgdatatypes_responseCodeType.get(_c26_ResponseCode)
+            if _c26_i1 is None: raise EncodeError(f'{_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (32 << 10) | (_c26_i1 << 3)
             n += 16
             if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c26_DC_EVStatus = _o.DC_EVStatus
-            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c27_DC_EVStatus = _o.DC_EVStatus
+            if not (_c27_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
             v = (v << 7) | (33 << 1)
             n += 7
-            _c26_c1_o = _c26_DC_EVStatus
-            _c26_c1_EVReady = _c26_c1_o.EVReady
-            _c26_c1_EVCabinConditioning = _c26_c1_o.EVCabinConditioning
-            _c26_c1_EVRESSConditioning = _c26_c1_o.EVRESSConditioning
-            _c26_c1_EVErrorCode = _c26_c1_o.EVErrorCode
-            _c26_c1_EVRESSSOC = _c26_c1_o.EVRESSSOC
-            if _c26_c1_EVReady is not None:
+            _c27_c1_o = _c27_DC_EVStatus
+            _c27_c1_EVReady = _c27_c1_o.EVReady
+            _c27_c1_EVCabinConditioning = _c27_c1_o.EVCabinConditioning
+            _c27_c1_EVRESSConditioning = _c27_c1_o.EVRESSConditioning
+            _c27_c1_EVErrorCode = _c27_c1_o.EVErrorCode
+            _c27_c1_EVRESSSOC = _c27_c1_o.EVRESSSOC
+            if _c27_c1_EVReady is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
-                v = (v << 4) | (_c26_c1_EVReady << 1)
+                if _c27_c1_EVReady is not True and _c27_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c27_c1_EVReady!r}')
+                v = (v << 4) | (_c27_c1_EVReady << 1)
                 n += 4
-                _c26_c1_s = 1
+                _c27_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c26_c1_EVCabinConditioning is not None:
+            if _c27_c1_EVCabinConditioning is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                if _c26_c1_EVCabinConditioning is not True and _c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVCabinConditioning!r}')
-                v = (v << 5) | (_c26_c1_EVCabinConditioning << 1)
+                if _c27_c1_EVCabinConditioning is not True and _c27_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c27_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c27_c1_EVCabinConditioning << 1)
                 n += 5
-                _c26_c1_s = 2
-            elif _c26_c1_EVRESSConditioning is not None:
+                _c27_c1_s = 2
+            elif _c27_c1_EVRESSConditioning is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
-                v = (v << 5) | (1 << 3) | (_c26_c1_EVRESSConditioning << 1)
+                if _c27_c1_EVRESSConditioning is not True and _c27_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c27_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c27_c1_EVRESSConditioning << 1)
                 n += 5
-                _c26_c1_s = 3
-            elif _c26_c1_EVErrorCode is not None:
+                _c27_c1_s = 3
+            elif _c27_c1_EVErrorCode is not None:
                 el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                _c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-                if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                v = (v << 8) | (2 << 6) | (_c26_c1_i1 << 1)
+                _c27_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c27_c1_EVErrorCode)
+                if _c27_c1_i1 is None: raise EncodeError(f'{_c27_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c27_c1_i1 << 1)
                 n += 8
-                _c26_c1_s = 4
+                _c27_c1_s = 4
             else:
                 raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-            if _c26_c1_s == 2:
-                if _c26_c1_EVRESSConditioning is not None:
+            if _c27_c1_s == 2:
+                if _c27_c1_EVRESSConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (_c26_c1_EVRESSConditioning << 1)
+                    if _c27_c1_EVRESSConditioning is not True and _c27_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c27_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c27_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c26_c1_s = 3
-                elif _c26_c1_EVErrorCode is not None:
+                    _c27_c1_s = 3
+                elif _c27_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-                    if _c26_c1_i2 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_c26_c1_i2 << 1)
+                    _c27_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c27_c1_EVErrorCode)
+                    if _c27_c1_i2 is None: raise EncodeError(f'{_c27_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c27_c1_i2 << 1)
                     n += 8
-                    _c26_c1_s = 4
+                    _c27_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-            if _c26_c1_s == 3:
-                if _c26_c1_EVErrorCode is not None:
+            if _c27_c1_s == 3:
+                if _c27_c1_EVErrorCode is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
-                    if _c26_c1_i3 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_c26_c1_i3 << 1)
+                    _c27_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c27_c1_EVErrorCode)
+                    if _c27_c1_i3 is None: raise EncodeError(f'{_c27_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c27_c1_i3 << 1)
                     n += 7
-                    _c26_c1_s = 4
+                    _c27_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVErrorCode')
-            if _c26_c1_s == 4:
-                if _c26_c1_EVRESSSOC is not None:
+            if _c27_c1_s == 4:
+                if _c27_c1_EVRESSSOC is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 11) | (_c26_c1_EVRESSSOC << 2)
+                    if not 0 <= _c27_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c27_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c27_c1_EVRESSSOC << 2)
                     n += 11
-                    _c26_c1_s = -1
+                    _c27_c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -3804,93 +4011,93 @@ def _e_BodyType(w, o):
         elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c27_ResponseCode = _o.ResponseCode
-            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c28_ResponseCode = _o.ResponseCode
+            _c28_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c28_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c28_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
-            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c28_i1 = _I_din_msgdatatypes_responseCodeType.get(_c28_ResponseCode)
+            if _c28_i1 is None: raise EncodeError(f'{_c28_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c28_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c28_i1 << 2)
             n += 15
-            _c27_c2_o = _c27_DC_EVSEStatus
-            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
-            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
-            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
-            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
-            if _c27_c2_EVSEIsolationStatus is not None:
+            _c28_c2_o = _c28_DC_EVSEStatus
+            _c28_c2_EVSEIsolationStatus = _c28_c2_o.EVSEIsolationStatus
+            _c28_c2_EVSEStatusCode = _c28_c2_o.EVSEStatusCode
+            _c28_c2_NotificationMaxDelay = _c28_c2_o.NotificationMaxDelay
+            _c28_c2_EVSENotification = _c28_c2_o.EVSENotification
+            if _c28_c2_EVSEIsolationStatus is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
-                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                _c28_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c28_c2_EVSEIsolationStatus)
+                if _c28_c2_i1 is None: raise EncodeError(f'{_c28_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c28_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
-                if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c27_c2_i1 << 8) | (_c27_c2_i2 << 1)
+                _c28_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c28_c2_EVSEStatusCode)
+                if _c28_c2_i2 is None: raise EncodeError(f'{_c28_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c28_c2_i1 << 8) | (_c28_c2_i2 << 1)
                 n += 13
-            elif _c27_c2_EVSEStatusCode is not None:
+            elif _c28_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
-                if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c27_c2_i3 << 1)
+                _c28_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c28_c2_EVSEStatusCode)
+                if _c28_c2_i3 is None: raise EncodeError(f'{_c28_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c28_c2_i3 << 1)
                 n += 8
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c27_c2_NotificationMaxDelay is not None:
+            if _c28_c2_NotificationMaxDelay is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                if _c28_c2_NotificationMaxDelay < 0 or _c28_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c28_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c27_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c27_c2_NotificationMaxDelay << 1); n += 9
-                elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c27_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c27_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c27_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c28_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c28_c2_NotificationMaxDelay << 1); n += 9
+                elif _c28_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c28_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c28_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c28_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c28_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c28_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c28_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                _c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
-                if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c27_c2_i4 << 2)
+                _c28_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c28_c2_EVSENotification)
+                if _c28_c2_i4 is None: raise EncodeError(f'{_c28_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c28_c2_i4 << 2)
                 n += 6
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c28_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            _c27_c3_o = _c27_EVSEPresentVoltage
-            _c27_c3_Multiplier = _c27_c3_o.Multiplier
-            _c27_c3_Unit = _c27_c3_o.Unit
-            _c27_c3_Value = _c27_c3_o.Value
-            if _c27_c3_Multiplier is not None:
+            _c28_c3_o = _c28_EVSEPresentVoltage
+            _c28_c3_Multiplier = _c28_c3_o.Multiplier
+            _c28_c3_Unit = _c28_c3_o.Unit
+            _c28_c3_Value = _c28_c3_o.Value
+            if _c28_c3_Multiplier is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c27_c3_Multiplier - -3) << 1)
+                if not -3 <= _c28_c3_Multiplier <= 3: raise EncodeError(f'value {_c28_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c28_c3_Multiplier - -3) << 1)
                 n += 6
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c27_c3_Unit is not None:
+            if _c28_c3_Unit is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                _c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
-                if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+                _c28_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c28_c3_Unit)
+                if _c28_c3_i1 is None: raise EncodeError(f'{_c28_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c28_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 11) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
+                if _c28_c3_Value < -32768 or _c28_c3_Value > 32767: raise EncodeError(f'value {_c28_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c28_c3_i1 << 4) | (_c28_c3_Value < 0)
                 n += 11
-                _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                _m = (-_c28_c3_Value - 1 if _c28_c3_Value < 0 else _c28_c3_Value)
                 if _m < 128: v = (v << 9) | (_m << 1); n += 9
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                 else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-            elif _c27_c3_Value is not None:
+            elif _c28_c3_Value is not None:
                 el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 4) | (1 << 2) | (_c27_c3_Value < 0)
+                if _c28_c3_Value < -32768 or _c28_c3_Value > 32767: raise EncodeError(f'value {_c28_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c28_c3_Value < 0)
                 n += 4
-                _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                _m = (-_c28_c3_Value - 1 if _c28_c3_Value < 0 else _c28_c3_Value)
                 if _m < 128: v = (v << 9) | (_m << 1); n += 9
                 elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                 elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
@@ -3916,8 +4123,6 @@ def _d_V2G_Message(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_Body = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -3925,7 +4130,6 @@ def _d_V2G_Message(r):
         if x & 6: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
         x = _a
@@ -3955,7 +4159,6 @@ def _d_V2G_Message(r):
             if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Header/Notification'
             _a = x
-            _c1_c2_FaultCode = None
             _c1_c2_FaultMsg = None
             x = _a
             if x & 144: raise r.deviation('NotificationType', r.end - q)
@@ -4058,11 +4261,8 @@ def _d_V2G_Message(r):
                         el = 'Body/CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'Body/CableCheckReq/DC_EVStatus'
-                        _c2_c2_c1_EVReady = None
                         _c2_c2_c1_EVCabinConditioning = None
                         _c2_c2_c1_EVRESSConditioning = None
-                        _c2_c2_c1_EVErrorCode = None
-                        _c2_c2_c1_EVRESSSOC = None
                         q -= 31
                         if q < 0: V, q = r.slidep(q, 31)
                         x = (V >> q) & 2147483647
@@ -4163,9 +4363,6 @@ def _d_V2G_Message(r):
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
                         _c2_c3_c1_EVSEIsolationStatus = None
-                        _c2_c3_c1_EVSEStatusCode = None
-                        _c2_c3_c1_NotificationMaxDelay = None
-                        _c2_c3_c1_EVSENotification = None
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -4246,9 +4443,6 @@ def _d_V2G_Message(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c4_Id = None
-                        _c2_c4_OEMProvisioningCert = None
-                        _c2_c4_ListOfRootCertificateIDs = None
-                        _c2_c4_DHParams = None
                         if ec == 0:
                             q += 1
                             el = 'Body/CertificateInstallationReq/@Id'
@@ -4351,7 +4545,6 @@ def _d_V2G_Message(r):
                         else: _c2_c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
                         _a = (x & 1)
-                        _c2_c5_c1_Certificate = None
                         _c2_c5_c1_SubCertificates = None
                         x = _a
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
@@ -4481,7 +4674,6 @@ def _d_V2G_Message(r):
                         else: _c2_c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c6_ResponseCode]
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain'
                         _a = (x & 1)
-                        _c2_c6_c1_Certificate = None
                         _c2_c6_c1_SubCertificates = None
                         x = _a
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
@@ -4782,9 +4974,7 @@ def _d_V2G_Message(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c10_Id = None
-                        _c2_c10_SessionID = None
                         _c2_c10_SAScheduleTupleID = None
-                        _c2_c10_MeterInfo = None
                         if ec == 0:
                             q += 1
                             el = 'Body/MeteringReceiptReq/@Id'
@@ -4978,7 +5168,6 @@ def _d_V2G_Message(r):
                         if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
                         _a = x
-                        _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
                         x = _a
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
@@ -5101,7 +5290,6 @@ def _d_V2G_Message(r):
                         el = 'Body/PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
                         _a = x
-                        _c2_c14_ResponseCode = None
                         _c2_c14_AC_EVSEStatus = None
                         _c2_c14_DC_EVSEStatus = None
                         _c2_c14_EVSEStatus = None
@@ -5167,9 +5355,6 @@ def _d_V2G_Message(r):
                             ec = (x >> 13)
                             _a = (x & 8191)
                             _c2_c14_c5_EVSEIsolationStatus = None
-                            _c2_c14_c5_EVSEStatusCode = None
-                            _c2_c14_c5_NotificationMaxDelay = None
-                            _c2_c14_c5_EVSENotification = None
                             if ec == 0:
                                 x = _a
                                 if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -5254,11 +5439,8 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'Body/PreChargeReq/DC_EVStatus'
-                        _c2_c15_c1_EVReady = None
                         _c2_c15_c1_EVCabinConditioning = None
                         _c2_c15_c1_EVRESSConditioning = None
-                        _c2_c15_c1_EVErrorCode = None
-                        _c2_c15_c1_EVRESSSOC = None
                         q -= 31
                         if q < 0: V, q = r.slidep(q, 31)
                         x = (V >> q) & 2147483647
@@ -5344,9 +5526,7 @@ def _d_V2G_Message(r):
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetVoltage'
                         _a = x
-                        _c2_c15_c2_Multiplier = None
                         _c2_c15_c2_Unit = None
-                        _c2_c15_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetVoltage/Multiplier'
@@ -5427,9 +5607,7 @@ def _d_V2G_Message(r):
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetCurrent'
                         _a = x
-                        _c2_c15_c3_Multiplier = None
                         _c2_c15_c3_Unit = None
-                        _c2_c15_c3_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeReq/EVTargetCurrent/Multiplier'
@@ -5530,9 +5708,6 @@ def _d_V2G_Message(r):
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
                         _c2_c16_c1_EVSEIsolationStatus = None
-                        _c2_c16_c1_EVSEStatusCode = None
-                        _c2_c16_c1_NotificationMaxDelay = None
-                        _c2_c16_c1_EVSENotification = None
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -5599,9 +5774,7 @@ def _d_V2G_Message(r):
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage'
                         _a = x
-                        _c2_c16_c2_Multiplier = None
                         _c2_c16_c2_Unit = None
-                        _c2_c16_c2_Value = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/PreChargeRes/EVSEPresentVoltage/Multiplier'
@@ -5724,8 +5897,6 @@ def _d_V2G_Message(r):
                         el = 'Body/ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
                         _a = x
-                        _c2_c18_ResponseCode = None
-                        _c2_c18_ServiceID = None
                         _c2_c18_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -5844,14 +6015,156 @@ def _d_V2G_Message(r):
                         _cv.ServiceCategory = _c2_c19_ServiceCategory
                         _c2_s = 1
                     elif ec == 26:
+                        q -= 9
+                        if q < 0: V, q = r.slidep(q, 9)
+                        x = (V >> q) & 511
+                        if x & 256: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
+                        _a = x
+                        _c2_c20_ServiceList = None
+                        x = _a
+                        if x & 131: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ResponseCode'
+                        _c2_c20_ResponseCode = (x >> 2)
+                        if _c2_c20_ResponseCode >= 23: _c2_c20_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c2_c20_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c20_ResponseCode]
+                        el = 'Body/ServiceDiscoveryRes/PaymentOptions'
                         r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
+                        _c2_c20_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag'
+                        _a = x
+                        _c2_c20_c2_c1_ServiceName = None
+                        _c2_c20_c2_c1_ServiceScope = None
+                        if _a: raise r.deviation('ServiceTagType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c20_c2_c1_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c20_c2_c1_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c20_c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c20_c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c20_c2_c1_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c20_c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 10
+                        if q < 0: V, q = r.slidep(q, 10)
+                        x = (V >> q) & 1023
+                        if x & 512: raise r.deviation('ServiceTagType', r.end - q)
+                        if _c2_c20_c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c20_c2_c1_ServiceID, r.at(r.end - q))
+                        ec = (x >> 7)
+                        _a = (x & 127)
+                        if ec == 0:
+                            q += 6
+                            x = _a >> 6
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceName'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                                _c2_c20_c2_c1_ServiceName = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c20_c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                                if len(_c2_c20_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c20_c2_c1_ServiceName, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 9
+                            if q < 0: V, q = r.slidep(q, 9)
+                            x = (V >> q) & 511
+                            if x & 456: raise r.deviation('ServiceTagType', r.end - q)
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                            _c2_c20_c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
+                            ec = ((x >> 1) & 3)
+                            _a = (x & 1)
+                        elif ec == 1:
+                            x = _a
+                            if x & 72: raise r.deviation('ServiceTagType', r.end - q)
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                            _c2_c20_c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[(x >> 4)]
+                            ec = ((x >> 1) & 3)
+                            _a = (x & 1)
+                        else:
+                            raise r.deviation('ServiceTagType', r.end - q)
+                        if ec == 0:
+                            x = _a
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceScope'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                                _c2_c20_c2_c1_ServiceScope = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c20_c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                                if len(_c2_c20_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c20_c2_c1_ServiceScope, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+                        elif ec == 1:
+                            q += 1
+                        else:
+                            raise r.deviation('ServiceTagType', r.end - q)
+                        _c2_c20_c2_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
+                        _c2_c20_c2_ServiceTag.ServiceID = _c2_c20_c2_c1_ServiceID
+                        _c2_c20_c2_ServiceTag.ServiceName = _c2_c20_c2_c1_ServiceName
+                        _c2_c20_c2_ServiceTag.ServiceCategory = _c2_c20_c2_c1_ServiceCategory
+                        _c2_c20_c2_ServiceTag.ServiceScope = _c2_c20_c2_c1_ServiceScope
+                        q -= 15
+                        if q < 0: V, q = r.slidep(q, 15)
+                        x = (V >> q) & 32767
+                        if x & 28184: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        _t = _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType[(x >> 5)]
+                        if _t is None:
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/FreeService'
+                            _c2_c20_c2_FreeService = ((x >> 12) & 1) == 1
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/EnergyTransferType'
+                            _c2_c20_c2_EnergyTransferType = ((x >> 5) & 15)
+                            if _c2_c20_c2_EnergyTransferType >= 10: _c2_c20_c2_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c2_c20_c2_EnergyTransferType, 10, r.at(r.end - q))
+                            else: _c2_c20_c2_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c2_c20_c2_EnergyTransferType]
+                        else:
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/EnergyTransferType'
+                            _c2_c20_c2_FreeService, _c2_c20_c2_EnergyTransferType = _t
+                        _c2_c20_ChargeService = _new(_K_din_msgdatatypes_ServiceChargeType)
+                        _c2_c20_ChargeService.ServiceTag = _c2_c20_c2_ServiceTag
+                        _c2_c20_ChargeService.FreeService = _c2_c20_c2_FreeService
+                        _c2_c20_ChargeService.EnergyTransferType = _c2_c20_c2_EnergyTransferType
+                        ec = ((x >> 1) & 3)
+                        _a = (x & 1)
+                        if ec == 0:
+                            q += 1
+                            el = 'Body/ServiceDiscoveryRes/ServiceList'
+                            r.pos = r.end - q
+                            _c2_c20_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        elif ec == 1:
+                            if _a: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        else:
+                            raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c2_c20_ResponseCode
+                        _cv.PaymentOptions = _c2_c20_PaymentOptions
+                        _cv.ChargeService = _c2_c20_ChargeService
+                        _cv.ServiceList = _c2_c20_ServiceList
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -5865,17 +6178,17 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c2_c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
+                        _c2_c21_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = r.end - q
-                        _c2_c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        _c2_c21_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
-                        _cv.SelectedPaymentOption = _c2_c20_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c2_c20_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c2_c21_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c2_c21_SelectedServiceList
                         _c2_s = 1
                     elif ec == 28:
                         q -= 10
@@ -5885,11 +6198,11 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'Body/ServicePaymentSelectionRes/ResponseCode'
-                        _c2_c21_ResponseCode = (x >> 3)
-                        if _c2_c21_ResponseCode >= 23: _c2_c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c21_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c21_ResponseCode]
+                        _c2_c22_ResponseCode = (x >> 3)
+                        if _c2_c22_ResponseCode >= 23: _c2_c22_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c22_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c22_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
                         _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
-                        _cv.ResponseCode = _c2_c21_ResponseCode
+                        _cv.ResponseCode = _c2_c22_ResponseCode
                         _c2_s = 1
                     elif ec == 29:
                         q -= 2
@@ -5904,19 +6217,19 @@ def _d_V2G_Message(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
-                            _c2_c22_EVCCID = b''
+                            _c2_c23_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c2_c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c2_c23_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c22_EVCCID)
-                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c22_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c23_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c23_EVCCID)
+                            if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c23_EVCCID, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupReqType)
-                        _cv.EVCCID = _c2_c22_EVCCID
+                        _cv.EVCCID = _c2_c23_EVCCID
                         _c2_s = 1
                     elif ec == 30:
                         q -= 10
@@ -5926,29 +6239,27 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupRes'
                         _cf = 'SessionSetupRes'
                         _a = x
-                        _c2_c23_ResponseCode = None
-                        _c2_c23_EVSEID = None
-                        _c2_c23_DateTimeNow = None
+                        _c2_c24_DateTimeNow = None
                         x = _a
                         if x & 262: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
-                        _c2_c23_ResponseCode = (x >> 3)
-                        if _c2_c23_ResponseCode >= 23: _c2_c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c23_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c23_ResponseCode]
+                        _c2_c24_ResponseCode = (x >> 3)
+                        if _c2_c24_ResponseCode >= 23: _c2_c24_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c24_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
                         el = 'Body/SessionSetupRes/EVSEID'
                         _esc = (x & 1)
                         if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
-                            _c2_c23_EVSEID = b''
+                            _c2_c24_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c2_c23_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c2_c24_EVSEID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c23_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c23_EVSEID)
-                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c23_EVSEID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c24_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c24_EVSEID)
+                            if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c24_EVSEID, r.at(r.end - q))
                         q -= 5
                         if q < 0: V, q = r.slidep(q, 5)
                         x = (V >> q) & 31
@@ -5964,34 +6275,34 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c23_DateTimeNow = _y >> 16
+                                    _c2_c24_DateTimeNow = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c23_DateTimeNow = _U2[_y >> 8]
+                                    _c2_c24_DateTimeNow = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c23_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c24_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c24_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c23_DateTimeNow = (V >> q) & 127
+                                _c2_c24_DateTimeNow = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c23_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c24_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
-                            if _neg: _c2_c23_DateTimeNow = -_c2_c23_DateTimeNow - 1
-                            if _c2_c23_DateTimeNow < -9223372036854775808 or _c2_c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c23_DateTimeNow, r.at(r.end - q))
+                            if _neg: _c2_c24_DateTimeNow = -_c2_c24_DateTimeNow - 1
+                            if _c2_c24_DateTimeNow < -9223372036854775808 or _c2_c24_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c24_DateTimeNow, r.at(r.end - q))
                         elif ec == 1:
                             q += 1
                             if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_din_msgbody_SessionSetupResType)
-                        _cv.ResponseCode = _c2_c23_ResponseCode
-                        _cv.EVSEID = _c2_c23_EVSEID
-                        _cv.DateTimeNow = _c2_c23_DateTimeNow
+                        _cv.ResponseCode = _c2_c24_ResponseCode
+                        _cv.EVSEID = _c2_c24_EVSEID
+                        _cv.DateTimeNow = _c2_c24_DateTimeNow
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -6012,11 +6323,11 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'Body/SessionStopRes/ResponseCode'
-                        _c2_c25_ResponseCode = (x >> 3)
-                        if _c2_c25_ResponseCode >= 23: _c2_c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c25_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c25_ResponseCode]
+                        _c2_c26_ResponseCode = (x >> 3)
+                        if _c2_c26_ResponseCode >= 23: _c2_c26_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c26_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c26_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
                         _cv = _new(_K_din_msgbody_SessionStopResType)
-                        _cv.ResponseCode = _c2_c25_ResponseCode
+                        _cv.ResponseCode = _c2_c26_ResponseCode
                         _c2_s = 1
                     elif ec == 33:
                         q -= 2
@@ -6025,95 +6336,92 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'Body/WeldingDetectionReq/DC_EVStatus'
-                        _c2_c26_c1_EVReady = None
-                        _c2_c26_c1_EVCabinConditioning = None
-                        _c2_c26_c1_EVRESSConditioning = None
-                        _c2_c26_c1_EVErrorCode = None
-                        _c2_c26_c1_EVRESSSOC = None
+                        _c2_c27_c1_EVCabinConditioning = None
+                        _c2_c27_c1_EVRESSConditioning = None
                         q -= 31
                         if q < 0: V, q = r.slidep(q, 31)
                         x = (V >> q) & 2147483647
                         if x & 1342177280: raise r.deviation('DC_EVStatusType', r.end - q)
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c2_c26_c1_EVReady = (x >> 29) == 1
+                        _c2_c27_c1_EVReady = (x >> 29) == 1
                         ec = ((x >> 26) & 3)
                         _a = (x & 67108863)
-                        _c2_c26_c1_s = 1
+                        _c2_c27_c1_s = 1
                         if ec == 0:
                             x = _a
                             if x & 41943040: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                            _c2_c26_c1_EVCabinConditioning = (x >> 24) == 1
+                            _c2_c27_c1_EVCabinConditioning = (x >> 24) == 1
                             ec = ((x >> 21) & 3)
                             _a = (x & 2097151)
-                            _c2_c26_c1_s = 2
+                            _c2_c27_c1_s = 2
                         elif ec == 1:
                             q += 5
                             x = _a >> 5
                             if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                            _c2_c26_c1_EVRESSConditioning = (x >> 19) == 1
+                            _c2_c27_c1_EVRESSConditioning = (x >> 19) == 1
                             _a = (x & 131071)
-                            _c2_c26_c1_s = 3
+                            _c2_c27_c1_s = 3
                         elif ec == 2:
                             q += 9
                             x = _a >> 9
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c26_c1_EVErrorCode = (x >> 12)
-                            if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
+                            _c2_c27_c1_EVErrorCode = (x >> 12)
+                            if _c2_c27_c1_EVErrorCode >= 12: _c2_c27_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c27_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c27_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c27_c1_EVErrorCode]
                             _a = (x & 1023)
-                            _c2_c26_c1_s = 4
+                            _c2_c27_c1_s = 4
                         else:
                             raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c2_c26_c1_s == 2:
+                        if _c2_c27_c1_s == 2:
                             if ec == 0:
                                 x = _a
                                 if x & 1441792: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c26_c1_EVRESSConditioning = (x >> 19) == 1
+                                _c2_c27_c1_EVRESSConditioning = (x >> 19) == 1
                                 _a = (x & 131071)
-                                _c2_c26_c1_s = 3
+                                _c2_c27_c1_s = 3
                             elif ec == 1:
                                 q += 4
                                 x = _a >> 4
                                 if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c2_c26_c1_EVErrorCode = (x >> 12)
-                                if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
+                                _c2_c27_c1_EVErrorCode = (x >> 12)
+                                if _c2_c27_c1_EVErrorCode >= 12: _c2_c27_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c27_c1_EVErrorCode, 12, r.at(r.end - q))
+                                else: _c2_c27_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c27_c1_EVErrorCode]
                                 _a = (x & 1023)
-                                _c2_c26_c1_s = 4
+                                _c2_c27_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVStatusType', r.end - q)
-                        if _c2_c26_c1_s == 3:
+                        if _c2_c27_c1_s == 3:
                             x = _a
                             if x & 68608: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c26_c1_EVErrorCode = (x >> 12)
-                            if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
+                            _c2_c27_c1_EVErrorCode = (x >> 12)
+                            if _c2_c27_c1_EVErrorCode >= 12: _c2_c27_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c27_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c27_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c27_c1_EVErrorCode]
                             _a = (x & 1023)
-                            _c2_c26_c1_s = 4
-                        if _c2_c26_c1_s == 4:
+                            _c2_c27_c1_s = 4
+                        if _c2_c27_c1_s == 4:
                             x = _a
                             if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                            _c2_c26_c1_EVRESSSOC = (x >> 2)
-                            if _c2_c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c26_c1_EVRESSSOC, r.at(r.end - q))
-                            _c2_c26_c1_s = -1
-                        _c2_c26_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
-                        _c2_c26_DC_EVStatus.EVReady = _c2_c26_c1_EVReady
-                        _c2_c26_DC_EVStatus.EVCabinConditioning = _c2_c26_c1_EVCabinConditioning
-                        _c2_c26_DC_EVStatus.EVRESSConditioning = _c2_c26_c1_EVRESSConditioning
-                        _c2_c26_DC_EVStatus.EVErrorCode = _c2_c26_c1_EVErrorCode
-                        _c2_c26_DC_EVStatus.EVRESSSOC = _c2_c26_c1_EVRESSSOC
+                            _c2_c27_c1_EVRESSSOC = (x >> 2)
+                            if _c2_c27_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c27_c1_EVRESSSOC, r.at(r.end - q))
+                            _c2_c27_c1_s = -1
+                        _c2_c27_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+                        _c2_c27_DC_EVStatus.EVReady = _c2_c27_c1_EVReady
+                        _c2_c27_DC_EVStatus.EVCabinConditioning = _c2_c27_c1_EVCabinConditioning
+                        _c2_c27_DC_EVStatus.EVRESSConditioning = _c2_c27_c1_EVRESSConditioning
+                        _c2_c27_DC_EVStatus.EVErrorCode = _c2_c27_c1_EVErrorCode
+                        _c2_c27_DC_EVStatus.EVRESSSOC = _c2_c27_c1_EVRESSSOC
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c2_c26_DC_EVStatus
+                        _cv.DC_EVStatus = _c2_c27_DC_EVStatus
                         _c2_s = 1
                     elif ec == 34:
                         q -= 24
@@ -6123,39 +6431,36 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'Body/WeldingDetectionRes/ResponseCode'
-                        _c2_c27_ResponseCode = (x >> 17)
-                        if _c2_c27_ResponseCode >= 23: _c2_c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c27_ResponseCode, 23, r.at(r.end - q))
-                        else: _c2_c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c27_ResponseCode]
+                        _c2_c28_ResponseCode = (x >> 17)
+                        if _c2_c28_ResponseCode >= 23: _c2_c28_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c28_ResponseCode, 23, r.at(r.end - q))
+                        else: _c2_c28_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c28_ResponseCode]
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
-                        _c2_c27_c1_EVSEIsolationStatus = None
-                        _c2_c27_c1_EVSEStatusCode = None
-                        _c2_c27_c1_NotificationMaxDelay = None
-                        _c2_c27_c1_EVSENotification = None
+                        _c2_c28_c1_EVSEIsolationStatus = None
                         if ec == 0:
                             x = _a
                             if x & 4998: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[(x >> 3)]
                             if _t is None:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c2_c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
+                                _c2_c28_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 10) & 3)]
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c27_c1_EVSEStatusCode = ((x >> 3) & 15)
-                                if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c2_c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
+                                _c2_c28_c1_EVSEStatusCode = ((x >> 3) & 15)
+                                if _c2_c28_c1_EVSEStatusCode >= 12: _c2_c28_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c28_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c28_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c28_c1_EVSEStatusCode]
                             else:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c27_c1_EVSEIsolationStatus, _c2_c27_c1_EVSEStatusCode = _t
+                                _c2_c28_c1_EVSEIsolationStatus, _c2_c28_c1_EVSEStatusCode = _t
                             _a = (x & 1)
                         elif ec == 1:
                             q += 5
                             x = _a >> 5
                             if x & 134: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c27_c1_EVSEStatusCode = (x >> 3)
-                            if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c2_c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
+                            _c2_c28_c1_EVSEStatusCode = (x >> 3)
+                            if _c2_c28_c1_EVSEStatusCode >= 12: _c2_c28_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c28_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c28_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_c28_c1_EVSEStatusCode]
                             _a = (x & 1)
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
@@ -6165,82 +6470,80 @@ def _d_V2G_Message(r):
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c2_c27_c1_NotificationMaxDelay = _y >> 16
+                                _c2_c28_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c2_c28_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c28_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c2_c27_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c2_c28_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 7
                         if q < 0: V, q = r.slideq(q, 7)
                         x = (V >> q) & 127
                         if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c27_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c2_c28_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c28_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c27_c1_EVSENotification = (x >> 2)
-                        if _c2_c27_c1_EVSENotification >= 3: _c2_c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c27_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c2_c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c27_c1_EVSENotification]
-                        _c2_c27_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
-                        _c2_c27_DC_EVSEStatus.EVSEIsolationStatus = _c2_c27_c1_EVSEIsolationStatus
-                        _c2_c27_DC_EVSEStatus.EVSEStatusCode = _c2_c27_c1_EVSEStatusCode
-                        _c2_c27_DC_EVSEStatus.NotificationMaxDelay = _c2_c27_c1_NotificationMaxDelay
-                        _c2_c27_DC_EVSEStatus.EVSENotification = _c2_c27_c1_EVSENotification
+                        _c2_c28_c1_EVSENotification = (x >> 2)
+                        if _c2_c28_c1_EVSENotification >= 3: _c2_c28_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c28_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c28_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c28_c1_EVSENotification]
+                        _c2_c28_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+                        _c2_c28_DC_EVSEStatus.EVSEIsolationStatus = _c2_c28_c1_EVSEIsolationStatus
+                        _c2_c28_DC_EVSEStatus.EVSEStatusCode = _c2_c28_c1_EVSEStatusCode
+                        _c2_c28_DC_EVSEStatus.NotificationMaxDelay = _c2_c28_c1_NotificationMaxDelay
+                        _c2_c28_DC_EVSEStatus.EVSENotification = _c2_c28_c1_EVSENotification
                         q -= 18
                         if q < 0: V, q = r.slidep(q, 18)
                         x = (V >> q) & 262143
                         if x & 196608: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
                         _a = x
-                        _c2_c27_c2_Multiplier = None
-                        _c2_c27_c2_Unit = None
-                        _c2_c27_c2_Value = None
+                        _c2_c28_c2_Unit = None
                         x = _a
                         if x & 34816: raise r.deviation('PhysicalValueType', r.end - q)
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c2_c27_c2_Multiplier = (x >> 12) + -3
-                        if _c2_c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c27_c2_Multiplier, r.at(r.end - q))
+                        _c2_c28_c2_Multiplier = (x >> 12) + -3
+                        if _c2_c28_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c28_c2_Multiplier, r.at(r.end - q))
                         ec = ((x >> 9) & 3)
                         _a = (x & 511)
                         if ec == 0:
                             x = _a
                             if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c2_c27_c2_Unit = (x >> 4)
-                            if _c2_c27_c2_Unit >= 10: _c2_c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c27_c2_Unit, 10, r.at(r.end - q))
-                            else: _c2_c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c27_c2_Unit]
+                            _c2_c28_c2_Unit = (x >> 4)
+                            if _c2_c28_c2_Unit >= 10: _c2_c28_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c28_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c28_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c28_c2_Unit]
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c27_c2_Value = _y >> 16
+                                    _c2_c28_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c27_c2_Value = _U2[_y >> 8]
+                                    _c2_c28_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c27_c2_Value = (V >> q) & 127
+                                _c2_c28_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c27_c2_Value = -_c2_c27_c2_Value - 1
-                            if _c2_c27_c2_Value < -32768 or _c2_c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c27_c2_Value, r.at(r.end - q))
+                            if _neg: _c2_c28_c2_Value = -_c2_c28_c2_Value - 1
+                            if _c2_c28_c2_Value < -32768 or _c2_c28_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c28_c2_Value, r.at(r.end - q))
                         elif ec == 1:
                             q += 7
                             x = _a >> 7
@@ -6251,38 +6554,38 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c27_c2_Value = _y >> 16
+                                    _c2_c28_c2_Value = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c27_c2_Value = _U2[_y >> 8]
+                                    _c2_c28_c2_Value = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c27_c2_Value = (V >> q) & 127
+                                _c2_c28_c2_Value = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                            if _neg: _c2_c27_c2_Value = -_c2_c27_c2_Value - 1
-                            if _c2_c27_c2_Value < -32768 or _c2_c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c27_c2_Value, r.at(r.end - q))
+                            if _neg: _c2_c28_c2_Value = -_c2_c28_c2_Value - 1
+                            if _c2_c28_c2_Value < -32768 or _c2_c28_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c28_c2_Value, r.at(r.end - q))
                         else:
                             raise r.deviation('PhysicalValueType', r.end - q)
-                        _c2_c27_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
-                        _c2_c27_EVSEPresentVoltage.Multiplier = _c2_c27_c2_Multiplier
-                        _c2_c27_EVSEPresentVoltage.Unit = _c2_c27_c2_Unit
-                        _c2_c27_EVSEPresentVoltage.Value = _c2_c27_c2_Value
+                        _c2_c28_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+                        _c2_c28_EVSEPresentVoltage.Multiplier = _c2_c28_c2_Multiplier
+                        _c2_c28_EVSEPresentVoltage.Unit = _c2_c28_c2_Unit
+                        _c2_c28_EVSEPresentVoltage.Value = _c2_c28_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_din_msgbody_WeldingDetectionResType)
-                        _cv.ResponseCode = _c2_c27_ResponseCode
-                        _cv.DC_EVSEStatus = _c2_c27_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c2_c27_EVSEPresentVoltage
+                        _cv.ResponseCode = _c2_c28_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c28_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c28_EVSEPresentVoltage
                         _c2_s = 1
                     elif ec == 35:
                         pass
@@ -7627,27 +7930,130 @@ def _e_V2G_Message(w, o):
                 el = 'Body/ServiceDiscoveryRes'
                 v = (v << 6) | 26
                 n += 6
-                w.v = v; w.n = n
-                c_din_msgbody._e_ServiceDiscoveryResType(w, _c2_ServiceDiscoveryRes)
-                v = w.v; n = w.n
+                _c2_c20_o = _c2_ServiceDiscoveryRes
+                _c2_c20_ResponseCode = _c2_c20_o.ResponseCode
+                _c2_c20_PaymentOptions = _c2_c20_o.PaymentOptions
+                _c2_c20_ChargeService = _c2_c20_o.ChargeService
+                _c2_c20_ServiceList = _c2_c20_o.ServiceList
+                if _c2_c20_ResponseCode is not None:
+                    el = 'Body/ServiceDiscoveryRes/ResponseCode'
+                    _c2_c20_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c20_ResponseCode)
+                    if _c2_c20_i1 is None: raise EncodeError(f'{_c2_c20_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c20_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
+                    el = 'Body/ServiceDiscoveryRes/PaymentOptions'
+                    v = (v << 9) | (_c2_c20_i1 << 2)
+                    n += 9
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_PaymentOptionsType(w, _c2_c20_PaymentOptions)
+                    v = w.v; n = w.n
+                    if not (_c2_c20_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+                    el = 'Body/ServiceDiscoveryRes/ChargeService'
+                    _o = _c2_c20_ChargeService
+                    _c2_c20_c2_ServiceTag = _o.ServiceTag
+                    _c2_c20_c2_FreeService = _o.FreeService
+                    _c2_c20_c2_EnergyTransferType = _o.EnergyTransferType
+                    if not (_c2_c20_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                    el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag'
+                    v <<= 2
+                    n += 2
+                    _c2_c20_c2_c1_o = _c2_c20_c2_ServiceTag
+                    _c2_c20_c2_c1_ServiceID = _c2_c20_c2_c1_o.ServiceID
+                    _c2_c20_c2_c1_ServiceName = _c2_c20_c2_c1_o.ServiceName
+                    _c2_c20_c2_c1_ServiceCategory = _c2_c20_c2_c1_o.ServiceCategory
+                    _c2_c20_c2_c1_ServiceScope = _c2_c20_c2_c1_o.ServiceScope
+                    if _c2_c20_c2_c1_ServiceID is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceID'
+                        if _c2_c20_c2_c1_ServiceID < 0 or _c2_c20_c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c20_c2_c1_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c20_c2_c1_ServiceID < 128: v = (v << 9) | (_c2_c20_c2_c1_ServiceID << 1); n += 9
+                        elif _c2_c20_c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c20_c2_c1_ServiceID] << 1); n += 17
+                        elif _c2_c20_c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c20_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c20_c2_c1_ServiceID >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c20_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c2_c20_c2_c1_ServiceName is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceName'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_c20_c2_c1_ServiceName)
+                        if _l > 32: raise EncodeError(f'length {len(_c2_c20_c2_c1_ServiceName)} outside [0, 32]')
+                        if _l < 126 and _c2_c20_c2_c1_ServiceName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c20_c2_c1_ServiceName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c20_c2_c1_ServiceName); v = w.v; n = w.n
+                        if not (_c2_c20_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                        _c2_c20_c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c20_c2_c1_ServiceCategory)
+                        if _c2_c20_c2_c1_i1 is None: raise EncodeError(f'{_c2_c20_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c20_c2_c1_i1 << 1)
+                        n += 6
+                    elif _c2_c20_c2_c1_ServiceCategory is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceCategory'
+                        _c2_c20_c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c20_c2_c1_ServiceCategory)
+                        if _c2_c20_c2_c1_i2 is None: raise EncodeError(f'{_c2_c20_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (1 << 4) | (_c2_c20_c2_c1_i2 << 1)
+                        n += 6
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c2_c20_c2_c1_ServiceScope is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceScope'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_c20_c2_c1_ServiceScope)
+                        if _l > 32: raise EncodeError(f'length {len(_c2_c20_c2_c1_ServiceScope)} outside [0, 32]')
+                        if _l < 126 and _c2_c20_c2_c1_ServiceScope.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c20_c2_c1_ServiceScope.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c20_c2_c1_ServiceScope); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    if not (_c2_c20_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'Body/ServiceDiscoveryRes/ChargeService/FreeService'
+                    if _c2_c20_c2_FreeService is not True and _c2_c20_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_c20_c2_FreeService!r}')
+                    if not (_c2_c20_c2_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
+                    el = 'Body/ServiceDiscoveryRes/ChargeService/EnergyTransferType'
+                    _c2_c20_c2_i2 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c2_c20_c2_EnergyTransferType)
+                    if _c2_c20_c2_i2 is None: raise EncodeError(f'{_c2_c20_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+                    v = (v << 12) | (_c2_c20_c2_FreeService << 9) | (_c2_c20_c2_i2 << 2)
+                    n += 12
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c20_ServiceList is not None:
+                    el = 'Body/ServiceDiscoveryRes/ServiceList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ServiceTagListType(w, _c2_c20_ServiceList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 if _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_ServicePaymentSelectionReq := _c2_o.ServicePaymentSelectionReq) is not None:
                 el = 'Body/ServicePaymentSelectionReq'
                 _o = _c2_ServicePaymentSelectionReq
-                _c2_c20_SelectedPaymentOption = _o.SelectedPaymentOption
-                _c2_c20_SelectedServiceList = _o.SelectedServiceList
-                if not (_c2_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                _c2_c21_SelectedPaymentOption = _o.SelectedPaymentOption
+                _c2_c21_SelectedServiceList = _o.SelectedServiceList
+                if not (_c2_c21_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
                 el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
-                _c2_c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c2_c20_SelectedPaymentOption)
-                if _c2_c20_i1 is None: raise EncodeError(f'{_c2_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                if not (_c2_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                _c2_c21_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c2_c21_SelectedPaymentOption)
+                if _c2_c21_i1 is None: raise EncodeError(f'{_c2_c21_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                if not (_c2_c21_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
                 el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
-                v = (v << 11) | (27 << 5) | (_c2_c20_i1 << 2)
+                v = (v << 11) | (27 << 5) | (_c2_c21_i1 << 2)
                 n += 11
                 w.v = v; w.n = n
-                c_din_msgdatatypes._e_SelectedServiceListType(w, _c2_c20_SelectedServiceList)
+                c_din_msgdatatypes._e_SelectedServiceListType(w, _c2_c21_SelectedServiceList)
                 v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7655,26 +8061,26 @@ def _e_V2G_Message(w, o):
             elif (_c2_ServicePaymentSelectionRes := _c2_o.ServicePaymentSelectionRes) is not None:
                 el = 'Body/ServicePaymentSelectionRes'
                 _o = _c2_ServicePaymentSelectionRes
-                _c2_c21_ResponseCode = _o.ResponseCode
-                if not (_c2_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c22_ResponseCode = _o.ResponseCode
+                if not (_c2_c22_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/ServicePaymentSelectionRes/ResponseCode'
-                _c2_c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c21_ResponseCode)
-                if _c2_c21_i1 is None: raise EncodeError(f'{_c2_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-                v = (v << 16) | (28 << 10) | (_c2_c21_i1 << 3)
+                _c2_c22_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c22_ResponseCode)
+                if _c2_c22_i1 is None: raise EncodeError(f'{_c2_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (28 << 10) | (_c2_c22_i1 << 3)
                 n += 16
                 if _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_SessionSetupReq := _c2_o.SessionSetupReq) is not None:
                 el = 'Body/SessionSetupReq'
                 _o = _c2_SessionSetupReq
-                _c2_c22_EVCCID = _o.EVCCID
-                if not (_c2_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                _c2_c23_EVCCID = _o.EVCCID
+                if not (_c2_c23_EVCCID is not None): raise EncodeError('missing content: EVCCID')
                 el = 'Body/SessionSetupReq/EVCCID'
                 v = (v << 8) | (29 << 2)
                 n += 8
-                _l = len(_c2_c22_EVCCID)
-                if _l > 8: raise EncodeError(f'length {len(_c2_c22_EVCCID)} outside [0, 8]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c22_EVCCID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c2_c22_EVCCID); v = w.v; n = w.n
+                _l = len(_c2_c23_EVCCID)
+                if _l > 8: raise EncodeError(f'length {len(_c2_c23_EVCCID)} outside [0, 8]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c23_EVCCID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c23_EVCCID); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 if _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
@@ -7682,32 +8088,32 @@ def _e_V2G_Message(w, o):
                 el = 'Body/SessionSetupRes'
                 v = (v << 6) | 30
                 n += 6
-                _c2_c23_o = _c2_SessionSetupRes
-                _c2_c23_ResponseCode = _c2_c23_o.ResponseCode
-                _c2_c23_EVSEID = _c2_c23_o.EVSEID
-                _c2_c23_DateTimeNow = _c2_c23_o.DateTimeNow
-                if _c2_c23_ResponseCode is not None:
+                _c2_c24_o = _c2_SessionSetupRes
+                _c2_c24_ResponseCode = _c2_c24_o.ResponseCode
+                _c2_c24_EVSEID = _c2_c24_o.EVSEID
+                _c2_c24_DateTimeNow = _c2_c24_o.DateTimeNow
+                if _c2_c24_ResponseCode is not None:
                     el = 'Body/SessionSetupRes/ResponseCode'
-                    _c2_c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c23_ResponseCode)
-                    if _c2_c23_i1 is None: raise EncodeError(f'{_c2_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c2_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                    _c2_c24_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c24_ResponseCode)
+                    if _c2_c24_i1 is None: raise EncodeError(f'{_c2_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c24_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'Body/SessionSetupRes/EVSEID'
-                    v = (v << 10) | (_c2_c23_i1 << 3)
+                    v = (v << 10) | (_c2_c24_i1 << 3)
                     n += 10
-                    _l = len(_c2_c23_EVSEID)
-                    if _l > 32: raise EncodeError(f'length {len(_c2_c23_EVSEID)} outside [0, 32]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c23_EVSEID, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c2_c23_EVSEID); v = w.v; n = w.n
+                    _l = len(_c2_c24_EVSEID)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_c24_EVSEID)} outside [0, 32]')
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c24_EVSEID, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c24_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c23_DateTimeNow is not None:
+                if _c2_c24_DateTimeNow is not None:
                     el = 'Body/SessionSetupRes/DateTimeNow'
-                    if _c2_c23_DateTimeNow < -9223372036854775808 or _c2_c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c2_c23_DateTimeNow < 0)
+                    if _c2_c24_DateTimeNow < -9223372036854775808 or _c2_c24_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c24_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c2_c24_DateTimeNow < 0)
                     n += 4
-                    _m = (-_c2_c23_DateTimeNow - 1 if _c2_c23_DateTimeNow < 0 else _c2_c23_DateTimeNow)
+                    _m = (-_c2_c24_DateTimeNow - 1 if _c2_c24_DateTimeNow < 0 else _c2_c24_DateTimeNow)
                     if _m < 128: v = (v << 10) | (_m << 2); n += 10
                     elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                     elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
@@ -7728,90 +8134,90 @@ def _e_V2G_Message(w, o):
             elif (_c2_SessionStopRes := _c2_o.SessionStopRes) is not None:
                 el = 'Body/SessionStopRes'
                 _o = _c2_SessionStopRes
-                _c2_c25_ResponseCode = _o.ResponseCode
-                if not (_c2_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c26_ResponseCode = _o.ResponseCode
+                if not (_c2_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/SessionStopRes/ResponseCode'
-                _c2_c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c25_ResponseCode)
-                if _c2_c25_i1 is None: raise EncodeError(f'{_c2_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-                v = (v << 16) | (32 << 10) | (_c2_c25_i1 << 3)
+                _c2_c26_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c26_ResponseCode)
+                if _c2_c26_i1 is None: raise EncodeError(f'{_c2_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (32 << 10) | (_c2_c26_i1 << 3)
                 n += 16
                 if _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_WeldingDetectionReq := _c2_o.WeldingDetectionReq) is not None:
                 el = 'Body/WeldingDetectionReq'
                 _o = _c2_WeldingDetectionReq
-                _c2_c26_DC_EVStatus = _o.DC_EVStatus
-                if not (_c2_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                _c2_c27_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c27_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                 el = 'Body/WeldingDetectionReq/DC_EVStatus'
                 v = (v << 7) | (33 << 1)
                 n += 7
-                _c2_c26_c1_o = _c2_c26_DC_EVStatus
-                _c2_c26_c1_EVReady = _c2_c26_c1_o.EVReady
-                _c2_c26_c1_EVCabinConditioning = _c2_c26_c1_o.EVCabinConditioning
-                _c2_c26_c1_EVRESSConditioning = _c2_c26_c1_o.EVRESSConditioning
-                _c2_c26_c1_EVErrorCode = _c2_c26_c1_o.EVErrorCode
-                _c2_c26_c1_EVRESSSOC = _c2_c26_c1_o.EVRESSSOC
-                if _c2_c26_c1_EVReady is not None:
+                _c2_c27_c1_o = _c2_c27_DC_EVStatus
+                _c2_c27_c1_EVReady = _c2_c27_c1_o.EVReady
+                _c2_c27_c1_EVCabinConditioning = _c2_c27_c1_o.EVCabinConditioning
+                _c2_c27_c1_EVRESSConditioning = _c2_c27_c1_o.EVRESSConditioning
+                _c2_c27_c1_EVErrorCode = _c2_c27_c1_o.EVErrorCode
+                _c2_c27_c1_EVRESSSOC = _c2_c27_c1_o.EVRESSSOC
+                if _c2_c27_c1_EVReady is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                    if _c2_c26_c1_EVReady is not True and _c2_c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVReady!r}')
-                    v = (v << 4) | (_c2_c26_c1_EVReady << 1)
+                    if _c2_c27_c1_EVReady is not True and _c2_c27_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c27_c1_EVReady!r}')
+                    v = (v << 4) | (_c2_c27_c1_EVReady << 1)
                     n += 4
-                    _c2_c26_c1_s = 1
+                    _c2_c27_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
-                if _c2_c26_c1_EVCabinConditioning is not None:
+                if _c2_c27_c1_EVCabinConditioning is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                    if _c2_c26_c1_EVCabinConditioning is not True and _c2_c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c2_c26_c1_EVCabinConditioning << 1)
+                    if _c2_c27_c1_EVCabinConditioning is not True and _c2_c27_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c27_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c27_c1_EVCabinConditioning << 1)
                     n += 5
-                    _c2_c26_c1_s = 2
-                elif _c2_c26_c1_EVRESSConditioning is not None:
+                    _c2_c27_c1_s = 2
+                elif _c2_c27_c1_EVRESSConditioning is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c2_c26_c1_EVRESSConditioning is not True and _c2_c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c2_c26_c1_EVRESSConditioning << 1)
+                    if _c2_c27_c1_EVRESSConditioning is not True and _c2_c27_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c27_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c27_c1_EVRESSConditioning << 1)
                     n += 5
-                    _c2_c26_c1_s = 3
-                elif _c2_c26_c1_EVErrorCode is not None:
+                    _c2_c27_c1_s = 3
+                elif _c2_c27_c1_EVErrorCode is not None:
                     el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c2_c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
-                    if _c2_c26_c1_i1 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c2_c26_c1_i1 << 1)
+                    _c2_c27_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c27_c1_EVErrorCode)
+                    if _c2_c27_c1_i1 is None: raise EncodeError(f'{_c2_c27_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c27_c1_i1 << 1)
                     n += 8
-                    _c2_c26_c1_s = 4
+                    _c2_c27_c1_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-                if _c2_c26_c1_s == 2:
-                    if _c2_c26_c1_EVRESSConditioning is not None:
+                if _c2_c27_c1_s == 2:
+                    if _c2_c27_c1_EVRESSConditioning is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                        if _c2_c26_c1_EVRESSConditioning is not True and _c2_c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVRESSConditioning!r}')
-                        v = (v << 5) | (_c2_c26_c1_EVRESSConditioning << 1)
+                        if _c2_c27_c1_EVRESSConditioning is not True and _c2_c27_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c27_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c2_c27_c1_EVRESSConditioning << 1)
                         n += 5
-                        _c2_c26_c1_s = 3
-                    elif _c2_c26_c1_EVErrorCode is not None:
+                        _c2_c27_c1_s = 3
+                    elif _c2_c27_c1_EVErrorCode is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c2_c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
-                        if _c2_c26_c1_i2 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 8) | (1 << 6) | (_c2_c26_c1_i2 << 1)
+                        _c2_c27_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c27_c1_EVErrorCode)
+                        if _c2_c27_c1_i2 is None: raise EncodeError(f'{_c2_c27_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c2_c27_c1_i2 << 1)
                         n += 8
-                        _c2_c26_c1_s = 4
+                        _c2_c27_c1_s = 4
                     else:
                         raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-                if _c2_c26_c1_s == 3:
-                    if _c2_c26_c1_EVErrorCode is not None:
+                if _c2_c27_c1_s == 3:
+                    if _c2_c27_c1_EVErrorCode is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c2_c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
-                        if _c2_c26_c1_i3 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 7) | (_c2_c26_c1_i3 << 1)
+                        _c2_c27_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c27_c1_EVErrorCode)
+                        if _c2_c27_c1_i3 is None: raise EncodeError(f'{_c2_c27_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c2_c27_c1_i3 << 1)
                         n += 7
-                        _c2_c26_c1_s = 4
+                        _c2_c27_c1_s = 4
                     else:
                         raise EncodeError('missing content: expected one of EVErrorCode')
-                if _c2_c26_c1_s == 4:
-                    if _c2_c26_c1_EVRESSSOC is not None:
+                if _c2_c27_c1_s == 4:
+                    if _c2_c27_c1_EVRESSSOC is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        if not 0 <= _c2_c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c26_c1_EVRESSSOC!r} outside [0, 100]')
-                        v = (v << 11) | (_c2_c26_c1_EVRESSSOC << 2)
+                        if not 0 <= _c2_c27_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c27_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c2_c27_c1_EVRESSSOC << 2)
                         n += 11
-                        _c2_c26_c1_s = -1
+                        _c2_c27_c1_s = -1
                     else:
                         raise EncodeError('missing content: expected one of EVRESSSOC')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
@@ -7821,93 +8227,93 @@ def _e_V2G_Message(w, o):
             elif (_c2_WeldingDetectionRes := _c2_o.WeldingDetectionRes) is not None:
                 el = 'Body/WeldingDetectionRes'
                 _o = _c2_WeldingDetectionRes
-                _c2_c27_ResponseCode = _o.ResponseCode
-                _c2_c27_DC_EVSEStatus = _o.DC_EVSEStatus
-                _c2_c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                if not (_c2_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c28_ResponseCode = _o.ResponseCode
+                _c2_c28_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c28_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c28_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/WeldingDetectionRes/ResponseCode'
-                _c2_c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c27_ResponseCode)
-                if _c2_c27_i1 is None: raise EncodeError(f'{_c2_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c2_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                _c2_c28_i1 = _I_din_msgdatatypes_responseCodeType.get(_c2_c28_ResponseCode)
+                if _c2_c28_i1 is None: raise EncodeError(f'{_c2_c28_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c28_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
-                v = (v << 15) | (34 << 9) | (_c2_c27_i1 << 2)
+                v = (v << 15) | (34 << 9) | (_c2_c28_i1 << 2)
                 n += 15
-                _c2_c27_c2_o = _c2_c27_DC_EVSEStatus
-                _c2_c27_c2_EVSEIsolationStatus = _c2_c27_c2_o.EVSEIsolationStatus
-                _c2_c27_c2_EVSEStatusCode = _c2_c27_c2_o.EVSEStatusCode
-                _c2_c27_c2_NotificationMaxDelay = _c2_c27_c2_o.NotificationMaxDelay
-                _c2_c27_c2_EVSENotification = _c2_c27_c2_o.EVSENotification
-                if _c2_c27_c2_EVSEIsolationStatus is not None:
+                _c2_c28_c2_o = _c2_c28_DC_EVSEStatus
+                _c2_c28_c2_EVSEIsolationStatus = _c2_c28_c2_o.EVSEIsolationStatus
+                _c2_c28_c2_EVSEStatusCode = _c2_c28_c2_o.EVSEStatusCode
+                _c2_c28_c2_NotificationMaxDelay = _c2_c28_c2_o.NotificationMaxDelay
+                _c2_c28_c2_EVSENotification = _c2_c28_c2_o.EVSENotification
+                if _c2_c28_c2_EVSEIsolationStatus is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c27_c2_EVSEIsolationStatus)
-                    if _c2_c27_c2_i1 is None: raise EncodeError(f'{_c2_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    _c2_c28_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c2_c28_c2_EVSEIsolationStatus)
+                    if _c2_c28_c2_i1 is None: raise EncodeError(f'{_c2_c28_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c28_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c27_c2_EVSEStatusCode)
-                    if _c2_c27_c2_i2 is None: raise EncodeError(f'{_c2_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 13) | (_c2_c27_c2_i1 << 8) | (_c2_c27_c2_i2 << 1)
+                    _c2_c28_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c28_c2_EVSEStatusCode)
+                    if _c2_c28_c2_i2 is None: raise EncodeError(f'{_c2_c28_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_c2_c28_c2_i1 << 8) | (_c2_c28_c2_i2 << 1)
                     n += 13
-                elif _c2_c27_c2_EVSEStatusCode is not None:
+                elif _c2_c28_c2_EVSEStatusCode is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c27_c2_EVSEStatusCode)
-                    if _c2_c27_c2_i3 is None: raise EncodeError(f'{_c2_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_c27_c2_i3 << 1)
+                    _c2_c28_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c28_c2_EVSEStatusCode)
+                    if _c2_c28_c2_i3 is None: raise EncodeError(f'{_c2_c28_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c28_c2_i3 << 1)
                     n += 8
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c27_c2_NotificationMaxDelay is not None:
+                if _c2_c28_c2_NotificationMaxDelay is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_c27_c2_NotificationMaxDelay < 0 or _c2_c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    if _c2_c28_c2_NotificationMaxDelay < 0 or _c2_c28_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c28_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_c27_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c27_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_c27_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c27_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_c27_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c27_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c27_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_c27_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c2_c28_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c28_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c28_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c28_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c28_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c28_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c28_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c28_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c28_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                    _c2_c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c27_c2_EVSENotification)
-                    if _c2_c27_c2_i4 is None: raise EncodeError(f'{_c2_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_c27_c2_i4 << 2)
+                    _c2_c28_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c28_c2_EVSENotification)
+                    if _c2_c28_c2_i4 is None: raise EncodeError(f'{_c2_c28_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c28_c2_i4 << 2)
                     n += 6
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                if not (_c2_c28_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
                 v <<= 1
                 n += 1
-                _c2_c27_c3_o = _c2_c27_EVSEPresentVoltage
-                _c2_c27_c3_Multiplier = _c2_c27_c3_o.Multiplier
-                _c2_c27_c3_Unit = _c2_c27_c3_o.Unit
-                _c2_c27_c3_Value = _c2_c27_c3_o.Value
-                if _c2_c27_c3_Multiplier is not None:
+                _c2_c28_c3_o = _c2_c28_EVSEPresentVoltage
+                _c2_c28_c3_Multiplier = _c2_c28_c3_o.Multiplier
+                _c2_c28_c3_Unit = _c2_c28_c3_o.Unit
+                _c2_c28_c3_Value = _c2_c28_c3_o.Value
+                if _c2_c28_c3_Multiplier is not None:
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                    if not -3 <= _c2_c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c27_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c27_c3_Multiplier - -3) << 1)
+                    if not -3 <= _c2_c28_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c28_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c28_c3_Multiplier - -3) << 1)
                     n += 6
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c27_c3_Unit is not None:
+                if _c2_c28_c3_Unit is not None:
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c2_c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c27_c3_Unit)
-                    if _c2_c27_c3_i1 is None: raise EncodeError(f'{_c2_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+                    _c2_c28_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c28_c3_Unit)
+                    if _c2_c28_c3_i1 is None: raise EncodeError(f'{_c2_c28_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c28_c3_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c2_c27_c3_Value < -32768 or _c2_c27_c3_Value > 32767: raise EncodeError(f'value {_c2_c27_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_c27_c3_i1 << 4) | (_c2_c27_c3_Value < 0)
+                    if _c2_c28_c3_Value < -32768 or _c2_c28_c3_Value > 32767: raise EncodeError(f'value {_c2_c28_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c28_c3_i1 << 4) | (_c2_c28_c3_Value < 0)
                     n += 11
-                    _m = (-_c2_c27_c3_Value - 1 if _c2_c27_c3_Value < 0 else _c2_c27_c3_Value)
+                    _m = (-_c2_c28_c3_Value - 1 if _c2_c28_c3_Value < 0 else _c2_c28_c3_Value)
                     if _m < 128: v = (v << 9) | (_m << 1); n += 9
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
                     else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                elif _c2_c27_c3_Value is not None:
+                elif _c2_c28_c3_Value is not None:
                     el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c2_c27_c3_Value < -32768 or _c2_c27_c3_Value > 32767: raise EncodeError(f'value {_c2_c27_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_c27_c3_Value < 0)
+                    if _c2_c28_c3_Value < -32768 or _c2_c28_c3_Value > 32767: raise EncodeError(f'value {_c2_c28_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c28_c3_Value < 0)
                     n += 4
-                    _m = (-_c2_c27_c3_Value - 1 if _c2_c27_c3_Value < 0 else _c2_c27_c3_Value)
+                    _m = (-_c2_c28_c3_Value - 1 if _c2_c28_c3_Value < 0 else _c2_c28_c3_Value)
                     if _m < 128: v = (v << 9) | (_m << 1); n += 9
                     elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
                     elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25

@@ -40,10 +40,8 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVMaximumChargePower = None
     f_EVMaximumChargePower_L2 = None
     f_EVMaximumChargePower_L3 = None
-    f_EVMinimumChargePower = None
     f_EVMinimumChargePower_L2 = None
     f_EVMinimumChargePower_L3 = None
     try:
@@ -678,13 +676,10 @@ def _d_AC_CPDResEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVSEMaximumChargePower = None
     f_EVSEMaximumChargePower_L2 = None
     f_EVSEMaximumChargePower_L3 = None
-    f_EVSEMinimumChargePower = None
     f_EVSEMinimumChargePower_L2 = None
     f_EVSEMinimumChargePower_L3 = None
-    f_EVSENominalFrequency = None
     f_MaximumPowerAsymmetry = None
     f_EVSEPowerRampLimitation = None
     f_EVSEPresentActivePower = None
@@ -2379,9 +2374,7 @@ def _d_AC_ChargeLoopReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_DisplayParameters = None
-    f_MeterInfoRequested = None
     f_BPT_Dynamic_AC_CLReqControlMode = None
     f_BPT_Scheduled_AC_CLReqControlMode = None
     f_CLReqControlMode = None
@@ -2394,8 +2387,6 @@ def _d_AC_ChargeLoopReqType(r):
         if x & 6: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c2_SessionID = None
-        _c2_TimeStamp = None
         _c2_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -2668,8 +2659,6 @@ def _d_AC_ChargeLoopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_EVSEStatus = None
     f_MeterInfo = None
     f_Receipt = None
@@ -2686,8 +2675,6 @@ def _d_AC_ChargeLoopResType(r):
         if x & 6: raise r.deviation('AC_ChargeLoopResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -3720,7 +3707,6 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_AC_CPDReqEnergyTransferMode = None
     f_BPT_AC_CPDReqEnergyTransferMode = None
     try:
@@ -3730,8 +3716,6 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         if x & 6: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -3901,8 +3885,6 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_AC_CPDResEnergyTransferMode = None
     f_BPT_AC_CPDResEnergyTransferMode = None
     try:
@@ -3912,8 +3894,6 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         if x & 6: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -4096,16 +4076,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVMaximumChargePower = None
     f_EVMaximumChargePower_L2 = None
     f_EVMaximumChargePower_L3 = None
-    f_EVMinimumChargePower = None
     f_EVMinimumChargePower_L2 = None
     f_EVMinimumChargePower_L3 = None
-    f_EVMaximumDischargePower = None
     f_EVMaximumDischargePower_L2 = None
     f_EVMaximumDischargePower_L3 = None
-    f_EVMinimumDischargePower = None
     f_EVMinimumDischargePower_L2 = None
     f_EVMinimumDischargePower_L3 = None
     try:
@@ -5475,22 +5451,17 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVSEMaximumChargePower = None
     f_EVSEMaximumChargePower_L2 = None
     f_EVSEMaximumChargePower_L3 = None
-    f_EVSEMinimumChargePower = None
     f_EVSEMinimumChargePower_L2 = None
     f_EVSEMinimumChargePower_L3 = None
-    f_EVSENominalFrequency = None
     f_MaximumPowerAsymmetry = None
     f_EVSEPowerRampLimitation = None
     f_EVSEPresentActivePower = None
     f_EVSEPresentActivePower_L2 = None
     f_EVSEPresentActivePower_L3 = None
-    f_EVSEMaximumDischargePower = None
     f_EVSEMaximumDischargePower_L2 = None
     f_EVSEMaximumDischargePower_L3 = None
-    f_EVSEMinimumDischargePower = None
     f_EVSEMinimumDischargePower_L2 = None
     f_EVSEMinimumDischargePower_L3 = None
     try:
@@ -8098,25 +8069,16 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_EVTargetEnergyRequest = None
-    f_EVMaximumEnergyRequest = None
-    f_EVMinimumEnergyRequest = None
-    f_EVMaximumChargePower = None
     f_EVMaximumChargePower_L2 = None
     f_EVMaximumChargePower_L3 = None
-    f_EVMinimumChargePower = None
     f_EVMinimumChargePower_L2 = None
     f_EVMinimumChargePower_L3 = None
-    f_EVPresentActivePower = None
     f_EVPresentActivePower_L2 = None
     f_EVPresentActivePower_L3 = None
-    f_EVPresentReactivePower = None
     f_EVPresentReactivePower_L2 = None
     f_EVPresentReactivePower_L3 = None
-    f_EVMaximumDischargePower = None
     f_EVMaximumDischargePower_L2 = None
     f_EVMaximumDischargePower_L3 = None
-    f_EVMinimumDischargePower = None
     f_EVMinimumDischargePower_L2 = None
     f_EVMinimumDischargePower_L3 = None
     f_EVMaximumV2XEnergyRequest = None
@@ -10896,7 +10858,6 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
     f_MinimumSOC = None
     f_TargetSOC = None
     f_AckMaxDelay = None
-    f_EVSETargetActivePower = None
     f_EVSETargetActivePower_L2 = None
     f_EVSETargetActivePower_L3 = None
     f_EVSETargetReactivePower = None
@@ -13715,7 +13676,6 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
     f_EVMinimumChargePower = None
     f_EVMinimumChargePower_L2 = None
     f_EVMinimumChargePower_L3 = None
-    f_EVPresentActivePower = None
     f_EVPresentActivePower_L2 = None
     f_EVPresentActivePower_L3 = None
     f_EVPresentReactivePower = None
@@ -23660,19 +23620,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_EVTargetEnergyRequest = None
-    f_EVMaximumEnergyRequest = None
-    f_EVMinimumEnergyRequest = None
-    f_EVMaximumChargePower = None
     f_EVMaximumChargePower_L2 = None
     f_EVMaximumChargePower_L3 = None
-    f_EVMinimumChargePower = None
     f_EVMinimumChargePower_L2 = None
     f_EVMinimumChargePower_L3 = None
-    f_EVPresentActivePower = None
     f_EVPresentActivePower_L2 = None
     f_EVPresentActivePower_L3 = None
-    f_EVPresentReactivePower = None
     f_EVPresentReactivePower_L2 = None
     f_EVPresentReactivePower_L3 = None
     try:
@@ -25307,7 +25260,6 @@ def _d_Dynamic_AC_CLResControlModeType(r):
     f_MinimumSOC = None
     f_TargetSOC = None
     f_AckMaxDelay = None
-    f_EVSETargetActivePower = None
     f_EVSETargetActivePower_L2 = None
     f_EVSETargetActivePower_L3 = None
     f_EVSETargetReactivePower = None
@@ -28126,7 +28078,6 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
     f_EVMinimumChargePower = None
     f_EVMinimumChargePower_L2 = None
     f_EVMinimumChargePower_L3 = None
-    f_EVPresentActivePower = None
     f_EVPresentActivePower_L2 = None
     f_EVPresentActivePower_L3 = None
     f_EVPresentReactivePower = None

@@ -46,8 +46,6 @@ def _d_ACDP_ConnectReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVElectricalChargingDeviceStatus = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -55,8 +53,6 @@ def _d_ACDP_ConnectReqType(r):
         if x & 6: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -193,11 +189,6 @@ def _d_ACDP_ConnectResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
-    f_EVSEElectricalChargingDeviceStatus = None
-    f_EVSEMechanicalChargingDeviceStatus = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -205,8 +196,6 @@ def _d_ACDP_ConnectResType(r):
         if x & 6: raise r.deviation('ACDP_ConnectResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -381,8 +370,6 @@ def _d_ACDP_SystemStatusReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVTechnicalStatus = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -390,8 +377,6 @@ def _d_ACDP_SystemStatusReqType(r):
         if x & 6: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -535,17 +520,6 @@ def _d_ACDP_SystemStatusResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEMechanicalChargingDeviceStatus = None
-    f_EVSEReadyToCharge = None
-    f_EVSEIsolationStatus = None
-    f_EVSEDisabled = None
-    f_EVSEUtilityInterruptEvent = None
-    f_EVSEEmergencyShutdown = None
-    f_EVSEMalfunction = None
-    f_EVInChargePosition = None
-    f_EVAssociationStatus = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -553,8 +527,6 @@ def _d_ACDP_SystemStatusResType(r):
         if x & 6: raise r.deviation('ACDP_SystemStatusResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -784,9 +756,6 @@ def _d_ACDP_VehiclePositioningReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVMobilityStatus = None
-    f_EVPositioningSupport = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -794,8 +763,6 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if x & 6: raise r.deviation('ACDP_VehiclePositioningReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -944,15 +911,6 @@ def _d_ACDP_VehiclePositioningResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
-    f_EVSEPositioningSupport = None
-    f_EVRelativeXDeviation = None
-    f_EVRelativeYDeviation = None
-    f_ContactWindowXc = None
-    f_ContactWindowYc = None
-    f_EVInChargePosition = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -960,8 +918,6 @@ def _d_ACDP_VehiclePositioningResType(r):
         if x & 6: raise r.deviation('ACDP_VehiclePositioningResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1288,8 +1244,6 @@ def _d_EVTechnicalStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVReadyToCharge = None
-    f_EVImmobilizationRequest = None
     f_EVImmobilized = None
     f_EVWLANStrength = None
     f_EVCPStatus = None

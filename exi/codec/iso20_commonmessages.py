@@ -136,16 +136,10 @@ def _d_AbsolutePriceScheduleType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_TimeAnchor = None
-    f_PriceScheduleID = None
     f_PriceScheduleDescription = None
-    f_Currency = None
-    f_Language = None
-    f_PriceAlgorithm = None
     f_MinimumCost = None
     f_MaximumCost = None
     f_TaxRules = None
-    f_PriceRuleStacks = None
     f_OverstayRules = None
     f_AdditionalSelectedServices = None
     try:
@@ -1161,8 +1155,6 @@ def _d_AdditionalServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceName = None
-    f_ServiceFee = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -1270,8 +1262,6 @@ def _d_AuthorizationReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_SelectedAuthorizationService = None
     f_EIM_AReqAuthorizationMode = None
     f_PnC_AReqAuthorizationMode = None
     try:
@@ -1281,8 +1271,6 @@ def _d_AuthorizationReqType(r):
         if x & 6: raise r.deviation('AuthorizationReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c3_SessionID = None
-        _c3_TimeStamp = None
         _c3_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1538,9 +1526,6 @@ def _d_AuthorizationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -1548,8 +1533,6 @@ def _d_AuthorizationResType(r):
         if x & 6: raise r.deviation('AuthorizationResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1699,7 +1682,6 @@ def _d_AuthorizationSetupReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -1707,8 +1689,6 @@ def _d_AuthorizationSetupReqType(r):
         if x & 6: raise r.deviation('AuthorizationSetupReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1833,10 +1813,7 @@ def _d_AuthorizationSetupResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_AuthorizationServices = []
-    f_CertificateInstallationService = None
     f_EIM_ASResAuthorizationMode = None
     f_PnC_ASResAuthorizationMode = None
     try:
@@ -1846,8 +1823,6 @@ def _d_AuthorizationSetupResType(r):
         if x & 6: raise r.deviation('AuthorizationSetupResType', r.end - q)
         el = 'Header'
         _a = x
-        _c3_SessionID = None
-        _c3_TimeStamp = None
         _c3_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1952,7 +1927,6 @@ def _d_AuthorizationSetupResType(r):
             if x & 2: raise r.deviation('AuthorizationSetupResType', r.end - q)
             el = 'PnC_ASResAuthorizationMode'
             _a = x
-            _c5_GenChallenge = None
             _c5_SupportedProviders = None
             if _a: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
             el = 'PnC_ASResAuthorizationMode/GenChallenge'
@@ -2144,7 +2118,6 @@ def _d_CertificateChainType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Certificate = None
     f_SubCertificates = None
     try:
         q -= 2
@@ -2232,10 +2205,6 @@ def _d_CertificateInstallationReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_OEMProvisioningCertificateChain = None
-    f_ListOfRootCertificateIDs = None
-    f_MaximumContractCertificateChains = None
     f_PrioritizedEMAIDs = None
     try:
         q -= 3
@@ -2244,8 +2213,6 @@ def _d_CertificateInstallationReqType(r):
         if x & 6: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -2303,8 +2270,6 @@ def _d_CertificateInstallationReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'OEMProvisioningCertificateChain'
-        _c2_Id = None
-        _c2_Certificate = None
         _c2_SubCertificates = None
         el = 'OEMProvisioningCertificateChain/@Id'
         r.pos = r.end - q
@@ -2522,12 +2487,6 @@ def _d_CertificateInstallationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
-    f_CPSCertificateChain = None
-    f_SignedInstallationData = None
-    f_RemainingContractCertificateChains = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -2535,8 +2494,6 @@ def _d_CertificateInstallationResType(r):
         if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -2604,7 +2561,6 @@ def _d_CertificateInstallationResType(r):
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         el = 'CPSCertificateChain'
         _a = (x & 1)
-        _c2_Certificate = None
         _c2_SubCertificates = None
         x = _a
         el = 'CPSCertificateChain/Certificate'
@@ -2789,7 +2745,6 @@ def _d_ChargingScheduleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_PowerSchedule = None
     f_AbsolutePriceSchedule = None
     f_PriceLevelSchedule = None
     try:
@@ -2820,11 +2775,7 @@ def _d_ChargingScheduleType(r):
             ec = (x >> 1)
             _a = (x & 1)
             _c1_Id = None
-            _c1_TimeAnchor = None
-            _c1_PriceScheduleID = None
             _c1_PriceScheduleDescription = None
-            _c1_NumberOfPriceLevels = None
-            _c1_PriceLevelScheduleEntries = None
             if ec == 0:
                 q += 1
                 el = 'PriceLevelSchedule/@Id'
@@ -3115,8 +3066,6 @@ def _d_ContractCertificateChainType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Certificate = None
-    f_SubCertificates = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -3220,12 +3169,8 @@ def _d_Dynamic_SEReqControlModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DepartureTime = None
     f_MinimumSOC = None
     f_TargetSOC = None
-    f_EVTargetEnergyRequest = None
-    f_EVMaximumEnergyRequest = None
-    f_EVMinimumEnergyRequest = None
     f_EVMaximumV2XEnergyRequest = None
     f_EVMinimumV2XEnergyRequest = None
     try:
@@ -3911,11 +3856,7 @@ def _d_Dynamic_SEResControlModeType(r):
             ec = (x >> 1)
             _a = (x & 1)
             _c1_Id = None
-            _c1_TimeAnchor = None
-            _c1_PriceScheduleID = None
             _c1_PriceScheduleDescription = None
-            _c1_NumberOfPriceLevels = None
-            _c1_PriceLevelScheduleEntries = None
             if ec == 0:
                 q += 1
                 el = 'PriceLevelSchedule/@Id'
@@ -4091,11 +4032,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 ec = (x >> 1)
                 _a = (x & 1)
                 _c2_Id = None
-                _c2_TimeAnchor = None
-                _c2_PriceScheduleID = None
                 _c2_PriceScheduleDescription = None
-                _c2_NumberOfPriceLevels = None
-                _c2_PriceLevelScheduleEntries = None
                 if ec == 0:
                     q += 1
                     el = 'PriceLevelSchedule/@Id'
@@ -4261,11 +4198,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 ec = (x >> 1)
                 _a = (x & 1)
                 _c3_Id = None
-                _c3_TimeAnchor = None
-                _c3_PriceScheduleID = None
                 _c3_PriceScheduleDescription = None
-                _c3_NumberOfPriceLevels = None
-                _c3_PriceLevelScheduleEntries = None
                 if ec == 0:
                     q += 1
                     el = 'PriceLevelSchedule/@Id'
@@ -4421,11 +4354,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 ec = (x >> 1)
                 _a = (x & 1)
                 _c4_Id = None
-                _c4_TimeAnchor = None
-                _c4_PriceScheduleID = None
                 _c4_PriceScheduleDescription = None
-                _c4_NumberOfPriceLevels = None
-                _c4_PriceLevelScheduleEntries = None
                 if ec == 0:
                     q += 1
                     el = 'PriceLevelSchedule/@Id'
@@ -5325,10 +5254,6 @@ def _d_EVAbsolutePriceScheduleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TimeAnchor = None
-    f_Currency = None
-    f_PriceAlgorithm = None
-    f_EVPriceRuleStacks = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -5465,8 +5390,6 @@ def _d_EVEnergyOfferType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVPowerSchedule = None
-    f_EVAbsolutePriceSchedule = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -5768,10 +5691,8 @@ def _d_EVPowerProfileType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TimeAnchor = None
     f_Dynamic_EVPPTControlMode = None
     f_Scheduled_EVPPTControlMode = None
-    f_EVPowerProfileEntries = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -5818,7 +5739,6 @@ def _d_EVPowerProfileType(r):
             if x & 2: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'Scheduled_EVPPTControlMode'
             _a = x
-            _c2_SelectedScheduleTupleID = None
             _c2_PowerToleranceAcceptance = None
             if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
@@ -6228,8 +6148,6 @@ def _d_EVPowerScheduleEntryType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Duration = None
-    f_Power = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -6343,8 +6261,6 @@ def _d_EVPowerScheduleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TimeAnchor = None
-    f_EVPowerScheduleEntries = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -6528,7 +6444,6 @@ def _d_EVPriceRuleStackType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Duration = None
     f_EVPriceRule = []
     try:
         q -= 2
@@ -6858,8 +6773,6 @@ def _d_EVPriceRuleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EnergyFee = None
-    f_PowerRangeStart = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -6990,8 +6903,6 @@ def _d_MeteringConfirmationReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_SignedMeteringData = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -6999,8 +6910,6 @@ def _d_MeteringConfirmationReqType(r):
         if x & 6: raise r.deviation('MeteringConfirmationReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -7058,9 +6967,6 @@ def _d_MeteringConfirmationReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('MeteringConfirmationReqType', r.end - q)
         el = 'SignedMeteringData'
-        _c2_Id = None
-        _c2_SessionID = None
-        _c2_MeterInfo = None
         _c2_Receipt = None
         _c2_Dynamic_SMDTControlMode = None
         _c2_Scheduled_SMDTControlMode = None
@@ -7373,8 +7279,6 @@ def _d_MeteringConfirmationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -7382,8 +7286,6 @@ def _d_MeteringConfirmationResType(r):
         if x & 6: raise r.deviation('MeteringConfirmationResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -7604,9 +7506,6 @@ def _d_OverstayRuleListType(r):
             ec = (x >> 1)
             _a = (x & 1)
             _c7_OverstayRuleDescription = None
-            _c7_StartTime = None
-            _c7_OverstayFee = None
-            _c7_OverstayFeePeriod = None
             if ec == 0:
                 x = _a
                 el = 'OverstayRule/OverstayRuleDescription'
@@ -7786,9 +7685,6 @@ def _d_OverstayRuleListType(r):
                 ec = (x >> 1)
                 _a = (x & 1)
                 _c9_OverstayRuleDescription = None
-                _c9_StartTime = None
-                _c9_OverstayFee = None
-                _c9_OverstayFeePeriod = None
                 if ec == 0:
                     x = _a
                     el = 'OverstayRule/OverstayRuleDescription'
@@ -7930,9 +7826,6 @@ def _d_OverstayRuleListType(r):
             ec = (x >> 1)
             _a = (x & 1)
             _c10_OverstayRuleDescription = None
-            _c10_StartTime = None
-            _c10_OverstayFee = None
-            _c10_OverstayFeePeriod = None
             if ec == 0:
                 x = _a
                 el = 'OverstayRule/OverstayRuleDescription'
@@ -8079,9 +7972,6 @@ def _d_OverstayRuleListType(r):
                     ec = (x >> 1)
                     _a = (x & 1)
                     _c12_OverstayRuleDescription = None
-                    _c12_StartTime = None
-                    _c12_OverstayFee = None
-                    _c12_OverstayFeePeriod = None
                     if ec == 0:
                         x = _a
                         el = 'OverstayRule/OverstayRuleDescription'
@@ -8623,9 +8513,6 @@ def _d_OverstayRuleType(r):
     q = r.end - r.pos
     el = ''
     f_OverstayRuleDescription = None
-    f_StartTime = None
-    f_OverstayFee = None
-    f_OverstayFeePeriod = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -8847,7 +8734,6 @@ def _d_ParameterSetType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ParameterSetID = None
     f_Parameter = []
     try:
         q -= 2
@@ -8986,7 +8872,6 @@ def _d_ParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Name = None
     f_boolValue = None
     f_byteValue = None
     f_shortValue = None
@@ -9253,9 +9138,6 @@ def _d_PnC_AReqAuthorizationModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_GenChallenge = None
-    f_ContractCertificateChain = None
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -9374,7 +9256,6 @@ def _d_PnC_ASResAuthorizationModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_GenChallenge = None
     f_SupportedProviders = None
     try:
         q -= 2
@@ -9454,9 +9335,6 @@ def _d_PowerDeliveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
-    f_ChargeProgress = None
     f_EVPowerProfile = None
     f_BPT_ChannelSelection = None
     try:
@@ -9466,8 +9344,6 @@ def _d_PowerDeliveryReqType(r):
         if x & 6: raise r.deviation('PowerDeliveryReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c2_SessionID = None
-        _c2_TimeStamp = None
         _c2_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -9545,10 +9421,8 @@ def _d_PowerDeliveryReqType(r):
             if x & 2: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'EVPowerProfile'
             _a = x
-            _c3_TimeAnchor = None
             _c3_Dynamic_EVPPTControlMode = None
             _c3_Scheduled_EVPPTControlMode = None
-            _c3_EVPowerProfileEntries = None
             if _a: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'EVPowerProfile/TimeAnchor'
             if q >= 24:
@@ -9594,7 +9468,6 @@ def _d_PowerDeliveryReqType(r):
                 if x & 2: raise r.deviation('EVPowerProfileType', r.end - q)
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
                 _a = x
-                _c3_c4_SelectedScheduleTupleID = None
                 _c3_c4_PowerToleranceAcceptance = None
                 if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
@@ -9883,8 +9756,6 @@ def _d_PowerDeliveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_EVSEStatus = None
     try:
         q -= 3
@@ -9893,8 +9764,6 @@ def _d_PowerDeliveryResType(r):
         if x & 6: raise r.deviation('PowerDeliveryResType', r.end - q)
         el = 'Header'
         _a = x
-        _c2_SessionID = None
-        _c2_TimeStamp = None
         _c2_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -10202,8 +10071,6 @@ def _d_PowerScheduleEntryType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Duration = None
-    f_Power = None
     f_Power_L2 = None
     f_Power_L3 = None
     try:
@@ -10517,10 +10384,8 @@ def _d_PowerScheduleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TimeAnchor = None
     f_AvailableEnergy = None
     f_PowerTolerance = None
-    f_PowerScheduleEntries = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -11006,8 +10871,6 @@ def _d_PriceLevelScheduleEntryType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Duration = None
-    f_PriceLevel = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -11081,11 +10944,7 @@ def _d_PriceLevelScheduleType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_TimeAnchor = None
-    f_PriceScheduleID = None
     f_PriceScheduleDescription = None
-    f_NumberOfPriceLevels = None
-    f_PriceLevelScheduleEntries = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -11436,7 +11295,6 @@ def _d_PriceRuleStackType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Duration = None
     f_PriceRule = []
     try:
         q -= 2
@@ -11575,12 +11433,10 @@ def _d_PriceRuleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EnergyFee = None
     f_ParkingFee = None
     f_ParkingFeePeriod = None
     f_CarbonDioxideEmission = None
     f_RenewableGenerationPercentage = None
-    f_PowerRangeStart = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -12285,8 +12141,6 @@ def _d_PriceScheduleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TimeAnchor = None
-    f_PriceScheduleID = None
     f_PriceScheduleDescription = None
     try:
         q -= 2
@@ -12425,8 +12279,6 @@ def _d_ScheduleExchangeReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_MaximumSupportingPoints = None
     f_Dynamic_SEReqControlMode = None
     f_Scheduled_SEReqControlMode = None
     try:
@@ -12436,8 +12288,6 @@ def _d_ScheduleExchangeReqType(r):
         if x & 6: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -12620,9 +12470,6 @@ def _d_ScheduleExchangeResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     f_GoToPause = None
     f_Dynamic_SEResControlMode = None
     f_Scheduled_SEResControlMode = None
@@ -12633,8 +12480,6 @@ def _d_ScheduleExchangeResType(r):
         if x & 6: raise r.deviation('ScheduleExchangeResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -12907,8 +12752,6 @@ def _d_ScheduleTupleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ScheduleTupleID = None
-    f_ChargingSchedule = None
     f_DischargingSchedule = None
     try:
         q -= 2
@@ -13015,7 +12858,6 @@ def _d_Scheduled_EVPPTControlModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SelectedScheduleTupleID = None
     f_PowerToleranceAcceptance = None
     try:
         q -= 2
@@ -14651,8 +14493,6 @@ def _d_Scheduled_SEResControlModeType(r):
         if x & 6: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         el = 'ScheduleTuple'
         _a = x
-        _c3_ScheduleTupleID = None
-        _c3_ChargingSchedule = None
         _c3_DischargingSchedule = None
         if _a: raise r.deviation('ScheduleTupleType', r.end - q)
         el = 'ScheduleTuple/ScheduleTupleID'
@@ -14716,8 +14556,6 @@ def _d_Scheduled_SEResControlModeType(r):
             if x & 2: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
             el = 'ScheduleTuple'
             _a = x
-            _c4_ScheduleTupleID = None
-            _c4_ChargingSchedule = None
             _c4_DischargingSchedule = None
             if _a: raise r.deviation('ScheduleTupleType', r.end - q)
             el = 'ScheduleTuple/ScheduleTupleID'
@@ -14787,8 +14625,6 @@ def _d_Scheduled_SEResControlModeType(r):
                 if x & 2: raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
                 el = 'ScheduleTuple'
                 _a = x
-                _c5_ScheduleTupleID = None
-                _c5_ChargingSchedule = None
                 _c5_DischargingSchedule = None
                 if _a: raise r.deviation('ScheduleTupleType', r.end - q)
                 el = 'ScheduleTuple/ScheduleTupleID'
@@ -15013,7 +14849,6 @@ def _d_Scheduled_SMDTControlModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SelectedScheduleTupleID = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -15302,8 +15137,6 @@ def _d_SelectedServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
-    f_ParameterSetID = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -15400,8 +15233,6 @@ def _d_ServiceDetailReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ServiceID = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -15409,8 +15240,6 @@ def _d_ServiceDetailReqType(r):
         if x & 6: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -15570,10 +15399,6 @@ def _d_ServiceDetailResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_ServiceID = None
-    f_ServiceParameterList = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -15581,8 +15406,6 @@ def _d_ServiceDetailResType(r):
         if x & 6: raise r.deviation('ServiceDetailResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -15773,7 +15596,6 @@ def _d_ServiceDiscoveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_SupportedServiceIDs = None
     try:
         q -= 3
@@ -15782,8 +15604,6 @@ def _d_ServiceDiscoveryReqType(r):
         if x & 6: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -15938,10 +15758,6 @@ def _d_ServiceDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_ServiceRenegotiationSupported = None
-    f_EnergyTransferServiceList = None
     f_VASList = None
     try:
         q -= 3
@@ -15950,8 +15766,6 @@ def _d_ServiceDiscoveryResType(r):
         if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -16573,8 +16387,6 @@ def _d_ServiceSelectionReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_SelectedEnergyTransferService = None
     f_SelectedVASList = None
     try:
         q -= 3
@@ -16583,8 +16395,6 @@ def _d_ServiceSelectionReqType(r):
         if x & 6: raise r.deviation('ServiceSelectionReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -16814,8 +16624,6 @@ def _d_ServiceSelectionResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -16823,8 +16631,6 @@ def _d_ServiceSelectionResType(r):
         if x & 6: raise r.deviation('ServiceSelectionResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -16963,8 +16769,6 @@ def _d_ServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
-    f_FreeService = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -17037,8 +16841,6 @@ def _d_SessionSetupReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVCCID = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -17046,8 +16848,6 @@ def _d_SessionSetupReqType(r):
         if x & 6: raise r.deviation('SessionSetupReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -17203,9 +17003,6 @@ def _d_SessionSetupResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEID = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -17213,8 +17010,6 @@ def _d_SessionSetupResType(r):
         if x & 6: raise r.deviation('SessionSetupResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -17381,8 +17176,6 @@ def _d_SessionStopReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ChargingSession = None
     f_EVTerminationCode = None
     f_EVTerminationExplanation = None
     try:
@@ -17392,8 +17185,6 @@ def _d_SessionStopReqType(r):
         if x & 6: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -17668,8 +17459,6 @@ def _d_SessionStopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -17677,8 +17466,6 @@ def _d_SessionStopResType(r):
         if x & 6: raise r.deviation('SessionStopResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -17817,8 +17604,6 @@ def _d_SignedCertificateChainType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_Certificate = None
     f_SubCertificates = None
     try:
         q -= 1
@@ -17924,10 +17709,6 @@ def _d_SignedInstallationDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_ContractCertificateChain = None
-    f_ECDHCurve = None
-    f_DHPublicKey = None
     f_SECP521_EncryptedPrivateKey = None
     f_X448_EncryptedPrivateKey = None
     f_TPM_EncryptedPrivateKey = None
@@ -18147,9 +17928,6 @@ def _d_SignedMeteringDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_SessionID = None
-    f_MeterInfo = None
     f_Receipt = None
     f_Dynamic_SMDTControlMode = None
     f_Scheduled_SMDTControlMode = None
@@ -18707,8 +18485,6 @@ def _d_TargetPositionType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TargetOffsetX = None
-    f_TargetOffsetY = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -18908,14 +18684,8 @@ def _d_TaxRuleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TaxRuleID = None
     f_TaxRuleName = None
-    f_TaxRate = None
     f_TaxIncludedInPrice = None
-    f_AppliesToEnergyFee = None
-    f_AppliesToParkingFee = None
-    f_AppliesToOverstayFee = None
-    f_AppliesMinimumMaximumCost = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -19196,9 +18966,6 @@ def _d_VehicleCheckInReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVCheckInStatus = None
-    f_ParkingMethod = None
     f_VehicleFrame = None
     f_DeviceOffset = None
     f_VehicleTravel = None
@@ -19209,8 +18976,6 @@ def _d_VehicleCheckInReqType(r):
         if x & 6: raise r.deviation('VehicleCheckInReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -19671,8 +19436,6 @@ def _d_VehicleCheckInResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_ParkingSpace = None
     f_DeviceLocation = None
     f_TargetDistance = None
@@ -19683,8 +19446,6 @@ def _d_VehicleCheckInResType(r):
         if x & 6: raise r.deviation('VehicleCheckInResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -20129,9 +19890,6 @@ def _d_VehicleCheckOutReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVCheckOutStatus = None
-    f_CheckOutTime = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -20139,8 +19897,6 @@ def _d_VehicleCheckOutReqType(r):
         if x & 6: raise r.deviation('VehicleCheckOutReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -20312,9 +20068,6 @@ def _d_VehicleCheckOutResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSECheckOutStatus = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -20322,8 +20075,6 @@ def _d_VehicleCheckOutResType(r):
         if x & 6: raise r.deviation('VehicleCheckOutResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'

@@ -98,9 +98,7 @@ def _d_ChargeLoopReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_DisplayParameters = None
-    f_MeterInfoRequested = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -108,8 +106,6 @@ def _d_ChargeLoopReqType(r):
         if x & 6: raise r.deviation('ChargeLoopReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -286,8 +282,6 @@ def _d_ChargeLoopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_EVSEStatus = None
     f_MeterInfo = None
     f_Receipt = None
@@ -298,8 +292,6 @@ def _d_ChargeLoopResType(r):
         if x & 6: raise r.deviation('ChargeLoopResType', r.end - q)
         el = 'Header'
         _a = x
-        _c2_SessionID = None
-        _c2_TimeStamp = None
         _c2_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -640,7 +632,6 @@ def _d_ChargeParameterDiscoveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -648,8 +639,6 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if x & 6: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -774,8 +763,6 @@ def _d_ChargeParameterDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -783,8 +770,6 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 6: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -923,8 +908,6 @@ def _d_DetailedCostType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Amount = None
-    f_CostPerUnit = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -1055,8 +1038,6 @@ def _d_DetailedTaxType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TaxRuleID = None
-    f_Amount = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -3017,9 +2998,6 @@ def _d_Dynamic_CLReqControlModeType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_EVTargetEnergyRequest = None
-    f_EVMaximumEnergyRequest = None
-    f_EVMinimumEnergyRequest = None
     try:
         q -= 16
         if q < 0: V, q = r.slidep(q, 16)
@@ -3653,8 +3631,6 @@ def _d_EVSEStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NotificationMaxDelay = None
-    f_EVSENotification = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -3946,8 +3922,6 @@ def _d_MessageHeaderType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SessionID = None
-    f_TimeStamp = None
     f_Signature = None
     try:
         q -= 2
@@ -4059,8 +4033,6 @@ def _d_MeterInfoType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_MeterID = None
-    f_ChargedEnergyReadingWh = None
     f_BPT_DischargedEnergyReadingWh = None
     f_CapacitiveEnergyReadingVARh = None
     f_BPT_InductiveEnergyReadingVARh = None
@@ -5061,8 +5033,6 @@ def _d_RationalNumberType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Exponent = None
-    f_Value = None
     try:
         q -= 14
         if q < 0: V, q = r.slideq(q, 14)
@@ -5136,7 +5106,6 @@ def _d_ReceiptType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TimeAnchor = None
     f_EnergyCosts = None
     f_OccupancyCosts = None
     f_AdditionalServicesCosts = None
@@ -7466,7 +7435,6 @@ def _d_V2GMessageType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -7474,8 +7442,6 @@ def _d_V2GMessageType(r):
         if x & 6: raise r.deviation('V2GMessageType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -7600,7 +7566,6 @@ def _d_V2GRequestType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -7608,8 +7573,6 @@ def _d_V2GRequestType(r):
         if x & 6: raise r.deviation('V2GRequestType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -7734,8 +7697,6 @@ def _d_V2GResponseType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -7743,8 +7704,6 @@ def _d_V2GResponseType(r):
         if x & 6: raise r.deviation('V2GResponseType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'

@@ -49,17 +49,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVMaximumChargePower = None
-    f_EVMinimumChargePower = None
-    f_EVMaximumChargeCurrent = None
-    f_EVMinimumChargeCurrent = None
-    f_EVMaximumVoltage = None
-    f_EVMinimumVoltage = None
     f_TargetSOC = None
-    f_EVMaximumDischargePower = None
-    f_EVMinimumDischargePower = None
-    f_EVMaximumDischargeCurrent = None
-    f_EVMinimumDischargeCurrent = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -687,17 +677,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVSEMaximumChargePower = None
-    f_EVSEMinimumChargePower = None
-    f_EVSEMaximumChargeCurrent = None
-    f_EVSEMinimumChargeCurrent = None
-    f_EVSEMaximumVoltage = None
-    f_EVSEMinimumVoltage = None
     f_EVSEPowerRampLimitation = None
-    f_EVSEMaximumDischargePower = None
-    f_EVSEMinimumDischargePower = None
-    f_EVSEMaximumDischargeCurrent = None
-    f_EVSEMinimumDischargeCurrent = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -1368,17 +1348,6 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_EVTargetEnergyRequest = None
-    f_EVMaximumEnergyRequest = None
-    f_EVMinimumEnergyRequest = None
-    f_EVMaximumChargePower = None
-    f_EVMinimumChargePower = None
-    f_EVMaximumChargeCurrent = None
-    f_EVMaximumVoltage = None
-    f_EVMinimumVoltage = None
-    f_EVMaximumDischargePower = None
-    f_EVMinimumDischargePower = None
-    f_EVMaximumDischargeCurrent = None
     f_EVMaximumV2XEnergyRequest = None
     f_EVMinimumV2XEnergyRequest = None
     try:
@@ -2294,14 +2263,6 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
     f_MinimumSOC = None
     f_TargetSOC = None
     f_AckMaxDelay = None
-    f_EVSEMaximumChargePower = None
-    f_EVSEMinimumChargePower = None
-    f_EVSEMaximumChargeCurrent = None
-    f_EVSEMaximumVoltage = None
-    f_EVSEMaximumDischargePower = None
-    f_EVSEMinimumDischargePower = None
-    f_EVSEMaximumDischargeCurrent = None
-    f_EVSEMinimumVoltage = None
     try:
         q -= 28
         if q < 0: V, q = r.slidep(q, 28)
@@ -3310,8 +3271,6 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
-    f_EVTargetCurrent = None
-    f_EVTargetVoltage = None
     f_EVMaximumChargePower = None
     f_EVMinimumChargePower = None
     f_EVMaximumChargeCurrent = None
@@ -8368,12 +8327,6 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVMaximumChargePower = None
-    f_EVMinimumChargePower = None
-    f_EVMaximumChargeCurrent = None
-    f_EVMinimumChargeCurrent = None
-    f_EVMaximumVoltage = None
-    f_EVMinimumVoltage = None
     f_TargetSOC = None
     try:
         q -= 15
@@ -8732,12 +8685,6 @@ def _d_DC_CPDResEnergyTransferModeType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVSEMaximumChargePower = None
-    f_EVSEMinimumChargePower = None
-    f_EVSEMaximumChargeCurrent = None
-    f_EVSEMinimumChargeCurrent = None
-    f_EVSEMaximumVoltage = None
-    f_EVSEMinimumVoltage = None
     f_EVSEPowerRampLimitation = None
     try:
         q -= 15
@@ -9136,7 +9083,6 @@ def _d_DC_CableCheckReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -9144,8 +9090,6 @@ def _d_DC_CableCheckReqType(r):
         if x & 6: raise r.deviation('DC_CableCheckReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -9270,9 +9214,6 @@ def _d_DC_CableCheckResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -9280,8 +9221,6 @@ def _d_DC_CableCheckResType(r):
         if x & 6: raise r.deviation('DC_CableCheckResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -9431,10 +9370,7 @@ def _d_DC_ChargeLoopReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_DisplayParameters = None
-    f_MeterInfoRequested = None
-    f_EVPresentVoltage = None
     f_BPT_Dynamic_DC_CLReqControlMode = None
     f_BPT_Scheduled_DC_CLReqControlMode = None
     f_CLReqControlMode = None
@@ -9447,8 +9383,6 @@ def _d_DC_ChargeLoopReqType(r):
         if x & 6: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c3_SessionID = None
-        _c3_TimeStamp = None
         _c3_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -9777,16 +9711,9 @@ def _d_DC_ChargeLoopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_EVSEStatus = None
     f_MeterInfo = None
     f_Receipt = None
-    f_EVSEPresentCurrent = None
-    f_EVSEPresentVoltage = None
-    f_EVSEPowerLimitAchieved = None
-    f_EVSECurrentLimitAchieved = None
-    f_EVSEVoltageLimitAchieved = None
     f_BPT_Dynamic_DC_CLResControlMode = None
     f_BPT_Scheduled_DC_CLResControlMode = None
     f_CLResControlMode = None
@@ -9799,8 +9726,6 @@ def _d_DC_ChargeLoopResType(r):
         if x & 6: raise r.deviation('DC_ChargeLoopResType', r.end - q)
         el = 'Header'
         _a = x
-        _c8_SessionID = None
-        _c8_TimeStamp = None
         _c8_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -10562,7 +10487,6 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_BPT_DC_CPDReqEnergyTransferMode = None
     f_DC_CPDReqEnergyTransferMode = None
     try:
@@ -10572,8 +10496,6 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         if x & 6: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -10743,8 +10665,6 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_BPT_DC_CPDResEnergyTransferMode = None
     f_DC_CPDResEnergyTransferMode = None
     try:
@@ -10754,8 +10674,6 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if x & 6: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -10938,10 +10856,6 @@ def _d_DC_PreChargeReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
-    f_EVPresentVoltage = None
-    f_EVTargetVoltage = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -10949,8 +10863,6 @@ def _d_DC_PreChargeReqType(r):
         if x & 6: raise r.deviation('DC_PreChargeReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -11190,9 +11102,6 @@ def _d_DC_PreChargeResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEPresentVoltage = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -11200,8 +11109,6 @@ def _d_DC_PreChargeResType(r):
         if x & 6: raise r.deviation('DC_PreChargeResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -11389,8 +11296,6 @@ def _d_DC_WeldingDetectionReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -11398,8 +11303,6 @@ def _d_DC_WeldingDetectionReqType(r):
         if x & 6: raise r.deviation('DC_WeldingDetectionReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -11538,9 +11441,6 @@ def _d_DC_WeldingDetectionResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEPresentVoltage = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -11548,8 +11448,6 @@ def _d_DC_WeldingDetectionResType(r):
         if x & 6: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -11738,14 +11636,6 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_EVTargetEnergyRequest = None
-    f_EVMaximumEnergyRequest = None
-    f_EVMinimumEnergyRequest = None
-    f_EVMaximumChargePower = None
-    f_EVMinimumChargePower = None
-    f_EVMaximumChargeCurrent = None
-    f_EVMaximumVoltage = None
-    f_EVMinimumVoltage = None
     try:
         q -= 16
         if q < 0: V, q = r.slidep(q, 16)
@@ -12296,10 +12186,6 @@ def _d_Dynamic_DC_CLResControlModeType(r):
     f_MinimumSOC = None
     f_TargetSOC = None
     f_AckMaxDelay = None
-    f_EVSEMaximumChargePower = None
-    f_EVSEMinimumChargePower = None
-    f_EVSEMaximumChargeCurrent = None
-    f_EVSEMaximumVoltage = None
     try:
         q -= 28
         if q < 0: V, q = r.slidep(q, 28)
@@ -13100,8 +12986,6 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
     f_EVMinimumEnergyRequest = None
-    f_EVTargetCurrent = None
-    f_EVTargetVoltage = None
     f_EVMaximumChargePower = None
     f_EVMinimumChargePower = None
     f_EVMaximumChargeCurrent = None

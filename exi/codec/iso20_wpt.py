@@ -719,10 +719,7 @@ def _d_WPT_AlignmentCheckReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
     f_TargetCoilCurrent = None
-    f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     try:
         q -= 3
@@ -731,8 +728,6 @@ def _d_WPT_AlignmentCheckReqType(r):
         if x & 6: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c2_SessionID = None
-        _c2_TimeStamp = None
         _c2_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1041,9 +1036,6 @@ def _d_WPT_AlignmentCheckResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     f_PowerTransmitted = None
     f_SupplyDeviceCurrent = None
     f_VendorSpecificDataContainer = []
@@ -1054,8 +1046,6 @@ def _d_WPT_AlignmentCheckResType(r):
         if x & 6: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         el = 'Header'
         _a = x
-        _c4_SessionID = None
-        _c4_TimeStamp = None
         _c4_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -1596,12 +1586,7 @@ def _d_WPT_ChargeLoopReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
     f_DisplayParameters = None
-    f_MeterInfoRequested = None
-    f_EVPCPowerRequest = None
-    f_EVPCPowerOutput = None
-    f_EVPCChargeDiagnostics = None
     f_EVPCOperatingFrequency = None
     f_EVPCPowerControlParameter = None
     f_ManufacturerSpecificDataContainer = []
@@ -1612,8 +1597,6 @@ def _d_WPT_ChargeLoopReqType(r):
         if x & 6: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c6_SessionID = None
-        _c6_TimeStamp = None
         _c6_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -2624,16 +2607,10 @@ def _d_WPT_ChargeLoopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
     f_EVSEStatus = None
     f_MeterInfo = None
     f_Receipt = None
-    f_EVPCPowerRequest = None
     f_SDPowerInput = None
-    f_SPCMaxOutputPowerLimit = None
-    f_SPCMinOutputPowerLimit = None
-    f_SPCChargeDiagnostics = None
     f_SPCOperatingFrequency = None
     f_SPCPowerControlParameter = None
     f_ManufacturerSpecificDataContainer = []
@@ -2644,8 +2621,6 @@ def _d_WPT_ChargeLoopResType(r):
         if x & 6: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         el = 'Header'
         _a = x
-        _c13_SessionID = None
-        _c13_TimeStamp = None
         _c13_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -3856,12 +3831,6 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVPCMaxReceivablePower = None
-    f_SDMaxGroundClearence = None
-    f_SDMinGroundClearence = None
-    f_EVPCNaturalFrequency = None
-    f_EVPCDeviceLocalControl = None
     f_VendorSpecificDataContainer = []
     try:
         q -= 3
@@ -3870,8 +3839,6 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if x & 6: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -4258,15 +4225,6 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_PDInputPowerClass = None
-    f_SDMinOutputPower = None
-    f_SDMaxOutputPower = None
-    f_SDMaxGroundClearanceSupport = None
-    f_SDMinGroundClearanceSupport = None
-    f_PDMinCoilCurrent = None
-    f_PDMaxCoilCurrent = None
     f_SDManufacturerSpecificDataContainer = []
     try:
         q -= 3
@@ -4275,8 +4233,6 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if x & 6: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -4776,9 +4732,6 @@ def _d_WPT_CoordinateXYZType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Coord_X = None
-    f_Coord_Y = None
-    f_Coord_Z = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -4921,10 +4874,6 @@ def _d_WPT_EVPCPowerControlParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVPCCoilCurrentRequest = None
-    f_EVPCCoilCurrentInformation = None
-    f_EVPCCurrentOutputInformation = None
-    f_EVPCVoltageOutputInformation = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -5263,9 +5212,6 @@ def _d_WPT_FinePositioningReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
-    f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     f_WPT_LF_DataPackageList = None
     try:
@@ -5278,8 +5224,6 @@ def _d_WPT_FinePositioningReqType(r):
                 if x & 6: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                 el = 'Header'
                 _a = x
-                _c1_SessionID = None
-                _c1_TimeStamp = None
                 _c1_Signature = None
                 if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
@@ -5605,9 +5549,6 @@ def _d_WPT_FinePositioningResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     f_VendorSpecificDataContainer = []
     f_WPT_LF_DataPackageList = None
     try:
@@ -5620,8 +5561,6 @@ def _d_WPT_FinePositioningResType(r):
                 if x & 6: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                 el = 'Header'
                 _a = x
-                _c1_SessionID = None
-                _c1_TimeStamp = None
                 _c1_Signature = None
                 if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
@@ -5942,12 +5881,6 @@ def _d_WPT_FinePositioningSetupReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
-    f_EVDeviceFinePositioningMethodList = None
-    f_EVDevicePairingMethodList = None
-    f_EVDeviceAlignmentCheckMethodList = None
-    f_NaturalOffset = None
     f_VendorSpecificDataContainer = []
     f_LF_SystemSetupData = None
     try:
@@ -5960,8 +5893,6 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if x & 6: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'Header'
                 _a = x
-                _c1_SessionID = None
-                _c1_TimeStamp = None
                 _c1_Signature = None
                 if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
@@ -6409,12 +6340,6 @@ def _d_WPT_FinePositioningSetupResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_PrimaryDeviceFinePositioningMethodList = None
-    f_PrimaryDevicePairingMethodList = None
-    f_PrimaryDeviceAlignmentCheckMethodList = None
-    f_NaturalOffset = None
     f_VendorSpecificDataContainer = []
     f_LF_SystemSetupData = None
     try:
@@ -6427,8 +6352,6 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if x & 6: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'Header'
                 _a = x
-                _c1_SessionID = None
-                _c1_TimeStamp = None
                 _c1_Signature = None
                 if _a: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/SessionID'
@@ -6876,8 +6799,6 @@ def _d_WPT_LF_DataPackageListType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NumPackages = None
-    f_WPT_LF_DataPackage = None
     try:
         q -= 12
         if q < 0: V, q = r.slideq(q, 12)
@@ -6932,7 +6853,6 @@ def _d_WPT_LF_DataPackageType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_PackageIndex = None
     f_LF_TxData = None
     f_LF_RxData = None
     try:
@@ -7228,7 +7148,6 @@ def _d_WPT_LF_ReceiverDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NumberOfReceivers = None
     f_RxSpecData = []
     try:
         q -= 14
@@ -8159,7 +8078,6 @@ def _d_WPT_LF_RxDataListType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_WPT_LF_RxDataList = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -8325,8 +8243,6 @@ def _d_WPT_LF_RxDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_RxIdentifier = None
-    f_RSSIData = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -8486,7 +8402,6 @@ def _d_WPT_LF_RxRSSIListType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_RSSIDataList = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -8606,8 +8521,6 @@ def _d_WPT_LF_RxRSSIType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TxIdentifier = None
-    f_RSSI = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -8796,8 +8709,6 @@ def _d_WPT_LF_TransmitterDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NumberOfTransmitters = None
-    f_SignalFrequency = None
     f_TxSpecData = []
     f_TxPackageSpecData = None
     try:
@@ -9842,7 +9753,6 @@ def _d_WPT_LF_TxDataListType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_WPT_LF_TxDataList = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -9962,8 +9872,6 @@ def _d_WPT_LF_TxDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TxIdentifier = None
-    f_EIRP = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -10183,10 +10091,7 @@ def _d_WPT_PairingReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_EVProcessing = None
     f_ObservedIDCode = None
-    f_EVResultCode = None
     f_VendorSpecificDataContainer = []
     try:
         q -= 3
@@ -10195,8 +10100,6 @@ def _d_WPT_PairingReqType(r):
         if x & 6: raise r.deviation('WPT_PairingReqType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -10488,9 +10391,6 @@ def _d_WPT_PairingResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     f_ObservedIDCode = None
     f_AlternativeSECCList = None
     f_VendorSpecificDataContainer = []
@@ -10501,8 +10401,6 @@ def _d_WPT_PairingResType(r):
         if x & 6: raise r.deviation('WPT_PairingResType', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
-        _c1_TimeStamp = None
         _c1_Signature = None
         if _a: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/SessionID'
@@ -10952,7 +10850,6 @@ def _d_WPT_SPCPowerControlParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SPCPrimaryDeviceCoilCurrentInformation = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -11033,9 +10930,6 @@ def _d_WPT_TxRxPackageSpecDataType(r):
     q = r.end - r.pos
     el = ''
     f_PulseSequenceOrder = []
-    f_PulseSeparationTime = None
-    f_PulseDuration = None
-    f_PackageSeparationTime = None
     try:
         s = 0
         while s >= 0:
@@ -11493,8 +11387,6 @@ def _d_WPT_TxRxPulseOrderType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_IndexNumber = None
-    f_TxRxIdentifier = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -11591,9 +11483,6 @@ def _d_WPT_TxRxSpecDataType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_TxRxIdentifier = None
-    f_TxRxPosition = None
-    f_TxRxOrientation = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)

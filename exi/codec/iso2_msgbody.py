@@ -226,8 +226,6 @@ def _d_AuthorizationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     try:
         q -= 14
         if q < 0: V, q = r.slideq(q, 14)
@@ -470,10 +468,7 @@ def _d_BodyType(r):
                         else: _c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c5_ResponseCode]
                         el = 'CableCheckRes/DC_EVSEStatus'
                         _a = (x & 1)
-                        _c5_c1_NotificationMaxDelay = None
-                        _c5_c1_EVSENotification = None
                         _c5_c1_EVSEIsolationStatus = None
-                        _c5_c1_EVSEStatusCode = None
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
@@ -607,7 +602,6 @@ def _d_BodyType(r):
                         ec = ((x >> 1) & 3)
                         _a = (x & 1)
                         _c7_c1_Id = None
-                        _c7_c1_Certificate = None
                         _c7_c1_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -685,7 +679,6 @@ def _d_BodyType(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c7_c2_Id = None
-                        _c7_c2_Certificate = None
                         _c7_c2_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -759,7 +752,6 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        _c7_c3_Id = None
                         _c7_c3_value = None
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
                         r.pos = r.end - q
@@ -792,7 +784,6 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHpublickey'
-                        _c7_c4_Id = None
                         _c7_c4_value = None
                         el = 'CertificateInstallationRes/DHpublickey/@Id'
                         r.pos = r.end - q
@@ -857,7 +848,6 @@ def _d_BodyType(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c8_c1_Id = None
-                        _c8_c1_Certificate = None
                         _c8_c1_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -974,7 +964,6 @@ def _d_BodyType(r):
                         ec = (x >> 11)
                         _a = (x & 2047)
                         _c9_MaxEntriesSAScheduleTuple = None
-                        _c9_RequestedEnergyTransferMode = None
                         _c9_AC_EVChargeParameter = None
                         _c9_DC_EVChargeParameter = None
                         _c9_EVChargeParameter = None
@@ -1156,9 +1145,7 @@ def _d_BodyType(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c11_Id = None
-                        _c11_SessionID = None
                         _c11_SAScheduleTupleID = None
-                        _c11_MeterInfo = None
                         if ec == 0:
                             q += 1
                             el = 'MeteringReceiptReq/@Id'
@@ -1277,7 +1264,6 @@ def _d_BodyType(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c12_c1_Id = None
-                        _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -1597,10 +1583,7 @@ def _d_BodyType(r):
                         else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
                         _a = (x & 1)
-                        _c17_c1_NotificationMaxDelay = None
-                        _c17_c1_EVSENotification = None
                         _c17_c1_EVSEIsolationStatus = None
-                        _c17_c1_EVSEStatusCode = None
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
@@ -1754,8 +1737,6 @@ def _d_BodyType(r):
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
                         _a = x
-                        _c19_ResponseCode = None
-                        _c19_ServiceID = None
                         _c19_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -1878,14 +1859,154 @@ def _d_BodyType(r):
                         _cv.ServiceCategory = _c20_ServiceCategory
                         s = 1
                     elif ec == 28:
+                        q -= 9
+                        if q < 0: V, q = r.slidep(q, 9)
+                        x = (V >> q) & 511
+                        if x & 256: raise r.deviation('BodyType', r.end - q)
                         el = 'ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
+                        _a = x
+                        _c21_ServiceList = None
+                        x = _a
+                        if x & 131: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ResponseCode'
+                        _c21_ResponseCode = (x >> 2)
+                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(r.end - q))
+                        else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        el = 'ServiceDiscoveryRes/PaymentOptionList'
                         r.pos = r.end - q
-                        _cv = _d_ServiceDiscoveryResType(r)
+                        _c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ChargeService'
+                        _a = x
+                        _c21_c2_ServiceName = None
+                        _c21_c2_ServiceScope = None
+                        if _a: raise r.deviation('ChargeServiceType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ChargeService/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c21_c2_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c21_c2_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c21_c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c21_c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c21_c2_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c21_c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 13
+                        if q < 0: V, q = r.slidep(q, 13)
+                        x = (V >> q) & 8191
+                        if x & 4096: raise r.deviation('ChargeServiceType', r.end - q)
+                        if _c21_c2_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c21_c2_ServiceID, r.at(r.end - q))
+                        ec = (x >> 10)
+                        _a = (x & 1023)
+                        if ec == 0:
+                            q += 9
+                            x = _a >> 9
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceName'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                                _c21_c2_ServiceName = ''
+                            else:
+                                r.pos = r.end - q
+                                _c21_c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                                if len(_c21_c2_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c21_c2_ServiceName, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 12
+                            if q < 0: V, q = r.slidep(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 3648: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                            _c21_c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
+                        elif ec == 1:
+                            x = _a
+                            if x & 576: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                            _c21_c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
+                        else:
+                            raise r.deviation('ChargeServiceType', r.end - q)
+                        if ec == 0:
+                            q += 3
+                            x = _a >> 3
+                            el = 'ServiceDiscoveryRes/ChargeService/ServiceScope'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                                _c21_c2_ServiceScope = ''
+                            else:
+                                r.pos = r.end - q
+                                _c21_c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                                if len(_c21_c2_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', _c21_c2_ServiceScope, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'ServiceDiscoveryRes/ChargeService/FreeService'
+                            _c21_c2_FreeService = (x >> 2) == 1
+                        elif ec == 1:
+                            x = _a
+                            if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'ServiceDiscoveryRes/ChargeService/FreeService'
+                            _c21_c2_FreeService = (x >> 2) == 1
+                        else:
+                            raise r.deviation('ChargeServiceType', r.end - q)
+                        el = 'ServiceDiscoveryRes/ChargeService/SupportedEnergyTransferMode'
+                        r.pos = r.end - q
+                        _c21_c2_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('ChargeServiceType', r.end - q)
+                        ec = (x >> 1)
+                        _a = (x & 1)
+                        _c21_ChargeService = _new(_K_iso2_msgdatatypes_ChargeServiceType)
+                        _c21_ChargeService.ServiceID = _c21_c2_ServiceID
+                        _c21_ChargeService.ServiceName = _c21_c2_ServiceName
+                        _c21_ChargeService.ServiceCategory = _c21_c2_ServiceCategory
+                        _c21_ChargeService.ServiceScope = _c21_c2_ServiceScope
+                        _c21_ChargeService.FreeService = _c21_c2_FreeService
+                        _c21_ChargeService.SupportedEnergyTransferMode = _c21_c2_SupportedEnergyTransferMode
+                        if ec == 0:
+                            q += 1
+                            el = 'ServiceDiscoveryRes/ServiceList'
+                            r.pos = r.end - q
+                            _c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        elif ec == 1:
+                            if _a: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        else:
+                            raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        _cv = _new(_K_iso2_msgbody_ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.PaymentOptionList = _c21_PaymentOptionList
+                        _cv.ChargeService = _c21_ChargeService
+                        _cv.ServiceList = _c21_ServiceList
                         s = 1
                     elif ec == 29:
                         q -= 2
@@ -1900,19 +2021,19 @@ def _d_BodyType(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
-                            _c21_EVCCID = b''
+                            _c22_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c21_EVCCID)
-                            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c22_EVCCID)
+                            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c22_EVCCID, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_SessionSetupReqType)
-                        _cv.EVCCID = _c21_EVCCID
+                        _cv.EVCCID = _c22_EVCCID
                         s = 1
                     elif ec == 30:
                         q -= 10
@@ -1922,19 +2043,17 @@ def _d_BodyType(r):
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
                         _a = x
-                        _c22_ResponseCode = None
-                        _c22_EVSEID = None
-                        _c22_EVSETimeStamp = None
+                        _c23_EVSETimeStamp = None
                         x = _a
                         if x & 263: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c22_ResponseCode = (x >> 3)
-                        if _c22_ResponseCode >= 26: _c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c22_ResponseCode, 26, r.at(r.end - q))
-                        else: _c22_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c22_ResponseCode]
+                        _c23_ResponseCode = (x >> 3)
+                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 26, r.at(r.end - q))
+                        else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         r.pos = r.end - q
-                        _c22_EVSEID = r.string('iso2_msgbody:EVSEID')
-                        if len(_c22_EVSEID) < 7 or len(_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c22_EVSEID, r.at(r.pos))
+                        _c23_EVSEID = r.string('iso2_msgbody:EVSEID')
+                        if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c23_EVSEID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
                         q -= 5
                         if q < 0: V, q = r.slidep(q, 5)
@@ -1951,34 +2070,34 @@ def _d_BodyType(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c22_EVSETimeStamp = _y >> 16
+                                    _c23_EVSETimeStamp = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c22_EVSETimeStamp = _U2[_y >> 8]
+                                    _c23_EVSETimeStamp = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c23_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c22_EVSETimeStamp = (V >> q) & 127
+                                _c23_EVSETimeStamp = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
-                            if _neg: _c22_EVSETimeStamp = -_c22_EVSETimeStamp - 1
-                            if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c22_EVSETimeStamp, r.at(r.end - q))
+                            if _neg: _c23_EVSETimeStamp = -_c23_EVSETimeStamp - 1
+                            if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c23_EVSETimeStamp, r.at(r.end - q))
                         elif ec == 1:
                             q += 1
                             if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_SessionSetupResType)
-                        _cv.ResponseCode = _c22_ResponseCode
-                        _cv.EVSEID = _c22_EVSEID
-                        _cv.EVSETimeStamp = _c22_EVSETimeStamp
+                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.EVSEID = _c23_EVSEID
+                        _cv.EVSETimeStamp = _c23_EVSETimeStamp
                         s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1991,9 +2110,9 @@ def _d_BodyType(r):
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
-                        _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 3)]
+                        _c24_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 3)]
                         _cv = _new(_K_iso2_msgbody_SessionStopReqType)
-                        _cv.ChargingSession = _c23_ChargingSession
+                        _cv.ChargingSession = _c24_ChargingSession
                         s = 1
                     elif ec == 32:
                         q -= 10
@@ -2003,11 +2122,11 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c24_ResponseCode = (x >> 3)
-                        if _c24_ResponseCode >= 26: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 26, r.at(r.end - q))
-                        else: _c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c24_ResponseCode]
+                        _c25_ResponseCode = (x >> 3)
+                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 26, r.at(r.end - q))
+                        else: _c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(_K_iso2_msgbody_SessionStopResType)
-                        _cv.ResponseCode = _c24_ResponseCode
+                        _cv.ResponseCode = _c25_ResponseCode
                         s = 1
                     elif ec == 33:
                         q -= 25
@@ -2020,23 +2139,23 @@ def _d_BodyType(r):
                         _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 14)]
                         if _t is None:
                             el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                            _c25_c1_EVReady = ((x >> 21) & 1) == 1
+                            _c26_c1_EVReady = ((x >> 21) & 1) == 1
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c25_c1_EVErrorCode = ((x >> 14) & 15)
-                            if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c25_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
+                            _c26_c1_EVErrorCode = ((x >> 14) & 15)
+                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c26_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                         else:
                             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c25_c1_EVReady, _c25_c1_EVErrorCode = _t
+                            _c26_c1_EVReady, _c26_c1_EVErrorCode = _t
                         el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        _c25_c1_EVRESSSOC = ((x >> 4) & 127)
-                        if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
-                        _c25_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-                        _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
-                        _c25_DC_EVStatus.EVErrorCode = _c25_c1_EVErrorCode
-                        _c25_DC_EVStatus.EVRESSSOC = _c25_c1_EVRESSSOC
+                        _c26_c1_EVRESSSOC = ((x >> 4) & 127)
+                        if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(r.end - q))
+                        _c26_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
+                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
+                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
+                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
                         _cv = _new(_K_iso2_msgbody_WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c25_DC_EVStatus
+                        _cv.DC_EVStatus = _c26_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         q -= 11
@@ -2046,44 +2165,41 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c26_ResponseCode = (x >> 4)
-                        if _c26_ResponseCode >= 26: _c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c26_ResponseCode, 26, r.at(r.end - q))
-                        else: _c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c26_ResponseCode]
+                        _c27_ResponseCode = (x >> 4)
+                        if _c27_ResponseCode >= 26: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 26, r.at(r.end - q))
+                        else: _c27_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
                         _a = (x & 1)
-                        _c26_c1_NotificationMaxDelay = None
-                        _c26_c1_EVSENotification = None
-                        _c26_c1_EVSEIsolationStatus = None
-                        _c26_c1_EVSEStatusCode = None
+                        _c27_c1_EVSEIsolationStatus = None
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c26_c1_NotificationMaxDelay = _y >> 16
+                                _c27_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c26_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c27_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 21
                         if q < 0: V, q = r.slidep(q, 21)
                         x = (V >> q) & 2097151
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c26_c1_EVSENotification = (x >> 16)
-                        if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
+                        _c27_c1_EVSENotification = (x >> 16)
+                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c27_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
                         if ec == 0:
@@ -2092,31 +2208,31 @@ def _d_BodyType(r):
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                if _c26_c1_EVSEIsolationStatus >= 5: _c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                else: _c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c26_c1_EVSEIsolationStatus]
+                                _c27_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c27_c1_EVSEIsolationStatus >= 5: _c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c27_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c27_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c27_c1_EVSEIsolationStatus]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                                _c27_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                             else:
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
+                                _c27_c1_EVSEIsolationStatus, _c27_c1_EVSEStatusCode = _t
                         elif ec == 1:
                             q += 6
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c26_c1_EVSEStatusCode = (x >> 2)
-                            if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                            _c27_c1_EVSEStatusCode = (x >> 2)
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c26_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
-                        _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
-                        _c26_DC_EVSEStatus.EVSENotification = _c26_c1_EVSENotification
-                        _c26_DC_EVSEStatus.EVSEIsolationStatus = _c26_c1_EVSEIsolationStatus
-                        _c26_DC_EVSEStatus.EVSEStatusCode = _c26_c1_EVSEStatusCode
+                        _c27_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
+                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
+                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
+                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
                         q -= 16
                         if q < 0: V, q = r.slideq(q, 16)
                         x = (V >> q) & 65535
@@ -2125,48 +2241,48 @@ def _d_BodyType(r):
                         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                            _c26_c2_Multiplier = ((x >> 10) & 7) + -3
-                            if _c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_c2_Multiplier, r.at(r.end - q))
+                            _c27_c2_Multiplier = ((x >> 10) & 7) + -3
+                            if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(r.end - q))
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c26_c2_Unit = ((x >> 4) & 7)
-                            if _c26_c2_Unit >= 7: _c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c26_c2_Unit, 7, r.at(r.end - q))
-                            else: _c26_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c26_c2_Unit]
+                            _c27_c2_Unit = ((x >> 4) & 7)
+                            if _c27_c2_Unit >= 7: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 7, r.at(r.end - q))
+                            else: _c27_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c27_c2_Unit]
                         else:
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c26_c2_Multiplier, _c26_c2_Unit = _t
+                            _c27_c2_Multiplier, _c27_c2_Unit = _t
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c26_c2_Value = _y >> 16
+                                _c27_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c26_c2_Value = _U2[_y >> 8]
+                                _c27_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c26_c2_Value = (V >> q) & 127
+                            _c27_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
-                        if _neg: _c26_c2_Value = -_c26_c2_Value - 1
-                        if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
-                        _c26_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                        _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
-                        _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
-                        _c26_EVSEPresentVoltage.Value = _c26_c2_Value
+                        if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                        if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(r.end - q))
+                        _c27_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
+                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
+                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
                         _cv = _new(_K_iso2_msgbody_WeldingDetectionResType)
-                        _cv.ResponseCode = _c26_ResponseCode
-                        _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c26_EVSEPresentVoltage
+                        _cv.ResponseCode = _c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -3299,24 +3415,141 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 28
             n += 6
-            w.v = v; w.n = n
-            _e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
-            v = w.v; n = w.n
+            _c21_o = v_ServiceDiscoveryRes
+            _c21_ResponseCode = _c21_o.ResponseCode
+            _c21_PaymentOptionList = _c21_o.PaymentOptionList
+            _c21_ChargeService = _c21_o.ChargeService
+            _c21_ServiceList = _c21_o.ServiceList
+            if _c21_ResponseCode is not None:
+                el = 'ServiceDiscoveryRes/ResponseCode'
+                _c21_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
+                if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c21_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
+                el = 'ServiceDiscoveryRes/PaymentOptionList'
+                v = (v << 9) | (_c21_i1 << 2)
+                n += 9
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c21_PaymentOptionList)
+                v = w.v; n = w.n
+                if not (_c21_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+                el = 'ServiceDiscoveryRes/ChargeService'
+                v <<= 1
+                n += 1
+                _c21_c2_o = _c21_ChargeService
+                _c21_c2_ServiceID = _c21_c2_o.ServiceID
+                _c21_c2_ServiceName = _c21_c2_o.ServiceName
+                _c21_c2_ServiceCategory = _c21_c2_o.ServiceCategory
+                _c21_c2_ServiceScope = _c21_c2_o.ServiceScope
+                _c21_c2_FreeService = _c21_c2_o.FreeService
+                _c21_c2_SupportedEnergyTransferMode = _c21_c2_o.SupportedEnergyTransferMode
+                if _c21_c2_ServiceID is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceID'
+                    if _c21_c2_ServiceID < 0 or _c21_c2_ServiceID > 65535: raise EncodeError(f'value {_c21_c2_ServiceID!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c21_c2_ServiceID < 128: v = (v << 9) | (_c21_c2_ServiceID << 1); n += 9
+                    elif _c21_c2_ServiceID < 16384: v = (v << 17) | (_V2[_c21_c2_ServiceID] << 1); n += 17
+                    elif _c21_c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c21_c2_ServiceID & 16383] | 128) << 8) | (_c21_c2_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c21_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                    _c21_c2_ServiceID = None
+                else:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c21_c2_ServiceName is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c21_c2_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c21_c2_ServiceName)} outside [0, 32]')
+                    if _l < 126 and _c21_c2_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c21_c2_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c21_c2_ServiceName); v = w.v; n = w.n
+                    if not (_c21_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                    _c21_c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c21_c2_ServiceCategory)
+                    if _c21_c2_i1 is None: raise EncodeError(f'{_c21_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c21_c2_i1 << 1)
+                    n += 6
+                    _c21_c2_ServiceName = None
+                    _c21_c2_ServiceCategory = None
+                elif _c21_c2_ServiceCategory is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                    _c21_c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c21_c2_ServiceCategory)
+                    if _c21_c2_i2 is None: raise EncodeError(f'{_c21_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c21_c2_i2 << 1)
+                    n += 6
+                    _c21_c2_ServiceCategory = None
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                if _c21_c2_ServiceScope is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c21_c2_ServiceScope)
+                    if _l > 64: raise EncodeError(f'length {len(_c21_c2_ServiceScope)} outside [0, 64]')
+                    if _l < 126 and _c21_c2_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c21_c2_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c21_c2_ServiceScope); v = w.v; n = w.n
+                    if not (_c21_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'ServiceDiscoveryRes/ChargeService/FreeService'
+                    if _c21_c2_FreeService is not True and _c21_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c21_c2_FreeService!r}')
+                    v = (v << 5) | (_c21_c2_FreeService << 1)
+                    n += 5
+                    _c21_c2_ServiceScope = None
+                    _c21_c2_FreeService = None
+                elif _c21_c2_FreeService is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/FreeService'
+                    if _c21_c2_FreeService is not True and _c21_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c21_c2_FreeService!r}')
+                    v = (v << 5) | (1 << 3) | (_c21_c2_FreeService << 1)
+                    n += 5
+                    _c21_c2_FreeService = None
+                else:
+                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+                if _c21_c2_SupportedEnergyTransferMode is not None:
+                    el = 'ServiceDiscoveryRes/ChargeService/SupportedEnergyTransferMode'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType(w, _c21_c2_SupportedEnergyTransferMode)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c21_c2_SupportedEnergyTransferMode = None
+                    if _c21_c2_ServiceID is not None or _c21_c2_ServiceName is not None or _c21_c2_ServiceCategory is not None or _c21_c2_ServiceScope is not None or _c21_c2_FreeService is not None or _c21_c2_SupportedEnergyTransferMode is not None: raise _leftover(_c21_c2_o)
+                else:
+                    raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            else:
+                raise EncodeError('missing content: expected one of ResponseCode')
+            if _c21_ServiceList is not None:
+                el = 'ServiceDiscoveryRes/ServiceList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ServiceListType(w, _c21_ServiceList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             if o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionSetupReq := o.SessionSetupReq) is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c21_EVCCID = _o.EVCCID
-            if not (_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c22_EVCCID = _o.EVCCID
+            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            _l = len(_c21_EVCCID)
-            if _l > 6: raise EncodeError(f'length {len(_c21_EVCCID)} outside [0, 6]')
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c21_EVCCID); v = w.v; n = w.n
+            _l = len(_c22_EVCCID)
+            if _l > 6: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 6]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
             v <<= 3
             n += 3
             if o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
@@ -3324,34 +3557,34 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c22_o = v_SessionSetupRes
-            _c22_ResponseCode = _c22_o.ResponseCode
-            _c22_EVSEID = _c22_o.EVSEID
-            _c22_EVSETimeStamp = _c22_o.EVSETimeStamp
-            if _c22_ResponseCode is not None:
+            _c23_o = v_SessionSetupRes
+            _c23_ResponseCode = _c23_o.ResponseCode
+            _c23_EVSEID = _c23_o.EVSEID
+            _c23_EVSETimeStamp = _c23_o.EVSETimeStamp
+            if _c23_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c22_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c22_ResponseCode)
-                if _c22_i1 is None: raise EncodeError(f'{_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c23_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
+                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c22_i1 << 3)
+                v = (v << 10) | (_c23_i1 << 3)
                 n += 10
-                _l = len(_c22_EVSEID)
-                if _l < 7 or _l > 37: raise EncodeError(f'length {len(_c22_EVSEID)} outside [7, 37]')
-                if _l < 126 and _c22_EVSEID.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c22_EVSEID.encode(), 'big')
+                _l = len(_c23_EVSEID)
+                if _l < 7 or _l > 37: raise EncodeError(f'length {len(_c23_EVSEID)} outside [7, 37]')
+                if _l < 126 and _c23_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c22_EVSEID); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c23_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c22_EVSETimeStamp is not None:
+            if _c23_EVSETimeStamp is not None:
                 el = 'SessionSetupRes/EVSETimeStamp'
-                if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 4) | (_c22_EVSETimeStamp < 0)
+                if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c23_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c23_EVSETimeStamp < 0)
                 n += 4
-                _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
+                _m = (-_c23_EVSETimeStamp - 1 if _c23_EVSETimeStamp < 0 else _c23_EVSETimeStamp)
                 if _m < 128: v = (v << 10) | (_m << 2); n += 10
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
@@ -3366,131 +3599,131 @@ def _e_BodyType(w, o):
         elif (v_SessionStopReq := o.SessionStopReq) is not None:
             el = 'SessionStopReq'
             _o = v_SessionStopReq
-            _c23_ChargingSession = _o.ChargingSession
-            if not (_c23_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+            _c24_ChargingSession = _o.ChargingSession
+            if not (_c24_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
             el = 'SessionStopReq/ChargingSession'
-            _c23_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c23_ChargingSession)
-            if _c23_i1 is None: raise EncodeError(f'{_c23_ChargingSession!r} is not one of the enumeration chargingSessionType')
-            v = (v << 12) | (31 << 6) | (_c23_i1 << 3)
+            _c24_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c24_ChargingSession)
+            if _c24_i1 is None: raise EncodeError(f'{_c24_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            v = (v << 12) | (31 << 6) | (_c24_i1 << 3)
             n += 12
             if o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_SessionStopRes := o.SessionStopRes) is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c24_ResponseCode = _o.ResponseCode
-            if not (_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c25_ResponseCode = _o.ResponseCode
+            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c24_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c24_ResponseCode)
-            if _c24_i1 is None: raise EncodeError(f'{_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 16) | (32 << 10) | (_c24_i1 << 3)
+            _c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
+            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 16) | (32 << 10) | (_c25_i1 << 3)
             n += 16
             if o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionReq := o.WeldingDetectionReq) is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c25_DC_EVStatus = _o.DC_EVStatus
-            if not (_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c26_DC_EVStatus = _o.DC_EVStatus
+            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
-            _o = _c25_DC_EVStatus
-            _c25_c1_EVReady = _o.EVReady
-            _c25_c1_EVErrorCode = _o.EVErrorCode
-            _c25_c1_EVRESSSOC = _o.EVRESSSOC
-            if not (_c25_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            _o = _c26_DC_EVStatus
+            _c26_c1_EVReady = _o.EVReady
+            _c26_c1_EVErrorCode = _o.EVErrorCode
+            _c26_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c26_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
             el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-            if _c25_c1_EVReady is not True and _c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVReady!r}')
-            if not (_c25_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
+            if not (_c26_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-            _c25_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
-            if _c25_c1_i1 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-            if not (_c25_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            _c26_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+            if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c26_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-            if not 0 <= _c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c25_c1_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 31) | (33 << 25) | (_c25_c1_EVReady << 21) | (_c25_c1_i1 << 14) | (_c25_c1_EVRESSSOC << 4)
+            if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 31) | (33 << 25) | (_c26_c1_EVReady << 21) | (_c26_c1_i1 << 14) | (_c26_c1_EVRESSSOC << 4)
             n += 31
             if o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_WeldingDetectionRes := o.WeldingDetectionRes) is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c26_ResponseCode = _o.ResponseCode
-            _c26_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c27_ResponseCode = _o.ResponseCode
+            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c26_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c26_ResponseCode)
-            if _c26_i1 is None: raise EncodeError(f'{_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c27_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
+            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c26_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
             n += 15
-            _c26_c2_o = _c26_DC_EVSEStatus
-            _c26_c2_NotificationMaxDelay = _c26_c2_o.NotificationMaxDelay
-            _c26_c2_EVSENotification = _c26_c2_o.EVSENotification
-            _c26_c2_EVSEIsolationStatus = _c26_c2_o.EVSEIsolationStatus
-            _c26_c2_EVSEStatusCode = _c26_c2_o.EVSEStatusCode
-            if _c26_c2_NotificationMaxDelay is not None:
+            _c27_c2_o = _c27_DC_EVSEStatus
+            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
+            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
+            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
+            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
+            if _c27_c2_NotificationMaxDelay is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c26_c2_NotificationMaxDelay << 1); n += 9
-                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c26_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                _c26_c2_NotificationMaxDelay = None
-                if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c27_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c27_c2_NotificationMaxDelay << 1); n += 9
+                elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c27_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c27_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c27_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c27_c2_NotificationMaxDelay = None
+                if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                _c26_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
-                if _c26_c2_i1 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 5) | (_c26_c2_i1 << 1)
+                _c27_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
+                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 5) | (_c27_c2_i1 << 1)
                 n += 5
-                _c26_c2_EVSENotification = None
+                _c27_c2_EVSENotification = None
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c26_c2_EVSEIsolationStatus is not None:
+            if _c27_c2_EVSEIsolationStatus is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c26_c2_EVSEIsolationStatus)
-                if _c26_c2_i2 is None: raise EncodeError(f'{_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                _c27_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
+                if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
-                if _c26_c2_i3 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 14) | (_c26_c2_i2 << 8) | (_c26_c2_i3 << 1)
+                _c27_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c27_c2_i2 << 8) | (_c27_c2_i3 << 1)
                 n += 14
-                _c26_c2_EVSEIsolationStatus = None
-                _c26_c2_EVSEStatusCode = None
-            elif _c26_c2_EVSEStatusCode is not None:
+                _c27_c2_EVSEIsolationStatus = None
+                _c27_c2_EVSEStatusCode = None
+            elif _c27_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
-                if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c26_c2_i4 << 1)
+                _c27_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c27_c2_i4 << 1)
                 n += 8
-                _c26_c2_EVSEStatusCode = None
+                _c27_c2_EVSEStatusCode = None
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
-                if _c26_c2_NotificationMaxDelay is not None or _c26_c2_EVSENotification is not None or _c26_c2_EVSEIsolationStatus is not None or _c26_c2_EVSEStatusCode is not None: raise _leftover(_c26_c2_o)
+                if _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None or _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None: raise _leftover(_c27_c2_o)
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
-            _o = _c26_EVSEPresentVoltage
-            _c26_c3_Multiplier = _o.Multiplier
-            _c26_c3_Unit = _o.Unit
-            _c26_c3_Value = _o.Value
-            if not (_c26_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _o = _c27_EVSEPresentVoltage
+            _c27_c3_Multiplier = _o.Multiplier
+            _c27_c3_Unit = _o.Unit
+            _c27_c3_Value = _o.Value
+            if not (_c27_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-            if not -3 <= _c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c26_c3_Multiplier!r} outside [-3, 3]')
-            if not (_c26_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c27_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-            _c26_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c26_c3_Unit)
-            if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+            _c27_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
+            if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-            if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c26_c3_Multiplier - -3) << 10) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
+            if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c27_c3_Multiplier - -3) << 10) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
             n += 16
-            _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
+            _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
             if _m < 128: v = (v << 12) | (_m << 4); n += 12
             elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
             elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
@@ -3508,7 +3741,6 @@ def _d_CableCheckReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
     try:
         q -= 24
         if q < 0: V, q = r.slideq(q, 24)
@@ -3577,9 +3809,6 @@ def _d_CableCheckResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEProcessing = None
     try:
         q -= 11
         if q < 0: V, q = r.slidep(q, 11)
@@ -3591,10 +3820,7 @@ def _d_CableCheckResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _a = (x & 1)
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
@@ -3759,9 +3985,6 @@ def _d_CertificateInstallationReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_OEMProvisioningCert = None
-    f_ListOfRootCertificateIDs = None
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -3854,12 +4077,6 @@ def _d_CertificateInstallationResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_SAProvisioningCertificateChain = None
-    f_ContractSignatureCertChain = None
-    f_ContractSignatureEncryptedPrivateKey = None
-    f_DHpublickey = None
-    f_eMAID = None
     try:
         q -= 12
         if q < 0: V, q = r.slidep(q, 12)
@@ -3873,7 +4090,6 @@ def _d_CertificateInstallationResType(r):
         ec = ((x >> 1) & 3)
         _a = (x & 1)
         _c1_Id = None
-        _c1_Certificate = None
         _c1_SubCertificates = None
         if ec == 0:
             q += 1
@@ -3951,7 +4167,6 @@ def _d_CertificateInstallationResType(r):
         ec = (x >> 1)
         _a = (x & 1)
         _c2_Id = None
-        _c2_Certificate = None
         _c2_SubCertificates = None
         if ec == 0:
             q += 1
@@ -4025,7 +4240,6 @@ def _d_CertificateInstallationResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        _c3_Id = None
         _c3_value = None
         el = 'ContractSignatureEncryptedPrivateKey/@Id'
         r.pos = r.end - q
@@ -4058,7 +4272,6 @@ def _d_CertificateInstallationResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHpublickey'
-        _c4_Id = None
         _c4_value = None
         el = 'DHpublickey/@Id'
         r.pos = r.end - q
@@ -4310,10 +4523,6 @@ def _d_CertificateUpdateReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
-    f_ContractSignatureCertChain = None
-    f_eMAID = None
-    f_ListOfRootCertificateIDs = None
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
@@ -4330,7 +4539,6 @@ def _d_CertificateUpdateReqType(r):
         ec = (x >> 1)
         _a = (x & 1)
         _c1_Id = None
-        _c1_Certificate = None
         _c1_SubCertificates = None
         if ec == 0:
             q += 1
@@ -4530,12 +4738,6 @@ def _d_CertificateUpdateResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_SAProvisioningCertificateChain = None
-    f_ContractSignatureCertChain = None
-    f_ContractSignatureEncryptedPrivateKey = None
-    f_DHpublickey = None
-    f_eMAID = None
     f_RetryCounter = None
     try:
         q -= 12
@@ -4550,7 +4752,6 @@ def _d_CertificateUpdateResType(r):
         ec = ((x >> 1) & 3)
         _a = (x & 1)
         _c1_Id = None
-        _c1_Certificate = None
         _c1_SubCertificates = None
         if ec == 0:
             q += 1
@@ -4628,7 +4829,6 @@ def _d_CertificateUpdateResType(r):
         ec = (x >> 1)
         _a = (x & 1)
         _c2_Id = None
-        _c2_Certificate = None
         _c2_SubCertificates = None
         if ec == 0:
             q += 1
@@ -4702,7 +4902,6 @@ def _d_CertificateUpdateResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractSignatureEncryptedPrivateKey'
-        _c3_Id = None
         _c3_value = None
         el = 'ContractSignatureEncryptedPrivateKey/@Id'
         r.pos = r.end - q
@@ -4735,7 +4934,6 @@ def _d_CertificateUpdateResType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHpublickey'
-        _c4_Id = None
         _c4_value = None
         el = 'DHpublickey/@Id'
         r.pos = r.end - q
@@ -5035,7 +5233,6 @@ def _d_ChargeParameterDiscoveryReqType(r):
     q = r.end - r.pos
     el = ''
     f_MaxEntriesSAScheduleTuple = None
-    f_RequestedEnergyTransferMode = None
     f_AC_EVChargeParameter = None
     f_DC_EVChargeParameter = None
     f_EVChargeParameter = None
@@ -5246,8 +5443,6 @@ def _d_ChargeParameterDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEProcessing = None
     f_SAScheduleList = None
     f_SASchedules = None
     f_AC_EVSEChargeParameter = None
@@ -5887,13 +6082,9 @@ def _d_ChargingStatusResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEID = None
-    f_SAScheduleTupleID = None
     f_EVSEMaxCurrent = None
     f_MeterInfo = None
     f_ReceiptRequired = None
-    f_AC_EVSEStatus = None
     try:
         q -= 10
         if q < 0: V, q = r.slideq(q, 10)
@@ -6426,16 +6617,12 @@ def _d_CurrentDemandReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
-    f_EVTargetCurrent = None
     f_EVMaximumVoltageLimit = None
     f_EVMaximumCurrentLimit = None
     f_EVMaximumPowerLimit = None
     f_BulkChargingComplete = None
-    f_ChargingComplete = None
     f_RemainingTimeToFullSoC = None
     f_RemainingTimeToBulkSoC = None
-    f_EVTargetVoltage = None
     try:
         q -= 39
         if q < 0: V, q = r.slideq(q, 39)
@@ -7634,18 +7821,9 @@ def _d_CurrentDemandResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEPresentVoltage = None
-    f_EVSEPresentCurrent = None
-    f_EVSECurrentLimitAchieved = None
-    f_EVSEVoltageLimitAchieved = None
-    f_EVSEPowerLimitAchieved = None
     f_EVSEMaximumVoltageLimit = None
     f_EVSEMaximumCurrentLimit = None
     f_EVSEMaximumPowerLimit = None
-    f_EVSEID = None
-    f_SAScheduleTupleID = None
     f_MeterInfo = None
     f_ReceiptRequired = None
     try:
@@ -7659,10 +7837,7 @@ def _d_CurrentDemandResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _a = (x & 1)
-        _c7_NotificationMaxDelay = None
-        _c7_EVSENotification = None
         _c7_EVSEIsolationStatus = None
-        _c7_EVSEStatusCode = None
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
@@ -8650,9 +8825,7 @@ def _d_MeteringReceiptReqType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_SessionID = None
     f_SAScheduleTupleID = None
-    f_MeterInfo = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -8820,7 +8993,6 @@ def _d_MeteringReceiptResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
@@ -8881,10 +9053,7 @@ def _d_MeteringReceiptResType(r):
             if x & 2: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'DC_EVSEStatus'
             _a = x
-            _c5_NotificationMaxDelay = None
-            _c5_EVSENotification = None
             _c5_EVSEIsolationStatus = None
-            _c5_EVSEStatusCode = None
             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
@@ -9131,8 +9300,6 @@ def _d_PaymentDetailsReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_eMAID = None
-    f_ContractSignatureCertChain = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -9150,7 +9317,6 @@ def _d_PaymentDetailsReqType(r):
         ec = (x >> 1)
         _a = (x & 1)
         _c1_Id = None
-        _c1_Certificate = None
         _c1_SubCertificates = None
         if ec == 0:
             q += 1
@@ -9315,9 +9481,6 @@ def _d_PaymentDetailsResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_GenChallenge = None
-    f_EVSETimeStamp = None
     try:
         q -= 10
         if q < 0: V, q = r.slideq(q, 10)
@@ -9415,8 +9578,6 @@ def _d_PaymentServiceSelectionReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SelectedPaymentOption = None
-    f_SelectedServiceList = None
     try:
         q -= 5
         if q < 0: V, q = r.slideq(q, 5)
@@ -9472,7 +9633,6 @@ def _d_PaymentServiceSelectionResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     try:
         q -= 9
         if q < 0: V, q = r.slideq(q, 9)
@@ -9514,8 +9674,6 @@ def _d_PowerDeliveryReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ChargeProgress = None
-    f_SAScheduleTupleID = None
     f_ChargingProfile = None
     f_DC_EVPowerDeliveryParameter = None
     f_EVPowerDeliveryParameter = None
@@ -9550,9 +9708,7 @@ def _d_PowerDeliveryReqType(r):
             q += 1
             if _a >> 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
             el = 'DC_EVPowerDeliveryParameter'
-            _c5_DC_EVStatus = None
             _c5_BulkChargingComplete = None
-            _c5_ChargingComplete = None
             q -= 33
             if q < 0: V, q = r.slidep(q, 33)
             x = (V >> q) & 8589934591
@@ -9621,9 +9777,7 @@ def _d_PowerDeliveryReqType(r):
                 q += 1
                 if _a >> 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'DC_EVPowerDeliveryParameter'
-                _c7_DC_EVStatus = None
                 _c7_BulkChargingComplete = None
-                _c7_ChargingComplete = None
                 q -= 33
                 if q < 0: V, q = r.slidep(q, 33)
                 x = (V >> q) & 8589934591
@@ -9873,7 +10027,6 @@ def _d_PowerDeliveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
     f_EVSEStatus = None
@@ -9934,10 +10087,7 @@ def _d_PowerDeliveryResType(r):
             if x & 2: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'DC_EVSEStatus'
             _a = x
-            _c5_NotificationMaxDelay = None
-            _c5_EVSENotification = None
             _c5_EVSEIsolationStatus = None
-            _c5_EVSEStatusCode = None
             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
@@ -10184,9 +10334,6 @@ def _d_PreChargeReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
-    f_EVTargetVoltage = None
-    f_EVTargetCurrent = None
     try:
         q -= 39
         if q < 0: V, q = r.slideq(q, 39)
@@ -10388,9 +10535,6 @@ def _d_PreChargeResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEPresentVoltage = None
     try:
         q -= 11
         if q < 0: V, q = r.slidep(q, 11)
@@ -10402,10 +10546,7 @@ def _d_PreChargeResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _a = (x & 1)
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
@@ -10625,7 +10766,6 @@ def _d_ServiceDetailReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -10688,8 +10828,6 @@ def _d_ServiceDetailResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_ServiceID = None
     f_ServiceParameterList = None
     try:
         q -= 10
@@ -10914,9 +11052,6 @@ def _d_ServiceDiscoveryResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_PaymentOptionList = None
-    f_ChargeService = None
     f_ServiceList = None
     try:
         q -= 9
@@ -10937,12 +11072,8 @@ def _d_ServiceDiscoveryResType(r):
         if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
         el = 'ChargeService'
         _a = x
-        _c1_ServiceID = None
         _c1_ServiceName = None
-        _c1_ServiceCategory = None
         _c1_ServiceScope = None
-        _c1_FreeService = None
-        _c1_SupportedEnergyTransferMode = None
         if _a: raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ChargeService/ServiceID'
         if q >= 24:
@@ -11202,7 +11333,6 @@ def _d_SessionSetupReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVCCID = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -11261,8 +11391,6 @@ def _d_SessionSetupResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_EVSEID = None
     f_EVSETimeStamp = None
     try:
         q -= 10
@@ -11375,7 +11503,6 @@ def _d_SessionStopReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ChargingSession = None
     try:
         q -= 5
         if q < 0: V, q = r.slideq(q, 5)
@@ -11415,7 +11542,6 @@ def _d_SessionStopResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
     try:
         q -= 9
         if q < 0: V, q = r.slideq(q, 9)
@@ -11457,7 +11583,6 @@ def _d_WeldingDetectionReqType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
     try:
         q -= 24
         if q < 0: V, q = r.slideq(q, 24)
@@ -11526,9 +11651,6 @@ def _d_WeldingDetectionResType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ResponseCode = None
-    f_DC_EVSEStatus = None
-    f_EVSEPresentVoltage = None
     try:
         q -= 11
         if q < 0: V, q = r.slidep(q, 11)
@@ -11540,10 +11662,7 @@ def _d_WeldingDetectionResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'DC_EVSEStatus'
         _a = (x & 1)
-        _c1_NotificationMaxDelay = None
-        _c1_EVSENotification = None
         _c1_EVSEIsolationStatus = None
-        _c1_EVSEStatusCode = None
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:

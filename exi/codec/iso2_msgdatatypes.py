@@ -85,10 +85,6 @@ def _d_AC_EVChargeParameterType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_EAmount = None
-    f_EVMaxVoltage = None
-    f_EVMaxCurrent = None
-    f_EVMinCurrent = None
     try:
         q -= 17
         if q < 0: V, q = r.slidep(q, 17)
@@ -512,9 +508,6 @@ def _d_AC_EVSEChargeParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_AC_EVSEStatus = None
-    f_EVSENominalVoltage = None
-    f_EVSEMaxCurrent = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -741,9 +734,6 @@ def _d_AC_EVSEStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NotificationMaxDelay = None
-    f_EVSENotification = None
-    f_RCD = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -836,7 +826,6 @@ def _d_CertificateChainType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_Certificate = None
     f_SubCertificates = None
     try:
         q -= 3
@@ -979,12 +968,8 @@ def _d_ChargeServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     f_ServiceName = None
-    f_ServiceCategory = None
     f_ServiceScope = None
-    f_FreeService = None
-    f_SupportedEnergyTransferMode = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -1201,8 +1186,6 @@ def _d_ChargingProfileType(r):
         if x & 6: raise r.deviation('ChargingProfileType', r.end - q)
         el = 'ProfileEntry'
         _a = x
-        _c1_ChargingProfileEntryStart = None
-        _c1_ChargingProfileEntryMaxPower = None
         _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
         if _a: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ProfileEntry/ChargingProfileEntryStart'
@@ -1301,8 +1284,6 @@ def _d_ChargingProfileType(r):
                 if x & 2: raise r.deviation('ChargingProfileType', r.end - q)
                 el = 'ProfileEntry'
                 _a = x
-                _c3_ChargingProfileEntryStart = None
-                _c3_ChargingProfileEntryMaxPower = None
                 _c3_ChargingProfileEntryMaxNumberOfPhasesInUse = None
                 if _a: raise r.deviation('ProfileEntryType', r.end - q)
                 el = 'ProfileEntry/ChargingProfileEntryStart'
@@ -1559,7 +1540,6 @@ def _d_ConsumptionCostType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_startValue = None
     f_Cost = []
     try:
         q -= 16
@@ -1611,8 +1591,6 @@ def _d_ConsumptionCostType(r):
         f_startValue.Value = _c3_Value
         el = 'Cost'
         _a = x
-        _c4_costKind = None
-        _c4_amount = None
         _c4_amountMultiplier = None
         x = _a
         if x & 39: raise r.deviation('CostType', r.end - q)
@@ -1672,8 +1650,6 @@ def _d_ConsumptionCostType(r):
             if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
             el = 'Cost'
             _a = x
-            _c5_costKind = None
-            _c5_amount = None
             _c5_amountMultiplier = None
             x = _a
             if x & 39: raise r.deviation('CostType', r.end - q)
@@ -1739,8 +1715,6 @@ def _d_ConsumptionCostType(r):
                 if x & 64: raise r.deviation('ConsumptionCostType', r.end - q)
                 el = 'Cost'
                 _a = x
-                _c6_costKind = None
-                _c6_amount = None
                 _c6_amountMultiplier = None
                 x = _a
                 if x & 39: raise r.deviation('CostType', r.end - q)
@@ -1968,7 +1942,6 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
     f_value = None
     try:
         q -= 1
@@ -2046,8 +2019,6 @@ def _d_CostType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_costKind = None
-    f_amount = None
     f_amountMultiplier = None
     try:
         q -= 7
@@ -2146,10 +2117,7 @@ def _d_DC_EVChargeParameterType(r):
     q = r.end - r.pos
     el = ''
     f_DepartureTime = None
-    f_DC_EVStatus = None
-    f_EVMaximumCurrentLimit = None
     f_EVMaximumPowerLimit = None
-    f_EVMaximumVoltageLimit = None
     f_EVEnergyCapacity = None
     f_EVEnergyRequest = None
     f_FullSOC = None
@@ -3008,9 +2976,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVStatus = None
     f_BulkChargingComplete = None
-    f_ChargingComplete = None
     try:
         q -= 33
         if q < 0: V, q = r.slidep(q, 33)
@@ -3123,14 +3089,7 @@ def _d_DC_EVSEChargeParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_DC_EVSEStatus = None
-    f_EVSEMaximumCurrentLimit = None
-    f_EVSEMaximumPowerLimit = None
-    f_EVSEMaximumVoltageLimit = None
-    f_EVSEMinimumCurrentLimit = None
-    f_EVSEMinimumVoltageLimit = None
     f_EVSECurrentRegulationTolerance = None
-    f_EVSEPeakCurrentRipple = None
     f_EVSEEnergyToBeDelivered = None
     try:
         q -= 3
@@ -3139,10 +3098,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 6: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         el = 'DC_EVSEStatus'
         _a = x
-        _c5_NotificationMaxDelay = None
-        _c5_EVSENotification = None
         _c5_EVSEIsolationStatus = None
-        _c5_EVSEStatusCode = None
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
@@ -3924,10 +3880,7 @@ def _d_DC_EVSEStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NotificationMaxDelay = None
-    f_EVSENotification = None
     f_EVSEIsolationStatus = None
-    f_EVSEStatusCode = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -4062,9 +4015,6 @@ def _d_DC_EVStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_EVReady = None
-    f_EVErrorCode = None
-    f_EVRESSSOC = None
     try:
         q -= 22
         if q < 0: V, q = r.slideq(q, 22)
@@ -4126,7 +4076,6 @@ def _d_DiffieHellmanPublickeyType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
     f_value = None
     try:
         q -= 1
@@ -4204,7 +4153,6 @@ def _d_EMAIDType(r, key):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Id = None
     f_value = None
     try:
         q -= 1
@@ -4402,8 +4350,6 @@ def _d_EVSEStatusType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_NotificationMaxDelay = None
-    f_EVSENotification = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -4521,7 +4467,6 @@ def _d_EntryType(r):
             if x & 2: raise r.deviation('EntryType', r.end - q)
             el = 'RelativeTimeInterval'
             _a = x
-            _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
@@ -4903,7 +4848,6 @@ def _d_MeterInfoType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_MeterID = None
     f_MeterReading = None
     f_SigMeterReading = None
     f_MeterStatus = None
@@ -5427,7 +5371,6 @@ def _d_NotificationType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_FaultCode = None
     f_FaultMsg = None
     try:
         q -= 8
@@ -5512,7 +5455,6 @@ def _d_PMaxScheduleEntryType(r):
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
-    f_PMax = None
     try:
         q -= 19
         if q < 0: V, q = r.slidep(q, 19)
@@ -5525,7 +5467,6 @@ def _d_PMaxScheduleEntryType(r):
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'RelativeTimeInterval'
             _a = x
-            _c4_start = None
             _c4_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
@@ -5749,14 +5690,12 @@ def _d_PMaxScheduleType(r):
         _a = (x & 131071)
         _c1_RelativeTimeInterval = None
         _c1_TimeInterval = None
-        _c1_PMax = None
         if ec == 0:
             q += 15
             x = _a >> 15
             if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval'
             _a = x
-            _c1_c4_start = None
             _c1_c4_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
@@ -5893,14 +5832,12 @@ def _d_PMaxScheduleType(r):
                 _a = (x & 131071)
                 _c3_RelativeTimeInterval = None
                 _c3_TimeInterval = None
-                _c3_PMax = None
                 if ec == 0:
                     q += 15
                     x = _a >> 15
                     if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval'
                     _a = x
-                    _c3_c4_start = None
                     _c3_c4_duration = None
                     if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
@@ -6241,7 +6178,6 @@ def _d_ParameterSetType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ParameterSetID = None
     f_Parameter = []
     try:
         q -= 3
@@ -6384,7 +6320,6 @@ def _d_ParameterType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Name = None
     f_boolValue = None
     f_byteValue = None
     f_shortValue = None
@@ -6737,9 +6672,6 @@ def _d_PhysicalValueType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Multiplier = None
-    f_Unit = None
-    f_Value = None
     try:
         q -= 15
         if q < 0: V, q = r.slideq(q, 15)
@@ -6829,8 +6761,6 @@ def _d_ProfileEntryType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ChargingProfileEntryStart = None
-    f_ChargingProfileEntryMaxPower = None
     f_ChargingProfileEntryMaxNumberOfPhasesInUse = None
     try:
         q -= 2
@@ -6985,7 +6915,6 @@ def _d_RelativeTimeIntervalType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_start = None
     f_duration = None
     try:
         q -= 2
@@ -7103,8 +7032,6 @@ def _d_SAScheduleListType(r):
         if x & 6144: raise r.deviation('SAScheduleListType', r.end - q)
         el = 'SAScheduleTuple'
         _a = x
-        _c3_SAScheduleTupleID = None
-        _c3_PMaxSchedule = None
         _c3_SalesTariff = None
         x = _a
         if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -7149,8 +7076,6 @@ def _d_SAScheduleListType(r):
             if x & 2048: raise r.deviation('SAScheduleListType', r.end - q)
             el = 'SAScheduleTuple'
             _a = x
-            _c4_SAScheduleTupleID = None
-            _c4_PMaxSchedule = None
             _c4_SalesTariff = None
             x = _a
             if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -7201,8 +7126,6 @@ def _d_SAScheduleListType(r):
                 if x & 2048: raise r.deviation('SAScheduleListType', r.end - q)
                 el = 'SAScheduleTuple'
                 _a = x
-                _c5_SAScheduleTupleID = None
-                _c5_PMaxSchedule = None
                 _c5_SalesTariff = None
                 x = _a
                 if x & 1027: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -7390,8 +7313,6 @@ def _d_SAScheduleTupleType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SAScheduleTupleID = None
-    f_PMaxSchedule = None
     f_SalesTariff = None
     try:
         q -= 12
@@ -7518,7 +7439,6 @@ def _d_SalesTariffEntryType(r):
             if x & 2: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'RelativeTimeInterval'
             _a = x
-            _c3_start = None
             _c3_duration = None
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
@@ -7814,7 +7734,6 @@ def _d_SalesTariffType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_SalesTariffID = None
     f_SalesTariffDescription = None
     f_NumEPriceLevels = None
     f_SalesTariffEntry = []
@@ -8101,7 +8020,6 @@ def _d_SelectedServiceListType(r):
         if x & 6: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService'
         _a = x
-        _c1_ServiceID = None
         _c1_ParameterSetID = None
         if _a: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
@@ -8178,7 +8096,6 @@ def _d_SelectedServiceListType(r):
                 if x & 2: raise r.deviation('SelectedServiceListType', r.end - q)
                 el = 'SelectedService'
                 _a = x
-                _c3_ServiceID = None
                 _c3_ParameterSetID = None
                 if _a: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ServiceID'
@@ -8376,7 +8293,6 @@ def _d_SelectedServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     f_ParameterSetID = None
     try:
         q -= 2
@@ -8498,11 +8414,8 @@ def _d_ServiceListType(r):
         if x & 6: raise r.deviation('ServiceListType', r.end - q)
         el = 'Service'
         _a = x
-        _c1_ServiceID = None
         _c1_ServiceName = None
-        _c1_ServiceCategory = None
         _c1_ServiceScope = None
-        _c1_FreeService = None
         if _a: raise r.deviation('ServiceType', r.end - q)
         el = 'Service/ServiceID'
         if q >= 24:
@@ -8609,11 +8522,8 @@ def _d_ServiceListType(r):
                 if x & 2: raise r.deviation('ServiceListType', r.end - q)
                 el = 'Service'
                 _a = x
-                _c3_ServiceID = None
                 _c3_ServiceName = None
-                _c3_ServiceCategory = None
                 _c3_ServiceScope = None
-                _c3_FreeService = None
                 if _a: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceID'
                 if q >= 24:
@@ -9021,11 +8931,8 @@ def _d_ServiceType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_ServiceID = None
     f_ServiceName = None
-    f_ServiceCategory = None
     f_ServiceScope = None
-    f_FreeService = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)

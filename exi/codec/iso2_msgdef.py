@@ -61,6 +61,7 @@ _K_iso2_msgbody_PreChargeResType = iso2_msgbody.PreChargeResType
 _K_iso2_msgbody_ServiceDetailReqType = iso2_msgbody.ServiceDetailReqType
 _K_iso2_msgbody_ServiceDetailResType = iso2_msgbody.ServiceDetailResType
 _K_iso2_msgbody_ServiceDiscoveryReqType = iso2_msgbody.ServiceDiscoveryReqType
+_K_iso2_msgbody_ServiceDiscoveryResType = iso2_msgbody.ServiceDiscoveryResType
 _K_iso2_msgbody_SessionSetupReqType = iso2_msgbody.SessionSetupReqType
 _K_iso2_msgbody_SessionSetupResType = iso2_msgbody.SessionSetupResType
 _K_iso2_msgbody_SessionStopReqType = iso2_msgbody.SessionStopReqType
@@ -68,6 +69,7 @@ _K_iso2_msgbody_SessionStopResType = iso2_msgbody.SessionStopResType
 _K_iso2_msgbody_WeldingDetectionReqType = iso2_msgbody.WeldingDetectionReqType
 _K_iso2_msgbody_WeldingDetectionResType = iso2_msgbody.WeldingDetectionResType
 _K_iso2_msgdatatypes_CertificateChainType = iso2_msgdatatypes.CertificateChainType
+_K_iso2_msgdatatypes_ChargeServiceType = iso2_msgdatatypes.ChargeServiceType
 _K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType
 _K_iso2_msgdatatypes_DC_EVSEStatusType = iso2_msgdatatypes.DC_EVSEStatusType
 _K_iso2_msgdatatypes_DC_EVStatusType = iso2_msgdatatypes.DC_EVStatusType
@@ -87,8 +89,6 @@ def _d_V2G_Message(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Header = None
-    f_Body = None
     try:
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
@@ -96,7 +96,6 @@ def _d_V2G_Message(r):
         if x & 6: raise r.deviation('V2G_Message', r.end - q)
         el = 'Header'
         _a = x
-        _c1_SessionID = None
         _c1_Notification = None
         _c1_Signature = None
         x = _a
@@ -126,7 +125,6 @@ def _d_V2G_Message(r):
             if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Header/Notification'
             _a = x
-            _c1_c2_FaultCode = None
             _c1_c2_FaultMsg = None
             x = _a
             if x & 144: raise r.deviation('NotificationType', r.end - q)
@@ -361,10 +359,7 @@ def _d_V2G_Message(r):
                         else: _c2_c5_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c5_ResponseCode]
                         el = 'Body/CableCheckRes/DC_EVSEStatus'
                         _a = (x & 1)
-                        _c2_c5_c1_NotificationMaxDelay = None
-                        _c2_c5_c1_EVSENotification = None
                         _c2_c5_c1_EVSEIsolationStatus = None
-                        _c2_c5_c1_EVSEStatusCode = None
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
@@ -498,7 +493,6 @@ def _d_V2G_Message(r):
                         ec = ((x >> 1) & 3)
                         _a = (x & 1)
                         _c2_c7_c1_Id = None
-                        _c2_c7_c1_Certificate = None
                         _c2_c7_c1_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -576,7 +570,6 @@ def _d_V2G_Message(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c7_c2_Id = None
-                        _c2_c7_c2_Certificate = None
                         _c2_c7_c2_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -650,7 +643,6 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        _c2_c7_c3_Id = None
                         _c2_c7_c3_value = None
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey/@Id'
                         r.pos = r.end - q
@@ -683,7 +675,6 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/DHpublickey'
-                        _c2_c7_c4_Id = None
                         _c2_c7_c4_value = None
                         el = 'Body/CertificateInstallationRes/DHpublickey/@Id'
                         r.pos = r.end - q
@@ -748,7 +739,6 @@ def _d_V2G_Message(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c8_c1_Id = None
-                        _c2_c8_c1_Certificate = None
                         _c2_c8_c1_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -865,7 +855,6 @@ def _d_V2G_Message(r):
                         ec = (x >> 11)
                         _a = (x & 2047)
                         _c2_c9_MaxEntriesSAScheduleTuple = None
-                        _c2_c9_RequestedEnergyTransferMode = None
                         _c2_c9_AC_EVChargeParameter = None
                         _c2_c9_DC_EVChargeParameter = None
                         _c2_c9_EVChargeParameter = None
@@ -1047,9 +1036,7 @@ def _d_V2G_Message(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c11_Id = None
-                        _c2_c11_SessionID = None
                         _c2_c11_SAScheduleTupleID = None
-                        _c2_c11_MeterInfo = None
                         if ec == 0:
                             q += 1
                             el = 'Body/MeteringReceiptReq/@Id'
@@ -1168,7 +1155,6 @@ def _d_V2G_Message(r):
                         ec = (x >> 1)
                         _a = (x & 1)
                         _c2_c12_c1_Id = None
-                        _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
                         if ec == 0:
                             q += 1
@@ -1488,10 +1474,7 @@ def _d_V2G_Message(r):
                         else: _c2_c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c17_ResponseCode]
                         el = 'Body/PreChargeRes/DC_EVSEStatus'
                         _a = (x & 1)
-                        _c2_c17_c1_NotificationMaxDelay = None
-                        _c2_c17_c1_EVSENotification = None
                         _c2_c17_c1_EVSEIsolationStatus = None
-                        _c2_c17_c1_EVSEStatusCode = None
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
@@ -1645,8 +1628,6 @@ def _d_V2G_Message(r):
                         el = 'Body/ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
                         _a = x
-                        _c2_c19_ResponseCode = None
-                        _c2_c19_ServiceID = None
                         _c2_c19_ServiceParameterList = None
                         x = _a
                         if x & 263: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -1769,14 +1750,154 @@ def _d_V2G_Message(r):
                         _cv.ServiceCategory = _c2_c20_ServiceCategory
                         _c2_s = 1
                     elif ec == 28:
+                        q -= 9
+                        if q < 0: V, q = r.slidep(q, 9)
+                        x = (V >> q) & 511
+                        if x & 256: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
+                        _a = x
+                        _c2_c21_ServiceList = None
+                        x = _a
+                        if x & 131: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ResponseCode'
+                        _c2_c21_ResponseCode = (x >> 2)
+                        if _c2_c21_ResponseCode >= 26: _c2_c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c2_c21_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c21_ResponseCode]
+                        el = 'Body/ServiceDiscoveryRes/PaymentOptionList'
                         r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_ServiceDiscoveryResType(r)
+                        _c2_c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slidep(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ChargeService'
+                        _a = x
+                        _c2_c21_c2_ServiceName = None
+                        _c2_c21_c2_ServiceScope = None
+                        if _a: raise r.deviation('ChargeServiceType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceID'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c21_c2_ServiceID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c21_c2_ServiceID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c21_c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c21_c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c21_c2_ServiceID = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c21_c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 13
+                        if q < 0: V, q = r.slidep(q, 13)
+                        x = (V >> q) & 8191
+                        if x & 4096: raise r.deviation('ChargeServiceType', r.end - q)
+                        if _c2_c21_c2_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c2_c21_c2_ServiceID, r.at(r.end - q))
+                        ec = (x >> 10)
+                        _a = (x & 1023)
+                        if ec == 0:
+                            q += 9
+                            x = _a >> 9
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceName'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                                _c2_c21_c2_ServiceName = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c21_c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                                if len(_c2_c21_c2_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c2_c21_c2_ServiceName, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 12
+                            if q < 0: V, q = r.slidep(q, 12)
+                            x = (V >> q) & 4095
+                            if x & 3648: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                            _c2_c21_c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
+                        elif ec == 1:
+                            x = _a
+                            if x & 576: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                            _c2_c21_c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 7)]
+                            ec = ((x >> 4) & 3)
+                            _a = (x & 15)
+                        else:
+                            raise r.deviation('ChargeServiceType', r.end - q)
+                        if ec == 0:
+                            q += 3
+                            x = _a >> 3
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceScope'
+                            _esc = x
+                            if _esc:
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                                _c2_c21_c2_ServiceScope = ''
+                            else:
+                                r.pos = r.end - q
+                                _c2_c21_c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                                if len(_c2_c21_c2_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', _c2_c21_c2_ServiceScope, r.at(r.pos))
+                                V = r.v; q = r.end - r.pos
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/FreeService'
+                            _c2_c21_c2_FreeService = (x >> 2) == 1
+                        elif ec == 1:
+                            x = _a
+                            if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
+                            el = 'Body/ServiceDiscoveryRes/ChargeService/FreeService'
+                            _c2_c21_c2_FreeService = (x >> 2) == 1
+                        else:
+                            raise r.deviation('ChargeServiceType', r.end - q)
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/SupportedEnergyTransferMode'
+                        r.pos = r.end - q
+                        _c2_c21_c2_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slidep(q, 4)
+                        x = (V >> q) & 15
+                        if x & 8: raise r.deviation('ChargeServiceType', r.end - q)
+                        ec = (x >> 1)
+                        _a = (x & 1)
+                        _c2_c21_ChargeService = _new(_K_iso2_msgdatatypes_ChargeServiceType)
+                        _c2_c21_ChargeService.ServiceID = _c2_c21_c2_ServiceID
+                        _c2_c21_ChargeService.ServiceName = _c2_c21_c2_ServiceName
+                        _c2_c21_ChargeService.ServiceCategory = _c2_c21_c2_ServiceCategory
+                        _c2_c21_ChargeService.ServiceScope = _c2_c21_c2_ServiceScope
+                        _c2_c21_ChargeService.FreeService = _c2_c21_c2_FreeService
+                        _c2_c21_ChargeService.SupportedEnergyTransferMode = _c2_c21_c2_SupportedEnergyTransferMode
+                        if ec == 0:
+                            q += 1
+                            el = 'Body/ServiceDiscoveryRes/ServiceList'
+                            r.pos = r.end - q
+                            _c2_c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        elif ec == 1:
+                            if _a: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        else:
+                            raise r.deviation('ServiceDiscoveryResType', r.end - q)
+                        _cv = _new(_K_iso2_msgbody_ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c2_c21_ResponseCode
+                        _cv.PaymentOptionList = _c2_c21_PaymentOptionList
+                        _cv.ChargeService = _c2_c21_ChargeService
+                        _cv.ServiceList = _c2_c21_ServiceList
                         _c2_s = 1
                     elif ec == 29:
                         q -= 2
@@ -1791,19 +1912,19 @@ def _d_V2G_Message(r):
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
-                            _c2_c21_EVCCID = b''
+                            _c2_c22_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                                 q -= 8 + (_l << 3)
-                                _c2_c21_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c2_c22_EVCCID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c21_EVCCID)
-                            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c2_c21_EVCCID, r.at(r.end - q))
+                                r.pos = r.end - q; _c2_c22_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c22_EVCCID)
+                            if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c2_c22_EVCCID, r.at(r.end - q))
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_SessionSetupReqType)
-                        _cv.EVCCID = _c2_c21_EVCCID
+                        _cv.EVCCID = _c2_c22_EVCCID
                         _c2_s = 1
                     elif ec == 30:
                         q -= 10
@@ -1813,19 +1934,17 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupRes'
                         _cf = 'SessionSetupRes'
                         _a = x
-                        _c2_c22_ResponseCode = None
-                        _c2_c22_EVSEID = None
-                        _c2_c22_EVSETimeStamp = None
+                        _c2_c23_EVSETimeStamp = None
                         x = _a
                         if x & 263: raise r.deviation('SessionSetupResType', r.end - q)
                         el = 'Body/SessionSetupRes/ResponseCode'
-                        _c2_c22_ResponseCode = (x >> 3)
-                        if _c2_c22_ResponseCode >= 26: _c2_c22_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c22_ResponseCode, 26, r.at(r.end - q))
-                        else: _c2_c22_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c22_ResponseCode]
+                        _c2_c23_ResponseCode = (x >> 3)
+                        if _c2_c23_ResponseCode >= 26: _c2_c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c2_c23_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c23_ResponseCode]
                         el = 'Body/SessionSetupRes/EVSEID'
                         r.pos = r.end - q
-                        _c2_c22_EVSEID = r.string('iso2_msgbody:EVSEID')
-                        if len(_c2_c22_EVSEID) < 7 or len(_c2_c22_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c2_c22_EVSEID, r.at(r.pos))
+                        _c2_c23_EVSEID = r.string('iso2_msgbody:EVSEID')
+                        if len(_c2_c23_EVSEID) < 7 or len(_c2_c23_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c2_c23_EVSEID, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
                         q -= 5
                         if q < 0: V, q = r.slidep(q, 5)
@@ -1842,34 +1961,34 @@ def _d_V2G_Message(r):
                                 _y = (V >> (q - 24)) & 16777215
                                 if _y < 8388608:
                                     q -= 8
-                                    _c2_c22_EVSETimeStamp = _y >> 16
+                                    _c2_c23_EVSETimeStamp = _y >> 16
                                 elif not _y & 32768:
                                     q -= 16
-                                    _c2_c22_EVSETimeStamp = _U2[_y >> 8]
+                                    _c2_c23_EVSETimeStamp = _U2[_y >> 8]
                                 elif not _y & 128:
                                     q -= 24
-                                    _c2_c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c23_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
-                                    r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                    r.pos = r.end - q; _c2_c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                                 q -= 8
-                                _c2_c22_EVSETimeStamp = (V >> q) & 127
+                                _c2_c23_EVSETimeStamp = (V >> q) & 127
                             else:
-                                r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                             q -= 3
                             if q < 0: V, q = r.slideq(q, 3)
                             if (V >> q) & 7: raise r.deviation('SessionSetupResType', r.end - q)
-                            if _neg: _c2_c22_EVSETimeStamp = -_c2_c22_EVSETimeStamp - 1
-                            if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_EVSETimeStamp, r.at(r.end - q))
+                            if _neg: _c2_c23_EVSETimeStamp = -_c2_c23_EVSETimeStamp - 1
+                            if _c2_c23_EVSETimeStamp < -9223372036854775808 or _c2_c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c23_EVSETimeStamp, r.at(r.end - q))
                         elif ec == 1:
                             q += 1
                             if _a >> 1: raise r.deviation('SessionSetupResType', r.end - q)
                         else:
                             raise r.deviation('SessionSetupResType', r.end - q)
                         _cv = _new(_K_iso2_msgbody_SessionSetupResType)
-                        _cv.ResponseCode = _c2_c22_ResponseCode
-                        _cv.EVSEID = _c2_c22_EVSEID
-                        _cv.EVSETimeStamp = _c2_c22_EVSETimeStamp
+                        _cv.ResponseCode = _c2_c23_ResponseCode
+                        _cv.EVSEID = _c2_c23_EVSEID
+                        _cv.EVSETimeStamp = _c2_c23_EVSETimeStamp
                         _c2_s = 1
                     else:
                         raise r.deviation('BodyType', r.end - q)
@@ -1882,9 +2001,9 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'Body/SessionStopReq/ChargingSession'
-                        _c2_c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 3)]
+                        _c2_c24_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 3)]
                         _cv = _new(_K_iso2_msgbody_SessionStopReqType)
-                        _cv.ChargingSession = _c2_c23_ChargingSession
+                        _cv.ChargingSession = _c2_c24_ChargingSession
                         _c2_s = 1
                     elif ec == 32:
                         q -= 10
@@ -1894,11 +2013,11 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'Body/SessionStopRes/ResponseCode'
-                        _c2_c24_ResponseCode = (x >> 3)
-                        if _c2_c24_ResponseCode >= 26: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 26, r.at(r.end - q))
-                        else: _c2_c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
+                        _c2_c25_ResponseCode = (x >> 3)
+                        if _c2_c25_ResponseCode >= 26: _c2_c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c25_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c25_ResponseCode]
                         _cv = _new(_K_iso2_msgbody_SessionStopResType)
-                        _cv.ResponseCode = _c2_c24_ResponseCode
+                        _cv.ResponseCode = _c2_c25_ResponseCode
                         _c2_s = 1
                     elif ec == 33:
                         q -= 25
@@ -1911,23 +2030,23 @@ def _d_V2G_Message(r):
                         _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[(x >> 14)]
                         if _t is None:
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                            _c2_c25_c1_EVReady = ((x >> 21) & 1) == 1
+                            _c2_c26_c1_EVReady = ((x >> 21) & 1) == 1
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c25_c1_EVErrorCode = ((x >> 14) & 15)
-                            if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                            else: _c2_c25_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
+                            _c2_c26_c1_EVErrorCode = ((x >> 14) & 15)
+                            if _c2_c26_c1_EVErrorCode >= 12: _c2_c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c26_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c26_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c2_c26_c1_EVErrorCode]
                         else:
                             el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                            _c2_c25_c1_EVReady, _c2_c25_c1_EVErrorCode = _t
+                            _c2_c26_c1_EVReady, _c2_c26_c1_EVErrorCode = _t
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        _c2_c25_c1_EVRESSSOC = ((x >> 4) & 127)
-                        if _c2_c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c25_c1_EVRESSSOC, r.at(r.end - q))
-                        _c2_c25_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
-                        _c2_c25_DC_EVStatus.EVReady = _c2_c25_c1_EVReady
-                        _c2_c25_DC_EVStatus.EVErrorCode = _c2_c25_c1_EVErrorCode
-                        _c2_c25_DC_EVStatus.EVRESSSOC = _c2_c25_c1_EVRESSSOC
+                        _c2_c26_c1_EVRESSSOC = ((x >> 4) & 127)
+                        if _c2_c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c26_c1_EVRESSSOC, r.at(r.end - q))
+                        _c2_c26_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
+                        _c2_c26_DC_EVStatus.EVReady = _c2_c26_c1_EVReady
+                        _c2_c26_DC_EVStatus.EVErrorCode = _c2_c26_c1_EVErrorCode
+                        _c2_c26_DC_EVStatus.EVRESSSOC = _c2_c26_c1_EVRESSSOC
                         _cv = _new(_K_iso2_msgbody_WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c2_c25_DC_EVStatus
+                        _cv.DC_EVStatus = _c2_c26_DC_EVStatus
                         _c2_s = 1
                     elif ec == 34:
                         q -= 11
@@ -1937,44 +2056,41 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'Body/WeldingDetectionRes/ResponseCode'
-                        _c2_c26_ResponseCode = (x >> 4)
-                        if _c2_c26_ResponseCode >= 26: _c2_c26_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c26_ResponseCode, 26, r.at(r.end - q))
-                        else: _c2_c26_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c26_ResponseCode]
+                        _c2_c27_ResponseCode = (x >> 4)
+                        if _c2_c27_ResponseCode >= 26: _c2_c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c2_c27_ResponseCode, 26, r.at(r.end - q))
+                        else: _c2_c27_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c27_ResponseCode]
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
                         _a = (x & 1)
-                        _c2_c26_c1_NotificationMaxDelay = None
-                        _c2_c26_c1_EVSENotification = None
-                        _c2_c26_c1_EVSEIsolationStatus = None
-                        _c2_c26_c1_EVSEStatusCode = None
+                        _c2_c27_c1_EVSEIsolationStatus = None
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c2_c26_c1_NotificationMaxDelay = _y >> 16
+                                _c2_c27_c1_NotificationMaxDelay = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
+                            _c2_c27_c1_NotificationMaxDelay = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 21
                         if q < 0: V, q = r.slidep(q, 21)
                         x = (V >> q) & 2097151
                         if x & 1867776: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c26_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        if _c2_c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c27_c1_NotificationMaxDelay, r.at(r.end - q))
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c26_c1_EVSENotification = (x >> 16)
-                        if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
-                        else: _c2_c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
+                        _c2_c27_c1_EVSENotification = (x >> 16)
+                        if _c2_c27_c1_EVSENotification >= 3: _c2_c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c27_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c27_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c27_c1_EVSENotification]
                         ec = ((x >> 13) & 3)
                         _a = (x & 8191)
                         if ec == 0:
@@ -1983,31 +2099,31 @@ def _d_V2G_Message(r):
                             _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[(x >> 2)]
                             if _t is None:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c2_c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                if _c2_c26_c1_EVSEIsolationStatus >= 5: _c2_c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                else: _c2_c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c26_c1_EVSEIsolationStatus]
+                                _c2_c27_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c2_c27_c1_EVSEIsolationStatus >= 5: _c2_c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c27_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c2_c27_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c27_c1_EVSEIsolationStatus]
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                                _c2_c27_c1_EVSEStatusCode = ((x >> 2) & 15)
+                                if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                                else: _c2_c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
                             else:
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
+                                _c2_c27_c1_EVSEIsolationStatus, _c2_c27_c1_EVSEStatusCode = _t
                         elif ec == 1:
                             q += 6
                             x = _a >> 6
                             if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c2_c26_c1_EVSEStatusCode = (x >> 2)
-                            if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                            _c2_c27_c1_EVSEStatusCode = (x >> 2)
+                            if _c2_c27_c1_EVSEStatusCode >= 12: _c2_c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c27_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c27_c1_EVSEStatusCode]
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _c2_c26_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
-                        _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
-                        _c2_c26_DC_EVSEStatus.EVSENotification = _c2_c26_c1_EVSENotification
-                        _c2_c26_DC_EVSEStatus.EVSEIsolationStatus = _c2_c26_c1_EVSEIsolationStatus
-                        _c2_c26_DC_EVSEStatus.EVSEStatusCode = _c2_c26_c1_EVSEStatusCode
+                        _c2_c27_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
+                        _c2_c27_DC_EVSEStatus.NotificationMaxDelay = _c2_c27_c1_NotificationMaxDelay
+                        _c2_c27_DC_EVSEStatus.EVSENotification = _c2_c27_c1_EVSENotification
+                        _c2_c27_DC_EVSEStatus.EVSEIsolationStatus = _c2_c27_c1_EVSEIsolationStatus
+                        _c2_c27_DC_EVSEStatus.EVSEStatusCode = _c2_c27_c1_EVSEStatusCode
                         q -= 16
                         if q < 0: V, q = r.slideq(q, 16)
                         x = (V >> q) & 65535
@@ -2016,48 +2132,48 @@ def _d_V2G_Message(r):
                         _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[(x >> 4)]
                         if _t is None:
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                            _c2_c26_c2_Multiplier = ((x >> 10) & 7) + -3
-                            if _c2_c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c26_c2_Multiplier, r.at(r.end - q))
+                            _c2_c27_c2_Multiplier = ((x >> 10) & 7) + -3
+                            if _c2_c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c27_c2_Multiplier, r.at(r.end - q))
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c2_c26_c2_Unit = ((x >> 4) & 7)
-                            if _c2_c26_c2_Unit >= 7: _c2_c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c26_c2_Unit, 7, r.at(r.end - q))
-                            else: _c2_c26_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c26_c2_Unit]
+                            _c2_c27_c2_Unit = ((x >> 4) & 7)
+                            if _c2_c27_c2_Unit >= 7: _c2_c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c27_c2_Unit, 7, r.at(r.end - q))
+                            else: _c2_c27_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c27_c2_Unit]
                         else:
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                            _c2_c26_c2_Multiplier, _c2_c26_c2_Unit = _t
+                            _c2_c27_c2_Multiplier, _c2_c27_c2_Unit = _t
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
                             _y = (V >> (q - 24)) & 16777215
                             if _y < 8388608:
                                 q -= 8
-                                _c2_c26_c2_Value = _y >> 16
+                                _c2_c27_c2_Value = _y >> 16
                             elif not _y & 32768:
                                 q -= 16
-                                _c2_c26_c2_Value = _U2[_y >> 8]
+                                _c2_c27_c2_Value = _U2[_y >> 8]
                             elif not _y & 128:
                                 q -= 24
-                                _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
-                                r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                                r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                             q -= 8
-                            _c2_c26_c2_Value = (V >> q) & 127
+                            _c2_c27_c2_Value = (V >> q) & 127
                         else:
-                            r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
-                        if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
-                        if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
-                        _c2_c26_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
-                        _c2_c26_EVSEPresentVoltage.Multiplier = _c2_c26_c2_Multiplier
-                        _c2_c26_EVSEPresentVoltage.Unit = _c2_c26_c2_Unit
-                        _c2_c26_EVSEPresentVoltage.Value = _c2_c26_c2_Value
+                        if _neg: _c2_c27_c2_Value = -_c2_c27_c2_Value - 1
+                        if _c2_c27_c2_Value < -32768 or _c2_c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c27_c2_Value, r.at(r.end - q))
+                        _c2_c27_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                        _c2_c27_EVSEPresentVoltage.Multiplier = _c2_c27_c2_Multiplier
+                        _c2_c27_EVSEPresentVoltage.Unit = _c2_c27_c2_Unit
+                        _c2_c27_EVSEPresentVoltage.Value = _c2_c27_c2_Value
                         _cv = _new(_K_iso2_msgbody_WeldingDetectionResType)
-                        _cv.ResponseCode = _c2_c26_ResponseCode
-                        _cv.DC_EVSEStatus = _c2_c26_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c2_c26_EVSEPresentVoltage
+                        _cv.ResponseCode = _c2_c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c2_c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c2_c27_EVSEPresentVoltage
                         _c2_s = 1
                     elif ec == 35:
                         pass
@@ -3287,24 +3403,141 @@ def _e_V2G_Message(w, o):
                 el = 'Body/ServiceDiscoveryRes'
                 v = (v << 6) | 28
                 n += 6
-                w.v = v; w.n = n
-                c_iso2_msgbody._e_ServiceDiscoveryResType(w, _c2_ServiceDiscoveryRes)
-                v = w.v; n = w.n
+                _c2_c21_o = _c2_ServiceDiscoveryRes
+                _c2_c21_ResponseCode = _c2_c21_o.ResponseCode
+                _c2_c21_PaymentOptionList = _c2_c21_o.PaymentOptionList
+                _c2_c21_ChargeService = _c2_c21_o.ChargeService
+                _c2_c21_ServiceList = _c2_c21_o.ServiceList
+                if _c2_c21_ResponseCode is not None:
+                    el = 'Body/ServiceDiscoveryRes/ResponseCode'
+                    _c2_c21_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c21_ResponseCode)
+                    if _c2_c21_i1 is None: raise EncodeError(f'{_c2_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c21_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
+                    el = 'Body/ServiceDiscoveryRes/PaymentOptionList'
+                    v = (v << 9) | (_c2_c21_i1 << 2)
+                    n += 9
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c2_c21_PaymentOptionList)
+                    v = w.v; n = w.n
+                    if not (_c2_c21_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+                    el = 'Body/ServiceDiscoveryRes/ChargeService'
+                    v <<= 1
+                    n += 1
+                    _c2_c21_c2_o = _c2_c21_ChargeService
+                    _c2_c21_c2_ServiceID = _c2_c21_c2_o.ServiceID
+                    _c2_c21_c2_ServiceName = _c2_c21_c2_o.ServiceName
+                    _c2_c21_c2_ServiceCategory = _c2_c21_c2_o.ServiceCategory
+                    _c2_c21_c2_ServiceScope = _c2_c21_c2_o.ServiceScope
+                    _c2_c21_c2_FreeService = _c2_c21_c2_o.FreeService
+                    _c2_c21_c2_SupportedEnergyTransferMode = _c2_c21_c2_o.SupportedEnergyTransferMode
+                    if _c2_c21_c2_ServiceID is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceID'
+                        if _c2_c21_c2_ServiceID < 0 or _c2_c21_c2_ServiceID > 65535: raise EncodeError(f'value {_c2_c21_c2_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c21_c2_ServiceID < 128: v = (v << 9) | (_c2_c21_c2_ServiceID << 1); n += 9
+                        elif _c2_c21_c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c21_c2_ServiceID] << 1); n += 17
+                        elif _c2_c21_c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c21_c2_ServiceID & 16383] | 128) << 8) | (_c2_c21_c2_ServiceID >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c21_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                        _c2_c21_c2_ServiceID = None
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c2_c21_c2_ServiceName is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceName'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_c21_c2_ServiceName)
+                        if _l > 32: raise EncodeError(f'length {len(_c2_c21_c2_ServiceName)} outside [0, 32]')
+                        if _l < 126 and _c2_c21_c2_ServiceName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c21_c2_ServiceName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c21_c2_ServiceName); v = w.v; n = w.n
+                        if not (_c2_c21_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                        _c2_c21_c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_c21_c2_ServiceCategory)
+                        if _c2_c21_c2_i1 is None: raise EncodeError(f'{_c2_c21_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c21_c2_i1 << 1)
+                        n += 6
+                        _c2_c21_c2_ServiceName = None
+                        _c2_c21_c2_ServiceCategory = None
+                    elif _c2_c21_c2_ServiceCategory is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceCategory'
+                        _c2_c21_c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_c21_c2_ServiceCategory)
+                        if _c2_c21_c2_i2 is None: raise EncodeError(f'{_c2_c21_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (1 << 4) | (_c2_c21_c2_i2 << 1)
+                        n += 6
+                        _c2_c21_c2_ServiceCategory = None
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c2_c21_c2_ServiceScope is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceScope'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_c21_c2_ServiceScope)
+                        if _l > 64: raise EncodeError(f'length {len(_c2_c21_c2_ServiceScope)} outside [0, 64]')
+                        if _l < 126 and _c2_c21_c2_ServiceScope.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c21_c2_ServiceScope.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c21_c2_ServiceScope); v = w.v; n = w.n
+                        if not (_c2_c21_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/FreeService'
+                        if _c2_c21_c2_FreeService is not True and _c2_c21_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_c21_c2_FreeService!r}')
+                        v = (v << 5) | (_c2_c21_c2_FreeService << 1)
+                        n += 5
+                        _c2_c21_c2_ServiceScope = None
+                        _c2_c21_c2_FreeService = None
+                    elif _c2_c21_c2_FreeService is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/FreeService'
+                        if _c2_c21_c2_FreeService is not True and _c2_c21_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_c21_c2_FreeService!r}')
+                        v = (v << 5) | (1 << 3) | (_c2_c21_c2_FreeService << 1)
+                        n += 5
+                        _c2_c21_c2_FreeService = None
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+                    if _c2_c21_c2_SupportedEnergyTransferMode is not None:
+                        el = 'Body/ServiceDiscoveryRes/ChargeService/SupportedEnergyTransferMode'
+                        v <<= 1
+                        n += 1
+                        w.v = v; w.n = n
+                        c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType(w, _c2_c21_c2_SupportedEnergyTransferMode)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c21_c2_SupportedEnergyTransferMode = None
+                        if _c2_c21_c2_ServiceID is not None or _c2_c21_c2_ServiceName is not None or _c2_c21_c2_ServiceCategory is not None or _c2_c21_c2_ServiceScope is not None or _c2_c21_c2_FreeService is not None or _c2_c21_c2_SupportedEnergyTransferMode is not None: raise _leftover(_c2_c21_c2_o)
+                    else:
+                        raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                else:
+                    raise EncodeError('missing content: expected one of ResponseCode')
+                if _c2_c21_ServiceList is not None:
+                    el = 'Body/ServiceDiscoveryRes/ServiceList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_ServiceListType(w, _c2_c21_ServiceList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 if _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_SessionSetupReq := _c2_o.SessionSetupReq) is not None:
                 el = 'Body/SessionSetupReq'
                 _o = _c2_SessionSetupReq
-                _c2_c21_EVCCID = _o.EVCCID
-                if not (_c2_c21_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                _c2_c22_EVCCID = _o.EVCCID
+                if not (_c2_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
                 el = 'Body/SessionSetupReq/EVCCID'
                 v = (v << 8) | (29 << 2)
                 n += 8
-                _l = len(_c2_c21_EVCCID)
-                if _l > 6: raise EncodeError(f'length {len(_c2_c21_EVCCID)} outside [0, 6]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c21_EVCCID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c2_c21_EVCCID); v = w.v; n = w.n
+                _l = len(_c2_c22_EVCCID)
+                if _l > 6: raise EncodeError(f'length {len(_c2_c22_EVCCID)} outside [0, 6]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c22_EVCCID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c2_c22_EVCCID); v = w.v; n = w.n
                 v <<= 3
                 n += 3
                 if _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
@@ -3312,34 +3545,34 @@ def _e_V2G_Message(w, o):
                 el = 'Body/SessionSetupRes'
                 v = (v << 6) | 30
                 n += 6
-                _c2_c22_o = _c2_SessionSetupRes
-                _c2_c22_ResponseCode = _c2_c22_o.ResponseCode
-                _c2_c22_EVSEID = _c2_c22_o.EVSEID
-                _c2_c22_EVSETimeStamp = _c2_c22_o.EVSETimeStamp
-                if _c2_c22_ResponseCode is not None:
+                _c2_c23_o = _c2_SessionSetupRes
+                _c2_c23_ResponseCode = _c2_c23_o.ResponseCode
+                _c2_c23_EVSEID = _c2_c23_o.EVSEID
+                _c2_c23_EVSETimeStamp = _c2_c23_o.EVSETimeStamp
+                if _c2_c23_ResponseCode is not None:
                     el = 'Body/SessionSetupRes/ResponseCode'
-                    _c2_c22_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c22_ResponseCode)
-                    if _c2_c22_i1 is None: raise EncodeError(f'{_c2_c22_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c2_c22_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                    _c2_c23_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c23_ResponseCode)
+                    if _c2_c23_i1 is None: raise EncodeError(f'{_c2_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c2_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'Body/SessionSetupRes/EVSEID'
-                    v = (v << 10) | (_c2_c22_i1 << 3)
+                    v = (v << 10) | (_c2_c23_i1 << 3)
                     n += 10
-                    _l = len(_c2_c22_EVSEID)
-                    if _l < 7 or _l > 37: raise EncodeError(f'length {len(_c2_c22_EVSEID)} outside [7, 37]')
-                    if _l < 126 and _c2_c22_EVSEID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c22_EVSEID.encode(), 'big')
+                    _l = len(_c2_c23_EVSEID)
+                    if _l < 7 or _l > 37: raise EncodeError(f'length {len(_c2_c23_EVSEID)} outside [7, 37]')
+                    if _l < 126 and _c2_c23_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c23_EVSEID.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_c22_EVSEID); v = w.v; n = w.n
+                    else: w.v = v; w.n = n; w.string(_c2_c23_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c22_EVSETimeStamp is not None:
+                if _c2_c23_EVSETimeStamp is not None:
                     el = 'Body/SessionSetupRes/EVSETimeStamp'
-                    if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c2_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c2_c22_EVSETimeStamp < 0)
+                    if _c2_c23_EVSETimeStamp < -9223372036854775808 or _c2_c23_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c2_c23_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c2_c23_EVSETimeStamp < 0)
                     n += 4
-                    _m = (-_c2_c22_EVSETimeStamp - 1 if _c2_c22_EVSETimeStamp < 0 else _c2_c22_EVSETimeStamp)
+                    _m = (-_c2_c23_EVSETimeStamp - 1 if _c2_c23_EVSETimeStamp < 0 else _c2_c23_EVSETimeStamp)
                     if _m < 128: v = (v << 10) | (_m << 2); n += 10
                     elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                     elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
@@ -3354,131 +3587,131 @@ def _e_V2G_Message(w, o):
             elif (_c2_SessionStopReq := _c2_o.SessionStopReq) is not None:
                 el = 'Body/SessionStopReq'
                 _o = _c2_SessionStopReq
-                _c2_c23_ChargingSession = _o.ChargingSession
-                if not (_c2_c23_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+                _c2_c24_ChargingSession = _o.ChargingSession
+                if not (_c2_c24_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
                 el = 'Body/SessionStopReq/ChargingSession'
-                _c2_c23_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c2_c23_ChargingSession)
-                if _c2_c23_i1 is None: raise EncodeError(f'{_c2_c23_ChargingSession!r} is not one of the enumeration chargingSessionType')
-                v = (v << 12) | (31 << 6) | (_c2_c23_i1 << 3)
+                _c2_c24_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c2_c24_ChargingSession)
+                if _c2_c24_i1 is None: raise EncodeError(f'{_c2_c24_ChargingSession!r} is not one of the enumeration chargingSessionType')
+                v = (v << 12) | (31 << 6) | (_c2_c24_i1 << 3)
                 n += 12
                 if _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_SessionStopRes := _c2_o.SessionStopRes) is not None:
                 el = 'Body/SessionStopRes'
                 _o = _c2_SessionStopRes
-                _c2_c24_ResponseCode = _o.ResponseCode
-                if not (_c2_c24_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c25_ResponseCode = _o.ResponseCode
+                if not (_c2_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/SessionStopRes/ResponseCode'
-                _c2_c24_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c24_ResponseCode)
-                if _c2_c24_i1 is None: raise EncodeError(f'{_c2_c24_ResponseCode!r} is not one of the enumeration responseCodeType')
-                v = (v << 16) | (32 << 10) | (_c2_c24_i1 << 3)
+                _c2_c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c25_ResponseCode)
+                if _c2_c25_i1 is None: raise EncodeError(f'{_c2_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+                v = (v << 16) | (32 << 10) | (_c2_c25_i1 << 3)
                 n += 16
                 if _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_WeldingDetectionReq := _c2_o.WeldingDetectionReq) is not None:
                 el = 'Body/WeldingDetectionReq'
                 _o = _c2_WeldingDetectionReq
-                _c2_c25_DC_EVStatus = _o.DC_EVStatus
-                if not (_c2_c25_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                _c2_c26_DC_EVStatus = _o.DC_EVStatus
+                if not (_c2_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                 el = 'Body/WeldingDetectionReq/DC_EVStatus'
-                _o = _c2_c25_DC_EVStatus
-                _c2_c25_c1_EVReady = _o.EVReady
-                _c2_c25_c1_EVErrorCode = _o.EVErrorCode
-                _c2_c25_c1_EVRESSSOC = _o.EVRESSSOC
-                if not (_c2_c25_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                _o = _c2_c26_DC_EVStatus
+                _c2_c26_c1_EVReady = _o.EVReady
+                _c2_c26_c1_EVErrorCode = _o.EVErrorCode
+                _c2_c26_c1_EVRESSSOC = _o.EVRESSSOC
+                if not (_c2_c26_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVReady'
-                if _c2_c25_c1_EVReady is not True and _c2_c25_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVReady!r}')
-                if not (_c2_c25_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                if _c2_c26_c1_EVReady is not True and _c2_c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c26_c1_EVReady!r}')
+                if not (_c2_c26_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                _c2_c25_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
-                if _c2_c25_c1_i1 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                if not (_c2_c25_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                _c2_c26_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c26_c1_EVErrorCode)
+                if _c2_c26_c1_i1 is None: raise EncodeError(f'{_c2_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                if not (_c2_c26_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                 el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                if not 0 <= _c2_c25_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c25_c1_EVRESSSOC!r} outside [0, 100]')
-                v = (v << 31) | (33 << 25) | (_c2_c25_c1_EVReady << 21) | (_c2_c25_c1_i1 << 14) | (_c2_c25_c1_EVRESSSOC << 4)
+                if not 0 <= _c2_c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c26_c1_EVRESSSOC!r} outside [0, 100]')
+                v = (v << 31) | (33 << 25) | (_c2_c26_c1_EVReady << 21) | (_c2_c26_c1_i1 << 14) | (_c2_c26_c1_EVRESSSOC << 4)
                 n += 31
                 if _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_WeldingDetectionRes := _c2_o.WeldingDetectionRes) is not None:
                 el = 'Body/WeldingDetectionRes'
                 _o = _c2_WeldingDetectionRes
-                _c2_c26_ResponseCode = _o.ResponseCode
-                _c2_c26_DC_EVSEStatus = _o.DC_EVSEStatus
-                _c2_c26_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                if not (_c2_c26_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                _c2_c27_ResponseCode = _o.ResponseCode
+                _c2_c27_DC_EVSEStatus = _o.DC_EVSEStatus
+                _c2_c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                if not (_c2_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                 el = 'Body/WeldingDetectionRes/ResponseCode'
-                _c2_c26_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c26_ResponseCode)
-                if _c2_c26_i1 is None: raise EncodeError(f'{_c2_c26_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c2_c26_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                _c2_c27_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c2_c27_ResponseCode)
+                if _c2_c27_i1 is None: raise EncodeError(f'{_c2_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c2_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus'
-                v = (v << 15) | (34 << 9) | (_c2_c26_i1 << 2)
+                v = (v << 15) | (34 << 9) | (_c2_c27_i1 << 2)
                 n += 15
-                _c2_c26_c2_o = _c2_c26_DC_EVSEStatus
-                _c2_c26_c2_NotificationMaxDelay = _c2_c26_c2_o.NotificationMaxDelay
-                _c2_c26_c2_EVSENotification = _c2_c26_c2_o.EVSENotification
-                _c2_c26_c2_EVSEIsolationStatus = _c2_c26_c2_o.EVSEIsolationStatus
-                _c2_c26_c2_EVSEStatusCode = _c2_c26_c2_o.EVSEStatusCode
-                if _c2_c26_c2_NotificationMaxDelay is not None:
+                _c2_c27_c2_o = _c2_c27_DC_EVSEStatus
+                _c2_c27_c2_NotificationMaxDelay = _c2_c27_c2_o.NotificationMaxDelay
+                _c2_c27_c2_EVSENotification = _c2_c27_c2_o.EVSENotification
+                _c2_c27_c2_EVSEIsolationStatus = _c2_c27_c2_o.EVSEIsolationStatus
+                _c2_c27_c2_EVSEStatusCode = _c2_c27_c2_o.EVSEStatusCode
+                if _c2_c27_c2_NotificationMaxDelay is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c2_c27_c2_NotificationMaxDelay < 0 or _c2_c27_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c27_c2_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c26_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c26_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    _c2_c26_c2_NotificationMaxDelay = None
-                    if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c2_c27_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c27_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c27_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c27_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c27_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c27_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c27_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c27_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    _c2_c27_c2_NotificationMaxDelay = None
+                    if not (_c2_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                    _c2_c26_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
-                    if _c2_c26_c2_i1 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 5) | (_c2_c26_c2_i1 << 1)
+                    _c2_c27_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c27_c2_EVSENotification)
+                    if _c2_c27_c2_i1 is None: raise EncodeError(f'{_c2_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 5) | (_c2_c27_c2_i1 << 1)
                     n += 5
-                    _c2_c26_c2_EVSENotification = None
+                    _c2_c27_c2_EVSENotification = None
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if _c2_c26_c2_EVSEIsolationStatus is not None:
+                if _c2_c27_c2_EVSEIsolationStatus is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c26_c2_EVSEIsolationStatus)
-                    if _c2_c26_c2_i2 is None: raise EncodeError(f'{_c2_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    _c2_c27_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c27_c2_EVSEIsolationStatus)
+                    if _c2_c27_c2_i2 is None: raise EncodeError(f'{_c2_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
-                    if _c2_c26_c2_i3 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c2_c26_c2_i2 << 8) | (_c2_c26_c2_i3 << 1)
+                    _c2_c27_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c27_c2_EVSEStatusCode)
+                    if _c2_c27_c2_i3 is None: raise EncodeError(f'{_c2_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_c27_c2_i2 << 8) | (_c2_c27_c2_i3 << 1)
                     n += 14
-                    _c2_c26_c2_EVSEIsolationStatus = None
-                    _c2_c26_c2_EVSEStatusCode = None
-                elif _c2_c26_c2_EVSEStatusCode is not None:
+                    _c2_c27_c2_EVSEIsolationStatus = None
+                    _c2_c27_c2_EVSEStatusCode = None
+                elif _c2_c27_c2_EVSEStatusCode is not None:
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c2_c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
-                    if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_c26_c2_i4 << 1)
+                    _c2_c27_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c27_c2_EVSEStatusCode)
+                    if _c2_c27_c2_i4 is None: raise EncodeError(f'{_c2_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c27_c2_i4 << 1)
                     n += 8
-                    _c2_c26_c2_EVSEStatusCode = None
+                    _c2_c27_c2_EVSEStatusCode = None
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
                 if True:
                     v <<= 1
                     n += 1
-                    if _c2_c26_c2_NotificationMaxDelay is not None or _c2_c26_c2_EVSENotification is not None or _c2_c26_c2_EVSEIsolationStatus is not None or _c2_c26_c2_EVSEStatusCode is not None: raise _leftover(_c2_c26_c2_o)
+                    if _c2_c27_c2_NotificationMaxDelay is not None or _c2_c27_c2_EVSENotification is not None or _c2_c27_c2_EVSEIsolationStatus is not None or _c2_c27_c2_EVSEStatusCode is not None: raise _leftover(_c2_c27_c2_o)
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                if not (_c2_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
-                _o = _c2_c26_EVSEPresentVoltage
-                _c2_c26_c3_Multiplier = _o.Multiplier
-                _c2_c26_c3_Unit = _o.Unit
-                _c2_c26_c3_Value = _o.Value
-                if not (_c2_c26_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                _o = _c2_c27_EVSEPresentVoltage
+                _c2_c27_c3_Multiplier = _o.Multiplier
+                _c2_c27_c3_Unit = _o.Unit
+                _c2_c27_c3_Value = _o.Value
+                if not (_c2_c27_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c2_c26_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c26_c3_Multiplier!r} outside [-3, 3]')
-                if not (_c2_c26_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                if not -3 <= _c2_c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c27_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c2_c27_c3_Unit is not None): raise EncodeError('missing content: Unit')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                _c2_c26_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c26_c3_Unit)
-                if _c2_c26_c3_i1 is None: raise EncodeError(f'{_c2_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c2_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                _c2_c27_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c27_c3_Unit)
+                if _c2_c27_c3_i1 is None: raise EncodeError(f'{_c2_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c27_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_c26_c3_Multiplier - -3) << 10) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
+                if _c2_c27_c3_Value < -32768 or _c2_c27_c3_Value > 32767: raise EncodeError(f'value {_c2_c27_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c2_c27_c3_Multiplier - -3) << 10) | (_c2_c27_c3_i1 << 4) | (_c2_c27_c3_Value < 0)
                 n += 16
-                _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                _m = (-_c2_c27_c3_Value - 1 if _c2_c27_c3_Value < 0 else _c2_c27_c3_Value)
                 if _m < 128: v = (v << 12) | (_m << 4); n += 12
                 elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
                 elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28

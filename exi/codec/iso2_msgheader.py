@@ -17,7 +17,6 @@ def _d_MessageHeaderType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_SessionID = None
     f_Notification = None
     f_Signature = None
     try:
@@ -51,7 +50,6 @@ def _d_MessageHeaderType(r):
             if x & 256: raise r.deviation('MessageHeaderType', r.end - q)
             el = 'Notification'
             _a = x
-            _c2_FaultCode = None
             _c2_FaultMsg = None
             x = _a
             if x & 144: raise r.deviation('NotificationType', r.end - q)

@@ -35,7 +35,6 @@ def _d_CanonicalizationMethodType(r, key):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Algorithm = None
     try:
         s = 0
         while s >= 0:
@@ -169,7 +168,6 @@ def _d_DSAKeyValueType(r):
     f_P = None
     f_Q = None
     f_G = None
-    f_Y = None
     f_J = None
     f_Seed = None
     f_PgenCounter = None
@@ -610,7 +608,6 @@ def _d_DigestMethodType(r, key):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Algorithm = None
     try:
         s = 0
         while s >= 0:
@@ -8443,8 +8440,6 @@ def _d_RSAKeyValueType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Modulus = None
-    f_Exponent = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -8531,8 +8526,6 @@ def _d_ReferenceType(r):
     f_Type = None
     f_URI = None
     f_Transforms = None
-    f_DigestMethod = None
-    f_DigestValue = None
     try:
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
@@ -9364,7 +9357,6 @@ def _d_SignatureMethodType(r, key):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Algorithm = None
     f_HMACOutputLength = None
     try:
         s = 0
@@ -9776,7 +9768,6 @@ def _d_SignaturePropertyType(r, key):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_Target = None
     try:
         s = 0
         while s >= 0:
@@ -9966,8 +9957,6 @@ def _d_SignatureType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_SignedInfo = None
-    f_SignatureValue = None
     f_KeyInfo = None
     f_Object = []
     try:
@@ -10410,8 +10399,6 @@ def _d_SignedInfoType(r):
     q = r.end - r.pos
     el = ''
     f_Id = None
-    f_CanonicalizationMethod = None
-    f_SignatureMethod = None
     f_Reference = []
     try:
         q -= 2
@@ -10607,7 +10594,6 @@ def _d_TransformType(r, key):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_Algorithm = None
     f_XPath = []
     try:
         s = 0
@@ -14037,8 +14023,6 @@ def _d_X509IssuerSerialType(r):
     V = r.v
     q = r.end - r.pos
     el = ''
-    f_X509IssuerName = None
-    f_X509SerialNumber = None
     try:
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)

@@ -1296,7 +1296,8 @@ class CodecWriter:
             L.extend(["    _cf = None", "    _cv = None"])
         else:
             for f in info.fields:
-                L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
+                if f.many or not self._always_set(info, f):  # a field every path sets needs no None first
+                    L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
         L.append("    try:")
         chains, skip, inline = self._plan(info)
         self._inline = inline
@@ -1332,6 +1333,26 @@ class CodecWriter:
         L.append("    return _obj")
         self._choice = saved_choice
         return _dead_el(_bits_left_form(L))
+
+    def _always_set(self, info: TypeInfo, f: FieldSpec) -> bool:
+        """Whether every way through the type's grammar to its end passes f's element or attribute."""
+        seen: set[int] = set()
+        todo = [info.grammar[0]]
+        while todo:
+            st = todo.pop()
+            if st.index in seen:
+                continue
+            seen.add(st.index)
+            if self._empty_ch(info, st) is not None:  # an empty value ends the element here
+                return False
+            for p in st.prods:
+                ev = p.event
+                if ev.kind in ("SE", "AT") and info.by_event.get((ev.kind, ev.qname)) is f:
+                    continue
+                if p.target is None:
+                    return False
+                todo.append(p.target)
+        return True
 
     @staticmethod
     def _is_choice(info: TypeInfo) -> bool:
