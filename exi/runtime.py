@@ -89,10 +89,14 @@ WINDOW_BYTES = 96
 MAX_UINT_OCTETS = 64
 
 
-#: Two octets of an EXI unsigned integer (7 bits each, low group first; the continuation bits ignored) -> the
-#: value. Generated decoders look up a two-octet integer here instead of shifting and masking it.
-_UINT14 = tuple(range(1 << 14))  # one int object per value, shared by the table's 65536 entries (~1 MB in all)
-UINT2_DECODED: tuple[int, ...] = tuple(_UINT14[((i >> 8) & 0x7F) | ((i & 0x7F) << 7)] for i in range(1 << 16))
+_UINT14 = tuple(range(1 << 14))  # one int object per value, shared by the tables' entries
+_ONE_OCTET = tuple((v, 8) for v in range(128))
+#: The first two octets of an EXI unsigned integer (7 bits each, low group first) -> (value, bits it takes): 8 for
+#: one octet, 16 for two, 0 when both continue (the value of their 14 bits; the next octet holds the rest).
+#: Generated decoders look an integer up here instead of shifting, masking and testing it (~2 MB in all).
+UINT_OCTETS2: tuple[tuple[int, int], ...] = tuple(
+    _ONE_OCTET[i >> 8] if i < 0x8000 else (_UINT14[((i >> 8) & 0x7F) | ((i & 0x7F) << 7)], 0 if i & 0x80 else 16)
+    for i in range(1 << 16))
 #: A value below 2**14 -> its two octets, the first with the continuation bit (generated encoders).
 UINT2_ENCODED: tuple[int, ...] = tuple(((m & 0x7F) << 8) | 0x8000 | (m >> 7) for m in range(1 << 14))
 

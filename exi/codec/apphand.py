@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'apphand' (the supportedAppProtocol handshake)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import apphand
 
 _new = object.__new__
@@ -40,16 +40,12 @@ def _d_AppProtocolType(r):
         if (V >> q) & 7: raise r.deviation('AppProtocolType', r.end - q)
         el = 'VersionNumberMajor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_VersionNumberMajor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_VersionNumberMajor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_VersionNumberMajor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_VersionNumberMajor |= _y << 14
             else:
                 r.pos = r.end - q; f_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -63,16 +59,12 @@ def _d_AppProtocolType(r):
         if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(r.end - q))
         el = 'VersionNumberMinor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_VersionNumberMinor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_VersionNumberMinor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_VersionNumberMinor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_VersionNumberMinor |= _y << 14
             else:
                 r.pos = r.end - q; f_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -183,16 +175,12 @@ def _d_supportedAppProtocolReq(r):
         if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
         el = 'AppProtocol/VersionNumberMajor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_VersionNumberMajor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_VersionNumberMajor = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_VersionNumberMajor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_VersionNumberMajor |= _y << 14
             else:
                 r.pos = r.end - q; _c1_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -206,16 +194,12 @@ def _d_supportedAppProtocolReq(r):
         if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(r.end - q))
         el = 'AppProtocol/VersionNumberMinor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_VersionNumberMinor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_VersionNumberMinor = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_VersionNumberMinor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_VersionNumberMinor |= _y << 14
             else:
                 r.pos = r.end - q; _c1_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -267,16 +251,12 @@ def _d_supportedAppProtocolReq(r):
                 if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
                 el = 'AppProtocol/VersionNumberMajor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_VersionNumberMajor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_VersionNumberMajor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_VersionNumberMajor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_VersionNumberMajor |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -290,16 +270,12 @@ def _d_supportedAppProtocolReq(r):
                 if _c3_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c3_VersionNumberMajor, r.at(r.end - q))
                 el = 'AppProtocol/VersionNumberMinor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_VersionNumberMinor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_VersionNumberMinor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_VersionNumberMinor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_VersionNumberMinor |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -672,16 +648,12 @@ def _de4(r):  # VersionNumberMajor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -716,16 +688,12 @@ def _de5(r):  # VersionNumberMinor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

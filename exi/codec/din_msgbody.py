@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:din:70121:2012:MsgBody."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import din_msgbody, din_msgdatatypes
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
 
@@ -324,16 +324,12 @@ def _d_CableCheckResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1224,16 +1220,12 @@ def _d_CertificateUpdateResType(r):
         el = 'RetryCounter'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_RetryCounter = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_RetryCounter = _U2[_y >> 8]
-            elif not _y & 128:
+            f_RetryCounter, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_RetryCounter |= _y << 14
             else:
                 r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1383,16 +1375,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if _a: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'AC_EVChargeParameter/DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1425,16 +1413,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EAmount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1454,16 +1438,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EAmount/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1506,16 +1486,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1535,16 +1511,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1587,16 +1559,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1616,16 +1584,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1668,16 +1632,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1697,16 +1657,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 el = 'AC_EVChargeParameter/EVMinCurrent/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2066,16 +2022,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c5_c1_PowerSwitchClosed, _c5_c1_RCD = _t
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_c1_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2117,16 +2069,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2146,16 +2094,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2198,16 +2142,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2227,16 +2167,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2279,16 +2215,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2308,16 +2240,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2678,16 +2606,12 @@ def _d_ChargingStatusResType(r):
         el = 'SAScheduleTupleID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SAScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SAScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SAScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2727,16 +2651,12 @@ def _d_ChargingStatusResType(r):
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2758,16 +2678,12 @@ def _d_ChargingStatusResType(r):
                 el = 'EVSEMaxCurrent/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2858,16 +2774,12 @@ def _d_ChargingStatusResType(r):
                 _c4_PowerSwitchClosed, _c4_RCD = _t
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3382,16 +3294,12 @@ def _d_CurrentDemandReqType(r):
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3413,16 +3321,12 @@ def _d_CurrentDemandReqType(r):
             el = 'EVTargetCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3471,16 +3375,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3502,16 +3402,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3560,16 +3456,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3591,16 +3483,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3649,16 +3537,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3680,16 +3564,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3757,16 +3637,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c18_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c18_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c18_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3788,16 +3664,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumCurrentLimit/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c18_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c18_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c18_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3846,16 +3718,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c19_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c19_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c19_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3877,16 +3745,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c19_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c19_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c19_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3954,16 +3818,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c20_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c20_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c20_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3985,16 +3845,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c20_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c20_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c20_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4088,16 +3944,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToFullSoC/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c21_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c21_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c21_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4119,16 +3971,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToFullSoC/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c21_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c21_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c21_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4176,16 +4024,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c22_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c22_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c22_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4207,16 +4051,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c22_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c22_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c22_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4264,16 +4104,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c23_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c23_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c23_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4295,16 +4131,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVTargetVoltage/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c23_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c23_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c23_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4353,16 +4185,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c24_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c24_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c24_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c24_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4384,16 +4212,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c24_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c24_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c24_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c24_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4441,16 +4265,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c25_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c25_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c25_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c25_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4472,16 +4292,12 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVTargetVoltage/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c25_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c25_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c25_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c25_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4529,16 +4345,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c26_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c26_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c26_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4560,16 +4372,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVTargetVoltage/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c26_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c26_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c26_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5438,16 +5246,12 @@ def _d_CurrentDemandResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5493,16 +5297,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5522,16 +5322,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5574,16 +5370,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5603,16 +5395,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEPresentCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5672,16 +5460,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5703,16 +5487,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5760,16 +5540,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5791,16 +5567,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5848,16 +5620,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5879,16 +5647,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5940,16 +5704,12 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c13_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c13_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c13_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5971,16 +5731,12 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c13_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c13_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c13_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6028,16 +5784,12 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6059,16 +5811,12 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6120,16 +5868,12 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c15_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c15_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c15_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6151,16 +5895,12 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c15_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c15_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c15_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6748,16 +6488,12 @@ def _d_MeteringReceiptReqType(r):
             el = 'SAScheduleTupleID'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_SAScheduleTupleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_SAScheduleTupleID = _U2[_y >> 8]
-                elif not _y & 128:
+                f_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_SAScheduleTupleID |= _y << 14
                 else:
                     r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6898,16 +6634,12 @@ def _d_MeteringReceiptResType(r):
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7150,16 +6882,12 @@ def _d_PaymentDetailsResType(r):
         el = 'DateTimeNow'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_DateTimeNow = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_DateTimeNow = _U2[_y >> 8]
-            elif not _y & 128:
+            f_DateTimeNow, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_DateTimeNow |= _y << 14
             else:
                 r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7844,16 +7572,12 @@ def _d_PowerDeliveryResType(r):
                 _c4_PowerSwitchClosed, _c4_RCD = _t
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7910,16 +7634,12 @@ def _d_PowerDeliveryResType(r):
             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8184,16 +7904,12 @@ def _d_PreChargeReqType(r):
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8213,16 +7929,12 @@ def _d_PreChargeReqType(r):
             el = 'EVTargetVoltage/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8265,16 +7977,12 @@ def _d_PreChargeReqType(r):
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8294,16 +8002,12 @@ def _d_PreChargeReqType(r):
             el = 'EVTargetCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8564,16 +8268,12 @@ def _d_PreChargeResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8619,16 +8319,12 @@ def _d_PreChargeResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8648,16 +8344,12 @@ def _d_PreChargeResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8811,16 +8503,12 @@ def _d_ServiceDetailReqType(r):
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8879,16 +8567,12 @@ def _d_ServiceDetailResType(r):
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9116,16 +8800,12 @@ def _d_ServiceDiscoveryResType(r):
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ChargeService/ServiceTag/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9550,16 +9230,12 @@ def _d_SessionSetupResType(r):
             el = 'DateTimeNow'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DateTimeNow = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DateTimeNow = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DateTimeNow, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DateTimeNow |= _y << 14
                 else:
                     r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9937,16 +9613,12 @@ def _d_WeldingDetectionResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9992,16 +9664,12 @@ def _d_WeldingDetectionResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10021,16 +9689,12 @@ def _d_WeldingDetectionResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

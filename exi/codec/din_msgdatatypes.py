@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:din:70121:2012:MsgDataTypes."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import din_msgdatatypes
 
 _new = object.__new__
@@ -86,16 +86,12 @@ def _d_AC_EVChargeParameterType(r):
         if (V >> q) & 3: raise r.deviation('AC_EVChargeParameterType', r.end - q)
         el = 'DepartureTime'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_DepartureTime = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_DepartureTime = _U2[_y >> 8]
-            elif not _y & 128:
+            f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_DepartureTime |= _y << 14
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -128,16 +124,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EAmount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -157,16 +149,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EAmount/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -209,16 +197,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EVMaxVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -238,16 +222,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EVMaxVoltage/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -290,16 +270,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EVMaxCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -319,16 +295,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EVMaxCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -371,16 +343,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EVMinCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -400,16 +368,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EVMinCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -673,16 +637,12 @@ def _d_AC_EVSEChargeParameterType(r):
             _c1_PowerSwitchClosed, _c1_RCD = _t
         el = 'AC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -724,16 +684,12 @@ def _d_AC_EVSEChargeParameterType(r):
             el = 'EVSEMaxVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -753,16 +709,12 @@ def _d_AC_EVSEChargeParameterType(r):
             el = 'EVSEMaxVoltage/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -805,16 +757,12 @@ def _d_AC_EVSEChargeParameterType(r):
             el = 'EVSEMaxCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -834,16 +782,12 @@ def _d_AC_EVSEChargeParameterType(r):
             el = 'EVSEMaxCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -886,16 +830,12 @@ def _d_AC_EVSEChargeParameterType(r):
             el = 'EVSEMinCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -915,16 +855,12 @@ def _d_AC_EVSEChargeParameterType(r):
             el = 'EVSEMinCurrent/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1157,16 +1093,12 @@ def _d_AC_EVSEStatusType(r):
             f_PowerSwitchClosed, f_RCD = _t
         el = 'NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            f_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1332,16 +1264,12 @@ def _d_ChargingProfileType(r):
         el = 'SAScheduleTupleID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SAScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SAScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SAScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1356,16 +1284,12 @@ def _d_ChargingProfileType(r):
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'ProfileEntry/ChargingProfileEntryStart'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_ChargingProfileEntryStart = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_ChargingProfileEntryStart = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1381,16 +1305,12 @@ def _d_ChargingProfileType(r):
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_ChargingProfileEntryMaxPower = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_ChargingProfileEntryMaxPower, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ChargingProfileEntryMaxPower |= _y << 14
             else:
                 r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1415,16 +1335,12 @@ def _d_ChargingProfileType(r):
             if _a: raise r.deviation('ChargingProfileType', r.end - q)
             el = 'ProfileEntry/ChargingProfileEntryStart'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_ChargingProfileEntryStart = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_ChargingProfileEntryStart = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_ChargingProfileEntryStart |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1440,16 +1356,12 @@ def _d_ChargingProfileType(r):
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_ChargingProfileEntryMaxPower = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_ChargingProfileEntryMaxPower, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_ChargingProfileEntryMaxPower |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1483,16 +1395,12 @@ def _d_ChargingProfileType(r):
                     if _a: raise r.deviation('ChargingProfileType', r.end - q)
                     el = 'ProfileEntry/ChargingProfileEntryStart'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_ChargingProfileEntryStart = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_ChargingProfileEntryStart = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c5_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c5_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_ChargingProfileEntryStart |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1508,16 +1416,12 @@ def _d_ChargingProfileType(r):
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_ChargingProfileEntryMaxPower = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_ChargingProfileEntryMaxPower = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c5_ChargingProfileEntryMaxPower, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c5_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_ChargingProfileEntryMaxPower |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1681,16 +1585,12 @@ def _d_ConsumptionCostType(r):
         if (V >> q) & 3: raise r.deviation('ConsumptionCostType', r.end - q)
         el = 'startValue'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_startValue = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_startValue = _U2[_y >> 8]
-            elif not _y & 128:
+            f_startValue, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_startValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_startValue |= _y << 14
             else:
                 r.pos = r.end - q; f_startValue = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1720,16 +1620,12 @@ def _d_ConsumptionCostType(r):
             else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
             el = 'Cost/amount'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_amount = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_amount = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_amount, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_amount |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_amount = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1786,16 +1682,12 @@ def _d_ConsumptionCostType(r):
                     else: _c4_costKind = _E_din_msgdatatypes_costKindType[_c4_costKind]
                     el = 'Cost/amount'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_amount = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_amount = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c4_amount, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c4_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c4_amount |= _y << 14
                         else:
                             r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1969,16 +1861,12 @@ def _d_CostType(r):
         else: f_costKind = _E_din_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_amount = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_amount = _U2[_y >> 8]
-            elif not _y & 128:
+            f_amount, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_amount |= _y << 14
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2169,16 +2057,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2200,16 +2084,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVMaximumCurrentLimit/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2257,16 +2137,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2286,16 +2162,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2338,16 +2210,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2369,16 +2237,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2426,16 +2290,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2457,16 +2317,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2517,16 +2373,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2548,16 +2400,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVEnergyCapacity/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2606,16 +2454,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2637,16 +2481,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVEnergyRequest/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2718,16 +2558,12 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2749,16 +2585,12 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVEnergyRequest/Value'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3626,16 +3458,12 @@ def _d_DC_EVSEChargeParameterType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c10_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c10_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c10_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c10_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3681,16 +3509,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3712,16 +3536,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEMaximumCurrentLimit/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3768,16 +3588,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3797,16 +3613,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3849,16 +3661,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3880,16 +3688,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3936,16 +3740,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3967,16 +3767,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4024,16 +3820,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEMinimumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4053,16 +3845,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEMinimumCurrentLimit/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4105,16 +3893,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEMinimumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4136,16 +3920,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEMinimumVoltageLimit/Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4192,16 +3972,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4221,16 +3997,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4273,16 +4045,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4304,16 +4072,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4360,16 +4124,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4391,16 +4151,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4449,16 +4205,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4478,16 +4230,12 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5097,16 +4845,12 @@ def _d_DC_EVSEStatusType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            f_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5522,16 +5266,12 @@ def _d_EntryType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5550,16 +5290,12 @@ def _d_EntryType(r):
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5900,16 +5636,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterReading/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5931,16 +5663,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterReading/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5996,16 +5724,12 @@ def _d_MeterInfoType(r):
             el = 'MeterStatus'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_MeterStatus = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_MeterStatus = _U2[_y >> 8]
-                elif not _y & 128:
+                f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_MeterStatus |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6029,16 +5753,12 @@ def _d_MeterInfoType(r):
             el = 'TMeter'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TMeter = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TMeter = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TMeter |= _y << 14
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6088,16 +5808,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6120,16 +5836,12 @@ def _d_MeterInfoType(r):
                 el = 'TMeter'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TMeter |= _y << 14
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6155,16 +5867,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6187,16 +5895,12 @@ def _d_MeterInfoType(r):
                 el = 'TMeter'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TMeter |= _y << 14
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6222,16 +5926,12 @@ def _d_MeterInfoType(r):
                 el = 'TMeter'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TMeter |= _y << 14
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6568,16 +6268,12 @@ def _d_PMaxScheduleEntryType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6597,16 +6293,12 @@ def _d_PMaxScheduleEntryType(r):
                 if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6642,16 +6334,12 @@ def _d_PMaxScheduleEntryType(r):
         el = 'PMax'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_PMax = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_PMax = _U2[_y >> 8]
-            elif not _y & 128:
+            f_PMax, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_PMax |= _y << 14
             else:
                 r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6755,16 +6443,12 @@ def _d_PMaxScheduleType(r):
         el = 'PMaxScheduleID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_PMaxScheduleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_PMaxScheduleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_PMaxScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_PMaxScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_PMaxScheduleID |= _y << 14
             else:
                 r.pos = r.end - q; f_PMaxScheduleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6793,16 +6477,12 @@ def _d_PMaxScheduleType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_c3_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_c3_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6822,16 +6502,12 @@ def _d_PMaxScheduleType(r):
                 if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c3_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c3_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6867,16 +6543,12 @@ def _d_PMaxScheduleType(r):
         el = 'PMaxScheduleEntry/PMax'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_PMax = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_PMax = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_PMax, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_PMax |= _y << 14
             else:
                 r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6915,16 +6587,12 @@ def _d_PMaxScheduleType(r):
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c3_start = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c3_start = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c3_start |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c3_start = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6944,16 +6612,12 @@ def _d_PMaxScheduleType(r):
                     if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c3_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c3_duration = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c3_c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c3_c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_c3_duration |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6989,16 +6653,12 @@ def _d_PMaxScheduleType(r):
             el = 'PMaxScheduleEntry/PMax'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_PMax = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_PMax = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_PMax, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_PMax |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7046,16 +6706,12 @@ def _d_PMaxScheduleType(r):
                         if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c3_start = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c3_start = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c3_start |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c3_start = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7075,16 +6731,12 @@ def _d_PMaxScheduleType(r):
                             if _a >> 2: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                             el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c5_c3_duration = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c5_c3_duration = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c5_c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c5_c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c5_c3_duration |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c5_c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7120,16 +6772,12 @@ def _d_PMaxScheduleType(r):
                     el = 'PMaxScheduleEntry/PMax'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_PMax = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_PMax = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c5_PMax, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c5_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_PMax |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_PMax = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7413,16 +7061,12 @@ def _d_ParameterSetType(r):
         el = 'ParameterSetID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ParameterSetID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ParameterSetID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ParameterSetID |= _y << 14
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7602,16 +7246,12 @@ def _d_ParameterType(r):
             el = 'shortValue'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_shortValue = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_shortValue = _U2[_y >> 8]
-                elif not _y & 128:
+                f_shortValue, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_shortValue |= _y << 14
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7631,16 +7271,12 @@ def _d_ParameterType(r):
             el = 'intValue'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_intValue = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_intValue = _U2[_y >> 8]
-                elif not _y & 128:
+                f_intValue, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_intValue |= _y << 14
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7676,16 +7312,12 @@ def _d_ParameterType(r):
                 el = 'physicalValue/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7705,16 +7337,12 @@ def _d_ParameterType(r):
                 el = 'physicalValue/Value'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8047,16 +7675,12 @@ def _d_PhysicalValueType(r):
             el = 'Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                f_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_Value |= _y << 14
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8076,16 +7700,12 @@ def _d_PhysicalValueType(r):
             el = 'Value'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                f_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_Value |= _y << 14
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8170,16 +7790,12 @@ def _d_ProfileEntryType(r):
         if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ChargingProfileEntryStart'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ChargingProfileEntryStart = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ChargingProfileEntryStart = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8195,16 +7811,12 @@ def _d_ProfileEntryType(r):
         el = 'ChargingProfileEntryMaxPower'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ChargingProfileEntryMaxPower = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ChargingProfileEntryMaxPower = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ChargingProfileEntryMaxPower, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ChargingProfileEntryMaxPower |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8271,16 +7883,12 @@ def _d_RelativeTimeIntervalType(r):
         if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         el = 'start'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_start = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_start = _U2[_y >> 8]
-            elif not _y & 128:
+            f_start, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_start |= _y << 14
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8299,16 +7907,12 @@ def _d_RelativeTimeIntervalType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'duration'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_duration = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_duration = _U2[_y >> 8]
-                elif not _y & 128:
+                f_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_duration |= _y << 14
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8387,16 +7991,12 @@ def _d_SAScheduleListType(r):
         el = 'SAScheduleTuple/SAScheduleTupleID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_SAScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_SAScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_SAScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8453,16 +8053,12 @@ def _d_SAScheduleListType(r):
             el = 'SAScheduleTuple/SAScheduleTupleID'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_SAScheduleTupleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_SAScheduleTupleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_SAScheduleTupleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8524,16 +8120,12 @@ def _d_SAScheduleListType(r):
                     el = 'SAScheduleTuple/SAScheduleTupleID'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_SAScheduleTupleID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_SAScheduleTupleID = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c5_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c5_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_SAScheduleTupleID |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8759,16 +8351,12 @@ def _d_SAScheduleTupleType(r):
         el = 'SAScheduleTupleID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SAScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SAScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SAScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8908,16 +8496,12 @@ def _d_SalesTariffEntryType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8937,16 +8521,12 @@ def _d_SalesTariffEntryType(r):
                 if _a >> 12: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9149,16 +8729,12 @@ def _d_SalesTariffType(r):
         el = 'SalesTariffID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SalesTariffID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SalesTariffID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SalesTariffID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SalesTariffID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SalesTariffID |= _y << 14
             else:
                 r.pos = r.end - q; f_SalesTariffID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9387,16 +8963,12 @@ def _d_SelectedServiceListType(r):
         if _a: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9418,16 +8990,12 @@ def _d_SelectedServiceListType(r):
             el = 'SelectedService/ParameterSetID'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_ParameterSetID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_ParameterSetID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_ParameterSetID |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9463,16 +9031,12 @@ def _d_SelectedServiceListType(r):
             if _a: raise r.deviation('SelectedServiceType', r.end - q)
             el = 'SelectedService/ServiceID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_ServiceID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_ServiceID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_ServiceID |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9493,16 +9057,12 @@ def _d_SelectedServiceListType(r):
                 el = 'SelectedService/ParameterSetID'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ParameterSetID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ParameterSetID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ParameterSetID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9545,16 +9105,12 @@ def _d_SelectedServiceListType(r):
                     if _a: raise r.deviation('SelectedServiceType', r.end - q)
                     el = 'SelectedService/ServiceID'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_ServiceID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_ServiceID = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c5_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c5_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_ServiceID |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9576,16 +9132,12 @@ def _d_SelectedServiceListType(r):
                         el = 'SelectedService/ParameterSetID'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_ParameterSetID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_ParameterSetID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_ParameterSetID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9766,16 +9318,12 @@ def _d_SelectedServiceType(r):
         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9796,16 +9344,12 @@ def _d_SelectedServiceType(r):
             el = 'ParameterSetID'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_ParameterSetID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_ParameterSetID = _U2[_y >> 8]
-                elif not _y & 128:
+                f_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_ParameterSetID |= _y << 14
                 else:
                     r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9884,16 +9428,12 @@ def _d_ServiceChargeType(r):
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10213,16 +9753,12 @@ def _d_ServiceTagListType(r):
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'Service/ServiceTag/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10318,16 +9854,12 @@ def _d_ServiceTagListType(r):
             if _a: raise r.deviation('ServiceTagType', r.end - q)
             el = 'Service/ServiceTag/ServiceID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_c1_ServiceID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_c1_ServiceID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_c1_ServiceID |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10433,16 +9965,12 @@ def _d_ServiceTagListType(r):
                     if _a: raise r.deviation('ServiceTagType', r.end - q)
                     el = 'Service/ServiceTag/ServiceID'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c5_c1_ServiceID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c5_c1_ServiceID = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c5_c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c5_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c5_c1_ServiceID |= _y << 14
                         else:
                             r.pos = r.end - q; _c5_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10797,16 +10325,12 @@ def _d_ServiceTagType(r):
         if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10966,16 +10490,12 @@ def _d_ServiceType(r):
         if _a: raise r.deviation('ServiceTagType', r.end - q)
         el = 'ServiceTag/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'din' (DIN SPEC 70121)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import din_msgbody, din_msgdatatypes, din_msgdef, din_msgheader, xmldsig
 from exi.codec import din_msgbody as c_din_msgbody
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
@@ -273,16 +273,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c3_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c3_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -650,16 +646,12 @@ def _d_BodyType(r):
                         el = 'CertificateUpdateRes/RetryCounter'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_RetryCounter = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_RetryCounter = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c6_RetryCounter, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c6_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c6_RetryCounter |= _y << 14
                             else:
                                 r.pos = r.end - q; _c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -916,16 +908,12 @@ def _d_BodyType(r):
                             el = 'MeteringReceiptReq/SAScheduleTupleID'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c10_SAScheduleTupleID = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c10_SAScheduleTupleID = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c10_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c10_SAScheduleTupleID |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -989,16 +977,12 @@ def _d_BodyType(r):
                         _c11_c1_RCD = ((x >> 3) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c11_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c11_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c11_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c11_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c11_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1126,16 +1110,12 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes/DateTimeNow'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c13_DateTimeNow = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c13_DateTimeNow = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c13_DateTimeNow, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c13_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c13_DateTimeNow |= _y << 14
                             else:
                                 r.pos = r.end - q; _c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1198,16 +1178,12 @@ def _d_BodyType(r):
                                 _c14_c4_PowerSwitchClosed, _c14_c4_RCD = _t
                             el = 'PowerDeliveryRes/AC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c14_c4_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c14_c4_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c14_c4_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c14_c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c14_c4_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1265,16 +1241,12 @@ def _d_BodyType(r):
                             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'PowerDeliveryRes/DC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c14_c5_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c14_c5_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c14_c5_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c14_c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c14_c5_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1425,16 +1397,12 @@ def _d_BodyType(r):
                             el = 'PreChargeReq/EVTargetVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c15_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c15_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c15_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1454,16 +1422,12 @@ def _d_BodyType(r):
                             el = 'PreChargeReq/EVTargetVoltage/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c15_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c15_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c15_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1506,16 +1470,12 @@ def _d_BodyType(r):
                             el = 'PreChargeReq/EVTargetCurrent/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c15_c3_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c15_c3_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c15_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c3_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1535,16 +1495,12 @@ def _d_BodyType(r):
                             el = 'PreChargeReq/EVTargetCurrent/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c15_c3_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c15_c3_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c15_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c15_c3_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1618,16 +1574,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c16_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c16_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c16_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c16_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c16_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1673,16 +1625,12 @@ def _d_BodyType(r):
                             el = 'PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c16_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c16_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c16_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1702,16 +1650,12 @@ def _d_BodyType(r):
                             el = 'PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c16_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c16_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c16_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1746,16 +1690,12 @@ def _d_BodyType(r):
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c17_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c17_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c17_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c17_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c17_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1787,16 +1727,12 @@ def _d_BodyType(r):
                         else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c18_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c18_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c18_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c18_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1925,16 +1861,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c20_c2_c1_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c20_c2_c1_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c20_c2_c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c20_c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c20_c2_c1_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c20_c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2153,16 +2085,12 @@ def _d_BodyType(r):
                             el = 'SessionSetupRes/DateTimeNow'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c24_DateTimeNow = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c24_DateTimeNow = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c24_DateTimeNow, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c24_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c24_DateTimeNow |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c24_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2348,16 +2276,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c28_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c28_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c28_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c28_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c28_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2403,16 +2327,12 @@ def _d_BodyType(r):
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c28_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c28_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c28_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c28_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2432,16 +2352,12 @@ def _d_BodyType(r):
                             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c28_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c28_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c28_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c28_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4392,16 +4308,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c3_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c3_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c3_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4769,16 +4681,12 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateUpdateRes/RetryCounter'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c6_RetryCounter = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c6_RetryCounter = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c6_RetryCounter, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c6_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c6_RetryCounter |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c6_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5035,16 +4943,12 @@ def _d_V2G_Message(r):
                             el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c10_SAScheduleTupleID = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c10_SAScheduleTupleID = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c10_SAScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c10_SAScheduleTupleID |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5108,16 +5012,12 @@ def _d_V2G_Message(r):
                         _c2_c11_c1_RCD = ((x >> 3) & 1) == 1
                         el = 'Body/MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c11_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c11_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c11_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c11_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c11_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c11_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5245,16 +5145,12 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsRes/DateTimeNow'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c13_DateTimeNow = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c13_DateTimeNow = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c13_DateTimeNow, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c13_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c13_DateTimeNow |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c13_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5317,16 +5213,12 @@ def _d_V2G_Message(r):
                                 _c2_c14_c4_PowerSwitchClosed, _c2_c14_c4_RCD = _t
                             el = 'Body/PowerDeliveryRes/AC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c14_c4_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c14_c4_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c14_c4_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c14_c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c14_c4_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c14_c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5384,16 +5276,12 @@ def _d_V2G_Message(r):
                             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                             el = 'Body/PowerDeliveryRes/DC_EVSEStatus/NotificationMaxDelay'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c14_c5_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c14_c5_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c14_c5_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c14_c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c14_c5_NotificationMaxDelay |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c14_c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5544,16 +5432,12 @@ def _d_V2G_Message(r):
                             el = 'Body/PreChargeReq/EVTargetVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c15_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c15_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c15_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5573,16 +5457,12 @@ def _d_V2G_Message(r):
                             el = 'Body/PreChargeReq/EVTargetVoltage/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c15_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c15_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c15_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5625,16 +5505,12 @@ def _d_V2G_Message(r):
                             el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c15_c3_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c15_c3_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c15_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c3_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5654,16 +5530,12 @@ def _d_V2G_Message(r):
                             el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c15_c3_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c15_c3_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c15_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c15_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c15_c3_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c15_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5737,16 +5609,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c16_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c16_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c16_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c16_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c16_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c16_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5792,16 +5660,12 @@ def _d_V2G_Message(r):
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c16_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c16_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c16_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5821,16 +5685,12 @@ def _d_V2G_Message(r):
                             el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c16_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c16_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c16_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5865,16 +5725,12 @@ def _d_V2G_Message(r):
                         _cf = 'ServiceDetailReq'
                         el = 'Body/ServiceDetailReq/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c17_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c17_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c17_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c17_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c17_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c17_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5906,16 +5762,12 @@ def _d_V2G_Message(r):
                         else: _c2_c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c18_ResponseCode]
                         el = 'Body/ServiceDetailRes/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c18_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c18_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c18_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c18_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6044,16 +5896,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceTag/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c20_c2_c1_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c20_c2_c1_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c20_c2_c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c20_c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c20_c2_c1_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c20_c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6272,16 +6120,12 @@ def _d_V2G_Message(r):
                             el = 'Body/SessionSetupRes/DateTimeNow'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c24_DateTimeNow = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c24_DateTimeNow = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c24_DateTimeNow, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c24_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c24_DateTimeNow |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c24_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6467,16 +6311,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c28_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c28_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c28_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c28_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c28_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c28_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6522,16 +6362,12 @@ def _d_V2G_Message(r):
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = (x & 1)
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c28_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c28_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c28_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c28_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6551,16 +6387,12 @@ def _d_V2G_Message(r):
                             el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c28_c2_Value = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c28_c2_Value = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c28_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c28_c2_Value |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8753,16 +8585,12 @@ def _de17(r):  # ChargingProfileEntryMaxPower
     if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8799,16 +8627,12 @@ def _de18(r):  # ChargingProfileEntryStart
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8962,16 +8786,12 @@ def _de22(r):  # DateTimeNow
     if x & 2: raise r.deviation('DateTimeNow', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9008,16 +8828,12 @@ def _de23(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9664,16 +9480,12 @@ def _de48(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9787,16 +9599,12 @@ def _de51(r):  # MeterStatus
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9891,16 +9699,12 @@ def _de54(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10107,16 +9911,12 @@ def _de60(r):  # PMax
     if x & 2: raise r.deviation('PMax', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10155,16 +9955,12 @@ def _de61(r):  # PMaxScheduleID
     if x & 2: raise r.deviation('PMaxScheduleID', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10203,16 +9999,12 @@ def _de62(r):  # ParameterSetID
     if x & 2: raise r.deviation('ParameterSetID', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10449,16 +10241,12 @@ def _de71(r):  # RetryCounter
     if x & 2: raise r.deviation('RetryCounter', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10536,16 +10324,12 @@ def _de73(r):  # SAScheduleTupleID
     if x & 2: raise r.deviation('SAScheduleTupleID', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10584,16 +10368,12 @@ def _de74(r):  # SAScheduleTupleID
     if x & 2: raise r.deviation('SAScheduleTupleID', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10708,16 +10488,12 @@ def _de77(r):  # SalesTariffID
     if x & 2: raise r.deviation('SalesTariffID', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10854,16 +10630,12 @@ def _de82(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10898,16 +10670,12 @@ def _de83(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11178,16 +10946,12 @@ def _de90(r):  # TMeter
     if x & 2: raise r.deviation('TMeter', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11249,16 +11013,12 @@ def _de92(r):  # Value
     if x & 2: raise r.deviation('Value', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11445,16 +11205,12 @@ def _de97(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11601,16 +11357,12 @@ def _de101(r):  # amount
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11729,16 +11481,12 @@ def _de106(r):  # duration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11775,16 +11523,12 @@ def _de107(r):  # intValue
     if x & 2: raise r.deviation('intValue', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11823,16 +11567,12 @@ def _de108(r):  # shortValue
     if x & 2: raise r.deviation('shortValue', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11869,16 +11609,12 @@ def _de109(r):  # start
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11913,16 +11649,12 @@ def _de110(r):  # startValue
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:din:70121:2012:MsgHeader."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import din_msgdatatypes, din_msgheader, xmldsig
 from exi.codec import xmldsig as c_xmldsig
 

@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_ac' (ISO 15118-20 AC)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso20_ac, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -54,16 +54,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c10_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c10_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -91,16 +87,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -128,16 +120,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -164,16 +152,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -204,16 +188,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -240,16 +220,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -279,16 +255,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -317,16 +289,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -354,16 +322,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -394,16 +358,12 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -695,16 +655,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c28_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c28_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c28_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c28_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -732,16 +688,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c29_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c29_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c29_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c29_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -769,16 +721,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c30_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c30_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c30_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -805,16 +753,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c31_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c31_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c31_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -845,16 +789,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c32_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c32_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -881,16 +821,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c33_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c33_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -920,16 +856,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c34_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c34_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c34_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -958,16 +890,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -995,16 +923,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c36_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c36_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c36_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1031,16 +955,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c37_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c37_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c37_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1071,16 +991,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c38_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c38_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1107,16 +1023,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c39_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c39_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1146,16 +1058,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSENominalFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c40_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c40_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c40_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1184,16 +1092,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'MaximumPowerAsymmetry/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c41_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c41_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1221,16 +1125,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c42_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c42_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1258,16 +1158,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c43_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c43_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c43_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1295,16 +1191,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c44_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c44_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c44_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1332,16 +1224,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c45_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c45_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c45_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1372,16 +1260,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1409,16 +1293,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1446,16 +1326,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1483,16 +1359,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1523,16 +1395,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1560,16 +1428,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1597,16 +1461,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1637,16 +1497,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1674,16 +1530,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1714,16 +1566,12 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2401,16 +2249,12 @@ def _d_AC_ChargeLoopReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2689,16 +2533,12 @@ def _d_AC_ChargeLoopResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2745,16 +2585,12 @@ def _d_AC_ChargeLoopResType(r):
                 if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_NotificationMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2809,16 +2645,12 @@ def _d_AC_ChargeLoopResType(r):
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2919,16 +2751,12 @@ def _d_AC_ChargeLoopResType(r):
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3017,16 +2845,12 @@ def _d_AC_ChargeLoopResType(r):
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3103,16 +2927,12 @@ def _d_AC_ChargeLoopResType(r):
                 el = 'EVSETargetFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3730,16 +3550,12 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3908,16 +3724,12 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4094,16 +3906,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c22_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c22_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c22_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4131,16 +3939,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c23_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c23_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c23_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4168,16 +3972,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c24_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c24_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c24_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c24_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4204,16 +4004,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c25_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c25_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c25_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c25_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4244,16 +4040,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c26_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c26_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c26_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4280,16 +4072,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c27_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c27_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c27_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c27_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4319,16 +4107,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c28_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c28_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c28_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c28_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4357,16 +4141,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c29_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c29_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c29_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c29_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4394,16 +4174,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4430,16 +4206,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c31_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c31_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c31_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4470,16 +4242,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c32_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c32_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4506,16 +4274,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c33_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c33_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4545,16 +4309,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c34_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c34_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c34_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4583,16 +4343,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4620,16 +4376,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c36_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c36_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c36_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4656,16 +4408,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c37_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c37_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c37_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4696,16 +4444,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c38_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c38_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4732,16 +4476,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c39_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c39_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4771,16 +4511,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c40_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c40_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c40_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4809,16 +4545,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c41_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c41_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4846,16 +4578,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c42_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c42_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4886,16 +4614,12 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c43_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c43_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c43_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5474,16 +5198,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c43_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c43_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c43_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5511,16 +5231,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c44_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c44_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c44_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5548,16 +5264,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c45_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c45_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c45_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5584,16 +5296,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c46_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c46_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c46_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5624,16 +5332,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5660,16 +5364,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5699,16 +5399,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c49_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c49_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c49_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5737,16 +5433,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5774,16 +5466,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5810,16 +5498,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5850,16 +5534,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5886,16 +5566,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSENominalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5925,16 +5601,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSENominalFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c55_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c55_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c55_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5963,16 +5635,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'MaximumPowerAsymmetry/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6000,16 +5668,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6037,16 +5701,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6074,16 +5734,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6111,16 +5767,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6147,16 +5799,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6187,16 +5835,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6224,16 +5868,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6261,16 +5901,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6298,16 +5934,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6334,16 +5966,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6374,16 +6002,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6411,16 +6035,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6448,16 +6068,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6484,16 +6100,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6524,16 +6136,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6561,16 +6169,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6597,16 +6201,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6637,16 +6237,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c74_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c74_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6673,16 +6269,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c75_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c75_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c75_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c75_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6712,16 +6304,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c76_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c76_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c76_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c76_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6750,16 +6338,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c77_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c77_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c77_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c77_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6787,16 +6371,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c78_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c78_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c78_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c78_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6823,16 +6403,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c79_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c79_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c79_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c79_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6863,16 +6439,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c80_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c80_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c80_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c80_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6899,16 +6471,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c81_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c81_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c81_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c81_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6938,16 +6506,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c82_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c82_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c82_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c82_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6976,16 +6540,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c83_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c83_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c83_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c83_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7013,16 +6573,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c84_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c84_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c84_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c84_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7053,16 +6609,12 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 el = 'EVSEMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c85_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c85_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c85_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c85_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8094,16 +7646,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if _a >> 13: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8121,16 +7669,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c46_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c46_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c46_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8157,16 +7701,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c47_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c47_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c47_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8194,16 +7734,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c48_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c48_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c48_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8225,16 +7761,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c49_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c49_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c49_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8256,16 +7788,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c50_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c50_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c50_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8293,16 +7821,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c51_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c51_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c51_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8330,16 +7854,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c52_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c52_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c52_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8366,16 +7886,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c53_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c53_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c53_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8406,16 +7922,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8442,16 +7954,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8481,16 +7989,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c56_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c56_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c56_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8519,16 +8023,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8556,16 +8056,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8592,16 +8088,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8632,16 +8124,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8668,16 +8156,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8707,16 +8191,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c62_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c62_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c62_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8745,16 +8225,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8782,16 +8258,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8818,16 +8290,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8858,16 +8326,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8894,16 +8358,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8933,16 +8393,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVPresentReactivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c68_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c68_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c68_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8971,16 +8427,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9008,16 +8460,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9044,16 +8492,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9084,16 +8528,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9120,16 +8560,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9159,16 +8595,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c74_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c74_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c74_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9197,16 +8629,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c75_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c75_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c75_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c75_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9234,16 +8662,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c76_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c76_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c76_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c76_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9270,16 +8694,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c77_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c77_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c77_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c77_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9310,16 +8730,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c78_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c78_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c78_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c78_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9346,16 +8762,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c79_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c79_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c79_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c79_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9385,16 +8797,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c80_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c80_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c80_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c80_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9423,16 +8831,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c81_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c81_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c81_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c81_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9460,16 +8864,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c82_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c82_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c82_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c82_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9497,16 +8897,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c83_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c83_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c83_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c83_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9534,16 +8930,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c84_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c84_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c84_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c84_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9574,16 +8966,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c85_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c85_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c85_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c85_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9611,16 +8999,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c86_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c86_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c86_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c86_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c86_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9648,16 +9032,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c87_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c87_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c87_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c87_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c87_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c87_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9688,16 +9068,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c88_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c88_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c88_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c88_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c88_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c88_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9725,16 +9101,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c89_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c89_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c89_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c89_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c89_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c89_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9765,16 +9137,12 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c90_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c90_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c90_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c90_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c90_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c90_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10877,16 +10245,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10928,16 +10292,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_AckMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_AckMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_AckMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10961,16 +10321,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11018,16 +10374,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11051,16 +10403,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11096,16 +10444,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11129,16 +10473,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11165,16 +10505,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if _a >> 13: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11197,16 +10533,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11235,16 +10567,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11275,16 +10603,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c39_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c39_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c39_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11314,16 +10638,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c40_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c40_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c40_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11353,16 +10673,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c41_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c41_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c41_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11392,16 +10708,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c42_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c42_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c42_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11434,16 +10746,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c43_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c43_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c43_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11473,16 +10781,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c44_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c44_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c44_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11512,16 +10816,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c45_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c45_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c45_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11551,16 +10851,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c46_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c46_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c46_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11591,16 +10887,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11628,16 +10920,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11665,16 +10953,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11702,16 +10986,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11739,16 +11019,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11776,16 +11052,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11813,16 +11085,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11853,16 +11121,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11890,16 +11154,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11927,16 +11187,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11964,16 +11220,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12001,16 +11253,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12038,16 +11286,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12078,16 +11322,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12115,16 +11355,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12152,16 +11388,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12189,16 +11421,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12226,16 +11454,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12266,16 +11490,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12303,16 +11523,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12340,16 +11556,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12377,16 +11589,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12417,16 +11625,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12454,16 +11658,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12491,16 +11691,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12531,16 +11727,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12568,16 +11760,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12608,16 +11796,12 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c74_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c74_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13703,16 +12887,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13741,16 +12921,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c38_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c38_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13780,16 +12956,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c39_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c39_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13819,16 +12991,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c40_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c40_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c40_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13858,16 +13026,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c41_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c41_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13900,16 +13064,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c42_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c42_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13939,16 +13099,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c43_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c43_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c43_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13978,16 +13134,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c44_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c44_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c44_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14017,16 +13169,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c45_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c45_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c45_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14055,16 +13203,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14097,16 +13241,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c47_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c47_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c47_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14136,16 +13276,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c48_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c48_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c48_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14175,16 +13311,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c49_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c49_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c49_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14214,16 +13346,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c50_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c50_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c50_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14256,16 +13384,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c51_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c51_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c51_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14295,16 +13419,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c52_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c52_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c52_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14334,16 +13454,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c53_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c53_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c53_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14373,16 +13489,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c54_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c54_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c54_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14411,16 +13523,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c55_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c55_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c55_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14450,16 +13558,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14487,16 +13591,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14524,16 +13624,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14561,16 +13657,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14598,16 +13690,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14635,16 +13723,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14672,16 +13756,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14708,16 +13788,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14747,16 +13823,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14784,16 +13856,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14821,16 +13889,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14858,16 +13922,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14895,16 +13955,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14932,16 +13988,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14968,16 +14020,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15007,16 +14055,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15044,16 +14088,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15081,16 +14121,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15118,16 +14154,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c74_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c74_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15155,16 +14187,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c75_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c75_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c75_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c75_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15191,16 +14219,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c76_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c76_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c76_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c76_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15230,16 +14254,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c77_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c77_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c77_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c77_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15267,16 +14287,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c78_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c78_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c78_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c78_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15304,16 +14320,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c79_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c79_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c79_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c79_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15341,16 +14353,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c80_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c80_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c80_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c80_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15377,16 +14385,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c81_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c81_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c81_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c81_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15416,16 +14420,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c82_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c82_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c82_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c82_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15453,16 +14453,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c83_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c83_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c83_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c83_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15490,16 +14486,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c84_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c84_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c84_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c84_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15526,16 +14518,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c85_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c85_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c85_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c85_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15565,16 +14553,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c86_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c86_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c86_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c86_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c86_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15602,16 +14586,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c87_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c87_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c87_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c87_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c87_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c87_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15638,16 +14618,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c88_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c88_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c88_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c88_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c88_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c88_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15677,16 +14653,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c89_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c89_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c89_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c89_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c89_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c89_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15713,16 +14685,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c90_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c90_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c90_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c90_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c90_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c90_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15751,16 +14719,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c91_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c91_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c91_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c91_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c91_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c91_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15791,16 +14755,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c92_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c92_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c92_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c92_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c92_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c92_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15829,16 +14789,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c93_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c93_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c93_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c93_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c93_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c93_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15867,16 +14823,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c94_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c94_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c94_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c94_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c94_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c94_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15905,16 +14857,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c123_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c123_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c123_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c123_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c123_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c123_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15944,16 +14892,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c124_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c124_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c124_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c124_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c124_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c124_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15983,16 +14927,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c125_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c125_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c125_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c125_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c125_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c125_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16025,16 +14965,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c126_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c126_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c126_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c126_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c126_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c126_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16064,16 +15000,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c127_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c127_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c127_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c127_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c127_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c127_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16103,16 +15035,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c128_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c128_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c128_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c128_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c128_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c128_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16142,16 +15070,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c129_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c129_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c129_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c129_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c129_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c129_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16181,16 +15105,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c130_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c130_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c130_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c130_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c130_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c130_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16224,16 +15144,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c131_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c131_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c131_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c131_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c131_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c131_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16262,16 +15178,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c132_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c132_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c132_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c132_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c132_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c132_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16300,16 +15212,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c133_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c133_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c133_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c133_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c133_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c133_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16339,16 +15247,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c134_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c134_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c134_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c134_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c134_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c134_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16378,16 +15282,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c135_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c135_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c135_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c135_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c135_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c135_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16420,16 +15320,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c136_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c136_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c136_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c136_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c136_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c136_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16459,16 +15355,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c137_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c137_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c137_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c137_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c137_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c137_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16498,16 +15390,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c138_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c138_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c138_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c138_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c138_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c138_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16537,16 +15425,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c139_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c139_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c139_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c139_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c139_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c139_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16576,16 +15460,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c140_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c140_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c140_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c140_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c140_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c140_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16619,16 +15499,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c141_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c141_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c141_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c141_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c141_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c141_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16657,16 +15533,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c142_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c142_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c142_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c142_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c142_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c142_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16696,16 +15568,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c143_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c143_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c143_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c143_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c143_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c143_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16735,16 +15603,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c144_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c144_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c144_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c144_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c144_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c144_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16774,16 +15638,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c145_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c145_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c145_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c145_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c145_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c145_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16816,16 +15676,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c146_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c146_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c146_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c146_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c146_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c146_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16855,16 +15711,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c147_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c147_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c147_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c147_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c147_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c147_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16894,16 +15746,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c148_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c148_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c148_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c148_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c148_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c148_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16933,16 +15781,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c149_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c149_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c149_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c149_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c149_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c149_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16976,16 +15820,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c150_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c150_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c150_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c150_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c150_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c150_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17015,16 +15855,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c151_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c151_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c151_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c151_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c151_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c151_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17054,16 +15890,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c152_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c152_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c152_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c152_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c152_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c152_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17093,16 +15925,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c153_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c153_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c153_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c153_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c153_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c153_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17135,16 +15963,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c154_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c154_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c154_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c154_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c154_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c154_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17174,16 +15998,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c155_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c155_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c155_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c155_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c155_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c155_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17213,16 +16033,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c156_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c156_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c156_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c156_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c156_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c156_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17252,16 +16068,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c157_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c157_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c157_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c157_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c157_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c157_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17292,16 +16104,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c158_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c158_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c158_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c158_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c158_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c158_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17329,16 +16137,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c159_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c159_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c159_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c159_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c159_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c159_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17366,16 +16170,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c160_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c160_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c160_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c160_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c160_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c160_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17403,16 +16203,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c161_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c161_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c161_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c161_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c161_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c161_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17440,16 +16236,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c162_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c162_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c162_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c162_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c162_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c162_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17477,16 +16269,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c163_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c163_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c163_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c163_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c163_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c163_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17514,16 +16302,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c164_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c164_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c164_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c164_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c164_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c164_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17554,16 +16338,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c165_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c165_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c165_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c165_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c165_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c165_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17591,16 +16371,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c166_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c166_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c166_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c166_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c166_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c166_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17628,16 +16404,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c167_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c167_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c167_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c167_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c167_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c167_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17665,16 +16437,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c168_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c168_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c168_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c168_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c168_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c168_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17702,16 +16470,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c169_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c169_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c169_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c169_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c169_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c169_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17739,16 +16503,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c170_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c170_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c170_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c170_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c170_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c170_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17779,16 +16539,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c171_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c171_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c171_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c171_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c171_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c171_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17816,16 +16572,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c172_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c172_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c172_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c172_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c172_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c172_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17853,16 +16605,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c173_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c173_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c173_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c173_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c173_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c173_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17890,16 +16638,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c174_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c174_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c174_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c174_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c174_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c174_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17927,16 +16671,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c175_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c175_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c175_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c175_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c175_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c175_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17967,16 +16707,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c176_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c176_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c176_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c176_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c176_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c176_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18004,16 +16740,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c177_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c177_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c177_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c177_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c177_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c177_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18041,16 +16773,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c178_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c178_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c178_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c178_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c178_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c178_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18078,16 +16806,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c179_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c179_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c179_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c179_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c179_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c179_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18118,16 +16842,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c180_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c180_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c180_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c180_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c180_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c180_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18155,16 +16875,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c181_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c181_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c181_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c181_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c181_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c181_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18192,16 +16908,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c182_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c182_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c182_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c182_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c182_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c182_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18232,16 +16944,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c183_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c183_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c183_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c183_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c183_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c183_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18269,16 +16977,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c184_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c184_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c184_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c184_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c184_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c184_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18309,16 +17013,12 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c185_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c185_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c185_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c185_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c185_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c185_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20952,16 +19652,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20990,16 +19686,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21029,16 +19721,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c31_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c31_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c31_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21068,16 +19756,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c32_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c32_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21107,16 +19791,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c33_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c33_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21149,16 +19829,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c34_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c34_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c34_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21188,16 +19864,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21227,16 +19899,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c36_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c36_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c36_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21266,16 +19934,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c37_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c37_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c37_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21309,16 +19973,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c38_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c38_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c38_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21348,16 +20008,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c39_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c39_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c39_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21387,16 +20043,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c40_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c40_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c40_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21426,16 +20078,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c41_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c41_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c41_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21468,16 +20116,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c42_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c42_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c42_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21507,16 +20151,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c43_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c43_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c43_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21546,16 +20186,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c44_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c44_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c44_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21585,16 +20221,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c45_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c45_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c45_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21625,16 +20257,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21662,16 +20290,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21699,16 +20323,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21736,16 +20356,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21773,16 +20389,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21810,16 +20422,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21847,16 +20455,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21887,16 +20491,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21924,16 +20524,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21961,16 +20557,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21998,16 +20590,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22035,16 +20623,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22072,16 +20656,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22112,16 +20692,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22149,16 +20725,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22186,16 +20758,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22223,16 +20791,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22260,16 +20824,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22300,16 +20860,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22337,16 +20893,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22374,16 +20926,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22411,16 +20959,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22451,16 +20995,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22488,16 +21028,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22525,16 +21061,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22565,16 +21097,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22602,16 +21130,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22642,16 +21166,12 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23639,16 +22159,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if _a >> 13: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23666,16 +22182,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c27_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c27_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c27_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c27_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23702,16 +22214,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c28_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c28_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c28_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c28_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23739,16 +22247,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c29_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c29_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c29_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c29_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23770,16 +22274,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c30_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c30_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c30_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23801,16 +22301,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c31_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c31_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c31_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23838,16 +22334,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c32_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c32_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c32_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23875,16 +22367,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMaximumChargePower_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c33_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c33_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c33_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23911,16 +22399,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c34_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c34_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c34_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23951,16 +22435,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23987,16 +22467,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c36_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c36_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c36_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24026,16 +22502,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c37_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c37_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c37_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24064,16 +22536,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c38_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c38_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24101,16 +22569,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c39_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c39_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24137,16 +22601,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c40_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c40_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c40_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24177,16 +22637,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c41_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c41_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24213,16 +22669,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c42_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c42_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24252,16 +22704,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c43_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c43_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c43_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24290,16 +22738,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c44_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c44_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c44_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24327,16 +22771,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c45_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c45_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c45_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24363,16 +22803,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24403,16 +22839,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24439,16 +22871,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24478,16 +22906,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             el = 'EVPresentReactivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c49_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c49_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c49_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24516,16 +22940,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24553,16 +22973,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24593,16 +23009,12 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25279,16 +23691,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25330,16 +23738,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_AckMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_AckMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_AckMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25363,16 +23767,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25420,16 +23820,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25453,16 +23849,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25498,16 +23890,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25531,16 +23919,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25567,16 +23951,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if _a >> 13: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25599,16 +23979,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25637,16 +24013,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             el = 'EVSETargetActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25677,16 +24049,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c39_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c39_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c39_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25716,16 +24084,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c40_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c40_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c40_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25755,16 +24119,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c41_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c41_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c41_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25794,16 +24154,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c42_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c42_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c42_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25836,16 +24192,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c43_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c43_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c43_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25875,16 +24227,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c44_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c44_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c44_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25914,16 +24262,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c45_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c45_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c45_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25953,16 +24297,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c46_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c46_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c46_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -25993,16 +24333,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26030,16 +24366,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26067,16 +24399,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26104,16 +24432,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26141,16 +24465,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26178,16 +24498,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26215,16 +24531,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26255,16 +24567,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26292,16 +24600,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26329,16 +24633,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26366,16 +24666,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26403,16 +24699,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26440,16 +24732,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26480,16 +24768,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26517,16 +24801,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26554,16 +24834,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26591,16 +24867,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26628,16 +24900,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26668,16 +24936,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26705,16 +24969,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26742,16 +25002,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26779,16 +25035,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26819,16 +25071,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26856,16 +25104,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26893,16 +25137,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26933,16 +25173,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -26970,16 +25206,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -27010,16 +25242,12 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c74_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c74_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28099,16 +26327,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28137,16 +26361,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28176,16 +26396,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28215,16 +26431,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28254,16 +26466,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28296,16 +26504,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28335,16 +26539,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28374,16 +26574,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28413,16 +26609,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28451,16 +26643,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28494,16 +26682,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c62_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c62_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c62_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28533,16 +26717,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c63_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c63_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c63_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28572,16 +26752,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c64_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c64_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c64_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28611,16 +26787,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c65_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c65_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c65_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28653,16 +26825,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c66_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c66_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c66_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28692,16 +26860,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c67_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c67_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c67_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28731,16 +26895,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c68_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c68_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c68_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28770,16 +26930,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c69_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c69_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c69_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28808,16 +26964,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     el = 'EVPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c70_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c70_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c70_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28848,16 +27000,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28885,16 +27033,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28922,16 +27066,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28959,16 +27099,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c74_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c74_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -28996,16 +27132,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c75_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c75_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c75_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c75_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29033,16 +27165,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c76_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c76_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c76_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c76_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29070,16 +27198,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c77_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c77_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c77_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c77_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29106,16 +27230,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c78_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c78_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c78_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c78_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29146,16 +27266,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c79_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c79_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c79_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c79_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29183,16 +27299,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c80_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c80_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c80_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c80_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29220,16 +27332,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c81_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c81_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c81_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c81_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29257,16 +27365,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c82_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c82_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c82_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c82_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29294,16 +27398,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c83_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c83_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c83_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c83_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29331,16 +27431,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c84_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c84_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c84_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c84_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29367,16 +27463,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c85_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c85_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c85_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c85_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29407,16 +27499,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c86_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c86_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c86_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c86_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c86_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29444,16 +27532,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c87_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c87_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c87_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c87_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c87_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c87_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29481,16 +27565,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c88_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c88_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c88_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c88_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c88_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c88_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29518,16 +27598,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c89_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c89_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c89_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c89_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c89_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c89_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29555,16 +27631,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c90_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c90_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c90_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c90_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c90_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c90_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29591,16 +27663,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c91_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c91_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c91_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c91_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c91_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c91_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29631,16 +27699,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c92_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c92_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c92_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c92_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c92_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c92_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29668,16 +27732,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c93_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c93_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c93_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c93_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c93_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c93_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29705,16 +27765,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c94_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c94_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c94_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c94_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c94_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c94_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29742,16 +27798,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c95_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c95_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c95_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c95_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c95_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c95_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29778,16 +27830,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c96_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c96_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c96_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c96_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c96_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c96_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29818,16 +27866,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c97_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c97_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c97_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c97_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c97_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c97_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29855,16 +27899,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c98_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c98_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c98_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c98_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c98_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c98_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29892,16 +27932,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c99_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c99_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c99_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c99_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c99_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c99_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29928,16 +27964,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c100_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c100_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c100_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c100_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c100_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c100_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -29968,16 +28000,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c101_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c101_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c101_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c101_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c101_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c101_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30005,16 +28033,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c102_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c102_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c102_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c102_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c102_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c102_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30041,16 +28065,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c103_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c103_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c103_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c103_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c103_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c103_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30081,16 +28101,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c104_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c104_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c104_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c104_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c104_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c104_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30117,16 +28133,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c105_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c105_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c105_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c105_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c105_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c105_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30156,16 +28168,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             el = 'EVPresentActivePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c106_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c106_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c106_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c106_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c106_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c106_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30194,16 +28202,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c107_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c107_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c107_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c107_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c107_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c107_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30231,16 +28235,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c108_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c108_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c108_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c108_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c108_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c108_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30268,16 +28268,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c109_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c109_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c109_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c109_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c109_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c109_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30305,16 +28301,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c110_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c110_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c110_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c110_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c110_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c110_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30342,16 +28334,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c111_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c111_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c111_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c111_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c111_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c111_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30382,16 +28370,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c112_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c112_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c112_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c112_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c112_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c112_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30419,16 +28403,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c113_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c113_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c113_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c113_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c113_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c113_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30456,16 +28436,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c114_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c114_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c114_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c114_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c114_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c114_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30493,16 +28469,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c115_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c115_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c115_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c115_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c115_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c115_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30533,16 +28505,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c116_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c116_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c116_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c116_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c116_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c116_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30570,16 +28538,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c117_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c117_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c117_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c117_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c117_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c117_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30607,16 +28571,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c118_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c118_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c118_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c118_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c118_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c118_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30647,16 +28607,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c119_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c119_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c119_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c119_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c119_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c119_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30684,16 +28640,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c120_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c120_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c120_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c120_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c120_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c120_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -30724,16 +28676,12 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 el = 'EVPresentReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c121_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c121_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c121_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c121_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c121_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c121_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32299,16 +30247,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32337,16 +30281,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32376,16 +30316,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c31_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c31_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c31_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32415,16 +30351,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c32_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c32_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32454,16 +30386,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c33_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c33_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32496,16 +30424,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c34_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c34_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c34_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32535,16 +30459,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32574,16 +30494,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c36_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c36_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c36_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32613,16 +30529,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c37_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c37_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c37_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32656,16 +30568,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c38_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c38_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c38_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32695,16 +30603,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c39_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c39_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c39_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32734,16 +30638,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c40_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c40_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c40_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32773,16 +30673,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c41_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c41_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c41_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32815,16 +30711,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSETargetReactivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c42_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c42_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c42_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32854,16 +30746,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c43_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c43_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c43_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32893,16 +30781,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L2/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c44_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c44_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c44_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32932,16 +30816,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     el = 'EVSEPresentActivePower_L3/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c45_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c45_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c45_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -32972,16 +30852,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33009,16 +30885,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33046,16 +30918,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33083,16 +30951,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33120,16 +30984,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33157,16 +31017,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33194,16 +31050,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33234,16 +31086,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33271,16 +31119,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33308,16 +31152,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33345,16 +31185,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33382,16 +31218,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33419,16 +31251,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33459,16 +31287,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33496,16 +31320,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33533,16 +31353,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33570,16 +31386,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33607,16 +31419,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33647,16 +31455,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSETargetReactivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33684,16 +31488,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33721,16 +31521,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33758,16 +31554,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33798,16 +31590,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33835,16 +31623,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33872,16 +31656,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33912,16 +31692,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L2/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33949,16 +31725,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -33989,16 +31761,12 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 el = 'EVSEPresentActivePower_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35220,16 +32988,12 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35264,16 +33028,12 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35308,16 +33068,12 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35352,16 +33108,12 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35396,16 +33148,12 @@ def _de15(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35460,16 +33208,12 @@ def _de17(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35623,16 +33367,12 @@ def _de22(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35846,16 +33586,12 @@ def _de29(r):  # MeterStatus
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35892,16 +33628,12 @@ def _de30(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -35994,16 +33726,12 @@ def _de33(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36244,16 +33972,12 @@ def _de40(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36288,16 +34012,12 @@ def _de41(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36332,16 +34052,12 @@ def _de42(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36526,16 +34242,12 @@ def _de48(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36570,16 +34282,12 @@ def _de49(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36614,16 +34322,12 @@ def _de50(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36660,16 +34364,12 @@ def _de51(r):  # Value
     if x & 2: raise r.deviation('Value', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -36856,16 +34556,12 @@ def _de56(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

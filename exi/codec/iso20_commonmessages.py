@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_common' (ISO 15118-20 common messages)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso20_commonmessages, iso20_commontypes, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -159,16 +159,12 @@ def _d_AbsolutePriceScheduleType(r):
             if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -187,16 +183,12 @@ def _d_AbsolutePriceScheduleType(r):
             if _a: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -216,16 +208,12 @@ def _d_AbsolutePriceScheduleType(r):
         if _a: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         el = 'PriceScheduleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_PriceScheduleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_PriceScheduleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_PriceScheduleID |= _y << 14
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -343,16 +331,12 @@ def _d_AbsolutePriceScheduleType(r):
             el = 'MinimumCost/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -380,16 +364,12 @@ def _d_AbsolutePriceScheduleType(r):
             el = 'MaximumCost/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -440,16 +420,12 @@ def _d_AbsolutePriceScheduleType(r):
                 el = 'MaximumCost/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c6_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -934,16 +910,12 @@ def _d_AdditionalServiceListType(r):
         el = 'AdditionalService/ServiceFee/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -994,16 +966,12 @@ def _d_AdditionalServiceListType(r):
                 el = 'AdditionalService/ServiceFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1181,16 +1149,12 @@ def _d_AdditionalServiceType(r):
         el = 'ServiceFee/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1285,16 +1249,12 @@ def _d_AuthorizationReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1547,16 +1507,12 @@ def _d_AuthorizationResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1703,16 +1659,12 @@ def _d_AuthorizationSetupReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1837,16 +1789,12 @@ def _d_AuthorizationSetupResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2227,16 +2175,12 @@ def _d_CertificateInstallationReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2508,16 +2452,12 @@ def _d_CertificateInstallationResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2787,16 +2727,12 @@ def _d_ChargingScheduleType(r):
                 if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2814,16 +2750,12 @@ def _d_ChargingScheduleType(r):
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2842,16 +2774,12 @@ def _d_ChargingScheduleType(r):
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelSchedule/PriceScheduleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_PriceScheduleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_PriceScheduleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_PriceScheduleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3179,16 +3107,12 @@ def _d_Dynamic_SEReqControlModeType(r):
         if (V >> q) & 3: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         el = 'DepartureTime'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_DepartureTime = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_DepartureTime = _U2[_y >> 8]
-            elif not _y & 128:
+            f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_DepartureTime |= _y << 14
             else:
                 r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3233,16 +3157,12 @@ def _d_Dynamic_SEReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3281,16 +3201,12 @@ def _d_Dynamic_SEReqControlModeType(r):
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3319,16 +3235,12 @@ def _d_Dynamic_SEReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3355,16 +3267,12 @@ def _d_Dynamic_SEReqControlModeType(r):
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3386,16 +3294,12 @@ def _d_Dynamic_SEReqControlModeType(r):
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3424,16 +3328,12 @@ def _d_Dynamic_SEReqControlModeType(r):
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3461,16 +3361,12 @@ def _d_Dynamic_SEReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3501,16 +3397,12 @@ def _d_Dynamic_SEReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3795,16 +3687,12 @@ def _d_Dynamic_SEResControlModeType(r):
             if _a >> 25: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3868,16 +3756,12 @@ def _d_Dynamic_SEResControlModeType(r):
                 if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3895,16 +3779,12 @@ def _d_Dynamic_SEResControlModeType(r):
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3923,16 +3803,12 @@ def _d_Dynamic_SEResControlModeType(r):
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelSchedule/PriceScheduleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_PriceScheduleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_PriceScheduleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_PriceScheduleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4044,16 +3920,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_TimeAnchor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_TimeAnchor = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c2_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4071,16 +3943,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_TimeAnchor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_TimeAnchor = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c2_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4099,16 +3967,12 @@ def _d_Dynamic_SEResControlModeType(r):
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceScheduleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_PriceScheduleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_PriceScheduleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_PriceScheduleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4210,16 +4074,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_TimeAnchor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_TimeAnchor = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c3_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c3_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4237,16 +4097,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_TimeAnchor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_TimeAnchor = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c3_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c3_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4265,16 +4121,12 @@ def _d_Dynamic_SEResControlModeType(r):
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceScheduleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_PriceScheduleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_PriceScheduleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_PriceScheduleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4366,16 +4218,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_TimeAnchor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_TimeAnchor = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c4_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c4_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c4_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4393,16 +4241,12 @@ def _d_Dynamic_SEResControlModeType(r):
                     if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                     el = 'PriceLevelSchedule/TimeAnchor'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_TimeAnchor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_TimeAnchor = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c4_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c4_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c4_TimeAnchor |= _y << 14
                         else:
                             r.pos = r.end - q; _c4_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4421,16 +4265,12 @@ def _d_Dynamic_SEResControlModeType(r):
                 if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceScheduleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_PriceScheduleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_PriceScheduleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_PriceScheduleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5260,16 +5100,12 @@ def _d_EVAbsolutePriceScheduleType(r):
         if (V >> q) & 3: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         el = 'TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5396,16 +5232,12 @@ def _d_EVEnergyOfferType(r):
         if (V >> q) & 7: raise r.deviation('EVEnergyOfferType', r.end - q)
         el = 'EVPowerSchedule/TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5429,16 +5261,12 @@ def _d_EVEnergyOfferType(r):
         f_EVPowerSchedule.EVPowerScheduleEntries = _c1_EVPowerScheduleEntries
         el = 'EVAbsolutePriceSchedule/TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5699,16 +5527,12 @@ def _d_EVPowerProfileType(r):
         if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
         el = 'TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5743,16 +5567,12 @@ def _d_EVPowerProfileType(r):
             if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
             el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_SelectedScheduleTupleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_SelectedScheduleTupleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_SelectedScheduleTupleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5895,16 +5715,12 @@ def _d_EVPowerScheduleEntryListType(r):
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
         el = 'EVPowerScheduleEntry/Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Duration |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5922,16 +5738,12 @@ def _d_EVPowerScheduleEntryListType(r):
         el = 'EVPowerScheduleEntry/Power/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5962,16 +5774,12 @@ def _d_EVPowerScheduleEntryListType(r):
                 if _a: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
                 el = 'EVPowerScheduleEntry/Duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5989,16 +5797,12 @@ def _d_EVPowerScheduleEntryListType(r):
                 el = 'EVPowerScheduleEntry/Power/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6154,16 +5958,12 @@ def _d_EVPowerScheduleEntryType(r):
         if (V >> q) & 3: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
         el = 'Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6181,16 +5981,12 @@ def _d_EVPowerScheduleEntryType(r):
         el = 'Power/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6267,16 +6063,12 @@ def _d_EVPowerScheduleType(r):
         if (V >> q) & 3: raise r.deviation('EVPowerScheduleType', r.end - q)
         el = 'TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6451,16 +6243,12 @@ def _d_EVPriceRuleStackType(r):
         if (V >> q) & 3: raise r.deviation('EVPriceRuleStackType', r.end - q)
         el = 'Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6478,16 +6266,12 @@ def _d_EVPriceRuleStackType(r):
         el = 'EVPriceRule/EnergyFee/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6509,16 +6293,12 @@ def _d_EVPriceRuleStackType(r):
         el = 'EVPriceRule/PowerRangeStart/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6553,16 +6333,12 @@ def _d_EVPriceRuleStackType(r):
                 el = 'EVPriceRule/EnergyFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6584,16 +6360,12 @@ def _d_EVPriceRuleStackType(r):
                 el = 'EVPriceRule/PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6783,16 +6555,12 @@ def _d_EVPriceRuleType(r):
         el = 'EnergyFee/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6814,16 +6582,12 @@ def _d_EVPriceRuleType(r):
         el = 'PowerRangeStart/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6924,16 +6688,12 @@ def _d_MeteringConfirmationReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7018,16 +6778,12 @@ def _d_MeteringConfirmationReqType(r):
             if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
             el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_c6_SelectedScheduleTupleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_c6_SelectedScheduleTupleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_c6_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_c6_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c6_SelectedScheduleTupleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_c6_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7054,16 +6810,12 @@ def _d_MeteringConfirmationReqType(r):
                 if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c8_SelectedScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c8_SelectedScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c8_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c8_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c8_SelectedScheduleTupleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c8_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7300,16 +7052,12 @@ def _d_MeteringConfirmationResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7438,16 +7186,12 @@ def _d_OverstayRuleListType(r):
             if _a >> 13: raise r.deviation('OverstayRuleListType', r.end - q)
             el = 'OverstayTimeThreshold'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_OverstayTimeThreshold = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_OverstayTimeThreshold = _U2[_y >> 8]
-                elif not _y & 128:
+                f_OverstayTimeThreshold, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_OverstayTimeThreshold = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_OverstayTimeThreshold |= _y << 14
                 else:
                     r.pos = r.end - q; f_OverstayTimeThreshold = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7471,16 +7215,12 @@ def _d_OverstayRuleListType(r):
             el = 'OverstayPowerThreshold/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7525,16 +7265,12 @@ def _d_OverstayRuleListType(r):
                 if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7552,16 +7288,12 @@ def _d_OverstayRuleListType(r):
                 if _a: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7584,16 +7316,12 @@ def _d_OverstayRuleListType(r):
             el = 'OverstayRule/OverstayFee/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7611,16 +7339,12 @@ def _d_OverstayRuleListType(r):
             _c7_OverstayFee.Value = _c7_c2_Value
             el = 'OverstayRule/OverstayFeePeriod'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_OverstayFeePeriod = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_OverstayFeePeriod = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_OverstayFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_OverstayFeePeriod |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7650,16 +7374,12 @@ def _d_OverstayRuleListType(r):
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7704,16 +7424,12 @@ def _d_OverstayRuleListType(r):
                     if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/StartTime'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c9_StartTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c9_StartTime = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c9_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c9_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_StartTime |= _y << 14
                         else:
                             r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7731,16 +7447,12 @@ def _d_OverstayRuleListType(r):
                     if _a: raise r.deviation('OverstayRuleType', r.end - q)
                     el = 'OverstayRule/StartTime'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c9_StartTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c9_StartTime = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c9_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c9_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_StartTime |= _y << 14
                         else:
                             r.pos = r.end - q; _c9_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7763,16 +7475,12 @@ def _d_OverstayRuleListType(r):
                 el = 'OverstayRule/OverstayFee/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7790,16 +7498,12 @@ def _d_OverstayRuleListType(r):
                 _c9_OverstayFee.Value = _c9_c2_Value
                 el = 'OverstayRule/OverstayFeePeriod'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_OverstayFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_OverstayFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_OverstayFeePeriod |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7845,16 +7549,12 @@ def _d_OverstayRuleListType(r):
                 if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7872,16 +7572,12 @@ def _d_OverstayRuleListType(r):
                 if _a: raise r.deviation('OverstayRuleType', r.end - q)
                 el = 'OverstayRule/StartTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_StartTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_StartTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_StartTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7904,16 +7600,12 @@ def _d_OverstayRuleListType(r):
             el = 'OverstayRule/OverstayFee/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7931,16 +7623,12 @@ def _d_OverstayRuleListType(r):
             _c10_OverstayFee.Value = _c10_c2_Value
             el = 'OverstayRule/OverstayFeePeriod'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_OverstayFeePeriod = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_OverstayFeePeriod = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_OverstayFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_OverstayFeePeriod |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7991,16 +7679,12 @@ def _d_OverstayRuleListType(r):
                         if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
                         el = 'OverstayRule/StartTime'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c12_StartTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c12_StartTime = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c12_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c12_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c12_StartTime |= _y << 14
                             else:
                                 r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8018,16 +7702,12 @@ def _d_OverstayRuleListType(r):
                         if _a: raise r.deviation('OverstayRuleType', r.end - q)
                         el = 'OverstayRule/StartTime'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c12_StartTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c12_StartTime = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c12_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c12_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c12_StartTime |= _y << 14
                             else:
                                 r.pos = r.end - q; _c12_StartTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8050,16 +7730,12 @@ def _d_OverstayRuleListType(r):
                     el = 'OverstayRule/OverstayFee/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c12_c2_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c12_c2_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c12_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c12_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c12_c2_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c12_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8077,16 +7753,12 @@ def _d_OverstayRuleListType(r):
                     _c12_OverstayFee.Value = _c12_c2_Value
                     el = 'OverstayRule/OverstayFeePeriod'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c12_OverstayFeePeriod = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c12_OverstayFeePeriod = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c12_OverstayFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c12_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c12_OverstayFeePeriod |= _y << 14
                         else:
                             r.pos = r.end - q; _c12_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8538,16 +8210,12 @@ def _d_OverstayRuleType(r):
             if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'StartTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_StartTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_StartTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_StartTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8565,16 +8233,12 @@ def _d_OverstayRuleType(r):
             if _a: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'StartTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_StartTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_StartTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_StartTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_StartTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_StartTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8597,16 +8261,12 @@ def _d_OverstayRuleType(r):
         el = 'OverstayFee/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8624,16 +8284,12 @@ def _d_OverstayRuleType(r):
         f_OverstayFee.Value = _c1_Value
         el = 'OverstayFeePeriod'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_OverstayFeePeriod = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_OverstayFeePeriod = _U2[_y >> 8]
-            elif not _y & 128:
+            f_OverstayFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_OverstayFeePeriod |= _y << 14
             else:
                 r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8741,16 +8397,12 @@ def _d_ParameterSetType(r):
         if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
         el = 'ParameterSetID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ParameterSetID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ParameterSetID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ParameterSetID |= _y << 14
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8911,16 +8563,12 @@ def _d_ParameterType(r):
             el = 'shortValue'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_shortValue = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_shortValue = _U2[_y >> 8]
-                elif not _y & 128:
+                f_shortValue, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_shortValue |= _y << 14
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8940,16 +8588,12 @@ def _d_ParameterType(r):
             el = 'intValue'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_intValue = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_intValue = _U2[_y >> 8]
-                elif not _y & 128:
+                f_intValue, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_intValue |= _y << 14
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8970,16 +8614,12 @@ def _d_ParameterType(r):
             el = 'rationalNumber/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9358,16 +8998,12 @@ def _d_PowerDeliveryReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9426,16 +9062,12 @@ def _d_PowerDeliveryReqType(r):
             if _a: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'EVPowerProfile/TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9472,16 +9104,12 @@ def _d_PowerDeliveryReqType(r):
                 if _a: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
                 el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c4_SelectedScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c4_SelectedScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c4_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c4_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c4_SelectedScheduleTupleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9778,16 +9406,12 @@ def _d_PowerDeliveryResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9831,16 +9455,12 @@ def _d_PowerDeliveryResType(r):
             if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10079,16 +9699,12 @@ def _d_PowerScheduleEntryType(r):
         if (V >> q) & 3: raise r.deviation('PowerScheduleEntryType', r.end - q)
         el = 'Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10106,16 +9722,12 @@ def _d_PowerScheduleEntryType(r):
         el = 'Power/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10143,16 +9755,12 @@ def _d_PowerScheduleEntryType(r):
             el = 'Power_L2/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10180,16 +9788,12 @@ def _d_PowerScheduleEntryType(r):
             el = 'Power_L3/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10220,16 +9824,12 @@ def _d_PowerScheduleEntryType(r):
                 el = 'Power_L3/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10392,16 +9992,12 @@ def _d_PowerScheduleType(r):
         if (V >> q) & 3: raise r.deviation('PowerScheduleType', r.end - q)
         el = 'TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10425,16 +10021,12 @@ def _d_PowerScheduleType(r):
             el = 'AvailableEnergy/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10462,16 +10054,12 @@ def _d_PowerScheduleType(r):
             el = 'PowerTolerance/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10509,16 +10097,12 @@ def _d_PowerScheduleType(r):
                 el = 'PowerTolerance/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10701,16 +10285,12 @@ def _d_PriceLevelScheduleEntryListType(r):
         if (V >> q) & 7: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
         el = 'PriceLevelScheduleEntry/Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Duration |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10740,16 +10320,12 @@ def _d_PriceLevelScheduleEntryListType(r):
                 if _a: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
                 el = 'PriceLevelScheduleEntry/Duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_Duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10877,16 +10453,12 @@ def _d_PriceLevelScheduleEntryType(r):
         if (V >> q) & 3: raise r.deviation('PriceLevelScheduleEntryType', r.end - q)
         el = 'Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10962,16 +10534,12 @@ def _d_PriceLevelScheduleType(r):
             if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10989,16 +10557,12 @@ def _d_PriceLevelScheduleType(r):
             if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11017,16 +10581,12 @@ def _d_PriceLevelScheduleType(r):
         if _a: raise r.deviation('PriceLevelScheduleType', r.end - q)
         el = 'PriceScheduleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_PriceScheduleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_PriceScheduleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_PriceScheduleID |= _y << 14
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11302,16 +10862,12 @@ def _d_PriceRuleStackType(r):
         if (V >> q) & 3: raise r.deviation('PriceRuleStackType', r.end - q)
         el = 'Duration'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Duration = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Duration = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Duration, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Duration |= _y << 14
             else:
                 r.pos = r.end - q; f_Duration = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11447,16 +11003,12 @@ def _d_PriceRuleType(r):
         el = 'EnergyFee/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11485,16 +11037,12 @@ def _d_PriceRuleType(r):
             el = 'ParkingFee/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11519,16 +11067,12 @@ def _d_PriceRuleType(r):
             if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
             el = 'ParkingFeePeriod'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_ParkingFeePeriod = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_ParkingFeePeriod = _U2[_y >> 8]
-                elif not _y & 128:
+                f_ParkingFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_ParkingFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_ParkingFeePeriod |= _y << 14
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11549,16 +11093,12 @@ def _d_PriceRuleType(r):
             if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
             el = 'CarbonDioxideEmission'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_CarbonDioxideEmission = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_CarbonDioxideEmission = _U2[_y >> 8]
-                elif not _y & 128:
+                f_CarbonDioxideEmission, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_CarbonDioxideEmission |= _y << 14
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11590,16 +11130,12 @@ def _d_PriceRuleType(r):
             el = 'PowerRangeStart/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11624,16 +11160,12 @@ def _d_PriceRuleType(r):
                 if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'ParkingFeePeriod'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ParkingFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ParkingFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_ParkingFeePeriod, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_ParkingFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_ParkingFeePeriod |= _y << 14
                     else:
                         r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11654,16 +11186,12 @@ def _d_PriceRuleType(r):
                 if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'CarbonDioxideEmission'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_CarbonDioxideEmission = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_CarbonDioxideEmission = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_CarbonDioxideEmission, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_CarbonDioxideEmission |= _y << 14
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11695,16 +11223,12 @@ def _d_PriceRuleType(r):
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11729,16 +11253,12 @@ def _d_PriceRuleType(r):
                 if _a >> 24: raise r.deviation('PriceRuleType', r.end - q)
                 el = 'CarbonDioxideEmission'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_CarbonDioxideEmission = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_CarbonDioxideEmission = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_CarbonDioxideEmission, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_CarbonDioxideEmission |= _y << 14
                     else:
                         r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11770,16 +11290,12 @@ def _d_PriceRuleType(r):
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11815,16 +11331,12 @@ def _d_PriceRuleType(r):
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c6_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11851,16 +11363,12 @@ def _d_PriceRuleType(r):
             el = 'PowerRangeStart/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12148,16 +11656,12 @@ def _d_PriceScheduleType(r):
         if (V >> q) & 3: raise r.deviation('PriceScheduleType', r.end - q)
         el = 'TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12171,16 +11675,12 @@ def _d_PriceScheduleType(r):
         if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'PriceScheduleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_PriceScheduleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_PriceScheduleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_PriceScheduleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_PriceScheduleID |= _y << 14
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12302,16 +11802,12 @@ def _d_ScheduleExchangeReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12494,16 +11990,12 @@ def _d_ScheduleExchangeResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12759,16 +12251,12 @@ def _d_ScheduleTupleType(r):
         if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
         el = 'ScheduleTupleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; f_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12865,16 +12353,12 @@ def _d_Scheduled_EVPPTControlModeType(r):
         if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
         el = 'SelectedScheduleTupleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SelectedScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SelectedScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SelectedScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; f_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12960,16 +12444,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             if _a >> 13: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12993,16 +12473,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13030,16 +12506,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13067,16 +12539,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13101,16 +12569,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_c1_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_c1_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_c1_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13134,16 +12598,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             _c4_EVPowerSchedule.EVPowerScheduleEntries = _c4_c1_EVPowerScheduleEntries
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_c2_TimeAnchor = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_c2_TimeAnchor = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_c2_TimeAnchor |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13217,16 +12677,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13254,16 +12710,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c6_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13291,16 +12743,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13325,16 +12773,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c8_c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c8_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13358,16 +12802,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c8_EVPowerSchedule.EVPowerScheduleEntries = _c8_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_c2_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_c2_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c8_c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c8_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13441,16 +12881,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13478,16 +12914,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13512,16 +12944,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13545,16 +12973,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c11_EVPowerSchedule.EVPowerScheduleEntries = _c11_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_c2_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_c2_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13628,16 +13052,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13662,16 +13082,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if _a >> 11: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13695,16 +13111,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c13_EVPowerSchedule.EVPowerScheduleEntries = _c13_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_c2_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_c2_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13774,16 +13186,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if _a: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_c1_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_c1_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_c1_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_c1_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_c1_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_c1_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13807,16 +13215,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c14_EVPowerSchedule.EVPowerScheduleEntries = _c14_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_c2_TimeAnchor = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_c2_TimeAnchor = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_c2_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_c2_TimeAnchor |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14497,16 +13901,12 @@ def _d_Scheduled_SEResControlModeType(r):
         if _a: raise r.deviation('ScheduleTupleType', r.end - q)
         el = 'ScheduleTuple/ScheduleTupleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_ScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_ScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_ScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_ScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; _c3_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14560,16 +13960,12 @@ def _d_Scheduled_SEResControlModeType(r):
             if _a: raise r.deviation('ScheduleTupleType', r.end - q)
             el = 'ScheduleTuple/ScheduleTupleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_ScheduleTupleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_ScheduleTupleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_ScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_ScheduleTupleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14629,16 +14025,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 if _a: raise r.deviation('ScheduleTupleType', r.end - q)
                 el = 'ScheduleTuple/ScheduleTupleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_ScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_ScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c5_ScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c5_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c5_ScheduleTupleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c5_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14855,16 +14247,12 @@ def _d_Scheduled_SMDTControlModeType(r):
         if (V >> q) & 3: raise r.deviation('Scheduled_SMDTControlModeType', r.end - q)
         el = 'SelectedScheduleTupleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SelectedScheduleTupleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SelectedScheduleTupleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SelectedScheduleTupleID |= _y << 14
             else:
                 r.pos = r.end - q; f_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14918,16 +14306,12 @@ def _d_SelectedServiceListType(r):
         if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
         el = 'SelectedService/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14941,16 +14325,12 @@ def _d_SelectedServiceListType(r):
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'SelectedService/ParameterSetID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ParameterSetID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ParameterSetID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ParameterSetID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14977,16 +14357,12 @@ def _d_SelectedServiceListType(r):
                 if _a: raise r.deviation('SelectedServiceListType', r.end - q)
                 el = 'SelectedService/ServiceID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ServiceID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ServiceID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15000,16 +14376,12 @@ def _d_SelectedServiceListType(r):
                 if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                 el = 'SelectedService/ParameterSetID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ParameterSetID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ParameterSetID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ParameterSetID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15143,16 +14515,12 @@ def _d_SelectedServiceType(r):
         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15166,16 +14534,12 @@ def _d_SelectedServiceType(r):
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'ParameterSetID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ParameterSetID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ParameterSetID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ParameterSetID |= _y << 14
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15254,16 +14618,12 @@ def _d_ServiceDetailReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15298,16 +14658,12 @@ def _d_ServiceDetailReqType(r):
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15420,16 +14776,12 @@ def _d_ServiceDetailResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15469,16 +14821,12 @@ def _d_ServiceDetailResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15618,16 +14966,12 @@ def _d_ServiceDiscoveryReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15780,16 +15124,12 @@ def _d_ServiceDiscoveryResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15968,16 +15308,12 @@ def _d_ServiceIDListType(r):
         if (V >> q) & 3: raise r.deviation('ServiceIDListType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _v = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _v = _U2[_y >> 8]
-            elif not _y & 128:
+            _v, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _v = _U2[_y >> 8] | ((_y & 127) << 14)
+                _v |= _y << 14
             else:
                 r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16001,16 +15337,12 @@ def _d_ServiceIDListType(r):
                 if _a: raise r.deviation('ServiceIDListType', r.end - q)
                 el = 'ServiceID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _v = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _v = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _v, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _v = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _v |= _y << 14
                     else:
                         r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16114,16 +15446,12 @@ def _d_ServiceListType(r):
         if (V >> q) & 7: raise r.deviation('ServiceListType', r.end - q)
         el = 'Service/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16153,16 +15481,12 @@ def _d_ServiceListType(r):
                 if _a: raise r.deviation('ServiceListType', r.end - q)
                 el = 'Service/ServiceID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ServiceID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ServiceID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16409,16 +15733,12 @@ def _d_ServiceSelectionReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16453,16 +15773,12 @@ def _d_ServiceSelectionReqType(r):
         if (V >> q) & 7: raise r.deviation('ServiceSelectionReqType', r.end - q)
         el = 'SelectedEnergyTransferService/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16476,16 +15792,12 @@ def _d_ServiceSelectionReqType(r):
         if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
         el = 'SelectedEnergyTransferService/ParameterSetID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_ParameterSetID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_ParameterSetID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_ParameterSetID |= _y << 14
             else:
                 r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16645,16 +15957,12 @@ def _d_ServiceSelectionResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16775,16 +16083,12 @@ def _d_ServiceType(r):
         if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16862,16 +16166,12 @@ def _d_SessionSetupReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17024,16 +16324,12 @@ def _d_SessionSetupResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17199,16 +16495,12 @@ def _d_SessionStopReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17480,16 +16772,12 @@ def _d_SessionStopResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17983,16 +17271,12 @@ def _d_SignedMeteringDataType(r):
             if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
             el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_SelectedScheduleTupleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_SelectedScheduleTupleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_SelectedScheduleTupleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18019,16 +17303,12 @@ def _d_SignedMeteringDataType(r):
                 if _a: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_SelectedScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_SelectedScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_SelectedScheduleTupleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_SelectedScheduleTupleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18491,16 +17771,12 @@ def _d_TargetPositionType(r):
         if (V >> q) & 3: raise r.deviation('TargetPositionType', r.end - q)
         el = 'TargetOffsetX'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TargetOffsetX = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TargetOffsetX = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TargetOffsetX, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TargetOffsetX = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TargetOffsetX |= _y << 14
             else:
                 r.pos = r.end - q; f_TargetOffsetX = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18514,16 +17790,12 @@ def _d_TargetPositionType(r):
         if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(r.end - q))
         el = 'TargetOffsetY'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TargetOffsetY = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TargetOffsetY = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TargetOffsetY, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TargetOffsetY = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TargetOffsetY |= _y << 14
             else:
                 r.pos = r.end - q; f_TargetOffsetY = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18692,16 +17964,12 @@ def _d_TaxRuleType(r):
         if (V >> q) & 3: raise r.deviation('TaxRuleType', r.end - q)
         el = 'TaxRuleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TaxRuleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TaxRuleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TaxRuleID |= _y << 14
             else:
                 r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18740,16 +18008,12 @@ def _d_TaxRuleType(r):
             el = 'TaxRate/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18776,16 +18040,12 @@ def _d_TaxRuleType(r):
             el = 'TaxRate/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -18990,16 +18250,12 @@ def _d_VehicleCheckInReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19055,16 +18311,12 @@ def _d_VehicleCheckInReqType(r):
             el = 'VehicleFrame'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_VehicleFrame = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_VehicleFrame = _U2[_y >> 8]
-                elif not _y & 128:
+                f_VehicleFrame, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_VehicleFrame = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_VehicleFrame |= _y << 14
                 else:
                     r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19087,16 +18339,12 @@ def _d_VehicleCheckInReqType(r):
             el = 'DeviceOffset'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DeviceOffset = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DeviceOffset = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DeviceOffset, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DeviceOffset = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DeviceOffset |= _y << 14
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19119,16 +18367,12 @@ def _d_VehicleCheckInReqType(r):
             el = 'VehicleTravel'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_VehicleTravel = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_VehicleTravel = _U2[_y >> 8]
-                elif not _y & 128:
+                f_VehicleTravel, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_VehicleTravel |= _y << 14
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19154,16 +18398,12 @@ def _d_VehicleCheckInReqType(r):
                 el = 'DeviceOffset'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_DeviceOffset = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_DeviceOffset = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_DeviceOffset, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_DeviceOffset = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_DeviceOffset |= _y << 14
                     else:
                         r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19186,16 +18426,12 @@ def _d_VehicleCheckInReqType(r):
                 el = 'VehicleTravel'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_VehicleTravel = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_VehicleTravel = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_VehicleTravel, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_VehicleTravel |= _y << 14
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19221,16 +18457,12 @@ def _d_VehicleCheckInReqType(r):
                 el = 'VehicleTravel'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_VehicleTravel = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_VehicleTravel = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_VehicleTravel, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_VehicleTravel |= _y << 14
                     else:
                         r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19460,16 +18692,12 @@ def _d_VehicleCheckInResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19516,16 +18744,12 @@ def _d_VehicleCheckInResType(r):
             el = 'ParkingSpace'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_ParkingSpace = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_ParkingSpace = _U2[_y >> 8]
-                elif not _y & 128:
+                f_ParkingSpace, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_ParkingSpace = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_ParkingSpace |= _y << 14
                 else:
                     r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19548,16 +18772,12 @@ def _d_VehicleCheckInResType(r):
             el = 'DeviceLocation'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DeviceLocation = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DeviceLocation = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DeviceLocation, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DeviceLocation = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DeviceLocation |= _y << 14
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19580,16 +18800,12 @@ def _d_VehicleCheckInResType(r):
             el = 'TargetDistance'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TargetDistance = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TargetDistance = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TargetDistance, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TargetDistance |= _y << 14
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19615,16 +18831,12 @@ def _d_VehicleCheckInResType(r):
                 el = 'DeviceLocation'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_DeviceLocation = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_DeviceLocation = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_DeviceLocation, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_DeviceLocation = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_DeviceLocation |= _y << 14
                     else:
                         r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19647,16 +18859,12 @@ def _d_VehicleCheckInResType(r):
                 el = 'TargetDistance'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TargetDistance = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TargetDistance = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TargetDistance, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TargetDistance |= _y << 14
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19682,16 +18890,12 @@ def _d_VehicleCheckInResType(r):
                 el = 'TargetDistance'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TargetDistance = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TargetDistance = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TargetDistance, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TargetDistance |= _y << 14
                     else:
                         r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19911,16 +19115,12 @@ def _d_VehicleCheckOutReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -19960,16 +19160,12 @@ def _d_VehicleCheckOutReqType(r):
         else: f_EVCheckOutStatus = _E_iso20_commonmessages_evCheckOutStatusType[f_EVCheckOutStatus]
         el = 'CheckOutTime'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_CheckOutTime = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_CheckOutTime = _U2[_y >> 8]
-            elif not _y & 128:
+            f_CheckOutTime, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_CheckOutTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_CheckOutTime |= _y << 14
             else:
                 r.pos = r.end - q; f_CheckOutTime = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20089,16 +19285,12 @@ def _d_VehicleCheckOutResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20629,16 +19821,12 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20795,16 +19983,12 @@ def _de18(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20839,16 +20023,12 @@ def _de19(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20883,16 +20063,12 @@ def _de20(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -20927,16 +20103,12 @@ def _de21(r):  # CarbonDioxideEmission
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CarbonDioxideEmission', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21051,16 +20223,12 @@ def _de25(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21138,16 +20306,12 @@ def _de28(r):  # CheckOutTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CheckOutTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21253,16 +20417,12 @@ def _de31(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21297,16 +20457,12 @@ def _de32(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21343,16 +20499,12 @@ def _de33(r):  # DeviceLocation
     if x & 2: raise r.deviation('DeviceLocation', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21391,16 +20543,12 @@ def _de34(r):  # DeviceOffset
     if x & 2: raise r.deviation('DeviceOffset', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -21437,16 +20585,12 @@ def _de35(r):  # Duration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Duration', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22001,16 +21145,12 @@ def _de54(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22304,16 +21444,12 @@ def _de64(r):  # MeterStatus
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22350,16 +21486,12 @@ def _de65(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22473,16 +21605,12 @@ def _de69(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22537,16 +21665,12 @@ def _de71(r):  # OverstayFeePeriod
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayFeePeriod', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22620,16 +21744,12 @@ def _de73(r):  # OverstayTimeThreshold
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayTimeThreshold', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22775,16 +21895,12 @@ def _de77(r):  # ParameterSetID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22819,16 +21935,12 @@ def _de78(r):  # ParkingFeePeriod
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingFeePeriod', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -22888,16 +22000,12 @@ def _de80(r):  # ParkingSpace
     if x & 2: raise r.deviation('ParkingSpace', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23111,16 +22219,12 @@ def _de87(r):  # PriceScheduleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PriceScheduleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23251,16 +22355,12 @@ def _de91(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23295,16 +22395,12 @@ def _de92(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23339,16 +22435,12 @@ def _de93(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23495,16 +22587,12 @@ def _de98(r):  # ScheduleTupleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ScheduleTupleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23597,16 +22685,12 @@ def _de101(r):  # SelectedScheduleTupleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SelectedScheduleTupleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23641,16 +22725,12 @@ def _de102(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23808,16 +22888,12 @@ def _de107(r):  # StartTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('StartTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23886,16 +22962,12 @@ def _de109(r):  # TargetDistance
     if x & 2: raise r.deviation('TargetDistance', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23932,16 +23004,12 @@ def _de110(r):  # TargetOffsetX
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetX', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -23976,16 +23044,12 @@ def _de111(r):  # TargetOffsetY
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetY', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24082,16 +23146,12 @@ def _de115(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24126,16 +23186,12 @@ def _de116(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24209,16 +23265,12 @@ def _de118(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24253,16 +23305,12 @@ def _de119(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24297,16 +23345,12 @@ def _de120(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24343,16 +23387,12 @@ def _de121(r):  # Value
     if x & 2: raise r.deviation('Value', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24391,16 +23431,12 @@ def _de122(r):  # VehicleFrame
     if x & 2: raise r.deviation('VehicleFrame', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24439,16 +23475,12 @@ def _de123(r):  # VehicleTravel
     if x & 2: raise r.deviation('VehicleTravel', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24667,16 +23699,12 @@ def _de129(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24904,16 +23932,12 @@ def _de136(r):  # intValue
     if x & 2: raise r.deviation('intValue', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -24952,16 +23976,12 @@ def _de137(r):  # shortValue
     if x & 2: raise r.deviation('shortValue', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

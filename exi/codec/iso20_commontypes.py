@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:std:iso:15118:-20:CommonTypes."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso20_commontypes, xmldsig
 from exi.codec import xmldsig as c_xmldsig
 
@@ -120,16 +120,12 @@ def _d_ChargeLoopReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -306,16 +302,12 @@ def _d_ChargeLoopResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -360,16 +352,12 @@ def _d_ChargeLoopResType(r):
             if _a: raise r.deviation('ChargeLoopResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -653,16 +641,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -784,16 +768,12 @@ def _d_ChargeParameterDiscoveryResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -918,16 +898,12 @@ def _d_DetailedCostType(r):
         el = 'Amount/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -949,16 +925,12 @@ def _d_DetailedCostType(r):
         el = 'CostPerUnit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1044,16 +1016,12 @@ def _d_DetailedTaxType(r):
         if (V >> q) & 3: raise r.deviation('DetailedTaxType', r.end - q)
         el = 'TaxRuleID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TaxRuleID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TaxRuleID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TaxRuleID |= _y << 14
             else:
                 r.pos = r.end - q; f_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1071,16 +1039,12 @@ def _d_DetailedTaxType(r):
         el = 'Amount/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1215,16 +1179,12 @@ def _d_DisplayParametersType(r):
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMinimumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMinimumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMinimumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1249,16 +1209,12 @@ def _d_DisplayParametersType(r):
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToTargetSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToTargetSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1280,16 +1236,12 @@ def _d_DisplayParametersType(r):
                 if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMaximumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1325,16 +1277,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1407,16 +1355,12 @@ def _d_DisplayParametersType(r):
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMinimumSOC'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_RemainingTimeToMinimumSOC = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_RemainingTimeToMinimumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_RemainingTimeToMinimumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1438,16 +1382,12 @@ def _d_DisplayParametersType(r):
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToTargetSOC'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_RemainingTimeToTargetSOC = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_RemainingTimeToTargetSOC = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_RemainingTimeToTargetSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_RemainingTimeToTargetSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1472,16 +1412,12 @@ def _d_DisplayParametersType(r):
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMaximumSOC'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_RemainingTimeToMaximumSOC = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_RemainingTimeToMaximumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1517,16 +1453,12 @@ def _d_DisplayParametersType(r):
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c8_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c8_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c8_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1589,16 +1521,12 @@ def _d_DisplayParametersType(r):
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMinimumSOC'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_RemainingTimeToMinimumSOC = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_RemainingTimeToMinimumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_RemainingTimeToMinimumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1620,16 +1548,12 @@ def _d_DisplayParametersType(r):
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToTargetSOC'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_RemainingTimeToTargetSOC = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_RemainingTimeToTargetSOC = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_RemainingTimeToTargetSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_RemainingTimeToTargetSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1654,16 +1578,12 @@ def _d_DisplayParametersType(r):
                     if (V >> q) & 1: raise r.deviation('DisplayParametersType', r.end - q)
                     el = 'RemainingTimeToMaximumSOC'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_RemainingTimeToMaximumSOC = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_RemainingTimeToMaximumSOC |= _y << 14
                         else:
                             r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1699,16 +1619,12 @@ def _d_DisplayParametersType(r):
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c9_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c9_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1759,16 +1675,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMinimumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMinimumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMinimumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1789,16 +1701,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToTargetSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToTargetSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1819,16 +1727,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMaximumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1861,16 +1765,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1908,16 +1808,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMinimumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMinimumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMinimumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMinimumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMinimumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1938,16 +1834,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToTargetSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToTargetSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1968,16 +1860,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMaximumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2010,16 +1898,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2057,16 +1941,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToTargetSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToTargetSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToTargetSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToTargetSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToTargetSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2087,16 +1967,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMaximumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2129,16 +2005,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2176,16 +2048,12 @@ def _d_DisplayParametersType(r):
                 if _a >> 18: raise r.deviation('DisplayParametersType', r.end - q)
                 el = 'RemainingTimeToMaximumSOC'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RemainingTimeToMaximumSOC = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_RemainingTimeToMaximumSOC, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_RemainingTimeToMaximumSOC = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_RemainingTimeToMaximumSOC |= _y << 14
                     else:
                         r.pos = r.end - q; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2218,16 +2086,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2277,16 +2141,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2327,16 +2187,12 @@ def _d_DisplayParametersType(r):
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3009,16 +2865,12 @@ def _d_Dynamic_CLReqControlModeType(r):
             if _a >> 13: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3036,16 +2888,12 @@ def _d_Dynamic_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3071,16 +2919,12 @@ def _d_Dynamic_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3107,16 +2951,12 @@ def _d_Dynamic_CLReqControlModeType(r):
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3138,16 +2978,12 @@ def _d_Dynamic_CLReqControlModeType(r):
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3293,16 +3129,12 @@ def _d_Dynamic_CLResControlModeType(r):
             if _a >> 22: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3342,16 +3174,12 @@ def _d_Dynamic_CLResControlModeType(r):
             if _a >> 22: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_AckMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_AckMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_AckMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3394,16 +3222,12 @@ def _d_Dynamic_CLResControlModeType(r):
                 if _a >> 22: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3436,16 +3260,12 @@ def _d_Dynamic_CLResControlModeType(r):
                 if _a >> 11: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3468,16 +3288,12 @@ def _d_Dynamic_CLResControlModeType(r):
                 if _a: raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3637,16 +3453,12 @@ def _d_EVSEStatusType(r):
         if (V >> q) & 3: raise r.deviation('EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            f_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3730,16 +3542,12 @@ def _d_ListOfRootCertificateIDsType(r):
         el = 'RootCertificateID/X509SerialNumber'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_X509SerialNumber = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_X509SerialNumber = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_X509SerialNumber |= _y << 14
             else:
                 r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3783,16 +3591,12 @@ def _d_ListOfRootCertificateIDsType(r):
                 el = 'RootCertificateID/X509SerialNumber'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_X509SerialNumber = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_X509SerialNumber = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_X509SerialNumber |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3939,16 +3743,12 @@ def _d_MessageHeaderType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4061,16 +3861,12 @@ def _d_MeterInfoType(r):
         if (V >> q) & 7: raise r.deviation('MeterInfoType', r.end - q)
         el = 'ChargedEnergyReadingWh'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ChargedEnergyReadingWh = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ChargedEnergyReadingWh = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ChargedEnergyReadingWh, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ChargedEnergyReadingWh = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ChargedEnergyReadingWh |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4091,16 +3887,12 @@ def _d_MeterInfoType(r):
             if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'BPT_DischargedEnergyReadingWh'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_BPT_DischargedEnergyReadingWh = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8]
-                elif not _y & 128:
+                f_BPT_DischargedEnergyReadingWh, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_BPT_DischargedEnergyReadingWh |= _y << 14
                 else:
                     r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4121,16 +3913,12 @@ def _d_MeterInfoType(r):
             if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'CapacitiveEnergyReadingVARh'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_CapacitiveEnergyReadingVARh = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_CapacitiveEnergyReadingVARh = _U2[_y >> 8]
-                elif not _y & 128:
+                f_CapacitiveEnergyReadingVARh, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_CapacitiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_CapacitiveEnergyReadingVARh |= _y << 14
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4151,16 +3939,12 @@ def _d_MeterInfoType(r):
             if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'BPT_InductiveEnergyReadingVARh'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_BPT_InductiveEnergyReadingVARh = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
-                elif not _y & 128:
+                f_BPT_InductiveEnergyReadingVARh, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_BPT_InductiveEnergyReadingVARh |= _y << 14
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4206,16 +3990,12 @@ def _d_MeterInfoType(r):
             el = 'MeterStatus'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_MeterStatus = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_MeterStatus = _U2[_y >> 8]
-                elif not _y & 128:
+                f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_MeterStatus |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4237,16 +4017,12 @@ def _d_MeterInfoType(r):
             if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterTimestamp'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_MeterTimestamp = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_MeterTimestamp = _U2[_y >> 8]
-                elif not _y & 128:
+                f_MeterTimestamp, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_MeterTimestamp |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4270,16 +4046,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'CapacitiveEnergyReadingVARh'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_CapacitiveEnergyReadingVARh = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_CapacitiveEnergyReadingVARh, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_CapacitiveEnergyReadingVARh |= _y << 14
                     else:
                         r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4300,16 +4072,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_BPT_InductiveEnergyReadingVARh, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_BPT_InductiveEnergyReadingVARh |= _y << 14
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4355,16 +4123,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4386,16 +4150,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterTimestamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterTimestamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterTimestamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4419,16 +4179,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'BPT_InductiveEnergyReadingVARh'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_BPT_InductiveEnergyReadingVARh, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_BPT_InductiveEnergyReadingVARh |= _y << 14
                     else:
                         r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4474,16 +4230,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4505,16 +4257,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterTimestamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterTimestamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterTimestamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4563,16 +4311,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4594,16 +4338,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterTimestamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterTimestamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterTimestamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4628,16 +4368,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4659,16 +4395,12 @@ def _d_MeterInfoType(r):
                 if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterTimestamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterTimestamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterTimestamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4691,16 +4423,12 @@ def _d_MeterInfoType(r):
                 if _a: raise r.deviation('MeterInfoType', r.end - q)
                 el = 'MeterTimestamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterTimestamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterTimestamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterTimestamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterTimestamp |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5043,16 +4771,12 @@ def _d_RationalNumberType(r):
         el = 'Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Value |= _y << 14
             else:
                 r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5117,16 +4841,12 @@ def _d_ReceiptType(r):
         if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
         el = 'TimeAnchor'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TimeAnchor = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TimeAnchor = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TimeAnchor, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TimeAnchor |= _y << 14
             else:
                 r.pos = r.end - q; f_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5150,16 +4870,12 @@ def _d_ReceiptType(r):
             el = 'EnergyCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5181,16 +4897,12 @@ def _d_ReceiptType(r):
             el = 'EnergyCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5221,16 +4933,12 @@ def _d_ReceiptType(r):
             el = 'OccupancyCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c17_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c17_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c17_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c17_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c17_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5252,16 +4960,12 @@ def _d_ReceiptType(r):
             el = 'OccupancyCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c17_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c17_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c17_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c17_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5292,16 +4996,12 @@ def _d_ReceiptType(r):
             el = 'AdditionalServicesCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c18_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c18_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c18_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c18_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c18_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5323,16 +5023,12 @@ def _d_ReceiptType(r):
             el = 'AdditionalServicesCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c18_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c18_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c18_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c18_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c18_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5363,16 +5059,12 @@ def _d_ReceiptType(r):
             el = 'OverstayCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c19_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c19_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c19_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c19_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c19_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c19_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5394,16 +5086,12 @@ def _d_ReceiptType(r):
             el = 'OverstayCosts/CostPerUnit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c19_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c19_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c19_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c19_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c19_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c19_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5431,16 +5119,12 @@ def _d_ReceiptType(r):
             if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
             el = 'TaxCosts/TaxRuleID'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c20_TaxRuleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c20_TaxRuleID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c20_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c20_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c20_TaxRuleID |= _y << 14
                 else:
                     r.pos = r.end - q; _c20_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5458,16 +5142,12 @@ def _d_ReceiptType(r):
             el = 'TaxCosts/Amount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c20_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c20_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c20_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c20_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c20_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c20_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5502,16 +5182,12 @@ def _d_ReceiptType(r):
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c21_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c21_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c21_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c21_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c21_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5533,16 +5209,12 @@ def _d_ReceiptType(r):
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c21_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c21_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c21_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c21_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c21_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5573,16 +5245,12 @@ def _d_ReceiptType(r):
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c22_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c22_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c22_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c22_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c22_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c22_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5604,16 +5272,12 @@ def _d_ReceiptType(r):
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c22_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c22_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c22_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c22_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c22_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c22_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5644,16 +5308,12 @@ def _d_ReceiptType(r):
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c23_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c23_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c23_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c23_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c23_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5675,16 +5335,12 @@ def _d_ReceiptType(r):
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c23_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c23_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c23_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c23_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c23_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5712,16 +5368,12 @@ def _d_ReceiptType(r):
                 if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c24_TaxRuleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c24_TaxRuleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c24_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c24_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_TaxRuleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c24_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5739,16 +5391,12 @@ def _d_ReceiptType(r):
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c24_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c24_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c24_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c24_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c24_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5783,16 +5431,12 @@ def _d_ReceiptType(r):
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c25_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c25_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c25_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c25_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c25_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5814,16 +5458,12 @@ def _d_ReceiptType(r):
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c25_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c25_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c25_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c25_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c25_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5854,16 +5494,12 @@ def _d_ReceiptType(r):
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c26_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c26_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c26_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c26_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c26_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5885,16 +5521,12 @@ def _d_ReceiptType(r):
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c26_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c26_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c26_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c26_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5922,16 +5554,12 @@ def _d_ReceiptType(r):
                 if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c27_TaxRuleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c27_TaxRuleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c27_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c27_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c27_TaxRuleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c27_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5949,16 +5577,12 @@ def _d_ReceiptType(r):
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c27_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c27_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c27_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c27_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c27_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c27_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5993,16 +5617,12 @@ def _d_ReceiptType(r):
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c28_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c28_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c28_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c28_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c28_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c28_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6024,16 +5644,12 @@ def _d_ReceiptType(r):
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c28_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c28_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c28_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c28_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c28_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c28_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6061,16 +5677,12 @@ def _d_ReceiptType(r):
                 if _a >> 13: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c29_TaxRuleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c29_TaxRuleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c29_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c29_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c29_TaxRuleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c29_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6088,16 +5700,12 @@ def _d_ReceiptType(r):
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c29_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c29_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c29_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c29_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c29_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c29_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6128,16 +5736,12 @@ def _d_ReceiptType(r):
                 if _a: raise r.deviation('ReceiptType', r.end - q)
                 el = 'TaxCosts/TaxRuleID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_TaxRuleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_TaxRuleID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_TaxRuleID |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6155,16 +5759,12 @@ def _d_ReceiptType(r):
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6201,16 +5801,12 @@ def _d_ReceiptType(r):
                     if _a: raise r.deviation('ReceiptType', r.end - q)
                     el = 'TaxCosts/TaxRuleID'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c32_TaxRuleID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c32_TaxRuleID = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c32_TaxRuleID, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c32_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c32_TaxRuleID |= _y << 14
                         else:
                             r.pos = r.end - q; _c32_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6228,16 +5824,12 @@ def _d_ReceiptType(r):
                     el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c32_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c32_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c32_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c32_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c32_c1_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c32_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7021,16 +6613,12 @@ def _d_Scheduled_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7058,16 +6646,12 @@ def _d_Scheduled_CLReqControlModeType(r):
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7095,16 +6679,12 @@ def _d_Scheduled_CLReqControlModeType(r):
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7135,16 +6715,12 @@ def _d_Scheduled_CLReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7172,16 +6748,12 @@ def _d_Scheduled_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7212,16 +6784,12 @@ def _d_Scheduled_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7456,16 +7024,12 @@ def _d_V2GMessageType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7587,16 +7151,12 @@ def _d_V2GRequestType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7718,16 +7278,12 @@ def _d_V2GResponseType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_dc' (ISO 15118-20 DC)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso20_commontypes, iso20_dc, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -60,16 +60,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -91,16 +87,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -122,16 +114,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -153,16 +141,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c9_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c9_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -184,16 +168,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c10_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c10_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -215,16 +195,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c11_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c11_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c11_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -254,16 +230,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -290,16 +262,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -326,16 +294,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c14_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c14_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c14_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -357,16 +321,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c15_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c15_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c15_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -388,16 +348,12 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c16_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c16_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c16_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -688,16 +644,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -719,16 +671,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -750,16 +698,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c9_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c9_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -781,16 +725,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c10_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c10_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -812,16 +752,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c11_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c11_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c11_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -843,16 +779,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c12_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c12_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c12_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -879,16 +811,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             el = 'EVSEPowerRampLimitation/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -910,16 +838,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -945,16 +869,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -981,16 +901,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c16_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c16_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c16_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1012,16 +928,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c17_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c17_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c17_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1043,16 +955,12 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c18_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c18_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c18_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1361,16 +1269,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if _a >> 13: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1388,16 +1292,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1424,16 +1324,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c17_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c17_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1461,16 +1357,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c18_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c18_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c18_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1492,16 +1384,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c19_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c19_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c19_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1523,16 +1411,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c20_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c20_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c20_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1554,16 +1438,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c21_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c21_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c21_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1585,16 +1465,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c22_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c22_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c22_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1616,16 +1492,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c23_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c23_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c23_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1647,16 +1519,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c24_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c24_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c24_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c24_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1678,16 +1546,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c25_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c25_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c25_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c25_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1709,16 +1573,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumDischargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c26_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c26_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c26_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c26_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1740,16 +1600,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumDischargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c27_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c27_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c27_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c27_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1777,16 +1633,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             el = 'EVMaximumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c28_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c28_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c28_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c28_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1814,16 +1666,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             el = 'EVMinimumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c29_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c29_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c29_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c29_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1854,16 +1702,12 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2274,16 +2118,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2325,16 +2165,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_AckMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_AckMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_AckMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2358,16 +2194,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2415,16 +2247,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2448,16 +2276,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2493,16 +2317,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2526,16 +2346,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2562,16 +2378,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if _a >> 13: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2594,16 +2406,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2632,16 +2440,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c17_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c17_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2668,16 +2472,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c18_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c18_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2699,16 +2499,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c19_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c19_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c19_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2730,16 +2526,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c20_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c20_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c20_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2761,16 +2553,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c21_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c21_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c21_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2792,16 +2580,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c22_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c22_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c22_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2823,16 +2607,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c23_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c23_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c23_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2854,16 +2634,12 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMinimumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c24_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c24_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c24_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c24_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3293,16 +3069,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3330,16 +3102,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3367,16 +3135,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3403,16 +3167,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3442,16 +3202,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3479,16 +3235,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3515,16 +3267,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3554,16 +3302,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3590,16 +3334,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3628,16 +3368,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c21_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c21_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c21_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3664,16 +3400,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c22_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c22_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c22_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3704,16 +3436,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c51_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c51_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c51_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3743,16 +3471,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c52_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c52_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c52_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3782,16 +3506,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMaximumChargeCurrent/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c53_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c53_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c53_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3821,16 +3541,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMaximumVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c54_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c54_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c54_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3863,16 +3579,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMinimumVoltage/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c55_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c55_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c55_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3902,16 +3614,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c56_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c56_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c56_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3941,16 +3649,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c57_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c57_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c57_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3980,16 +3684,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     el = 'EVMaximumDischargeCurrent/Value'
                     _neg = (x & 1)
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c58_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c58_Value = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c58_Value |= _y << 14
                         else:
                             r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4020,16 +3720,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4057,16 +3753,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4094,16 +3786,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4131,16 +3819,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4168,16 +3852,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4205,16 +3885,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4242,16 +3918,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c65_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c65_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c65_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c65_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c65_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c65_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4282,16 +3954,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c66_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c66_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c66_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c66_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c66_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c66_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4319,16 +3987,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c67_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c67_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c67_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c67_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c67_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c67_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4356,16 +4020,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c68_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c68_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c68_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c68_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c68_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c68_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4393,16 +4053,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c69_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c69_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c69_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c69_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c69_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c69_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4430,16 +4086,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c70_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c70_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c70_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c70_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c70_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c70_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4467,16 +4119,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c71_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c71_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c71_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c71_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c71_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c71_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4507,16 +4155,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c72_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c72_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c72_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c72_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c72_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c72_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4544,16 +4188,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c73_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c73_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c73_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c73_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c73_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c73_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4581,16 +4221,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c74_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c74_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c74_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c74_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c74_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c74_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4618,16 +4254,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c75_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c75_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c75_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c75_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c75_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c75_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4655,16 +4287,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c76_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c76_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c76_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c76_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c76_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c76_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4695,16 +4323,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c77_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c77_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c77_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c77_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c77_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c77_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4732,16 +4356,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c78_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c78_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c78_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c78_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c78_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c78_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4769,16 +4389,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c79_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c79_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c79_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c79_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c79_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c79_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4806,16 +4422,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c80_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c80_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c80_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c80_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c80_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c80_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4846,16 +4458,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c81_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c81_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c81_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c81_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c81_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c81_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4883,16 +4491,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c82_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c82_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c82_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c82_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c82_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c82_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4920,16 +4524,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c83_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c83_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c83_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c83_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c83_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c83_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4960,16 +4560,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c84_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c84_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c84_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c84_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c84_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c84_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4997,16 +4593,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c85_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c85_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c85_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c85_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c85_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c85_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5037,16 +4629,12 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c86_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c86_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c86_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c86_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c86_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c86_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6150,16 +5738,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c29_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c29_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c29_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c29_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6189,16 +5773,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c30_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c30_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c30_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6228,16 +5808,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c31_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c31_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c31_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6267,16 +5843,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c32_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c32_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6309,16 +5881,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c33_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c33_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6348,16 +5916,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c34_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c34_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c34_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6387,16 +5951,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6426,16 +5986,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c36_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c36_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c36_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6466,16 +6022,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c37_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c37_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c37_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6503,16 +6055,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c38_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c38_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6540,16 +6088,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c39_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c39_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6577,16 +6121,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c40_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c40_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c40_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6614,16 +6154,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c41_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c41_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6651,16 +6187,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c42_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c42_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6688,16 +6220,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c43_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c43_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c43_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6728,16 +6256,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c44_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c44_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c44_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6765,16 +6289,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c45_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c45_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c45_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6802,16 +6322,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6839,16 +6355,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6876,16 +6388,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6913,16 +6421,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6953,16 +6457,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6990,16 +6490,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7027,16 +6523,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7064,16 +6556,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c53_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c53_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c53_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c53_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c53_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c53_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7101,16 +6589,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c54_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c54_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c54_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c54_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c54_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c54_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7141,16 +6625,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c55_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c55_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c55_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c55_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c55_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c55_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7178,16 +6658,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c56_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c56_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c56_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c56_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c56_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c56_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7215,16 +6691,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c57_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c57_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c57_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c57_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c57_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c57_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7252,16 +6724,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c58_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c58_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c58_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c58_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c58_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c58_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7292,16 +6760,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c59_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c59_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c59_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c59_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c59_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c59_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7329,16 +6793,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c60_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c60_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c60_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c60_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c60_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c60_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7366,16 +6826,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c61_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c61_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c61_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c61_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c61_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c61_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7406,16 +6862,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c62_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c62_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c62_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c62_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c62_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c62_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7443,16 +6895,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c63_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c63_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c63_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c63_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c63_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c63_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7483,16 +6931,12 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c64_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c64_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c64_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c64_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c64_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c64_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8338,16 +7782,12 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8369,16 +7809,12 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8400,16 +7836,12 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8431,16 +7863,12 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8462,16 +7890,12 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c5_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8493,16 +7917,12 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8696,16 +8116,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8727,16 +8143,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8758,16 +8170,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8789,16 +8197,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c5_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8820,16 +8224,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8851,16 +8251,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8887,16 +8283,12 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             el = 'EVSEPowerRampLimitation/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9104,16 +8496,12 @@ def _d_DC_CableCheckReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9235,16 +8623,12 @@ def _d_DC_CableCheckResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9397,16 +8781,12 @@ def _d_DC_ChargeLoopReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c3_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9471,16 +8851,12 @@ def _d_DC_ChargeLoopReqType(r):
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9740,16 +9116,12 @@ def _d_DC_ChargeLoopResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c8_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9795,16 +9167,12 @@ def _d_DC_ChargeLoopResType(r):
             if _a >> 12: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9859,16 +9227,12 @@ def _d_DC_ChargeLoopResType(r):
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9922,16 +9286,12 @@ def _d_DC_ChargeLoopResType(r):
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9973,16 +9333,12 @@ def _d_DC_ChargeLoopResType(r):
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10011,16 +9367,12 @@ def _d_DC_ChargeLoopResType(r):
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10047,16 +9399,12 @@ def _d_DC_ChargeLoopResType(r):
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10510,16 +9858,12 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10688,16 +10032,12 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10877,16 +10217,12 @@ def _d_DC_PreChargeReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10929,16 +10265,12 @@ def _d_DC_PreChargeReqType(r):
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10960,16 +10292,12 @@ def _d_DC_PreChargeReqType(r):
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11123,16 +10451,12 @@ def _d_DC_PreChargeResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11175,16 +10499,12 @@ def _d_DC_PreChargeResType(r):
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11317,16 +10637,12 @@ def _d_DC_WeldingDetectionReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11462,16 +10778,12 @@ def _d_DC_WeldingDetectionResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11514,16 +10826,12 @@ def _d_DC_WeldingDetectionResType(r):
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11647,16 +10955,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if _a >> 13: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11674,16 +10978,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11709,16 +11009,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11745,16 +11041,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c12_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c12_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c12_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11776,16 +11068,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumEnergyRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c13_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c13_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c13_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11807,16 +11095,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c14_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c14_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c14_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11838,16 +11122,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c15_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c15_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c15_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11869,16 +11149,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c16_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c16_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c16_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11900,16 +11176,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c17_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c17_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c17_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11931,16 +11203,12 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c18_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c18_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c18_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12197,16 +11465,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12248,16 +11512,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             el = 'AckMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_AckMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_AckMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_AckMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12281,16 +11541,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12338,16 +11594,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12371,16 +11623,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c10_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12416,16 +11664,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if _a >> 24: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12449,16 +11693,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12485,16 +11725,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if _a >> 13: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 el = 'AckMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_AckMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_AckMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_AckMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_AckMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_AckMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; f_AckMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12517,16 +11753,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c12_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c12_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c12_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12555,16 +11787,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12591,16 +11819,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12622,16 +11846,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12653,16 +11873,12 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13005,16 +12221,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c27_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c27_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c27_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c27_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c27_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c27_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13042,16 +12254,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c28_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c28_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c28_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c28_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c28_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c28_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13079,16 +12287,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c29_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c29_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c29_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c29_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c29_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c29_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13115,16 +12319,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c30_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c30_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c30_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c30_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c30_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c30_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13154,16 +12354,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c31_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c31_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c31_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c31_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c31_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c31_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13191,16 +12387,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c32_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c32_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c32_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c32_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c32_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c32_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13227,16 +12419,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c33_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c33_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c33_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c33_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c33_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c33_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13266,16 +12454,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c34_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c34_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c34_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c34_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c34_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c34_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13302,16 +12486,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c35_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c35_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c35_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c35_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c35_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c35_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13340,16 +12520,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c36_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c36_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c36_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c36_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c36_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c36_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13376,16 +12552,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c37_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c37_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c37_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c37_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c37_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c37_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13414,16 +12586,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c38_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c38_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c38_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c38_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c38_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c38_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13451,16 +12619,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c39_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c39_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c39_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c39_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c39_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c39_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13488,16 +12652,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c40_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c40_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c40_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c40_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c40_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c40_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13525,16 +12685,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c41_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c41_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c41_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c41_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c41_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c41_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13562,16 +12718,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c42_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c42_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c42_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c42_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c42_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c42_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13602,16 +12754,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c43_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c43_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c43_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c43_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c43_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c43_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13639,16 +12787,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c44_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c44_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c44_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c44_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c44_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c44_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13676,16 +12820,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c45_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c45_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c45_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c45_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c45_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c45_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13713,16 +12853,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c46_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c46_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c46_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c46_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c46_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c46_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13753,16 +12889,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c47_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c47_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c47_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c47_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c47_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c47_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13790,16 +12922,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c48_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c48_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c48_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c48_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c48_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c48_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13827,16 +12955,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c49_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c49_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c49_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c49_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c49_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c49_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13867,16 +12991,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c50_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c50_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c50_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c50_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c50_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c50_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13904,16 +13024,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c51_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c51_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c51_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c51_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c51_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c51_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13944,16 +13060,12 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c52_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c52_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c52_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c52_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c52_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c52_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14607,16 +13719,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14644,16 +13752,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14681,16 +13785,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14718,16 +13818,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14758,16 +13854,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14795,16 +13887,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14832,16 +13920,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14872,16 +13956,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14909,16 +13989,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14949,16 +14025,12 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15498,16 +14570,12 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15542,16 +14610,12 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15586,16 +14650,12 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15630,16 +14690,12 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15674,16 +14730,12 @@ def _de15(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15738,16 +14790,12 @@ def _de17(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16007,16 +15055,12 @@ def _de27(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16230,16 +15274,12 @@ def _de34(r):  # MeterStatus
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16276,16 +15316,12 @@ def _de35(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16378,16 +15414,12 @@ def _de38(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16628,16 +15660,12 @@ def _de45(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16672,16 +15700,12 @@ def _de46(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16716,16 +15740,12 @@ def _de47(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16931,16 +15951,12 @@ def _de54(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -16975,16 +15991,12 @@ def _de55(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17019,16 +16031,12 @@ def _de56(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17065,16 +16073,12 @@ def _de57(r):  # Value
     if x & 2: raise r.deviation('Value', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -17261,16 +16265,12 @@ def _de62(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'iso20_wpt' (ISO 15118-20 WPT)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso20_commontypes, iso20_wpt, xmldsig
 from exi.codec import iso20_commontypes as c_iso20_commontypes
 from exi.codec import xmldsig as c_xmldsig
@@ -253,16 +253,12 @@ def _d_AlternativeSECCType(r):
             if _a: raise r.deviation('AlternativeSECCType', r.end - q)
             el = 'Port'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_Port = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_Port = _U2[_y >> 8]
-                elif not _y & 128:
+                f_Port, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_Port |= _y << 14
                 else:
                     r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -327,16 +323,12 @@ def _d_AlternativeSECCType(r):
                 if _a: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_Port = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_Port = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_Port, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_Port |= _y << 14
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -380,16 +372,12 @@ def _d_AlternativeSECCType(r):
                 if _a: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_Port = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_Port = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_Port, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_Port |= _y << 14
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -412,16 +400,12 @@ def _d_AlternativeSECCType(r):
                 if _a: raise r.deviation('AlternativeSECCType', r.end - q)
                 el = 'Port'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_Port = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_Port = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_Port, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_Port = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_Port |= _y << 14
                     else:
                         r.pos = r.end - q; f_Port = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -742,16 +726,12 @@ def _d_WPT_AlignmentCheckReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -800,16 +780,12 @@ def _d_WPT_AlignmentCheckReqType(r):
             el = 'TargetCoilCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1060,16 +1036,12 @@ def _d_WPT_AlignmentCheckResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c4_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1122,16 +1094,12 @@ def _d_WPT_AlignmentCheckResType(r):
             el = 'PowerTransmitted/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1159,16 +1127,12 @@ def _d_WPT_AlignmentCheckResType(r):
             el = 'SupplyDeviceCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1224,16 +1188,12 @@ def _d_WPT_AlignmentCheckResType(r):
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c7_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1611,16 +1571,12 @@ def _d_WPT_ChargeLoopReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c6_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c6_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c6_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1688,16 +1644,12 @@ def _d_WPT_ChargeLoopReqType(r):
         el = 'EVPCPowerRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1719,16 +1671,12 @@ def _d_WPT_ChargeLoopReqType(r):
         el = 'EVPCPowerOutput/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1759,16 +1707,12 @@ def _d_WPT_ChargeLoopReqType(r):
             el = 'EVPCOperatingFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c9_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1796,16 +1740,12 @@ def _d_WPT_ChargeLoopReqType(r):
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1827,16 +1767,12 @@ def _d_WPT_ChargeLoopReqType(r):
             el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1858,16 +1794,12 @@ def _d_WPT_ChargeLoopReqType(r):
             el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1889,16 +1821,12 @@ def _d_WPT_ChargeLoopReqType(r):
             el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_c4_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1959,16 +1887,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1990,16 +1914,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2021,16 +1941,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2052,16 +1968,12 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c11_c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c11_c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c11_c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c11_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c11_c4_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c11_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2635,16 +2547,12 @@ def _d_WPT_ChargeLoopResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c13_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c13_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c13_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c13_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c13_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c13_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2690,16 +2598,12 @@ def _d_WPT_ChargeLoopResType(r):
             if _a >> 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2754,16 +2658,12 @@ def _d_WPT_ChargeLoopResType(r):
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2818,16 +2718,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c16_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c16_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c16_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2870,16 +2766,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c17_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c17_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c17_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2909,16 +2801,12 @@ def _d_WPT_ChargeLoopResType(r):
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c18_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c18_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c18_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2947,16 +2835,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'SDPowerInput/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2978,16 +2862,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3014,16 +2894,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c21_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c21_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3052,16 +2928,12 @@ def _d_WPT_ChargeLoopResType(r):
             el = 'SPCMinOutputPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c22_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c22_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c22_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3095,16 +2967,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'SPCOperatingFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c23_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c23_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3132,16 +3000,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c24_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c24_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c24_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c24_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c24_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3199,16 +3063,12 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c25_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c25_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c25_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c25_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c25_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3853,16 +3713,12 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3901,16 +3757,12 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         el = 'EVPCMaxReceivablePower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3928,16 +3780,12 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         f_EVPCMaxReceivablePower.Value = _c2_Value
         el = 'SDMaxGroundClearence'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SDMaxGroundClearence = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SDMaxGroundClearence = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SDMaxGroundClearence, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SDMaxGroundClearence = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SDMaxGroundClearence |= _y << 14
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3951,16 +3799,12 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(r.end - q))
         el = 'SDMinGroundClearence'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SDMinGroundClearence = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SDMinGroundClearence = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SDMinGroundClearence, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SDMinGroundClearence = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SDMinGroundClearence |= _y << 14
             else:
                 r.pos = r.end - q; f_SDMinGroundClearence = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3978,16 +3822,12 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         el = 'EVPCNaturalFrequency/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4247,16 +4087,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4301,16 +4137,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         el = 'SDMinOutputPower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4332,16 +4164,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         el = 'SDMaxOutputPower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4359,16 +4187,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         f_SDMaxOutputPower.Value = _c3_Value
         el = 'SDMaxGroundClearanceSupport'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SDMaxGroundClearanceSupport = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SDMaxGroundClearanceSupport = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SDMaxGroundClearanceSupport, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SDMaxGroundClearanceSupport = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SDMaxGroundClearanceSupport |= _y << 14
             else:
                 r.pos = r.end - q; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4382,16 +4206,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(r.end - q))
         el = 'SDMinGroundClearanceSupport'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_SDMinGroundClearanceSupport = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_SDMinGroundClearanceSupport = _U2[_y >> 8]
-            elif not _y & 128:
+            f_SDMinGroundClearanceSupport, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_SDMinGroundClearanceSupport = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_SDMinGroundClearanceSupport |= _y << 14
             else:
                 r.pos = r.end - q; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4409,16 +4229,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         el = 'PDMinCoilCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4440,16 +4256,12 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         el = 'PDMaxCoilCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c5_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c5_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4740,16 +4552,12 @@ def _d_WPT_CoordinateXYZType(r):
         el = 'Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; f_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4766,16 +4574,12 @@ def _d_WPT_CoordinateXYZType(r):
         el = 'Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; f_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4792,16 +4596,12 @@ def _d_WPT_CoordinateXYZType(r):
         el = 'Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; f_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4884,16 +4684,12 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         el = 'EVPCCoilCurrentRequest/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4915,16 +4711,12 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         el = 'EVPCCoilCurrentInformation/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4946,16 +4738,12 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         el = 'EVPCCurrentOutputInformation/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4977,16 +4765,12 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         el = 'EVPCVoltageOutputInformation/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5238,16 +5022,12 @@ def _d_WPT_FinePositioningReqType(r):
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeStamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeStamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeStamp |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5575,16 +5355,12 @@ def _d_WPT_FinePositioningResType(r):
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeStamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeStamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeStamp |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5907,16 +5683,12 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeStamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeStamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeStamp |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5977,16 +5749,12 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if (V >> q) & 3: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'NaturalOffset'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_NaturalOffset = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_NaturalOffset = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_NaturalOffset, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_NaturalOffset = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_NaturalOffset |= _y << 14
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6366,16 +6134,12 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
                 el = 'Header/TimeStamp'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TimeStamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TimeStamp = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TimeStamp |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6436,16 +6200,12 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if (V >> q) & 3: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'NaturalOffset'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_NaturalOffset = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_NaturalOffset = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_NaturalOffset, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_NaturalOffset = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_NaturalOffset |= _y << 14
                     else:
                         r.pos = r.end - q; f_NaturalOffset = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6868,16 +6628,12 @@ def _d_WPT_LF_DataPackageType(r):
             if _a: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
             el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_c1_TxIdentifier = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_c1_TxIdentifier = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_c1_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_c1_TxIdentifier |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6895,16 +6651,12 @@ def _d_WPT_LF_DataPackageType(r):
             el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_c1_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_c1_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_c1_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6929,16 +6681,12 @@ def _d_WPT_LF_DataPackageType(r):
             if _a: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
             el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_c1_RxIdentifier = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_c1_RxIdentifier = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_c1_RxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_c1_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c1_RxIdentifier |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6952,16 +6700,12 @@ def _d_WPT_LF_DataPackageType(r):
             if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(r.end - q))
             el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_c1_c1_c1_TxIdentifier = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_c1_c1_c1_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c1_c1_c1_TxIdentifier |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6979,16 +6723,12 @@ def _d_WPT_LF_DataPackageType(r):
             el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_c1_c1_c1_c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_c1_c1_c1_c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_c1_c1_c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_c1_c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_c1_c1_c1_c1_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7158,16 +6898,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         f_NumberOfReceivers = (x >> 4)
         el = 'RxSpecData/TxRxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TxRxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TxRxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TxRxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7183,16 +6919,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7209,16 +6941,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7235,16 +6963,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7265,16 +6989,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c2_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c2_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c2_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7291,16 +7011,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c2_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c2_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c2_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7317,16 +7033,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c2_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c2_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c2_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7353,16 +7065,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         el = 'RxSpecData/TxRxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_TxRxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_TxRxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_TxRxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7378,16 +7086,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c1_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c1_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c1_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7404,16 +7108,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c1_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c1_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c1_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7430,16 +7130,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c1_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c1_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c1_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7460,16 +7156,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c2_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c2_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c2_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7486,16 +7178,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c2_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c2_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c2_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7512,16 +7200,12 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_c2_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_c2_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_c2_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7554,16 +7238,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if _a: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
                 el = 'RxSpecData/TxRxIdentifier'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_TxRxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_TxRxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_TxRxIdentifier |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7579,16 +7259,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 el = 'RxSpecData/TxRxPosition/Coord_X'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c1_Coord_X = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c1_Coord_X = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c1_Coord_X |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7605,16 +7281,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 el = 'RxSpecData/TxRxPosition/Coord_Y'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c1_Coord_Y = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c1_Coord_Y = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c1_Coord_Y |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7631,16 +7303,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 el = 'RxSpecData/TxRxPosition/Coord_Z'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c1_Coord_Z = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c1_Coord_Z = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c1_Coord_Z |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7661,16 +7329,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 el = 'RxSpecData/TxRxOrientation/Coord_X'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c2_Coord_X = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c2_Coord_X = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c2_Coord_X |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7687,16 +7351,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 el = 'RxSpecData/TxRxOrientation/Coord_Y'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c2_Coord_Y = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c2_Coord_Y = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c2_Coord_Y |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7713,16 +7373,12 @@ def _d_WPT_LF_ReceiverDataType(r):
                 el = 'RxSpecData/TxRxOrientation/Coord_Z'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c2_Coord_Z = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c2_Coord_Z = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_c2_Coord_Z |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8084,16 +7740,12 @@ def _d_WPT_LF_RxDataListType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         el = 'WPT_LF_RxDataList/RxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_RxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_RxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_RxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_RxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8107,16 +7759,12 @@ def _d_WPT_LF_RxDataListType(r):
         if _c1_RxIdentifier < 1 or _c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c1_RxIdentifier, r.at(r.end - q))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_c1_TxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_c1_TxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_c1_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_c1_TxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8134,16 +7782,12 @@ def _d_WPT_LF_RxDataListType(r):
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8249,16 +7893,12 @@ def _d_WPT_LF_RxDataType(r):
         if (V >> q) & 3: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         el = 'RxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_RxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_RxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            f_RxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_RxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; f_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8272,16 +7912,12 @@ def _d_WPT_LF_RxDataType(r):
         if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', f_RxIdentifier, r.at(r.end - q))
         el = 'RSSIData/RSSIDataList/TxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_TxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_TxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_TxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8299,16 +7935,12 @@ def _d_WPT_LF_RxDataType(r):
         el = 'RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8408,16 +8040,12 @@ def _d_WPT_LF_RxRSSIListType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         el = 'RSSIDataList/TxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8435,16 +8063,12 @@ def _d_WPT_LF_RxRSSIListType(r):
         el = 'RSSIDataList/RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8527,16 +8151,12 @@ def _d_WPT_LF_RxRSSIType(r):
         if (V >> q) & 3: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         el = 'TxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8554,16 +8174,12 @@ def _d_WPT_LF_RxRSSIType(r):
         el = 'RSSI/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8726,16 +8342,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'SignalFrequency/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8753,16 +8365,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 f_SignalFrequency.Value = _c1_Value
                 el = 'TxSpecData/TxRxIdentifier'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_TxRxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_TxRxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_TxRxIdentifier |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8778,16 +8386,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Coord_X = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Coord_X = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c1_Coord_X |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8804,16 +8408,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Coord_Y = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Coord_Y = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c1_Coord_Y |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8830,16 +8430,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Coord_Z = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Coord_Z = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c1_Coord_Z |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8860,16 +8456,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c2_Coord_X = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c2_Coord_X = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c2_Coord_X |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8886,16 +8478,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c2_Coord_Y = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c2_Coord_Y = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c2_Coord_Y |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8912,16 +8500,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c2_Coord_Z = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c2_Coord_Z = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c2_Coord_Z |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8948,16 +8532,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 el = 'TxSpecData/TxRxIdentifier'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_TxRxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_TxRxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_TxRxIdentifier |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8973,16 +8553,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Coord_X = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Coord_X = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Coord_X |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8999,16 +8575,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Coord_Y = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Coord_Y = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Coord_Y |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9025,16 +8597,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Coord_Z = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Coord_Z = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c1_Coord_Z |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9055,16 +8623,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Coord_X = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Coord_X = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Coord_X |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9081,16 +8645,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Coord_Y = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Coord_Y = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Coord_Y |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9107,16 +8667,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Coord_Z = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Coord_Z = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Coord_Z |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9150,16 +8706,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _a: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         el = 'TxSpecData/TxRxIdentifier'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_TxRxIdentifier = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_TxRxIdentifier = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_TxRxIdentifier |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9175,16 +8727,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c1_Coord_X = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c1_Coord_X = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_Coord_X |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9201,16 +8749,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c1_Coord_Y = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c1_Coord_Y = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_Coord_Y |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9227,16 +8771,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c1_Coord_Z = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c1_Coord_Z = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_Coord_Z |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9257,16 +8797,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c2_Coord_X = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c2_Coord_X = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c2_Coord_X |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9283,16 +8819,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c2_Coord_Y = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c2_Coord_Y = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c2_Coord_Y |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9309,16 +8841,12 @@ def _d_WPT_LF_TransmitterDataType(r):
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c2_Coord_Z = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c2_Coord_Z = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c2_Coord_Z |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9759,16 +9287,12 @@ def _d_WPT_LF_TxDataListType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         el = 'WPT_LF_TxDataList/TxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9786,16 +9310,12 @@ def _d_WPT_LF_TxDataListType(r):
         el = 'WPT_LF_TxDataList/EIRP/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9878,16 +9398,12 @@ def _d_WPT_LF_TxDataType(r):
         if (V >> q) & 3: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         el = 'TxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; f_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9905,16 +9421,12 @@ def _d_WPT_LF_TxDataType(r):
         el = 'EIRP/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10114,16 +9626,12 @@ def _d_WPT_PairingReqType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10169,16 +9677,12 @@ def _d_WPT_PairingReqType(r):
             if _a >> 3: raise r.deviation('WPT_PairingReqType', r.end - q)
             el = 'ObservedIDCode'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_ObservedIDCode = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_ObservedIDCode = _U2[_y >> 8]
-                elif not _y & 128:
+                f_ObservedIDCode, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_ObservedIDCode |= _y << 14
                 else:
                     r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10415,16 +9919,12 @@ def _d_WPT_PairingResType(r):
         if (V >> q) & 7: raise r.deviation('MessageHeaderType', r.end - q)
         el = 'Header/TimeStamp'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_TimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_TimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_TimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_TimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_TimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; _c1_TimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10473,16 +9973,12 @@ def _d_WPT_PairingResType(r):
             if _a: raise r.deviation('WPT_PairingResType', r.end - q)
             el = 'ObservedIDCode'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_ObservedIDCode = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_ObservedIDCode = _U2[_y >> 8]
-                elif not _y & 128:
+                f_ObservedIDCode, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_ObservedIDCode |= _y << 14
                 else:
                     r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10860,16 +10356,12 @@ def _d_WPT_SPCPowerControlParameterType(r):
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10939,16 +10431,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseSequenceOrder/IndexNumber'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_IndexNumber = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_IndexNumber = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_IndexNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_IndexNumber |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10962,16 +10450,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_TxRxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_TxRxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_TxRxIdentifier |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10992,16 +10476,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseSequenceOrder/IndexNumber'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_IndexNumber = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_IndexNumber = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_IndexNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_IndexNumber |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11015,16 +10495,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(r.end - q))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_TxRxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_TxRxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_TxRxIdentifier |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11052,16 +10528,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if _a: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSequenceOrder/IndexNumber'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_IndexNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_IndexNumber = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c4_IndexNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c4_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c4_IndexNumber |= _y << 14
                             else:
                                 r.pos = r.end - q; _c4_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11075,16 +10547,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if _c4_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c4_IndexNumber, r.at(r.end - q))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_TxRxIdentifier = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_TxRxIdentifier = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c4_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c4_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c4_TxRxIdentifier |= _y << 14
                             else:
                                 r.pos = r.end - q; _c4_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11108,16 +10576,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if _a >> 1: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         el = 'PulseSeparationTime'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                f_PulseSeparationTime = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                f_PulseSeparationTime = _U2[_y >> 8]
-                            elif not _y & 128:
+                            f_PulseSeparationTime, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                f_PulseSeparationTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                f_PulseSeparationTime |= _y << 14
                             else:
                                 r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11142,16 +10606,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if _a: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseDuration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_PulseDuration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_PulseDuration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_PulseDuration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_PulseDuration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_PulseDuration |= _y << 14
                     else:
                         r.pos = r.end - q; f_PulseDuration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11165,16 +10625,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(r.end - q))
                 el = 'PackageSeparationTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_PackageSeparationTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_PackageSeparationTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_PackageSeparationTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_PackageSeparationTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_PackageSeparationTime |= _y << 14
                     else:
                         r.pos = r.end - q; f_PackageSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11193,16 +10649,12 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 el = 'PulseSeparationTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_PulseSeparationTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_PulseSeparationTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_PulseSeparationTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_PulseSeparationTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_PulseSeparationTime |= _y << 14
                     else:
                         r.pos = r.end - q; f_PulseSeparationTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11393,16 +10845,12 @@ def _d_WPT_TxRxPulseOrderType(r):
         if (V >> q) & 3: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
         el = 'IndexNumber'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_IndexNumber = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_IndexNumber = _U2[_y >> 8]
-            elif not _y & 128:
+            f_IndexNumber, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_IndexNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_IndexNumber |= _y << 14
             else:
                 r.pos = r.end - q; f_IndexNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11416,16 +10864,12 @@ def _d_WPT_TxRxPulseOrderType(r):
         if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(r.end - q))
         el = 'TxRxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TxRxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TxRxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TxRxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11489,16 +10933,12 @@ def _d_WPT_TxRxSpecDataType(r):
         if (V >> q) & 3: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         el = 'TxRxIdentifier'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_TxRxIdentifier = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_TxRxIdentifier = _U2[_y >> 8]
-            elif not _y & 128:
+            f_TxRxIdentifier, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_TxRxIdentifier |= _y << 14
             else:
                 r.pos = r.end - q; f_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11514,16 +10954,12 @@ def _d_WPT_TxRxSpecDataType(r):
         el = 'TxRxPosition/Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11540,16 +10976,12 @@ def _d_WPT_TxRxSpecDataType(r):
         el = 'TxRxPosition/Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11566,16 +10998,12 @@ def _d_WPT_TxRxSpecDataType(r):
         el = 'TxRxPosition/Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11596,16 +11024,12 @@ def _d_WPT_TxRxSpecDataType(r):
         el = 'TxRxOrientation/Coord_X'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Coord_X = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Coord_X = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Coord_X, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Coord_X |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11622,16 +11046,12 @@ def _d_WPT_TxRxSpecDataType(r):
         el = 'TxRxOrientation/Coord_Y'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Coord_Y = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Coord_Y = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Coord_Y, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Coord_Y |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11648,16 +11068,12 @@ def _d_WPT_TxRxSpecDataType(r):
         el = 'TxRxOrientation/Coord_Z'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Coord_Z = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Coord_Z = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Coord_Z, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Coord_Z |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12071,16 +11487,12 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12115,16 +11527,12 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12159,16 +11567,12 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12242,16 +11646,12 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12286,16 +11686,12 @@ def _de16(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12352,16 +11748,12 @@ def _de18(r):  # Coord_X
     if x & 2: raise r.deviation('Coord_X', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12400,16 +11792,12 @@ def _de19(r):  # Coord_Y
     if x & 2: raise r.deviation('Coord_Y', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12448,16 +11836,12 @@ def _de20(r):  # Coord_Z
     if x & 2: raise r.deviation('Coord_Z', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12494,16 +11878,12 @@ def _de21(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12767,16 +12147,12 @@ def _de31(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12851,16 +12227,12 @@ def _de33(r):  # IndexNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13112,16 +12484,12 @@ def _de41(r):  # MeterStatus
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13158,16 +12526,12 @@ def _de42(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13260,16 +12624,12 @@ def _de45(r):  # NaturalOffset
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13304,16 +12664,12 @@ def _de46(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13408,16 +12764,12 @@ def _de50(r):  # ObservedIDCode
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ObservedIDCode', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13604,16 +12956,12 @@ def _de56(r):  # PackageSeparationTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13685,16 +13033,12 @@ def _de58(r):  # Port
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Port', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13750,16 +13094,12 @@ def _de60(r):  # PulseDuration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13794,16 +13134,12 @@ def _de61(r):  # PulseSeparationTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13875,16 +13211,12 @@ def _de63(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13919,16 +13251,12 @@ def _de64(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -13963,16 +13291,12 @@ def _de65(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14030,16 +13354,12 @@ def _de67(r):  # RxIdentifier
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RxIdentifier', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14113,16 +13433,12 @@ def _de69(r):  # SDMaxGroundClearanceSupport
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14157,16 +13473,12 @@ def _de70(r):  # SDMaxGroundClearence
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14201,16 +13513,12 @@ def _de71(r):  # SDMinGroundClearanceSupport
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14245,16 +13553,12 @@ def _de72(r):  # SDMinGroundClearence
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14478,16 +13782,12 @@ def _de79(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14522,16 +13822,12 @@ def _de80(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14566,16 +13862,12 @@ def _de81(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14610,16 +13902,12 @@ def _de82(r):  # TxIdentifier
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TxIdentifier', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14654,16 +13942,12 @@ def _de83(r):  # TxRxIdentifier
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TxRxIdentifier', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14700,16 +13984,12 @@ def _de84(r):  # Value
     if x & 2: raise r.deviation('Value', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -15004,16 +14284,12 @@ def _de93(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2013:MsgBody."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso2_msgbody, iso2_msgdatatypes
 from exi.codec import iso2_msgdatatypes as c_iso2_msgdatatypes
 
@@ -472,16 +472,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c5_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c5_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c5_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -972,16 +968,12 @@ def _d_BodyType(r):
                             if _a >> 10: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c9_MaxEntriesSAScheduleTuple = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c9_MaxEntriesSAScheduleTuple, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c9_MaxEntriesSAScheduleTuple |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1044,16 +1036,12 @@ def _d_BodyType(r):
                                 if _a >> 1: raise r.deviation('EVChargeParameterType', r.end - q)
                                 el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
                                 if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c9_c2_DepartureTime = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c9_c2_DepartureTime = _U2[_y >> 8]
-                                    elif not _y & 128:
+                                    _c9_c2_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                                    if _n:
+                                        q -= _n
+                                    elif (_y := (V >> (q - 24)) & 255) < 128:
                                         q -= 24
-                                        _c9_c2_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                        _c9_c2_DepartureTime |= _y << 14
                                     else:
                                         r.pos = r.end - q; _c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1370,16 +1358,12 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes/EVSETimeStamp'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c13_EVSETimeStamp = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c13_EVSETimeStamp = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c13_EVSETimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c13_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c13_EVSETimeStamp |= _y << 14
                             else:
                                 r.pos = r.end - q; _c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1496,16 +1480,12 @@ def _d_BodyType(r):
                         el = 'PreChargeReq/EVTargetVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c16_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c16_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c16_c2_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1539,16 +1519,12 @@ def _d_BodyType(r):
                         el = 'PreChargeReq/EVTargetCurrent/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c16_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c16_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c16_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c16_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c16_c3_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1587,16 +1563,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c17_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c17_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c17_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c17_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c17_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1666,16 +1638,12 @@ def _d_BodyType(r):
                         el = 'PreChargeRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c17_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c17_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c17_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c17_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c17_c2_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1705,16 +1673,12 @@ def _d_BodyType(r):
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c18_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c18_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c18_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c18_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1746,16 +1710,12 @@ def _d_BodyType(r):
                         else: _c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c19_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c19_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c19_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c19_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c19_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c19_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1888,16 +1848,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('ChargeServiceType', r.end - q)
                         el = 'ServiceDiscoveryRes/ChargeService/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c21_c2_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c21_c2_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c21_c2_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c21_c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c21_c2_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c21_c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2067,16 +2023,12 @@ def _d_BodyType(r):
                             el = 'SessionSetupRes/EVSETimeStamp'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c23_EVSETimeStamp = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c23_EVSETimeStamp = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c23_EVSETimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c23_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c23_EVSETimeStamp |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2174,16 +2126,12 @@ def _d_BodyType(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c27_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c27_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c27_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2253,16 +2201,12 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c27_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c27_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c27_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c27_c2_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3824,16 +3768,12 @@ def _d_CableCheckResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4980,16 +4920,12 @@ def _d_CertificateUpdateResType(r):
             el = 'RetryCounter'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_RetryCounter = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_RetryCounter = _U2[_y >> 8]
-                elif not _y & 128:
+                f_RetryCounter, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_RetryCounter |= _y << 14
                 else:
                     r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5247,16 +5183,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if _a >> 9: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
             el = 'MaxEntriesSAScheduleTuple'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_MaxEntriesSAScheduleTuple = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_MaxEntriesSAScheduleTuple = _U2[_y >> 8]
-                elif not _y & 128:
+                f_MaxEntriesSAScheduleTuple, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_MaxEntriesSAScheduleTuple = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_MaxEntriesSAScheduleTuple |= _y << 14
                 else:
                     r.pos = r.end - q; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5314,16 +5246,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 if _a: raise r.deviation('EVChargeParameterType', r.end - q)
                 el = 'EVChargeParameter/DepartureTime'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_DepartureTime = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_DepartureTime = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c2_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c2_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_DepartureTime |= _y << 14
                     else:
                         r.pos = r.end - q; _c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5494,16 +5422,12 @@ def _d_ChargeParameterDiscoveryResType(r):
             if _a >> 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
             el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c1_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5547,16 +5471,12 @@ def _d_ChargeParameterDiscoveryResType(r):
             el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5590,16 +5510,12 @@ def _d_ChargeParameterDiscoveryResType(r):
             el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_c3_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5644,16 +5560,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if _a: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_c1_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_c1_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c1_NotificationMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5697,16 +5609,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5740,16 +5648,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_c3_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6128,16 +6032,12 @@ def _d_ChargingStatusResType(r):
             el = 'EVSEMaxCurrent/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6183,16 +6083,12 @@ def _d_ChargingStatusResType(r):
             if _a >> 13: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6248,16 +6144,12 @@ def _d_ChargingStatusResType(r):
                 if _a >> 4: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c8_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c8_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c8_NotificationMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; _c8_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6301,16 +6193,12 @@ def _d_ChargingStatusResType(r):
                 if _a >> 4: raise r.deviation('ChargingStatusResType', r.end - q)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c9_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c9_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c9_NotificationMaxDelay |= _y << 14
                     else:
                         r.pos = r.end - q; _c9_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6345,16 +6233,12 @@ def _d_ChargingStatusResType(r):
             if _a: raise r.deviation('ChargingStatusResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6663,16 +6547,12 @@ def _d_CurrentDemandReqType(r):
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c14_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c14_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c14_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6713,16 +6593,12 @@ def _d_CurrentDemandReqType(r):
             el = 'EVMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6763,16 +6639,12 @@ def _d_CurrentDemandReqType(r):
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6813,16 +6685,12 @@ def _d_CurrentDemandReqType(r):
             el = 'EVMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c17_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c17_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6882,16 +6750,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6932,16 +6796,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c19_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c19_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c19_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c19_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c19_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c19_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7001,16 +6861,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c20_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c20_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c20_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c20_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c20_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c20_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7096,16 +6952,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'RemainingTimeToFullSoC/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c21_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c21_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c21_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c21_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c21_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c21_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7145,16 +6997,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c22_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c22_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c22_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c22_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c22_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c22_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7193,16 +7041,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c23_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c23_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c23_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c23_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c23_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c23_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7242,16 +7086,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c24_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c24_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c24_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c24_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c24_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c24_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7290,16 +7130,12 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c25_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c25_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c25_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c25_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c25_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c25_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7338,16 +7174,12 @@ def _d_CurrentDemandReqType(r):
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c26_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c26_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c26_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c26_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c26_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c26_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7841,16 +7673,12 @@ def _d_CurrentDemandResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c7_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7920,16 +7748,12 @@ def _d_CurrentDemandResType(r):
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7963,16 +7787,12 @@ def _d_CurrentDemandResType(r):
         el = 'EVSEPresentCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c9_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c9_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8023,16 +7843,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c10_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8072,16 +7888,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEMaximumCurrentLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8121,16 +7933,12 @@ def _d_CurrentDemandResType(r):
             el = 'EVSEMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8186,16 +7994,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c13_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8235,16 +8039,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c14_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8300,16 +8100,12 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c15_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c15_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c15_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9011,16 +8807,12 @@ def _d_MeteringReceiptResType(r):
             if _a: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9057,16 +8849,12 @@ def _d_MeteringReceiptResType(r):
             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9123,16 +8911,12 @@ def _d_MeteringReceiptResType(r):
             if _a: raise r.deviation('MeteringReceiptResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9504,16 +9288,12 @@ def _d_PaymentDetailsResType(r):
         el = 'EVSETimeStamp'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_EVSETimeStamp = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_EVSETimeStamp = _U2[_y >> 8]
-            elif not _y & 128:
+            f_EVSETimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_EVSETimeStamp |= _y << 14
             else:
                 r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10045,16 +9825,12 @@ def _d_PowerDeliveryResType(r):
             if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10091,16 +9867,12 @@ def _d_PowerDeliveryResType(r):
             if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10157,16 +9929,12 @@ def _d_PowerDeliveryResType(r):
             if _a: raise r.deviation('PowerDeliveryResType', r.end - q)
             el = 'EVSEStatus/NotificationMaxDelay'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_NotificationMaxDelay |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10374,16 +10142,12 @@ def _d_PreChargeReqType(r):
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10417,16 +10181,12 @@ def _d_PreChargeReqType(r):
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10550,16 +10310,12 @@ def _d_PreChargeResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10629,16 +10385,12 @@ def _d_PreChargeResType(r):
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10772,16 +10524,12 @@ def _d_ServiceDetailReqType(r):
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -10840,16 +10588,12 @@ def _d_ServiceDetailResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11077,16 +10821,12 @@ def _d_ServiceDiscoveryResType(r):
         if _a: raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ChargeService/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11418,16 +11158,12 @@ def _d_SessionSetupResType(r):
             el = 'EVSETimeStamp'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_EVSETimeStamp = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_EVSETimeStamp = _U2[_y >> 8]
-                elif not _y & 128:
+                f_EVSETimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_EVSETimeStamp |= _y << 14
                 else:
                     r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11666,16 +11402,12 @@ def _d_WeldingDetectionResType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11745,16 +11477,12 @@ def _d_WeldingDetectionResType(r):
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2013:MsgDataTypes."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso2_msgdatatypes, xmldsig
 
 _new = object.__new__
@@ -96,16 +96,12 @@ def _d_AC_EVChargeParameterType(r):
             if _a >> 14: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -134,16 +130,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EAmount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -181,16 +173,12 @@ def _d_AC_EVChargeParameterType(r):
             el = 'EAmount/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -229,16 +217,12 @@ def _d_AC_EVChargeParameterType(r):
         el = 'EVMaxVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -272,16 +256,12 @@ def _d_AC_EVChargeParameterType(r):
         el = 'EVMaxCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c9_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c9_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -315,16 +295,12 @@ def _d_AC_EVChargeParameterType(r):
         el = 'EVMinCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c10_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c10_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -514,16 +490,12 @@ def _d_AC_EVSEChargeParameterType(r):
         if (V >> q) & 7: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         el = 'AC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -567,16 +539,12 @@ def _d_AC_EVSEChargeParameterType(r):
         el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -610,16 +578,12 @@ def _d_AC_EVSEChargeParameterType(r):
         el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -740,16 +704,12 @@ def _d_AC_EVSEStatusType(r):
         if (V >> q) & 3: raise r.deviation('AC_EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            f_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -976,16 +936,12 @@ def _d_ChargeServiceType(r):
         if (V >> q) & 3: raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1190,16 +1146,12 @@ def _d_ChargingProfileType(r):
         if _a: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ProfileEntry/ChargingProfileEntryStart'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ChargingProfileEntryStart = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ChargingProfileEntryStart = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1228,16 +1180,12 @@ def _d_ChargingProfileType(r):
         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c2_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c2_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c2_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1288,16 +1236,12 @@ def _d_ChargingProfileType(r):
                 if _a: raise r.deviation('ProfileEntryType', r.end - q)
                 el = 'ProfileEntry/ChargingProfileEntryStart'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ChargingProfileEntryStart = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ChargingProfileEntryStart = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ChargingProfileEntryStart |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1326,16 +1270,12 @@ def _d_ChargingProfileType(r):
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c2_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1562,16 +1502,12 @@ def _d_ConsumptionCostType(r):
         el = 'startValue/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c3_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c3_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c3_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1600,16 +1536,12 @@ def _d_ConsumptionCostType(r):
         else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
         el = 'Cost/amount'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c4_amount = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c4_amount = _U2[_y >> 8]
-            elif not _y & 128:
+            _c4_amount, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c4_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c4_amount |= _y << 14
             else:
                 r.pos = r.end - q; _c4_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1659,16 +1591,12 @@ def _d_ConsumptionCostType(r):
             else: _c5_costKind = _E_iso2_msgdatatypes_costKindType[_c5_costKind]
             el = 'Cost/amount'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_amount = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_amount = _U2[_y >> 8]
-                elif not _y & 128:
+                _c5_amount, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c5_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c5_amount |= _y << 14
                 else:
                     r.pos = r.end - q; _c5_amount = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1724,16 +1652,12 @@ def _d_ConsumptionCostType(r):
                 else: _c6_costKind = _E_iso2_msgdatatypes_costKindType[_c6_costKind]
                 el = 'Cost/amount'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_amount = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_amount = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c6_amount, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c6_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c6_amount |= _y << 14
                     else:
                         r.pos = r.end - q; _c6_amount = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2031,16 +1955,12 @@ def _d_CostType(r):
         else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_amount = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_amount = _U2[_y >> 8]
-            elif not _y & 128:
+            f_amount, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_amount = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_amount |= _y << 14
             else:
                 r.pos = r.end - q; f_amount = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2132,16 +2052,12 @@ def _d_DC_EVChargeParameterType(r):
             if _a: raise r.deviation('DC_EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2222,16 +2138,12 @@ def _d_DC_EVChargeParameterType(r):
         el = 'EVMaximumCurrentLimit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c12_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c12_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c12_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2271,16 +2183,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2314,16 +2222,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2363,16 +2267,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVMaximumVoltageLimit/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c15_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c15_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c15_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c15_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c15_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c15_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2415,16 +2315,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVEnergyCapacity/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c16_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c16_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c16_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c16_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c16_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c16_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2465,16 +2361,12 @@ def _d_DC_EVChargeParameterType(r):
             el = 'EVEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c17_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c17_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c17_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c17_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c17_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c17_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2538,16 +2430,12 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c18_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c18_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c18_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c18_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c18_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c18_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3102,16 +2990,12 @@ def _d_DC_EVSEChargeParameterType(r):
         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c5_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c5_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            _c5_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c5_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c5_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; _c5_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3181,16 +3065,12 @@ def _d_DC_EVSEChargeParameterType(r):
         el = 'EVSEMaximumCurrentLimit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3224,16 +3104,12 @@ def _d_DC_EVSEChargeParameterType(r):
         el = 'EVSEMaximumPowerLimit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c7_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c7_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c7_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c7_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3267,16 +3143,12 @@ def _d_DC_EVSEChargeParameterType(r):
         el = 'EVSEMaximumVoltageLimit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c8_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c8_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c8_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c8_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3310,16 +3182,12 @@ def _d_DC_EVSEChargeParameterType(r):
         el = 'EVSEMinimumCurrentLimit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c9_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c9_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c9_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c9_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3353,16 +3221,12 @@ def _d_DC_EVSEChargeParameterType(r):
         el = 'EVSEMinimumVoltageLimit/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c10_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c10_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c10_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c10_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3401,16 +3265,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSECurrentRegulationTolerance/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c11_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c11_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3444,16 +3304,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEPeakCurrentRipple/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c12_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c12_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3492,16 +3348,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEPeakCurrentRipple/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c13_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c13_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c13_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3542,16 +3394,12 @@ def _d_DC_EVSEChargeParameterType(r):
             el = 'EVSEEnergyToBeDelivered/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c14_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c14_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c14_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c14_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -3887,16 +3735,12 @@ def _d_DC_EVSEStatusType(r):
         if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            f_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4231,16 +4075,12 @@ def _d_EVChargeParameterType(r):
             if _a: raise r.deviation('EVChargeParameterType', r.end - q)
             el = 'DepartureTime'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_DepartureTime = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_DepartureTime = _U2[_y >> 8]
-                elif not _y & 128:
+                f_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_DepartureTime |= _y << 14
                 else:
                     r.pos = r.end - q; f_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4356,16 +4196,12 @@ def _d_EVSEStatusType(r):
         if (V >> q) & 3: raise r.deviation('EVSEStatusType', r.end - q)
         el = 'NotificationMaxDelay'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_NotificationMaxDelay = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_NotificationMaxDelay = _U2[_y >> 8]
-            elif not _y & 128:
+            f_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_NotificationMaxDelay |= _y << 14
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4471,16 +4307,12 @@ def _d_EntryType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4499,16 +4331,12 @@ def _d_EntryType(r):
                 if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4656,16 +4484,12 @@ def _d_ListOfRootCertificateIDsType(r):
         el = 'RootCertificateID/X509SerialNumber'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_X509SerialNumber = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_X509SerialNumber = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_X509SerialNumber |= _y << 14
             else:
                 r.pos = r.end - q; _c1_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4709,16 +4533,12 @@ def _d_ListOfRootCertificateIDsType(r):
                 el = 'RootCertificateID/X509SerialNumber'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_X509SerialNumber = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_X509SerialNumber = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_X509SerialNumber |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4881,16 +4701,12 @@ def _d_MeterInfoType(r):
             if _a >> 1: raise r.deviation('MeterInfoType', r.end - q)
             el = 'MeterReading'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_MeterReading = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_MeterReading = _U2[_y >> 8]
-                elif not _y & 128:
+                f_MeterReading, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_MeterReading = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_MeterReading |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4936,16 +4752,12 @@ def _d_MeterInfoType(r):
             el = 'MeterStatus'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_MeterStatus = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_MeterStatus = _U2[_y >> 8]
-                elif not _y & 128:
+                f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_MeterStatus |= _y << 14
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4968,16 +4780,12 @@ def _d_MeterInfoType(r):
             el = 'TMeter'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_TMeter = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_TMeter = _U2[_y >> 8]
-                elif not _y & 128:
+                f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_TMeter |= _y << 14
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5027,16 +4835,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5059,16 +4863,12 @@ def _d_MeterInfoType(r):
                 el = 'TMeter'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TMeter |= _y << 14
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5094,16 +4894,12 @@ def _d_MeterInfoType(r):
                 el = 'MeterStatus'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_MeterStatus, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_MeterStatus |= _y << 14
                     else:
                         r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5126,16 +4922,12 @@ def _d_MeterInfoType(r):
                 el = 'TMeter'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TMeter |= _y << 14
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5161,16 +4953,12 @@ def _d_MeterInfoType(r):
                 el = 'TMeter'
                 _neg = x
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
+                    f_TMeter, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
+                        f_TMeter |= _y << 14
                     else:
                         r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5471,16 +5259,12 @@ def _d_PMaxScheduleEntryType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c4_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c4_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c4_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5500,16 +5284,12 @@ def _d_PMaxScheduleEntryType(r):
                 if _a >> 15: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c4_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c4_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c4_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c4_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5558,16 +5338,12 @@ def _d_PMaxScheduleEntryType(r):
         el = 'PMax/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c6_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5700,16 +5476,12 @@ def _d_PMaxScheduleType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_c4_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_c4_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_c4_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_c4_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_c4_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_c4_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5729,16 +5501,12 @@ def _d_PMaxScheduleType(r):
                 if _a >> 15: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_c4_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_c4_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c1_c4_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c1_c4_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_c4_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c1_c4_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5787,16 +5555,12 @@ def _d_PMaxScheduleType(r):
         el = 'PMaxScheduleEntry/PMax/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_c6_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_c6_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_c6_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_c6_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5842,16 +5606,12 @@ def _d_PMaxScheduleType(r):
                     if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                     el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c4_start = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c4_start = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c3_c4_start, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c3_c4_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_c4_start |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_c4_start = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5871,16 +5631,12 @@ def _d_PMaxScheduleType(r):
                         if _a >> 15: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                         el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_c4_duration = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_c4_duration = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c3_c4_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c3_c4_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c3_c4_duration |= _y << 14
                             else:
                                 r.pos = r.end - q; _c3_c4_duration = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5929,16 +5685,12 @@ def _d_PMaxScheduleType(r):
                 el = 'PMaxScheduleEntry/PMax/Value'
                 _neg = (x & 1)
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_c6_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_c6_Value |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_c6_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6187,16 +5939,12 @@ def _d_ParameterSetType(r):
         el = 'ParameterSetID'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ParameterSetID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ParameterSetID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ParameterSetID |= _y << 14
             else:
                 r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6358,16 +6106,12 @@ def _d_ParameterType(r):
             el = 'shortValue'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_shortValue = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_shortValue = _U2[_y >> 8]
-                elif not _y & 128:
+                f_shortValue, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_shortValue |= _y << 14
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6387,16 +6131,12 @@ def _d_ParameterType(r):
             el = 'intValue'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_intValue = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_intValue = _U2[_y >> 8]
-                elif not _y & 128:
+                f_intValue, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_intValue |= _y << 14
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6428,16 +6168,12 @@ def _d_ParameterType(r):
             el = 'physicalValue/Value'
             _neg = (x & 1)
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
+                _c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_Value |= _y << 14
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6692,16 +6428,12 @@ def _d_PhysicalValueType(r):
         el = 'Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            f_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_Value |= _y << 14
             else:
                 r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6768,16 +6500,12 @@ def _d_ProfileEntryType(r):
         if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         el = 'ChargingProfileEntryStart'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ChargingProfileEntryStart = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ChargingProfileEntryStart = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ChargingProfileEntryStart, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ChargingProfileEntryStart |= _y << 14
             else:
                 r.pos = r.end - q; f_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6806,16 +6534,12 @@ def _d_ProfileEntryType(r):
         el = 'ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_Value = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_Value = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_Value, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_Value |= _y << 14
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6922,16 +6646,12 @@ def _d_RelativeTimeIntervalType(r):
         if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
         el = 'start'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_start = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_start = _U2[_y >> 8]
-            elif not _y & 128:
+            f_start, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_start |= _y << 14
             else:
                 r.pos = r.end - q; f_start = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6950,16 +6670,12 @@ def _d_RelativeTimeIntervalType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'duration'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_duration = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_duration = _U2[_y >> 8]
-                elif not _y & 128:
+                f_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_duration |= _y << 14
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7443,16 +7159,12 @@ def _d_SalesTariffEntryType(r):
             if _a: raise r.deviation('RelativeTimeIntervalType', r.end - q)
             el = 'RelativeTimeInterval/start'
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_start = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_start = _U2[_y >> 8]
-                elif not _y & 128:
+                _c3_start, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c3_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c3_start |= _y << 14
                 else:
                     r.pos = r.end - q; _c3_start = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7472,16 +7184,12 @@ def _d_SalesTariffEntryType(r):
                 if _a >> 13: raise r.deviation('RelativeTimeIntervalType', r.end - q)
                 el = 'RelativeTimeInterval/duration'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_duration = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_duration, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_duration |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_duration = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8024,16 +7732,12 @@ def _d_SelectedServiceListType(r):
         if _a: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'SelectedService/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8054,16 +7758,12 @@ def _d_SelectedServiceListType(r):
             el = 'SelectedService/ParameterSetID'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_ParameterSetID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_ParameterSetID = _U2[_y >> 8]
-                elif not _y & 128:
+                _c1_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c1_ParameterSetID |= _y << 14
                 else:
                     r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8100,16 +7800,12 @@ def _d_SelectedServiceListType(r):
                 if _a: raise r.deviation('SelectedServiceType', r.end - q)
                 el = 'SelectedService/ServiceID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ServiceID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ServiceID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8131,16 +7827,12 @@ def _d_SelectedServiceListType(r):
                     el = 'SelectedService/ParameterSetID'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_ParameterSetID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_ParameterSetID = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c3_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c3_ParameterSetID |= _y << 14
                         else:
                             r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8300,16 +7992,12 @@ def _d_SelectedServiceType(r):
         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8330,16 +8018,12 @@ def _d_SelectedServiceType(r):
             el = 'ParameterSetID'
             _neg = x
             if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_ParameterSetID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_ParameterSetID = _U2[_y >> 8]
-                elif not _y & 128:
+                f_ParameterSetID, _n = _U16[(V >> (q - 16)) & 65535]
+                if _n:
+                    q -= _n
+                elif (_y := (V >> (q - 24)) & 255) < 128:
                     q -= 24
-                    f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    f_ParameterSetID |= _y << 14
                 else:
                     r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8419,16 +8103,12 @@ def _d_ServiceListType(r):
         if _a: raise r.deviation('ServiceType', r.end - q)
         el = 'Service/ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                _c1_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                _c1_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            _c1_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                _c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                _c1_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; _c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8527,16 +8207,12 @@ def _d_ServiceListType(r):
                 if _a: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceID'
                 if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_ServiceID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_ServiceID = _U2[_y >> 8]
-                    elif not _y & 128:
+                    _c3_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                    if _n:
+                        q -= _n
+                    elif (_y := (V >> (q - 24)) & 255) < 128:
                         q -= 24
-                        _c3_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_ServiceID |= _y << 14
                     else:
                         r.pos = r.end - q; _c3_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -8939,16 +8615,12 @@ def _d_ServiceType(r):
         if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
         el = 'ServiceID'
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_ServiceID = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_ServiceID = _U2[_y >> 8]
-            elif not _y & 128:
+            f_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_ServiceID |= _y << 14
             else:
                 r.pos = r.end - q; f_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

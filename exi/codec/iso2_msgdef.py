@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'iso2' (ISO 15118-2:2014)."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi import relaxed as _relaxed
 from exi.model import iso2_msgbody, iso2_msgdatatypes, iso2_msgdef, iso2_msgheader, xmldsig
 from exi.codec import iso2_msgbody as c_iso2_msgbody
@@ -363,16 +363,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c5_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c5_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c5_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c5_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c5_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c5_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -863,16 +859,12 @@ def _d_V2G_Message(r):
                             if _a >> 10: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
                             el = 'Body/ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c9_MaxEntriesSAScheduleTuple = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c9_MaxEntriesSAScheduleTuple, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c9_MaxEntriesSAScheduleTuple = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c9_MaxEntriesSAScheduleTuple |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -935,16 +927,12 @@ def _d_V2G_Message(r):
                                 if _a >> 1: raise r.deviation('EVChargeParameterType', r.end - q)
                                 el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
                                 if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c9_c2_DepartureTime = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c9_c2_DepartureTime = _U2[_y >> 8]
-                                    elif not _y & 128:
+                                    _c2_c9_c2_DepartureTime, _n = _U16[(V >> (q - 16)) & 65535]
+                                    if _n:
+                                        q -= _n
+                                    elif (_y := (V >> (q - 24)) & 255) < 128:
                                         q -= 24
-                                        _c2_c9_c2_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                                        _c2_c9_c2_DepartureTime |= _y << 14
                                     else:
                                         r.pos = r.end - q; _c2_c9_c2_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
                                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1261,16 +1249,12 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsRes/EVSETimeStamp'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c13_EVSETimeStamp = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c13_EVSETimeStamp = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c13_EVSETimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c13_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c13_EVSETimeStamp |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c13_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1387,16 +1371,12 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeReq/EVTargetVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c16_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c16_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c16_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c16_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c16_c2_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c16_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1430,16 +1410,12 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c16_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c16_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c16_c3_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c16_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c16_c3_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c16_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1478,16 +1454,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c17_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c17_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c17_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c17_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c17_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c17_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1557,16 +1529,12 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c17_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c17_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c17_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c17_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c17_c2_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c17_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1596,16 +1564,12 @@ def _d_V2G_Message(r):
                         _cf = 'ServiceDetailReq'
                         el = 'Body/ServiceDetailReq/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c18_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c18_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c18_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c18_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c18_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c18_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1637,16 +1601,12 @@ def _d_V2G_Message(r):
                         else: _c2_c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c19_ResponseCode]
                         el = 'Body/ServiceDetailRes/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c19_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c19_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c19_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c19_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c19_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c19_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1779,16 +1739,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('ChargeServiceType', r.end - q)
                         el = 'Body/ServiceDiscoveryRes/ChargeService/ServiceID'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c21_c2_ServiceID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c21_c2_ServiceID = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c21_c2_ServiceID, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c21_c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c21_c2_ServiceID |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c21_c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -1958,16 +1914,12 @@ def _d_V2G_Message(r):
                             el = 'Body/SessionSetupRes/EVSETimeStamp'
                             _neg = x
                             if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c23_EVSETimeStamp = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c23_EVSETimeStamp = _U2[_y >> 8]
-                                elif not _y & 128:
+                                _c2_c23_EVSETimeStamp, _n = _U16[(V >> (q - 16)) & 65535]
+                                if _n:
+                                    q -= _n
+                                elif (_y := (V >> (q - 24)) & 255) < 128:
                                     q -= 24
-                                    _c2_c23_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
+                                    _c2_c23_EVSETimeStamp |= _y << 14
                                 else:
                                     r.pos = r.end - q; _c2_c23_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
                             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2065,16 +2017,12 @@ def _d_V2G_Message(r):
                         if _a: raise r.deviation('DC_EVSEStatusType', r.end - q)
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c27_c1_NotificationMaxDelay = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c27_c1_NotificationMaxDelay, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c27_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c27_c1_NotificationMaxDelay |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c27_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -2144,16 +2092,12 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c27_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c27_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c2_c27_c2_Value, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c2_c27_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c2_c27_c2_Value |= _y << 14
                             else:
                                 r.pos = r.end - q; _c2_c27_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4407,16 +4351,12 @@ def _de19(r):  # ChargingProfileEntryStart
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4472,16 +4412,12 @@ def _de21(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -4805,16 +4741,12 @@ def _de34(r):  # EVSETimeStamp
     if x & 2: raise r.deviation('EVSETimeStamp', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5105,16 +5037,12 @@ def _de44(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5187,16 +5115,12 @@ def _de46(r):  # MaxEntriesSAScheduleTuple
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5270,16 +5194,12 @@ def _de48(r):  # MeterReading
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterReading', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5316,16 +5236,12 @@ def _de49(r):  # MeterStatus
     if x & 2: raise r.deviation('MeterStatus', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5420,16 +5336,12 @@ def _de52(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5636,16 +5548,12 @@ def _de58(r):  # ParameterSetID
     if x & 2: raise r.deviation('ParameterSetID', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -5865,16 +5773,12 @@ def _de66(r):  # RetryCounter
     if x & 2: raise r.deviation('RetryCounter', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6150,16 +6054,12 @@ def _de76(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6194,16 +6094,12 @@ def _de77(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6474,16 +6370,12 @@ def _de84(r):  # TMeter
     if x & 2: raise r.deviation('TMeter', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6545,16 +6437,12 @@ def _de86(r):  # Value
     if x & 2: raise r.deviation('Value', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6741,16 +6629,12 @@ def _de91(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -6897,16 +6781,12 @@ def _de95(r):  # amount
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7025,16 +6905,12 @@ def _de100(r):  # duration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7071,16 +6947,12 @@ def _de101(r):  # intValue
     if x & 2: raise r.deviation('intValue', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7119,16 +6991,12 @@ def _de102(r):  # shortValue
     if x & 2: raise r.deviation('shortValue', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -7165,16 +7033,12 @@ def _de103(r):  # start
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -2,7 +2,7 @@
 """EXI codec for the types of urn:iso:15118:2:2013:MsgHeader."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import iso2_msgdatatypes, iso2_msgheader, xmldsig
 from exi.codec import xmldsig as c_xmldsig
 

@@ -3,7 +3,7 @@
 and the document and fragment grammars of schema set 'xmldsig' (W3C XML Signature (the -20 SignedInfo fragments))."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover
-from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
+from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16
 from exi.model import xmldsig
 
 _new = object.__new__
@@ -9382,16 +9382,12 @@ def _d_SignatureMethodType(r, key):
                     el = 'HMACOutputLength'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_HMACOutputLength = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_HMACOutputLength = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_HMACOutputLength, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_HMACOutputLength = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_HMACOutputLength |= _y << 14
                         else:
                             r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -9435,16 +9431,12 @@ def _d_SignatureMethodType(r, key):
                     el = 'HMACOutputLength'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            f_HMACOutputLength = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            f_HMACOutputLength = _U2[_y >> 8]
-                        elif not _y & 128:
+                        f_HMACOutputLength, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            f_HMACOutputLength = _U2[_y >> 8] | ((_y & 127) << 14)
+                            f_HMACOutputLength |= _y << 14
                         else:
                             r.pos = r.end - q; f_HMACOutputLength = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11050,16 +11042,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c9_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c9_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c9_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c9_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c9_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c9_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11203,16 +11191,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c10_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c10_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c10_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c10_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c10_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c10_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11344,16 +11328,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c11_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c11_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c11_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c11_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c11_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c11_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11485,16 +11465,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c12_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c12_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c12_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c12_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c12_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c12_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11626,16 +11602,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c13_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c13_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c13_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c13_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c13_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c13_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11767,16 +11739,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c14_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c14_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c14_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c14_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -11908,16 +11876,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c15_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c15_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c15_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c15_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c15_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c15_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12055,16 +12019,12 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c17_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c17_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c17_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c17_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c17_X509SerialNumber |= _y << 14
                             else:
                                 r.pos = r.end - q; _c17_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12210,16 +12170,12 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c19_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c19_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c19_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c19_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c19_X509SerialNumber |= _y << 14
                             else:
                                 r.pos = r.end - q; _c19_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12365,16 +12321,12 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c21_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c21_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c21_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c21_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c21_X509SerialNumber |= _y << 14
                             else:
                                 r.pos = r.end - q; _c21_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12520,16 +12472,12 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c23_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c23_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c23_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c23_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c23_X509SerialNumber |= _y << 14
                             else:
                                 r.pos = r.end - q; _c23_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12675,16 +12623,12 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = x
                         if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c25_X509SerialNumber = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c25_X509SerialNumber = _U2[_y >> 8]
-                            elif not _y & 128:
+                            _c25_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                            if _n:
+                                q -= _n
+                            elif (_y := (V >> (q - 24)) & 255) < 128:
                                 q -= 24
-                                _c25_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                                _c25_X509SerialNumber |= _y << 14
                             else:
                                 r.pos = r.end - q; _c25_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -12824,16 +12768,12 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = x
                     if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c26_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c26_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
+                        _c26_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+                        if _n:
+                            q -= _n
+                        elif (_y := (V >> (q - 24)) & 255) < 128:
                             q -= 24
-                            _c26_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c26_X509SerialNumber |= _y << 14
                         else:
                             r.pos = r.end - q; _c26_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14046,16 +13986,12 @@ def _d_X509IssuerSerialType(r):
         el = 'X509SerialNumber'
         _neg = x
         if q >= 24:
-            _y = (V >> (q - 24)) & 16777215
-            if _y < 8388608:
-                q -= 8
-                f_X509SerialNumber = _y >> 16
-            elif not _y & 32768:
-                q -= 16
-                f_X509SerialNumber = _U2[_y >> 8]
-            elif not _y & 128:
+            f_X509SerialNumber, _n = _U16[(V >> (q - 16)) & 65535]
+            if _n:
+                q -= _n
+            elif (_y := (V >> (q - 24)) & 255) < 128:
                 q -= 24
-                f_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
+                f_X509SerialNumber |= _y << 14
             else:
                 r.pos = r.end - q; f_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
         elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14438,16 +14374,12 @@ def _de13(r):  # HMACOutputLength
     if x & 2: raise r.deviation('HMACOutputLength', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
@@ -14966,16 +14898,12 @@ def _de27(r):  # X509SerialNumber
     if x & 2: raise r.deviation('X509SerialNumber', r.end - q)
     _neg = x
     if q >= 24:
-        _y = (V >> (q - 24)) & 16777215
-        if _y < 8388608:
-            q -= 8
-            val = _y >> 16
-        elif not _y & 32768:
-            q -= 16
-            val = _U2[_y >> 8]
-        elif not _y & 128:
+        val, _n = _U16[(V >> (q - 16)) & 65535]
+        if _n:
+            q -= _n
+        elif (_y := (V >> (q - 24)) & 255) < 128:
             q -= 24
-            val = _U2[_y >> 8] | ((_y & 127) << 14)
+            val |= _y << 14
         else:
             r.pos = r.end - q; val = r.uint(); V = r.v; q = r.end - r.pos
     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end

@@ -432,7 +432,7 @@ class CodecModules:
             codecs = sorted(m for m in model_mods if m != mod and re.search(rf"\bc_{m}\.", text))
             head = [HEADER.rstrip(), f'"""{doc}."""', "# ruff: noqa",
                     "from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover",
-                    "from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2",
+                    "from exi.runtime import UINT2_ENCODED as _V2, UINT_OCTETS2 as _U16",
                     *(["from exi import relaxed as _relaxed"] if set_info is not None and set_info[3] else []),
                     *([f"from exi.model import {', '.join(models)}"] if models else []),
                     *(f"from exi.codec import {m} as c_{m}" for m in codecs), "", "_new = object.__new__"]
@@ -655,21 +655,18 @@ class CodecWriter:
                     L.extend(lines)
                 i += 1
                 continue
-            if kind == "uint":  # up to three octets read inline from one 24-bit piece of the window
+            if kind == "uint":  # up to three octets read inline
                 t = ops[i][1]
+                # one or two octets: one lookup of the first two gives the value and its length (the shifts, masks
+                # and tests cost 2-3x as much in CPython); three (times in seconds past 4.5 hours, energies, meter
+                # readings): the lookup gives the first two octets' 14 bits, the third octet is read after them
                 L.append("if q >= 24:")
-                L.append("    _y = (V >> (q - 24)) & 16777215")
-                L.append("    if _y < 8388608:")
-                L.append("        q -= 8")
-                L.append(f"        {t} = _y >> 16")
-                # two octets: one lookup of both (the shifts and masks cost 2-3x as much in CPython)
-                L.append("    elif not _y & 32768:")
-                L.append("        q -= 16")
-                L.append(f"        {t} = _U2[_y >> 8]")
-                # three octets: times in seconds past 4.5 hours, energies, meter readings
-                L.append("    elif not _y & 128:")
+                L.append(f"    {t}, _n = _U16[(V >> (q - 16)) & 65535]")
+                L.append("    if _n:")
+                L.append("        q -= _n")
+                L.append("    elif (_y := (V >> (q - 24)) & 255) < 128:")
                 L.append("        q -= 24")
-                L.append(f"        {t} = _U2[_y >> 8] | ((_y & 127) << 14)")
+                L.append(f"        {t} |= _y << 14")
                 L.append("    else:")
                 L.append(f"        r.pos = r.end - q; {t} = r.uint(); V = r.v; q = r.end - r.pos")
                 L.append("elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end")
