@@ -130,7 +130,8 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
         if dec is None:
             raise DecodeError(f"element {entry[1]} has no grammar in this codec", 0)
         try:
-            value = dec(r)
+            value, _v, q = dec(r, r.v, r.end - r.pos)  # the window and the bits left in it, in and out
+            r.pos = r.end - q
         except ExiError as e:
             e.path.insert(0, entry[1])
             raise

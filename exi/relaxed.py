@@ -142,7 +142,9 @@ class Grammar:
                 return j, self._read(r, elements, self.relaxed[j])
             if entry[3] is None:
                 raise DecodeError(f"element {entry[1]} has no grammar in this codec", r.base + r.pos)
-            return j, entry[3](r)
+            value, _v, q = entry[3](r, r.v, r.end - r.pos)  # a generated decoder: window and bits left in and out
+            r.pos = r.end - q
+            return j, value
         except ExiError as e:
             e.path.insert(0, entry[1])
             raise

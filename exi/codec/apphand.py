@@ -13,10 +13,8 @@ _K_apphand_AppProtocolType = apphand.AppProtocolType
 _K_apphand_supportedAppProtocolReq = apphand.supportedAppProtocolReq
 _K_apphand_supportedAppProtocolRes = apphand.supportedAppProtocolRes
 
-def _d_AppProtocolType(r):
+def _d_AppProtocolType(r, V, q):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -82,8 +80,8 @@ def _d_AppProtocolType(r):
         el = 'Priority'
         f_Priority = ((x >> 2) & 31) + 1
         if f_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', f_Priority, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_apphand_AppProtocolType)
     _obj.ProtocolNamespace = f_ProtocolNamespace
@@ -91,7 +89,7 @@ def _d_AppProtocolType(r):
     _obj.VersionNumberMinor = f_VersionNumberMinor
     _obj.SchemaID = f_SchemaID
     _obj.Priority = f_Priority
-    return _obj
+    return _obj, V, q
 
 def _e_AppProtocolType(w, o):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
@@ -147,10 +145,8 @@ def _e_AppProtocolType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_supportedAppProtocolReq(r):
+def _d_supportedAppProtocolReq(r, V, q):
     # anonymous type of supportedAppProtocolReq
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AppProtocol = []
     try:
@@ -316,12 +312,12 @@ def _d_supportedAppProtocolReq(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('supportedAppProtocolReq', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_apphand_supportedAppProtocolReq)
     _obj.AppProtocol = f_AppProtocol
-    return _obj
+    return _obj, V, q
 
 def _e_supportedAppProtocolReq(w, o):
     # anonymous type of supportedAppProtocolReq
@@ -448,10 +444,8 @@ def _e_supportedAppProtocolReq(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_supportedAppProtocolRes(r):
+def _d_supportedAppProtocolRes(r, V, q):
     # anonymous type of supportedAppProtocolRes
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SchemaID = None
     try:
@@ -474,13 +468,13 @@ def _d_supportedAppProtocolRes(r):
             q += 11
         else:
             raise r.deviation('supportedAppProtocolRes', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_apphand_supportedAppProtocolRes)
     _obj.ResponseCode = f_ResponseCode
     _obj.SchemaID = f_SchemaID
-    return _obj
+    return _obj, V, q
 
 def _e_supportedAppProtocolRes(w, o):
     # anonymous type of supportedAppProtocolRes
@@ -538,17 +532,14 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 2
 
-def _de0(r):  # Priority
-    V = r.v
-    q = r.end - r.pos
+def _de0(r, V, q):  # Priority
     q -= 7
     if q < 0: V, q = r.slideq(q, 7)
     x = (V >> q) & 127
     if x & 65: raise r.deviation('Priority', r.end - q)
     val = (x >> 1) + 1
     if val > 20: r.facet('Priority', 'maxInclusive 20', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee0(w, o):  # Priority
     v = w.v
@@ -559,9 +550,7 @@ def _ee0(w, o):  # Priority
     w.v = v
     w.n = n
 
-def _de1(r):  # ProtocolNamespace
-    V = r.v
-    q = r.end - r.pos
+def _de1(r, V, q):  # ProtocolNamespace
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -579,8 +568,7 @@ def _de1(r):  # ProtocolNamespace
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee1(w, o):  # ProtocolNamespace
     v = w.v
@@ -598,9 +586,7 @@ def _ee1(w, o):  # ProtocolNamespace
     w.v = v
     w.n = n
 
-def _de2(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # ResponseCode
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -608,8 +594,7 @@ def _de2(r):  # ResponseCode
     val = (x >> 1)
     if val >= 3: val = r.enum_index('ResponseCode', val, 3, r.at(r.end - q))
     else: val = _E_apphand_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # ResponseCode
     v = w.v
@@ -621,16 +606,13 @@ def _ee2(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de3(r):  # SchemaID
-    V = r.v
-    q = r.end - r.pos
+def _de3(r, V, q):  # SchemaID
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SchemaID', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee3(w, o):  # SchemaID
     v = w.v
@@ -641,9 +623,7 @@ def _ee3(w, o):  # SchemaID
     w.v = v
     w.n = n
 
-def _de4(r):  # VersionNumberMajor
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # VersionNumberMajor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
@@ -665,8 +645,7 @@ def _de4(r):  # VersionNumberMajor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMajor', r.end - q)
     if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # VersionNumberMajor
     v = w.v
@@ -681,9 +660,7 @@ def _ee4(w, o):  # VersionNumberMajor
     w.v = v
     w.n = n
 
-def _de5(r):  # VersionNumberMinor
-    V = r.v
-    q = r.end - r.pos
+def _de5(r, V, q):  # VersionNumberMinor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
@@ -705,8 +682,7 @@ def _de5(r):  # VersionNumberMinor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VersionNumberMinor', r.end - q)
     if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee5(w, o):  # VersionNumberMinor
     v = w.v

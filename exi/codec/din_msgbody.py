@@ -85,10 +85,8 @@ _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStat
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType = _fields_table(9, ((4, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'enum', _E_din_msgdatatypes_EVSEProcessingType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b = _fields_table(10, ((5, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'bool', None),))
 
-def _d_CableCheckReqType(r):
+def _d_CableCheckReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -179,12 +177,12 @@ def _d_CableCheckReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CableCheckReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CableCheckReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
-    return _obj
+    return _obj, V, q
 
 def _e_CableCheckReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
@@ -277,10 +275,8 @@ def _e_CableCheckReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CableCheckResType(r):
+def _d_CableCheckResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CableCheckResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 24
@@ -357,14 +353,14 @@ def _d_CableCheckResType(r):
         if x & 27: raise r.deviation('CableCheckResType', r.end - q)
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[(x >> 2)]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CableCheckResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEProcessing = f_EVSEProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_CableCheckResType(w, o):
     # {urn:din:70121:2012:MsgBody}CableCheckResType
@@ -437,10 +433,8 @@ def _e_CableCheckResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateInstallationReqType(r):
+def _d_CertificateInstallationReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     try:
@@ -498,9 +492,7 @@ def _d_CertificateInstallationReqType(r):
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = r.end - q
-        f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; q = r.end - r.pos
+        f_ListOfRootCertificateIDs, V, q = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -522,15 +514,15 @@ def _d_CertificateInstallationReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CertificateInstallationReqType)
     _obj.Id = f_Id
     _obj.OEMProvisioningCert = f_OEMProvisioningCert
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
     _obj.DHParams = f_DHParams
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateInstallationReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationReqType
@@ -597,10 +589,8 @@ def _e_CertificateInstallationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateInstallationResType(r):
+def _d_CertificateInstallationResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
@@ -643,9 +633,7 @@ def _d_CertificateInstallationResType(r):
         ec = x
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -711,8 +699,8 @@ def _d_CertificateInstallationResType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CertificateInstallationResType)
     _obj.Id = f_Id
@@ -721,7 +709,7 @@ def _d_CertificateInstallationResType(r):
     _obj.ContractSignatureEncryptedPrivateKey = f_ContractSignatureEncryptedPrivateKey
     _obj.DHParams = f_DHParams
     _obj.ContractID = f_ContractID
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateInstallationResType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateInstallationResType
@@ -815,10 +803,8 @@ def _e_CertificateInstallationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateUpdateReqType(r):
+def _d_CertificateUpdateReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     try:
@@ -864,9 +850,7 @@ def _d_CertificateUpdateReqType(r):
             if ec == 0:
                 q += 2
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c3_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
+                _c3_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
@@ -911,9 +895,7 @@ def _d_CertificateUpdateReqType(r):
             if ec == 0:
                 q += 2
                 el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c4_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
@@ -947,9 +929,7 @@ def _d_CertificateUpdateReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = r.end - q
-        f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; q = r.end - r.pos
+        f_ListOfRootCertificateIDs, V, q = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -971,8 +951,8 @@ def _d_CertificateUpdateReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CertificateUpdateReqType)
     _obj.Id = f_Id
@@ -980,7 +960,7 @@ def _d_CertificateUpdateReqType(r):
     _obj.ContractID = f_ContractID
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
     _obj.DHParams = f_DHParams
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateUpdateReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateReqType
@@ -1102,10 +1082,8 @@ def _e_CertificateUpdateReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateUpdateResType(r):
+def _d_CertificateUpdateResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
@@ -1148,9 +1126,7 @@ def _d_CertificateUpdateResType(r):
         ec = x
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -1238,8 +1214,8 @@ def _d_CertificateUpdateResType(r):
         if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
         if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CertificateUpdateResType)
     _obj.Id = f_Id
@@ -1249,7 +1225,7 @@ def _d_CertificateUpdateResType(r):
     _obj.DHParams = f_DHParams
     _obj.ContractID = f_ContractID
     _obj.RetryCounter = f_RetryCounter
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateUpdateResType(w, o):
     # {urn:din:70121:2012:MsgBody}CertificateUpdateResType
@@ -1352,10 +1328,8 @@ def _e_CertificateUpdateResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeParameterDiscoveryReqType(r):
+def _d_ChargeParameterDiscoveryReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AC_EVChargeParameter = None
     f_DC_EVChargeParameter = None
@@ -1693,9 +1667,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
         elif ec == 1:
             q += 2
             el = 'DC_EVChargeParameter'
-            r.pos = r.end - q
-            f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
-            V = r.v; q = r.end - r.pos
+            f_DC_EVChargeParameter, V, q = c_din_msgdatatypes._d_DC_EVChargeParameterType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
@@ -1705,15 +1677,15 @@ def _d_ChargeParameterDiscoveryReqType(r):
             f_EVChargeParameter = _new(_K_din_msgdatatypes_EVChargeParameterType)
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ChargeParameterDiscoveryReqType)
     _obj.EVRequestedEnergyTransferType = f_EVRequestedEnergyTransferType
     _obj.AC_EVChargeParameter = f_AC_EVChargeParameter
     _obj.DC_EVChargeParameter = f_DC_EVChargeParameter
     _obj.EVChargeParameter = f_EVChargeParameter
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryReqType
@@ -1959,10 +1931,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeParameterDiscoveryResType(r):
+def _d_ChargeParameterDiscoveryResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SAScheduleList = None
     f_SASchedules = None
@@ -1990,9 +1960,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         if ec == 0:
             q += 14
             el = 'SAScheduleList'
-            r.pos = r.end - q
-            f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
-            V = r.v; q = r.end - r.pos
+            f_SAScheduleList, V, q = c_din_msgdatatypes._d_SAScheduleListType(r, V, q)
             q -= 13
             if q < 0: V, q = r.slidep(q, 13)
             x = (V >> q) & 8191
@@ -2275,9 +2243,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         elif ec == 1:
             q += 11
             el = 'DC_EVSEChargeParameter'
-            r.pos = r.end - q
-            f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-            V = r.v; q = r.end - r.pos
+            f_DC_EVSEChargeParameter, V, q = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
@@ -2288,8 +2254,8 @@ def _d_ChargeParameterDiscoveryResType(r):
             f_EVSEChargeParameter = _new(_K_din_msgdatatypes_EVSEChargeParameterType)
         else:
             raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ChargeParameterDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
@@ -2299,7 +2265,7 @@ def _d_ChargeParameterDiscoveryResType(r):
     _obj.AC_EVSEChargeParameter = f_AC_EVSEChargeParameter
     _obj.DC_EVSEChargeParameter = f_DC_EVSEChargeParameter
     _obj.EVSEChargeParameter = f_EVSEChargeParameter
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargeParameterDiscoveryResType
@@ -2540,20 +2506,18 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingStatusReqType(r):
+def _d_ChargingStatusReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ChargingStatusReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargingStatusReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ChargingStatusReqType)
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingStatusReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargingStatusReqType
@@ -2569,10 +2533,8 @@ def _e_ChargingStatusReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingStatusResType(r):
+def _d_ChargingStatusResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ChargingStatusResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaxCurrent = None
     f_MeterInfo = None
@@ -2711,9 +2673,7 @@ def _d_ChargingStatusResType(r):
         elif ec == 1:
             q += 17
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
             q -= 15
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
@@ -2734,9 +2694,7 @@ def _d_ChargingStatusResType(r):
             if ec == 0:
                 q += 14
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
@@ -2802,8 +2760,8 @@ def _d_ChargingStatusResType(r):
             f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
             f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ChargingStatusResType)
     _obj.ResponseCode = f_ResponseCode
@@ -2813,7 +2771,7 @@ def _d_ChargingStatusResType(r):
     _obj.MeterInfo = f_MeterInfo
     _obj.ReceiptRequired = f_ReceiptRequired
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingStatusResType(w, o):
     # {urn:din:70121:2012:MsgBody}ChargingStatusResType
@@ -2978,10 +2936,8 @@ def _e_ChargingStatusResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ContractAuthenticationReqType(r):
+def _d_ContractAuthenticationReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_GenChallenge = None
@@ -3050,13 +3006,13 @@ def _d_ContractAuthenticationReqType(r):
                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
         if s == 2:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ContractAuthenticationReqType)
     _obj.Id = f_Id
     _obj.GenChallenge = f_GenChallenge
-    return _obj
+    return _obj, V, q
 
 def _e_ContractAuthenticationReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationReqType
@@ -3119,10 +3075,8 @@ def _e_ContractAuthenticationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ContractAuthenticationResType(r):
+def _d_ContractAuthenticationResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 13
@@ -3140,13 +3094,13 @@ def _d_ContractAuthenticationResType(r):
         else:
             el = 'EVSEProcessing'
             f_ResponseCode, f_EVSEProcessing = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ContractAuthenticationResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_ContractAuthenticationResType(w, o):
     # {urn:din:70121:2012:MsgBody}ContractAuthenticationResType
@@ -3173,10 +3127,8 @@ def _e_ContractAuthenticationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CurrentDemandReqType(r):
+def _d_CurrentDemandReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CurrentDemandReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVMaximumVoltageLimit = None
     f_EVMaximumCurrentLimit = None
@@ -4402,8 +4354,8 @@ def _d_CurrentDemandReqType(r):
             s = 10
         if s == 10:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CurrentDemandReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
@@ -4416,7 +4368,7 @@ def _d_CurrentDemandReqType(r):
     _obj.RemainingTimeToFullSoC = f_RemainingTimeToFullSoC
     _obj.RemainingTimeToBulkSoC = f_RemainingTimeToBulkSoC
     _obj.EVTargetVoltage = f_EVTargetVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_CurrentDemandReqType(w, o):
     # {urn:din:70121:2012:MsgBody}CurrentDemandReqType
@@ -5196,10 +5148,8 @@ def _e_CurrentDemandReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CurrentDemandResType(r):
+def _d_CurrentDemandResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}CurrentDemandResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumVoltageLimit = None
     f_EVSEMaximumCurrentLimit = None
@@ -5930,8 +5880,8 @@ def _d_CurrentDemandResType(r):
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 10:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_CurrentDemandResType)
     _obj.ResponseCode = f_ResponseCode
@@ -5944,7 +5894,7 @@ def _d_CurrentDemandResType(r):
     _obj.EVSEMaximumVoltageLimit = f_EVSEMaximumVoltageLimit
     _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
     _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
-    return _obj
+    return _obj, V, q
 
 def _e_CurrentDemandResType(w, o):
     # {urn:din:70121:2012:MsgBody}CurrentDemandResType
@@ -6415,10 +6365,8 @@ def _e_CurrentDemandResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeteringReceiptReqType(r):
+def _d_MeteringReceiptReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SAScheduleTupleID = None
@@ -6507,32 +6455,28 @@ def _d_MeteringReceiptReqType(r):
             if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
             if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
         elif ec == 1:
             q += 2
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_MeteringReceiptReqType)
     _obj.Id = f_Id
     _obj.SessionID = f_SessionID
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.MeterInfo = f_MeterInfo
-    return _obj
+    return _obj, V, q
 
 def _e_MeteringReceiptReqType(w, o):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptReqType
@@ -6609,10 +6553,8 @@ def _e_MeteringReceiptReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeteringReceiptResType(r):
+def _d_MeteringReceiptResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 19
@@ -6661,13 +6603,13 @@ def _d_MeteringReceiptResType(r):
         f_AC_EVSEStatus.RCD = _c1_RCD
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_MeteringReceiptResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_MeteringReceiptResType(w, o):
     # {urn:din:70121:2012:MsgBody}MeteringReceiptResType
@@ -6716,10 +6658,8 @@ def _e_MeteringReceiptResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentDetailsReqType(r):
+def _d_PaymentDetailsReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -6767,9 +6707,7 @@ def _d_PaymentDetailsReqType(r):
         ec = x
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -6783,13 +6721,13 @@ def _d_PaymentDetailsReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_PaymentDetailsReqType)
     _obj.ContractID = f_ContractID
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentDetailsReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsReqType
@@ -6850,10 +6788,8 @@ def _e_PaymentDetailsReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentDetailsResType(r):
+def _d_PaymentDetailsResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 10
@@ -6900,14 +6836,14 @@ def _d_PaymentDetailsResType(r):
         if (V >> q) & 3: raise r.deviation('PaymentDetailsResType', r.end - q)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
         if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_PaymentDetailsResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.GenChallenge = f_GenChallenge
     _obj.DateTimeNow = f_DateTimeNow
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentDetailsResType(w, o):
     # {urn:din:70121:2012:MsgBody}PaymentDetailsResType
@@ -6948,10 +6884,8 @@ def _e_PaymentDetailsResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerDeliveryReqType(r):
+def _d_PowerDeliveryReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ChargingProfile = None
     f_DC_EVPowerDeliveryParameter = None
@@ -6969,9 +6903,7 @@ def _d_PowerDeliveryReqType(r):
         if ec == 0:
             q += 2
             el = 'ChargingProfile'
-            r.pos = r.end - q
-            f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
-            V = r.v; q = r.end - r.pos
+            f_ChargingProfile, V, q = c_din_msgdatatypes._d_ChargingProfileType(r, V, q)
             q -= 4
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
@@ -7251,15 +7183,15 @@ def _d_PowerDeliveryReqType(r):
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_PowerDeliveryReqType)
     _obj.ReadyToChargeState = f_ReadyToChargeState
     _obj.ChargingProfile = f_ChargingProfile
     _obj.DC_EVPowerDeliveryParameter = f_DC_EVPowerDeliveryParameter
     _obj.EVPowerDeliveryParameter = f_EVPowerDeliveryParameter
-    return _obj
+    return _obj, V, q
 
 def _e_PowerDeliveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryReqType
@@ -7537,10 +7469,8 @@ def _e_PowerDeliveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerDeliveryResType(r):
+def _d_PowerDeliveryResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
@@ -7668,15 +7598,15 @@ def _d_PowerDeliveryResType(r):
             f_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
         else:
             raise r.deviation('PowerDeliveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_PowerDeliveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEStatus = f_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_PowerDeliveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}PowerDeliveryResType
@@ -7789,10 +7719,8 @@ def _e_PowerDeliveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PreChargeReqType(r):
+def _d_PreChargeReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}PreChargeReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -8029,14 +7957,14 @@ def _d_PreChargeReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PreChargeReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_PreChargeReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVTargetVoltage = f_EVTargetVoltage
     _obj.EVTargetCurrent = f_EVTargetCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_PreChargeReqType(w, o):
     # {urn:din:70121:2012:MsgBody}PreChargeReqType
@@ -8221,10 +8149,8 @@ def _e_PreChargeReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PreChargeResType(r):
+def _d_PreChargeResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}PreChargeResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 24
@@ -8371,14 +8297,14 @@ def _d_PreChargeResType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PreChargeResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_PreChargeResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_PreChargeResType(w, o):
     # {urn:din:70121:2012:MsgBody}PreChargeResType
@@ -8492,10 +8418,8 @@ def _e_PreChargeResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDetailReqType(r):
+def _d_ServiceDetailReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ServiceDetailReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -8520,12 +8444,12 @@ def _d_ServiceDetailReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ServiceDetailReqType)
     _obj.ServiceID = f_ServiceID
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDetailReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDetailReqType
@@ -8550,10 +8474,8 @@ def _e_ServiceDetailReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDetailResType(r):
+def _d_ServiceDetailResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ServiceDetailResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceParameterList = None
     try:
@@ -8588,9 +8510,7 @@ def _d_ServiceDetailResType(r):
         ec = x
         if ec == 0:
             el = 'ServiceParameterList'
-            r.pos = r.end - q
-            f_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-            V = r.v; q = r.end - r.pos
+            f_ServiceParameterList, V, q = c_din_msgdatatypes._d_ServiceParameterListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -8598,14 +8518,14 @@ def _d_ServiceDetailResType(r):
             pass
         else:
             raise r.deviation('ServiceDetailResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ServiceDetailResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceID = f_ServiceID
     _obj.ServiceParameterList = f_ServiceParameterList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDetailResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDetailResType
@@ -8648,10 +8568,8 @@ def _e_ServiceDetailResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDiscoveryReqType(r):
+def _d_ServiceDiscoveryReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceScope = None
     f_ServiceCategory = None
@@ -8708,13 +8626,13 @@ def _d_ServiceDiscoveryReqType(r):
                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 2:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ServiceDiscoveryReqType)
     _obj.ServiceScope = f_ServiceScope
     _obj.ServiceCategory = f_ServiceCategory
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDiscoveryReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryReqType
@@ -8770,10 +8688,8 @@ def _e_ServiceDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDiscoveryResType(r):
+def _d_ServiceDiscoveryResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceList = None
     try:
@@ -8786,9 +8702,7 @@ def _d_ServiceDiscoveryResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'PaymentOptions'
-        r.pos = r.end - q
-        f_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
-        V = r.v; q = r.end - r.pos
+        f_PaymentOptions, V, q = c_din_msgdatatypes._d_PaymentOptionsType(r, V, q)
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
@@ -8900,9 +8814,7 @@ def _d_ServiceDiscoveryResType(r):
         ec = (x & 3)
         if ec == 0:
             el = 'ServiceList'
-            r.pos = r.end - q
-            f_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
-            V = r.v; q = r.end - r.pos
+            f_ServiceList, V, q = c_din_msgdatatypes._d_ServiceTagListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -8910,15 +8822,15 @@ def _d_ServiceDiscoveryResType(r):
             pass
         else:
             raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ServiceDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.PaymentOptions = f_PaymentOptions
     _obj.ChargeService = f_ChargeService
     _obj.ServiceList = f_ServiceList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDiscoveryResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServiceDiscoveryResType
@@ -9035,10 +8947,8 @@ def _e_ServiceDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServicePaymentSelectionReqType(r):
+def _d_ServicePaymentSelectionReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 5
@@ -9048,19 +8958,17 @@ def _d_ServicePaymentSelectionReqType(r):
         el = 'SelectedPaymentOption'
         f_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
         el = 'SelectedServiceList'
-        r.pos = r.end - q
-        f_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
-        V = r.v; q = r.end - r.pos
+        f_SelectedServiceList, V, q = c_din_msgdatatypes._d_SelectedServiceListType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServicePaymentSelectionReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
     _obj.SelectedPaymentOption = f_SelectedPaymentOption
     _obj.SelectedServiceList = f_SelectedServiceList
-    return _obj
+    return _obj, V, q
 
 def _e_ServicePaymentSelectionReqType(w, o):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionReqType
@@ -9090,10 +8998,8 @@ def _e_ServicePaymentSelectionReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServicePaymentSelectionResType(r):
+def _d_ServicePaymentSelectionResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 9
@@ -9104,12 +9010,12 @@ def _d_ServicePaymentSelectionResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_ServicePaymentSelectionResType)
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_ServicePaymentSelectionResType(w, o):
     # {urn:din:70121:2012:MsgBody}ServicePaymentSelectionResType
@@ -9131,10 +9037,8 @@ def _e_ServicePaymentSelectionResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionSetupReqType(r):
+def _d_SessionSetupReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}SessionSetupReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -9158,12 +9062,12 @@ def _d_SessionSetupReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SessionSetupReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_SessionSetupReqType)
     _obj.EVCCID = f_EVCCID
-    return _obj
+    return _obj, V, q
 
 def _e_SessionSetupReqType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionSetupReqType
@@ -9189,10 +9093,8 @@ def _e_SessionSetupReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionSetupResType(r):
+def _d_SessionSetupResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}SessionSetupResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DateTimeNow = None
     try:
@@ -9252,14 +9154,14 @@ def _d_SessionSetupResType(r):
             q += 2
         else:
             raise r.deviation('SessionSetupResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_SessionSetupResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
     _obj.DateTimeNow = f_DateTimeNow
-    return _obj
+    return _obj, V, q
 
 def _e_SessionSetupResType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionSetupResType
@@ -9304,10 +9206,8 @@ def _e_SessionSetupResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionStopResType(r):
+def _d_SessionStopResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}SessionStopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 9
@@ -9318,12 +9218,12 @@ def _d_SessionStopResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 23, r.at(r.end - q))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_SessionStopResType)
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_SessionStopResType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionStopResType
@@ -9345,20 +9245,18 @@ def _e_SessionStopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionStopType(r):
+def _d_SessionStopType(r, V, q):
     # {urn:din:70121:2012:MsgBody}SessionStopType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SessionStopType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_SessionStopType)
-    return _obj
+    return _obj, V, q
 
 def _e_SessionStopType(w, o):
     # {urn:din:70121:2012:MsgBody}SessionStopType
@@ -9374,10 +9272,8 @@ def _e_SessionStopType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WeldingDetectionReqType(r):
+def _d_WeldingDetectionReqType(r, V, q):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -9468,12 +9364,12 @@ def _d_WeldingDetectionReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('WeldingDetectionReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_WeldingDetectionReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
-    return _obj
+    return _obj, V, q
 
 def _e_WeldingDetectionReqType(w, o):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionReqType
@@ -9566,10 +9462,8 @@ def _e_WeldingDetectionReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WeldingDetectionResType(r):
+def _d_WeldingDetectionResType(r, V, q):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 24
@@ -9716,14 +9610,14 @@ def _d_WeldingDetectionResType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('WeldingDetectionResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgbody_WeldingDetectionResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_WeldingDetectionResType(w, o):
     # {urn:din:70121:2012:MsgBody}WeldingDetectionResType

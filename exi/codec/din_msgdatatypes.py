@@ -75,10 +75,8 @@ _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', Non
 _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_din_msgdatatypes_EVSESupportedEnergyTransferType),))
 _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(9, ((7, 2, 'enum', _E_din_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_din_msgdatatypes_DC_EVSEStatusCodeType),))
 
-def _d_AC_EVChargeParameterType(r):
+def _d_AC_EVChargeParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -395,8 +393,8 @@ def _d_AC_EVChargeParameterType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_AC_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
@@ -404,7 +402,7 @@ def _d_AC_EVChargeParameterType(r):
     _obj.EVMaxVoltage = f_EVMaxVoltage
     _obj.EVMaxCurrent = f_EVMaxCurrent
     _obj.EVMinCurrent = f_EVMinCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_AC_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVChargeParameterType
@@ -615,10 +613,8 @@ def _e_AC_EVChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_EVSEChargeParameterType(r):
+def _d_AC_EVSEChargeParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 11
@@ -882,15 +878,15 @@ def _d_AC_EVSEChargeParameterType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_AC_EVSEChargeParameterType)
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.EVSEMaxVoltage = f_EVSEMaxVoltage
     _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
     _obj.EVSEMinCurrent = f_EVSEMinCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_AC_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEChargeParameterType
@@ -1072,10 +1068,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_EVSEStatusType(r):
+def _d_AC_EVSEStatusType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 10
@@ -1115,15 +1109,15 @@ def _d_AC_EVSEStatusType(r):
         f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
     _obj.PowerSwitchClosed = f_PowerSwitchClosed
     _obj.RCD = f_RCD
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
-    return _obj
+    return _obj, V, q
 
 def _e_AC_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}AC_EVSEStatusType
@@ -1163,10 +1157,8 @@ def _e_AC_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateChainType(r):
+def _d_CertificateChainType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}CertificateChainType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SubCertificates = None
     try:
@@ -1195,9 +1187,7 @@ def _d_CertificateChainType(r):
         ec = x
         if ec == 0:
             el = 'SubCertificates'
-            r.pos = r.end - q
-            f_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            f_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -1205,13 +1195,13 @@ def _d_CertificateChainType(r):
             pass
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_CertificateChainType)
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateChainType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}CertificateChainType
@@ -1250,10 +1240,8 @@ def _e_CertificateChainType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingProfileType(r):
+def _d_ChargingProfileType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ChargingProfileType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ProfileEntry = []
     try:
@@ -1447,13 +1435,13 @@ def _d_ChargingProfileType(r):
                     break
                 else:
                     raise r.deviation('ChargingProfileType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ChargingProfileType)
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.ProfileEntry = f_ProfileEntry
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingProfileType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ChargingProfileType
@@ -1573,10 +1561,8 @@ def _e_ChargingProfileType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ConsumptionCostType(r):
+def _d_ConsumptionCostType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ConsumptionCostType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Cost = []
     try:
@@ -1728,13 +1714,13 @@ def _d_ConsumptionCostType(r):
                     break
                 else:
                     raise r.deviation('ConsumptionCostType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ConsumptionCostType)
     _obj.startValue = f_startValue
     _obj.Cost = f_Cost
-    return _obj
+    return _obj, V, q
 
 def _e_ConsumptionCostType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ConsumptionCostType
@@ -1844,10 +1830,8 @@ def _e_ConsumptionCostType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CostType(r):
+def _d_CostType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}CostType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_amountMultiplier = None
     try:
@@ -1891,14 +1875,14 @@ def _d_CostType(r):
             q += 6
         else:
             raise r.deviation('CostType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_CostType)
     _obj.costKind = f_costKind
     _obj.amount = f_amount
     _obj.amountMultiplier = f_amountMultiplier
-    return _obj
+    return _obj, V, q
 
 def _e_CostType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}CostType
@@ -1937,10 +1921,8 @@ def _e_CostType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVChargeParameterType(r):
+def _d_DC_EVChargeParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVMaximumPowerLimit = None
     f_EVEnergyCapacity = None
@@ -2675,8 +2657,8 @@ def _d_DC_EVChargeParameterType(r):
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 8:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_DC_EVChargeParameterType)
     _obj.DC_EVStatus = f_DC_EVStatus
@@ -2687,7 +2669,7 @@ def _d_DC_EVChargeParameterType(r):
     _obj.EVEnergyRequest = f_EVEnergyRequest
     _obj.FullSOC = f_FullSOC
     _obj.BulkSOC = f_BulkSOC
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVChargeParameterType
@@ -3174,10 +3156,8 @@ def _e_DC_EVChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVPowerDeliveryParameterType(r):
+def _d_DC_EVPowerDeliveryParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVPowerDeliveryParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_BulkChargingComplete = None
     try:
@@ -3294,14 +3274,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             f_ChargingComplete = (x >> 2) == 1
         else:
             raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.BulkChargingComplete = f_BulkChargingComplete
     _obj.ChargingComplete = f_ChargingComplete
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVPowerDeliveryParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVPowerDeliveryParameterType
@@ -3412,10 +3392,8 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVSEChargeParameterType(r):
+def _d_DC_EVSEChargeParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumPowerLimit = None
     f_EVSECurrentRegulationTolerance = None
@@ -4261,8 +4239,8 @@ def _d_DC_EVSEChargeParameterType(r):
             q += 17
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_DC_EVSEChargeParameterType)
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
@@ -4274,7 +4252,7 @@ def _d_DC_EVSEChargeParameterType(r):
     _obj.EVSECurrentRegulationTolerance = f_EVSECurrentRegulationTolerance
     _obj.EVSEPeakCurrentRipple = f_EVSEPeakCurrentRipple
     _obj.EVSEEnergyToBeDelivered = f_EVSEEnergyToBeDelivered
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEChargeParameterType
@@ -4804,10 +4782,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVSEStatusType(r):
+def _d_DC_EVSEStatusType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEIsolationStatus = None
     try:
@@ -4867,15 +4843,15 @@ def _d_DC_EVSEStatusType(r):
         f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
     _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
     _obj.EVSEStatusCode = f_EVSEStatusCode
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVSEStatusType
@@ -4927,10 +4903,8 @@ def _e_DC_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVStatusType(r):
+def _d_DC_EVStatusType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVCabinConditioning = None
     f_EVRESSConditioning = None
@@ -5008,8 +4982,8 @@ def _d_DC_EVStatusType(r):
             f_EVRESSSOC = (x >> 2)
             if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(r.end - q))
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_DC_EVStatusType)
     _obj.EVReady = f_EVReady
@@ -5017,7 +4991,7 @@ def _d_DC_EVStatusType(r):
     _obj.EVRESSConditioning = f_EVRESSConditioning
     _obj.EVErrorCode = f_EVErrorCode
     _obj.EVRESSSOC = f_EVRESSSOC
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}DC_EVStatusType
@@ -5099,20 +5073,18 @@ def _e_DC_EVStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVChargeParameterType(r):
+def _d_EVChargeParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}EVChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_EVChargeParameterType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVChargeParameterType
@@ -5128,20 +5100,18 @@ def _e_EVChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerDeliveryParameterType(r):
+def _d_EVPowerDeliveryParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}EVPowerDeliveryParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPowerDeliveryParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_EVPowerDeliveryParameterType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerDeliveryParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVPowerDeliveryParameterType
@@ -5157,20 +5127,18 @@ def _e_EVPowerDeliveryParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVSEChargeParameterType(r):
+def _d_EVSEChargeParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}EVSEChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVSEChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_EVSEChargeParameterType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVSEChargeParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVSEChargeParameterType
@@ -5186,20 +5154,18 @@ def _e_EVSEChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVSEStatusType(r):
+def _d_EVSEStatusType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVSEStatusType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_EVSEStatusType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVSEStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVSEStatusType
@@ -5215,20 +5181,18 @@ def _e_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVStatusType(r):
+def _d_EVStatusType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}EVStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVStatusType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_EVStatusType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVStatusType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EVStatusType
@@ -5244,10 +5208,8 @@ def _e_EVStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EntryType(r):
+def _d_EntryType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}EntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -5320,13 +5282,13 @@ def _d_EntryType(r):
             f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
         else:
             raise r.deviation('EntryType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_EntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
-    return _obj
+    return _obj, V, q
 
 def _e_EntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}EntryType
@@ -5385,20 +5347,18 @@ def _e_EntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_IntervalType(r):
+def _d_IntervalType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}IntervalType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('IntervalType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_IntervalType)
-    return _obj
+    return _obj, V, q
 
 def _e_IntervalType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}IntervalType
@@ -5414,10 +5374,8 @@ def _e_IntervalType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ListOfRootCertificateIDsType(r):
+def _d_ListOfRootCertificateIDsType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ListOfRootCertificateIDsType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RootCertificateID = []
     try:
@@ -5503,12 +5461,12 @@ def _d_ListOfRootCertificateIDsType(r):
                     break
                 else:
                     raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ListOfRootCertificateIDsType)
     _obj.RootCertificateID = f_RootCertificateID
-    return _obj
+    return _obj, V, q
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ListOfRootCertificateIDsType
@@ -5580,10 +5538,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeterInfoType(r):
+def _d_MeterInfoType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}MeterInfoType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_MeterReading = None
     f_SigMeterReading = None
@@ -5952,8 +5908,8 @@ def _d_MeterInfoType(r):
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_MeterInfoType)
     _obj.MeterID = f_MeterID
@@ -5961,7 +5917,7 @@ def _d_MeterInfoType(r):
     _obj.SigMeterReading = f_SigMeterReading
     _obj.MeterStatus = f_MeterStatus
     _obj.TMeter = f_TMeter
-    return _obj
+    return _obj, V, q
 
 def _e_MeterInfoType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}MeterInfoType
@@ -6163,10 +6119,8 @@ def _e_MeterInfoType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_NotificationType(r):
+def _d_NotificationType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}NotificationType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_FaultMsg = None
     try:
@@ -6201,13 +6155,13 @@ def _d_NotificationType(r):
             q += 1
         else:
             raise r.deviation('NotificationType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_NotificationType)
     _obj.FaultCode = f_FaultCode
     _obj.FaultMsg = f_FaultMsg
-    return _obj
+    return _obj, V, q
 
 def _e_NotificationType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}NotificationType
@@ -6245,10 +6199,8 @@ def _e_NotificationType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PMaxScheduleEntryType(r):
+def _d_PMaxScheduleEntryType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -6352,14 +6304,14 @@ def _d_PMaxScheduleEntryType(r):
         if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
         if _neg: f_PMax = -f_PMax - 1
         if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.PMax = f_PMax
-    return _obj
+    return _obj, V, q
 
 def _e_PMaxScheduleEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleEntryType
@@ -6429,10 +6381,8 @@ def _e_PMaxScheduleEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PMaxScheduleType(r):
+def _d_PMaxScheduleType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PMaxScheduleEntry = []
     try:
@@ -6804,13 +6754,13 @@ def _d_PMaxScheduleType(r):
                     break
                 else:
                     raise r.deviation('PMaxScheduleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_PMaxScheduleType)
     _obj.PMaxScheduleID = f_PMaxScheduleID
     _obj.PMaxScheduleEntry = f_PMaxScheduleEntry
-    return _obj
+    return _obj, V, q
 
 def _e_PMaxScheduleType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PMaxScheduleType
@@ -7047,10 +6997,8 @@ def _e_PMaxScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ParameterSetType(r):
+def _d_ParameterSetType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ParameterSetType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Parameter = []
     try:
@@ -7080,9 +7028,7 @@ def _d_ParameterSetType(r):
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
         if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
-        r.pos = r.end - q
-        _v = _d_ParameterType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ParameterType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -7091,9 +7037,7 @@ def _d_ParameterSetType(r):
         s = 2
         if ec == 0:
             el = 'Parameter'
-            r.pos = r.end - q
-            _v = _d_ParameterType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ParameterType(r, V, q)
             f_Parameter.append(_v)
             s = 3
         elif ec == 1:
@@ -7109,9 +7053,7 @@ def _d_ParameterSetType(r):
             while True:
                 if ec == 0:
                     el = 'Parameter'
-                    r.pos = r.end - q
-                    _v = _d_ParameterType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_ParameterType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -7123,13 +7065,13 @@ def _d_ParameterSetType(r):
                     break
                 else:
                     raise r.deviation('ParameterSetType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ParameterSetType)
     _obj.ParameterSetID = f_ParameterSetID
     _obj.Parameter = f_Parameter
-    return _obj
+    return _obj, V, q
 
 def _e_ParameterSetType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ParameterSetType
@@ -7198,10 +7140,8 @@ def _e_ParameterSetType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ParameterType(r):
+def _d_ParameterType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_boolValue = None
     f_byteValue = None
@@ -7383,8 +7323,8 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
         else:
             raise r.deviation('ParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ParameterType)
     _obj.Name = f_Name
@@ -7395,7 +7335,7 @@ def _d_ParameterType(r):
     _obj.intValue = f_intValue
     _obj.physicalValue = f_physicalValue
     _obj.stringValue = f_stringValue
-    return _obj
+    return _obj, V, q
 
 def _e_ParameterType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ParameterType
@@ -7537,10 +7477,8 @@ def _e_ParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentOptionsType(r):
+def _d_PaymentOptionsType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}PaymentOptionsType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PaymentOption = []
     try:
@@ -7590,12 +7528,12 @@ def _d_PaymentOptionsType(r):
                     break
                 else:
                     raise r.deviation('PaymentOptionsType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_PaymentOptionsType)
     _obj.PaymentOption = f_PaymentOption
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentOptionsType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PaymentOptionsType
@@ -7649,10 +7587,8 @@ def _e_PaymentOptionsType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PhysicalValueType(r):
+def _d_PhysicalValueType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}PhysicalValueType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Unit = None
     try:
@@ -7720,14 +7656,14 @@ def _d_PhysicalValueType(r):
             if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
         else:
             raise r.deviation('PhysicalValueType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_PhysicalValueType)
     _obj.Multiplier = f_Multiplier
     _obj.Unit = f_Unit
     _obj.Value = f_Value
-    return _obj
+    return _obj, V, q
 
 def _e_PhysicalValueType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}PhysicalValueType
@@ -7779,10 +7715,8 @@ def _e_PhysicalValueType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ProfileEntryType(r):
+def _d_ProfileEntryType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ProfileEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -7829,13 +7763,13 @@ def _d_ProfileEntryType(r):
         if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
         if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', f_ChargingProfileEntryMaxPower, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ProfileEntryType)
     _obj.ChargingProfileEntryStart = f_ChargingProfileEntryStart
     _obj.ChargingProfileEntryMaxPower = f_ChargingProfileEntryMaxPower
-    return _obj
+    return _obj, V, q
 
 def _e_ProfileEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ProfileEntryType
@@ -7871,10 +7805,8 @@ def _e_ProfileEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_RelativeTimeIntervalType(r):
+def _d_RelativeTimeIntervalType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}RelativeTimeIntervalType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_duration = None
     try:
@@ -7928,13 +7860,13 @@ def _d_RelativeTimeIntervalType(r):
             q += 1
         else:
             raise r.deviation('RelativeTimeIntervalType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
     _obj.start = f_start
     _obj.duration = f_duration
-    return _obj
+    return _obj, V, q
 
 def _e_RelativeTimeIntervalType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}RelativeTimeIntervalType
@@ -7972,10 +7904,8 @@ def _e_RelativeTimeIntervalType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SAScheduleListType(r):
+def _d_SAScheduleListType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SAScheduleTuple = []
     try:
@@ -8010,9 +7940,7 @@ def _d_SAScheduleListType(r):
         if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
         if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
-        r.pos = r.end - q
-        _c2_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        _c2_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
         q -= 7
         if q < 0: V, q = r.slidep(q, 7)
         x = (V >> q) & 127
@@ -8021,9 +7949,7 @@ def _d_SAScheduleListType(r):
         if ec == 0:
             q += 5
             el = 'SAScheduleTuple/SalesTariff'
-            r.pos = r.end - q
-            _c2_SalesTariff = _d_SalesTariffType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
@@ -8072,18 +7998,14 @@ def _d_SAScheduleListType(r):
             if _neg: _c3_SAScheduleTupleID = -_c3_SAScheduleTupleID - 1
             if _c3_SAScheduleTupleID < -32768 or _c3_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c3_SAScheduleTupleID, r.at(r.end - q))
             el = 'SAScheduleTuple/PMaxSchedule'
-            r.pos = r.end - q
-            _c3_PMaxSchedule = _d_PMaxScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            _c3_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
             if ec == 0:
                 el = 'SAScheduleTuple/SalesTariff'
-                r.pos = r.end - q
-                _c3_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; q = r.end - r.pos
+                _c3_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -8139,9 +8061,7 @@ def _d_SAScheduleListType(r):
                     if _neg: _c5_SAScheduleTupleID = -_c5_SAScheduleTupleID - 1
                     if _c5_SAScheduleTupleID < -32768 or _c5_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c5_SAScheduleTupleID, r.at(r.end - q))
                     el = 'SAScheduleTuple/PMaxSchedule'
-                    r.pos = r.end - q
-                    _c5_PMaxSchedule = _d_PMaxScheduleType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c5_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
                     q -= 7
                     if q < 0: V, q = r.slidep(q, 7)
                     x = (V >> q) & 127
@@ -8150,9 +8070,7 @@ def _d_SAScheduleListType(r):
                     if ec == 0:
                         q += 5
                         el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = r.end - q
-                        _c5_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c5_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
                         q -= 6
                         if q < 0: V, q = r.slidep(q, 6)
                         x = (V >> q) & 63
@@ -8176,12 +8094,12 @@ def _d_SAScheduleListType(r):
                     break
                 else:
                     raise r.deviation('SAScheduleListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SAScheduleListType)
     _obj.SAScheduleTuple = f_SAScheduleTuple
-    return _obj
+    return _obj, V, q
 
 def _e_SAScheduleListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleListType
@@ -8337,10 +8255,8 @@ def _e_SAScheduleListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SAScheduleTupleType(r):
+def _d_SAScheduleTupleType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleTupleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SalesTariff = None
     try:
@@ -8370,18 +8286,14 @@ def _d_SAScheduleTupleType(r):
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'PMaxSchedule'
-        r.pos = r.end - q
-        f_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        f_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
         if ec == 0:
             el = 'SalesTariff'
-            r.pos = r.end - q
-            f_SalesTariff = _d_SalesTariffType(r)
-            V = r.v; q = r.end - r.pos
+            f_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -8389,14 +8301,14 @@ def _d_SAScheduleTupleType(r):
             pass
         else:
             raise r.deviation('SAScheduleTupleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SAScheduleTupleType)
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.PMaxSchedule = f_PMaxSchedule
     _obj.SalesTariff = f_SalesTariff
-    return _obj
+    return _obj, V, q
 
 def _e_SAScheduleTupleType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SAScheduleTupleType
@@ -8443,20 +8355,18 @@ def _e_SAScheduleTupleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SASchedulesType(r):
+def _d_SASchedulesType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SASchedulesType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SASchedulesType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SASchedulesType)
-    return _obj
+    return _obj, V, q
 
 def _e_SASchedulesType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SASchedulesType
@@ -8472,10 +8382,8 @@ def _e_SASchedulesType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SalesTariffEntryType(r):
+def _d_SalesTariffEntryType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -8567,9 +8475,7 @@ def _d_SalesTariffEntryType(r):
         s = 2
         if ec == 0:
             el = 'ConsumptionCost'
-            r.pos = r.end - q
-            _v = _d_ConsumptionCostType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ConsumptionCostType(r, V, q)
             f_ConsumptionCost.append(_v)
             s = 3
         elif ec == 1:
@@ -8585,9 +8491,7 @@ def _d_SalesTariffEntryType(r):
             while True:
                 if ec == 0:
                     el = 'ConsumptionCost'
-                    r.pos = r.end - q
-                    _v = _d_ConsumptionCostType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_ConsumptionCostType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -8599,15 +8503,15 @@ def _d_SalesTariffEntryType(r):
                     break
                 else:
                     raise r.deviation('SalesTariffEntryType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SalesTariffEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.EPriceLevel = f_EPriceLevel
     _obj.ConsumptionCost = f_ConsumptionCost
-    return _obj
+    return _obj, V, q
 
 def _e_SalesTariffEntryType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffEntryType
@@ -8707,10 +8611,8 @@ def _e_SalesTariffEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SalesTariffType(r):
+def _d_SalesTariffType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SalesTariffDescription = None
     f_SalesTariffEntry = []
@@ -8782,9 +8684,7 @@ def _d_SalesTariffType(r):
         else:
             raise r.deviation('SalesTariffType', r.end - q)
         el = 'SalesTariffEntry'
-        r.pos = r.end - q
-        _v = _d_SalesTariffEntryType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_SalesTariffEntryType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -8793,9 +8693,7 @@ def _d_SalesTariffType(r):
         s = 5
         if ec == 0:
             el = 'SalesTariffEntry'
-            r.pos = r.end - q
-            _v = _d_SalesTariffEntryType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_SalesTariffEntryType(r, V, q)
             f_SalesTariffEntry.append(_v)
             s = 6
         elif ec == 1:
@@ -8811,9 +8709,7 @@ def _d_SalesTariffType(r):
             while True:
                 if ec == 0:
                     el = 'SalesTariffEntry'
-                    r.pos = r.end - q
-                    _v = _d_SalesTariffEntryType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_SalesTariffEntryType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -8825,8 +8721,8 @@ def _d_SalesTariffType(r):
                     break
                 else:
                     raise r.deviation('SalesTariffType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SalesTariffType)
     _obj.Id = f_Id
@@ -8834,7 +8730,7 @@ def _d_SalesTariffType(r):
     _obj.SalesTariffDescription = f_SalesTariffDescription
     _obj.NumEPriceLevels = f_NumEPriceLevels
     _obj.SalesTariffEntry = f_SalesTariffEntry
-    return _obj
+    return _obj, V, q
 
 def _e_SalesTariffType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SalesTariffType
@@ -8946,10 +8842,8 @@ def _e_SalesTariffType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SelectedServiceListType(r):
+def _d_SelectedServiceListType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SelectedService = []
     try:
@@ -9169,12 +9063,12 @@ def _d_SelectedServiceListType(r):
                     break
                 else:
                     raise r.deviation('SelectedServiceListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SelectedServiceListType)
     _obj.SelectedService = f_SelectedService
-    return _obj
+    return _obj, V, q
 
 def _e_SelectedServiceListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceListType
@@ -9306,10 +9200,8 @@ def _e_SelectedServiceListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SelectedServiceType(r):
+def _d_SelectedServiceType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParameterSetID = None
     try:
@@ -9366,13 +9258,13 @@ def _d_SelectedServiceType(r):
             q += 2
         else:
             raise r.deviation('SelectedServiceType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SelectedServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ParameterSetID = f_ParameterSetID
-    return _obj
+    return _obj, V, q
 
 def _e_SelectedServiceType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SelectedServiceType
@@ -9411,10 +9303,8 @@ def _e_SelectedServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceChargeType(r):
+def _d_ServiceChargeType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ServiceChargeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -9521,14 +9411,14 @@ def _d_ServiceChargeType(r):
         else:
             el = 'EnergyTransferType'
             f_FreeService, f_EnergyTransferType = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ServiceChargeType)
     _obj.ServiceTag = f_ServiceTag
     _obj.FreeService = f_FreeService
     _obj.EnergyTransferType = f_EnergyTransferType
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceChargeType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceChargeType
@@ -9619,10 +9509,8 @@ def _e_ServiceChargeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceParameterListType(r):
+def _d_ServiceParameterListType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ServiceParameterListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParameterSet = []
     try:
@@ -9630,9 +9518,7 @@ def _d_ServiceParameterListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
         el = 'ParameterSet'
-        r.pos = r.end - q
-        _v = _d_ParameterSetType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ParameterSetType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -9641,9 +9527,7 @@ def _d_ServiceParameterListType(r):
         s = 1
         if ec == 0:
             el = 'ParameterSet'
-            r.pos = r.end - q
-            _v = _d_ParameterSetType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ParameterSetType(r, V, q)
             f_ParameterSet.append(_v)
             s = 2
         elif ec == 1:
@@ -9659,9 +9543,7 @@ def _d_ServiceParameterListType(r):
             while True:
                 if ec == 0:
                     el = 'ParameterSet'
-                    r.pos = r.end - q
-                    _v = _d_ParameterSetType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_ParameterSetType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -9673,12 +9555,12 @@ def _d_ServiceParameterListType(r):
                     break
                 else:
                     raise r.deviation('ServiceParameterListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ServiceParameterListType)
     _obj.ParameterSet = f_ParameterSet
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceParameterListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceParameterListType
@@ -9735,10 +9617,8 @@ def _e_ServiceParameterListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceTagListType(r):
+def _d_ServiceTagListType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Service = []
     try:
@@ -10061,12 +9941,12 @@ def _d_ServiceTagListType(r):
                     break
                 else:
                     raise r.deviation('ServiceTagListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ServiceTagListType)
     _obj.Service = f_Service
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceTagListType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagListType
@@ -10312,10 +10192,8 @@ def _e_ServiceTagListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceTagType(r):
+def _d_ServiceTagType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceName = None
     f_ServiceScope = None
@@ -10398,15 +10276,15 @@ def _d_ServiceTagType(r):
             q += 1
         else:
             raise r.deviation('ServiceTagType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ServiceTagType)
     _obj.ServiceID = f_ServiceID
     _obj.ServiceName = f_ServiceName
     _obj.ServiceCategory = f_ServiceCategory
     _obj.ServiceScope = f_ServiceScope
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceTagType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceTagType
@@ -10473,10 +10351,8 @@ def _e_ServiceTagType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceType(r):
+def _d_ServiceType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}ServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -10574,13 +10450,13 @@ def _d_ServiceType(r):
         if x & 27: raise r.deviation('ServiceType', r.end - q)
         el = 'FreeService'
         f_FreeService = (x >> 2) == 1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_ServiceType)
     _obj.ServiceTag = f_ServiceTag
     _obj.FreeService = f_FreeService
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}ServiceType
@@ -10662,10 +10538,8 @@ def _e_ServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SubCertificatesType(r):
+def _d_SubCertificatesType(r, V, q):
     # {urn:din:70121:2012:MsgDataTypes}SubCertificatesType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Certificate = []
     try:
@@ -10757,12 +10631,12 @@ def _d_SubCertificatesType(r):
                     break
                 else:
                     raise r.deviation('SubCertificatesType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdatatypes_SubCertificatesType)
     _obj.Certificate = f_Certificate
-    return _obj
+    return _obj, V, q
 
 def _e_SubCertificatesType(w, o):
     # {urn:din:70121:2012:MsgDataTypes}SubCertificatesType

@@ -83,20 +83,18 @@ _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStat
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType = _fields_table(9, ((4, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'enum', _E_din_msgdatatypes_EVSEProcessingType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b = _fields_table(10, ((5, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'bool', None),))
 
-def _d_BodyBaseType(r):
+def _d_BodyBaseType(r, V, q):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('BodyBaseType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdef_BodyBaseType)
-    return _obj
+    return _obj, V, q
 
 def _e_BodyBaseType(w, o):
     # {urn:din:70121:2012:MsgDef}BodyBaseType
@@ -112,10 +110,8 @@ def _e_BodyBaseType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BodyType(r):
+def _d_BodyType(r, V, q):
     # {urn:din:70121:2012:MsgDef}BodyType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     _cf = None
     _cv = None
@@ -369,9 +365,7 @@ def _d_BodyType(r):
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
                         el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                        r.pos = r.end - q
-                        _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c4_ListOfRootCertificateIDs, V, q = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         x = (V >> q) & 3
@@ -445,9 +439,7 @@ def _d_BodyType(r):
                         ec = x
                         if ec == 0:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c5_c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -524,9 +516,7 @@ def _d_BodyType(r):
                     elif ec == 5:
                         el = 'CertificateUpdateReq'
                         _cf = 'CertificateUpdateReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_CertificateUpdateReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -574,9 +564,7 @@ def _d_BodyType(r):
                         ec = x
                         if ec == 0:
                             el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c6_c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -676,9 +664,7 @@ def _d_BodyType(r):
                     elif ec == 7:
                         el = 'ChargeParameterDiscoveryReq'
                         _cf = 'ChargeParameterDiscoveryReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -686,9 +672,7 @@ def _d_BodyType(r):
                     elif ec == 8:
                         el = 'ChargeParameterDiscoveryRes'
                         _cf = 'ChargeParameterDiscoveryRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_ChargeParameterDiscoveryResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -708,9 +692,7 @@ def _d_BodyType(r):
                     elif ec == 10:
                         el = 'ChargingStatusRes'
                         _cf = 'ChargingStatusRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ChargingStatusResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_ChargingStatusResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -821,9 +803,7 @@ def _d_BodyType(r):
                     if ec == 13:
                         el = 'CurrentDemandReq'
                         _cf = 'CurrentDemandReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_CurrentDemandReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_CurrentDemandReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -831,9 +811,7 @@ def _d_BodyType(r):
                     elif ec == 14:
                         el = 'CurrentDemandRes'
                         _cf = 'CurrentDemandRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_CurrentDemandResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_CurrentDemandResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -927,9 +905,7 @@ def _d_BodyType(r):
                             if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
                             if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(r.end - q))
                             el = 'MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c10_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -938,9 +914,7 @@ def _d_BodyType(r):
                         elif ec == 1:
                             q += 2
                             el = 'MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c10_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1056,9 +1030,7 @@ def _d_BodyType(r):
                         ec = x
                         if ec == 0:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c12_c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -1136,9 +1108,7 @@ def _d_BodyType(r):
                     elif ec == 19:
                         el = 'PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_PowerDeliveryReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1750,9 +1720,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             q += 1
                             el = 'ServiceDetailRes/ServiceParameterList'
-                            r.pos = r.end - q
-                            _c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c18_ServiceParameterList, V, q = c_din_msgdatatypes._d_ServiceParameterListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -1847,9 +1815,7 @@ def _d_BodyType(r):
                         if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c20_ResponseCode, 23, r.at(r.end - q))
                         else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
                         el = 'ServiceDiscoveryRes/PaymentOptions'
-                        r.pos = r.end - q
-                        _c20_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c20_PaymentOptions, V, q = c_din_msgdatatypes._d_PaymentOptionsType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slidep(q, 4)
                         x = (V >> q) & 15
@@ -1963,9 +1929,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             q += 1
                             el = 'ServiceDiscoveryRes/ServiceList'
-                            r.pos = r.end - q
-                            _c20_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c20_ServiceList, V, q = c_din_msgdatatypes._d_ServiceTagListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -1993,9 +1957,7 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
                         _c21_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
-                        r.pos = r.end - q
-                        _c21_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c21_SelectedServiceList, V, q = c_din_msgdatatypes._d_SelectedServiceListType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -2391,13 +2353,13 @@ def _d_BodyType(r):
                         raise r.deviation('BodyType', r.end - q)
         if s == 1:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdef_BodyType)
     _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.ContractAuthenticationReq = _obj.ContractAuthenticationRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.ServicePaymentSelectionReq = _obj.ServicePaymentSelectionRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
     if _cf is not None: setattr(_obj, _cf, _cv)
-    return _obj
+    return _obj, V, q
 
 def _e_BodyType(w, o):
     # {urn:din:70121:2012:MsgDef}BodyType
@@ -4034,10 +3996,8 @@ def _e_BodyType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_V2G_Message(r):
+def _d_V2G_Message(r, V, q):
     # anonymous type of V2G_Message
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -4116,9 +4076,7 @@ def _d_V2G_Message(r):
         elif ec == 1:
             q += 9
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -4131,9 +4089,7 @@ def _d_V2G_Message(r):
         if _c1_s == 2:
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
+                _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -4404,9 +4360,7 @@ def _d_V2G_Message(r):
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
                         el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
-                        r.pos = r.end - q
-                        _c2_c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c4_ListOfRootCertificateIDs, V, q = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         x = (V >> q) & 3
@@ -4480,9 +4434,7 @@ def _d_V2G_Message(r):
                         ec = x
                         if ec == 0:
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c5_c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4559,9 +4511,7 @@ def _d_V2G_Message(r):
                     elif ec == 5:
                         el = 'Body/CertificateUpdateReq'
                         _cf = 'CertificateUpdateReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_CertificateUpdateReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -4609,9 +4559,7 @@ def _d_V2G_Message(r):
                         ec = x
                         if ec == 0:
                             el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c6_c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4711,9 +4659,7 @@ def _d_V2G_Message(r):
                     elif ec == 7:
                         el = 'Body/ChargeParameterDiscoveryReq'
                         _cf = 'ChargeParameterDiscoveryReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -4721,9 +4667,7 @@ def _d_V2G_Message(r):
                     elif ec == 8:
                         el = 'Body/ChargeParameterDiscoveryRes'
                         _cf = 'ChargeParameterDiscoveryRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_ChargeParameterDiscoveryResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -4743,9 +4687,7 @@ def _d_V2G_Message(r):
                     elif ec == 10:
                         el = 'Body/ChargingStatusRes'
                         _cf = 'ChargingStatusRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_ChargingStatusResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_ChargingStatusResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -4856,9 +4798,7 @@ def _d_V2G_Message(r):
                     if ec == 13:
                         el = 'Body/CurrentDemandReq'
                         _cf = 'CurrentDemandReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_CurrentDemandReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_CurrentDemandReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -4866,9 +4806,7 @@ def _d_V2G_Message(r):
                     elif ec == 14:
                         el = 'Body/CurrentDemandRes'
                         _cf = 'CurrentDemandRes'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_CurrentDemandResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_CurrentDemandResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -4962,9 +4900,7 @@ def _d_V2G_Message(r):
                             if _neg: _c2_c10_SAScheduleTupleID = -_c2_c10_SAScheduleTupleID - 1
                             if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_c10_SAScheduleTupleID, r.at(r.end - q))
                             el = 'Body/MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c10_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -4973,9 +4909,7 @@ def _d_V2G_Message(r):
                         elif ec == 1:
                             q += 2
                             el = 'Body/MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c10_MeterInfo, V, q = c_din_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -5091,9 +5025,7 @@ def _d_V2G_Message(r):
                         ec = x
                         if ec == 0:
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c12_c1_SubCertificates, V, q = c_din_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -5171,9 +5103,7 @@ def _d_V2G_Message(r):
                     elif ec == 19:
                         el = 'Body/PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        r.pos = r.end - q
-                        _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_din_msgbody._d_PowerDeliveryReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -5785,9 +5715,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             q += 1
                             el = 'Body/ServiceDetailRes/ServiceParameterList'
-                            r.pos = r.end - q
-                            _c2_c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c18_ServiceParameterList, V, q = c_din_msgdatatypes._d_ServiceParameterListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -5882,9 +5810,7 @@ def _d_V2G_Message(r):
                         if _c2_c20_ResponseCode >= 23: _c2_c20_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c2_c20_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c20_ResponseCode]
                         el = 'Body/ServiceDiscoveryRes/PaymentOptions'
-                        r.pos = r.end - q
-                        _c2_c20_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c20_PaymentOptions, V, q = c_din_msgdatatypes._d_PaymentOptionsType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slidep(q, 4)
                         x = (V >> q) & 15
@@ -5998,9 +5924,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             q += 1
                             el = 'Body/ServiceDiscoveryRes/ServiceList'
-                            r.pos = r.end - q
-                            _c2_c20_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c20_ServiceList, V, q = c_din_msgdatatypes._d_ServiceTagListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -6028,9 +5952,7 @@ def _d_V2G_Message(r):
                         el = 'Body/ServicePaymentSelectionReq/SelectedPaymentOption'
                         _c2_c21_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'Body/ServicePaymentSelectionReq/SelectedServiceList'
-                        r.pos = r.end - q
-                        _c2_c21_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c21_SelectedServiceList, V, q = c_din_msgdatatypes._d_SelectedServiceListType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -6432,13 +6354,13 @@ def _d_V2G_Message(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgdef_V2G_Message)
     _obj.Header = f_Header
     _obj.Body = f_Body
-    return _obj
+    return _obj, V, q
 
 def _e_V2G_Message(w, o):
     # anonymous type of V2G_Message
@@ -8191,21 +8113,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:din:70121:2012:MsgBody', 'urn:din:70121:2012:MsgDataTypes', 'urn:din:70121:2012:MsgDef', 'urn:din:70121:2012:MsgHeader')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8224,8 +8144,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -8240,15 +8159,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8265,8 +8182,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -8283,15 +8199,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8308,8 +8222,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -8326,26 +8239,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -8436,16 +8349,13 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 7
 
-def _de11(r):  # BulkChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # BulkChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # BulkChargingComplete
     v = w.v
@@ -8456,16 +8366,13 @@ def _ee11(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de12(r):  # BulkChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # BulkChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # BulkChargingComplete
     v = w.v
@@ -8476,17 +8383,14 @@ def _ee12(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de13(r):  # BulkSOC
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # BulkSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('BulkSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # BulkSOC
     v = w.v
@@ -8497,9 +8401,7 @@ def _ee13(w, o):  # BulkSOC
     w.v = v
     w.n = n
 
-def _de14(r):  # Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8519,8 +8421,7 @@ def _de14(r):  # Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # Certificate
     v = w.v
@@ -8536,16 +8437,13 @@ def _ee14(w, o):  # Certificate
     w.v = v
     w.n = n
 
-def _de15(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # ChargingComplete
     v = w.v
@@ -8556,16 +8454,13 @@ def _ee15(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de16(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # ChargingComplete
     v = w.v
@@ -8576,9 +8471,7 @@ def _ee16(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de17(r):  # ChargingProfileEntryMaxPower
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # ChargingProfileEntryMaxPower
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -8603,8 +8496,7 @@ def _de17(r):  # ChargingProfileEntryMaxPower
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryMaxPower', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # ChargingProfileEntryMaxPower
     v = w.v
@@ -8620,9 +8512,7 @@ def _ee17(w, o):  # ChargingProfileEntryMaxPower
     w.v = v
     w.n = n
 
-def _de18(r):  # ChargingProfileEntryStart
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # ChargingProfileEntryStart
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
@@ -8644,8 +8534,7 @@ def _de18(r):  # ChargingProfileEntryStart
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
     if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # ChargingProfileEntryStart
     v = w.v
@@ -8660,9 +8549,7 @@ def _ee18(w, o):  # ChargingProfileEntryStart
     w.v = v
     w.n = n
 
-def _de19(r):  # ContractID
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # ContractID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8680,8 +8567,7 @@ def _de19(r):  # ContractID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # ContractID
     v = w.v
@@ -8699,9 +8585,7 @@ def _ee19(w, o):  # ContractID
     w.v = v
     w.n = n
 
-def _de20(r):  # ContractSignatureEncryptedPrivateKey
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # ContractSignatureEncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8721,8 +8605,7 @@ def _de20(r):  # ContractSignatureEncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # ContractSignatureEncryptedPrivateKey
     v = w.v
@@ -8738,9 +8621,7 @@ def _ee20(w, o):  # ContractSignatureEncryptedPrivateKey
     w.v = v
     w.n = n
 
-def _de21(r):  # DHParams
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # DHParams
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8760,8 +8641,7 @@ def _de21(r):  # DHParams
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # DHParams
     v = w.v
@@ -8777,9 +8657,7 @@ def _ee21(w, o):  # DHParams
     w.v = v
     w.n = n
 
-def _de22(r):  # DateTimeNow
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # DateTimeNow
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -8804,8 +8682,7 @@ def _de22(r):  # DateTimeNow
     if (V >> q) & 1: raise r.deviation('DateTimeNow', r.end - q)
     if _neg: val = -val - 1
     if val < -9223372036854775808 or val > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # DateTimeNow
     v = w.v
@@ -8821,9 +8698,7 @@ def _ee22(w, o):  # DateTimeNow
     w.v = v
     w.n = n
 
-def _de23(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -8845,8 +8720,7 @@ def _de23(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # DepartureTime
     v = w.v
@@ -8861,16 +8735,13 @@ def _ee23(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de24(r):  # EPriceLevel
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # EPriceLevel
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('EPriceLevel', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # EPriceLevel
     v = w.v
@@ -8881,9 +8752,7 @@ def _ee24(w, o):  # EPriceLevel
     w.v = v
     w.n = n
 
-def _de25(r):  # EVCCID
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # EVCCID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -8903,8 +8772,7 @@ def _de25(r):  # EVCCID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # EVCCID
     v = w.v
@@ -8920,16 +8788,13 @@ def _ee25(w, o):  # EVCCID
     w.v = v
     w.n = n
 
-def _de26(r):  # EVCabinConditioning
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # EVCabinConditioning
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVCabinConditioning', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # EVCabinConditioning
     v = w.v
@@ -8940,9 +8805,7 @@ def _ee26(w, o):  # EVCabinConditioning
     w.v = v
     w.n = n
 
-def _de27(r):  # EVErrorCode
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # EVErrorCode
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -8950,8 +8813,7 @@ def _de27(r):  # EVErrorCode
     val = (x >> 1)
     if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_DC_EVErrorCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # EVErrorCode
     v = w.v
@@ -8963,16 +8825,13 @@ def _ee27(w, o):  # EVErrorCode
     w.v = v
     w.n = n
 
-def _de28(r):  # EVRESSConditioning
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # EVRESSConditioning
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVRESSConditioning', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # EVRESSConditioning
     v = w.v
@@ -8983,17 +8842,14 @@ def _ee28(w, o):  # EVRESSConditioning
     w.v = v
     w.n = n
 
-def _de29(r):  # EVRESSSOC
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # EVRESSSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('EVRESSSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # EVRESSSOC
     v = w.v
@@ -9004,16 +8860,13 @@ def _ee29(w, o):  # EVRESSSOC
     w.v = v
     w.n = n
 
-def _de30(r):  # EVReady
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # EVReady
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVReady', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # EVReady
     v = w.v
@@ -9024,9 +8877,7 @@ def _ee30(w, o):  # EVReady
     w.v = v
     w.n = n
 
-def _de31(r):  # EVRequestedEnergyTransferType
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # EVRequestedEnergyTransferType
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -9034,8 +8885,7 @@ def _de31(r):  # EVRequestedEnergyTransferType
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EVRequestedEnergyTransferType', val, 6, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVRequestedEnergyTransferType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # EVRequestedEnergyTransferType
     v = w.v
@@ -9047,16 +8897,13 @@ def _ee31(w, o):  # EVRequestedEnergyTransferType
     w.v = v
     w.n = n
 
-def _de32(r):  # EVSECurrentLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # EVSECurrentLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # EVSECurrentLimitAchieved
     v = w.v
@@ -9067,9 +8914,7 @@ def _ee32(w, o):  # EVSECurrentLimitAchieved
     w.v = v
     w.n = n
 
-def _de33(r):  # EVSEID
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # EVSEID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9089,8 +8934,7 @@ def _de33(r):  # EVSEID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # EVSEID
     v = w.v
@@ -9106,16 +8950,13 @@ def _ee33(w, o):  # EVSEID
     w.v = v
     w.n = n
 
-def _de34(r):  # EVSEIsolationStatus
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # EVSEIsolationStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEIsolationStatus', r.end - q)
     val = _E_din_msgdatatypes_isolationLevelType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # EVSEIsolationStatus
     v = w.v
@@ -9127,9 +8968,7 @@ def _ee34(w, o):  # EVSEIsolationStatus
     w.v = v
     w.n = n
 
-def _de35(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # EVSENotification
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -9137,8 +8976,7 @@ def _de35(r):  # EVSENotification
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVSENotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # EVSENotification
     v = w.v
@@ -9150,16 +8988,13 @@ def _ee35(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de36(r):  # EVSEPowerLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # EVSEPowerLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # EVSEPowerLimitAchieved
     v = w.v
@@ -9170,16 +9005,13 @@ def _ee36(w, o):  # EVSEPowerLimitAchieved
     w.v = v
     w.n = n
 
-def _de37(r):  # EVSEProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # EVSEProcessing
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEProcessing', r.end - q)
     val = _E_din_msgdatatypes_EVSEProcessingType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # EVSEProcessing
     v = w.v
@@ -9191,9 +9023,7 @@ def _ee37(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de38(r):  # EVSEStatusCode
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # EVSEStatusCode
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -9201,8 +9031,7 @@ def _de38(r):  # EVSEStatusCode
     val = (x >> 1)
     if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_DC_EVSEStatusCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # EVSEStatusCode
     v = w.v
@@ -9214,16 +9043,13 @@ def _ee38(w, o):  # EVSEStatusCode
     w.v = v
     w.n = n
 
-def _de39(r):  # EVSEVoltageLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # EVSEVoltageLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # EVSEVoltageLimitAchieved
     v = w.v
@@ -9234,9 +9060,7 @@ def _ee39(w, o):  # EVSEVoltageLimitAchieved
     w.v = v
     w.n = n
 
-def _de40(r):  # EnergyTransferType
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # EnergyTransferType
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -9244,8 +9068,7 @@ def _de40(r):  # EnergyTransferType
     val = (x >> 1)
     if val >= 10: val = r.enum_index('EnergyTransferType', val, 10, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # EnergyTransferType
     v = w.v
@@ -9257,9 +9080,7 @@ def _ee40(w, o):  # EnergyTransferType
     w.v = v
     w.n = n
 
-def _de41(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9278,8 +9099,7 @@ def _de41(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # Exponent
     v = w.v
@@ -9294,9 +9114,7 @@ def _ee41(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de42(r):  # FaultCode
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # FaultCode
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -9304,8 +9122,7 @@ def _de42(r):  # FaultCode
     val = (x >> 1)
     if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_faultCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # FaultCode
     v = w.v
@@ -9317,9 +9134,7 @@ def _ee42(w, o):  # FaultCode
     w.v = v
     w.n = n
 
-def _de43(r):  # FaultMsg
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # FaultMsg
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9337,8 +9152,7 @@ def _de43(r):  # FaultMsg
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # FaultMsg
     v = w.v
@@ -9356,16 +9170,13 @@ def _ee43(w, o):  # FaultMsg
     w.v = v
     w.n = n
 
-def _de44(r):  # FreeService
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # FreeService
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('FreeService', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # FreeService
     v = w.v
@@ -9376,17 +9187,14 @@ def _ee44(w, o):  # FreeService
     w.v = v
     w.n = n
 
-def _de45(r):  # FullSOC
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # FullSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('FullSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # FullSOC
     v = w.v
@@ -9397,9 +9205,7 @@ def _ee45(w, o):  # FullSOC
     w.v = v
     w.n = n
 
-def _de46(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9418,8 +9224,7 @@ def _de46(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # G
     v = w.v
@@ -9434,9 +9239,7 @@ def _ee46(w, o):  # G
     w.v = v
     w.n = n
 
-def _de47(r):  # GenChallenge
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # GenChallenge
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9453,8 +9256,7 @@ def _de47(r):  # GenChallenge
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # GenChallenge
     v = w.v
@@ -9471,9 +9273,7 @@ def _ee47(w, o):  # GenChallenge
     w.v = v
     w.n = n
 
-def _de48(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -9497,8 +9297,7 @@ def _de48(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # HMACOutputLength
     v = w.v
@@ -9514,9 +9313,7 @@ def _ee48(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de49(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9535,8 +9332,7 @@ def _de49(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # J
     v = w.v
@@ -9551,9 +9347,7 @@ def _ee49(w, o):  # J
     w.v = v
     w.n = n
 
-def _de50(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9571,8 +9365,7 @@ def _de50(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # MeterID
     v = w.v
@@ -9590,9 +9383,7 @@ def _ee50(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de51(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -9617,8 +9408,7 @@ def _de51(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # MeterStatus
     v = w.v
@@ -9634,9 +9424,7 @@ def _ee51(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de52(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9655,8 +9443,7 @@ def _de52(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # Modulus
     v = w.v
@@ -9671,17 +9458,14 @@ def _ee52(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de53(r):  # Multiplier
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # Multiplier
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('Multiplier', r.end - q)
     val = (x >> 1) + -3
     if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # Multiplier
     v = w.v
@@ -9692,9 +9476,7 @@ def _ee53(w, o):  # Multiplier
     w.v = v
     w.n = n
 
-def _de54(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -9716,8 +9498,7 @@ def _de54(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # NotificationMaxDelay
     v = w.v
@@ -9732,16 +9513,13 @@ def _ee54(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de55(r):  # NumEPriceLevels
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # NumEPriceLevels
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumEPriceLevels', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # NumEPriceLevels
     v = w.v
@@ -9752,9 +9530,7 @@ def _ee55(w, o):  # NumEPriceLevels
     w.v = v
     w.n = n
 
-def _de56(r):  # OEMProvisioningCert
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # OEMProvisioningCert
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9774,8 +9550,7 @@ def _de56(r):  # OEMProvisioningCert
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # OEMProvisioningCert
     v = w.v
@@ -9791,9 +9566,7 @@ def _ee56(w, o):  # OEMProvisioningCert
     w.v = v
     w.n = n
 
-def _de57(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9812,8 +9585,7 @@ def _de57(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # P
     v = w.v
@@ -9828,9 +9600,7 @@ def _ee57(w, o):  # P
     w.v = v
     w.n = n
 
-def _de58(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9849,8 +9619,7 @@ def _de58(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # PGPKeyID
     v = w.v
@@ -9865,9 +9634,7 @@ def _ee58(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de59(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -9886,8 +9653,7 @@ def _de59(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # PGPKeyPacket
     v = w.v
@@ -9902,9 +9668,7 @@ def _ee59(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de60(r):  # PMax
-    V = r.v
-    q = r.end - r.pos
+def _de60(r, V, q):  # PMax
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -9929,8 +9693,7 @@ def _de60(r):  # PMax
     if (V >> q) & 1: raise r.deviation('PMax', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('PMax', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee60(w, o):  # PMax
     v = w.v
@@ -9946,9 +9709,7 @@ def _ee60(w, o):  # PMax
     w.v = v
     w.n = n
 
-def _de61(r):  # PMaxScheduleID
-    V = r.v
-    q = r.end - r.pos
+def _de61(r, V, q):  # PMaxScheduleID
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -9973,8 +9734,7 @@ def _de61(r):  # PMaxScheduleID
     if (V >> q) & 1: raise r.deviation('PMaxScheduleID', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee61(w, o):  # PMaxScheduleID
     v = w.v
@@ -9990,9 +9750,7 @@ def _ee61(w, o):  # PMaxScheduleID
     w.v = v
     w.n = n
 
-def _de62(r):  # ParameterSetID
-    V = r.v
-    q = r.end - r.pos
+def _de62(r, V, q):  # ParameterSetID
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -10017,8 +9775,7 @@ def _de62(r):  # ParameterSetID
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee62(w, o):  # ParameterSetID
     v = w.v
@@ -10034,16 +9791,13 @@ def _ee62(w, o):  # ParameterSetID
     w.v = v
     w.n = n
 
-def _de63(r):  # PaymentOption
-    V = r.v
-    q = r.end - r.pos
+def _de63(r, V, q):  # PaymentOption
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PaymentOption', r.end - q)
     val = _E_din_msgdatatypes_paymentOptionType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee63(w, o):  # PaymentOption
     v = w.v
@@ -10055,9 +9809,7 @@ def _ee63(w, o):  # PaymentOption
     w.v = v
     w.n = n
 
-def _de64(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de64(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10076,8 +9828,7 @@ def _de64(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee64(w, o):  # PgenCounter
     v = w.v
@@ -10092,16 +9843,13 @@ def _ee64(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de65(r):  # PowerSwitchClosed
-    V = r.v
-    q = r.end - r.pos
+def _de65(r, V, q):  # PowerSwitchClosed
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PowerSwitchClosed', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee65(w, o):  # PowerSwitchClosed
     v = w.v
@@ -10112,9 +9860,7 @@ def _ee65(w, o):  # PowerSwitchClosed
     w.v = v
     w.n = n
 
-def _de66(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de66(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10133,8 +9879,7 @@ def _de66(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee66(w, o):  # Q
     v = w.v
@@ -10149,16 +9894,13 @@ def _ee66(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de67(r):  # RCD
-    V = r.v
-    q = r.end - r.pos
+def _de67(r, V, q):  # RCD
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('RCD', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee67(w, o):  # RCD
     v = w.v
@@ -10169,16 +9911,13 @@ def _ee67(w, o):  # RCD
     w.v = v
     w.n = n
 
-def _de68(r):  # ReadyToChargeState
-    V = r.v
-    q = r.end - r.pos
+def _de68(r, V, q):  # ReadyToChargeState
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ReadyToChargeState', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee68(w, o):  # ReadyToChargeState
     v = w.v
@@ -10189,16 +9928,13 @@ def _ee68(w, o):  # ReadyToChargeState
     w.v = v
     w.n = n
 
-def _de69(r):  # ReceiptRequired
-    V = r.v
-    q = r.end - r.pos
+def _de69(r, V, q):  # ReceiptRequired
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ReceiptRequired', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee69(w, o):  # ReceiptRequired
     v = w.v
@@ -10209,9 +9945,7 @@ def _ee69(w, o):  # ReceiptRequired
     w.v = v
     w.n = n
 
-def _de70(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de70(r, V, q):  # ResponseCode
     q -= 7
     if q < 0: V, q = r.slideq(q, 7)
     x = (V >> q) & 127
@@ -10219,8 +9953,7 @@ def _de70(r):  # ResponseCode
     val = (x >> 1)
     if val >= 23: val = r.enum_index('ResponseCode', val, 23, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee70(w, o):  # ResponseCode
     v = w.v
@@ -10232,9 +9965,7 @@ def _ee70(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de71(r):  # RetryCounter
-    V = r.v
-    q = r.end - r.pos
+def _de71(r, V, q):  # RetryCounter
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -10259,8 +9990,7 @@ def _de71(r):  # RetryCounter
     if (V >> q) & 1: raise r.deviation('RetryCounter', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee71(w, o):  # RetryCounter
     v = w.v
@@ -10276,9 +10006,7 @@ def _ee71(w, o):  # RetryCounter
     w.v = v
     w.n = n
 
-def _de72(r):  # RootCertificateID
-    V = r.v
-    q = r.end - r.pos
+def _de72(r, V, q):  # RootCertificateID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10296,8 +10024,7 @@ def _de72(r):  # RootCertificateID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee72(w, o):  # RootCertificateID
     v = w.v
@@ -10315,9 +10042,7 @@ def _ee72(w, o):  # RootCertificateID
     w.v = v
     w.n = n
 
-def _de73(r):  # SAScheduleTupleID
-    V = r.v
-    q = r.end - r.pos
+def _de73(r, V, q):  # SAScheduleTupleID
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -10342,8 +10067,7 @@ def _de73(r):  # SAScheduleTupleID
     if (V >> q) & 1: raise r.deviation('SAScheduleTupleID', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee73(w, o):  # SAScheduleTupleID
     v = w.v
@@ -10359,9 +10083,7 @@ def _ee73(w, o):  # SAScheduleTupleID
     w.v = v
     w.n = n
 
-def _de74(r):  # SAScheduleTupleID
-    V = r.v
-    q = r.end - r.pos
+def _de74(r, V, q):  # SAScheduleTupleID
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -10386,8 +10108,7 @@ def _de74(r):  # SAScheduleTupleID
     if (V >> q) & 1: raise r.deviation('SAScheduleTupleID', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee74(w, o):  # SAScheduleTupleID
     v = w.v
@@ -10403,9 +10124,7 @@ def _ee74(w, o):  # SAScheduleTupleID
     w.v = v
     w.n = n
 
-def _de75(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de75(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10424,8 +10143,7 @@ def _de75(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee75(w, o):  # SPKISexp
     v = w.v
@@ -10440,9 +10158,7 @@ def _ee75(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de76(r):  # SalesTariffDescription
-    V = r.v
-    q = r.end - r.pos
+def _de76(r, V, q):  # SalesTariffDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10460,8 +10176,7 @@ def _de76(r):  # SalesTariffDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee76(w, o):  # SalesTariffDescription
     v = w.v
@@ -10479,9 +10194,7 @@ def _ee76(w, o):  # SalesTariffDescription
     w.v = v
     w.n = n
 
-def _de77(r):  # SalesTariffID
-    V = r.v
-    q = r.end - r.pos
+def _de77(r, V, q):  # SalesTariffID
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -10506,8 +10219,7 @@ def _de77(r):  # SalesTariffID
     if (V >> q) & 1: raise r.deviation('SalesTariffID', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee77(w, o):  # SalesTariffID
     v = w.v
@@ -10523,9 +10235,7 @@ def _ee77(w, o):  # SalesTariffID
     w.v = v
     w.n = n
 
-def _de78(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de78(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10544,8 +10254,7 @@ def _de78(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee78(w, o):  # Seed
     v = w.v
@@ -10560,16 +10269,13 @@ def _ee78(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de79(r):  # SelectedPaymentOption
-    V = r.v
-    q = r.end - r.pos
+def _de79(r, V, q):  # SelectedPaymentOption
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('SelectedPaymentOption', r.end - q)
     val = _E_din_msgdatatypes_paymentOptionType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee79(w, o):  # SelectedPaymentOption
     v = w.v
@@ -10581,16 +10287,13 @@ def _ee79(w, o):  # SelectedPaymentOption
     w.v = v
     w.n = n
 
-def _de80(r):  # ServiceCategory
-    V = r.v
-    q = r.end - r.pos
+def _de80(r, V, q):  # ServiceCategory
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_din_msgdatatypes_serviceCategoryType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee80(w, o):  # ServiceCategory
     v = w.v
@@ -10602,16 +10305,13 @@ def _ee80(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de81(r):  # ServiceCategory
-    V = r.v
-    q = r.end - r.pos
+def _de81(r, V, q):  # ServiceCategory
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_din_msgdatatypes_serviceCategoryType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee81(w, o):  # ServiceCategory
     v = w.v
@@ -10623,9 +10323,7 @@ def _ee81(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de82(r):  # ServiceID
-    V = r.v
-    q = r.end - r.pos
+def _de82(r, V, q):  # ServiceID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
@@ -10647,8 +10345,7 @@ def _de82(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee82(w, o):  # ServiceID
     v = w.v
@@ -10663,9 +10360,7 @@ def _ee82(w, o):  # ServiceID
     w.v = v
     w.n = n
 
-def _de83(r):  # ServiceID
-    V = r.v
-    q = r.end - r.pos
+def _de83(r, V, q):  # ServiceID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
@@ -10687,8 +10382,7 @@ def _de83(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee83(w, o):  # ServiceID
     v = w.v
@@ -10703,9 +10397,7 @@ def _ee83(w, o):  # ServiceID
     w.v = v
     w.n = n
 
-def _de84(r):  # ServiceName
-    V = r.v
-    q = r.end - r.pos
+def _de84(r, V, q):  # ServiceName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10723,8 +10415,7 @@ def _de84(r):  # ServiceName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee84(w, o):  # ServiceName
     v = w.v
@@ -10742,9 +10433,7 @@ def _ee84(w, o):  # ServiceName
     w.v = v
     w.n = n
 
-def _de85(r):  # ServiceScope
-    V = r.v
-    q = r.end - r.pos
+def _de85(r, V, q):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10762,8 +10451,7 @@ def _de85(r):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee85(w, o):  # ServiceScope
     v = w.v
@@ -10781,9 +10469,7 @@ def _ee85(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de86(r):  # ServiceScope
-    V = r.v
-    q = r.end - r.pos
+def _de86(r, V, q):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10801,8 +10487,7 @@ def _de86(r):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee86(w, o):  # ServiceScope
     v = w.v
@@ -10820,9 +10505,7 @@ def _ee86(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de87(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de87(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10842,8 +10525,7 @@ def _de87(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee87(w, o):  # SessionID
     v = w.v
@@ -10859,9 +10541,7 @@ def _ee87(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de88(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de88(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10881,8 +10561,7 @@ def _de88(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee88(w, o):  # SessionID
     v = w.v
@@ -10898,9 +10577,7 @@ def _ee88(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de89(r):  # SigMeterReading
-    V = r.v
-    q = r.end - r.pos
+def _de89(r, V, q):  # SigMeterReading
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -10920,8 +10597,7 @@ def _de89(r):  # SigMeterReading
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee89(w, o):  # SigMeterReading
     v = w.v
@@ -10937,9 +10613,7 @@ def _ee89(w, o):  # SigMeterReading
     w.v = v
     w.n = n
 
-def _de90(r):  # TMeter
-    V = r.v
-    q = r.end - r.pos
+def _de90(r, V, q):  # TMeter
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -10964,8 +10638,7 @@ def _de90(r):  # TMeter
     if (V >> q) & 1: raise r.deviation('TMeter', r.end - q)
     if _neg: val = -val - 1
     if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee90(w, o):  # TMeter
     v = w.v
@@ -10981,9 +10654,7 @@ def _ee90(w, o):  # TMeter
     w.v = v
     w.n = n
 
-def _de91(r):  # Unit
-    V = r.v
-    q = r.end - r.pos
+def _de91(r, V, q):  # Unit
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -10991,8 +10662,7 @@ def _de91(r):  # Unit
     val = (x >> 1)
     if val >= 10: val = r.enum_index('Unit', val, 10, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_unitSymbolType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee91(w, o):  # Unit
     v = w.v
@@ -11004,9 +10674,7 @@ def _ee91(w, o):  # Unit
     w.v = v
     w.n = n
 
-def _de92(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de92(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11031,8 +10699,7 @@ def _de92(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee92(w, o):  # Value
     v = w.v
@@ -11048,9 +10715,7 @@ def _ee92(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de93(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de93(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11069,8 +10734,7 @@ def _de93(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee93(w, o):  # X509CRL
     v = w.v
@@ -11085,9 +10749,7 @@ def _ee93(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de94(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de94(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11106,8 +10768,7 @@ def _de94(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee94(w, o):  # X509Certificate
     v = w.v
@@ -11122,9 +10783,7 @@ def _ee94(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de95(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de95(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11141,8 +10800,7 @@ def _de95(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee95(w, o):  # X509IssuerName
     v = w.v
@@ -11159,9 +10817,7 @@ def _ee95(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de96(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de96(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11180,8 +10836,7 @@ def _de96(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee96(w, o):  # X509SKI
     v = w.v
@@ -11196,9 +10851,7 @@ def _ee96(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de97(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de97(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11222,8 +10875,7 @@ def _de97(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee97(w, o):  # X509SerialNumber
     v = w.v
@@ -11239,9 +10891,7 @@ def _ee97(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de98(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de98(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11258,8 +10908,7 @@ def _de98(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee98(w, o):  # X509SubjectName
     v = w.v
@@ -11276,9 +10925,7 @@ def _ee98(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de99(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de99(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11295,8 +10942,7 @@ def _de99(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee99(w, o):  # XPath
     v = w.v
@@ -11313,9 +10959,7 @@ def _ee99(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de100(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de100(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11334,8 +10978,7 @@ def _de100(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee100(w, o):  # Y
     v = w.v
@@ -11350,9 +10993,7 @@ def _ee100(w, o):  # Y
     w.v = v
     w.n = n
 
-def _de101(r):  # amount
-    V = r.v
-    q = r.end - r.pos
+def _de101(r, V, q):  # amount
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
@@ -11374,8 +11015,7 @@ def _de101(r):  # amount
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
     if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee101(w, o):  # amount
     v = w.v
@@ -11390,17 +11030,14 @@ def _ee101(w, o):  # amount
     w.v = v
     w.n = n
 
-def _de102(r):  # amountMultiplier
-    V = r.v
-    q = r.end - r.pos
+def _de102(r, V, q):  # amountMultiplier
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('amountMultiplier', r.end - q)
     val = (x >> 1) + -3
     if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee102(w, o):  # amountMultiplier
     v = w.v
@@ -11411,16 +11048,13 @@ def _ee102(w, o):  # amountMultiplier
     w.v = v
     w.n = n
 
-def _de103(r):  # boolValue
-    V = r.v
-    q = r.end - r.pos
+def _de103(r, V, q):  # boolValue
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('boolValue', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee103(w, o):  # boolValue
     v = w.v
@@ -11431,16 +11065,13 @@ def _ee103(w, o):  # boolValue
     w.v = v
     w.n = n
 
-def _de104(r):  # byteValue
-    V = r.v
-    q = r.end - r.pos
+def _de104(r, V, q):  # byteValue
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('byteValue', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee104(w, o):  # byteValue
     v = w.v
@@ -11451,9 +11082,7 @@ def _ee104(w, o):  # byteValue
     w.v = v
     w.n = n
 
-def _de105(r):  # costKind
-    V = r.v
-    q = r.end - r.pos
+def _de105(r, V, q):  # costKind
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -11461,8 +11090,7 @@ def _de105(r):  # costKind
     val = (x >> 1)
     if val >= 3: val = r.enum_index('costKind', val, 3, r.at(r.end - q))
     else: val = _E_din_msgdatatypes_costKindType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee105(w, o):  # costKind
     v = w.v
@@ -11474,9 +11102,7 @@ def _ee105(w, o):  # costKind
     w.v = v
     w.n = n
 
-def _de106(r):  # duration
-    V = r.v
-    q = r.end - r.pos
+def _de106(r, V, q):  # duration
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
@@ -11498,8 +11124,7 @@ def _de106(r):  # duration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
     if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee106(w, o):  # duration
     v = w.v
@@ -11514,9 +11139,7 @@ def _ee106(w, o):  # duration
     w.v = v
     w.n = n
 
-def _de107(r):  # intValue
-    V = r.v
-    q = r.end - r.pos
+def _de107(r, V, q):  # intValue
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11541,8 +11164,7 @@ def _de107(r):  # intValue
     if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
     if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee107(w, o):  # intValue
     v = w.v
@@ -11558,9 +11180,7 @@ def _ee107(w, o):  # intValue
     w.v = v
     w.n = n
 
-def _de108(r):  # shortValue
-    V = r.v
-    q = r.end - r.pos
+def _de108(r, V, q):  # shortValue
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11585,8 +11205,7 @@ def _de108(r):  # shortValue
     if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee108(w, o):  # shortValue
     v = w.v
@@ -11602,9 +11221,7 @@ def _ee108(w, o):  # shortValue
     w.v = v
     w.n = n
 
-def _de109(r):  # start
-    V = r.v
-    q = r.end - r.pos
+def _de109(r, V, q):  # start
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
@@ -11626,8 +11243,7 @@ def _de109(r):  # start
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
     if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee109(w, o):  # start
     v = w.v
@@ -11642,9 +11258,7 @@ def _ee109(w, o):  # start
     w.v = v
     w.n = n
 
-def _de110(r):  # startValue
-    V = r.v
-    q = r.end - r.pos
+def _de110(r, V, q):  # startValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
@@ -11666,8 +11280,7 @@ def _de110(r):  # startValue
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('startValue', r.end - q)
     if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee110(w, o):  # startValue
     v = w.v
@@ -11682,9 +11295,7 @@ def _ee110(w, o):  # startValue
     w.v = v
     w.n = n
 
-def _de111(r):  # stringValue
-    V = r.v
-    q = r.end - r.pos
+def _de111(r, V, q):  # stringValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11701,8 +11312,7 @@ def _de111(r):  # stringValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee111(w, o):  # stringValue
     v = w.v

@@ -12,10 +12,8 @@ _I_din_msgdatatypes_faultCodeType = {v: i for i, v in enumerate(din_msgdatatypes
 _K_din_msgdatatypes_NotificationType = din_msgdatatypes.NotificationType
 _K_din_msgheader_MessageHeaderType = din_msgheader.MessageHeaderType
 
-def _d_MessageHeaderType(r):
+def _d_MessageHeaderType(r, V, q):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Notification = None
     f_Signature = None
@@ -91,9 +89,7 @@ def _d_MessageHeaderType(r):
         elif ec == 1:
             q += 9
             el = 'Signature'
-            r.pos = r.end - q
-            f_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            f_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -106,9 +102,7 @@ def _d_MessageHeaderType(r):
         if s == 2:
             if ec == 0:
                 el = 'Signature'
-                r.pos = r.end - q
-                f_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
+                f_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -120,14 +114,14 @@ def _d_MessageHeaderType(r):
                 raise r.deviation('MessageHeaderType', r.end - q)
         if s == 3:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_din_msgheader_MessageHeaderType)
     _obj.SessionID = f_SessionID
     _obj.Notification = f_Notification
     _obj.Signature = f_Signature
-    return _obj
+    return _obj, V, q
 
 def _e_MessageHeaderType(w, o):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType

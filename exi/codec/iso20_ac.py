@@ -35,10 +35,8 @@ _K_iso20_commontypes_EVSEStatusType = iso20_commontypes.EVSEStatusType
 _K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
 _K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
 
-def _d_AC_CPDReqEnergyTransferModeType(r):
+def _d_AC_CPDReqEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}AC_CPDReqEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVMaximumChargePower_L2 = None
     f_EVMaximumChargePower_L3 = None
@@ -387,8 +385,8 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 6:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_AC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
@@ -397,7 +395,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
     _obj.EVMinimumChargePower = f_EVMinimumChargePower
     _obj.EVMinimumChargePower_L2 = f_EVMinimumChargePower_L2
     _obj.EVMinimumChargePower_L3 = f_EVMinimumChargePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_AC_CPDReqEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}AC_CPDReqEnergyTransferModeType
@@ -631,10 +629,8 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_CPDResEnergyTransferModeType(r):
+def _d_AC_CPDResEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}AC_CPDResEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower_L2 = None
     f_EVSEMaximumChargePower_L3 = None
@@ -1595,8 +1591,8 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 12:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_AC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
@@ -1611,7 +1607,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
     _obj.EVSEPresentActivePower = f_EVSEPresentActivePower
     _obj.EVSEPresentActivePower_L2 = f_EVSEPresentActivePower_L2
     _obj.EVSEPresentActivePower_L3 = f_EVSEPresentActivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_AC_CPDResEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}AC_CPDResEnergyTransferModeType
@@ -2217,10 +2213,8 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_ChargeLoopReqType(r):
+def _d_AC_ChargeLoopReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeLoopReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DisplayParameters = None
     f_BPT_Dynamic_AC_CLReqControlMode = None
@@ -2272,9 +2266,7 @@ def _d_AC_ChargeLoopReqType(r):
         if ec == 0:
             q += 10
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c2_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 11
             if q < 0: V, q = r.slidep(q, 11)
             x = (V >> q) & 2047
@@ -2294,9 +2286,7 @@ def _d_AC_ChargeLoopReqType(r):
         if ec == 0:
             q += 8
             el = 'DisplayParameters'
-            r.pos = r.end - q
-            f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-            V = r.v; q = r.end - r.pos
+            f_DisplayParameters, V, q = c_iso20_commontypes._d_DisplayParametersType(r, V, q)
             q -= 9
             if q < 0: V, q = r.slidep(q, 9)
             x = (V >> q) & 511
@@ -2317,18 +2307,14 @@ def _d_AC_ChargeLoopReqType(r):
         if ec == 0:
             q += 2
             el = 'BPT_Dynamic_AC_CLReqControlMode'
-            r.pos = r.end - q
-            f_BPT_Dynamic_AC_CLReqControlMode = _d_BPT_Dynamic_AC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_Dynamic_AC_CLReqControlMode, V, q = _d_BPT_Dynamic_AC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         elif ec == 1:
             q += 2
             el = 'BPT_Scheduled_AC_CLReqControlMode'
-            r.pos = r.end - q
-            f_BPT_Scheduled_AC_CLReqControlMode = _d_BPT_Scheduled_AC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_Scheduled_AC_CLReqControlMode, V, q = _d_BPT_Scheduled_AC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
@@ -2339,25 +2325,21 @@ def _d_AC_ChargeLoopReqType(r):
         elif ec == 3:
             q += 2
             el = 'Dynamic_AC_CLReqControlMode'
-            r.pos = r.end - q
-            f_Dynamic_AC_CLReqControlMode = _d_Dynamic_AC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Dynamic_AC_CLReqControlMode, V, q = _d_Dynamic_AC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         elif ec == 4:
             q += 2
             el = 'Scheduled_AC_CLReqControlMode'
-            r.pos = r.end - q
-            f_Scheduled_AC_CLReqControlMode = _d_Scheduled_AC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Scheduled_AC_CLReqControlMode, V, q = _d_Scheduled_AC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
         else:
             raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_AC_ChargeLoopReqType)
     _obj.Header = f_Header
@@ -2368,7 +2350,7 @@ def _d_AC_ChargeLoopReqType(r):
     _obj.CLReqControlMode = f_CLReqControlMode
     _obj.Dynamic_AC_CLReqControlMode = f_Dynamic_AC_CLReqControlMode
     _obj.Scheduled_AC_CLReqControlMode = f_Scheduled_AC_CLReqControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_AC_ChargeLoopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeLoopReqType
@@ -2498,10 +2480,8 @@ def _e_AC_ChargeLoopReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_ChargeLoopResType(r):
+def _d_AC_ChargeLoopResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeLoopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEStatus = None
     f_MeterInfo = None
@@ -2554,9 +2534,7 @@ def _d_AC_ChargeLoopResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2615,9 +2593,7 @@ def _d_AC_ChargeLoopResType(r):
                 s = 3
             elif ec == 1:
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
                 q -= 17
                 if q < 0: V, q = r.slidep(q, 17)
                 x = (V >> q) & 131071
@@ -2626,9 +2602,7 @@ def _d_AC_ChargeLoopResType(r):
                 s = 4
             elif ec == 2:
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 17
                 if q < 0: V, q = r.slidep(q, 17)
                 x = (V >> q) & 131071
@@ -2675,18 +2649,14 @@ def _d_AC_ChargeLoopResType(r):
         else:
             if ec == 4:
                 el = 'BPT_Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Dynamic_AC_CLResControlMode, V, q = _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 5:
                 el = 'BPT_Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Scheduled_AC_CLResControlMode, V, q = _d_BPT_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2700,18 +2670,14 @@ def _d_AC_ChargeLoopResType(r):
                 s = 7
             elif ec == 7:
                 el = 'Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_AC_CLResControlMode, V, q = _d_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 s = 7
             elif ec == 8:
                 el = 'Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_AC_CLResControlMode, V, q = _d_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2722,9 +2688,7 @@ def _d_AC_ChargeLoopResType(r):
             if ec == 0:
                 q += 14
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
                 q -= 17
                 if q < 0: V, q = r.slidep(q, 17)
                 x = (V >> q) & 131071
@@ -2734,9 +2698,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 1:
                 q += 14
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 17
                 if q < 0: V, q = r.slidep(q, 17)
                 x = (V >> q) & 131071
@@ -2779,9 +2741,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 3:
                 q += 14
                 el = 'BPT_Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Dynamic_AC_CLResControlMode, V, q = _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2789,9 +2749,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 4:
                 q += 14
                 el = 'BPT_Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Scheduled_AC_CLResControlMode, V, q = _d_BPT_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2805,9 +2763,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 6:
                 q += 14
                 el = 'Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_AC_CLResControlMode, V, q = _d_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2815,9 +2771,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 7:
                 q += 14
                 el = 'Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_AC_CLResControlMode, V, q = _d_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2828,9 +2782,7 @@ def _d_AC_ChargeLoopResType(r):
             if ec == 0:
                 q += 14
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 17
                 if q < 0: V, q = r.slidep(q, 17)
                 x = (V >> q) & 131071
@@ -2873,9 +2825,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 2:
                 q += 14
                 el = 'BPT_Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Dynamic_AC_CLResControlMode, V, q = _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2883,9 +2833,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 3:
                 q += 14
                 el = 'BPT_Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Scheduled_AC_CLResControlMode, V, q = _d_BPT_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2899,9 +2847,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 5:
                 q += 14
                 el = 'Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_AC_CLResControlMode, V, q = _d_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2909,9 +2855,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 6:
                 q += 14
                 el = 'Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_AC_CLResControlMode, V, q = _d_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2955,9 +2899,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 1:
                 q += 14
                 el = 'BPT_Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Dynamic_AC_CLResControlMode, V, q = _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2965,9 +2907,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 2:
                 q += 14
                 el = 'BPT_Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Scheduled_AC_CLResControlMode, V, q = _d_BPT_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2981,9 +2921,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 4:
                 q += 14
                 el = 'Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_AC_CLResControlMode, V, q = _d_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -2991,9 +2929,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 5:
                 q += 14
                 el = 'Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_AC_CLResControlMode, V, q = _d_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -3004,9 +2940,7 @@ def _d_AC_ChargeLoopResType(r):
             if ec == 0:
                 q += 2
                 el = 'BPT_Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Dynamic_AC_CLResControlMode, V, q = _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -3014,9 +2948,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 1:
                 q += 2
                 el = 'BPT_Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Scheduled_AC_CLResControlMode, V, q = _d_BPT_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -3029,9 +2961,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 3:
                 q += 2
                 el = 'Dynamic_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_AC_CLResControlMode, V, q = _d_Dynamic_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -3039,9 +2969,7 @@ def _d_AC_ChargeLoopResType(r):
             elif ec == 4:
                 q += 2
                 el = 'Scheduled_AC_CLResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_AC_CLResControlMode, V, q = _d_Scheduled_AC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
@@ -3050,8 +2978,8 @@ def _d_AC_ChargeLoopResType(r):
                 raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 7:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_AC_ChargeLoopResType)
     _obj.Header = f_Header
@@ -3065,7 +2993,7 @@ def _d_AC_ChargeLoopResType(r):
     _obj.CLResControlMode = f_CLResControlMode
     _obj.Dynamic_AC_CLResControlMode = f_Dynamic_AC_CLResControlMode
     _obj.Scheduled_AC_CLResControlMode = f_Scheduled_AC_CLResControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_AC_ChargeLoopResType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeLoopResType
@@ -3522,10 +3450,8 @@ def _e_AC_ChargeLoopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_ChargeParameterDiscoveryReqType(r):
+def _d_AC_ChargeParameterDiscoveryReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeParameterDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AC_CPDReqEnergyTransferMode = None
     f_BPT_AC_CPDReqEnergyTransferMode = None
@@ -3573,9 +3499,7 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         if ec == 0:
             q += 2
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
@@ -3592,30 +3516,26 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         f_Header.Signature = _c1_Signature
         if ec == 0:
             el = 'AC_CPDReqEnergyTransferMode'
-            r.pos = r.end - q
-            f_AC_CPDReqEnergyTransferMode = _d_AC_CPDReqEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_AC_CPDReqEnergyTransferMode, V, q = _d_AC_CPDReqEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
         elif ec == 1:
             el = 'BPT_AC_CPDReqEnergyTransferMode'
-            r.pos = r.end - q
-            f_BPT_AC_CPDReqEnergyTransferMode = _d_BPT_AC_CPDReqEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_AC_CPDReqEnergyTransferMode, V, q = _d_BPT_AC_CPDReqEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
         else:
             raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_AC_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
     _obj.AC_CPDReqEnergyTransferMode = f_AC_CPDReqEnergyTransferMode
     _obj.BPT_AC_CPDReqEnergyTransferMode = f_BPT_AC_CPDReqEnergyTransferMode
-    return _obj
+    return _obj, V, q
 
 def _e_AC_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeParameterDiscoveryReqType
@@ -3696,10 +3616,8 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_ChargeParameterDiscoveryResType(r):
+def _d_AC_ChargeParameterDiscoveryResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeParameterDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AC_CPDResEnergyTransferMode = None
     f_BPT_AC_CPDResEnergyTransferMode = None
@@ -3745,9 +3663,7 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -3770,31 +3686,27 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         ec = (x & 3)
         if ec == 0:
             el = 'AC_CPDResEnergyTransferMode'
-            r.pos = r.end - q
-            f_AC_CPDResEnergyTransferMode = _d_AC_CPDResEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_AC_CPDResEnergyTransferMode, V, q = _d_AC_CPDResEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         elif ec == 1:
             el = 'BPT_AC_CPDResEnergyTransferMode'
-            r.pos = r.end - q
-            f_BPT_AC_CPDResEnergyTransferMode = _d_BPT_AC_CPDResEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_AC_CPDResEnergyTransferMode, V, q = _d_BPT_AC_CPDResEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
         else:
             raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_AC_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_CPDResEnergyTransferMode = f_AC_CPDResEnergyTransferMode
     _obj.BPT_AC_CPDResEnergyTransferMode = f_BPT_AC_CPDResEnergyTransferMode
-    return _obj
+    return _obj, V, q
 
 def _e_AC_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}AC_ChargeParameterDiscoveryResType
@@ -3883,10 +3795,8 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
+def _d_BPT_AC_CPDReqEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}BPT_AC_CPDReqEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVMaximumChargePower_L2 = None
     f_EVMaximumChargePower_L3 = None
@@ -4643,8 +4553,8 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 12:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_BPT_AC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
@@ -4659,7 +4569,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
     _obj.EVMinimumDischargePower = f_EVMinimumDischargePower
     _obj.EVMinimumDischargePower_L2 = f_EVMinimumDischargePower_L2
     _obj.EVMinimumDischargePower_L3 = f_EVMinimumDischargePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}BPT_AC_CPDReqEnergyTransferModeType
@@ -5170,10 +5080,8 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_AC_CPDResEnergyTransferModeType(r):
+def _d_BPT_AC_CPDResEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}BPT_AC_CPDResEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower_L2 = None
     f_EVSEMaximumChargePower_L3 = None
@@ -6638,8 +6546,8 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 18:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_BPT_AC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
@@ -6660,7 +6568,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
     _obj.EVSEMinimumDischargePower = f_EVSEMinimumDischargePower
     _obj.EVSEMinimumDischargePower_L2 = f_EVSEMinimumDischargePower_L2
     _obj.EVSEMinimumDischargePower_L3 = f_EVSEMinimumDischargePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}BPT_AC_CPDResEnergyTransferModeType
@@ -7615,10 +7523,8 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
+def _d_BPT_Dynamic_AC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Dynamic_AC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVMaximumChargePower_L2 = None
@@ -9166,8 +9072,8 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 24:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_BPT_Dynamic_AC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -9194,7 +9100,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
     _obj.EVMinimumDischargePower_L3 = f_EVMinimumDischargePower_L3
     _obj.EVMaximumV2XEnergyRequest = f_EVMaximumV2XEnergyRequest
     _obj.EVMinimumV2XEnergyRequest = f_EVMinimumV2XEnergyRequest
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Dynamic_AC_CLReqControlModeType
@@ -10217,10 +10123,8 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Dynamic_AC_CLResControlModeType(r):
+def _d_BPT_Dynamic_AC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Dynamic_AC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -11825,8 +11729,8 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 13:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_BPT_Dynamic_AC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -11842,7 +11746,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
     _obj.EVSEPresentActivePower = f_EVSEPresentActivePower
     _obj.EVSEPresentActivePower_L2 = f_EVSEPresentActivePower_L2
     _obj.EVSEPresentActivePower_L3 = f_EVSEPresentActivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Dynamic_AC_CLResControlModeType
@@ -12846,10 +12750,8 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
+def _d_BPT_Scheduled_AC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Scheduled_AC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -17042,8 +16944,8 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 21:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_BPT_Scheduled_AC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
@@ -17067,7 +16969,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
     _obj.EVMinimumDischargePower = f_EVMinimumDischargePower
     _obj.EVMinimumDischargePower_L2 = f_EVMinimumDischargePower_L2
     _obj.EVMinimumDischargePower_L3 = f_EVMinimumDischargePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Scheduled_AC_CLReqControlModeType
@@ -19622,10 +19524,8 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Scheduled_AC_CLResControlModeType(r):
+def _d_BPT_Scheduled_AC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Scheduled_AC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSETargetActivePower = None
     f_EVSETargetActivePower_L2 = None
@@ -21195,8 +21095,8 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 9:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_BPT_Scheduled_AC_CLResControlModeType)
     _obj.EVSETargetActivePower = f_EVSETargetActivePower
@@ -21208,7 +21108,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
     _obj.EVSEPresentActivePower = f_EVSEPresentActivePower
     _obj.EVSEPresentActivePower_L2 = f_EVSEPresentActivePower_L2
     _obj.EVSEPresentActivePower_L3 = f_EVSEPresentActivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}BPT_Scheduled_AC_CLResControlModeType
@@ -22134,10 +22034,8 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_AC_CLReqControlModeType(r):
+def _d_Dynamic_AC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}Dynamic_AC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVMaximumChargePower_L2 = None
@@ -23038,8 +22936,8 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 16:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_Dynamic_AC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -23058,7 +22956,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
     _obj.EVPresentReactivePower = f_EVPresentReactivePower
     _obj.EVPresentReactivePower_L2 = f_EVPresentReactivePower_L2
     _obj.EVPresentReactivePower_L3 = f_EVPresentReactivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_AC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}Dynamic_AC_CLReqControlModeType
@@ -23663,10 +23561,8 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_AC_CLResControlModeType(r):
+def _d_Dynamic_AC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}Dynamic_AC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -25271,8 +25167,8 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
         if s == 13:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_Dynamic_AC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -25288,7 +25184,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
     _obj.EVSEPresentActivePower = f_EVSEPresentActivePower
     _obj.EVSEPresentActivePower_L2 = f_EVSEPresentActivePower_L2
     _obj.EVSEPresentActivePower_L3 = f_EVSEPresentActivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_AC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}Dynamic_AC_CLResControlModeType
@@ -26292,10 +26188,8 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_AC_CLReqControlModeType(r):
+def _d_Scheduled_AC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}Scheduled_AC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -28705,8 +28599,8 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
         if s == 15:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_Scheduled_AC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
@@ -28724,7 +28618,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
     _obj.EVPresentReactivePower = f_EVPresentReactivePower
     _obj.EVPresentReactivePower_L2 = f_EVPresentReactivePower_L2
     _obj.EVPresentReactivePower_L3 = f_EVPresentReactivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_AC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}Scheduled_AC_CLReqControlModeType
@@ -30217,10 +30111,8 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_AC_CLResControlModeType(r):
+def _d_Scheduled_AC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:AC}Scheduled_AC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSETargetActivePower = None
     f_EVSETargetActivePower_L2 = None
@@ -31790,8 +31682,8 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
         if s == 9:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_ac_Scheduled_AC_CLResControlModeType)
     _obj.EVSETargetActivePower = f_EVSETargetActivePower
@@ -31803,7 +31695,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
     _obj.EVSEPresentActivePower = f_EVSEPresentActivePower
     _obj.EVSEPresentActivePower_L2 = f_EVSEPresentActivePower_L2
     _obj.EVSEPresentActivePower_L3 = f_EVSEPresentActivePower_L3
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_AC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:AC}Scheduled_AC_CLResControlModeType
@@ -32775,21 +32667,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:std:iso:15118:-20:AC', 'urn:iso:std:iso:15118:-20:CommonTypes')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -32808,8 +32698,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -32824,15 +32713,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -32849,8 +32736,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -32867,15 +32753,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -32892,8 +32776,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -32910,26 +32793,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -32981,9 +32864,7 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 6
 
-def _de11(r):  # AckMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # AckMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
@@ -33005,8 +32886,7 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # AckMaxDelay
     v = w.v
@@ -33021,9 +32901,7 @@ def _ee11(w, o):  # AckMaxDelay
     w.v = v
     w.n = n
 
-def _de12(r):  # BPT_DischargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
@@ -33045,8 +32923,7 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v = w.v
@@ -33061,9 +32938,7 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de13(r):  # BPT_InductiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
@@ -33085,8 +32960,7 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v = w.v
@@ -33101,9 +32975,7 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de14(r):  # CapacitiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # CapacitiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
@@ -33125,8 +32997,7 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     v = w.v
@@ -33141,9 +33012,7 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de15(r):  # ChargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # ChargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
@@ -33165,8 +33034,7 @@ def _de15(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
     v = w.v
@@ -33181,16 +33049,13 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de16(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # ChargingComplete
     v = w.v
@@ -33201,9 +33066,7 @@ def _ee16(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de17(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -33225,8 +33088,7 @@ def _de17(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # DepartureTime
     v = w.v
@@ -33241,9 +33103,7 @@ def _ee17(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de18(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # EVSENotification
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -33251,8 +33111,7 @@ def _de18(r):  # EVSENotification
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # EVSENotification
     v = w.v
@@ -33264,9 +33123,7 @@ def _ee18(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de19(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33285,8 +33142,7 @@ def _de19(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # Exponent
     v = w.v
@@ -33301,16 +33157,13 @@ def _ee19(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de20(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # Exponent
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # Exponent
     v = w.v
@@ -33321,9 +33174,7 @@ def _ee20(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de21(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33342,8 +33193,7 @@ def _de21(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # G
     v = w.v
@@ -33358,9 +33208,7 @@ def _ee21(w, o):  # G
     w.v = v
     w.n = n
 
-def _de22(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -33384,8 +33232,7 @@ def _de22(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # HMACOutputLength
     v = w.v
@@ -33401,16 +33248,13 @@ def _ee22(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de23(r):  # InletHot
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # InletHot
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # InletHot
     v = w.v
@@ -33421,9 +33265,7 @@ def _ee23(w, o):  # InletHot
     w.v = v
     w.n = n
 
-def _de24(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33442,8 +33284,7 @@ def _de24(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # J
     v = w.v
@@ -33458,17 +33299,14 @@ def _ee24(w, o):  # J
     w.v = v
     w.n = n
 
-def _de25(r):  # MaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # MaximumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # MaximumSOC
     v = w.v
@@ -33479,9 +33317,7 @@ def _ee25(w, o):  # MaximumSOC
     w.v = v
     w.n = n
 
-def _de26(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33499,8 +33335,7 @@ def _de26(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # MeterID
     v = w.v
@@ -33518,16 +33353,13 @@ def _ee26(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de27(r):  # MeterInfoRequested
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # MeterInfoRequested
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # MeterInfoRequested
     v = w.v
@@ -33538,9 +33370,7 @@ def _ee27(w, o):  # MeterInfoRequested
     w.v = v
     w.n = n
 
-def _de28(r):  # MeterSignature
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33560,8 +33390,7 @@ def _de28(r):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # MeterSignature
     v = w.v
@@ -33577,9 +33406,7 @@ def _ee28(w, o):  # MeterSignature
     w.v = v
     w.n = n
 
-def _de29(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -33604,8 +33431,7 @@ def _de29(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # MeterStatus
     v = w.v
@@ -33621,9 +33447,7 @@ def _ee29(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de30(r):  # MeterTimestamp
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # MeterTimestamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
@@ -33645,8 +33469,7 @@ def _de30(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # MeterTimestamp
     v = w.v
@@ -33661,17 +33484,14 @@ def _ee30(w, o):  # MeterTimestamp
     w.v = v
     w.n = n
 
-def _de31(r):  # MinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # MinimumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # MinimumSOC
     v = w.v
@@ -33682,9 +33502,7 @@ def _ee31(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de32(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33703,8 +33521,7 @@ def _de32(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # Modulus
     v = w.v
@@ -33719,9 +33536,7 @@ def _ee32(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de33(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -33743,8 +33558,7 @@ def _de33(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # NotificationMaxDelay
     v = w.v
@@ -33759,9 +33573,7 @@ def _ee33(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de34(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33780,8 +33592,7 @@ def _de34(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # P
     v = w.v
@@ -33796,9 +33607,7 @@ def _ee34(w, o):  # P
     w.v = v
     w.n = n
 
-def _de35(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33817,8 +33626,7 @@ def _de35(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # PGPKeyID
     v = w.v
@@ -33833,9 +33641,7 @@ def _ee35(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de36(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33854,8 +33660,7 @@ def _de36(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # PGPKeyPacket
     v = w.v
@@ -33870,9 +33675,7 @@ def _ee36(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de37(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33891,8 +33694,7 @@ def _de37(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # PgenCounter
     v = w.v
@@ -33907,17 +33709,14 @@ def _ee37(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de38(r):  # PresentSOC
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # PresentSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # PresentSOC
     v = w.v
@@ -33928,9 +33727,7 @@ def _ee38(w, o):  # PresentSOC
     w.v = v
     w.n = n
 
-def _de39(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -33949,8 +33746,7 @@ def _de39(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # Q
     v = w.v
@@ -33965,9 +33761,7 @@ def _ee39(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de40(r):  # RemainingTimeToMaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # RemainingTimeToMaximumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
@@ -33989,8 +33783,7 @@ def _de40(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # RemainingTimeToMaximumSOC
     v = w.v
@@ -34005,9 +33798,7 @@ def _ee40(w, o):  # RemainingTimeToMaximumSOC
     w.v = v
     w.n = n
 
-def _de41(r):  # RemainingTimeToMinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # RemainingTimeToMinimumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
@@ -34029,8 +33820,7 @@ def _de41(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # RemainingTimeToMinimumSOC
     v = w.v
@@ -34045,9 +33835,7 @@ def _ee41(w, o):  # RemainingTimeToMinimumSOC
     w.v = v
     w.n = n
 
-def _de42(r):  # RemainingTimeToTargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # RemainingTimeToTargetSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
@@ -34069,8 +33857,7 @@ def _de42(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # RemainingTimeToTargetSOC
     v = w.v
@@ -34085,9 +33872,7 @@ def _ee42(w, o):  # RemainingTimeToTargetSOC
     w.v = v
     w.n = n
 
-def _de43(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # ResponseCode
     q -= 8
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
@@ -34095,8 +33880,7 @@ def _de43(r):  # ResponseCode
     val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # ResponseCode
     v = w.v
@@ -34108,9 +33892,7 @@ def _ee43(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de44(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34129,8 +33911,7 @@ def _de44(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # SPKISexp
     v = w.v
@@ -34145,9 +33926,7 @@ def _ee44(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de45(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34166,8 +33945,7 @@ def _de45(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # Seed
     v = w.v
@@ -34182,9 +33960,7 @@ def _ee45(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de46(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -34197,8 +33973,7 @@ def _de46(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # SessionID
     v = w.v
@@ -34214,17 +33989,14 @@ def _ee46(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de47(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # TargetSOC
     v = w.v
@@ -34235,9 +34007,7 @@ def _ee47(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de48(r):  # TaxRuleID
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # TaxRuleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
@@ -34259,8 +34029,7 @@ def _de48(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # TaxRuleID
     v = w.v
@@ -34275,9 +34044,7 @@ def _ee48(w, o):  # TaxRuleID
     w.v = v
     w.n = n
 
-def _de49(r):  # TimeAnchor
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # TimeAnchor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
@@ -34299,8 +34066,7 @@ def _de49(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # TimeAnchor
     v = w.v
@@ -34315,9 +34081,7 @@ def _ee49(w, o):  # TimeAnchor
     w.v = v
     w.n = n
 
-def _de50(r):  # TimeStamp
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # TimeStamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
@@ -34339,8 +34103,7 @@ def _de50(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # TimeStamp
     v = w.v
@@ -34355,9 +34118,7 @@ def _ee50(w, o):  # TimeStamp
     w.v = v
     w.n = n
 
-def _de51(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -34382,8 +34143,7 @@ def _de51(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # Value
     v = w.v
@@ -34399,9 +34159,7 @@ def _ee51(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de52(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34420,8 +34178,7 @@ def _de52(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # X509CRL
     v = w.v
@@ -34436,9 +34193,7 @@ def _ee52(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de53(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34457,8 +34212,7 @@ def _de53(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # X509Certificate
     v = w.v
@@ -34473,9 +34227,7 @@ def _ee53(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de54(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34492,8 +34244,7 @@ def _de54(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # X509IssuerName
     v = w.v
@@ -34510,9 +34261,7 @@ def _ee54(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de55(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34531,8 +34280,7 @@ def _de55(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # X509SKI
     v = w.v
@@ -34547,9 +34295,7 @@ def _ee55(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de56(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -34573,8 +34319,7 @@ def _de56(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # X509SerialNumber
     v = w.v
@@ -34590,9 +34335,7 @@ def _ee56(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de57(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34609,8 +34352,7 @@ def _de57(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # X509SubjectName
     v = w.v
@@ -34627,9 +34369,7 @@ def _ee57(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de58(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34646,8 +34386,7 @@ def _de58(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # XPath
     v = w.v
@@ -34664,9 +34403,7 @@ def _ee58(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de59(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -34685,8 +34422,7 @@ def _de59(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # Y
     v = w.v

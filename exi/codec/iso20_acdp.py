@@ -41,10 +41,8 @@ _T_iso20_acdp_mechanicalChargingDeviceStatusType__z1__z1__z1__b = _fields_table(
 _T_iso20_commontypes_processingType__z1__z1__z1__b = _fields_table(6, ((4, 2, 'enum', _E_iso20_commontypes_processingType), (0, 1, 'bool', None),))
 _T_iso20_commontypes_processingType__z1__z1__z1__iso20_acdp_electricalChargingDeviceStatusType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commontypes_processingType), (0, 2, 'enum', _E_iso20_acdp_electricalChargingDeviceStatusType),))
 
-def _d_ACDP_ConnectReqType(r):
+def _d_ACDP_ConnectReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -88,9 +86,7 @@ def _d_ACDP_ConnectReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -108,13 +104,13 @@ def _d_ACDP_ConnectReqType(r):
         if x & 51: raise r.deviation('ACDP_ConnectReqType', r.end - q)
         el = 'EVElectricalChargingDeviceStatus'
         f_EVElectricalChargingDeviceStatus = _E_iso20_acdp_electricalChargingDeviceStatusType[(x >> 2)]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_ACDP_ConnectReqType)
     _obj.Header = f_Header
     _obj.EVElectricalChargingDeviceStatus = f_EVElectricalChargingDeviceStatus
-    return _obj
+    return _obj, V, q
 
 def _e_ACDP_ConnectReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectReqType
@@ -180,10 +176,8 @@ def _e_ACDP_ConnectReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ACDP_ConnectResType(r):
+def _d_ACDP_ConnectResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -227,9 +221,7 @@ def _d_ACDP_ConnectResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -264,8 +256,8 @@ def _d_ACDP_ConnectResType(r):
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
         if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_ConnectResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(r.end - q))
         else: f_EVSEMechanicalChargingDeviceStatus = _E_iso20_acdp_mechanicalChargingDeviceStatusType[f_EVSEMechanicalChargingDeviceStatus]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_ACDP_ConnectResType)
     _obj.Header = f_Header
@@ -273,7 +265,7 @@ def _d_ACDP_ConnectResType(r):
     _obj.EVSEProcessing = f_EVSEProcessing
     _obj.EVSEElectricalChargingDeviceStatus = f_EVSEElectricalChargingDeviceStatus
     _obj.EVSEMechanicalChargingDeviceStatus = f_EVSEMechanicalChargingDeviceStatus
-    return _obj
+    return _obj, V, q
 
 def _e_ACDP_ConnectResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_ConnectResType
@@ -357,10 +349,8 @@ def _e_ACDP_ConnectResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ACDP_SystemStatusReqType(r):
+def _d_ACDP_SystemStatusReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -404,9 +394,7 @@ def _d_ACDP_SystemStatusReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -422,19 +410,17 @@ def _d_ACDP_SystemStatusReqType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
         el = 'EVTechnicalStatus'
-        r.pos = r.end - q
-        f_EVTechnicalStatus = _d_EVTechnicalStatusType(r)
-        V = r.v; q = r.end - r.pos
+        f_EVTechnicalStatus, V, q = _d_EVTechnicalStatusType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ACDP_SystemStatusReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_ACDP_SystemStatusReqType)
     _obj.Header = f_Header
     _obj.EVTechnicalStatus = f_EVTechnicalStatus
-    return _obj
+    return _obj, V, q
 
 def _e_ACDP_SystemStatusReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusReqType
@@ -503,10 +489,8 @@ def _e_ACDP_SystemStatusReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ACDP_SystemStatusResType(r):
+def _d_ACDP_SystemStatusResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -550,9 +534,7 @@ def _d_ACDP_SystemStatusResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -607,8 +589,8 @@ def _d_ACDP_SystemStatusResType(r):
             f_EVSEEmergencyShutdown, f_EVSEMalfunction, f_EVInChargePosition = _t
         el = 'EVAssociationStatus'
         f_EVAssociationStatus = ((x >> 2) & 1) == 1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_ACDP_SystemStatusResType)
     _obj.Header = f_Header
@@ -622,7 +604,7 @@ def _d_ACDP_SystemStatusResType(r):
     _obj.EVSEMalfunction = f_EVSEMalfunction
     _obj.EVInChargePosition = f_EVInChargePosition
     _obj.EVAssociationStatus = f_EVAssociationStatus
-    return _obj
+    return _obj, V, q
 
 def _e_ACDP_SystemStatusResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_SystemStatusResType
@@ -735,10 +717,8 @@ def _e_ACDP_SystemStatusResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ACDP_VehiclePositioningReqType(r):
+def _d_ACDP_VehiclePositioningReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -782,9 +762,7 @@ def _d_ACDP_VehiclePositioningReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -809,14 +787,14 @@ def _d_ACDP_VehiclePositioningReqType(r):
         else:
             el = 'EVPositioningSupport'
             f_EVMobilityStatus, f_EVPositioningSupport = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_ACDP_VehiclePositioningReqType)
     _obj.Header = f_Header
     _obj.EVMobilityStatus = f_EVMobilityStatus
     _obj.EVPositioningSupport = f_EVPositioningSupport
-    return _obj
+    return _obj, V, q
 
 def _e_ACDP_VehiclePositioningReqType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningReqType
@@ -886,10 +864,8 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ACDP_VehiclePositioningResType(r):
+def _d_ACDP_VehiclePositioningResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -933,9 +909,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1056,8 +1030,8 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', f_ContactWindowYc, r.at(r.end - q))
         el = 'EVInChargePosition'
         f_EVInChargePosition = (x >> 2) == 1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_ACDP_VehiclePositioningResType)
     _obj.Header = f_Header
@@ -1069,7 +1043,7 @@ def _d_ACDP_VehiclePositioningResType(r):
     _obj.ContactWindowXc = f_ContactWindowXc
     _obj.ContactWindowYc = f_ContactWindowYc
     _obj.EVInChargePosition = f_EVInChargePosition
-    return _obj
+    return _obj, V, q
 
 def _e_ACDP_VehiclePositioningResType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}ACDP_VehiclePositioningResType
@@ -1199,10 +1173,8 @@ def _e_ACDP_VehiclePositioningResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVTechnicalStatusType(r):
+def _d_EVTechnicalStatusType(r, V, q):
     # {urn:iso:std:iso:15118:-20:ACDP}EVTechnicalStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVImmobilized = None
     f_EVWLANStrength = None
@@ -1513,8 +1485,8 @@ def _d_EVTechnicalStatusType(r):
                 raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 8:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_acdp_EVTechnicalStatusType)
     _obj.EVReadyToCharge = f_EVReadyToCharge
@@ -1525,7 +1497,7 @@ def _d_EVTechnicalStatusType(r):
     _obj.EVSOC = f_EVSOC
     _obj.EVErrorCode = f_EVErrorCode
     _obj.EVTimeout = f_EVTimeout
-    return _obj
+    return _obj, V, q
 
 def _e_EVTechnicalStatusType(w, o):
     # {urn:iso:std:iso:15118:-20:ACDP}EVTechnicalStatusType
@@ -1779,21 +1751,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:std:iso:15118:-20:ACDP', 'urn:iso:std:iso:15118:-20:CommonTypes')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -1812,8 +1782,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -1828,15 +1797,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -1853,8 +1820,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -1871,15 +1837,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -1896,8 +1860,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -1914,26 +1877,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -1977,9 +1940,7 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 6
 
-def _de11(r):  # AckMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # AckMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
@@ -2001,8 +1962,7 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # AckMaxDelay
     v = w.v
@@ -2017,9 +1977,7 @@ def _ee11(w, o):  # AckMaxDelay
     w.v = v
     w.n = n
 
-def _de12(r):  # BPT_DischargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
@@ -2041,8 +1999,7 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v = w.v
@@ -2057,9 +2014,7 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de13(r):  # BPT_InductiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
@@ -2081,8 +2036,7 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v = w.v
@@ -2097,9 +2051,7 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de14(r):  # CapacitiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # CapacitiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
@@ -2121,8 +2073,7 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     v = w.v
@@ -2137,9 +2088,7 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de15(r):  # ChargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # ChargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
@@ -2161,8 +2110,7 @@ def _de15(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
     v = w.v
@@ -2177,16 +2125,13 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de16(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # ChargingComplete
     v = w.v
@@ -2197,9 +2142,7 @@ def _ee16(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de17(r):  # ContactWindowXc
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # ContactWindowXc
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -2224,8 +2167,7 @@ def _de17(r):  # ContactWindowXc
     if (V >> q) & 1: raise r.deviation('ContactWindowXc', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # ContactWindowXc
     v = w.v
@@ -2241,9 +2183,7 @@ def _ee17(w, o):  # ContactWindowXc
     w.v = v
     w.n = n
 
-def _de18(r):  # ContactWindowYc
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # ContactWindowYc
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -2268,8 +2208,7 @@ def _de18(r):  # ContactWindowYc
     if (V >> q) & 1: raise r.deviation('ContactWindowYc', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # ContactWindowYc
     v = w.v
@@ -2285,9 +2224,7 @@ def _ee18(w, o):  # ContactWindowYc
     w.v = v
     w.n = n
 
-def _de19(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -2309,8 +2246,7 @@ def _de19(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # DepartureTime
     v = w.v
@@ -2325,16 +2261,13 @@ def _ee19(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de20(r):  # EVAssociationStatus
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # EVAssociationStatus
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVAssociationStatus', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # EVAssociationStatus
     v = w.v
@@ -2345,9 +2278,7 @@ def _ee20(w, o):  # EVAssociationStatus
     w.v = v
     w.n = n
 
-def _de21(r):  # EVCPStatus
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # EVCPStatus
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -2355,8 +2286,7 @@ def _de21(r):  # EVCPStatus
     val = (x >> 1)
     if val >= 5: val = r.enum_index('EVCPStatus', val, 5, r.at(r.end - q))
     else: val = _E_iso20_acdp_cpStatusType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # EVCPStatus
     v = w.v
@@ -2368,16 +2298,13 @@ def _ee21(w, o):  # EVCPStatus
     w.v = v
     w.n = n
 
-def _de22(r):  # EVElectricalChargingDeviceStatus
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # EVElectricalChargingDeviceStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus', r.end - q)
     val = _E_iso20_acdp_electricalChargingDeviceStatusType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # EVElectricalChargingDeviceStatus
     v = w.v
@@ -2389,9 +2316,7 @@ def _ee22(w, o):  # EVElectricalChargingDeviceStatus
     w.v = v
     w.n = n
 
-def _de23(r):  # EVErrorCode
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # EVErrorCode
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -2399,8 +2324,7 @@ def _de23(r):  # EVErrorCode
     val = (x >> 1)
     if val >= 10: val = r.enum_index('EVErrorCode', val, 10, r.at(r.end - q))
     else: val = _E_iso20_acdp_errorCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # EVErrorCode
     v = w.v
@@ -2412,16 +2336,13 @@ def _ee23(w, o):  # EVErrorCode
     w.v = v
     w.n = n
 
-def _de24(r):  # EVImmobilizationRequest
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # EVImmobilizationRequest
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVImmobilizationRequest', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # EVImmobilizationRequest
     v = w.v
@@ -2432,16 +2353,13 @@ def _ee24(w, o):  # EVImmobilizationRequest
     w.v = v
     w.n = n
 
-def _de25(r):  # EVImmobilized
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # EVImmobilized
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVImmobilized', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # EVImmobilized
     v = w.v
@@ -2452,16 +2370,13 @@ def _ee25(w, o):  # EVImmobilized
     w.v = v
     w.n = n
 
-def _de26(r):  # EVInChargePosition
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # EVInChargePosition
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVInChargePosition', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # EVInChargePosition
     v = w.v
@@ -2472,16 +2387,13 @@ def _ee26(w, o):  # EVInChargePosition
     w.v = v
     w.n = n
 
-def _de27(r):  # EVMobilityStatus
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # EVMobilityStatus
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVMobilityStatus', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # EVMobilityStatus
     v = w.v
@@ -2492,16 +2404,13 @@ def _ee27(w, o):  # EVMobilityStatus
     w.v = v
     w.n = n
 
-def _de28(r):  # EVPositioningSupport
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # EVPositioningSupport
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVPositioningSupport', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # EVPositioningSupport
     v = w.v
@@ -2512,16 +2421,13 @@ def _ee28(w, o):  # EVPositioningSupport
     w.v = v
     w.n = n
 
-def _de29(r):  # EVReadyToCharge
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # EVReadyToCharge
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVReadyToCharge', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # EVReadyToCharge
     v = w.v
@@ -2532,9 +2438,7 @@ def _ee29(w, o):  # EVReadyToCharge
     w.v = v
     w.n = n
 
-def _de30(r):  # EVRelativeXDeviation
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # EVRelativeXDeviation
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -2559,8 +2463,7 @@ def _de30(r):  # EVRelativeXDeviation
     if (V >> q) & 1: raise r.deviation('EVRelativeXDeviation', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # EVRelativeXDeviation
     v = w.v
@@ -2576,9 +2479,7 @@ def _ee30(w, o):  # EVRelativeXDeviation
     w.v = v
     w.n = n
 
-def _de31(r):  # EVRelativeYDeviation
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # EVRelativeYDeviation
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -2603,8 +2504,7 @@ def _de31(r):  # EVRelativeYDeviation
     if (V >> q) & 1: raise r.deviation('EVRelativeYDeviation', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # EVRelativeYDeviation
     v = w.v
@@ -2620,16 +2520,13 @@ def _ee31(w, o):  # EVRelativeYDeviation
     w.v = v
     w.n = n
 
-def _de32(r):  # EVSEDisabled
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # EVSEDisabled
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEDisabled', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # EVSEDisabled
     v = w.v
@@ -2640,16 +2537,13 @@ def _ee32(w, o):  # EVSEDisabled
     w.v = v
     w.n = n
 
-def _de33(r):  # EVSEElectricalChargingDeviceStatus
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # EVSEElectricalChargingDeviceStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus', r.end - q)
     val = _E_iso20_acdp_electricalChargingDeviceStatusType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # EVSEElectricalChargingDeviceStatus
     v = w.v
@@ -2661,16 +2555,13 @@ def _ee33(w, o):  # EVSEElectricalChargingDeviceStatus
     w.v = v
     w.n = n
 
-def _de34(r):  # EVSEEmergencyShutdown
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # EVSEEmergencyShutdown
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEEmergencyShutdown', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # EVSEEmergencyShutdown
     v = w.v
@@ -2681,16 +2572,13 @@ def _ee34(w, o):  # EVSEEmergencyShutdown
     w.v = v
     w.n = n
 
-def _de35(r):  # EVSEIsolationStatus
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # EVSEIsolationStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVSEIsolationStatus', r.end - q)
     val = _E_iso20_acdp_isolationStatusType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # EVSEIsolationStatus
     v = w.v
@@ -2702,16 +2590,13 @@ def _ee35(w, o):  # EVSEIsolationStatus
     w.v = v
     w.n = n
 
-def _de36(r):  # EVSEMalfunction
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # EVSEMalfunction
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEMalfunction', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # EVSEMalfunction
     v = w.v
@@ -2722,9 +2607,7 @@ def _ee36(w, o):  # EVSEMalfunction
     w.v = v
     w.n = n
 
-def _de37(r):  # EVSEMechanicalChargingDeviceStatus
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # EVSEMechanicalChargingDeviceStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -2732,8 +2615,7 @@ def _de37(r):  # EVSEMechanicalChargingDeviceStatus
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEMechanicalChargingDeviceStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_acdp_mechanicalChargingDeviceStatusType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # EVSEMechanicalChargingDeviceStatus
     v = w.v
@@ -2745,9 +2627,7 @@ def _ee37(w, o):  # EVSEMechanicalChargingDeviceStatus
     w.v = v
     w.n = n
 
-def _de38(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # EVSENotification
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -2755,8 +2635,7 @@ def _de38(r):  # EVSENotification
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # EVSENotification
     v = w.v
@@ -2768,16 +2647,13 @@ def _ee38(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de39(r):  # EVSEPositioningSupport
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # EVSEPositioningSupport
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPositioningSupport', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # EVSEPositioningSupport
     v = w.v
@@ -2788,9 +2664,7 @@ def _ee39(w, o):  # EVSEPositioningSupport
     w.v = v
     w.n = n
 
-def _de40(r):  # EVSEProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # EVSEProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -2798,8 +2672,7 @@ def _de40(r):  # EVSEProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # EVSEProcessing
     v = w.v
@@ -2811,16 +2684,13 @@ def _ee40(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de41(r):  # EVSEReadyToCharge
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # EVSEReadyToCharge
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEReadyToCharge', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # EVSEReadyToCharge
     v = w.v
@@ -2831,16 +2701,13 @@ def _ee41(w, o):  # EVSEReadyToCharge
     w.v = v
     w.n = n
 
-def _de42(r):  # EVSEUtilityInterruptEvent
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # EVSEUtilityInterruptEvent
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEUtilityInterruptEvent', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # EVSEUtilityInterruptEvent
     v = w.v
@@ -2851,17 +2718,14 @@ def _ee42(w, o):  # EVSEUtilityInterruptEvent
     w.v = v
     w.n = n
 
-def _de43(r):  # EVSOC
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # EVSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('EVSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('EVSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # EVSOC
     v = w.v
@@ -2872,16 +2736,13 @@ def _ee43(w, o):  # EVSOC
     w.v = v
     w.n = n
 
-def _de44(r):  # EVTimeout
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # EVTimeout
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVTimeout', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # EVTimeout
     v = w.v
@@ -2892,9 +2753,7 @@ def _ee44(w, o):  # EVTimeout
     w.v = v
     w.n = n
 
-def _de45(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -2913,8 +2772,7 @@ def _de45(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # Exponent
     v = w.v
@@ -2929,16 +2787,13 @@ def _ee45(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de46(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # Exponent
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # Exponent
     v = w.v
@@ -2949,9 +2804,7 @@ def _ee46(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de47(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -2970,8 +2823,7 @@ def _de47(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # G
     v = w.v
@@ -2986,9 +2838,7 @@ def _ee47(w, o):  # G
     w.v = v
     w.n = n
 
-def _de48(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -3012,8 +2862,7 @@ def _de48(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # HMACOutputLength
     v = w.v
@@ -3029,16 +2878,13 @@ def _ee48(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de49(r):  # InletHot
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # InletHot
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # InletHot
     v = w.v
@@ -3049,9 +2895,7 @@ def _ee49(w, o):  # InletHot
     w.v = v
     w.n = n
 
-def _de50(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3070,8 +2914,7 @@ def _de50(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # J
     v = w.v
@@ -3086,17 +2929,14 @@ def _ee50(w, o):  # J
     w.v = v
     w.n = n
 
-def _de51(r):  # MaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # MaximumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # MaximumSOC
     v = w.v
@@ -3107,9 +2947,7 @@ def _ee51(w, o):  # MaximumSOC
     w.v = v
     w.n = n
 
-def _de52(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3127,8 +2965,7 @@ def _de52(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # MeterID
     v = w.v
@@ -3146,16 +2983,13 @@ def _ee52(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de53(r):  # MeterInfoRequested
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # MeterInfoRequested
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # MeterInfoRequested
     v = w.v
@@ -3166,9 +3000,7 @@ def _ee53(w, o):  # MeterInfoRequested
     w.v = v
     w.n = n
 
-def _de54(r):  # MeterSignature
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3188,8 +3020,7 @@ def _de54(r):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # MeterSignature
     v = w.v
@@ -3205,9 +3036,7 @@ def _ee54(w, o):  # MeterSignature
     w.v = v
     w.n = n
 
-def _de55(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -3232,8 +3061,7 @@ def _de55(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # MeterStatus
     v = w.v
@@ -3249,9 +3077,7 @@ def _ee55(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de56(r):  # MeterTimestamp
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # MeterTimestamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
@@ -3273,8 +3099,7 @@ def _de56(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # MeterTimestamp
     v = w.v
@@ -3289,17 +3114,14 @@ def _ee56(w, o):  # MeterTimestamp
     w.v = v
     w.n = n
 
-def _de57(r):  # MinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # MinimumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # MinimumSOC
     v = w.v
@@ -3310,9 +3132,7 @@ def _ee57(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de58(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3331,8 +3151,7 @@ def _de58(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # Modulus
     v = w.v
@@ -3347,9 +3166,7 @@ def _ee58(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de59(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -3371,8 +3188,7 @@ def _de59(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # NotificationMaxDelay
     v = w.v
@@ -3387,9 +3203,7 @@ def _ee59(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de60(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de60(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3408,8 +3222,7 @@ def _de60(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee60(w, o):  # P
     v = w.v
@@ -3424,9 +3237,7 @@ def _ee60(w, o):  # P
     w.v = v
     w.n = n
 
-def _de61(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de61(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3445,8 +3256,7 @@ def _de61(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee61(w, o):  # PGPKeyID
     v = w.v
@@ -3461,9 +3271,7 @@ def _ee61(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de62(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de62(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3482,8 +3290,7 @@ def _de62(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee62(w, o):  # PGPKeyPacket
     v = w.v
@@ -3498,9 +3305,7 @@ def _ee62(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de63(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de63(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3519,8 +3324,7 @@ def _de63(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee63(w, o):  # PgenCounter
     v = w.v
@@ -3535,17 +3339,14 @@ def _ee63(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de64(r):  # PresentSOC
-    V = r.v
-    q = r.end - r.pos
+def _de64(r, V, q):  # PresentSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee64(w, o):  # PresentSOC
     v = w.v
@@ -3556,9 +3357,7 @@ def _ee64(w, o):  # PresentSOC
     w.v = v
     w.n = n
 
-def _de65(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de65(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3577,8 +3376,7 @@ def _de65(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee65(w, o):  # Q
     v = w.v
@@ -3593,9 +3391,7 @@ def _ee65(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de66(r):  # RemainingTimeToMaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de66(r, V, q):  # RemainingTimeToMaximumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
@@ -3617,8 +3413,7 @@ def _de66(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee66(w, o):  # RemainingTimeToMaximumSOC
     v = w.v
@@ -3633,9 +3428,7 @@ def _ee66(w, o):  # RemainingTimeToMaximumSOC
     w.v = v
     w.n = n
 
-def _de67(r):  # RemainingTimeToMinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de67(r, V, q):  # RemainingTimeToMinimumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
@@ -3657,8 +3450,7 @@ def _de67(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee67(w, o):  # RemainingTimeToMinimumSOC
     v = w.v
@@ -3673,9 +3465,7 @@ def _ee67(w, o):  # RemainingTimeToMinimumSOC
     w.v = v
     w.n = n
 
-def _de68(r):  # RemainingTimeToTargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de68(r, V, q):  # RemainingTimeToTargetSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
@@ -3697,8 +3487,7 @@ def _de68(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee68(w, o):  # RemainingTimeToTargetSOC
     v = w.v
@@ -3713,9 +3502,7 @@ def _ee68(w, o):  # RemainingTimeToTargetSOC
     w.v = v
     w.n = n
 
-def _de69(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de69(r, V, q):  # ResponseCode
     q -= 8
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
@@ -3723,8 +3510,7 @@ def _de69(r):  # ResponseCode
     val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee69(w, o):  # ResponseCode
     v = w.v
@@ -3736,9 +3522,7 @@ def _ee69(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de70(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de70(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3757,8 +3541,7 @@ def _de70(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee70(w, o):  # SPKISexp
     v = w.v
@@ -3773,9 +3556,7 @@ def _ee70(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de71(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de71(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3794,8 +3575,7 @@ def _de71(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee71(w, o):  # Seed
     v = w.v
@@ -3810,9 +3590,7 @@ def _ee71(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de72(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de72(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -3825,8 +3603,7 @@ def _de72(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee72(w, o):  # SessionID
     v = w.v
@@ -3842,17 +3619,14 @@ def _ee72(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de73(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de73(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee73(w, o):  # TargetSOC
     v = w.v
@@ -3863,9 +3637,7 @@ def _ee73(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de74(r):  # TaxRuleID
-    V = r.v
-    q = r.end - r.pos
+def _de74(r, V, q):  # TaxRuleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
@@ -3887,8 +3659,7 @@ def _de74(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee74(w, o):  # TaxRuleID
     v = w.v
@@ -3903,9 +3674,7 @@ def _ee74(w, o):  # TaxRuleID
     w.v = v
     w.n = n
 
-def _de75(r):  # TimeAnchor
-    V = r.v
-    q = r.end - r.pos
+def _de75(r, V, q):  # TimeAnchor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
@@ -3927,8 +3696,7 @@ def _de75(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee75(w, o):  # TimeAnchor
     v = w.v
@@ -3943,9 +3711,7 @@ def _ee75(w, o):  # TimeAnchor
     w.v = v
     w.n = n
 
-def _de76(r):  # TimeStamp
-    V = r.v
-    q = r.end - r.pos
+def _de76(r, V, q):  # TimeStamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
@@ -3967,8 +3733,7 @@ def _de76(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee76(w, o):  # TimeStamp
     v = w.v
@@ -3983,9 +3748,7 @@ def _ee76(w, o):  # TimeStamp
     w.v = v
     w.n = n
 
-def _de77(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de77(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -4010,8 +3773,7 @@ def _de77(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee77(w, o):  # Value
     v = w.v
@@ -4027,9 +3789,7 @@ def _ee77(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de78(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de78(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4048,8 +3808,7 @@ def _de78(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee78(w, o):  # X509CRL
     v = w.v
@@ -4064,9 +3823,7 @@ def _ee78(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de79(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de79(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4085,8 +3842,7 @@ def _de79(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee79(w, o):  # X509Certificate
     v = w.v
@@ -4101,9 +3857,7 @@ def _ee79(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de80(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de80(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4120,8 +3874,7 @@ def _de80(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee80(w, o):  # X509IssuerName
     v = w.v
@@ -4138,9 +3891,7 @@ def _ee80(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de81(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de81(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4159,8 +3910,7 @@ def _de81(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee81(w, o):  # X509SKI
     v = w.v
@@ -4175,9 +3925,7 @@ def _ee81(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de82(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de82(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -4201,8 +3949,7 @@ def _de82(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee82(w, o):  # X509SerialNumber
     v = w.v
@@ -4218,9 +3965,7 @@ def _ee82(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de83(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de83(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4237,8 +3982,7 @@ def _de83(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee83(w, o):  # X509SubjectName
     v = w.v
@@ -4255,9 +3999,7 @@ def _ee83(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de84(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de84(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4274,8 +4016,7 @@ def _de84(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee84(w, o):  # XPath
     v = w.v
@@ -4292,9 +4033,7 @@ def _ee84(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de85(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de85(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4313,8 +4052,7 @@ def _de85(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee85(w, o):  # Y
     v = w.v

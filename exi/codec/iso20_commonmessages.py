@@ -130,10 +130,8 @@ _T_iso20_commontypes_responseCodeType__z1__z1__z1__b = _fields_table(10, ((4, 6,
 _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_authorizationType = _fields_table(10, ((4, 6, 'enum', _E_iso20_commontypes_responseCodeType), (0, 1, 'enum', _E_iso20_commonmessages_authorizationType),))
 _T_iso20_commontypes_responseCodeType__z1__z1__z1__iso20_commonmessages_evseCheckOutStatusType = _fields_table(10, ((4, 6, 'enum', _E_iso20_commontypes_responseCodeType), (0, 1, 'enum', _E_iso20_commonmessages_evseCheckOutStatusType),))
 
-def _d_AbsolutePriceScheduleType(r):
+def _d_AbsolutePriceScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AbsolutePriceScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_PriceScheduleDescription = None
@@ -391,9 +389,7 @@ def _d_AbsolutePriceScheduleType(r):
         elif ec == 2:
             q += 14
             el = 'TaxRules'
-            r.pos = r.end - q
-            f_TaxRules = _d_TaxRuleListType(r)
-            V = r.v; q = r.end - r.pos
+            f_TaxRules, V, q = _d_TaxRuleListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -401,9 +397,7 @@ def _d_AbsolutePriceScheduleType(r):
         elif ec == 3:
             q += 14
             el = 'PriceRuleStacks'
-            r.pos = r.end - q
-            f_PriceRuleStacks = _d_PriceRuleStackListType(r)
-            V = r.v; q = r.end - r.pos
+            f_PriceRuleStacks, V, q = _d_PriceRuleStackListType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -447,9 +441,7 @@ def _d_AbsolutePriceScheduleType(r):
             elif ec == 1:
                 q += 14
                 el = 'TaxRules'
-                r.pos = r.end - q
-                f_TaxRules = _d_TaxRuleListType(r)
-                V = r.v; q = r.end - r.pos
+                f_TaxRules, V, q = _d_TaxRuleListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -457,9 +449,7 @@ def _d_AbsolutePriceScheduleType(r):
             elif ec == 2:
                 q += 14
                 el = 'PriceRuleStacks'
-                r.pos = r.end - q
-                f_PriceRuleStacks = _d_PriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
+                f_PriceRuleStacks, V, q = _d_PriceRuleStackListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
@@ -470,18 +460,14 @@ def _d_AbsolutePriceScheduleType(r):
         if s == 9:
             if ec == 0:
                 el = 'TaxRules'
-                r.pos = r.end - q
-                f_TaxRules = _d_TaxRuleListType(r)
-                V = r.v; q = r.end - r.pos
+                f_TaxRules, V, q = _d_TaxRuleListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 10
             elif ec == 1:
                 el = 'PriceRuleStacks'
-                r.pos = r.end - q
-                f_PriceRuleStacks = _d_PriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
+                f_PriceRuleStacks, V, q = _d_PriceRuleStackListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
@@ -491,9 +477,7 @@ def _d_AbsolutePriceScheduleType(r):
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 10:
             el = 'PriceRuleStacks'
-            r.pos = r.end - q
-            f_PriceRuleStacks = _d_PriceRuleStackListType(r)
-            V = r.v; q = r.end - r.pos
+            f_PriceRuleStacks, V, q = _d_PriceRuleStackListType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -502,9 +486,7 @@ def _d_AbsolutePriceScheduleType(r):
         if s == 11:
             if ec == 0:
                 el = 'OverstayRules'
-                r.pos = r.end - q
-                f_OverstayRules = _d_OverstayRuleListType(r)
-                V = r.v; q = r.end - r.pos
+                f_OverstayRules, V, q = _d_OverstayRuleListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
@@ -512,9 +494,7 @@ def _d_AbsolutePriceScheduleType(r):
                 s = 12
             elif ec == 1:
                 el = 'AdditionalSelectedServices'
-                r.pos = r.end - q
-                f_AdditionalSelectedServices = _d_AdditionalServiceListType(r)
-                V = r.v; q = r.end - r.pos
+                f_AdditionalSelectedServices, V, q = _d_AdditionalServiceListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -527,9 +507,7 @@ def _d_AbsolutePriceScheduleType(r):
         if s == 12:
             if ec == 0:
                 el = 'AdditionalSelectedServices'
-                r.pos = r.end - q
-                f_AdditionalSelectedServices = _d_AdditionalServiceListType(r)
-                V = r.v; q = r.end - r.pos
+                f_AdditionalSelectedServices, V, q = _d_AdditionalServiceListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -541,8 +519,8 @@ def _d_AbsolutePriceScheduleType(r):
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 13:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AbsolutePriceScheduleType)
     _obj.Id = f_Id
@@ -558,7 +536,7 @@ def _d_AbsolutePriceScheduleType(r):
     _obj.PriceRuleStacks = f_PriceRuleStacks
     _obj.OverstayRules = f_OverstayRules
     _obj.AdditionalSelectedServices = f_AdditionalSelectedServices
-    return _obj
+    return _obj, V, q
 
 def _e_AbsolutePriceScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AbsolutePriceScheduleType
@@ -878,10 +856,8 @@ def _e_AbsolutePriceScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AdditionalServiceListType(r):
+def _d_AdditionalServiceListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AdditionalServiceListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AdditionalService = []
     try:
@@ -1008,12 +984,12 @@ def _d_AdditionalServiceListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AdditionalServiceListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AdditionalServiceListType)
     _obj.AdditionalService = f_AdditionalService
-    return _obj
+    return _obj, V, q
 
 def _e_AdditionalServiceListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AdditionalServiceListType
@@ -1118,10 +1094,8 @@ def _e_AdditionalServiceListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AdditionalServiceType(r):
+def _d_AdditionalServiceType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AdditionalServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -1170,13 +1144,13 @@ def _d_AdditionalServiceType(r):
         f_ServiceFee = _new(_K_iso20_commontypes_RationalNumberType)
         f_ServiceFee.Exponent = _c1_Exponent
         f_ServiceFee.Value = _c1_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AdditionalServiceType)
     _obj.ServiceName = f_ServiceName
     _obj.ServiceFee = f_ServiceFee
-    return _obj
+    return _obj, V, q
 
 def _e_AdditionalServiceType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AdditionalServiceType
@@ -1221,10 +1195,8 @@ def _e_AdditionalServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AuthorizationReqType(r):
+def _d_AuthorizationReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EIM_AReqAuthorizationMode = None
     f_PnC_AReqAuthorizationMode = None
@@ -1270,9 +1242,7 @@ def _d_AuthorizationReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c3_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c3_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1335,9 +1305,7 @@ def _d_AuthorizationReqType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
             el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
-            r.pos = r.end - q
-            _c5_c1_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c5_c1_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('AuthorizationReqType', r.end - q)
@@ -1350,15 +1318,15 @@ def _d_AuthorizationReqType(r):
             f_PnC_AReqAuthorizationMode.ContractCertificateChain = _c5_ContractCertificateChain
         else:
             raise r.deviation('AuthorizationReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AuthorizationReqType)
     _obj.Header = f_Header
     _obj.SelectedAuthorizationService = f_SelectedAuthorizationService
     _obj.EIM_AReqAuthorizationMode = f_EIM_AReqAuthorizationMode
     _obj.PnC_AReqAuthorizationMode = f_PnC_AReqAuthorizationMode
-    return _obj
+    return _obj, V, q
 
 def _e_AuthorizationReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationReqType
@@ -1481,10 +1449,8 @@ def _e_AuthorizationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AuthorizationResType(r):
+def _d_AuthorizationResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -1528,9 +1494,7 @@ def _d_AuthorizationResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1554,14 +1518,14 @@ def _d_AuthorizationResType(r):
         f_EVSEProcessing = ((x >> 2) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AuthorizationResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_AuthorizationResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationResType
@@ -1633,10 +1597,8 @@ def _e_AuthorizationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AuthorizationSetupReqType(r):
+def _d_AuthorizationSetupReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationSetupReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -1680,9 +1642,7 @@ def _d_AuthorizationSetupReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1697,12 +1657,12 @@ def _d_AuthorizationSetupReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('AuthorizationSetupReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AuthorizationSetupReqType)
     _obj.Header = f_Header
-    return _obj
+    return _obj, V, q
 
 def _e_AuthorizationSetupReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationSetupReqType
@@ -1760,10 +1720,8 @@ def _e_AuthorizationSetupReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AuthorizationSetupResType(r):
+def _d_AuthorizationSetupResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationSetupResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AuthorizationServices = []
     f_EIM_ASResAuthorizationMode = None
@@ -1810,9 +1768,7 @@ def _d_AuthorizationSetupResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c3_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c3_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1891,9 +1847,7 @@ def _d_AuthorizationSetupResType(r):
             ec = x
             if ec == 0:
                 el = 'PnC_ASResAuthorizationMode/SupportedProviders'
-                r.pos = r.end - q
-                _c5_SupportedProviders = _d_SupportedProvidersListType(r)
-                V = r.v; q = r.end - r.pos
+                _c5_SupportedProviders, V, q = _d_SupportedProvidersListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
@@ -1909,8 +1863,8 @@ def _d_AuthorizationSetupResType(r):
             if (V >> q) & 1: raise r.deviation('AuthorizationSetupResType', r.end - q)
         else:
             raise r.deviation('AuthorizationSetupResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_AuthorizationSetupResType)
     _obj.Header = f_Header
@@ -1919,7 +1873,7 @@ def _d_AuthorizationSetupResType(r):
     _obj.CertificateInstallationService = f_CertificateInstallationService
     _obj.EIM_ASResAuthorizationMode = f_EIM_ASResAuthorizationMode
     _obj.PnC_ASResAuthorizationMode = f_PnC_ASResAuthorizationMode
-    return _obj
+    return _obj, V, q
 
 def _e_AuthorizationSetupResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}AuthorizationSetupResType
@@ -2061,10 +2015,8 @@ def _e_AuthorizationSetupResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateChainType(r):
+def _d_CertificateChainType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}CertificateChainType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SubCertificates = None
     try:
@@ -2093,9 +2045,7 @@ def _d_CertificateChainType(r):
         ec = x
         if ec == 0:
             el = 'SubCertificates'
-            r.pos = r.end - q
-            f_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            f_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -2103,13 +2053,13 @@ def _d_CertificateChainType(r):
             pass
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_CertificateChainType)
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateChainType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}CertificateChainType
@@ -2148,10 +2098,8 @@ def _e_CertificateChainType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateInstallationReqType(r):
+def _d_CertificateInstallationReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}CertificateInstallationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PrioritizedEMAIDs = None
     try:
@@ -2196,9 +2144,7 @@ def _d_CertificateInstallationReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2244,9 +2190,7 @@ def _d_CertificateInstallationReqType(r):
         ec = x
         if ec == 0:
             el = 'OEMProvisioningCertificateChain/SubCertificates'
-            r.pos = r.end - q
-            _c2_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
@@ -2262,9 +2206,7 @@ def _d_CertificateInstallationReqType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = r.end - q
-        f_ListOfRootCertificateIDs = c_iso20_commontypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; q = r.end - r.pos
+        f_ListOfRootCertificateIDs, V, q = c_iso20_commontypes._d_ListOfRootCertificateIDsType(r, V, q)
         q -= 13
         if q < 0: V, q = r.slideq(q, 13)
         x = (V >> q) & 8191
@@ -2274,9 +2216,7 @@ def _d_CertificateInstallationReqType(r):
         ec = (x & 3)
         if ec == 0:
             el = 'PrioritizedEMAIDs'
-            r.pos = r.end - q
-            f_PrioritizedEMAIDs = _d_EMAIDListType(r)
-            V = r.v; q = r.end - r.pos
+            f_PrioritizedEMAIDs, V, q = _d_EMAIDListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
@@ -2284,8 +2224,8 @@ def _d_CertificateInstallationReqType(r):
             pass
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_CertificateInstallationReqType)
     _obj.Header = f_Header
@@ -2293,7 +2233,7 @@ def _d_CertificateInstallationReqType(r):
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
     _obj.MaximumContractCertificateChains = f_MaximumContractCertificateChains
     _obj.PrioritizedEMAIDs = f_PrioritizedEMAIDs
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateInstallationReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}CertificateInstallationReqType
@@ -2426,10 +2366,8 @@ def _e_CertificateInstallationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateInstallationResType(r):
+def _d_CertificateInstallationResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}CertificateInstallationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -2473,9 +2411,7 @@ def _d_CertificateInstallationResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2524,9 +2460,7 @@ def _d_CertificateInstallationResType(r):
         ec = x
         if ec == 0:
             el = 'CPSCertificateChain/SubCertificates'
-            r.pos = r.end - q
-            _c2_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -2541,17 +2475,15 @@ def _d_CertificateInstallationResType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'SignedInstallationData'
-        r.pos = r.end - q
-        f_SignedInstallationData = _d_SignedInstallationDataType(r)
-        V = r.v; q = r.end - r.pos
+        f_SignedInstallationData, V, q = _d_SignedInstallationDataType(r, V, q)
         q -= 12
         if q < 0: V, q = r.slideq(q, 12)
         x = (V >> q) & 4095
         if x & 3075: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'RemainingContractCertificateChains'
         f_RemainingContractCertificateChains = (x >> 2)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_CertificateInstallationResType)
     _obj.Header = f_Header
@@ -2560,7 +2492,7 @@ def _d_CertificateInstallationResType(r):
     _obj.CPSCertificateChain = f_CPSCertificateChain
     _obj.SignedInstallationData = f_SignedInstallationData
     _obj.RemainingContractCertificateChains = f_RemainingContractCertificateChains
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateInstallationResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}CertificateInstallationResType
@@ -2680,10 +2612,8 @@ def _e_CertificateInstallationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingScheduleType(r):
+def _d_ChargingScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ChargingScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AbsolutePriceSchedule = None
     f_PriceLevelSchedule = None
@@ -2692,9 +2622,7 @@ def _d_ChargingScheduleType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
         el = 'PowerSchedule'
-        r.pos = r.end - q
-        f_PowerSchedule = _d_PowerScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        f_PowerSchedule, V, q = _d_PowerScheduleType(r, V, q)
         q -= 5
         if q < 0: V, q = r.slidep(q, 5)
         x = (V >> q) & 31
@@ -2703,9 +2631,7 @@ def _d_ChargingScheduleType(r):
         if ec == 0:
             q += 3
             el = 'AbsolutePriceSchedule'
-            r.pos = r.end - q
-            f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            f_AbsolutePriceSchedule, V, q = _d_AbsolutePriceScheduleType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
@@ -2823,9 +2749,7 @@ def _d_ChargingScheduleType(r):
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
-            r.pos = r.end - q
-            _c1_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_PriceLevelScheduleEntries, V, q = _d_PriceLevelScheduleEntryListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -2843,14 +2767,14 @@ def _d_ChargingScheduleType(r):
             q += 3
         else:
             raise r.deviation('ChargingScheduleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ChargingScheduleType)
     _obj.PowerSchedule = f_PowerSchedule
     _obj.AbsolutePriceSchedule = f_AbsolutePriceSchedule
     _obj.PriceLevelSchedule = f_PriceLevelSchedule
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ChargingScheduleType
@@ -2989,10 +2913,8 @@ def _e_ChargingScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ContractCertificateChainType(r):
+def _d_ContractCertificateChainType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ContractCertificateChainType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -3017,19 +2939,17 @@ def _d_ContractCertificateChainType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ContractCertificateChainType', r.end - q)
         el = 'SubCertificates'
-        r.pos = r.end - q
-        f_SubCertificates = _d_SubCertificatesType(r)
-        V = r.v; q = r.end - r.pos
+        f_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ContractCertificateChainType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ContractCertificateChainType)
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
-    return _obj
+    return _obj, V, q
 
 def _e_ContractCertificateChainType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ContractCertificateChainType
@@ -3063,20 +2983,18 @@ def _e_ContractCertificateChainType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_EVPPTControlModeType(r):
+def _d_Dynamic_EVPPTControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_EVPPTControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Dynamic_EVPPTControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_EVPPTControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_EVPPTControlModeType
@@ -3092,10 +3010,8 @@ def _e_Dynamic_EVPPTControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_SEReqControlModeType(r):
+def _d_Dynamic_SEReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_SEReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_MinimumSOC = None
     f_TargetSOC = None
@@ -3426,8 +3342,8 @@ def _d_Dynamic_SEReqControlModeType(r):
                 raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 8:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Dynamic_SEReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -3438,7 +3354,7 @@ def _d_Dynamic_SEReqControlModeType(r):
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
     _obj.EVMaximumV2XEnergyRequest = f_EVMaximumV2XEnergyRequest
     _obj.EVMinimumV2XEnergyRequest = f_EVMinimumV2XEnergyRequest
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_SEReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_SEReqControlModeType
@@ -3666,10 +3582,8 @@ def _e_Dynamic_SEReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_SEResControlModeType(r):
+def _d_Dynamic_SEResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_SEResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -3730,9 +3644,7 @@ def _d_Dynamic_SEResControlModeType(r):
         elif ec == 3:
             q += 26
             el = 'AbsolutePriceSchedule'
-            r.pos = r.end - q
-            f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            f_AbsolutePriceSchedule, V, q = _d_AbsolutePriceScheduleType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
@@ -3852,9 +3764,7 @@ def _d_Dynamic_SEResControlModeType(r):
             else:
                 raise r.deviation('PriceLevelScheduleType', r.end - q)
             el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
-            r.pos = r.end - q
-            _c1_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_PriceLevelScheduleEntries, V, q = _d_PriceLevelScheduleEntryListType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -3894,9 +3804,7 @@ def _d_Dynamic_SEResControlModeType(r):
             elif ec == 2:
                 q += 26
                 el = 'AbsolutePriceSchedule'
-                r.pos = r.end - q
-                f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
+                f_AbsolutePriceSchedule, V, q = _d_AbsolutePriceScheduleType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
@@ -4016,9 +3924,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
-                r.pos = r.end - q
-                _c2_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c2_PriceLevelScheduleEntries, V, q = _d_PriceLevelScheduleEntryListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4048,9 +3954,7 @@ def _d_Dynamic_SEResControlModeType(r):
             elif ec == 1:
                 q += 14
                 el = 'AbsolutePriceSchedule'
-                r.pos = r.end - q
-                f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
+                f_AbsolutePriceSchedule, V, q = _d_AbsolutePriceScheduleType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
@@ -4170,9 +4074,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
-                r.pos = r.end - q
-                _c3_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c3_PriceLevelScheduleEntries, V, q = _d_PriceLevelScheduleEntryListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4193,9 +4095,7 @@ def _d_Dynamic_SEResControlModeType(r):
             if ec == 0:
                 q += 3
                 el = 'AbsolutePriceSchedule'
-                r.pos = r.end - q
-                f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
+                f_AbsolutePriceSchedule, V, q = _d_AbsolutePriceScheduleType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('Dynamic_SEResControlModeType', r.end - q)
@@ -4314,9 +4214,7 @@ def _d_Dynamic_SEResControlModeType(r):
                 else:
                     raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'PriceLevelSchedule/PriceLevelScheduleEntries'
-                r.pos = r.end - q
-                _c4_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_PriceLevelScheduleEntries, V, q = _d_PriceLevelScheduleEntryListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PriceLevelScheduleType', r.end - q)
@@ -4337,8 +4235,8 @@ def _d_Dynamic_SEResControlModeType(r):
             s = -1
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Dynamic_SEResControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -4346,7 +4244,7 @@ def _d_Dynamic_SEResControlModeType(r):
     _obj.TargetSOC = f_TargetSOC
     _obj.AbsolutePriceSchedule = f_AbsolutePriceSchedule
     _obj.PriceLevelSchedule = f_PriceLevelSchedule
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_SEResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_SEResControlModeType
@@ -4865,20 +4763,18 @@ def _e_Dynamic_SEResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_SMDTControlModeType(r):
+def _d_Dynamic_SMDTControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_SMDTControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Dynamic_SMDTControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_SMDTControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Dynamic_SMDTControlModeType
@@ -4894,20 +4790,18 @@ def _e_Dynamic_SMDTControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EIM_AReqAuthorizationModeType(r):
+def _d_EIM_AReqAuthorizationModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EIM_AReqAuthorizationModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EIM_AReqAuthorizationModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EIM_AReqAuthorizationModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_EIM_AReqAuthorizationModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EIM_AReqAuthorizationModeType
@@ -4923,20 +4817,18 @@ def _e_EIM_AReqAuthorizationModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EIM_ASResAuthorizationModeType(r):
+def _d_EIM_ASResAuthorizationModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EIM_ASResAuthorizationModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EIM_ASResAuthorizationModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EIM_ASResAuthorizationModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_EIM_ASResAuthorizationModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EIM_ASResAuthorizationModeType
@@ -4952,10 +4844,8 @@ def _e_EIM_ASResAuthorizationModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EMAIDListType(r):
+def _d_EMAIDListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EMAIDListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EMAID = []
     try:
@@ -5021,12 +4911,12 @@ def _d_EMAIDListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EMAIDListType)
     _obj.EMAID = f_EMAID
-    return _obj
+    return _obj, V, q
 
 def _e_EMAIDListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EMAIDListType
@@ -5089,10 +4979,8 @@ def _e_EMAIDListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVAbsolutePriceScheduleType(r):
+def _d_EVAbsolutePriceScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVAbsolutePriceScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -5150,21 +5038,19 @@ def _d_EVAbsolutePriceScheduleType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         el = 'EVPriceRuleStacks'
-        r.pos = r.end - q
-        f_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-        V = r.v; q = r.end - r.pos
+        f_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.Currency = f_Currency
     _obj.PriceAlgorithm = f_PriceAlgorithm
     _obj.EVPriceRuleStacks = f_EVPriceRuleStacks
-    return _obj
+    return _obj, V, q
 
 def _e_EVAbsolutePriceScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVAbsolutePriceScheduleType
@@ -5221,10 +5107,8 @@ def _e_EVAbsolutePriceScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVEnergyOfferType(r):
+def _d_EVEnergyOfferType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVEnergyOfferType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -5250,9 +5134,7 @@ def _d_EVEnergyOfferType(r):
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
         if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerSchedule/EVPowerScheduleEntries'
-        r.pos = r.end - q
-        _c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-        V = r.v; q = r.end - r.pos
+        _c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('EVEnergyOfferType', r.end - q)
@@ -5311,9 +5193,7 @@ def _d_EVEnergyOfferType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
         el = 'EVAbsolutePriceSchedule/EVPriceRuleStacks'
-        r.pos = r.end - q
-        _c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-        V = r.v; q = r.end - r.pos
+        _c2_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
@@ -5322,13 +5202,13 @@ def _d_EVEnergyOfferType(r):
         f_EVAbsolutePriceSchedule.Currency = _c2_Currency
         f_EVAbsolutePriceSchedule.PriceAlgorithm = _c2_PriceAlgorithm
         f_EVAbsolutePriceSchedule.EVPriceRuleStacks = _c2_EVPriceRuleStacks
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVEnergyOfferType)
     _obj.EVPowerSchedule = f_EVPowerSchedule
     _obj.EVAbsolutePriceSchedule = f_EVAbsolutePriceSchedule
-    return _obj
+    return _obj, V, q
 
 def _e_EVEnergyOfferType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVEnergyOfferType
@@ -5411,10 +5291,8 @@ def _e_EVEnergyOfferType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerProfileEntryListType(r):
+def _d_EVPowerProfileEntryListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerProfileEntryListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVPowerProfileEntry = []
     try:
@@ -5422,9 +5300,7 @@ def _d_EVPowerProfileEntryListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPowerProfileEntryListType', r.end - q)
         el = 'EVPowerProfileEntry'
-        r.pos = r.end - q
-        _v = _d_PowerScheduleEntryType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_PowerScheduleEntryType(r, V, q)
         f_EVPowerProfileEntry.append(_v)
         s = 1
         q -= 2
@@ -5434,9 +5310,7 @@ def _d_EVPowerProfileEntryListType(r):
         for _ in range(2047):
             if ec == 0:
                 el = 'EVPowerProfileEntry'
-                r.pos = r.end - q
-                _v = _d_PowerScheduleEntryType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_PowerScheduleEntryType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -5456,12 +5330,12 @@ def _d_EVPowerProfileEntryListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerProfileEntryListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPowerProfileEntryListType)
     _obj.EVPowerProfileEntry = f_EVPowerProfileEntry
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerProfileEntryListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerProfileEntryListType
@@ -5514,10 +5388,8 @@ def _e_EVPowerProfileEntryListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerProfileType(r):
+def _d_EVPowerProfileType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerProfileType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Dynamic_EVPPTControlMode = None
     f_Scheduled_EVPPTControlMode = None
@@ -5552,9 +5424,7 @@ def _d_EVPowerProfileType(r):
             el = 'Dynamic_EVPPTControlMode'
             f_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
             el = 'EVPowerProfileEntries'
-            r.pos = r.end - q
-            f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            f_EVPowerProfileEntries, V, q = _d_EVPowerProfileEntryListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
@@ -5603,23 +5473,21 @@ def _d_EVPowerProfileType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
             el = 'EVPowerProfileEntries'
-            r.pos = r.end - q
-            f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            f_EVPowerProfileEntries, V, q = _d_EVPowerProfileEntryListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
         else:
             raise r.deviation('EVPowerProfileType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPowerProfileType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.Dynamic_EVPPTControlMode = f_Dynamic_EVPPTControlMode
     _obj.Scheduled_EVPPTControlMode = f_Scheduled_EVPPTControlMode
     _obj.EVPowerProfileEntries = f_EVPowerProfileEntries
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerProfileType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerProfileType
@@ -5703,10 +5571,8 @@ def _e_EVPowerProfileType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerScheduleEntryListType(r):
+def _d_EVPowerScheduleEntryListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerScheduleEntryListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVPowerScheduleEntry = []
     try:
@@ -5839,12 +5705,12 @@ def _d_EVPowerScheduleEntryListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPowerScheduleEntryListType)
     _obj.EVPowerScheduleEntry = f_EVPowerScheduleEntry
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerScheduleEntryListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerScheduleEntryListType
@@ -5947,10 +5813,8 @@ def _e_EVPowerScheduleEntryListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerScheduleEntryType(r):
+def _d_EVPowerScheduleEntryType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerScheduleEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -6002,13 +5866,13 @@ def _d_EVPowerScheduleEntryType(r):
         f_Power = _new(_K_iso20_commontypes_RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPowerScheduleEntryType)
     _obj.Duration = f_Duration
     _obj.Power = f_Power
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerScheduleEntryType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerScheduleEntryType
@@ -6052,10 +5916,8 @@ def _e_EVPowerScheduleEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerScheduleType(r):
+def _d_EVPowerScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -6081,19 +5943,17 @@ def _d_EVPowerScheduleType(r):
         if (V >> q) & 3: raise r.deviation('EVPowerScheduleType', r.end - q)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         el = 'EVPowerScheduleEntries'
-        r.pos = r.end - q
-        f_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-        V = r.v; q = r.end - r.pos
+        f_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPowerScheduleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPowerScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.EVPowerScheduleEntries = f_EVPowerScheduleEntries
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPowerScheduleType
@@ -6128,10 +5988,8 @@ def _e_EVPowerScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPriceRuleStackListType(r):
+def _d_EVPriceRuleStackListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPriceRuleStackListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVPriceRuleStack = []
     try:
@@ -6139,9 +5997,7 @@ def _d_EVPriceRuleStackListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPriceRuleStackListType', r.end - q)
         el = 'EVPriceRuleStack'
-        r.pos = r.end - q
-        _v = _d_EVPriceRuleStackType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_EVPriceRuleStackType(r, V, q)
         f_EVPriceRuleStack.append(_v)
         s = 1
         q -= 2
@@ -6151,9 +6007,7 @@ def _d_EVPriceRuleStackListType(r):
         for _ in range(1023):
             if ec == 0:
                 el = 'EVPriceRuleStack'
-                r.pos = r.end - q
-                _v = _d_EVPriceRuleStackType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_EVPriceRuleStackType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -6173,12 +6027,12 @@ def _d_EVPriceRuleStackListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPriceRuleStackListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPriceRuleStackListType)
     _obj.EVPriceRuleStack = f_EVPriceRuleStack
-    return _obj
+    return _obj, V, q
 
 def _e_EVPriceRuleStackListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPriceRuleStackListType
@@ -6231,10 +6085,8 @@ def _e_EVPriceRuleStackListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPriceRuleStackType(r):
+def _d_EVPriceRuleStackType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPriceRuleStackType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVPriceRule = []
     try:
@@ -6402,13 +6254,13 @@ def _d_EVPriceRuleStackType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('EVPriceRuleStackType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPriceRuleStackType)
     _obj.Duration = f_Duration
     _obj.EVPriceRule = f_EVPriceRule
-    return _obj
+    return _obj, V, q
 
 def _e_EVPriceRuleStackType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPriceRuleStackType
@@ -6540,10 +6392,8 @@ def _e_EVPriceRuleStackType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPriceRuleType(r):
+def _d_EVPriceRuleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPriceRuleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 15
@@ -6603,13 +6453,13 @@ def _d_EVPriceRuleType(r):
         f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
         f_PowerRangeStart.Exponent = _c2_Exponent
         f_PowerRangeStart.Value = _c2_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_EVPriceRuleType)
     _obj.EnergyFee = f_EnergyFee
     _obj.PowerRangeStart = f_PowerRangeStart
-    return _obj
+    return _obj, V, q
 
 def _e_EVPriceRuleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}EVPriceRuleType
@@ -6662,10 +6512,8 @@ def _e_EVPriceRuleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeteringConfirmationReqType(r):
+def _d_MeteringConfirmationReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}MeteringConfirmationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -6709,9 +6557,7 @@ def _d_MeteringConfirmationReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -6748,9 +6594,7 @@ def _d_MeteringConfirmationReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
         el = 'SignedMeteringData/MeterInfo'
-        r.pos = r.end - q
-        _c2_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-        V = r.v; q = r.end - r.pos
+        _c2_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
@@ -6760,9 +6604,7 @@ def _d_MeteringConfirmationReqType(r):
         if ec == 0:
             q += 2
             el = 'SignedMeteringData/Receipt'
-            r.pos = r.end - q
-            _c2_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
             q -= 4
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
@@ -6846,13 +6688,13 @@ def _d_MeteringConfirmationReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('MeteringConfirmationReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_MeteringConfirmationReqType)
     _obj.Header = f_Header
     _obj.SignedMeteringData = f_SignedMeteringData
-    return _obj
+    return _obj, V, q
 
 def _e_MeteringConfirmationReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}MeteringConfirmationReqType
@@ -7026,10 +6868,8 @@ def _e_MeteringConfirmationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeteringConfirmationResType(r):
+def _d_MeteringConfirmationResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}MeteringConfirmationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -7073,9 +6913,7 @@ def _d_MeteringConfirmationResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -7095,13 +6933,13 @@ def _d_MeteringConfirmationResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('MeteringConfirmationResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_MeteringConfirmationResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_MeteringConfirmationResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}MeteringConfirmationResType
@@ -7167,10 +7005,8 @@ def _e_MeteringConfirmationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_OverstayRuleListType(r):
+def _d_OverstayRuleListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}OverstayRuleListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_OverstayTimeThreshold = None
     f_OverstayPowerThreshold = None
@@ -7793,14 +7629,14 @@ def _d_OverstayRuleListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('OverstayRuleListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_OverstayRuleListType)
     _obj.OverstayTimeThreshold = f_OverstayTimeThreshold
     _obj.OverstayPowerThreshold = f_OverstayPowerThreshold
     _obj.OverstayRule = f_OverstayRule
-    return _obj
+    return _obj, V, q
 
 def _e_OverstayRuleListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}OverstayRuleListType
@@ -8179,10 +8015,8 @@ def _e_OverstayRuleListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_OverstayRuleType(r):
+def _d_OverstayRuleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}OverstayRuleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_OverstayRuleDescription = None
     try:
@@ -8301,15 +8135,15 @@ def _d_OverstayRuleType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
         if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_OverstayRuleType)
     _obj.OverstayRuleDescription = f_OverstayRuleDescription
     _obj.StartTime = f_StartTime
     _obj.OverstayFee = f_OverstayFee
     _obj.OverstayFeePeriod = f_OverstayFeePeriod
-    return _obj
+    return _obj, V, q
 
 def _e_OverstayRuleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}OverstayRuleType
@@ -8385,10 +8219,8 @@ def _e_OverstayRuleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ParameterSetType(r):
+def _d_ParameterSetType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ParameterSetType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Parameter = []
     try:
@@ -8415,9 +8247,7 @@ def _d_ParameterSetType(r):
         if (V >> q) & 3: raise r.deviation('ParameterSetType', r.end - q)
         if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
-        r.pos = r.end - q
-        _v = _d_ParameterType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ParameterType(r, V, q)
         f_Parameter.append(_v)
         s = 2
         q -= 2
@@ -8427,9 +8257,7 @@ def _d_ParameterSetType(r):
         for _ in range(31):
             if ec == 0:
                 el = 'Parameter'
-                r.pos = r.end - q
-                _v = _d_ParameterType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ParameterType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -8449,13 +8277,13 @@ def _d_ParameterSetType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ParameterSetType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ParameterSetType)
     _obj.ParameterSetID = f_ParameterSetID
     _obj.Parameter = f_Parameter
-    return _obj
+    return _obj, V, q
 
 def _e_ParameterSetType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ParameterSetType
@@ -8519,10 +8347,8 @@ def _e_ParameterSetType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ParameterType(r):
+def _d_ParameterType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_boolValue = None
     f_byteValue = None
@@ -8655,8 +8481,8 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
         else:
             raise r.deviation('ParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ParameterType)
     _obj.Name = f_Name
@@ -8666,7 +8492,7 @@ def _d_ParameterType(r):
     _obj.intValue = f_intValue
     _obj.rationalNumber = f_rationalNumber
     _obj.finiteString = f_finiteString
-    return _obj
+    return _obj, V, q
 
 def _e_ParameterType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ParameterType
@@ -8773,10 +8599,8 @@ def _e_ParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PnC_AReqAuthorizationModeType(r):
+def _d_PnC_AReqAuthorizationModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PnC_AReqAuthorizationModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
@@ -8818,23 +8642,21 @@ def _d_PnC_AReqAuthorizationModeType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
         el = 'ContractCertificateChain/SubCertificates'
-        r.pos = r.end - q
-        _c1_SubCertificates = _d_SubCertificatesType(r)
-        V = r.v; q = r.end - r.pos
+        _c1_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
         f_ContractCertificateChain = _new(_K_iso20_commonmessages_ContractCertificateChainType)
         f_ContractCertificateChain.Certificate = _c1_Certificate
         f_ContractCertificateChain.SubCertificates = _c1_SubCertificates
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PnC_AReqAuthorizationModeType)
     _obj.Id = f_Id
     _obj.GenChallenge = f_GenChallenge
     _obj.ContractCertificateChain = f_ContractCertificateChain
-    return _obj
+    return _obj, V, q
 
 def _e_PnC_AReqAuthorizationModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PnC_AReqAuthorizationModeType
@@ -8891,10 +8713,8 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PnC_ASResAuthorizationModeType(r):
+def _d_PnC_ASResAuthorizationModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PnC_ASResAuthorizationModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SupportedProviders = None
     try:
@@ -8915,9 +8735,7 @@ def _d_PnC_ASResAuthorizationModeType(r):
         ec = x
         if ec == 0:
             el = 'SupportedProviders'
-            r.pos = r.end - q
-            f_SupportedProviders = _d_SupportedProvidersListType(r)
-            V = r.v; q = r.end - r.pos
+            f_SupportedProviders, V, q = _d_SupportedProvidersListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
@@ -8925,13 +8743,13 @@ def _d_PnC_ASResAuthorizationModeType(r):
             pass
         else:
             raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PnC_ASResAuthorizationModeType)
     _obj.GenChallenge = f_GenChallenge
     _obj.SupportedProviders = f_SupportedProviders
-    return _obj
+    return _obj, V, q
 
 def _e_PnC_ASResAuthorizationModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PnC_ASResAuthorizationModeType
@@ -8970,10 +8788,8 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerDeliveryReqType(r):
+def _d_PowerDeliveryReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerDeliveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVPowerProfile = None
     f_BPT_ChannelSelection = None
@@ -9019,9 +8835,7 @@ def _d_PowerDeliveryReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c2_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9087,9 +8901,7 @@ def _d_PowerDeliveryReqType(r):
                 el = 'EVPowerProfile/Dynamic_EVPPTControlMode'
                 _c3_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
                 el = 'EVPowerProfile/EVPowerProfileEntries'
-                r.pos = r.end - q
-                _c3_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c3_EVPowerProfileEntries, V, q = _d_EVPowerProfileEntryListType(r, V, q)
                 q -= 7
                 if q < 0: V, q = r.slidep(q, 7)
                 x = (V >> q) & 127
@@ -9140,9 +8952,7 @@ def _d_PowerDeliveryReqType(r):
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
                 el = 'EVPowerProfile/EVPowerProfileEntries'
-                r.pos = r.end - q
-                _c3_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c3_EVPowerProfileEntries, V, q = _d_EVPowerProfileEntryListType(r, V, q)
                 q -= 7
                 if q < 0: V, q = r.slidep(q, 7)
                 x = (V >> q) & 127
@@ -9184,8 +8994,8 @@ def _d_PowerDeliveryReqType(r):
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PowerDeliveryReqType)
     _obj.Header = f_Header
@@ -9193,7 +9003,7 @@ def _d_PowerDeliveryReqType(r):
     _obj.ChargeProgress = f_ChargeProgress
     _obj.EVPowerProfile = f_EVPowerProfile
     _obj.BPT_ChannelSelection = f_BPT_ChannelSelection
-    return _obj
+    return _obj, V, q
 
 def _e_PowerDeliveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerDeliveryReqType
@@ -9379,10 +9189,8 @@ def _e_PowerDeliveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerDeliveryResType(r):
+def _d_PowerDeliveryResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerDeliveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEStatus = None
     try:
@@ -9427,9 +9235,7 @@ def _d_PowerDeliveryResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c2_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9484,14 +9290,14 @@ def _d_PowerDeliveryResType(r):
             q += 2
         else:
             raise r.deviation('PowerDeliveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PowerDeliveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEStatus = f_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_PowerDeliveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerDeliveryResType
@@ -9583,10 +9389,8 @@ def _e_PowerDeliveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerScheduleEntryListType(r):
+def _d_PowerScheduleEntryListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerScheduleEntryListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PowerScheduleEntry = []
     try:
@@ -9594,9 +9398,7 @@ def _d_PowerScheduleEntryListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PowerScheduleEntryListType', r.end - q)
         el = 'PowerScheduleEntry'
-        r.pos = r.end - q
-        _v = _d_PowerScheduleEntryType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_PowerScheduleEntryType(r, V, q)
         f_PowerScheduleEntry.append(_v)
         s = 1
         q -= 2
@@ -9606,9 +9408,7 @@ def _d_PowerScheduleEntryListType(r):
         for _ in range(1023):
             if ec == 0:
                 el = 'PowerScheduleEntry'
-                r.pos = r.end - q
-                _v = _d_PowerScheduleEntryType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_PowerScheduleEntryType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -9628,12 +9428,12 @@ def _d_PowerScheduleEntryListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PowerScheduleEntryListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PowerScheduleEntryListType)
     _obj.PowerScheduleEntry = f_PowerScheduleEntry
-    return _obj
+    return _obj, V, q
 
 def _e_PowerScheduleEntryListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerScheduleEntryListType
@@ -9686,10 +9486,8 @@ def _e_PowerScheduleEntryListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerScheduleEntryType(r):
+def _d_PowerScheduleEntryType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerScheduleEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Power_L2 = None
     f_Power_L3 = None
@@ -9853,15 +9651,15 @@ def _d_PowerScheduleEntryType(r):
                 raise r.deviation('PowerScheduleEntryType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PowerScheduleEntryType)
     _obj.Duration = f_Duration
     _obj.Power = f_Power
     _obj.Power_L2 = f_Power_L2
     _obj.Power_L3 = f_Power_L3
-    return _obj
+    return _obj, V, q
 
 def _e_PowerScheduleEntryType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerScheduleEntryType
@@ -9979,10 +9777,8 @@ def _e_PowerScheduleEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerScheduleType(r):
+def _d_PowerScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AvailableEnergy = None
     f_PowerTolerance = None
@@ -10079,9 +9875,7 @@ def _d_PowerScheduleType(r):
         elif ec == 2:
             q += 14
             el = 'PowerScheduleEntries'
-            r.pos = r.end - q
-            f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            f_PowerScheduleEntries, V, q = _d_PowerScheduleEntryListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
@@ -10122,9 +9916,7 @@ def _d_PowerScheduleType(r):
             elif ec == 1:
                 q += 14
                 el = 'PowerScheduleEntries'
-                r.pos = r.end - q
-                f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                f_PowerScheduleEntries, V, q = _d_PowerScheduleEntryListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
@@ -10133,24 +9925,22 @@ def _d_PowerScheduleType(r):
                 raise r.deviation('PowerScheduleType', r.end - q)
         if s == 3:
             el = 'PowerScheduleEntries'
-            r.pos = r.end - q
-            f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            f_PowerScheduleEntries, V, q = _d_PowerScheduleEntryListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
             s = 4
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PowerScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.AvailableEnergy = f_AvailableEnergy
     _obj.PowerTolerance = f_PowerTolerance
     _obj.PowerScheduleEntries = f_PowerScheduleEntries
-    return _obj
+    return _obj, V, q
 
 def _e_PowerScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PowerScheduleType
@@ -10273,10 +10063,8 @@ def _e_PowerScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceLevelScheduleEntryListType(r):
+def _d_PriceLevelScheduleEntryListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceLevelScheduleEntryListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PriceLevelScheduleEntry = []
     try:
@@ -10360,12 +10148,12 @@ def _d_PriceLevelScheduleEntryListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryListType)
     _obj.PriceLevelScheduleEntry = f_PriceLevelScheduleEntry
-    return _obj
+    return _obj, V, q
 
 def _e_PriceLevelScheduleEntryListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceLevelScheduleEntryListType
@@ -10442,10 +10230,8 @@ def _e_PriceLevelScheduleEntryListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceLevelScheduleEntryType(r):
+def _d_PriceLevelScheduleEntryType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceLevelScheduleEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -10473,13 +10259,13 @@ def _d_PriceLevelScheduleEntryType(r):
         if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceLevel'
         f_PriceLevel = (x >> 2)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
     _obj.Duration = f_Duration
     _obj.PriceLevel = f_PriceLevel
-    return _obj
+    return _obj, V, q
 
 def _e_PriceLevelScheduleEntryType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceLevelScheduleEntryType
@@ -10510,10 +10296,8 @@ def _e_PriceLevelScheduleEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceLevelScheduleType(r):
+def _d_PriceLevelScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceLevelScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_PriceScheduleDescription = None
@@ -10630,14 +10414,12 @@ def _d_PriceLevelScheduleType(r):
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
         el = 'PriceLevelScheduleEntries'
-        r.pos = r.end - q
-        f_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-        V = r.v; q = r.end - r.pos
+        f_PriceLevelScheduleEntries, V, q = _d_PriceLevelScheduleEntryListType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
     _obj.Id = f_Id
@@ -10646,7 +10428,7 @@ def _d_PriceLevelScheduleType(r):
     _obj.PriceScheduleDescription = f_PriceScheduleDescription
     _obj.NumberOfPriceLevels = f_NumberOfPriceLevels
     _obj.PriceLevelScheduleEntries = f_PriceLevelScheduleEntries
-    return _obj
+    return _obj, V, q
 
 def _e_PriceLevelScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceLevelScheduleType
@@ -10747,10 +10529,8 @@ def _e_PriceLevelScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceRuleStackListType(r):
+def _d_PriceRuleStackListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceRuleStackListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PriceRuleStack = []
     try:
@@ -10758,9 +10538,7 @@ def _d_PriceRuleStackListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PriceRuleStackListType', r.end - q)
         el = 'PriceRuleStack'
-        r.pos = r.end - q
-        _v = _d_PriceRuleStackType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_PriceRuleStackType(r, V, q)
         f_PriceRuleStack.append(_v)
         s = 1
         q -= 2
@@ -10770,9 +10548,7 @@ def _d_PriceRuleStackListType(r):
         for _ in range(1023):
             if ec == 0:
                 el = 'PriceRuleStack'
-                r.pos = r.end - q
-                _v = _d_PriceRuleStackType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_PriceRuleStackType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -10792,12 +10568,12 @@ def _d_PriceRuleStackListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceRuleStackListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceRuleStackListType)
     _obj.PriceRuleStack = f_PriceRuleStack
-    return _obj
+    return _obj, V, q
 
 def _e_PriceRuleStackListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceRuleStackListType
@@ -10850,10 +10626,8 @@ def _e_PriceRuleStackListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceRuleStackType(r):
+def _d_PriceRuleStackType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceRuleStackType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PriceRule = []
     try:
@@ -10880,9 +10654,7 @@ def _d_PriceRuleStackType(r):
         if (V >> q) & 3: raise r.deviation('PriceRuleStackType', r.end - q)
         if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(r.end - q))
         el = 'PriceRule'
-        r.pos = r.end - q
-        _v = _d_PriceRuleType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_PriceRuleType(r, V, q)
         f_PriceRule.append(_v)
         s = 2
         q -= 2
@@ -10892,9 +10664,7 @@ def _d_PriceRuleStackType(r):
         for _ in range(7):
             if ec == 0:
                 el = 'PriceRule'
-                r.pos = r.end - q
-                _v = _d_PriceRuleType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_PriceRuleType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -10914,13 +10684,13 @@ def _d_PriceRuleStackType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PriceRuleStackType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceRuleStackType)
     _obj.Duration = f_Duration
     _obj.PriceRule = f_PriceRule
-    return _obj
+    return _obj, V, q
 
 def _e_PriceRuleStackType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceRuleStackType
@@ -10984,10 +10754,8 @@ def _e_PriceRuleStackType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceRuleType(r):
+def _d_PriceRuleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceRuleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParkingFee = None
     f_ParkingFeePeriod = None
@@ -11387,8 +11155,8 @@ def _d_PriceRuleType(r):
             s = 6
         if s == 6:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceRuleType)
     _obj.EnergyFee = f_EnergyFee
@@ -11397,7 +11165,7 @@ def _d_PriceRuleType(r):
     _obj.CarbonDioxideEmission = f_CarbonDioxideEmission
     _obj.RenewableGenerationPercentage = f_RenewableGenerationPercentage
     _obj.PowerRangeStart = f_PowerRangeStart
-    return _obj
+    return _obj, V, q
 
 def _e_PriceRuleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceRuleType
@@ -11644,10 +11412,8 @@ def _e_PriceRuleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PriceScheduleType(r):
+def _d_PriceScheduleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PriceScheduleDescription = None
     try:
@@ -11716,14 +11482,14 @@ def _d_PriceScheduleType(r):
             q += 1
         else:
             raise r.deviation('PriceScheduleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_PriceScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.PriceScheduleID = f_PriceScheduleID
     _obj.PriceScheduleDescription = f_PriceScheduleDescription
-    return _obj
+    return _obj, V, q
 
 def _e_PriceScheduleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}PriceScheduleType
@@ -11774,10 +11540,8 @@ def _e_PriceScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ScheduleExchangeReqType(r):
+def _d_ScheduleExchangeReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ScheduleExchangeReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Dynamic_SEReqControlMode = None
     f_Scheduled_SEReqControlMode = None
@@ -11823,9 +11587,7 @@ def _d_ScheduleExchangeReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -11847,31 +11609,27 @@ def _d_ScheduleExchangeReqType(r):
         ec = (x & 3)
         if ec == 0:
             el = 'Dynamic_SEReqControlMode'
-            r.pos = r.end - q
-            f_Dynamic_SEReqControlMode = _d_Dynamic_SEReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Dynamic_SEReqControlMode, V, q = _d_Dynamic_SEReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         elif ec == 1:
             el = 'Scheduled_SEReqControlMode'
-            r.pos = r.end - q
-            f_Scheduled_SEReqControlMode = _d_Scheduled_SEReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Scheduled_SEReqControlMode, V, q = _d_Scheduled_SEReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
         else:
             raise r.deviation('ScheduleExchangeReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ScheduleExchangeReqType)
     _obj.Header = f_Header
     _obj.MaximumSupportingPoints = f_MaximumSupportingPoints
     _obj.Dynamic_SEReqControlMode = f_Dynamic_SEReqControlMode
     _obj.Scheduled_SEReqControlMode = f_Scheduled_SEReqControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_ScheduleExchangeReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ScheduleExchangeReqType
@@ -11961,10 +11719,8 @@ def _e_ScheduleExchangeReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ScheduleExchangeResType(r):
+def _d_ScheduleExchangeResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ScheduleExchangeResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_GoToPause = None
     f_Dynamic_SEResControlMode = None
@@ -12011,9 +11767,7 @@ def _d_ScheduleExchangeResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -12050,9 +11804,7 @@ def _d_ScheduleExchangeResType(r):
         elif ec == 1:
             q += 5
             el = 'Dynamic_SEResControlMode'
-            r.pos = r.end - q
-            f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Dynamic_SEResControlMode, V, q = _d_Dynamic_SEResControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
@@ -12060,9 +11812,7 @@ def _d_ScheduleExchangeResType(r):
         elif ec == 2:
             q += 5
             el = 'Scheduled_SEResControlMode'
-            r.pos = r.end - q
-            f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Scheduled_SEResControlMode, V, q = _d_Scheduled_SEResControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
@@ -12072,18 +11822,14 @@ def _d_ScheduleExchangeResType(r):
         if s == 4:
             if ec == 0:
                 el = 'Dynamic_SEResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_SEResControlMode, V, q = _d_Dynamic_SEResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
                 s = 5
             elif ec == 1:
                 el = 'Scheduled_SEResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_SEResControlMode, V, q = _d_Scheduled_SEResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
@@ -12094,8 +11840,8 @@ def _d_ScheduleExchangeResType(r):
             s = -1
         if s == 6:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ScheduleExchangeResType)
     _obj.Header = f_Header
@@ -12104,7 +11850,7 @@ def _d_ScheduleExchangeResType(r):
     _obj.GoToPause = f_GoToPause
     _obj.Dynamic_SEResControlMode = f_Dynamic_SEResControlMode
     _obj.Scheduled_SEResControlMode = f_Scheduled_SEResControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_ScheduleExchangeResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ScheduleExchangeResType
@@ -12239,10 +11985,8 @@ def _e_ScheduleExchangeResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ScheduleTupleType(r):
+def _d_ScheduleTupleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ScheduleTupleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DischargingSchedule = None
     try:
@@ -12269,18 +12013,14 @@ def _d_ScheduleTupleType(r):
         if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
         if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', f_ScheduleTupleID, r.at(r.end - q))
         el = 'ChargingSchedule'
-        r.pos = r.end - q
-        f_ChargingSchedule = _d_ChargingScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        f_ChargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
         if ec == 0:
             el = 'DischargingSchedule'
-            r.pos = r.end - q
-            f_DischargingSchedule = _d_ChargingScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            f_DischargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
@@ -12288,14 +12028,14 @@ def _d_ScheduleTupleType(r):
             pass
         else:
             raise r.deviation('ScheduleTupleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ScheduleTupleType)
     _obj.ScheduleTupleID = f_ScheduleTupleID
     _obj.ChargingSchedule = f_ChargingSchedule
     _obj.DischargingSchedule = f_DischargingSchedule
-    return _obj
+    return _obj, V, q
 
 def _e_ScheduleTupleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ScheduleTupleType
@@ -12341,10 +12081,8 @@ def _e_ScheduleTupleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_EVPPTControlModeType(r):
+def _d_Scheduled_EVPPTControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_EVPPTControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PowerToleranceAcceptance = None
     try:
@@ -12382,13 +12120,13 @@ def _d_Scheduled_EVPPTControlModeType(r):
             q += 4
         else:
             raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
     _obj.SelectedScheduleTupleID = f_SelectedScheduleTupleID
     _obj.PowerToleranceAcceptance = f_PowerToleranceAcceptance
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_EVPPTControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_EVPPTControlModeType
@@ -12423,10 +12161,8 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_SEReqControlModeType(r):
+def _d_Scheduled_SEReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_SEReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVTargetEnergyRequest = None
@@ -12587,9 +12323,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(r.end - q))
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-            r.pos = r.end - q
-            _c4_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-            V = r.v; q = r.end - r.pos
+            _c4_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -12648,9 +12382,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
-            r.pos = r.end - q
-            _c4_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-            V = r.v; q = r.end - r.pos
+            _c4_c2_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -12791,9 +12523,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                r.pos = r.end - q
-                _c8_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c8_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -12852,9 +12582,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
-                r.pos = r.end - q
-                _c8_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
+                _c8_c2_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -12962,9 +12690,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                r.pos = r.end - q
-                _c11_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c11_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13023,9 +12749,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
-                r.pos = r.end - q
-                _c11_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
+                _c11_c2_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13100,9 +12824,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                r.pos = r.end - q
-                _c13_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c13_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13161,9 +12883,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
-                r.pos = r.end - q
-                _c13_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
+                _c13_c2_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13204,9 +12924,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(r.end - q))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                r.pos = r.end - q
-                _c14_c1_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
+                _c14_c1_EVPowerScheduleEntries, V, q = _d_EVPowerScheduleEntryListType(r, V, q)
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13265,9 +12983,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
-                r.pos = r.end - q
-                _c14_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
+                _c14_c2_EVPriceRuleStacks, V, q = _d_EVPriceRuleStackListType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
@@ -13287,8 +13003,8 @@ def _d_Scheduled_SEReqControlModeType(r):
                 raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Scheduled_SEReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -13296,7 +13012,7 @@ def _d_Scheduled_SEReqControlModeType(r):
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
     _obj.EVEnergyOffer = f_EVEnergyOffer
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_SEReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_SEReqControlModeType
@@ -13884,10 +13600,8 @@ def _e_Scheduled_SEReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_SEResControlModeType(r):
+def _d_Scheduled_SEResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_SEResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ScheduleTuple = []
     try:
@@ -13919,9 +13633,7 @@ def _d_Scheduled_SEResControlModeType(r):
         if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
         if _c3_ScheduleTupleID < 1 or _c3_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c3_ScheduleTupleID, r.at(r.end - q))
         el = 'ScheduleTuple/ChargingSchedule'
-        r.pos = r.end - q
-        _c3_ChargingSchedule = _d_ChargingScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        _c3_ChargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
         q -= 6
         if q < 0: V, q = r.slidep(q, 6)
         x = (V >> q) & 63
@@ -13930,9 +13642,7 @@ def _d_Scheduled_SEResControlModeType(r):
         if ec == 0:
             q += 4
             el = 'ScheduleTuple/DischargingSchedule'
-            r.pos = r.end - q
-            _c3_DischargingSchedule = _d_ChargingScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            _c3_DischargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
             q -= 5
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
@@ -13978,9 +13688,7 @@ def _d_Scheduled_SEResControlModeType(r):
             if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
             if _c4_ScheduleTupleID < 1 or _c4_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c4_ScheduleTupleID, r.at(r.end - q))
             el = 'ScheduleTuple/ChargingSchedule'
-            r.pos = r.end - q
-            _c4_ChargingSchedule = _d_ChargingScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            _c4_ChargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
             q -= 6
             if q < 0: V, q = r.slidep(q, 6)
             x = (V >> q) & 63
@@ -13989,9 +13697,7 @@ def _d_Scheduled_SEResControlModeType(r):
             if ec == 0:
                 q += 4
                 el = 'ScheduleTuple/DischargingSchedule'
-                r.pos = r.end - q
-                _c4_DischargingSchedule = _d_ChargingScheduleType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_DischargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
                 q -= 5
                 if q < 0: V, q = r.slidep(q, 5)
                 x = (V >> q) & 31
@@ -14043,18 +13749,14 @@ def _d_Scheduled_SEResControlModeType(r):
                 if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
                 if _c5_ScheduleTupleID < 1 or _c5_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c5_ScheduleTupleID, r.at(r.end - q))
                 el = 'ScheduleTuple/ChargingSchedule'
-                r.pos = r.end - q
-                _c5_ChargingSchedule = _d_ChargingScheduleType(r)
-                V = r.v; q = r.end - r.pos
+                _c5_ChargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
                 if ec == 0:
                     el = 'ScheduleTuple/DischargingSchedule'
-                    r.pos = r.end - q
-                    _c5_DischargingSchedule = _d_ChargingScheduleType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c5_DischargingSchedule, V, q = _d_ChargingScheduleType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
@@ -14076,12 +13778,12 @@ def _d_Scheduled_SEResControlModeType(r):
                 s = -1
             else:
                 raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Scheduled_SEResControlModeType)
     _obj.ScheduleTuple = f_ScheduleTuple
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_SEResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_SEResControlModeType
@@ -14236,10 +13938,8 @@ def _e_Scheduled_SEResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_SMDTControlModeType(r):
+def _d_Scheduled_SMDTControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_SMDTControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -14264,12 +13964,12 @@ def _d_Scheduled_SMDTControlModeType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('Scheduled_SMDTControlModeType', r.end - q)
         if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
     _obj.SelectedScheduleTupleID = f_SelectedScheduleTupleID
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_SMDTControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}Scheduled_SMDTControlModeType
@@ -14294,10 +13994,8 @@ def _e_Scheduled_SMDTControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SelectedServiceListType(r):
+def _d_SelectedServiceListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SelectedServiceListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SelectedService = []
     try:
@@ -14414,12 +14112,12 @@ def _d_SelectedServiceListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SelectedServiceListType)
     _obj.SelectedService = f_SelectedService
-    return _obj
+    return _obj, V, q
 
 def _e_SelectedServiceListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SelectedServiceListType
@@ -14504,10 +14202,8 @@ def _e_SelectedServiceListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SelectedServiceType(r):
+def _d_SelectedServiceType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SelectedServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -14551,13 +14247,13 @@ def _d_SelectedServiceType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
         if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SelectedServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ParameterSetID = f_ParameterSetID
-    return _obj
+    return _obj, V, q
 
 def _e_SelectedServiceType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SelectedServiceType
@@ -14592,10 +14288,8 @@ def _e_SelectedServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDetailReqType(r):
+def _d_ServiceDetailReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDetailReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -14639,9 +14333,7 @@ def _d_ServiceDetailReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -14675,13 +14367,13 @@ def _d_ServiceDetailReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceDetailReqType)
     _obj.Header = f_Header
     _obj.ServiceID = f_ServiceID
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDetailReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDetailReqType
@@ -14750,10 +14442,8 @@ def _e_ServiceDetailReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDetailResType(r):
+def _d_ServiceDetailResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDetailResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -14797,9 +14487,7 @@ def _d_ServiceDetailResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -14839,21 +14527,19 @@ def _d_ServiceDetailResType(r):
         if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'ServiceParameterList'
-        r.pos = r.end - q
-        f_ServiceParameterList = _d_ServiceParameterListType(r)
-        V = r.v; q = r.end - r.pos
+        f_ServiceParameterList, V, q = _d_ServiceParameterListType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceDetailResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceID = f_ServiceID
     _obj.ServiceParameterList = f_ServiceParameterList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDetailResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDetailResType
@@ -14939,10 +14625,8 @@ def _e_ServiceDetailResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDiscoveryReqType(r):
+def _d_ServiceDiscoveryReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SupportedServiceIDs = None
     try:
@@ -14989,9 +14673,7 @@ def _d_ServiceDiscoveryReqType(r):
         if ec == 0:
             q += 2
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
@@ -15008,9 +14690,7 @@ def _d_ServiceDiscoveryReqType(r):
         f_Header.Signature = _c1_Signature
         if ec == 0:
             el = 'SupportedServiceIDs'
-            r.pos = r.end - q
-            f_SupportedServiceIDs = _d_ServiceIDListType(r)
-            V = r.v; q = r.end - r.pos
+            f_SupportedServiceIDs, V, q = _d_ServiceIDListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
@@ -15018,13 +14698,13 @@ def _d_ServiceDiscoveryReqType(r):
             pass
         else:
             raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceDiscoveryReqType)
     _obj.Header = f_Header
     _obj.SupportedServiceIDs = f_SupportedServiceIDs
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDiscoveryReqType
@@ -15097,10 +14777,8 @@ def _e_ServiceDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDiscoveryResType(r):
+def _d_ServiceDiscoveryResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VASList = None
     try:
@@ -15145,9 +14823,7 @@ def _d_ServiceDiscoveryResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -15175,18 +14851,14 @@ def _d_ServiceDiscoveryResType(r):
             el = 'ServiceRenegotiationSupported'
             f_ResponseCode, f_ServiceRenegotiationSupported = _t
         el = 'EnergyTransferServiceList'
-        r.pos = r.end - q
-        f_EnergyTransferServiceList = _d_ServiceListType(r)
-        V = r.v; q = r.end - r.pos
+        f_EnergyTransferServiceList, V, q = _d_ServiceListType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
         if ec == 0:
             el = 'VASList'
-            r.pos = r.end - q
-            f_VASList = _d_ServiceListType(r)
-            V = r.v; q = r.end - r.pos
+            f_VASList, V, q = _d_ServiceListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -15194,8 +14866,8 @@ def _d_ServiceDiscoveryResType(r):
             pass
         else:
             raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceDiscoveryResType)
     _obj.Header = f_Header
@@ -15203,7 +14875,7 @@ def _d_ServiceDiscoveryResType(r):
     _obj.ServiceRenegotiationSupported = f_ServiceRenegotiationSupported
     _obj.EnergyTransferServiceList = f_EnergyTransferServiceList
     _obj.VASList = f_VASList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceDiscoveryResType
@@ -15296,10 +14968,8 @@ def _e_ServiceDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceIDListType(r):
+def _d_ServiceIDListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceIDListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceID = []
     try:
@@ -15372,12 +15042,12 @@ def _d_ServiceIDListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceIDListType)
     _obj.ServiceID = f_ServiceID
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceIDListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceIDListType
@@ -15434,10 +15104,8 @@ def _e_ServiceIDListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceListType(r):
+def _d_ServiceListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Service = []
     try:
@@ -15521,12 +15189,12 @@ def _d_ServiceListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceListType)
     _obj.Service = f_Service
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceListType
@@ -15603,10 +15271,8 @@ def _e_ServiceListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceParameterListType(r):
+def _d_ServiceParameterListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceParameterListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParameterSet = []
     try:
@@ -15614,9 +15280,7 @@ def _d_ServiceParameterListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
         el = 'ParameterSet'
-        r.pos = r.end - q
-        _v = _d_ParameterSetType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ParameterSetType(r, V, q)
         f_ParameterSet.append(_v)
         s = 1
         q -= 2
@@ -15626,9 +15290,7 @@ def _d_ServiceParameterListType(r):
         for _ in range(31):
             if ec == 0:
                 el = 'ParameterSet'
-                r.pos = r.end - q
-                _v = _d_ParameterSetType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ParameterSetType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -15648,12 +15310,12 @@ def _d_ServiceParameterListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceParameterListType)
     _obj.ParameterSet = f_ParameterSet
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceParameterListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceParameterListType
@@ -15706,10 +15368,8 @@ def _e_ServiceParameterListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceSelectionReqType(r):
+def _d_ServiceSelectionReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceSelectionReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SelectedVASList = None
     try:
@@ -15754,9 +15414,7 @@ def _d_ServiceSelectionReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -15816,9 +15474,7 @@ def _d_ServiceSelectionReqType(r):
         ec = x
         if ec == 0:
             el = 'SelectedVASList'
-            r.pos = r.end - q
-            f_SelectedVASList = _d_SelectedServiceListType(r)
-            V = r.v; q = r.end - r.pos
+            f_SelectedVASList, V, q = _d_SelectedServiceListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceSelectionReqType', r.end - q)
@@ -15826,14 +15482,14 @@ def _d_ServiceSelectionReqType(r):
             pass
         else:
             raise r.deviation('ServiceSelectionReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceSelectionReqType)
     _obj.Header = f_Header
     _obj.SelectedEnergyTransferService = f_SelectedEnergyTransferService
     _obj.SelectedVASList = f_SelectedVASList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceSelectionReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceSelectionReqType
@@ -15931,10 +15587,8 @@ def _e_ServiceSelectionReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceSelectionResType(r):
+def _d_ServiceSelectionResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceSelectionResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -15978,9 +15632,7 @@ def _d_ServiceSelectionResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16000,13 +15652,13 @@ def _d_ServiceSelectionResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceSelectionResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceSelectionResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceSelectionResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceSelectionResType
@@ -16072,10 +15724,8 @@ def _e_ServiceSelectionResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceType(r):
+def _d_ServiceType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -16103,13 +15753,13 @@ def _d_ServiceType(r):
         if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         el = 'FreeService'
         f_FreeService = (x >> 2) == 1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_ServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.FreeService = f_FreeService
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}ServiceType
@@ -16140,10 +15790,8 @@ def _e_ServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionSetupReqType(r):
+def _d_SessionSetupReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionSetupReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -16187,9 +15835,7 @@ def _d_SessionSetupReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16220,13 +15866,13 @@ def _d_SessionSetupReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SessionSetupReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SessionSetupReqType)
     _obj.Header = f_Header
     _obj.EVCCID = f_EVCCID
-    return _obj
+    return _obj, V, q
 
 def _e_SessionSetupReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionSetupReqType
@@ -16298,10 +15944,8 @@ def _e_SessionSetupReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionSetupResType(r):
+def _d_SessionSetupResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionSetupResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -16345,9 +15989,7 @@ def _d_SessionSetupResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16382,14 +16024,14 @@ def _d_SessionSetupResType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SessionSetupResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
-    return _obj
+    return _obj, V, q
 
 def _e_SessionSetupResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionSetupResType
@@ -16467,10 +16109,8 @@ def _e_SessionSetupResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionStopReqType(r):
+def _d_SessionStopReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionStopReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVTerminationCode = None
     f_EVTerminationExplanation = None
@@ -16516,9 +16156,7 @@ def _d_SessionStopReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16611,15 +16249,15 @@ def _d_SessionStopReqType(r):
                 raise r.deviation('SessionStopReqType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SessionStopReqType)
     _obj.Header = f_Header
     _obj.ChargingSession = f_ChargingSession
     _obj.EVTerminationCode = f_EVTerminationCode
     _obj.EVTerminationExplanation = f_EVTerminationExplanation
-    return _obj
+    return _obj, V, q
 
 def _e_SessionStopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionStopReqType
@@ -16746,10 +16384,8 @@ def _e_SessionStopReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionStopResType(r):
+def _d_SessionStopResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionStopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -16793,9 +16429,7 @@ def _d_SessionStopResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -16815,13 +16449,13 @@ def _d_SessionStopResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SessionStopResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_SessionStopResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SessionStopResType
@@ -16887,10 +16521,8 @@ def _e_SessionStopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignedCertificateChainType(r):
+def _d_SignedCertificateChainType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SignedCertificateChainType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SubCertificates = None
     try:
@@ -16926,9 +16558,7 @@ def _d_SignedCertificateChainType(r):
         ec = x
         if ec == 0:
             el = 'SubCertificates'
-            r.pos = r.end - q
-            f_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            f_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
@@ -16936,14 +16566,14 @@ def _d_SignedCertificateChainType(r):
             pass
         else:
             raise r.deviation('SignedCertificateChainType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SignedCertificateChainType)
     _obj.Id = f_Id
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
-    return _obj
+    return _obj, V, q
 
 def _e_SignedCertificateChainType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SignedCertificateChainType
@@ -16992,10 +16622,8 @@ def _e_SignedCertificateChainType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignedInstallationDataType(r):
+def _d_SignedInstallationDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SignedInstallationDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SECP521_EncryptedPrivateKey = None
     f_X448_EncryptedPrivateKey = None
@@ -17030,9 +16658,7 @@ def _d_SignedInstallationDataType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
         el = 'ContractCertificateChain/SubCertificates'
-        r.pos = r.end - q
-        _c1_SubCertificates = _d_SubCertificatesType(r)
-        V = r.v; q = r.end - r.pos
+        _c1_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
         q -= 7
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
@@ -17093,8 +16719,8 @@ def _d_SignedInstallationDataType(r):
             if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
         else:
             raise r.deviation('SignedInstallationDataType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SignedInstallationDataType)
     _obj.Id = f_Id
@@ -17104,7 +16730,7 @@ def _d_SignedInstallationDataType(r):
     _obj.SECP521_EncryptedPrivateKey = f_SECP521_EncryptedPrivateKey
     _obj.X448_EncryptedPrivateKey = f_X448_EncryptedPrivateKey
     _obj.TPM_EncryptedPrivateKey = f_TPM_EncryptedPrivateKey
-    return _obj
+    return _obj, V, q
 
 def _e_SignedInstallationDataType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SignedInstallationDataType
@@ -17211,10 +16837,8 @@ def _e_SignedInstallationDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignedMeteringDataType(r):
+def _d_SignedMeteringDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SignedMeteringDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Receipt = None
     f_Dynamic_SMDTControlMode = None
@@ -17241,9 +16865,7 @@ def _d_SignedMeteringDataType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
         el = 'MeterInfo'
-        r.pos = r.end - q
-        f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-        V = r.v; q = r.end - r.pos
+        f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
@@ -17253,9 +16875,7 @@ def _d_SignedMeteringDataType(r):
         if ec == 0:
             q += 2
             el = 'Receipt'
-            r.pos = r.end - q
-            f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-            V = r.v; q = r.end - r.pos
+            f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
             q -= 4
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
@@ -17329,8 +16949,8 @@ def _d_SignedMeteringDataType(r):
             s = -1
         if s == 6:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SignedMeteringDataType)
     _obj.Id = f_Id
@@ -17339,7 +16959,7 @@ def _d_SignedMeteringDataType(r):
     _obj.Receipt = f_Receipt
     _obj.Dynamic_SMDTControlMode = f_Dynamic_SMDTControlMode
     _obj.Scheduled_SMDTControlMode = f_Scheduled_SMDTControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_SignedMeteringDataType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SignedMeteringDataType
@@ -17458,10 +17078,8 @@ def _e_SignedMeteringDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SubCertificatesType(r):
+def _d_SubCertificatesType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SubCertificatesType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Certificate = []
     try:
@@ -17550,12 +17168,12 @@ def _d_SubCertificatesType(r):
                 s = -1
             else:
                 raise r.deviation('SubCertificatesType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SubCertificatesType)
     _obj.Certificate = f_Certificate
-    return _obj
+    return _obj, V, q
 
 def _e_SubCertificatesType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SubCertificatesType
@@ -17623,10 +17241,8 @@ def _e_SubCertificatesType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SupportedProvidersListType(r):
+def _d_SupportedProvidersListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SupportedProvidersListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ProviderID = []
     try:
@@ -17692,12 +17308,12 @@ def _d_SupportedProvidersListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_SupportedProvidersListType)
     _obj.ProviderID = f_ProviderID
-    return _obj
+    return _obj, V, q
 
 def _e_SupportedProvidersListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}SupportedProvidersListType
@@ -17760,10 +17376,8 @@ def _e_SupportedProvidersListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_TargetPositionType(r):
+def _d_TargetPositionType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}TargetPositionType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -17807,13 +17421,13 @@ def _d_TargetPositionType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('TargetPositionType', r.end - q)
         if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_TargetPositionType)
     _obj.TargetOffsetX = f_TargetOffsetX
     _obj.TargetOffsetY = f_TargetOffsetY
-    return _obj
+    return _obj, V, q
 
 def _e_TargetPositionType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}TargetPositionType
@@ -17848,10 +17462,8 @@ def _e_TargetPositionType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_TaxRuleListType(r):
+def _d_TaxRuleListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}TaxRuleListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_TaxRule = []
     try:
@@ -17859,9 +17471,7 @@ def _d_TaxRuleListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('TaxRuleListType', r.end - q)
         el = 'TaxRule'
-        r.pos = r.end - q
-        _v = _d_TaxRuleType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_TaxRuleType(r, V, q)
         f_TaxRule.append(_v)
         s = 1
         q -= 2
@@ -17871,9 +17481,7 @@ def _d_TaxRuleListType(r):
         for _ in range(9):
             if ec == 0:
                 el = 'TaxRule'
-                r.pos = r.end - q
-                _v = _d_TaxRuleType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_TaxRuleType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -17893,12 +17501,12 @@ def _d_TaxRuleListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('TaxRuleListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_TaxRuleListType)
     _obj.TaxRule = f_TaxRule
-    return _obj
+    return _obj, V, q
 
 def _e_TaxRuleListType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}TaxRuleListType
@@ -17951,10 +17559,8 @@ def _e_TaxRuleListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_TaxRuleType(r):
+def _d_TaxRuleType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}TaxRuleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_TaxRuleName = None
     f_TaxIncludedInPrice = None
@@ -18101,8 +17707,8 @@ def _d_TaxRuleType(r):
         else:
             el = 'AppliesMinimumMaximumCost'
             f_AppliesToParkingFee, f_AppliesToOverstayFee, f_AppliesMinimumMaximumCost = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_TaxRuleType)
     _obj.TaxRuleID = f_TaxRuleID
@@ -18113,7 +17719,7 @@ def _d_TaxRuleType(r):
     _obj.AppliesToParkingFee = f_AppliesToParkingFee
     _obj.AppliesToOverstayFee = f_AppliesToOverstayFee
     _obj.AppliesMinimumMaximumCost = f_AppliesMinimumMaximumCost
-    return _obj
+    return _obj, V, q
 
 def _e_TaxRuleType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}TaxRuleType
@@ -18221,10 +17827,8 @@ def _e_TaxRuleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_VehicleCheckInReqType(r):
+def _d_VehicleCheckInReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckInReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VehicleFrame = None
     f_DeviceOffset = None
@@ -18271,9 +17875,7 @@ def _d_VehicleCheckInReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -18483,8 +18085,8 @@ def _d_VehicleCheckInReqType(r):
                 raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 6:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_VehicleCheckInReqType)
     _obj.Header = f_Header
@@ -18493,7 +18095,7 @@ def _d_VehicleCheckInReqType(r):
     _obj.VehicleFrame = f_VehicleFrame
     _obj.DeviceOffset = f_DeviceOffset
     _obj.VehicleTravel = f_VehicleTravel
-    return _obj
+    return _obj, V, q
 
 def _e_VehicleCheckInReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckInReqType
@@ -18663,10 +18265,8 @@ def _e_VehicleCheckInReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_VehicleCheckInResType(r):
+def _d_VehicleCheckInResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckInResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParkingSpace = None
     f_DeviceLocation = None
@@ -18713,9 +18313,7 @@ def _d_VehicleCheckInResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -18916,8 +18514,8 @@ def _d_VehicleCheckInResType(r):
                 raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_VehicleCheckInResType)
     _obj.Header = f_Header
@@ -18925,7 +18523,7 @@ def _d_VehicleCheckInResType(r):
     _obj.ParkingSpace = f_ParkingSpace
     _obj.DeviceLocation = f_DeviceLocation
     _obj.TargetDistance = f_TargetDistance
-    return _obj
+    return _obj, V, q
 
 def _e_VehicleCheckInResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckInResType
@@ -19089,10 +18687,8 @@ def _e_VehicleCheckInResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_VehicleCheckOutReqType(r):
+def _d_VehicleCheckOutReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckOutReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -19136,9 +18732,7 @@ def _d_VehicleCheckOutReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -19177,14 +18771,14 @@ def _d_VehicleCheckOutReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('VehicleCheckOutReqType', r.end - q)
         if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_VehicleCheckOutReqType)
     _obj.Header = f_Header
     _obj.EVCheckOutStatus = f_EVCheckOutStatus
     _obj.CheckOutTime = f_CheckOutTime
-    return _obj
+    return _obj, V, q
 
 def _e_VehicleCheckOutReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckOutReqType
@@ -19259,10 +18853,8 @@ def _e_VehicleCheckOutReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_VehicleCheckOutResType(r):
+def _d_VehicleCheckOutResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckOutResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -19306,9 +18898,7 @@ def _d_VehicleCheckOutResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -19335,14 +18925,14 @@ def _d_VehicleCheckOutResType(r):
         else:
             el = 'EVSECheckOutStatus'
             f_ResponseCode, f_EVSECheckOutStatus = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commonmessages_VehicleCheckOutResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSECheckOutStatus = f_EVSECheckOutStatus
-    return _obj
+    return _obj, V, q
 
 def _e_VehicleCheckOutResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonMessages}VehicleCheckOutResType
@@ -19596,21 +19186,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:std:iso:15118:-20:CommonMessages', 'urn:iso:std:iso:15118:-20:CommonTypes')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -19629,8 +19217,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -19645,15 +19232,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -19670,8 +19255,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -19688,15 +19272,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -19713,8 +19295,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -19731,26 +19312,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -19814,9 +19395,7 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 6
 
-def _de11(r):  # AckMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # AckMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
@@ -19838,8 +19417,7 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # AckMaxDelay
     v = w.v
@@ -19854,16 +19432,13 @@ def _ee11(w, o):  # AckMaxDelay
     w.v = v
     w.n = n
 
-def _de12(r):  # AppliesMinimumMaximumCost
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # AppliesMinimumMaximumCost
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesMinimumMaximumCost', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # AppliesMinimumMaximumCost
     v = w.v
@@ -19874,16 +19449,13 @@ def _ee12(w, o):  # AppliesMinimumMaximumCost
     w.v = v
     w.n = n
 
-def _de13(r):  # AppliesToEnergyFee
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # AppliesToEnergyFee
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesToEnergyFee', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # AppliesToEnergyFee
     v = w.v
@@ -19894,16 +19466,13 @@ def _ee13(w, o):  # AppliesToEnergyFee
     w.v = v
     w.n = n
 
-def _de14(r):  # AppliesToOverstayFee
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # AppliesToOverstayFee
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesToOverstayFee', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # AppliesToOverstayFee
     v = w.v
@@ -19914,16 +19483,13 @@ def _ee14(w, o):  # AppliesToOverstayFee
     w.v = v
     w.n = n
 
-def _de15(r):  # AppliesToParkingFee
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # AppliesToParkingFee
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AppliesToParkingFee', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # AppliesToParkingFee
     v = w.v
@@ -19934,16 +19500,13 @@ def _ee15(w, o):  # AppliesToParkingFee
     w.v = v
     w.n = n
 
-def _de16(r):  # AuthorizationServices
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # AuthorizationServices
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('AuthorizationServices', r.end - q)
     val = _E_iso20_commonmessages_authorizationType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # AuthorizationServices
     v = w.v
@@ -19955,16 +19518,13 @@ def _ee16(w, o):  # AuthorizationServices
     w.v = v
     w.n = n
 
-def _de17(r):  # BPT_ChannelSelection
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # BPT_ChannelSelection
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BPT_ChannelSelection', r.end - q)
     val = _E_iso20_commonmessages_channelSelectionType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # BPT_ChannelSelection
     v = w.v
@@ -19976,9 +19536,7 @@ def _ee17(w, o):  # BPT_ChannelSelection
     w.v = v
     w.n = n
 
-def _de18(r):  # BPT_DischargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # BPT_DischargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
@@ -20000,8 +19558,7 @@ def _de18(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # BPT_DischargedEnergyReadingWh
     v = w.v
@@ -20016,9 +19573,7 @@ def _ee18(w, o):  # BPT_DischargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de19(r):  # BPT_InductiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # BPT_InductiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
@@ -20040,8 +19595,7 @@ def _de19(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # BPT_InductiveEnergyReadingVARh
     v = w.v
@@ -20056,9 +19610,7 @@ def _ee19(w, o):  # BPT_InductiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de20(r):  # CapacitiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # CapacitiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
@@ -20080,8 +19632,7 @@ def _de20(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # CapacitiveEnergyReadingVARh
     v = w.v
@@ -20096,9 +19647,7 @@ def _ee20(w, o):  # CapacitiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de21(r):  # CarbonDioxideEmission
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # CarbonDioxideEmission
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CarbonDioxideEmission', r.end - q)
@@ -20120,8 +19669,7 @@ def _de21(r):  # CarbonDioxideEmission
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CarbonDioxideEmission', r.end - q)
     if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # CarbonDioxideEmission
     v = w.v
@@ -20136,9 +19684,7 @@ def _ee21(w, o):  # CarbonDioxideEmission
     w.v = v
     w.n = n
 
-def _de22(r):  # Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20158,8 +19704,7 @@ def _de22(r):  # Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # Certificate
     v = w.v
@@ -20175,16 +19720,13 @@ def _ee22(w, o):  # Certificate
     w.v = v
     w.n = n
 
-def _de23(r):  # CertificateInstallationService
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # CertificateInstallationService
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('CertificateInstallationService', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # CertificateInstallationService
     v = w.v
@@ -20195,16 +19737,13 @@ def _ee23(w, o):  # CertificateInstallationService
     w.v = v
     w.n = n
 
-def _de24(r):  # ChargeProgress
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # ChargeProgress
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ChargeProgress', r.end - q)
     val = _E_iso20_commonmessages_chargeProgressType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # ChargeProgress
     v = w.v
@@ -20216,9 +19755,7 @@ def _ee24(w, o):  # ChargeProgress
     w.v = v
     w.n = n
 
-def _de25(r):  # ChargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # ChargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
@@ -20240,8 +19777,7 @@ def _de25(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # ChargedEnergyReadingWh
     v = w.v
@@ -20256,16 +19792,13 @@ def _ee25(w, o):  # ChargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de26(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # ChargingComplete
     v = w.v
@@ -20276,9 +19809,7 @@ def _ee26(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de27(r):  # ChargingSession
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # ChargingSession
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -20286,8 +19817,7 @@ def _de27(r):  # ChargingSession
     val = (x >> 1)
     if val >= 3: val = r.enum_index('ChargingSession', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_chargingSessionType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # ChargingSession
     v = w.v
@@ -20299,9 +19829,7 @@ def _ee27(w, o):  # ChargingSession
     w.v = v
     w.n = n
 
-def _de28(r):  # CheckOutTime
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # CheckOutTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CheckOutTime', r.end - q)
@@ -20323,8 +19851,7 @@ def _de28(r):  # CheckOutTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CheckOutTime', r.end - q)
     if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # CheckOutTime
     v = w.v
@@ -20339,9 +19866,7 @@ def _ee28(w, o):  # CheckOutTime
     w.v = v
     w.n = n
 
-def _de29(r):  # Currency
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # Currency
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20359,8 +19884,7 @@ def _de29(r):  # Currency
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # Currency
     v = w.v
@@ -20378,9 +19902,7 @@ def _ee29(w, o):  # Currency
     w.v = v
     w.n = n
 
-def _de30(r):  # DHPublicKey
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # DHPublicKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DHPublicKey', r.end - q)
@@ -20393,8 +19915,7 @@ def _de30(r):  # DHPublicKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DHPublicKey', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # DHPublicKey
     v = w.v
@@ -20410,9 +19931,7 @@ def _ee30(w, o):  # DHPublicKey
     w.v = v
     w.n = n
 
-def _de31(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -20434,8 +19953,7 @@ def _de31(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # DepartureTime
     v = w.v
@@ -20450,9 +19968,7 @@ def _ee31(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de32(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -20474,8 +19990,7 @@ def _de32(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # DepartureTime
     v = w.v
@@ -20490,9 +20005,7 @@ def _ee32(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de33(r):  # DeviceLocation
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # DeviceLocation
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -20517,8 +20030,7 @@ def _de33(r):  # DeviceLocation
     if (V >> q) & 1: raise r.deviation('DeviceLocation', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # DeviceLocation
     v = w.v
@@ -20534,9 +20046,7 @@ def _ee33(w, o):  # DeviceLocation
     w.v = v
     w.n = n
 
-def _de34(r):  # DeviceOffset
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # DeviceOffset
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -20561,8 +20071,7 @@ def _de34(r):  # DeviceOffset
     if (V >> q) & 1: raise r.deviation('DeviceOffset', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # DeviceOffset
     v = w.v
@@ -20578,9 +20087,7 @@ def _ee34(w, o):  # DeviceOffset
     w.v = v
     w.n = n
 
-def _de35(r):  # Duration
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # Duration
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Duration', r.end - q)
@@ -20602,8 +20109,7 @@ def _de35(r):  # Duration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Duration', r.end - q)
     if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # Duration
     v = w.v
@@ -20618,16 +20124,13 @@ def _ee35(w, o):  # Duration
     w.v = v
     w.n = n
 
-def _de36(r):  # ECDHCurve
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # ECDHCurve
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ECDHCurve', r.end - q)
     val = _E_iso20_commonmessages_ecdhCurveType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # ECDHCurve
     v = w.v
@@ -20639,9 +20142,7 @@ def _ee36(w, o):  # ECDHCurve
     w.v = v
     w.n = n
 
-def _de37(r):  # EMAID
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # EMAID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20659,8 +20160,7 @@ def _de37(r):  # EMAID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EMAID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # EMAID
     v = w.v
@@ -20678,9 +20178,7 @@ def _ee37(w, o):  # EMAID
     w.v = v
     w.n = n
 
-def _de38(r):  # EVCCID
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # EVCCID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20698,8 +20196,7 @@ def _de38(r):  # EVCCID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # EVCCID
     v = w.v
@@ -20717,9 +20214,7 @@ def _ee38(w, o):  # EVCCID
     w.v = v
     w.n = n
 
-def _de39(r):  # EVCheckInStatus
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # EVCheckInStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -20727,8 +20222,7 @@ def _de39(r):  # EVCheckInStatus
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVCheckInStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_evCheckInStatusType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # EVCheckInStatus
     v = w.v
@@ -20740,9 +20234,7 @@ def _ee39(w, o):  # EVCheckInStatus
     w.v = v
     w.n = n
 
-def _de40(r):  # EVCheckOutStatus
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # EVCheckOutStatus
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -20750,8 +20242,7 @@ def _de40(r):  # EVCheckOutStatus
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVCheckOutStatus', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_evCheckOutStatusType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # EVCheckOutStatus
     v = w.v
@@ -20763,9 +20254,7 @@ def _ee40(w, o):  # EVCheckOutStatus
     w.v = v
     w.n = n
 
-def _de41(r):  # EVProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # EVProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -20773,8 +20262,7 @@ def _de41(r):  # EVProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # EVProcessing
     v = w.v
@@ -20786,16 +20274,13 @@ def _ee41(w, o):  # EVProcessing
     w.v = v
     w.n = n
 
-def _de42(r):  # EVSECheckOutStatus
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # EVSECheckOutStatus
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECheckOutStatus', r.end - q)
     val = _E_iso20_commonmessages_evseCheckOutStatusType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # EVSECheckOutStatus
     v = w.v
@@ -20807,9 +20292,7 @@ def _ee42(w, o):  # EVSECheckOutStatus
     w.v = v
     w.n = n
 
-def _de43(r):  # EVSEID
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # EVSEID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20827,8 +20310,7 @@ def _de43(r):  # EVSEID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # EVSEID
     v = w.v
@@ -20846,9 +20328,7 @@ def _ee43(w, o):  # EVSEID
     w.v = v
     w.n = n
 
-def _de44(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # EVSENotification
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -20856,8 +20336,7 @@ def _de44(r):  # EVSENotification
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # EVSENotification
     v = w.v
@@ -20869,9 +20348,7 @@ def _ee44(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de45(r):  # EVSEProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # EVSEProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -20879,8 +20356,7 @@ def _de45(r):  # EVSEProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # EVSEProcessing
     v = w.v
@@ -20892,9 +20368,7 @@ def _ee45(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de46(r):  # EVTerminationCode
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # EVTerminationCode
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20912,8 +20386,7 @@ def _de46(r):  # EVTerminationCode
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVTerminationCode', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # EVTerminationCode
     v = w.v
@@ -20931,9 +20404,7 @@ def _ee46(w, o):  # EVTerminationCode
     w.v = v
     w.n = n
 
-def _de47(r):  # EVTerminationExplanation
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # EVTerminationExplanation
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20951,8 +20422,7 @@ def _de47(r):  # EVTerminationExplanation
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # EVTerminationExplanation
     v = w.v
@@ -20970,9 +20440,7 @@ def _ee47(w, o):  # EVTerminationExplanation
     w.v = v
     w.n = n
 
-def _de48(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -20991,8 +20459,7 @@ def _de48(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # Exponent
     v = w.v
@@ -21007,16 +20474,13 @@ def _ee48(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de49(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # Exponent
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # Exponent
     v = w.v
@@ -21027,16 +20491,13 @@ def _ee49(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de50(r):  # FreeService
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # FreeService
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('FreeService', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # FreeService
     v = w.v
@@ -21047,9 +20508,7 @@ def _ee50(w, o):  # FreeService
     w.v = v
     w.n = n
 
-def _de51(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21068,8 +20527,7 @@ def _de51(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # G
     v = w.v
@@ -21084,9 +20542,7 @@ def _ee51(w, o):  # G
     w.v = v
     w.n = n
 
-def _de52(r):  # GenChallenge
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # GenChallenge
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
@@ -21099,8 +20555,7 @@ def _de52(r):  # GenChallenge
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # GenChallenge
     v = w.v
@@ -21116,16 +20571,13 @@ def _ee52(w, o):  # GenChallenge
     w.v = v
     w.n = n
 
-def _de53(r):  # GoToPause
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # GoToPause
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('GoToPause', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # GoToPause
     v = w.v
@@ -21136,9 +20588,7 @@ def _ee53(w, o):  # GoToPause
     w.v = v
     w.n = n
 
-def _de54(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -21162,8 +20612,7 @@ def _de54(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # HMACOutputLength
     v = w.v
@@ -21179,16 +20628,13 @@ def _ee54(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de55(r):  # InletHot
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # InletHot
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # InletHot
     v = w.v
@@ -21199,9 +20645,7 @@ def _ee55(w, o):  # InletHot
     w.v = v
     w.n = n
 
-def _de56(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21220,8 +20664,7 @@ def _de56(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # J
     v = w.v
@@ -21236,9 +20679,7 @@ def _ee56(w, o):  # J
     w.v = v
     w.n = n
 
-def _de57(r):  # Language
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # Language
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21256,8 +20697,7 @@ def _de57(r):  # Language
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Language', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # Language
     v = w.v
@@ -21275,16 +20715,13 @@ def _ee57(w, o):  # Language
     w.v = v
     w.n = n
 
-def _de58(r):  # MaximumContractCertificateChains
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # MaximumContractCertificateChains
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('MaximumContractCertificateChains', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # MaximumContractCertificateChains
     v = w.v
@@ -21295,17 +20732,14 @@ def _ee58(w, o):  # MaximumContractCertificateChains
     w.v = v
     w.n = n
 
-def _de59(r):  # MaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # MaximumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # MaximumSOC
     v = w.v
@@ -21316,17 +20750,14 @@ def _ee59(w, o):  # MaximumSOC
     w.v = v
     w.n = n
 
-def _de60(r):  # MaximumSupportingPoints
-    V = r.v
-    q = r.end - r.pos
+def _de60(r, V, q):  # MaximumSupportingPoints
     q -= 12
     if q < 0: V, q = r.slideq(q, 12)
     x = (V >> q) & 4095
     if x & 2049: raise r.deviation('MaximumSupportingPoints', r.end - q)
     val = (x >> 1) + 12
     if val > 1024: r.facet('MaximumSupportingPoints', 'maxInclusive 1024', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee60(w, o):  # MaximumSupportingPoints
     v = w.v
@@ -21337,9 +20768,7 @@ def _ee60(w, o):  # MaximumSupportingPoints
     w.v = v
     w.n = n
 
-def _de61(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de61(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21357,8 +20786,7 @@ def _de61(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee61(w, o):  # MeterID
     v = w.v
@@ -21376,16 +20804,13 @@ def _ee61(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de62(r):  # MeterInfoRequested
-    V = r.v
-    q = r.end - r.pos
+def _de62(r, V, q):  # MeterInfoRequested
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee62(w, o):  # MeterInfoRequested
     v = w.v
@@ -21396,9 +20821,7 @@ def _ee62(w, o):  # MeterInfoRequested
     w.v = v
     w.n = n
 
-def _de63(r):  # MeterSignature
-    V = r.v
-    q = r.end - r.pos
+def _de63(r, V, q):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21418,8 +20841,7 @@ def _de63(r):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee63(w, o):  # MeterSignature
     v = w.v
@@ -21435,9 +20857,7 @@ def _ee63(w, o):  # MeterSignature
     w.v = v
     w.n = n
 
-def _de64(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de64(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -21462,8 +20882,7 @@ def _de64(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee64(w, o):  # MeterStatus
     v = w.v
@@ -21479,9 +20898,7 @@ def _ee64(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de65(r):  # MeterTimestamp
-    V = r.v
-    q = r.end - r.pos
+def _de65(r, V, q):  # MeterTimestamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
@@ -21503,8 +20920,7 @@ def _de65(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee65(w, o):  # MeterTimestamp
     v = w.v
@@ -21519,17 +20935,14 @@ def _ee65(w, o):  # MeterTimestamp
     w.v = v
     w.n = n
 
-def _de66(r):  # MinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de66(r, V, q):  # MinimumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee66(w, o):  # MinimumSOC
     v = w.v
@@ -21540,17 +20953,14 @@ def _ee66(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de67(r):  # MinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de67(r, V, q):  # MinimumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee67(w, o):  # MinimumSOC
     v = w.v
@@ -21561,9 +20971,7 @@ def _ee67(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de68(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de68(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21582,8 +20990,7 @@ def _de68(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee68(w, o):  # Modulus
     v = w.v
@@ -21598,9 +21005,7 @@ def _ee68(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de69(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de69(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -21622,8 +21027,7 @@ def _de69(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee69(w, o):  # NotificationMaxDelay
     v = w.v
@@ -21638,16 +21042,13 @@ def _ee69(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de70(r):  # NumberOfPriceLevels
-    V = r.v
-    q = r.end - r.pos
+def _de70(r, V, q):  # NumberOfPriceLevels
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumberOfPriceLevels', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee70(w, o):  # NumberOfPriceLevels
     v = w.v
@@ -21658,9 +21059,7 @@ def _ee70(w, o):  # NumberOfPriceLevels
     w.v = v
     w.n = n
 
-def _de71(r):  # OverstayFeePeriod
-    V = r.v
-    q = r.end - r.pos
+def _de71(r, V, q):  # OverstayFeePeriod
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayFeePeriod', r.end - q)
@@ -21682,8 +21081,7 @@ def _de71(r):  # OverstayFeePeriod
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayFeePeriod', r.end - q)
     if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee71(w, o):  # OverstayFeePeriod
     v = w.v
@@ -21698,9 +21096,7 @@ def _ee71(w, o):  # OverstayFeePeriod
     w.v = v
     w.n = n
 
-def _de72(r):  # OverstayRuleDescription
-    V = r.v
-    q = r.end - r.pos
+def _de72(r, V, q):  # OverstayRuleDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21718,8 +21114,7 @@ def _de72(r):  # OverstayRuleDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee72(w, o):  # OverstayRuleDescription
     v = w.v
@@ -21737,9 +21132,7 @@ def _ee72(w, o):  # OverstayRuleDescription
     w.v = v
     w.n = n
 
-def _de73(r):  # OverstayTimeThreshold
-    V = r.v
-    q = r.end - r.pos
+def _de73(r, V, q):  # OverstayTimeThreshold
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayTimeThreshold', r.end - q)
@@ -21761,8 +21154,7 @@ def _de73(r):  # OverstayTimeThreshold
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OverstayTimeThreshold', r.end - q)
     if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee73(w, o):  # OverstayTimeThreshold
     v = w.v
@@ -21777,9 +21169,7 @@ def _ee73(w, o):  # OverstayTimeThreshold
     w.v = v
     w.n = n
 
-def _de74(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de74(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21798,8 +21188,7 @@ def _de74(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee74(w, o):  # P
     v = w.v
@@ -21814,9 +21203,7 @@ def _ee74(w, o):  # P
     w.v = v
     w.n = n
 
-def _de75(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de75(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21835,8 +21222,7 @@ def _de75(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee75(w, o):  # PGPKeyID
     v = w.v
@@ -21851,9 +21237,7 @@ def _ee75(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de76(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de76(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -21872,8 +21256,7 @@ def _de76(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee76(w, o):  # PGPKeyPacket
     v = w.v
@@ -21888,9 +21271,7 @@ def _ee76(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de77(r):  # ParameterSetID
-    V = r.v
-    q = r.end - r.pos
+def _de77(r, V, q):  # ParameterSetID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
@@ -21912,8 +21293,7 @@ def _de77(r):  # ParameterSetID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee77(w, o):  # ParameterSetID
     v = w.v
@@ -21928,9 +21308,7 @@ def _ee77(w, o):  # ParameterSetID
     w.v = v
     w.n = n
 
-def _de78(r):  # ParkingFeePeriod
-    V = r.v
-    q = r.end - r.pos
+def _de78(r, V, q):  # ParkingFeePeriod
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingFeePeriod', r.end - q)
@@ -21952,8 +21330,7 @@ def _de78(r):  # ParkingFeePeriod
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ParkingFeePeriod', r.end - q)
     if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee78(w, o):  # ParkingFeePeriod
     v = w.v
@@ -21968,9 +21345,7 @@ def _ee78(w, o):  # ParkingFeePeriod
     w.v = v
     w.n = n
 
-def _de79(r):  # ParkingMethod
-    V = r.v
-    q = r.end - r.pos
+def _de79(r, V, q):  # ParkingMethod
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -21978,8 +21353,7 @@ def _de79(r):  # ParkingMethod
     val = (x >> 1)
     if val >= 3: val = r.enum_index('ParkingMethod', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commonmessages_parkingMethodType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee79(w, o):  # ParkingMethod
     v = w.v
@@ -21991,9 +21365,7 @@ def _ee79(w, o):  # ParkingMethod
     w.v = v
     w.n = n
 
-def _de80(r):  # ParkingSpace
-    V = r.v
-    q = r.end - r.pos
+def _de80(r, V, q):  # ParkingSpace
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -22018,8 +21390,7 @@ def _de80(r):  # ParkingSpace
     if (V >> q) & 1: raise r.deviation('ParkingSpace', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee80(w, o):  # ParkingSpace
     v = w.v
@@ -22035,9 +21406,7 @@ def _ee80(w, o):  # ParkingSpace
     w.v = v
     w.n = n
 
-def _de81(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de81(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22056,8 +21425,7 @@ def _de81(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee81(w, o):  # PgenCounter
     v = w.v
@@ -22072,16 +21440,13 @@ def _ee81(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de82(r):  # PowerToleranceAcceptance
-    V = r.v
-    q = r.end - r.pos
+def _de82(r, V, q):  # PowerToleranceAcceptance
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PowerToleranceAcceptance', r.end - q)
     val = _E_iso20_commonmessages_powerToleranceAcceptanceType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee82(w, o):  # PowerToleranceAcceptance
     v = w.v
@@ -22093,17 +21458,14 @@ def _ee82(w, o):  # PowerToleranceAcceptance
     w.v = v
     w.n = n
 
-def _de83(r):  # PresentSOC
-    V = r.v
-    q = r.end - r.pos
+def _de83(r, V, q):  # PresentSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee83(w, o):  # PresentSOC
     v = w.v
@@ -22114,9 +21476,7 @@ def _ee83(w, o):  # PresentSOC
     w.v = v
     w.n = n
 
-def _de84(r):  # PriceAlgorithm
-    V = r.v
-    q = r.end - r.pos
+def _de84(r, V, q):  # PriceAlgorithm
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22134,8 +21494,7 @@ def _de84(r):  # PriceAlgorithm
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee84(w, o):  # PriceAlgorithm
     v = w.v
@@ -22153,16 +21512,13 @@ def _ee84(w, o):  # PriceAlgorithm
     w.v = v
     w.n = n
 
-def _de85(r):  # PriceLevel
-    V = r.v
-    q = r.end - r.pos
+def _de85(r, V, q):  # PriceLevel
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('PriceLevel', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee85(w, o):  # PriceLevel
     v = w.v
@@ -22173,9 +21529,7 @@ def _ee85(w, o):  # PriceLevel
     w.v = v
     w.n = n
 
-def _de86(r):  # PriceScheduleDescription
-    V = r.v
-    q = r.end - r.pos
+def _de86(r, V, q):  # PriceScheduleDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22193,8 +21547,7 @@ def _de86(r):  # PriceScheduleDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee86(w, o):  # PriceScheduleDescription
     v = w.v
@@ -22212,9 +21565,7 @@ def _ee86(w, o):  # PriceScheduleDescription
     w.v = v
     w.n = n
 
-def _de87(r):  # PriceScheduleID
-    V = r.v
-    q = r.end - r.pos
+def _de87(r, V, q):  # PriceScheduleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PriceScheduleID', r.end - q)
@@ -22236,8 +21587,7 @@ def _de87(r):  # PriceScheduleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PriceScheduleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('PriceScheduleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee87(w, o):  # PriceScheduleID
     v = w.v
@@ -22252,9 +21602,7 @@ def _ee87(w, o):  # PriceScheduleID
     w.v = v
     w.n = n
 
-def _de88(r):  # ProviderID
-    V = r.v
-    q = r.end - r.pos
+def _de88(r, V, q):  # ProviderID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22272,8 +21620,7 @@ def _de88(r):  # ProviderID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ProviderID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee88(w, o):  # ProviderID
     v = w.v
@@ -22291,9 +21638,7 @@ def _ee88(w, o):  # ProviderID
     w.v = v
     w.n = n
 
-def _de89(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de89(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22312,8 +21657,7 @@ def _de89(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee89(w, o):  # Q
     v = w.v
@@ -22328,16 +21672,13 @@ def _ee89(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de90(r):  # RemainingContractCertificateChains
-    V = r.v
-    q = r.end - r.pos
+def _de90(r, V, q):  # RemainingContractCertificateChains
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('RemainingContractCertificateChains', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee90(w, o):  # RemainingContractCertificateChains
     v = w.v
@@ -22348,9 +21689,7 @@ def _ee90(w, o):  # RemainingContractCertificateChains
     w.v = v
     w.n = n
 
-def _de91(r):  # RemainingTimeToMaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de91(r, V, q):  # RemainingTimeToMaximumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
@@ -22372,8 +21711,7 @@ def _de91(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee91(w, o):  # RemainingTimeToMaximumSOC
     v = w.v
@@ -22388,9 +21726,7 @@ def _ee91(w, o):  # RemainingTimeToMaximumSOC
     w.v = v
     w.n = n
 
-def _de92(r):  # RemainingTimeToMinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de92(r, V, q):  # RemainingTimeToMinimumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
@@ -22412,8 +21748,7 @@ def _de92(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee92(w, o):  # RemainingTimeToMinimumSOC
     v = w.v
@@ -22428,9 +21763,7 @@ def _ee92(w, o):  # RemainingTimeToMinimumSOC
     w.v = v
     w.n = n
 
-def _de93(r):  # RemainingTimeToTargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de93(r, V, q):  # RemainingTimeToTargetSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
@@ -22452,8 +21785,7 @@ def _de93(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee93(w, o):  # RemainingTimeToTargetSOC
     v = w.v
@@ -22468,16 +21800,13 @@ def _ee93(w, o):  # RemainingTimeToTargetSOC
     w.v = v
     w.n = n
 
-def _de94(r):  # RenewableGenerationPercentage
-    V = r.v
-    q = r.end - r.pos
+def _de94(r, V, q):  # RenewableGenerationPercentage
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('RenewableGenerationPercentage', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee94(w, o):  # RenewableGenerationPercentage
     v = w.v
@@ -22488,9 +21817,7 @@ def _ee94(w, o):  # RenewableGenerationPercentage
     w.v = v
     w.n = n
 
-def _de95(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de95(r, V, q):  # ResponseCode
     q -= 8
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
@@ -22498,8 +21825,7 @@ def _de95(r):  # ResponseCode
     val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee95(w, o):  # ResponseCode
     v = w.v
@@ -22511,9 +21837,7 @@ def _ee95(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de96(r):  # SECP521_EncryptedPrivateKey
-    V = r.v
-    q = r.end - r.pos
+def _de96(r, V, q):  # SECP521_EncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SECP521_EncryptedPrivateKey', r.end - q)
@@ -22526,8 +21850,7 @@ def _de96(r):  # SECP521_EncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SECP521_EncryptedPrivateKey', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee96(w, o):  # SECP521_EncryptedPrivateKey
     v = w.v
@@ -22543,9 +21866,7 @@ def _ee96(w, o):  # SECP521_EncryptedPrivateKey
     w.v = v
     w.n = n
 
-def _de97(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de97(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22564,8 +21885,7 @@ def _de97(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee97(w, o):  # SPKISexp
     v = w.v
@@ -22580,9 +21900,7 @@ def _ee97(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de98(r):  # ScheduleTupleID
-    V = r.v
-    q = r.end - r.pos
+def _de98(r, V, q):  # ScheduleTupleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ScheduleTupleID', r.end - q)
@@ -22604,8 +21922,7 @@ def _de98(r):  # ScheduleTupleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ScheduleTupleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('ScheduleTupleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee98(w, o):  # ScheduleTupleID
     v = w.v
@@ -22620,9 +21937,7 @@ def _ee98(w, o):  # ScheduleTupleID
     w.v = v
     w.n = n
 
-def _de99(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de99(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22641,8 +21956,7 @@ def _de99(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee99(w, o):  # Seed
     v = w.v
@@ -22657,16 +21971,13 @@ def _ee99(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de100(r):  # SelectedAuthorizationService
-    V = r.v
-    q = r.end - r.pos
+def _de100(r, V, q):  # SelectedAuthorizationService
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('SelectedAuthorizationService', r.end - q)
     val = _E_iso20_commonmessages_authorizationType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee100(w, o):  # SelectedAuthorizationService
     v = w.v
@@ -22678,9 +21989,7 @@ def _ee100(w, o):  # SelectedAuthorizationService
     w.v = v
     w.n = n
 
-def _de101(r):  # SelectedScheduleTupleID
-    V = r.v
-    q = r.end - r.pos
+def _de101(r, V, q):  # SelectedScheduleTupleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SelectedScheduleTupleID', r.end - q)
@@ -22702,8 +22011,7 @@ def _de101(r):  # SelectedScheduleTupleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SelectedScheduleTupleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('SelectedScheduleTupleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee101(w, o):  # SelectedScheduleTupleID
     v = w.v
@@ -22718,9 +22026,7 @@ def _ee101(w, o):  # SelectedScheduleTupleID
     w.v = v
     w.n = n
 
-def _de102(r):  # ServiceID
-    V = r.v
-    q = r.end - r.pos
+def _de102(r, V, q):  # ServiceID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
@@ -22742,8 +22048,7 @@ def _de102(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee102(w, o):  # ServiceID
     v = w.v
@@ -22758,9 +22063,7 @@ def _ee102(w, o):  # ServiceID
     w.v = v
     w.n = n
 
-def _de103(r):  # ServiceName
-    V = r.v
-    q = r.end - r.pos
+def _de103(r, V, q):  # ServiceName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -22778,8 +22081,7 @@ def _de103(r):  # ServiceName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee103(w, o):  # ServiceName
     v = w.v
@@ -22797,16 +22099,13 @@ def _ee103(w, o):  # ServiceName
     w.v = v
     w.n = n
 
-def _de104(r):  # ServiceRenegotiationSupported
-    V = r.v
-    q = r.end - r.pos
+def _de104(r, V, q):  # ServiceRenegotiationSupported
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ServiceRenegotiationSupported', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee104(w, o):  # ServiceRenegotiationSupported
     v = w.v
@@ -22817,9 +22116,7 @@ def _ee104(w, o):  # ServiceRenegotiationSupported
     w.v = v
     w.n = n
 
-def _de105(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de105(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -22832,8 +22129,7 @@ def _de105(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee105(w, o):  # SessionID
     v = w.v
@@ -22849,9 +22145,7 @@ def _ee105(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de106(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de106(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -22864,8 +22158,7 @@ def _de106(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee106(w, o):  # SessionID
     v = w.v
@@ -22881,9 +22174,7 @@ def _ee106(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de107(r):  # StartTime
-    V = r.v
-    q = r.end - r.pos
+def _de107(r, V, q):  # StartTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('StartTime', r.end - q)
@@ -22905,8 +22196,7 @@ def _de107(r):  # StartTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('StartTime', r.end - q)
     if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee107(w, o):  # StartTime
     v = w.v
@@ -22921,9 +22211,7 @@ def _ee107(w, o):  # StartTime
     w.v = v
     w.n = n
 
-def _de108(r):  # TPM_EncryptedPrivateKey
-    V = r.v
-    q = r.end - r.pos
+def _de108(r, V, q):  # TPM_EncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TPM_EncryptedPrivateKey', r.end - q)
@@ -22936,8 +22224,7 @@ def _de108(r):  # TPM_EncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TPM_EncryptedPrivateKey', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee108(w, o):  # TPM_EncryptedPrivateKey
     v = w.v
@@ -22953,9 +22240,7 @@ def _ee108(w, o):  # TPM_EncryptedPrivateKey
     w.v = v
     w.n = n
 
-def _de109(r):  # TargetDistance
-    V = r.v
-    q = r.end - r.pos
+def _de109(r, V, q):  # TargetDistance
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -22980,8 +22265,7 @@ def _de109(r):  # TargetDistance
     if (V >> q) & 1: raise r.deviation('TargetDistance', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee109(w, o):  # TargetDistance
     v = w.v
@@ -22997,9 +22281,7 @@ def _ee109(w, o):  # TargetDistance
     w.v = v
     w.n = n
 
-def _de110(r):  # TargetOffsetX
-    V = r.v
-    q = r.end - r.pos
+def _de110(r, V, q):  # TargetOffsetX
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetX', r.end - q)
@@ -23021,8 +22303,7 @@ def _de110(r):  # TargetOffsetX
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetX', r.end - q)
     if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee110(w, o):  # TargetOffsetX
     v = w.v
@@ -23037,9 +22318,7 @@ def _ee110(w, o):  # TargetOffsetX
     w.v = v
     w.n = n
 
-def _de111(r):  # TargetOffsetY
-    V = r.v
-    q = r.end - r.pos
+def _de111(r, V, q):  # TargetOffsetY
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetY', r.end - q)
@@ -23061,8 +22340,7 @@ def _de111(r):  # TargetOffsetY
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TargetOffsetY', r.end - q)
     if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee111(w, o):  # TargetOffsetY
     v = w.v
@@ -23077,17 +22355,14 @@ def _ee111(w, o):  # TargetOffsetY
     w.v = v
     w.n = n
 
-def _de112(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de112(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee112(w, o):  # TargetSOC
     v = w.v
@@ -23098,17 +22373,14 @@ def _ee112(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de113(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de113(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee113(w, o):  # TargetSOC
     v = w.v
@@ -23119,16 +22391,13 @@ def _ee113(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de114(r):  # TaxIncludedInPrice
-    V = r.v
-    q = r.end - r.pos
+def _de114(r, V, q):  # TaxIncludedInPrice
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('TaxIncludedInPrice', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee114(w, o):  # TaxIncludedInPrice
     v = w.v
@@ -23139,9 +22408,7 @@ def _ee114(w, o):  # TaxIncludedInPrice
     w.v = v
     w.n = n
 
-def _de115(r):  # TaxRuleID
-    V = r.v
-    q = r.end - r.pos
+def _de115(r, V, q):  # TaxRuleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
@@ -23163,8 +22430,7 @@ def _de115(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee115(w, o):  # TaxRuleID
     v = w.v
@@ -23179,9 +22445,7 @@ def _ee115(w, o):  # TaxRuleID
     w.v = v
     w.n = n
 
-def _de116(r):  # TaxRuleID
-    V = r.v
-    q = r.end - r.pos
+def _de116(r, V, q):  # TaxRuleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
@@ -23203,8 +22467,7 @@ def _de116(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee116(w, o):  # TaxRuleID
     v = w.v
@@ -23219,9 +22482,7 @@ def _ee116(w, o):  # TaxRuleID
     w.v = v
     w.n = n
 
-def _de117(r):  # TaxRuleName
-    V = r.v
-    q = r.end - r.pos
+def _de117(r, V, q):  # TaxRuleName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23239,8 +22500,7 @@ def _de117(r):  # TaxRuleName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee117(w, o):  # TaxRuleName
     v = w.v
@@ -23258,9 +22518,7 @@ def _ee117(w, o):  # TaxRuleName
     w.v = v
     w.n = n
 
-def _de118(r):  # TimeAnchor
-    V = r.v
-    q = r.end - r.pos
+def _de118(r, V, q):  # TimeAnchor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
@@ -23282,8 +22540,7 @@ def _de118(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee118(w, o):  # TimeAnchor
     v = w.v
@@ -23298,9 +22555,7 @@ def _ee118(w, o):  # TimeAnchor
     w.v = v
     w.n = n
 
-def _de119(r):  # TimeAnchor
-    V = r.v
-    q = r.end - r.pos
+def _de119(r, V, q):  # TimeAnchor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
@@ -23322,8 +22577,7 @@ def _de119(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee119(w, o):  # TimeAnchor
     v = w.v
@@ -23338,9 +22592,7 @@ def _ee119(w, o):  # TimeAnchor
     w.v = v
     w.n = n
 
-def _de120(r):  # TimeStamp
-    V = r.v
-    q = r.end - r.pos
+def _de120(r, V, q):  # TimeStamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
@@ -23362,8 +22614,7 @@ def _de120(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee120(w, o):  # TimeStamp
     v = w.v
@@ -23378,9 +22629,7 @@ def _ee120(w, o):  # TimeStamp
     w.v = v
     w.n = n
 
-def _de121(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de121(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -23405,8 +22654,7 @@ def _de121(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee121(w, o):  # Value
     v = w.v
@@ -23422,9 +22670,7 @@ def _ee121(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de122(r):  # VehicleFrame
-    V = r.v
-    q = r.end - r.pos
+def _de122(r, V, q):  # VehicleFrame
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -23449,8 +22695,7 @@ def _de122(r):  # VehicleFrame
     if (V >> q) & 1: raise r.deviation('VehicleFrame', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee122(w, o):  # VehicleFrame
     v = w.v
@@ -23466,9 +22711,7 @@ def _ee122(w, o):  # VehicleFrame
     w.v = v
     w.n = n
 
-def _de123(r):  # VehicleTravel
-    V = r.v
-    q = r.end - r.pos
+def _de123(r, V, q):  # VehicleTravel
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -23493,8 +22736,7 @@ def _de123(r):  # VehicleTravel
     if (V >> q) & 1: raise r.deviation('VehicleTravel', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee123(w, o):  # VehicleTravel
     v = w.v
@@ -23510,9 +22752,7 @@ def _ee123(w, o):  # VehicleTravel
     w.v = v
     w.n = n
 
-def _de124(r):  # X448_EncryptedPrivateKey
-    V = r.v
-    q = r.end - r.pos
+def _de124(r, V, q):  # X448_EncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X448_EncryptedPrivateKey', r.end - q)
@@ -23525,8 +22765,7 @@ def _de124(r):  # X448_EncryptedPrivateKey
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X448_EncryptedPrivateKey', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee124(w, o):  # X448_EncryptedPrivateKey
     v = w.v
@@ -23542,9 +22781,7 @@ def _ee124(w, o):  # X448_EncryptedPrivateKey
     w.v = v
     w.n = n
 
-def _de125(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de125(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23563,8 +22800,7 @@ def _de125(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee125(w, o):  # X509CRL
     v = w.v
@@ -23579,9 +22815,7 @@ def _ee125(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de126(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de126(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23600,8 +22834,7 @@ def _de126(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee126(w, o):  # X509Certificate
     v = w.v
@@ -23616,9 +22849,7 @@ def _ee126(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de127(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de127(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23635,8 +22866,7 @@ def _de127(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee127(w, o):  # X509IssuerName
     v = w.v
@@ -23653,9 +22883,7 @@ def _ee127(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de128(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de128(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23674,8 +22902,7 @@ def _de128(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee128(w, o):  # X509SKI
     v = w.v
@@ -23690,9 +22917,7 @@ def _ee128(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de129(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de129(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -23716,8 +22941,7 @@ def _de129(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee129(w, o):  # X509SerialNumber
     v = w.v
@@ -23733,9 +22957,7 @@ def _ee129(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de130(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de130(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23752,8 +22974,7 @@ def _de130(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee130(w, o):  # X509SubjectName
     v = w.v
@@ -23770,9 +22991,7 @@ def _ee130(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de131(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de131(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23789,8 +23008,7 @@ def _de131(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee131(w, o):  # XPath
     v = w.v
@@ -23807,9 +23025,7 @@ def _ee131(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de132(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de132(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23828,8 +23044,7 @@ def _de132(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee132(w, o):  # Y
     v = w.v
@@ -23844,16 +23059,13 @@ def _ee132(w, o):  # Y
     w.v = v
     w.n = n
 
-def _de133(r):  # boolValue
-    V = r.v
-    q = r.end - r.pos
+def _de133(r, V, q):  # boolValue
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('boolValue', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee133(w, o):  # boolValue
     v = w.v
@@ -23864,16 +23076,13 @@ def _ee133(w, o):  # boolValue
     w.v = v
     w.n = n
 
-def _de134(r):  # byteValue
-    V = r.v
-    q = r.end - r.pos
+def _de134(r, V, q):  # byteValue
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('byteValue', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee134(w, o):  # byteValue
     v = w.v
@@ -23884,9 +23093,7 @@ def _ee134(w, o):  # byteValue
     w.v = v
     w.n = n
 
-def _de135(r):  # finiteString
-    V = r.v
-    q = r.end - r.pos
+def _de135(r, V, q):  # finiteString
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -23904,8 +23111,7 @@ def _de135(r):  # finiteString
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('finiteString', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee135(w, o):  # finiteString
     v = w.v
@@ -23923,9 +23129,7 @@ def _ee135(w, o):  # finiteString
     w.v = v
     w.n = n
 
-def _de136(r):  # intValue
-    V = r.v
-    q = r.end - r.pos
+def _de136(r, V, q):  # intValue
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -23950,8 +23154,7 @@ def _de136(r):  # intValue
     if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
     if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee136(w, o):  # intValue
     v = w.v
@@ -23967,9 +23170,7 @@ def _ee136(w, o):  # intValue
     w.v = v
     w.n = n
 
-def _de137(r):  # shortValue
-    V = r.v
-    q = r.end - r.pos
+def _de137(r, V, q):  # shortValue
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -23994,8 +23195,7 @@ def _de137(r):  # shortValue
     if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee137(w, o):  # shortValue
     v = w.v

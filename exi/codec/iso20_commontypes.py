@@ -35,20 +35,18 @@ _K_iso20_commontypes_V2GRequestType = iso20_commontypes.V2GRequestType
 _K_iso20_commontypes_V2GResponseType = iso20_commontypes.V2GResponseType
 _K_xmldsig_X509IssuerSerialType = xmldsig.X509IssuerSerialType
 
-def _d_CLReqControlModeType(r):
+def _d_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CLReqControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_CLReqControlModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
@@ -64,20 +62,18 @@ def _e_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CLResControlModeType(r):
+def _d_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CLResControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_CLResControlModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLResControlModeType
@@ -93,10 +89,8 @@ def _e_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeLoopReqType(r):
+def _d_ChargeLoopReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DisplayParameters = None
     try:
@@ -143,9 +137,7 @@ def _d_ChargeLoopReqType(r):
         if ec == 0:
             q += 6
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 7
             if q < 0: V, q = r.slidep(q, 7)
             x = (V >> q) & 127
@@ -165,9 +157,7 @@ def _d_ChargeLoopReqType(r):
         if ec == 0:
             q += 4
             el = 'DisplayParameters'
-            r.pos = r.end - q
-            f_DisplayParameters = _d_DisplayParametersType(r)
-            V = r.v; q = r.end - r.pos
+            f_DisplayParameters, V, q = _d_DisplayParametersType(r, V, q)
             q -= 5
             if q < 0: V, q = r.slideq(q, 5)
             x = (V >> q) & 31
@@ -181,14 +171,14 @@ def _d_ChargeLoopReqType(r):
             f_MeterInfoRequested = (x >> 2) == 1
         else:
             raise r.deviation('ChargeLoopReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_ChargeLoopReqType)
     _obj.Header = f_Header
     _obj.DisplayParameters = f_DisplayParameters
     _obj.MeterInfoRequested = f_MeterInfoRequested
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeLoopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopReqType
@@ -273,10 +263,8 @@ def _e_ChargeLoopReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeLoopResType(r):
+def _d_ChargeLoopResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEStatus = None
     f_MeterInfo = None
@@ -323,9 +311,7 @@ def _d_ChargeLoopResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c2_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -382,9 +368,7 @@ def _d_ChargeLoopResType(r):
         elif ec == 1:
             q += 2
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = _d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = _d_MeterInfoType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -393,9 +377,7 @@ def _d_ChargeLoopResType(r):
         elif ec == 2:
             q += 2
             el = 'Receipt'
-            r.pos = r.end - q
-            f_Receipt = _d_ReceiptType(r)
-            V = r.v; q = r.end - r.pos
+            f_Receipt, V, q = _d_ReceiptType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
@@ -408,9 +390,7 @@ def _d_ChargeLoopResType(r):
         if s == 3:
             if ec == 0:
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = _d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = _d_MeterInfoType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
@@ -418,9 +398,7 @@ def _d_ChargeLoopResType(r):
                 s = 4
             elif ec == 1:
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = _d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = _d_ReceiptType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
@@ -433,9 +411,7 @@ def _d_ChargeLoopResType(r):
         if s == 4:
             if ec == 0:
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = _d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = _d_ReceiptType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
@@ -447,8 +423,8 @@ def _d_ChargeLoopResType(r):
                 raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_ChargeLoopResType)
     _obj.Header = f_Header
@@ -456,7 +432,7 @@ def _d_ChargeLoopResType(r):
     _obj.EVSEStatus = f_EVSEStatus
     _obj.MeterInfo = f_MeterInfo
     _obj.Receipt = f_Receipt
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeLoopResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeLoopResType
@@ -615,10 +591,8 @@ def _e_ChargeLoopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeParameterDiscoveryReqType(r):
+def _d_ChargeParameterDiscoveryReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -662,9 +636,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -679,12 +651,12 @@ def _d_ChargeParameterDiscoveryReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryReqType
@@ -742,10 +714,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeParameterDiscoveryResType(r):
+def _d_ChargeParameterDiscoveryResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -789,9 +759,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -811,13 +779,13 @@ def _d_ChargeParameterDiscoveryResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ChargeParameterDiscoveryResType
@@ -883,10 +851,8 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DetailedCostType(r):
+def _d_DetailedCostType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedCostType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 15
@@ -946,13 +912,13 @@ def _d_DetailedCostType(r):
         f_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
         f_CostPerUnit.Exponent = _c2_Exponent
         f_CostPerUnit.Value = _c2_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_DetailedCostType)
     _obj.Amount = f_Amount
     _obj.CostPerUnit = f_CostPerUnit
-    return _obj
+    return _obj, V, q
 
 def _e_DetailedCostType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedCostType
@@ -1005,10 +971,8 @@ def _e_DetailedCostType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DetailedTaxType(r):
+def _d_DetailedTaxType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedTaxType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -1060,13 +1024,13 @@ def _d_DetailedTaxType(r):
         f_Amount = _new(_K_iso20_commontypes_RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_DetailedTaxType)
     _obj.TaxRuleID = f_TaxRuleID
     _obj.Amount = f_Amount
-    return _obj
+    return _obj, V, q
 
 def _e_DetailedTaxType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DetailedTaxType
@@ -1110,10 +1074,8 @@ def _e_DetailedTaxType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DisplayParametersType(r):
+def _d_DisplayParametersType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DisplayParametersType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PresentSOC = None
     f_MinimumSOC = None
@@ -2238,8 +2200,8 @@ def _d_DisplayParametersType(r):
                 raise r.deviation('DisplayParametersType', r.end - q)
         if s == 10:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_DisplayParametersType)
     _obj.PresentSOC = f_PresentSOC
@@ -2252,7 +2214,7 @@ def _d_DisplayParametersType(r):
     _obj.ChargingComplete = f_ChargingComplete
     _obj.BatteryEnergyCapacity = f_BatteryEnergyCapacity
     _obj.InletHot = f_InletHot
-    return _obj
+    return _obj, V, q
 
 def _e_DisplayParametersType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}DisplayParametersType
@@ -2848,10 +2810,8 @@ def _e_DisplayParametersType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_CLReqControlModeType(r):
+def _d_Dynamic_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     try:
@@ -2999,15 +2959,15 @@ def _d_Dynamic_CLReqControlModeType(r):
         f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
         f_EVMinimumEnergyRequest.Value = _c8_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_Dynamic_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLReqControlModeType
@@ -3109,10 +3069,8 @@ def _e_Dynamic_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_CLResControlModeType(r):
+def _d_Dynamic_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -3313,15 +3271,15 @@ def _d_Dynamic_CLResControlModeType(r):
                 raise r.deviation('Dynamic_CLResControlModeType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_Dynamic_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
     _obj.AckMaxDelay = f_AckMaxDelay
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Dynamic_CLResControlModeType
@@ -3442,10 +3400,8 @@ def _e_Dynamic_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVSEStatusType(r):
+def _d_EVSEStatusType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -3475,13 +3431,13 @@ def _d_EVSEStatusType(r):
         f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(r.end - q))
         else: f_EVSENotification = _E_iso20_commontypes_evseNotificationType[f_EVSENotification]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
-    return _obj
+    return _obj, V, q
 
 def _e_EVSEStatusType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}EVSEStatusType
@@ -3513,10 +3469,8 @@ def _e_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ListOfRootCertificateIDsType(r):
+def _d_ListOfRootCertificateIDsType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ListOfRootCertificateIDsType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RootCertificateID = []
     try:
@@ -3629,12 +3583,12 @@ def _d_ListOfRootCertificateIDsType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_ListOfRootCertificateIDsType)
     _obj.RootCertificateID = f_RootCertificateID
-    return _obj
+    return _obj, V, q
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ListOfRootCertificateIDsType
@@ -3721,10 +3675,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MessageHeaderType(r):
+def _d_MessageHeaderType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MessageHeaderType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Signature = None
     try:
@@ -3764,9 +3716,7 @@ def _d_MessageHeaderType(r):
         ec = x
         if ec == 0:
             el = 'Signature'
-            r.pos = r.end - q
-            f_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            f_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -3774,14 +3724,14 @@ def _d_MessageHeaderType(r):
             pass
         else:
             raise r.deviation('MessageHeaderType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_MessageHeaderType)
     _obj.SessionID = f_SessionID
     _obj.TimeStamp = f_TimeStamp
     _obj.Signature = f_Signature
-    return _obj
+    return _obj, V, q
 
 def _e_MessageHeaderType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MessageHeaderType
@@ -3828,10 +3778,8 @@ def _e_MessageHeaderType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeterInfoType(r):
+def _d_MeterInfoType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MeterInfoType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_BPT_DischargedEnergyReadingWh = None
     f_CapacitiveEnergyReadingVARh = None
@@ -4448,8 +4396,8 @@ def _d_MeterInfoType(r):
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 8:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_MeterInfoType)
     _obj.MeterID = f_MeterID
@@ -4460,7 +4408,7 @@ def _d_MeterInfoType(r):
     _obj.MeterSignature = f_MeterSignature
     _obj.MeterStatus = f_MeterStatus
     _obj.MeterTimestamp = f_MeterTimestamp
-    return _obj
+    return _obj, V, q
 
 def _e_MeterInfoType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}MeterInfoType
@@ -4756,10 +4704,8 @@ def _e_MeterInfoType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_RationalNumberType(r):
+def _d_RationalNumberType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}RationalNumberType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 14
@@ -4789,13 +4735,13 @@ def _d_RationalNumberType(r):
         if (V >> q) & 3: raise r.deviation('RationalNumberType', r.end - q)
         if _neg: f_Value = -f_Value - 1
         if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_RationalNumberType)
     _obj.Exponent = f_Exponent
     _obj.Value = f_Value
-    return _obj
+    return _obj, V, q
 
 def _e_RationalNumberType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}RationalNumberType
@@ -4825,10 +4771,8 @@ def _e_RationalNumberType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ReceiptType(r):
+def _d_ReceiptType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ReceiptType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EnergyCosts = None
     f_OccupancyCosts = None
@@ -5866,8 +5810,8 @@ def _d_ReceiptType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ReceiptType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_ReceiptType)
     _obj.TimeAnchor = f_TimeAnchor
@@ -5876,7 +5820,7 @@ def _d_ReceiptType(r):
     _obj.AdditionalServicesCosts = f_AdditionalServicesCosts
     _obj.OverstayCosts = f_OverstayCosts
     _obj.TaxCosts = f_TaxCosts
-    return _obj
+    return _obj, V, q
 
 def _e_ReceiptType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}ReceiptType
@@ -6591,10 +6535,8 @@ def _e_ReceiptType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_CLReqControlModeType(r):
+def _d_Scheduled_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -6813,14 +6755,14 @@ def _d_Scheduled_CLReqControlModeType(r):
                 raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
         if s == 3:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_Scheduled_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLReqControlModeType
@@ -6969,20 +6911,18 @@ def _e_Scheduled_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_CLResControlModeType(r):
+def _d_Scheduled_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('Scheduled_CLResControlModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_Scheduled_CLResControlModeType)
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}Scheduled_CLResControlModeType
@@ -6998,10 +6938,8 @@ def _e_Scheduled_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_V2GMessageType(r):
+def _d_V2GMessageType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GMessageType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -7045,9 +6983,7 @@ def _d_V2GMessageType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -7062,12 +6998,12 @@ def _d_V2GMessageType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2GMessageType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_V2GMessageType)
     _obj.Header = f_Header
-    return _obj
+    return _obj, V, q
 
 def _e_V2GMessageType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GMessageType
@@ -7125,10 +7061,8 @@ def _e_V2GMessageType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_V2GRequestType(r):
+def _d_V2GRequestType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GRequestType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -7172,9 +7106,7 @@ def _d_V2GRequestType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -7189,12 +7121,12 @@ def _d_V2GRequestType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2GRequestType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_V2GRequestType)
     _obj.Header = f_Header
-    return _obj
+    return _obj, V, q
 
 def _e_V2GRequestType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GRequestType
@@ -7252,10 +7184,8 @@ def _e_V2GRequestType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_V2GResponseType(r):
+def _d_V2GResponseType(r, V, q):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GResponseType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -7299,9 +7229,7 @@ def _d_V2GResponseType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -7321,13 +7249,13 @@ def _d_V2GResponseType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_commontypes_V2GResponseType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_V2GResponseType(w, o):
     # {urn:iso:std:iso:15118:-20:CommonTypes}V2GResponseType

@@ -44,10 +44,8 @@ _K_iso20_dc_Scheduled_DC_CLReqControlModeType = iso20_dc.Scheduled_DC_CLReqContr
 _K_iso20_dc_Scheduled_DC_CLResControlModeType = iso20_dc.Scheduled_DC_CLResControlModeType
 _T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 
-def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
+def _d_BPT_DC_CPDReqEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDReqEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_TargetSOC = None
     try:
@@ -369,8 +367,8 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         f_EVMinimumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumDischargeCurrent.Exponent = _c16_Exponent
         f_EVMinimumDischargeCurrent.Value = _c16_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_BPT_DC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
@@ -384,7 +382,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
     _obj.EVMinimumDischargePower = f_EVMinimumDischargePower
     _obj.EVMaximumDischargeCurrent = f_EVMaximumDischargeCurrent
     _obj.EVMinimumDischargeCurrent = f_EVMinimumDischargeCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDReqEnergyTransferModeType
@@ -628,10 +626,8 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_DC_CPDResEnergyTransferModeType(r):
+def _d_BPT_DC_CPDResEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDResEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEPowerRampLimitation = None
     try:
@@ -976,8 +972,8 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         f_EVSEMinimumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumDischargeCurrent.Exponent = _c18_Exponent
         f_EVSEMinimumDischargeCurrent.Value = _c18_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_BPT_DC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
@@ -991,7 +987,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
     _obj.EVSEMinimumDischargePower = f_EVSEMinimumDischargePower
     _obj.EVSEMaximumDischargeCurrent = f_EVSEMaximumDischargeCurrent
     _obj.EVSEMinimumDischargeCurrent = f_EVSEMinimumDischargeCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}BPT_DC_CPDResEnergyTransferModeType
@@ -1250,10 +1246,8 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
+def _d_BPT_Dynamic_DC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Dynamic_DC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVMaximumV2XEnergyRequest = None
@@ -1731,8 +1725,8 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 14:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_BPT_Dynamic_DC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -1749,7 +1743,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
     _obj.EVMaximumDischargeCurrent = f_EVMaximumDischargeCurrent
     _obj.EVMaximumV2XEnergyRequest = f_EVMaximumV2XEnergyRequest
     _obj.EVMinimumV2XEnergyRequest = f_EVMinimumV2XEnergyRequest
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Dynamic_DC_CLReqControlModeType
@@ -2098,10 +2092,8 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Dynamic_DC_CLResControlModeType(r):
+def _d_BPT_Dynamic_DC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Dynamic_DC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -2656,8 +2648,8 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMinimumVoltage.Exponent = _c24_Exponent
             f_EVSEMinimumVoltage.Value = _c24_Value
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_BPT_Dynamic_DC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -2672,7 +2664,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
     _obj.EVSEMinimumDischargePower = f_EVSEMinimumDischargePower
     _obj.EVSEMaximumDischargeCurrent = f_EVSEMaximumDischargeCurrent
     _obj.EVSEMinimumVoltage = f_EVSEMinimumVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Dynamic_DC_CLResControlModeType
@@ -3039,10 +3031,8 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
+def _d_BPT_Scheduled_DC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Scheduled_DC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -4658,8 +4648,8 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 13:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_BPT_Scheduled_DC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
@@ -4675,7 +4665,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
     _obj.EVMaximumDischargePower = f_EVMaximumDischargePower
     _obj.EVMinimumDischargePower = f_EVMinimumDischargePower
     _obj.EVMaximumDischargeCurrent = f_EVMaximumDischargeCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Scheduled_DC_CLReqControlModeType
@@ -5709,10 +5699,8 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BPT_Scheduled_DC_CLResControlModeType(r):
+def _d_BPT_Scheduled_DC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Scheduled_DC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower = None
     f_EVSEMinimumChargePower = None
@@ -6960,8 +6948,8 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 8:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_BPT_Scheduled_DC_CLResControlModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
@@ -6972,7 +6960,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
     _obj.EVSEMinimumDischargePower = f_EVSEMinimumDischargePower
     _obj.EVSEMaximumDischargeCurrent = f_EVSEMaximumDischargeCurrent
     _obj.EVSEMinimumVoltage = f_EVSEMinimumVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}BPT_Scheduled_DC_CLResControlModeType
@@ -7766,10 +7754,8 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_CPDReqEnergyTransferModeType(r):
+def _d_DC_CPDReqEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_CPDReqEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_TargetSOC = None
     try:
@@ -7951,8 +7937,8 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
             q += 10
         else:
             raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
@@ -7962,7 +7948,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
     _obj.EVMaximumVoltage = f_EVMaximumVoltage
     _obj.EVMinimumVoltage = f_EVMinimumVoltage
     _obj.TargetSOC = f_TargetSOC
-    return _obj
+    return _obj, V, q
 
 def _e_DC_CPDReqEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_CPDReqEnergyTransferModeType
@@ -8100,10 +8086,8 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_CPDResEnergyTransferModeType(r):
+def _d_DC_CPDResEnergyTransferModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_CPDResEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEPowerRampLimitation = None
     try:
@@ -8308,8 +8292,8 @@ def _d_DC_CPDResEnergyTransferModeType(r):
             q += 14
         else:
             raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
@@ -8319,7 +8303,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
     _obj.EVSEMaximumVoltage = f_EVSEMaximumVoltage
     _obj.EVSEMinimumVoltage = f_EVSEMinimumVoltage
     _obj.EVSEPowerRampLimitation = f_EVSEPowerRampLimitation
-    return _obj
+    return _obj, V, q
 
 def _e_DC_CPDResEnergyTransferModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_CPDResEnergyTransferModeType
@@ -8470,10 +8454,8 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_CableCheckReqType(r):
+def _d_DC_CableCheckReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_CableCheckReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -8517,9 +8499,7 @@ def _d_DC_CableCheckReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -8534,12 +8514,12 @@ def _d_DC_CableCheckReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('DC_CableCheckReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_CableCheckReqType)
     _obj.Header = f_Header
-    return _obj
+    return _obj, V, q
 
 def _e_DC_CableCheckReqType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_CableCheckReqType
@@ -8597,10 +8577,8 @@ def _e_DC_CableCheckReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_CableCheckResType(r):
+def _d_DC_CableCheckResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_CableCheckResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -8644,9 +8622,7 @@ def _d_DC_CableCheckResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -8670,14 +8646,14 @@ def _d_DC_CableCheckResType(r):
         f_EVSEProcessing = ((x >> 2) & 3)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('DC_CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_CableCheckResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_DC_CableCheckResType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_CableCheckResType
@@ -8749,10 +8725,8 @@ def _e_DC_CableCheckResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_ChargeLoopReqType(r):
+def _d_DC_ChargeLoopReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeLoopReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DisplayParameters = None
     f_BPT_Dynamic_DC_CLReqControlMode = None
@@ -8804,9 +8778,7 @@ def _d_DC_ChargeLoopReqType(r):
         if ec == 0:
             q += 20
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c3_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c3_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 21
             if q < 0: V, q = r.slidep(q, 21)
             x = (V >> q) & 2097151
@@ -8826,9 +8798,7 @@ def _d_DC_ChargeLoopReqType(r):
         if ec == 0:
             q += 18
             el = 'DisplayParameters'
-            r.pos = r.end - q
-            f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-            V = r.v; q = r.end - r.pos
+            f_DisplayParameters, V, q = c_iso20_commontypes._d_DisplayParametersType(r, V, q)
             q -= 19
             if q < 0: V, q = r.slidep(q, 19)
             x = (V >> q) & 524287
@@ -8878,18 +8848,14 @@ def _d_DC_ChargeLoopReqType(r):
         if ec == 0:
             q += 2
             el = 'BPT_Dynamic_DC_CLReqControlMode'
-            r.pos = r.end - q
-            f_BPT_Dynamic_DC_CLReqControlMode = _d_BPT_Dynamic_DC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_Dynamic_DC_CLReqControlMode, V, q = _d_BPT_Dynamic_DC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         elif ec == 1:
             q += 2
             el = 'BPT_Scheduled_DC_CLReqControlMode'
-            r.pos = r.end - q
-            f_BPT_Scheduled_DC_CLReqControlMode = _d_BPT_Scheduled_DC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_Scheduled_DC_CLReqControlMode, V, q = _d_BPT_Scheduled_DC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
@@ -8900,25 +8866,21 @@ def _d_DC_ChargeLoopReqType(r):
         elif ec == 3:
             q += 2
             el = 'Dynamic_DC_CLReqControlMode'
-            r.pos = r.end - q
-            f_Dynamic_DC_CLReqControlMode = _d_Dynamic_DC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Dynamic_DC_CLReqControlMode, V, q = _d_Dynamic_DC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         elif ec == 4:
             q += 2
             el = 'Scheduled_DC_CLReqControlMode'
-            r.pos = r.end - q
-            f_Scheduled_DC_CLReqControlMode = _d_Scheduled_DC_CLReqControlModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_Scheduled_DC_CLReqControlMode, V, q = _d_Scheduled_DC_CLReqControlModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
         else:
             raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_ChargeLoopReqType)
     _obj.Header = f_Header
@@ -8930,7 +8892,7 @@ def _d_DC_ChargeLoopReqType(r):
     _obj.CLReqControlMode = f_CLReqControlMode
     _obj.Dynamic_DC_CLReqControlMode = f_Dynamic_DC_CLReqControlMode
     _obj.Scheduled_DC_CLReqControlMode = f_Scheduled_DC_CLReqControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_DC_ChargeLoopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeLoopReqType
@@ -9082,10 +9044,8 @@ def _e_DC_ChargeLoopReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_ChargeLoopResType(r):
+def _d_DC_ChargeLoopResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeLoopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEStatus = None
     f_MeterInfo = None
@@ -9137,9 +9097,7 @@ def _d_DC_ChargeLoopResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c8_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c8_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9198,9 +9156,7 @@ def _d_DC_ChargeLoopResType(r):
         elif ec == 1:
             q += 14
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
             q -= 16
             if q < 0: V, q = r.slidep(q, 16)
             x = (V >> q) & 65535
@@ -9210,9 +9166,7 @@ def _d_DC_ChargeLoopResType(r):
         elif ec == 2:
             q += 14
             el = 'Receipt'
-            r.pos = r.end - q
-            f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-            V = r.v; q = r.end - r.pos
+            f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
             q -= 15
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
@@ -9257,9 +9211,7 @@ def _d_DC_ChargeLoopResType(r):
             if ec == 0:
                 q += 14
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
                 q -= 16
                 if q < 0: V, q = r.slidep(q, 16)
                 x = (V >> q) & 65535
@@ -9269,9 +9221,7 @@ def _d_DC_ChargeLoopResType(r):
             elif ec == 1:
                 q += 14
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
@@ -9316,9 +9266,7 @@ def _d_DC_ChargeLoopResType(r):
             if ec == 0:
                 q += 14
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
@@ -9439,9 +9387,7 @@ def _d_DC_ChargeLoopResType(r):
             if ec == 0:
                 q += 2
                 el = 'BPT_Dynamic_DC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_DC_CLResControlMode = _d_BPT_Dynamic_DC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Dynamic_DC_CLResControlMode, V, q = _d_BPT_Dynamic_DC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -9449,9 +9395,7 @@ def _d_DC_ChargeLoopResType(r):
             elif ec == 1:
                 q += 2
                 el = 'BPT_Scheduled_DC_CLResControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_DC_CLResControlMode = _d_BPT_Scheduled_DC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_BPT_Scheduled_DC_CLResControlMode, V, q = _d_BPT_Scheduled_DC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -9464,9 +9408,7 @@ def _d_DC_ChargeLoopResType(r):
             elif ec == 3:
                 q += 2
                 el = 'Dynamic_DC_CLResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_DC_CLResControlMode = _d_Dynamic_DC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Dynamic_DC_CLResControlMode, V, q = _d_Dynamic_DC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -9474,9 +9416,7 @@ def _d_DC_ChargeLoopResType(r):
             elif ec == 4:
                 q += 2
                 el = 'Scheduled_DC_CLResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_DC_CLResControlMode = _d_Scheduled_DC_CLResControlModeType(r)
-                V = r.v; q = r.end - r.pos
+                f_Scheduled_DC_CLResControlMode, V, q = _d_Scheduled_DC_CLResControlModeType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
@@ -9485,8 +9425,8 @@ def _d_DC_ChargeLoopResType(r):
                 raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 11:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_ChargeLoopResType)
     _obj.Header = f_Header
@@ -9504,7 +9444,7 @@ def _d_DC_ChargeLoopResType(r):
     _obj.CLResControlMode = f_CLResControlMode
     _obj.Dynamic_DC_CLResControlMode = f_Dynamic_DC_CLResControlMode
     _obj.Scheduled_DC_CLResControlMode = f_Scheduled_DC_CLResControlMode
-    return _obj
+    return _obj, V, q
 
 def _e_DC_ChargeLoopResType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeLoopResType
@@ -9830,10 +9770,8 @@ def _e_DC_ChargeLoopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_ChargeParameterDiscoveryReqType(r):
+def _d_DC_ChargeParameterDiscoveryReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeParameterDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_BPT_DC_CPDReqEnergyTransferMode = None
     f_DC_CPDReqEnergyTransferMode = None
@@ -9881,9 +9819,7 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         if ec == 0:
             q += 2
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
@@ -9900,30 +9836,26 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         f_Header.Signature = _c1_Signature
         if ec == 0:
             el = 'BPT_DC_CPDReqEnergyTransferMode'
-            r.pos = r.end - q
-            f_BPT_DC_CPDReqEnergyTransferMode = _d_BPT_DC_CPDReqEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_DC_CPDReqEnergyTransferMode, V, q = _d_BPT_DC_CPDReqEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         elif ec == 1:
             el = 'DC_CPDReqEnergyTransferMode'
-            r.pos = r.end - q
-            f_DC_CPDReqEnergyTransferMode = _d_DC_CPDReqEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_DC_CPDReqEnergyTransferMode, V, q = _d_DC_CPDReqEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
         else:
             raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
     _obj.BPT_DC_CPDReqEnergyTransferMode = f_BPT_DC_CPDReqEnergyTransferMode
     _obj.DC_CPDReqEnergyTransferMode = f_DC_CPDReqEnergyTransferMode
-    return _obj
+    return _obj, V, q
 
 def _e_DC_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeParameterDiscoveryReqType
@@ -10004,10 +9936,8 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_ChargeParameterDiscoveryResType(r):
+def _d_DC_ChargeParameterDiscoveryResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeParameterDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_BPT_DC_CPDResEnergyTransferMode = None
     f_DC_CPDResEnergyTransferMode = None
@@ -10053,9 +9983,7 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10078,31 +10006,27 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         ec = (x & 3)
         if ec == 0:
             el = 'BPT_DC_CPDResEnergyTransferMode'
-            r.pos = r.end - q
-            f_BPT_DC_CPDResEnergyTransferMode = _d_BPT_DC_CPDResEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_BPT_DC_CPDResEnergyTransferMode, V, q = _d_BPT_DC_CPDResEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         elif ec == 1:
             el = 'DC_CPDResEnergyTransferMode'
-            r.pos = r.end - q
-            f_DC_CPDResEnergyTransferMode = _d_DC_CPDResEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+            f_DC_CPDResEnergyTransferMode, V, q = _d_DC_CPDResEnergyTransferModeType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
         else:
             raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.BPT_DC_CPDResEnergyTransferMode = f_BPT_DC_CPDResEnergyTransferMode
     _obj.DC_CPDResEnergyTransferMode = f_DC_CPDResEnergyTransferMode
-    return _obj
+    return _obj, V, q
 
 def _e_DC_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_ChargeParameterDiscoveryResType
@@ -10191,10 +10115,8 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_PreChargeReqType(r):
+def _d_DC_PreChargeReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_PreChargeReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -10238,9 +10160,7 @@ def _d_DC_PreChargeReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10313,15 +10233,15 @@ def _d_DC_PreChargeReqType(r):
         f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVTargetVoltage.Exponent = _c3_Exponent
         f_EVTargetVoltage.Value = _c3_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_PreChargeReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.EVPresentVoltage = f_EVPresentVoltage
     _obj.EVTargetVoltage = f_EVTargetVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_DC_PreChargeReqType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_PreChargeReqType
@@ -10425,10 +10345,8 @@ def _e_DC_PreChargeReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_PreChargeResType(r):
+def _d_DC_PreChargeResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_PreChargeResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -10472,9 +10390,7 @@ def _d_DC_PreChargeResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10520,14 +10436,14 @@ def _d_DC_PreChargeResType(r):
         f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_PreChargeResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_DC_PreChargeResType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_PreChargeResType
@@ -10611,10 +10527,8 @@ def _e_DC_PreChargeResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_WeldingDetectionReqType(r):
+def _d_DC_WeldingDetectionReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_WeldingDetectionReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -10658,9 +10572,7 @@ def _d_DC_WeldingDetectionReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10680,13 +10592,13 @@ def _d_DC_WeldingDetectionReqType(r):
         f_EVProcessing = (x >> 2)
         if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_WeldingDetectionReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_WeldingDetectionReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_DC_WeldingDetectionReqType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_WeldingDetectionReqType
@@ -10752,10 +10664,8 @@ def _e_DC_WeldingDetectionReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_WeldingDetectionResType(r):
+def _d_DC_WeldingDetectionResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}DC_WeldingDetectionResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -10799,9 +10709,7 @@ def _d_DC_WeldingDetectionResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -10847,14 +10755,14 @@ def _d_DC_WeldingDetectionResType(r):
         f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_DC_WeldingDetectionResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_DC_WeldingDetectionResType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}DC_WeldingDetectionResType
@@ -10938,10 +10846,8 @@ def _e_DC_WeldingDetectionResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_DC_CLReqControlModeType(r):
+def _d_Dynamic_DC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}Dynamic_DC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     try:
@@ -11224,8 +11130,8 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
         f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c18_Exponent
         f_EVMinimumVoltage.Value = _c18_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_Dynamic_DC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -11237,7 +11143,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
     _obj.EVMaximumChargeCurrent = f_EVMaximumChargeCurrent
     _obj.EVMaximumVoltage = f_EVMaximumVoltage
     _obj.EVMinimumVoltage = f_EVMinimumVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_DC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}Dynamic_DC_CLReqControlModeType
@@ -11445,10 +11351,8 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Dynamic_DC_CLResControlModeType(r):
+def _d_Dynamic_DC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}Dynamic_DC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_MinimumSOC = None
@@ -11895,8 +11799,8 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             f_EVSEMaximumVoltage.Exponent = _c16_Exponent
             f_EVSEMaximumVoltage.Value = _c16_Value
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_Dynamic_DC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
@@ -11907,7 +11811,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
     _obj.EVSEMinimumChargePower = f_EVSEMinimumChargePower
     _obj.EVSEMaximumChargeCurrent = f_EVSEMaximumChargeCurrent
     _obj.EVSEMaximumVoltage = f_EVSEMaximumVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_Dynamic_DC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}Dynamic_DC_CLResControlModeType
@@ -12194,10 +12098,8 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_DC_CLReqControlModeType(r):
+def _d_Scheduled_DC_CLReqControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}Scheduled_DC_CLReqControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVTargetEnergyRequest = None
     f_EVMaximumEnergyRequest = None
@@ -13089,8 +12991,8 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
         if s == 10:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_Scheduled_DC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
@@ -13103,7 +13005,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
     _obj.EVMaximumChargeCurrent = f_EVMaximumChargeCurrent
     _obj.EVMaximumVoltage = f_EVMaximumVoltage
     _obj.EVMinimumVoltage = f_EVMinimumVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_DC_CLReqControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}Scheduled_DC_CLReqControlModeType
@@ -13696,10 +13598,8 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_Scheduled_DC_CLResControlModeType(r):
+def _d_Scheduled_DC_CLResControlModeType(r, V, q):
     # {urn:iso:std:iso:15118:-20:DC}Scheduled_DC_CLResControlModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumChargePower = None
     f_EVSEMinimumChargePower = None
@@ -14054,15 +13954,15 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_dc_Scheduled_DC_CLResControlModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMinimumChargePower = f_EVSEMinimumChargePower
     _obj.EVSEMaximumChargeCurrent = f_EVSEMaximumChargeCurrent
     _obj.EVSEMaximumVoltage = f_EVSEMaximumVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_Scheduled_DC_CLResControlModeType(w, o):
     # {urn:iso:std:iso:15118:-20:DC}Scheduled_DC_CLResControlModeType
@@ -14351,21 +14251,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:std:iso:15118:-20:CommonTypes', 'urn:iso:std:iso:15118:-20:DC')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14384,8 +14282,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -14400,15 +14297,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14425,8 +14320,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -14443,15 +14337,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14468,8 +14360,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -14486,26 +14377,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -14563,9 +14454,7 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 6
 
-def _de11(r):  # AckMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # AckMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
@@ -14587,8 +14476,7 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # AckMaxDelay
     v = w.v
@@ -14603,9 +14491,7 @@ def _ee11(w, o):  # AckMaxDelay
     w.v = v
     w.n = n
 
-def _de12(r):  # BPT_DischargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
@@ -14627,8 +14513,7 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v = w.v
@@ -14643,9 +14528,7 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de13(r):  # BPT_InductiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
@@ -14667,8 +14550,7 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v = w.v
@@ -14683,9 +14565,7 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de14(r):  # CapacitiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # CapacitiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
@@ -14707,8 +14587,7 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     v = w.v
@@ -14723,9 +14602,7 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de15(r):  # ChargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # ChargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
@@ -14747,8 +14624,7 @@ def _de15(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # ChargedEnergyReadingWh
     v = w.v
@@ -14763,16 +14639,13 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de16(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # ChargingComplete
     v = w.v
@@ -14783,9 +14656,7 @@ def _ee16(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de17(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -14807,8 +14678,7 @@ def _de17(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # DepartureTime
     v = w.v
@@ -14823,9 +14693,7 @@ def _ee17(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de18(r):  # EVProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # EVProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -14833,8 +14701,7 @@ def _de18(r):  # EVProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # EVProcessing
     v = w.v
@@ -14846,16 +14713,13 @@ def _ee18(w, o):  # EVProcessing
     w.v = v
     w.n = n
 
-def _de19(r):  # EVSECurrentLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # EVSECurrentLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # EVSECurrentLimitAchieved
     v = w.v
@@ -14866,9 +14730,7 @@ def _ee19(w, o):  # EVSECurrentLimitAchieved
     w.v = v
     w.n = n
 
-def _de20(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # EVSENotification
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -14876,8 +14738,7 @@ def _de20(r):  # EVSENotification
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # EVSENotification
     v = w.v
@@ -14889,16 +14750,13 @@ def _ee20(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de21(r):  # EVSEPowerLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # EVSEPowerLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # EVSEPowerLimitAchieved
     v = w.v
@@ -14909,9 +14767,7 @@ def _ee21(w, o):  # EVSEPowerLimitAchieved
     w.v = v
     w.n = n
 
-def _de22(r):  # EVSEProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # EVSEProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -14919,8 +14775,7 @@ def _de22(r):  # EVSEProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # EVSEProcessing
     v = w.v
@@ -14932,16 +14787,13 @@ def _ee22(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de23(r):  # EVSEVoltageLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # EVSEVoltageLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # EVSEVoltageLimitAchieved
     v = w.v
@@ -14952,9 +14804,7 @@ def _ee23(w, o):  # EVSEVoltageLimitAchieved
     w.v = v
     w.n = n
 
-def _de24(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14973,8 +14823,7 @@ def _de24(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # Exponent
     v = w.v
@@ -14989,16 +14838,13 @@ def _ee24(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de25(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # Exponent
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # Exponent
     v = w.v
@@ -15009,9 +14855,7 @@ def _ee25(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de26(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15030,8 +14874,7 @@ def _de26(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # G
     v = w.v
@@ -15046,9 +14889,7 @@ def _ee26(w, o):  # G
     w.v = v
     w.n = n
 
-def _de27(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -15072,8 +14913,7 @@ def _de27(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # HMACOutputLength
     v = w.v
@@ -15089,16 +14929,13 @@ def _ee27(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de28(r):  # InletHot
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # InletHot
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # InletHot
     v = w.v
@@ -15109,9 +14946,7 @@ def _ee28(w, o):  # InletHot
     w.v = v
     w.n = n
 
-def _de29(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15130,8 +14965,7 @@ def _de29(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # J
     v = w.v
@@ -15146,17 +14980,14 @@ def _ee29(w, o):  # J
     w.v = v
     w.n = n
 
-def _de30(r):  # MaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # MaximumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # MaximumSOC
     v = w.v
@@ -15167,9 +14998,7 @@ def _ee30(w, o):  # MaximumSOC
     w.v = v
     w.n = n
 
-def _de31(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15187,8 +15016,7 @@ def _de31(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # MeterID
     v = w.v
@@ -15206,16 +15034,13 @@ def _ee31(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de32(r):  # MeterInfoRequested
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # MeterInfoRequested
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # MeterInfoRequested
     v = w.v
@@ -15226,9 +15051,7 @@ def _ee32(w, o):  # MeterInfoRequested
     w.v = v
     w.n = n
 
-def _de33(r):  # MeterSignature
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15248,8 +15071,7 @@ def _de33(r):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # MeterSignature
     v = w.v
@@ -15265,9 +15087,7 @@ def _ee33(w, o):  # MeterSignature
     w.v = v
     w.n = n
 
-def _de34(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -15292,8 +15112,7 @@ def _de34(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # MeterStatus
     v = w.v
@@ -15309,9 +15128,7 @@ def _ee34(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de35(r):  # MeterTimestamp
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # MeterTimestamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
@@ -15333,8 +15150,7 @@ def _de35(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # MeterTimestamp
     v = w.v
@@ -15349,17 +15165,14 @@ def _ee35(w, o):  # MeterTimestamp
     w.v = v
     w.n = n
 
-def _de36(r):  # MinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # MinimumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # MinimumSOC
     v = w.v
@@ -15370,9 +15183,7 @@ def _ee36(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de37(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15391,8 +15202,7 @@ def _de37(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # Modulus
     v = w.v
@@ -15407,9 +15217,7 @@ def _ee37(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de38(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -15431,8 +15239,7 @@ def _de38(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # NotificationMaxDelay
     v = w.v
@@ -15447,9 +15254,7 @@ def _ee38(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de39(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15468,8 +15273,7 @@ def _de39(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # P
     v = w.v
@@ -15484,9 +15288,7 @@ def _ee39(w, o):  # P
     w.v = v
     w.n = n
 
-def _de40(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15505,8 +15307,7 @@ def _de40(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # PGPKeyID
     v = w.v
@@ -15521,9 +15322,7 @@ def _ee40(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de41(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15542,8 +15341,7 @@ def _de41(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # PGPKeyPacket
     v = w.v
@@ -15558,9 +15356,7 @@ def _ee41(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de42(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15579,8 +15375,7 @@ def _de42(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # PgenCounter
     v = w.v
@@ -15595,17 +15390,14 @@ def _ee42(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de43(r):  # PresentSOC
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # PresentSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # PresentSOC
     v = w.v
@@ -15616,9 +15408,7 @@ def _ee43(w, o):  # PresentSOC
     w.v = v
     w.n = n
 
-def _de44(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15637,8 +15427,7 @@ def _de44(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # Q
     v = w.v
@@ -15653,9 +15442,7 @@ def _ee44(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de45(r):  # RemainingTimeToMaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # RemainingTimeToMaximumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
@@ -15677,8 +15464,7 @@ def _de45(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # RemainingTimeToMaximumSOC
     v = w.v
@@ -15693,9 +15479,7 @@ def _ee45(w, o):  # RemainingTimeToMaximumSOC
     w.v = v
     w.n = n
 
-def _de46(r):  # RemainingTimeToMinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # RemainingTimeToMinimumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
@@ -15717,8 +15501,7 @@ def _de46(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # RemainingTimeToMinimumSOC
     v = w.v
@@ -15733,9 +15516,7 @@ def _ee46(w, o):  # RemainingTimeToMinimumSOC
     w.v = v
     w.n = n
 
-def _de47(r):  # RemainingTimeToTargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # RemainingTimeToTargetSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
@@ -15757,8 +15538,7 @@ def _de47(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # RemainingTimeToTargetSOC
     v = w.v
@@ -15773,9 +15553,7 @@ def _ee47(w, o):  # RemainingTimeToTargetSOC
     w.v = v
     w.n = n
 
-def _de48(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # ResponseCode
     q -= 8
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
@@ -15783,8 +15561,7 @@ def _de48(r):  # ResponseCode
     val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # ResponseCode
     v = w.v
@@ -15796,9 +15573,7 @@ def _ee48(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de49(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15817,8 +15592,7 @@ def _de49(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # SPKISexp
     v = w.v
@@ -15833,9 +15607,7 @@ def _ee49(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de50(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15854,8 +15626,7 @@ def _de50(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # Seed
     v = w.v
@@ -15870,9 +15641,7 @@ def _ee50(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de51(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -15885,8 +15654,7 @@ def _de51(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # SessionID
     v = w.v
@@ -15902,17 +15670,14 @@ def _ee51(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de52(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # TargetSOC
     v = w.v
@@ -15923,17 +15688,14 @@ def _ee52(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de53(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # TargetSOC
     v = w.v
@@ -15944,9 +15706,7 @@ def _ee53(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de54(r):  # TaxRuleID
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # TaxRuleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
@@ -15968,8 +15728,7 @@ def _de54(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # TaxRuleID
     v = w.v
@@ -15984,9 +15743,7 @@ def _ee54(w, o):  # TaxRuleID
     w.v = v
     w.n = n
 
-def _de55(r):  # TimeAnchor
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # TimeAnchor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
@@ -16008,8 +15765,7 @@ def _de55(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # TimeAnchor
     v = w.v
@@ -16024,9 +15780,7 @@ def _ee55(w, o):  # TimeAnchor
     w.v = v
     w.n = n
 
-def _de56(r):  # TimeStamp
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # TimeStamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
@@ -16048,8 +15802,7 @@ def _de56(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # TimeStamp
     v = w.v
@@ -16064,9 +15817,7 @@ def _ee56(w, o):  # TimeStamp
     w.v = v
     w.n = n
 
-def _de57(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -16091,8 +15842,7 @@ def _de57(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # Value
     v = w.v
@@ -16108,9 +15858,7 @@ def _ee57(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de58(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16129,8 +15877,7 @@ def _de58(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # X509CRL
     v = w.v
@@ -16145,9 +15892,7 @@ def _ee58(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de59(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16166,8 +15911,7 @@ def _de59(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # X509Certificate
     v = w.v
@@ -16182,9 +15926,7 @@ def _ee59(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de60(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de60(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16201,8 +15943,7 @@ def _de60(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee60(w, o):  # X509IssuerName
     v = w.v
@@ -16219,9 +15960,7 @@ def _ee60(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de61(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de61(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16240,8 +15979,7 @@ def _de61(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee61(w, o):  # X509SKI
     v = w.v
@@ -16256,9 +15994,7 @@ def _ee61(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de62(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de62(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -16282,8 +16018,7 @@ def _de62(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee62(w, o):  # X509SerialNumber
     v = w.v
@@ -16299,9 +16034,7 @@ def _ee62(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de63(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de63(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16318,8 +16051,7 @@ def _de63(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee63(w, o):  # X509SubjectName
     v = w.v
@@ -16336,9 +16068,7 @@ def _ee63(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de64(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de64(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16355,8 +16085,7 @@ def _de64(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee64(w, o):  # XPath
     v = w.v
@@ -16373,9 +16102,7 @@ def _ee64(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de65(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de65(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -16394,8 +16121,7 @@ def _de65(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee65(w, o):  # Y
     v = w.v

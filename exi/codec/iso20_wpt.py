@@ -68,10 +68,8 @@ _K_iso20_wpt_WPT_TxRxPulseOrderType = iso20_wpt.WPT_TxRxPulseOrderType
 _K_iso20_wpt_WPT_TxRxSpecDataType = iso20_wpt.WPT_TxRxSpecDataType
 _T_iso20_commontypes_processingType__z1__z1__z1__iso20_wpt_WPT_EVResultType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commontypes_processingType), (0, 2, 'enum', _E_iso20_wpt_WPT_EVResultType),))
 
-def _d_AlternativeSECCListType(r):
+def _d_AlternativeSECCListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AlternativeSECC = []
     try:
@@ -79,9 +77,7 @@ def _d_AlternativeSECCListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('AlternativeSECCListType', r.end - q)
         el = 'AlternativeSECC'
-        r.pos = r.end - q
-        _v = _d_AlternativeSECCType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_AlternativeSECCType(r, V, q)
         f_AlternativeSECC.append(_v)
         s = 1
         q -= 2
@@ -91,9 +87,7 @@ def _d_AlternativeSECCListType(r):
         for _ in range(7):
             if ec == 0:
                 el = 'AlternativeSECC'
-                r.pos = r.end - q
-                _v = _d_AlternativeSECCType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_AlternativeSECCType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -113,12 +107,12 @@ def _d_AlternativeSECCListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('AlternativeSECCListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_AlternativeSECCListType)
     _obj.AlternativeSECC = f_AlternativeSECC
-    return _obj
+    return _obj, V, q
 
 def _e_AlternativeSECCListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCListType
@@ -171,10 +165,8 @@ def _e_AlternativeSECCListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AlternativeSECCType(r):
+def _d_AlternativeSECCType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SSID = None
     f_BSSID = None
@@ -425,15 +417,15 @@ def _d_AlternativeSECCType(r):
                 raise r.deviation('AlternativeSECCType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_AlternativeSECCType)
     _obj.SSID = f_SSID
     _obj.BSSID = f_BSSID
     _obj.IPAddress = f_IPAddress
     _obj.Port = f_Port
-    return _obj
+    return _obj, V, q
 
 def _e_AlternativeSECCType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}AlternativeSECCType
@@ -592,10 +584,8 @@ def _e_AlternativeSECCType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_AlignmentCheckMethodListType(r):
+def _d_WPT_AlignmentCheckMethodListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckMethodListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_WPT_AlignmentCheckMethod = []
     try:
@@ -642,12 +632,12 @@ def _d_WPT_AlignmentCheckMethodListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_AlignmentCheckMethodListType)
     _obj.WPT_AlignmentCheckMethod = f_WPT_AlignmentCheckMethod
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_AlignmentCheckMethodListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckMethodListType
@@ -698,10 +688,8 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_AlignmentCheckReqType(r):
+def _d_WPT_AlignmentCheckReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_TargetCoilCurrent = None
     f_VendorSpecificDataContainer = []
@@ -747,9 +735,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c2_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -861,8 +847,8 @@ def _d_WPT_AlignmentCheckReqType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_AlignmentCheckReqType)
     _obj.Header = f_Header
@@ -870,7 +856,7 @@ def _d_WPT_AlignmentCheckReqType(r):
     _obj.TargetCoilCurrent = f_TargetCoilCurrent
     _obj.EVResultCode = f_EVResultCode
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_AlignmentCheckReqType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckReqType
@@ -1007,10 +993,8 @@ def _e_WPT_AlignmentCheckReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_AlignmentCheckResType(r):
+def _d_WPT_AlignmentCheckResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PowerTransmitted = None
     f_SupplyDeviceCurrent = None
@@ -1057,9 +1041,7 @@ def _d_WPT_AlignmentCheckResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c4_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c4_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -1311,8 +1293,8 @@ def _d_WPT_AlignmentCheckResType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_AlignmentCheckResType)
     _obj.Header = f_Header
@@ -1321,7 +1303,7 @@ def _d_WPT_AlignmentCheckResType(r):
     _obj.PowerTransmitted = f_PowerTransmitted
     _obj.SupplyDeviceCurrent = f_SupplyDeviceCurrent
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_AlignmentCheckResType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_AlignmentCheckResType
@@ -1541,10 +1523,8 @@ def _e_WPT_AlignmentCheckResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_ChargeLoopReqType(r):
+def _d_WPT_ChargeLoopReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeLoopReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DisplayParameters = None
     f_EVPCOperatingFrequency = None
@@ -1594,9 +1574,7 @@ def _d_WPT_ChargeLoopReqType(r):
         if ec == 0:
             q += 20
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c6_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c6_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 21
             if q < 0: V, q = r.slidep(q, 21)
             x = (V >> q) & 2097151
@@ -1617,9 +1595,7 @@ def _d_WPT_ChargeLoopReqType(r):
         if ec == 0:
             q += 18
             el = 'DisplayParameters'
-            r.pos = r.end - q
-            f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-            V = r.v; q = r.end - r.pos
+            f_DisplayParameters, V, q = c_iso20_commontypes._d_DisplayParametersType(r, V, q)
             q -= 19
             if q < 0: V, q = r.slidep(q, 19)
             x = (V >> q) & 524287
@@ -2096,8 +2072,8 @@ def _d_WPT_ChargeLoopReqType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_ChargeLoopReqType)
     _obj.Header = f_Header
@@ -2109,7 +2085,7 @@ def _d_WPT_ChargeLoopReqType(r):
     _obj.EVPCOperatingFrequency = f_EVPCOperatingFrequency
     _obj.EVPCPowerControlParameter = f_EVPCPowerControlParameter
     _obj.ManufacturerSpecificDataContainer = f_ManufacturerSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_ChargeLoopReqType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeLoopReqType
@@ -2514,10 +2490,8 @@ def _e_WPT_ChargeLoopReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_ChargeLoopResType(r):
+def _d_WPT_ChargeLoopResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeLoopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEStatus = None
     f_MeterInfo = None
@@ -2568,9 +2542,7 @@ def _d_WPT_ChargeLoopResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c13_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c13_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -2629,9 +2601,7 @@ def _d_WPT_ChargeLoopResType(r):
         elif ec == 1:
             q += 14
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
             q -= 16
             if q < 0: V, q = r.slidep(q, 16)
             x = (V >> q) & 65535
@@ -2641,9 +2611,7 @@ def _d_WPT_ChargeLoopResType(r):
         elif ec == 2:
             q += 14
             el = 'Receipt'
-            r.pos = r.end - q
-            f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-            V = r.v; q = r.end - r.pos
+            f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
             q -= 15
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
@@ -2689,9 +2657,7 @@ def _d_WPT_ChargeLoopResType(r):
             if ec == 0:
                 q += 14
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_iso20_commontypes._d_MeterInfoType(r, V, q)
                 q -= 16
                 if q < 0: V, q = r.slidep(q, 16)
                 x = (V >> q) & 65535
@@ -2701,9 +2667,7 @@ def _d_WPT_ChargeLoopResType(r):
             elif ec == 1:
                 q += 14
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
@@ -2749,9 +2713,7 @@ def _d_WPT_ChargeLoopResType(r):
             if ec == 0:
                 q += 14
                 el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
+                f_Receipt, V, q = c_iso20_commontypes._d_ReceiptType(r, V, q)
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
@@ -3188,8 +3150,8 @@ def _d_WPT_ChargeLoopResType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_ChargeLoopResType)
     _obj.Header = f_Header
@@ -3205,7 +3167,7 @@ def _d_WPT_ChargeLoopResType(r):
     _obj.SPCOperatingFrequency = f_SPCOperatingFrequency
     _obj.SPCPowerControlParameter = f_SPCPowerControlParameter
     _obj.ManufacturerSpecificDataContainer = f_ManufacturerSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_ChargeLoopResType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeLoopResType
@@ -3686,10 +3648,8 @@ def _e_WPT_ChargeLoopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_ChargeParameterDiscoveryReqType(r):
+def _d_WPT_ChargeParameterDiscoveryReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeParameterDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VendorSpecificDataContainer = []
     try:
@@ -3734,9 +3694,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -3890,8 +3848,8 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
@@ -3901,7 +3859,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
     _obj.EVPCNaturalFrequency = f_EVPCNaturalFrequency
     _obj.EVPCDeviceLocalControl = f_EVPCDeviceLocalControl
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeParameterDiscoveryReqType
@@ -4060,10 +4018,8 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_ChargeParameterDiscoveryResType(r):
+def _d_WPT_ChargeParameterDiscoveryResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeParameterDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SDManufacturerSpecificDataContainer = []
     try:
@@ -4108,9 +4064,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -4321,8 +4275,8 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
@@ -4335,7 +4289,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
     _obj.PDMinCoilCurrent = f_PDMinCoilCurrent
     _obj.PDMaxCoilCurrent = f_PDMaxCoilCurrent
     _obj.SDManufacturerSpecificDataContainer = f_SDManufacturerSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_ChargeParameterDiscoveryResType
@@ -4539,10 +4493,8 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_CoordinateXYZType(r):
+def _d_WPT_CoordinateXYZType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_CoordinateXYZType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -4614,14 +4566,14 @@ def _d_WPT_CoordinateXYZType(r):
         if (V >> q) & 3: raise r.deviation('WPT_CoordinateXYZType', r.end - q)
         if _neg: f_Coord_Z = -f_Coord_Z - 1
         if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
     _obj.Coord_X = f_Coord_X
     _obj.Coord_Y = f_Coord_Y
     _obj.Coord_Z = f_Coord_Z
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_CoordinateXYZType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_CoordinateXYZType
@@ -4669,10 +4621,8 @@ def _e_WPT_CoordinateXYZType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_EVPCPowerControlParameterType(r):
+def _d_WPT_EVPCPowerControlParameterType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_EVPCPowerControlParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 15
@@ -4786,15 +4736,15 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         f_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCVoltageOutputInformation.Exponent = _c4_Exponent
         f_EVPCVoltageOutputInformation.Value = _c4_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_EVPCPowerControlParameterType)
     _obj.EVPCCoilCurrentRequest = f_EVPCCoilCurrentRequest
     _obj.EVPCCoilCurrentInformation = f_EVPCCoilCurrentInformation
     _obj.EVPCCurrentOutputInformation = f_EVPCCurrentOutputInformation
     _obj.EVPCVoltageOutputInformation = f_EVPCVoltageOutputInformation
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_EVPCPowerControlParameterType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_EVPCPowerControlParameterType
@@ -4885,10 +4835,8 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_FinePositioningMethodListType(r):
+def _d_WPT_FinePositioningMethodListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningMethodListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_WPT_FinePositioningMethod = []
     try:
@@ -4935,12 +4883,12 @@ def _d_WPT_FinePositioningMethodListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_FinePositioningMethodListType)
     _obj.WPT_FinePositioningMethod = f_WPT_FinePositioningMethod
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_FinePositioningMethodListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningMethodListType
@@ -4991,10 +4939,8 @@ def _e_WPT_FinePositioningMethodListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_FinePositioningReqType(r):
+def _d_WPT_FinePositioningReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VendorSpecificDataContainer = []
     f_WPT_LF_DataPackageList = None
@@ -5043,9 +4989,7 @@ def _d_WPT_FinePositioningReqType(r):
                 ec = x
                 if ec == 0:
                     el = 'Header/Signature'
-                    r.pos = r.end - q
-                    _c1_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -5112,9 +5056,7 @@ def _d_WPT_FinePositioningReqType(r):
                         el = 'WPT_LF_DataPackageList/NumPackages'
                         _c3_NumPackages = (x >> 2)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                        r.pos = r.end - q
-                        _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c3_WPT_LF_DataPackage, V, q = _d_WPT_LF_DataPackageType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
@@ -5146,9 +5088,7 @@ def _d_WPT_FinePositioningReqType(r):
                     el = 'WPT_LF_DataPackageList/NumPackages'
                     _c5_NumPackages = (x >> 2)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                    r.pos = r.end - q
-                    _c5_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c5_WPT_LF_DataPackage, V, q = _d_WPT_LF_DataPackageType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
@@ -5161,8 +5101,8 @@ def _d_WPT_FinePositioningReqType(r):
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_FinePositioningReqType)
     _obj.Header = f_Header
@@ -5170,7 +5110,7 @@ def _d_WPT_FinePositioningReqType(r):
     _obj.EVResultCode = f_EVResultCode
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
     _obj.WPT_LF_DataPackageList = f_WPT_LF_DataPackageList
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_FinePositioningReqType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningReqType
@@ -5324,10 +5264,8 @@ def _e_WPT_FinePositioningReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_FinePositioningResType(r):
+def _d_WPT_FinePositioningResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VendorSpecificDataContainer = []
     f_WPT_LF_DataPackageList = None
@@ -5376,9 +5314,7 @@ def _d_WPT_FinePositioningResType(r):
                 ec = x
                 if ec == 0:
                     el = 'Header/Signature'
-                    r.pos = r.end - q
-                    _c1_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -5440,9 +5376,7 @@ def _d_WPT_FinePositioningResType(r):
                         el = 'WPT_LF_DataPackageList/NumPackages'
                         _c3_NumPackages = (x >> 2)
                         el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                        r.pos = r.end - q
-                        _c3_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c3_WPT_LF_DataPackage, V, q = _d_WPT_LF_DataPackageType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
@@ -5474,9 +5408,7 @@ def _d_WPT_FinePositioningResType(r):
                     el = 'WPT_LF_DataPackageList/NumPackages'
                     _c5_NumPackages = (x >> 2)
                     el = 'WPT_LF_DataPackageList/WPT_LF_DataPackage'
-                    r.pos = r.end - q
-                    _c5_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c5_WPT_LF_DataPackage, V, q = _d_WPT_LF_DataPackageType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
@@ -5489,8 +5421,8 @@ def _d_WPT_FinePositioningResType(r):
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_FinePositioningResType)
     _obj.Header = f_Header
@@ -5498,7 +5430,7 @@ def _d_WPT_FinePositioningResType(r):
     _obj.EVSEProcessing = f_EVSEProcessing
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
     _obj.WPT_LF_DataPackageList = f_WPT_LF_DataPackageList
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_FinePositioningResType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningResType
@@ -5652,10 +5584,8 @@ def _e_WPT_FinePositioningResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_FinePositioningSetupReqType(r):
+def _d_WPT_FinePositioningSetupReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningSetupReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VendorSpecificDataContainer = []
     f_LF_SystemSetupData = None
@@ -5704,9 +5634,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 ec = x
                 if ec == 0:
                     el = 'Header/Signature'
-                    r.pos = r.end - q
-                    _c1_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -5727,23 +5655,17 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningSetupReqType/EVProcessing', f_EVProcessing, 3, r.at(r.end - q))
                 else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
                 el = 'EVDeviceFinePositioningMethodList'
-                r.pos = r.end - q
-                f_EVDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
-                V = r.v; q = r.end - r.pos
+                f_EVDeviceFinePositioningMethodList, V, q = _d_WPT_FinePositioningMethodListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'EVDevicePairingMethodList'
-                r.pos = r.end - q
-                f_EVDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
-                V = r.v; q = r.end - r.pos
+                f_EVDevicePairingMethodList, V, q = _d_WPT_PairingMethodListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                 el = 'EVDeviceAlignmentCheckMethodList'
-                r.pos = r.end - q
-                f_EVDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
-                V = r.v; q = r.end - r.pos
+                f_EVDeviceAlignmentCheckMethodList, V, q = _d_WPT_AlignmentCheckMethodListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
@@ -5806,17 +5728,13 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         _c3_LF_ReceiverSetupData = None
                         if ec == 0:
                             el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                            r.pos = r.end - q
-                            _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c3_LF_TransmitterSetupData, V, q = _d_WPT_LF_TransmitterDataType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         elif ec == 1:
                             el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                            r.pos = r.end - q
-                            _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c3_LF_ReceiverSetupData, V, q = _d_WPT_LF_ReceiverDataType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
@@ -5852,17 +5770,13 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     _c5_LF_ReceiverSetupData = None
                     if ec == 0:
                         el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                        r.pos = r.end - q
-                        _c5_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c5_LF_TransmitterSetupData, V, q = _d_WPT_LF_TransmitterDataType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     elif ec == 1:
                         el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                        r.pos = r.end - q
-                        _c5_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c5_LF_ReceiverSetupData, V, q = _d_WPT_LF_ReceiverDataType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
@@ -5877,8 +5791,8 @@ def _d_WPT_FinePositioningSetupReqType(r):
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_FinePositioningSetupReqType)
     _obj.Header = f_Header
@@ -5889,7 +5803,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
     _obj.NaturalOffset = f_NaturalOffset
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
     _obj.LF_SystemSetupData = f_LF_SystemSetupData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_FinePositioningSetupReqType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningSetupReqType
@@ -6103,10 +6017,8 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_FinePositioningSetupResType(r):
+def _d_WPT_FinePositioningSetupResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningSetupResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_VendorSpecificDataContainer = []
     f_LF_SystemSetupData = None
@@ -6155,9 +6067,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 ec = x
                 if ec == 0:
                     el = 'Header/Signature'
-                    r.pos = r.end - q
-                    _c1_Signature = c_xmldsig._d_SignatureType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -6178,23 +6088,17 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningSetupResType/ResponseCode', f_ResponseCode, 40, r.at(r.end - q))
                 else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
                 el = 'PrimaryDeviceFinePositioningMethodList'
-                r.pos = r.end - q
-                f_PrimaryDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
-                V = r.v; q = r.end - r.pos
+                f_PrimaryDeviceFinePositioningMethodList, V, q = _d_WPT_FinePositioningMethodListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'PrimaryDevicePairingMethodList'
-                r.pos = r.end - q
-                f_PrimaryDevicePairingMethodList = _d_WPT_PairingMethodListType(r)
-                V = r.v; q = r.end - r.pos
+                f_PrimaryDevicePairingMethodList, V, q = _d_WPT_PairingMethodListType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                 el = 'PrimaryDeviceAlignmentCheckMethodList'
-                r.pos = r.end - q
-                f_PrimaryDeviceAlignmentCheckMethodList = _d_WPT_AlignmentCheckMethodListType(r)
-                V = r.v; q = r.end - r.pos
+                f_PrimaryDeviceAlignmentCheckMethodList, V, q = _d_WPT_AlignmentCheckMethodListType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
@@ -6257,17 +6161,13 @@ def _d_WPT_FinePositioningSetupResType(r):
                         _c3_LF_ReceiverSetupData = None
                         if ec == 0:
                             el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                            r.pos = r.end - q
-                            _c3_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c3_LF_TransmitterSetupData, V, q = _d_WPT_LF_TransmitterDataType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         elif ec == 1:
                             el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                            r.pos = r.end - q
-                            _c3_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c3_LF_ReceiverSetupData, V, q = _d_WPT_LF_ReceiverDataType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
@@ -6303,17 +6203,13 @@ def _d_WPT_FinePositioningSetupResType(r):
                     _c5_LF_ReceiverSetupData = None
                     if ec == 0:
                         el = 'LF_SystemSetupData/LF_TransmitterSetupData'
-                        r.pos = r.end - q
-                        _c5_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c5_LF_TransmitterSetupData, V, q = _d_WPT_LF_TransmitterDataType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     elif ec == 1:
                         el = 'LF_SystemSetupData/LF_ReceiverSetupData'
-                        r.pos = r.end - q
-                        _c5_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c5_LF_ReceiverSetupData, V, q = _d_WPT_LF_ReceiverDataType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
@@ -6328,8 +6224,8 @@ def _d_WPT_FinePositioningSetupResType(r):
                     s = -1
                 else:
                     raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_FinePositioningSetupResType)
     _obj.Header = f_Header
@@ -6340,7 +6236,7 @@ def _d_WPT_FinePositioningSetupResType(r):
     _obj.NaturalOffset = f_NaturalOffset
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
     _obj.LF_SystemSetupData = f_LF_SystemSetupData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_FinePositioningSetupResType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_FinePositioningSetupResType
@@ -6554,10 +6450,8 @@ def _e_WPT_FinePositioningSetupResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_DataPackageListType(r):
+def _d_WPT_LF_DataPackageListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_DataPackageListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 12
@@ -6567,19 +6461,17 @@ def _d_WPT_LF_DataPackageListType(r):
         el = 'NumPackages'
         f_NumPackages = (x >> 2)
         el = 'WPT_LF_DataPackage'
-        r.pos = r.end - q
-        f_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
-        V = r.v; q = r.end - r.pos
+        f_WPT_LF_DataPackage, V, q = _d_WPT_LF_DataPackageType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('WPT_LF_DataPackageListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
     _obj.NumPackages = f_NumPackages
     _obj.WPT_LF_DataPackage = f_WPT_LF_DataPackage
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_DataPackageListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_DataPackageListType
@@ -6608,10 +6500,8 @@ def _e_WPT_LF_DataPackageListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_DataPackageType(r):
+def _d_WPT_LF_DataPackageType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_DataPackageType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_LF_TxData = None
     f_LF_RxData = None
@@ -6756,14 +6646,14 @@ def _d_WPT_LF_DataPackageType(r):
             f_LF_RxData.WPT_LF_RxDataList = _c2_WPT_LF_RxDataList
         else:
             raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_DataPackageType)
     _obj.PackageIndex = f_PackageIndex
     _obj.LF_TxData = f_LF_TxData
     _obj.LF_RxData = f_LF_RxData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_DataPackageType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_DataPackageType
@@ -6883,10 +6773,8 @@ def _e_WPT_LF_DataPackageType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_ReceiverDataType(r):
+def _d_WPT_LF_ReceiverDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_ReceiverDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RxSpecData = []
     try:
@@ -7417,13 +7305,13 @@ def _d_WPT_LF_ReceiverDataType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_ReceiverDataType)
     _obj.NumberOfReceivers = f_NumberOfReceivers
     _obj.RxSpecData = f_RxSpecData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_ReceiverDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_ReceiverDataType
@@ -7729,10 +7617,8 @@ def _e_WPT_LF_ReceiverDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_RxDataListType(r):
+def _d_WPT_LF_RxDataListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxDataListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -7811,12 +7697,12 @@ def _d_WPT_LF_RxDataListType(r):
         f_WPT_LF_RxDataList = _new(_K_iso20_wpt_WPT_LF_RxDataType)
         f_WPT_LF_RxDataList.RxIdentifier = _c1_RxIdentifier
         f_WPT_LF_RxDataList.RSSIData = _c1_RSSIData
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_RxDataListType)
     _obj.WPT_LF_RxDataList = f_WPT_LF_RxDataList
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_RxDataListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxDataListType
@@ -7882,10 +7768,8 @@ def _e_WPT_LF_RxDataListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_RxDataType(r):
+def _d_WPT_LF_RxDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -7961,13 +7845,13 @@ def _d_WPT_LF_RxDataType(r):
         _c1_RSSIDataList.RSSI = _c1_c1_RSSI
         f_RSSIData = _new(_K_iso20_wpt_WPT_LF_RxRSSIListType)
         f_RSSIData.RSSIDataList = _c1_RSSIDataList
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_RxDataType)
     _obj.RxIdentifier = f_RxIdentifier
     _obj.RSSIData = f_RSSIData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_RxDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxDataType
@@ -8029,10 +7913,8 @@ def _e_WPT_LF_RxDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_RxRSSIListType(r):
+def _d_WPT_LF_RxRSSIListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxRSSIListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -8087,12 +7969,12 @@ def _d_WPT_LF_RxRSSIListType(r):
         f_RSSIDataList = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
         f_RSSIDataList.TxIdentifier = _c1_TxIdentifier
         f_RSSIDataList.RSSI = _c1_RSSI
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_RxRSSIListType)
     _obj.RSSIDataList = f_RSSIDataList
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_RxRSSIListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxRSSIListType
@@ -8140,10 +8022,8 @@ def _e_WPT_LF_RxRSSIListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_RxRSSIType(r):
+def _d_WPT_LF_RxRSSIType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxRSSIType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -8195,13 +8075,13 @@ def _d_WPT_LF_RxRSSIType(r):
         f_RSSI = _new(_K_iso20_commontypes_RationalNumberType)
         f_RSSI.Exponent = _c1_Exponent
         f_RSSI.Value = _c1_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
     _obj.TxIdentifier = f_TxIdentifier
     _obj.RSSI = f_RSSI
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_RxRSSIType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_RxRSSIType
@@ -8245,10 +8125,8 @@ def _e_WPT_LF_RxRSSIType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_SystemSetupDataType(r):
+def _d_WPT_LF_SystemSetupDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_SystemSetupDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_LF_TransmitterSetupData = None
     f_LF_ReceiverSetupData = None
@@ -8259,29 +8137,25 @@ def _d_WPT_LF_SystemSetupDataType(r):
         ec = x
         if ec == 0:
             el = 'LF_TransmitterSetupData'
-            r.pos = r.end - q
-            f_LF_TransmitterSetupData = _d_WPT_LF_TransmitterDataType(r)
-            V = r.v; q = r.end - r.pos
+            f_LF_TransmitterSetupData, V, q = _d_WPT_LF_TransmitterDataType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
         elif ec == 1:
             el = 'LF_ReceiverSetupData'
-            r.pos = r.end - q
-            f_LF_ReceiverSetupData = _d_WPT_LF_ReceiverDataType(r)
-            V = r.v; q = r.end - r.pos
+            f_LF_ReceiverSetupData, V, q = _d_WPT_LF_ReceiverDataType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
         else:
             raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
     _obj.LF_TransmitterSetupData = f_LF_TransmitterSetupData
     _obj.LF_ReceiverSetupData = f_LF_ReceiverSetupData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_SystemSetupDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_SystemSetupDataType
@@ -8320,10 +8194,8 @@ def _e_WPT_LF_SystemSetupDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_TransmitterDataType(r):
+def _d_WPT_LF_TransmitterDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TransmitterDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_TxSpecData = []
     f_TxPackageSpecData = None
@@ -8874,9 +8746,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                     elif ec == 1:
                         q += 2
                         el = 'TxPackageSpecData'
-                        r.pos = r.end - q
-                        f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        f_TxPackageSpecData, V, q = _d_WPT_TxRxPackageSpecDataType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
@@ -8900,9 +8770,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 ec = x
                 if ec == 0:
                     el = 'TxPackageSpecData'
-                    r.pos = r.end - q
-                    f_TxPackageSpecData = _d_WPT_TxRxPackageSpecDataType(r)
-                    V = r.v; q = r.end - r.pos
+                    f_TxPackageSpecData, V, q = _d_WPT_TxRxPackageSpecDataType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
@@ -8912,15 +8780,15 @@ def _d_WPT_LF_TransmitterDataType(r):
                     s = -1
                 else:
                     raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_TransmitterDataType)
     _obj.NumberOfTransmitters = f_NumberOfTransmitters
     _obj.SignalFrequency = f_SignalFrequency
     _obj.TxSpecData = f_TxSpecData
     _obj.TxPackageSpecData = f_TxPackageSpecData
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_TransmitterDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TransmitterDataType
@@ -9276,10 +9144,8 @@ def _e_WPT_LF_TransmitterDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_TxDataListType(r):
+def _d_WPT_LF_TxDataListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TxDataListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -9334,12 +9200,12 @@ def _d_WPT_LF_TxDataListType(r):
         f_WPT_LF_TxDataList = _new(_K_iso20_wpt_WPT_LF_TxDataType)
         f_WPT_LF_TxDataList.TxIdentifier = _c1_TxIdentifier
         f_WPT_LF_TxDataList.EIRP = _c1_EIRP
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_TxDataListType)
     _obj.WPT_LF_TxDataList = f_WPT_LF_TxDataList
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_TxDataListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TxDataListType
@@ -9387,10 +9253,8 @@ def _e_WPT_LF_TxDataListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_LF_TxDataType(r):
+def _d_WPT_LF_TxDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TxDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -9442,13 +9306,13 @@ def _d_WPT_LF_TxDataType(r):
         f_EIRP = _new(_K_iso20_commontypes_RationalNumberType)
         f_EIRP.Exponent = _c1_Exponent
         f_EIRP.Value = _c1_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_LF_TxDataType)
     _obj.TxIdentifier = f_TxIdentifier
     _obj.EIRP = f_EIRP
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_LF_TxDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_LF_TxDataType
@@ -9492,10 +9356,8 @@ def _e_WPT_LF_TxDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_PairingMethodListType(r):
+def _d_WPT_PairingMethodListType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingMethodListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_WPT_PairingMethod = []
     try:
@@ -9542,12 +9404,12 @@ def _d_WPT_PairingMethodListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_PairingMethodListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_PairingMethodListType)
     _obj.WPT_PairingMethod = f_WPT_PairingMethod
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_PairingMethodListType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingMethodListType
@@ -9598,10 +9460,8 @@ def _e_WPT_PairingMethodListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_PairingReqType(r):
+def _d_WPT_PairingReqType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ObservedIDCode = None
     f_VendorSpecificDataContainer = []
@@ -9647,9 +9507,7 @@ def _d_WPT_PairingReqType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9753,8 +9611,8 @@ def _d_WPT_PairingReqType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_PairingReqType)
     _obj.Header = f_Header
@@ -9762,7 +9620,7 @@ def _d_WPT_PairingReqType(r):
     _obj.ObservedIDCode = f_ObservedIDCode
     _obj.EVResultCode = f_EVResultCode
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_PairingReqType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingReqType
@@ -9890,10 +9748,8 @@ def _e_WPT_PairingReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_PairingResType(r):
+def _d_WPT_PairingResType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ObservedIDCode = None
     f_AlternativeSECCList = None
@@ -9940,9 +9796,7 @@ def _d_WPT_PairingResType(r):
         ec = x
         if ec == 0:
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -9997,9 +9851,7 @@ def _d_WPT_PairingResType(r):
         elif ec == 1:
             q += 1
             el = 'AlternativeSECCList'
-            r.pos = r.end - q
-            f_AlternativeSECCList = _d_AlternativeSECCListType(r)
-            V = r.v; q = r.end - r.pos
+            f_AlternativeSECCList, V, q = _d_AlternativeSECCListType(r, V, q)
             q -= 3
             if q < 0: V, q = r.slidep(q, 3)
             x = (V >> q) & 7
@@ -10036,9 +9888,7 @@ def _d_WPT_PairingResType(r):
             if ec == 0:
                 q += 1
                 el = 'AlternativeSECCList'
-                r.pos = r.end - q
-                f_AlternativeSECCList = _d_AlternativeSECCListType(r)
-                V = r.v; q = r.end - r.pos
+                f_AlternativeSECCList, V, q = _d_AlternativeSECCListType(r, V, q)
                 q -= 3
                 if q < 0: V, q = r.slidep(q, 3)
                 x = (V >> q) & 7
@@ -10142,8 +9992,8 @@ def _d_WPT_PairingResType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_PairingResType)
     _obj.Header = f_Header
@@ -10152,7 +10002,7 @@ def _d_WPT_PairingResType(r):
     _obj.ObservedIDCode = f_ObservedIDCode
     _obj.AlternativeSECCList = f_AlternativeSECCList
     _obj.VendorSpecificDataContainer = f_VendorSpecificDataContainer
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_PairingResType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_PairingResType
@@ -10341,10 +10191,8 @@ def _e_WPT_PairingResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_SPCPowerControlParameterType(r):
+def _d_WPT_SPCPowerControlParameterType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_SPCPowerControlParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 15
@@ -10377,12 +10225,12 @@ def _d_WPT_SPCPowerControlParameterType(r):
         f_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
         f_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c1_Exponent
         f_SPCPrimaryDeviceCoilCurrentInformation.Value = _c1_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
     _obj.SPCPrimaryDeviceCoilCurrentInformation = f_SPCPrimaryDeviceCoilCurrentInformation
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_SPCPowerControlParameterType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_SPCPowerControlParameterType
@@ -10416,10 +10264,8 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_TxRxPackageSpecDataType(r):
+def _d_WPT_TxRxPackageSpecDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxPackageSpecDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PulseSequenceOrder = []
     try:
@@ -10669,15 +10515,15 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(r.end - q))
                 _a = x
                 s = 4
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_TxRxPackageSpecDataType)
     _obj.PulseSequenceOrder = f_PulseSequenceOrder
     _obj.PulseSeparationTime = f_PulseSeparationTime
     _obj.PulseDuration = f_PulseDuration
     _obj.PackageSeparationTime = f_PackageSeparationTime
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_TxRxPackageSpecDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxPackageSpecDataType
@@ -10834,10 +10680,8 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_TxRxPulseOrderType(r):
+def _d_WPT_TxRxPulseOrderType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxPulseOrderType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -10881,13 +10725,13 @@ def _d_WPT_TxRxPulseOrderType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('WPT_TxRxPulseOrderType', r.end - q)
         if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
     _obj.IndexNumber = f_IndexNumber
     _obj.TxRxIdentifier = f_TxRxIdentifier
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_TxRxPulseOrderType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxPulseOrderType
@@ -10922,10 +10766,8 @@ def _e_WPT_TxRxPulseOrderType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WPT_TxRxSpecDataType(r):
+def _d_WPT_TxRxSpecDataType(r, V, q):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxSpecDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -11090,14 +10932,14 @@ def _d_WPT_TxRxSpecDataType(r):
         f_TxRxOrientation.Coord_X = _c2_Coord_X
         f_TxRxOrientation.Coord_Y = _c2_Coord_Y
         f_TxRxOrientation.Coord_Z = _c2_Coord_Z
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
     _obj.TxRxIdentifier = f_TxRxIdentifier
     _obj.TxRxPosition = f_TxRxPosition
     _obj.TxRxOrientation = f_TxRxOrientation
-    return _obj
+    return _obj, V, q
 
 def _e_WPT_TxRxSpecDataType(w, o):
     # {urn:iso:std:iso:15118:-20:WPT}WPT_TxRxSpecDataType
@@ -11278,21 +11120,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:std:iso:15118:-20:CommonTypes', 'urn:iso:std:iso:15118:-20:WPT')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11311,8 +11151,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -11327,15 +11166,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11352,8 +11189,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -11370,15 +11206,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11395,8 +11229,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -11413,26 +11246,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -11480,9 +11313,7 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 6
 
-def _de11(r):  # AckMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # AckMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
@@ -11504,8 +11335,7 @@ def _de11(r):  # AckMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('AckMaxDelay', r.end - q)
     if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # AckMaxDelay
     v = w.v
@@ -11520,9 +11350,7 @@ def _ee11(w, o):  # AckMaxDelay
     w.v = v
     w.n = n
 
-def _de12(r):  # BPT_DischargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # BPT_DischargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
@@ -11544,8 +11372,7 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     v = w.v
@@ -11560,9 +11387,7 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de13(r):  # BPT_InductiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # BPT_InductiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
@@ -11584,8 +11409,7 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     v = w.v
@@ -11600,9 +11424,7 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de14(r):  # BSSID
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # BSSID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -11620,8 +11442,7 @@ def _de14(r):  # BSSID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # BSSID
     v = w.v
@@ -11639,9 +11460,7 @@ def _ee14(w, o):  # BSSID
     w.v = v
     w.n = n
 
-def _de15(r):  # CapacitiveEnergyReadingVARh
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # CapacitiveEnergyReadingVARh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
@@ -11663,8 +11482,7 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', r.end - q)
     if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # CapacitiveEnergyReadingVARh
     v = w.v
@@ -11679,9 +11497,7 @@ def _ee15(w, o):  # CapacitiveEnergyReadingVARh
     w.v = v
     w.n = n
 
-def _de16(r):  # ChargedEnergyReadingWh
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # ChargedEnergyReadingWh
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
@@ -11703,8 +11519,7 @@ def _de16(r):  # ChargedEnergyReadingWh
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargedEnergyReadingWh', r.end - q)
     if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # ChargedEnergyReadingWh
     v = w.v
@@ -11719,16 +11534,13 @@ def _ee16(w, o):  # ChargedEnergyReadingWh
     w.v = v
     w.n = n
 
-def _de17(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # ChargingComplete
     v = w.v
@@ -11739,9 +11551,7 @@ def _ee17(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de18(r):  # Coord_X
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # Coord_X
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11766,8 +11576,7 @@ def _de18(r):  # Coord_X
     if (V >> q) & 1: raise r.deviation('Coord_X', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Coord_X', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # Coord_X
     v = w.v
@@ -11783,9 +11592,7 @@ def _ee18(w, o):  # Coord_X
     w.v = v
     w.n = n
 
-def _de19(r):  # Coord_Y
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # Coord_Y
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11810,8 +11617,7 @@ def _de19(r):  # Coord_Y
     if (V >> q) & 1: raise r.deviation('Coord_Y', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # Coord_Y
     v = w.v
@@ -11827,9 +11633,7 @@ def _ee19(w, o):  # Coord_Y
     w.v = v
     w.n = n
 
-def _de20(r):  # Coord_Z
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # Coord_Z
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -11854,8 +11658,7 @@ def _de20(r):  # Coord_Z
     if (V >> q) & 1: raise r.deviation('Coord_Z', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # Coord_Z
     v = w.v
@@ -11871,9 +11674,7 @@ def _ee20(w, o):  # Coord_Z
     w.v = v
     w.n = n
 
-def _de21(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -11895,8 +11696,7 @@ def _de21(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # DepartureTime
     v = w.v
@@ -11911,16 +11711,13 @@ def _ee21(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de22(r):  # EVPCChargeDiagnostics
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # EVPCChargeDiagnostics
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('EVPCChargeDiagnostics', r.end - q)
     val = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # EVPCChargeDiagnostics
     v = w.v
@@ -11932,16 +11729,13 @@ def _ee22(w, o):  # EVPCChargeDiagnostics
     w.v = v
     w.n = n
 
-def _de23(r):  # EVPCDeviceLocalControl
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # EVPCDeviceLocalControl
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVPCDeviceLocalControl', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # EVPCDeviceLocalControl
     v = w.v
@@ -11952,9 +11746,7 @@ def _ee23(w, o):  # EVPCDeviceLocalControl
     w.v = v
     w.n = n
 
-def _de24(r):  # EVProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # EVProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -11962,8 +11754,7 @@ def _de24(r):  # EVProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # EVProcessing
     v = w.v
@@ -11975,9 +11766,7 @@ def _ee24(w, o):  # EVProcessing
     w.v = v
     w.n = n
 
-def _de25(r):  # EVResultCode
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # EVResultCode
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -11985,8 +11774,7 @@ def _de25(r):  # EVResultCode
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVResultCode', val, 3, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_EVResultType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # EVResultCode
     v = w.v
@@ -11998,9 +11786,7 @@ def _ee25(w, o):  # EVResultCode
     w.v = v
     w.n = n
 
-def _de26(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # EVSENotification
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -12008,8 +11794,7 @@ def _de26(r):  # EVSENotification
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(r.end - q))
     else: val = _E_iso20_commontypes_evseNotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # EVSENotification
     v = w.v
@@ -12021,9 +11806,7 @@ def _ee26(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de27(r):  # EVSEProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # EVSEProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -12031,8 +11814,7 @@ def _de27(r):  # EVSEProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso20_commontypes_processingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # EVSEProcessing
     v = w.v
@@ -12044,9 +11826,7 @@ def _ee27(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de28(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12065,8 +11845,7 @@ def _de28(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # Exponent
     v = w.v
@@ -12081,16 +11860,13 @@ def _ee28(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de29(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # Exponent
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('Exponent', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # Exponent
     v = w.v
@@ -12101,9 +11877,7 @@ def _ee29(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de30(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12122,8 +11896,7 @@ def _de30(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # G
     v = w.v
@@ -12138,9 +11911,7 @@ def _ee30(w, o):  # G
     w.v = v
     w.n = n
 
-def _de31(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -12164,8 +11935,7 @@ def _de31(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # HMACOutputLength
     v = w.v
@@ -12181,9 +11951,7 @@ def _ee31(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de32(r):  # IPAddress
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # IPAddress
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12201,8 +11969,7 @@ def _de32(r):  # IPAddress
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # IPAddress
     v = w.v
@@ -12220,9 +11987,7 @@ def _ee32(w, o):  # IPAddress
     w.v = v
     w.n = n
 
-def _de33(r):  # IndexNumber
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # IndexNumber
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
@@ -12244,8 +12009,7 @@ def _de33(r):  # IndexNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('IndexNumber', r.end - q)
     if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # IndexNumber
     v = w.v
@@ -12260,16 +12024,13 @@ def _ee33(w, o):  # IndexNumber
     w.v = v
     w.n = n
 
-def _de34(r):  # InletHot
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # InletHot
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('InletHot', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # InletHot
     v = w.v
@@ -12280,9 +12041,7 @@ def _ee34(w, o):  # InletHot
     w.v = v
     w.n = n
 
-def _de35(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12301,8 +12060,7 @@ def _de35(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # J
     v = w.v
@@ -12317,9 +12075,7 @@ def _ee35(w, o):  # J
     w.v = v
     w.n = n
 
-def _de36(r):  # ManufacturerSpecificDataContainer
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # ManufacturerSpecificDataContainer
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12339,8 +12095,7 @@ def _de36(r):  # ManufacturerSpecificDataContainer
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # ManufacturerSpecificDataContainer
     v = w.v
@@ -12356,17 +12111,14 @@ def _ee36(w, o):  # ManufacturerSpecificDataContainer
     w.v = v
     w.n = n
 
-def _de37(r):  # MaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # MaximumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MaximumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # MaximumSOC
     v = w.v
@@ -12377,9 +12129,7 @@ def _ee37(w, o):  # MaximumSOC
     w.v = v
     w.n = n
 
-def _de38(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12397,8 +12147,7 @@ def _de38(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # MeterID
     v = w.v
@@ -12416,16 +12165,13 @@ def _ee38(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de39(r):  # MeterInfoRequested
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # MeterInfoRequested
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # MeterInfoRequested
     v = w.v
@@ -12436,9 +12182,7 @@ def _ee39(w, o):  # MeterInfoRequested
     w.v = v
     w.n = n
 
-def _de40(r):  # MeterSignature
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12458,8 +12202,7 @@ def _de40(r):  # MeterSignature
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # MeterSignature
     v = w.v
@@ -12475,9 +12218,7 @@ def _ee40(w, o):  # MeterSignature
     w.v = v
     w.n = n
 
-def _de41(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -12502,8 +12243,7 @@ def _de41(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # MeterStatus
     v = w.v
@@ -12519,9 +12259,7 @@ def _ee41(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de42(r):  # MeterTimestamp
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # MeterTimestamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
@@ -12543,8 +12281,7 @@ def _de42(r):  # MeterTimestamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterTimestamp', r.end - q)
     if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # MeterTimestamp
     v = w.v
@@ -12559,17 +12296,14 @@ def _ee42(w, o):  # MeterTimestamp
     w.v = v
     w.n = n
 
-def _de43(r):  # MinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # MinimumSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('MinimumSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # MinimumSOC
     v = w.v
@@ -12580,9 +12314,7 @@ def _ee43(w, o):  # MinimumSOC
     w.v = v
     w.n = n
 
-def _de44(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12601,8 +12333,7 @@ def _de44(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # Modulus
     v = w.v
@@ -12617,9 +12348,7 @@ def _ee44(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de45(r):  # NaturalOffset
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # NaturalOffset
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
@@ -12641,8 +12370,7 @@ def _de45(r):  # NaturalOffset
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NaturalOffset', r.end - q)
     if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # NaturalOffset
     v = w.v
@@ -12657,9 +12385,7 @@ def _ee45(w, o):  # NaturalOffset
     w.v = v
     w.n = n
 
-def _de46(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -12681,8 +12407,7 @@ def _de46(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # NotificationMaxDelay
     v = w.v
@@ -12697,16 +12422,13 @@ def _ee46(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de47(r):  # NumPackages
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # NumPackages
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumPackages', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # NumPackages
     v = w.v
@@ -12717,16 +12439,13 @@ def _ee47(w, o):  # NumPackages
     w.v = v
     w.n = n
 
-def _de48(r):  # NumberOfReceivers
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # NumberOfReceivers
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumberOfReceivers', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # NumberOfReceivers
     v = w.v
@@ -12737,16 +12456,13 @@ def _ee48(w, o):  # NumberOfReceivers
     w.v = v
     w.n = n
 
-def _de49(r):  # NumberOfTransmitters
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # NumberOfTransmitters
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumberOfTransmitters', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # NumberOfTransmitters
     v = w.v
@@ -12757,9 +12473,7 @@ def _ee49(w, o):  # NumberOfTransmitters
     w.v = v
     w.n = n
 
-def _de50(r):  # ObservedIDCode
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # ObservedIDCode
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ObservedIDCode', r.end - q)
@@ -12781,8 +12495,7 @@ def _de50(r):  # ObservedIDCode
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ObservedIDCode', r.end - q)
     if val < 1 or val > 4294967295: r.facet('ObservedIDCode', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # ObservedIDCode
     v = w.v
@@ -12797,9 +12510,7 @@ def _ee50(w, o):  # ObservedIDCode
     w.v = v
     w.n = n
 
-def _de51(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12818,8 +12529,7 @@ def _de51(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # P
     v = w.v
@@ -12834,16 +12544,13 @@ def _ee51(w, o):  # P
     w.v = v
     w.n = n
 
-def _de52(r):  # PDInputPowerClass
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # PDInputPowerClass
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('PDInputPowerClass', r.end - q)
     val = _E_iso20_wpt_WPT_PowerClassType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # PDInputPowerClass
     v = w.v
@@ -12855,9 +12562,7 @@ def _ee52(w, o):  # PDInputPowerClass
     w.v = v
     w.n = n
 
-def _de53(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12876,8 +12581,7 @@ def _de53(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # PGPKeyID
     v = w.v
@@ -12892,9 +12596,7 @@ def _ee53(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de54(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -12913,8 +12615,7 @@ def _de54(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # PGPKeyPacket
     v = w.v
@@ -12929,16 +12630,13 @@ def _ee54(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de55(r):  # PackageIndex
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # PackageIndex
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('PackageIndex', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # PackageIndex
     v = w.v
@@ -12949,9 +12647,7 @@ def _ee55(w, o):  # PackageIndex
     w.v = v
     w.n = n
 
-def _de56(r):  # PackageSeparationTime
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # PackageSeparationTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
@@ -12973,8 +12669,7 @@ def _de56(r):  # PackageSeparationTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PackageSeparationTime', r.end - q)
     if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # PackageSeparationTime
     v = w.v
@@ -12989,9 +12684,7 @@ def _ee56(w, o):  # PackageSeparationTime
     w.v = v
     w.n = n
 
-def _de57(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -13010,8 +12703,7 @@ def _de57(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # PgenCounter
     v = w.v
@@ -13026,9 +12718,7 @@ def _ee57(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de58(r):  # Port
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # Port
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Port', r.end - q)
@@ -13050,8 +12740,7 @@ def _de58(r):  # Port
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Port', r.end - q)
     if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # Port
     v = w.v
@@ -13066,17 +12755,14 @@ def _ee58(w, o):  # Port
     w.v = v
     w.n = n
 
-def _de59(r):  # PresentSOC
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # PresentSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('PresentSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # PresentSOC
     v = w.v
@@ -13087,9 +12773,7 @@ def _ee59(w, o):  # PresentSOC
     w.v = v
     w.n = n
 
-def _de60(r):  # PulseDuration
-    V = r.v
-    q = r.end - r.pos
+def _de60(r, V, q):  # PulseDuration
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
@@ -13111,8 +12795,7 @@ def _de60(r):  # PulseDuration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseDuration', r.end - q)
     if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee60(w, o):  # PulseDuration
     v = w.v
@@ -13127,9 +12810,7 @@ def _ee60(w, o):  # PulseDuration
     w.v = v
     w.n = n
 
-def _de61(r):  # PulseSeparationTime
-    V = r.v
-    q = r.end - r.pos
+def _de61(r, V, q):  # PulseSeparationTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
@@ -13151,8 +12832,7 @@ def _de61(r):  # PulseSeparationTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PulseSeparationTime', r.end - q)
     if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee61(w, o):  # PulseSeparationTime
     v = w.v
@@ -13167,9 +12847,7 @@ def _ee61(w, o):  # PulseSeparationTime
     w.v = v
     w.n = n
 
-def _de62(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de62(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -13188,8 +12866,7 @@ def _de62(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee62(w, o):  # Q
     v = w.v
@@ -13204,9 +12881,7 @@ def _ee62(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de63(r):  # RemainingTimeToMaximumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de63(r, V, q):  # RemainingTimeToMaximumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
@@ -13228,8 +12903,7 @@ def _de63(r):  # RemainingTimeToMaximumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMaximumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee63(w, o):  # RemainingTimeToMaximumSOC
     v = w.v
@@ -13244,9 +12918,7 @@ def _ee63(w, o):  # RemainingTimeToMaximumSOC
     w.v = v
     w.n = n
 
-def _de64(r):  # RemainingTimeToMinimumSOC
-    V = r.v
-    q = r.end - r.pos
+def _de64(r, V, q):  # RemainingTimeToMinimumSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
@@ -13268,8 +12940,7 @@ def _de64(r):  # RemainingTimeToMinimumSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToMinimumSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee64(w, o):  # RemainingTimeToMinimumSOC
     v = w.v
@@ -13284,9 +12955,7 @@ def _ee64(w, o):  # RemainingTimeToMinimumSOC
     w.v = v
     w.n = n
 
-def _de65(r):  # RemainingTimeToTargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de65(r, V, q):  # RemainingTimeToTargetSOC
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
@@ -13308,8 +12977,7 @@ def _de65(r):  # RemainingTimeToTargetSOC
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RemainingTimeToTargetSOC', r.end - q)
     if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee65(w, o):  # RemainingTimeToTargetSOC
     v = w.v
@@ -13324,9 +12992,7 @@ def _ee65(w, o):  # RemainingTimeToTargetSOC
     w.v = v
     w.n = n
 
-def _de66(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de66(r, V, q):  # ResponseCode
     q -= 8
     if q < 0: V, q = r.slideq(q, 8)
     x = (V >> q) & 255
@@ -13334,8 +13000,7 @@ def _de66(r):  # ResponseCode
     val = (x >> 1)
     if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(r.end - q))
     else: val = _E_iso20_commontypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee66(w, o):  # ResponseCode
     v = w.v
@@ -13347,9 +13012,7 @@ def _ee66(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de67(r):  # RxIdentifier
-    V = r.v
-    q = r.end - r.pos
+def _de67(r, V, q):  # RxIdentifier
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RxIdentifier', r.end - q)
@@ -13371,8 +13034,7 @@ def _de67(r):  # RxIdentifier
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('RxIdentifier', r.end - q)
     if val < 1 or val > 4294967295: r.facet('RxIdentifier', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee67(w, o):  # RxIdentifier
     v = w.v
@@ -13387,9 +13049,7 @@ def _ee67(w, o):  # RxIdentifier
     w.v = v
     w.n = n
 
-def _de68(r):  # SDManufacturerSpecificDataContainer
-    V = r.v
-    q = r.end - r.pos
+def _de68(r, V, q):  # SDManufacturerSpecificDataContainer
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -13409,8 +13069,7 @@ def _de68(r):  # SDManufacturerSpecificDataContainer
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee68(w, o):  # SDManufacturerSpecificDataContainer
     v = w.v
@@ -13426,9 +13085,7 @@ def _ee68(w, o):  # SDManufacturerSpecificDataContainer
     w.v = v
     w.n = n
 
-def _de69(r):  # SDMaxGroundClearanceSupport
-    V = r.v
-    q = r.end - r.pos
+def _de69(r, V, q):  # SDMaxGroundClearanceSupport
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
@@ -13450,8 +13107,7 @@ def _de69(r):  # SDMaxGroundClearanceSupport
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearanceSupport', r.end - q)
     if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee69(w, o):  # SDMaxGroundClearanceSupport
     v = w.v
@@ -13466,9 +13122,7 @@ def _ee69(w, o):  # SDMaxGroundClearanceSupport
     w.v = v
     w.n = n
 
-def _de70(r):  # SDMaxGroundClearence
-    V = r.v
-    q = r.end - r.pos
+def _de70(r, V, q):  # SDMaxGroundClearence
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
@@ -13490,8 +13144,7 @@ def _de70(r):  # SDMaxGroundClearence
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMaxGroundClearence', r.end - q)
     if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee70(w, o):  # SDMaxGroundClearence
     v = w.v
@@ -13506,9 +13159,7 @@ def _ee70(w, o):  # SDMaxGroundClearence
     w.v = v
     w.n = n
 
-def _de71(r):  # SDMinGroundClearanceSupport
-    V = r.v
-    q = r.end - r.pos
+def _de71(r, V, q):  # SDMinGroundClearanceSupport
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
@@ -13530,8 +13181,7 @@ def _de71(r):  # SDMinGroundClearanceSupport
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearanceSupport', r.end - q)
     if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee71(w, o):  # SDMinGroundClearanceSupport
     v = w.v
@@ -13546,9 +13196,7 @@ def _ee71(w, o):  # SDMinGroundClearanceSupport
     w.v = v
     w.n = n
 
-def _de72(r):  # SDMinGroundClearence
-    V = r.v
-    q = r.end - r.pos
+def _de72(r, V, q):  # SDMinGroundClearence
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
@@ -13570,8 +13218,7 @@ def _de72(r):  # SDMinGroundClearence
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SDMinGroundClearence', r.end - q)
     if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee72(w, o):  # SDMinGroundClearence
     v = w.v
@@ -13586,9 +13233,7 @@ def _ee72(w, o):  # SDMinGroundClearence
     w.v = v
     w.n = n
 
-def _de73(r):  # SPCChargeDiagnostics
-    V = r.v
-    q = r.end - r.pos
+def _de73(r, V, q):  # SPCChargeDiagnostics
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -13596,8 +13241,7 @@ def _de73(r):  # SPCChargeDiagnostics
     val = (x >> 1)
     if val >= 6: val = r.enum_index('SPCChargeDiagnostics', val, 6, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_SPCChargeDiagnosticsType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee73(w, o):  # SPCChargeDiagnostics
     v = w.v
@@ -13609,9 +13253,7 @@ def _ee73(w, o):  # SPCChargeDiagnostics
     w.v = v
     w.n = n
 
-def _de74(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de74(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -13630,8 +13272,7 @@ def _de74(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee74(w, o):  # SPKISexp
     v = w.v
@@ -13646,9 +13287,7 @@ def _ee74(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de75(r):  # SSID
-    V = r.v
-    q = r.end - r.pos
+def _de75(r, V, q):  # SSID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -13666,8 +13305,7 @@ def _de75(r):  # SSID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee75(w, o):  # SSID
     v = w.v
@@ -13685,9 +13323,7 @@ def _ee75(w, o):  # SSID
     w.v = v
     w.n = n
 
-def _de76(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de76(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -13706,8 +13342,7 @@ def _de76(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee76(w, o):  # Seed
     v = w.v
@@ -13722,9 +13357,7 @@ def _ee76(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de77(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de77(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
@@ -13737,8 +13370,7 @@ def _de77(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee77(w, o):  # SessionID
     v = w.v
@@ -13754,17 +13386,14 @@ def _ee77(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de78(r):  # TargetSOC
-    V = r.v
-    q = r.end - r.pos
+def _de78(r, V, q):  # TargetSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('TargetSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee78(w, o):  # TargetSOC
     v = w.v
@@ -13775,9 +13404,7 @@ def _ee78(w, o):  # TargetSOC
     w.v = v
     w.n = n
 
-def _de79(r):  # TaxRuleID
-    V = r.v
-    q = r.end - r.pos
+def _de79(r, V, q):  # TaxRuleID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
@@ -13799,8 +13426,7 @@ def _de79(r):  # TaxRuleID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TaxRuleID', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee79(w, o):  # TaxRuleID
     v = w.v
@@ -13815,9 +13441,7 @@ def _ee79(w, o):  # TaxRuleID
     w.v = v
     w.n = n
 
-def _de80(r):  # TimeAnchor
-    V = r.v
-    q = r.end - r.pos
+def _de80(r, V, q):  # TimeAnchor
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
@@ -13839,8 +13463,7 @@ def _de80(r):  # TimeAnchor
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeAnchor', r.end - q)
     if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee80(w, o):  # TimeAnchor
     v = w.v
@@ -13855,9 +13478,7 @@ def _ee80(w, o):  # TimeAnchor
     w.v = v
     w.n = n
 
-def _de81(r):  # TimeStamp
-    V = r.v
-    q = r.end - r.pos
+def _de81(r, V, q):  # TimeStamp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
@@ -13879,8 +13500,7 @@ def _de81(r):  # TimeStamp
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TimeStamp', r.end - q)
     if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee81(w, o):  # TimeStamp
     v = w.v
@@ -13895,9 +13515,7 @@ def _ee81(w, o):  # TimeStamp
     w.v = v
     w.n = n
 
-def _de82(r):  # TxIdentifier
-    V = r.v
-    q = r.end - r.pos
+def _de82(r, V, q):  # TxIdentifier
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TxIdentifier', r.end - q)
@@ -13919,8 +13537,7 @@ def _de82(r):  # TxIdentifier
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TxIdentifier', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TxIdentifier', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee82(w, o):  # TxIdentifier
     v = w.v
@@ -13935,9 +13552,7 @@ def _ee82(w, o):  # TxIdentifier
     w.v = v
     w.n = n
 
-def _de83(r):  # TxRxIdentifier
-    V = r.v
-    q = r.end - r.pos
+def _de83(r, V, q):  # TxRxIdentifier
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TxRxIdentifier', r.end - q)
@@ -13959,8 +13574,7 @@ def _de83(r):  # TxRxIdentifier
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('TxRxIdentifier', r.end - q)
     if val < 1 or val > 4294967295: r.facet('TxRxIdentifier', 'range [1, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee83(w, o):  # TxRxIdentifier
     v = w.v
@@ -13975,9 +13589,7 @@ def _ee83(w, o):  # TxRxIdentifier
     w.v = v
     w.n = n
 
-def _de84(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de84(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -14002,8 +13614,7 @@ def _de84(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee84(w, o):  # Value
     v = w.v
@@ -14019,9 +13630,7 @@ def _ee84(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de85(r):  # VendorSpecificDataContainer
-    V = r.v
-    q = r.end - r.pos
+def _de85(r, V, q):  # VendorSpecificDataContainer
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14041,8 +13650,7 @@ def _de85(r):  # VendorSpecificDataContainer
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee85(w, o):  # VendorSpecificDataContainer
     v = w.v
@@ -14058,9 +13666,7 @@ def _ee85(w, o):  # VendorSpecificDataContainer
     w.v = v
     w.n = n
 
-def _de86(r):  # WPT_AlignmentCheckMethod
-    V = r.v
-    q = r.end - r.pos
+def _de86(r, V, q):  # WPT_AlignmentCheckMethod
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -14068,8 +13674,7 @@ def _de86(r):  # WPT_AlignmentCheckMethod
     val = (x >> 1)
     if val >= 3: val = r.enum_index('WPT_AlignmentCheckMethod', val, 3, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_AlignmentCheckMethodType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee86(w, o):  # WPT_AlignmentCheckMethod
     v = w.v
@@ -14081,9 +13686,7 @@ def _ee86(w, o):  # WPT_AlignmentCheckMethod
     w.v = v
     w.n = n
 
-def _de87(r):  # WPT_FinePositioningMethod
-    V = r.v
-    q = r.end - r.pos
+def _de87(r, V, q):  # WPT_FinePositioningMethod
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -14091,8 +13694,7 @@ def _de87(r):  # WPT_FinePositioningMethod
     val = (x >> 1)
     if val >= 5: val = r.enum_index('WPT_FinePositioningMethod', val, 5, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_FinePositioningMethodType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee87(w, o):  # WPT_FinePositioningMethod
     v = w.v
@@ -14104,9 +13706,7 @@ def _ee87(w, o):  # WPT_FinePositioningMethod
     w.v = v
     w.n = n
 
-def _de88(r):  # WPT_PairingMethod
-    V = r.v
-    q = r.end - r.pos
+def _de88(r, V, q):  # WPT_PairingMethod
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -14114,8 +13714,7 @@ def _de88(r):  # WPT_PairingMethod
     val = (x >> 1)
     if val >= 6: val = r.enum_index('WPT_PairingMethod', val, 6, r.at(r.end - q))
     else: val = _E_iso20_wpt_WPT_PairingMethodType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee88(w, o):  # WPT_PairingMethod
     v = w.v
@@ -14127,9 +13726,7 @@ def _ee88(w, o):  # WPT_PairingMethod
     w.v = v
     w.n = n
 
-def _de89(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de89(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14148,8 +13745,7 @@ def _de89(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee89(w, o):  # X509CRL
     v = w.v
@@ -14164,9 +13760,7 @@ def _ee89(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de90(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de90(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14185,8 +13779,7 @@ def _de90(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee90(w, o):  # X509Certificate
     v = w.v
@@ -14201,9 +13794,7 @@ def _ee90(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de91(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de91(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14220,8 +13811,7 @@ def _de91(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee91(w, o):  # X509IssuerName
     v = w.v
@@ -14238,9 +13828,7 @@ def _ee91(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de92(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de92(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14259,8 +13847,7 @@ def _de92(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee92(w, o):  # X509SKI
     v = w.v
@@ -14275,9 +13862,7 @@ def _ee92(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de93(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de93(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -14301,8 +13886,7 @@ def _de93(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee93(w, o):  # X509SerialNumber
     v = w.v
@@ -14318,9 +13902,7 @@ def _ee93(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de94(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de94(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14337,8 +13919,7 @@ def _de94(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee94(w, o):  # X509SubjectName
     v = w.v
@@ -14355,9 +13936,7 @@ def _ee94(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de95(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de95(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14374,8 +13953,7 @@ def _de95(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee95(w, o):  # XPath
     v = w.v
@@ -14392,9 +13970,7 @@ def _ee95(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de96(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de96(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14413,8 +13989,7 @@ def _de96(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee96(w, o):  # Y
     v = w.v

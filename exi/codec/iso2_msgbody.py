@@ -90,10 +90,8 @@ _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSESt
 _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType = _fields_table(10, ((5, 5, 'enum', _E_iso2_msgdatatypes_responseCodeType), (0, 2, 'enum', _E_iso2_msgdatatypes_EVSEProcessingType),))
 _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType = _fields_table(9, ((6, 3, 'nbit', -3, 3), (0, 3, 'enum', _E_iso2_msgdatatypes_unitSymbolType),))
 
-def _d_AuthorizationReqType(r):
+def _d_AuthorizationReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_GenChallenge = None
@@ -154,13 +152,13 @@ def _d_AuthorizationReqType(r):
                 raise r.deviation('AuthorizationReqType', r.end - q)
         if s == 2:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_AuthorizationReqType)
     _obj.Id = f_Id
     _obj.GenChallenge = f_GenChallenge
-    return _obj
+    return _obj, V, q
 
 def _e_AuthorizationReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationReqType
@@ -221,10 +219,8 @@ def _e_AuthorizationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AuthorizationResType(r):
+def _d_AuthorizationResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 14
@@ -244,13 +240,13 @@ def _d_AuthorizationResType(r):
         else:
             el = 'EVSEProcessing'
             f_ResponseCode, f_EVSEProcessing = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_AuthorizationResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_AuthorizationResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}AuthorizationResType
@@ -277,20 +273,18 @@ def _e_AuthorizationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BodyBaseType(r):
+def _d_BodyBaseType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}BodyBaseType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('BodyBaseType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_BodyBaseType)
-    return _obj
+    return _obj, V, q
 
 def _e_BodyBaseType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}BodyBaseType
@@ -306,10 +300,8 @@ def _e_BodyBaseType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_BodyType(r):
+def _d_BodyType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}BodyType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     _cf = None
     _cv = None
@@ -572,9 +564,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                        r.pos = r.end - q
-                        _c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c6_ListOfRootCertificateIDs, V, q = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -653,9 +643,7 @@ def _d_BodyType(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c7_c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -730,9 +718,7 @@ def _d_BodyType(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c7_c2_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -812,9 +798,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/eMAID'
-                        r.pos = r.end - q
-                        _c7_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-                        V = r.v; q = r.end - r.pos
+                        _c7_eMAID, V, q = c_iso2_msgdatatypes._d_EMAIDType(r, V, q, 'iso2_msgbody:eMAID')
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -899,9 +883,7 @@ def _d_BodyType(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c8_c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -925,9 +907,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
-                        r.pos = r.end - q
-                        _c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c8_ListOfRootCertificateIDs, V, q = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -940,9 +920,7 @@ def _d_BodyType(r):
                     elif ec == 8:
                         el = 'CertificateUpdateRes'
                         _cf = 'CertificateUpdateRes'
-                        r.pos = r.end - q
-                        _cv = _d_CertificateUpdateResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_CertificateUpdateResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1006,9 +984,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             q += 4
                             el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                            r.pos = r.end - q
-                            _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c9_AC_EVChargeParameter, V, q = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1017,9 +993,7 @@ def _d_BodyType(r):
                         elif ec == 1:
                             q += 4
                             el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
-                            r.pos = r.end - q
-                            _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c9_DC_EVChargeParameter, V, q = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1076,9 +1050,7 @@ def _d_BodyType(r):
                     elif ec == 10:
                         el = 'ChargeParameterDiscoveryRes'
                         _cf = 'ChargeParameterDiscoveryRes'
-                        r.pos = r.end - q
-                        _cv = _d_ChargeParameterDiscoveryResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_ChargeParameterDiscoveryResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1094,9 +1066,7 @@ def _d_BodyType(r):
                     elif ec == 12:
                         el = 'ChargingStatusRes'
                         _cf = 'ChargingStatusRes'
-                        r.pos = r.end - q
-                        _cv = _d_ChargingStatusResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_ChargingStatusResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1107,9 +1077,7 @@ def _d_BodyType(r):
                     if ec == 13:
                         el = 'CurrentDemandReq'
                         _cf = 'CurrentDemandReq'
-                        r.pos = r.end - q
-                        _cv = _d_CurrentDemandReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_CurrentDemandReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1117,9 +1085,7 @@ def _d_BodyType(r):
                     elif ec == 14:
                         el = 'CurrentDemandRes'
                         _cf = 'CurrentDemandRes'
-                        r.pos = r.end - q
-                        _cv = _d_CurrentDemandResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_CurrentDemandResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1195,9 +1161,7 @@ def _d_BodyType(r):
                             _c11_SAScheduleTupleID = (x >> 2) + 1
                             if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(r.end - q))
                             el = 'MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c11_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1206,9 +1170,7 @@ def _d_BodyType(r):
                         elif ec == 1:
                             q += 11
                             el = 'MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c11_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1226,9 +1188,7 @@ def _d_BodyType(r):
                     elif ec == 16:
                         el = 'MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
-                        r.pos = r.end - q
-                        _cv = _d_MeteringReceiptResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_MeteringReceiptResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1307,9 +1267,7 @@ def _d_BodyType(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c12_c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -1391,9 +1349,7 @@ def _d_BodyType(r):
                         el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
                         _c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'PaymentServiceSelectionReq/SelectedServiceList'
-                        r.pos = r.end - q
-                        _c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c14_SelectedServiceList, V, q = c_iso2_msgdatatypes._d_SelectedServiceListType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -1418,9 +1374,7 @@ def _d_BodyType(r):
                     elif ec == 21:
                         el = 'PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        r.pos = r.end - q
-                        _cv = _d_PowerDeliveryReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_PowerDeliveryReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1431,9 +1385,7 @@ def _d_BodyType(r):
                     if ec == 22:
                         el = 'PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        r.pos = r.end - q
-                        _cv = _d_PowerDeliveryResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = _d_PowerDeliveryResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1733,9 +1685,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             q += 1
                             el = 'ServiceDetailRes/ServiceParameterList'
-                            r.pos = r.end - q
-                            _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c19_ServiceParameterList, V, q = c_iso2_msgdatatypes._d_ServiceParameterListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -1834,9 +1784,7 @@ def _d_BodyType(r):
                         if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(r.end - q))
                         else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         el = 'ServiceDiscoveryRes/PaymentOptionList'
-                        r.pos = r.end - q
-                        _c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c21_PaymentOptionList, V, q = c_iso2_msgdatatypes._d_PaymentOptionListType(r, V, q)
                         q -= 3
                         if q < 0: V, q = r.slidep(q, 3)
                         x = (V >> q) & 7
@@ -1929,9 +1877,7 @@ def _d_BodyType(r):
                         else:
                             raise r.deviation('ChargeServiceType', r.end - q)
                         el = 'ServiceDiscoveryRes/ChargeService/SupportedEnergyTransferMode'
-                        r.pos = r.end - q
-                        _c21_c2_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c21_c2_SupportedEnergyTransferMode, V, q = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slidep(q, 4)
                         x = (V >> q) & 15
@@ -1948,9 +1894,7 @@ def _d_BodyType(r):
                         if ec == 0:
                             q += 1
                             el = 'ServiceDiscoveryRes/ServiceList'
-                            r.pos = r.end - q
-                            _c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c21_ServiceList, V, q = c_iso2_msgdatatypes._d_ServiceListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -2235,13 +2179,13 @@ def _d_BodyType(r):
                         raise r.deviation('BodyType', r.end - q)
         if s == 1:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_BodyType)
     _obj.AuthorizationReq = _obj.AuthorizationRes = _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PaymentServiceSelectionReq = _obj.PaymentServiceSelectionRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
     if _cf is not None: setattr(_obj, _cf, _cv)
-    return _obj
+    return _obj, V, q
 
 def _e_BodyType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}BodyType
@@ -3680,10 +3624,8 @@ def _e_BodyType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CableCheckReqType(r):
+def _d_CableCheckReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 24
@@ -3709,12 +3651,12 @@ def _d_CableCheckReqType(r):
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CableCheckReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
-    return _obj
+    return _obj, V, q
 
 def _e_CableCheckReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckReqType
@@ -3748,10 +3690,8 @@ def _e_CableCheckReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CableCheckResType(r):
+def _d_CableCheckResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 11
@@ -3831,14 +3771,14 @@ def _d_CableCheckResType(r):
         f_EVSEProcessing = (x >> 2)
         if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(r.end - q))
         else: f_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[f_EVSEProcessing]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CableCheckResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEProcessing = f_EVSEProcessing
-    return _obj
+    return _obj, V, q
 
 def _e_CableCheckResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CableCheckResType
@@ -3920,10 +3860,8 @@ def _e_CableCheckResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateInstallationReqType(r):
+def _d_CertificateInstallationReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
@@ -3955,20 +3893,18 @@ def _d_CertificateInstallationReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = r.end - q
-        f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; q = r.end - r.pos
+        f_ListOfRootCertificateIDs, V, q = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CertificateInstallationReqType)
     _obj.Id = f_Id
     _obj.OEMProvisioningCert = f_OEMProvisioningCert
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateInstallationReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationReqType
@@ -4012,10 +3948,8 @@ def _e_CertificateInstallationReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateInstallationResType(r):
+def _d_CertificateInstallationResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 12
@@ -4085,9 +4019,7 @@ def _d_CertificateInstallationResType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'SAProvisioningCertificateChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4162,9 +4094,7 @@ def _d_CertificateInstallationResType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4244,14 +4174,12 @@ def _d_CertificateInstallationResType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'eMAID'
-        r.pos = r.end - q
-        f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-        V = r.v; q = r.end - r.pos
+        f_eMAID, V, q = c_iso2_msgdatatypes._d_EMAIDType(r, V, q, 'iso2_msgbody:eMAID')
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CertificateInstallationResType)
     _obj.ResponseCode = f_ResponseCode
@@ -4260,7 +4188,7 @@ def _d_CertificateInstallationResType(r):
     _obj.ContractSignatureEncryptedPrivateKey = f_ContractSignatureEncryptedPrivateKey
     _obj.DHpublickey = f_DHpublickey
     _obj.eMAID = f_eMAID
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateInstallationResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateInstallationResType
@@ -4458,10 +4386,8 @@ def _e_CertificateInstallationResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateUpdateReqType(r):
+def _d_CertificateUpdateReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
@@ -4534,9 +4460,7 @@ def _d_CertificateUpdateReqType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4560,21 +4484,19 @@ def _d_CertificateUpdateReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
-        r.pos = r.end - q
-        f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-        V = r.v; q = r.end - r.pos
+        f_ListOfRootCertificateIDs, V, q = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CertificateUpdateReqType)
     _obj.Id = f_Id
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
     _obj.eMAID = f_eMAID
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateUpdateReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateReqType
@@ -4673,10 +4595,8 @@ def _e_CertificateUpdateReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateUpdateResType(r):
+def _d_CertificateUpdateResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RetryCounter = None
     try:
@@ -4747,9 +4667,7 @@ def _d_CertificateUpdateResType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'SAProvisioningCertificateChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4824,9 +4742,7 @@ def _d_CertificateUpdateResType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -4906,9 +4822,7 @@ def _d_CertificateUpdateResType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'eMAID'
-        r.pos = r.end - q
-        f_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-        V = r.v; q = r.end - r.pos
+        f_eMAID, V, q = c_iso2_msgdatatypes._d_EMAIDType(r, V, q, 'iso2_msgbody:eMAID')
         q -= 4
         if q < 0: V, q = r.slidep(q, 4)
         x = (V >> q) & 15
@@ -4942,8 +4856,8 @@ def _d_CertificateUpdateResType(r):
             q += 2
         else:
             raise r.deviation('CertificateUpdateResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CertificateUpdateResType)
     _obj.ResponseCode = f_ResponseCode
@@ -4953,7 +4867,7 @@ def _d_CertificateUpdateResType(r):
     _obj.DHpublickey = f_DHpublickey
     _obj.eMAID = f_eMAID
     _obj.RetryCounter = f_RetryCounter
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateUpdateResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CertificateUpdateResType
@@ -5163,10 +5077,8 @@ def _e_CertificateUpdateResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeParameterDiscoveryReqType(r):
+def _d_ChargeParameterDiscoveryReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_MaxEntriesSAScheduleTuple = None
     f_AC_EVChargeParameter = None
@@ -5221,18 +5133,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if ec == 0:
             q += 3
             el = 'AC_EVChargeParameter'
-            r.pos = r.end - q
-            f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-            V = r.v; q = r.end - r.pos
+            f_AC_EVChargeParameter, V, q = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
         elif ec == 1:
             q += 3
             el = 'DC_EVChargeParameter'
-            r.pos = r.end - q
-            f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-            V = r.v; q = r.end - r.pos
+            f_DC_EVChargeParameter, V, q = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
@@ -5271,8 +5179,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
             f_EVChargeParameter.DepartureTime = _c2_DepartureTime
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ChargeParameterDiscoveryReqType)
     _obj.MaxEntriesSAScheduleTuple = f_MaxEntriesSAScheduleTuple
@@ -5280,7 +5188,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
     _obj.AC_EVChargeParameter = f_AC_EVChargeParameter
     _obj.DC_EVChargeParameter = f_DC_EVChargeParameter
     _obj.EVChargeParameter = f_EVChargeParameter
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeParameterDiscoveryReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryReqType
@@ -5366,10 +5274,8 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeParameterDiscoveryResType(r):
+def _d_ChargeParameterDiscoveryResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SAScheduleList = None
     f_SASchedules = None
@@ -5400,9 +5306,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         if ec == 0:
             q += 6
             el = 'SAScheduleList'
-            r.pos = r.end - q
-            f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
-            V = r.v; q = r.end - r.pos
+            f_SAScheduleList, V, q = c_iso2_msgdatatypes._d_SAScheduleListType(r, V, q)
             q -= 5
             if q < 0: V, q = r.slidep(q, 5)
             x = (V >> q) & 31
@@ -5540,9 +5444,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         elif ec == 3:
             q += 6
             el = 'DC_EVSEChargeParameter'
-            r.pos = r.end - q
-            f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-            V = r.v; q = r.end - r.pos
+            f_DC_EVSEChargeParameter, V, q = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
@@ -5678,9 +5580,7 @@ def _d_ChargeParameterDiscoveryResType(r):
             elif ec == 1:
                 q += 3
                 el = 'DC_EVSEChargeParameter'
-                r.pos = r.end - q
-                f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                V = r.v; q = r.end - r.pos
+                f_DC_EVSEChargeParameter, V, q = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
@@ -5695,8 +5595,8 @@ def _d_ChargeParameterDiscoveryResType(r):
                 raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ChargeParameterDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
@@ -5706,7 +5606,7 @@ def _d_ChargeParameterDiscoveryResType(r):
     _obj.AC_EVSEChargeParameter = f_AC_EVSEChargeParameter
     _obj.DC_EVSEChargeParameter = f_DC_EVSEChargeParameter
     _obj.EVSEChargeParameter = f_EVSEChargeParameter
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeParameterDiscoveryResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargeParameterDiscoveryResType
@@ -5952,20 +5852,18 @@ def _e_ChargeParameterDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingStatusReqType(r):
+def _d_ChargingStatusReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargingStatusReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ChargingStatusReqType)
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingStatusReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusReqType
@@ -5981,10 +5879,8 @@ def _e_ChargingStatusReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingStatusResType(r):
+def _d_ChargingStatusResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaxCurrent = None
     f_MeterInfo = None
@@ -6061,9 +5957,7 @@ def _d_ChargingStatusResType(r):
         elif ec == 1:
             q += 15
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
             q -= 8
             if q < 0: V, q = r.slidep(q, 8)
             x = (V >> q) & 255
@@ -6123,9 +6017,7 @@ def _d_ChargingStatusResType(r):
             if ec == 0:
                 q += 6
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
                 q -= 8
                 if q < 0: V, q = r.slidep(q, 8)
                 x = (V >> q) & 255
@@ -6269,8 +6161,8 @@ def _d_ChargingStatusResType(r):
             s = 7
         if s == 7:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ChargingStatusResType)
     _obj.ResponseCode = f_ResponseCode
@@ -6280,7 +6172,7 @@ def _d_ChargingStatusResType(r):
     _obj.MeterInfo = f_MeterInfo
     _obj.ReceiptRequired = f_ReceiptRequired
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingStatusResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ChargingStatusResType
@@ -6496,10 +6388,8 @@ def _e_ChargingStatusResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CurrentDemandReqType(r):
+def _d_CurrentDemandReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVMaximumVoltageLimit = None
     f_EVMaximumCurrentLimit = None
@@ -7199,8 +7089,8 @@ def _d_CurrentDemandReqType(r):
             s = 10
         if s == 10:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CurrentDemandReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
@@ -7213,7 +7103,7 @@ def _d_CurrentDemandReqType(r):
     _obj.RemainingTimeToFullSoC = f_RemainingTimeToFullSoC
     _obj.RemainingTimeToBulkSoC = f_RemainingTimeToBulkSoC
     _obj.EVTargetVoltage = f_EVTargetVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_CurrentDemandReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandReqType
@@ -7648,10 +7538,8 @@ def _e_CurrentDemandReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CurrentDemandResType(r):
+def _d_CurrentDemandResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEMaximumVoltageLimit = None
     f_EVSEMaximumCurrentLimit = None
@@ -8167,9 +8055,7 @@ def _d_CurrentDemandResType(r):
             if ec == 0:
                 q += 4
                 el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
+                f_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
                 q -= 6
                 if q < 0: V, q = r.slidep(q, 6)
                 x = (V >> q) & 63
@@ -8201,8 +8087,8 @@ def _d_CurrentDemandResType(r):
                 raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 14:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_CurrentDemandResType)
     _obj.ResponseCode = f_ResponseCode
@@ -8219,7 +8105,7 @@ def _d_CurrentDemandResType(r):
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.MeterInfo = f_MeterInfo
     _obj.ReceiptRequired = f_ReceiptRequired
-    return _obj
+    return _obj, V, q
 
 def _e_CurrentDemandResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}CurrentDemandResType
@@ -8615,10 +8501,8 @@ def _e_CurrentDemandResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeteringReceiptReqType(r):
+def _d_MeteringReceiptReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SAScheduleTupleID = None
@@ -8689,32 +8573,28 @@ def _d_MeteringReceiptReqType(r):
             f_SAScheduleTupleID = (x >> 2) + 1
             if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
         elif ec == 1:
             q += 11
             el = 'MeterInfo'
-            r.pos = r.end - q
-            f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_MeteringReceiptReqType)
     _obj.Id = f_Id
     _obj.SessionID = f_SessionID
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.MeterInfo = f_MeterInfo
-    return _obj
+    return _obj, V, q
 
 def _e_MeteringReceiptReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptReqType
@@ -8784,10 +8664,8 @@ def _e_MeteringReceiptReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeteringReceiptResType(r):
+def _d_MeteringReceiptResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
@@ -8938,15 +8816,15 @@ def _d_MeteringReceiptResType(r):
             f_EVSEStatus.EVSENotification = _c6_EVSENotification
         else:
             raise r.deviation('MeteringReceiptResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_MeteringReceiptResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEStatus = f_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_MeteringReceiptResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}MeteringReceiptResType
@@ -9079,10 +8957,8 @@ def _e_MeteringReceiptResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentDetailsReqType(r):
+def _d_PaymentDetailsReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -9156,9 +9032,7 @@ def _d_PaymentDetailsReqType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'ContractSignatureCertChain/SubCertificates'
-            r.pos = r.end - q
-            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -9173,13 +9047,13 @@ def _d_PaymentDetailsReqType(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PaymentDetailsReqType)
     _obj.eMAID = f_eMAID
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentDetailsReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsReqType
@@ -9260,10 +9134,8 @@ def _e_PaymentDetailsReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentDetailsResType(r):
+def _d_PaymentDetailsResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 10
@@ -9306,14 +9178,14 @@ def _d_PaymentDetailsResType(r):
         if (V >> q) & 3: raise r.deviation('PaymentDetailsResType', r.end - q)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
         if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PaymentDetailsResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.GenChallenge = f_GenChallenge
     _obj.EVSETimeStamp = f_EVSETimeStamp
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentDetailsResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentDetailsResType
@@ -9353,10 +9225,8 @@ def _e_PaymentDetailsResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentServiceSelectionReqType(r):
+def _d_PaymentServiceSelectionReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 5
@@ -9366,19 +9236,17 @@ def _d_PaymentServiceSelectionReqType(r):
         el = 'SelectedPaymentOption'
         f_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[(x >> 2)]
         el = 'SelectedServiceList'
-        r.pos = r.end - q
-        f_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-        V = r.v; q = r.end - r.pos
+        f_SelectedServiceList, V, q = c_iso2_msgdatatypes._d_SelectedServiceListType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('PaymentServiceSelectionReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PaymentServiceSelectionReqType)
     _obj.SelectedPaymentOption = f_SelectedPaymentOption
     _obj.SelectedServiceList = f_SelectedServiceList
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentServiceSelectionReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionReqType
@@ -9408,10 +9276,8 @@ def _e_PaymentServiceSelectionReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentServiceSelectionResType(r):
+def _d_PaymentServiceSelectionResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 9
@@ -9422,12 +9288,12 @@ def _d_PaymentServiceSelectionResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PaymentServiceSelectionResType)
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentServiceSelectionResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PaymentServiceSelectionResType
@@ -9449,10 +9315,8 @@ def _e_PaymentServiceSelectionResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerDeliveryReqType(r):
+def _d_PowerDeliveryReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ChargingProfile = None
     f_DC_EVPowerDeliveryParameter = None
@@ -9475,9 +9339,7 @@ def _d_PowerDeliveryReqType(r):
         if ec == 0:
             q += 2
             el = 'ChargingProfile'
-            r.pos = r.end - q
-            f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
-            V = r.v; q = r.end - r.pos
+            f_ChargingProfile, V, q = c_iso2_msgdatatypes._d_ChargingProfileType(r, V, q)
             q -= 4
             if q < 0: V, q = r.slidep(q, 4)
             x = (V >> q) & 15
@@ -9623,8 +9485,8 @@ def _d_PowerDeliveryReqType(r):
                 raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 4:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PowerDeliveryReqType)
     _obj.ChargeProgress = f_ChargeProgress
@@ -9632,7 +9494,7 @@ def _d_PowerDeliveryReqType(r):
     _obj.ChargingProfile = f_ChargingProfile
     _obj.DC_EVPowerDeliveryParameter = f_DC_EVPowerDeliveryParameter
     _obj.EVPowerDeliveryParameter = f_EVPowerDeliveryParameter
-    return _obj
+    return _obj, V, q
 
 def _e_PowerDeliveryReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryReqType
@@ -9802,10 +9664,8 @@ def _e_PowerDeliveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PowerDeliveryResType(r):
+def _d_PowerDeliveryResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_AC_EVSEStatus = None
     f_DC_EVSEStatus = None
@@ -9956,15 +9816,15 @@ def _d_PowerDeliveryResType(r):
             f_EVSEStatus.EVSENotification = _c6_EVSENotification
         else:
             raise r.deviation('PowerDeliveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PowerDeliveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEStatus = f_EVSEStatus
-    return _obj
+    return _obj, V, q
 
 def _e_PowerDeliveryResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PowerDeliveryResType
@@ -10097,10 +9957,8 @@ def _e_PowerDeliveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PreChargeReqType(r):
+def _d_PreChargeReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 39
@@ -10203,14 +10061,14 @@ def _d_PreChargeReqType(r):
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
         f_EVTargetCurrent.Value = _c3_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PreChargeReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVTargetVoltage = f_EVTargetVoltage
     _obj.EVTargetCurrent = f_EVTargetCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_PreChargeReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeReqType
@@ -10290,10 +10148,8 @@ def _e_PreChargeReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PreChargeResType(r):
+def _d_PreChargeResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 11
@@ -10407,14 +10263,14 @@ def _d_PreChargeResType(r):
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_PreChargeResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_PreChargeResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}PreChargeResType
@@ -10513,10 +10369,8 @@ def _e_PreChargeResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDetailReqType(r):
+def _d_ServiceDetailReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -10541,12 +10395,12 @@ def _d_ServiceDetailReqType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ServiceDetailReqType', r.end - q)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ServiceDetailReqType)
     _obj.ServiceID = f_ServiceID
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDetailReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailReqType
@@ -10571,10 +10425,8 @@ def _e_ServiceDetailReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDetailResType(r):
+def _d_ServiceDetailResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceParameterList = None
     try:
@@ -10609,9 +10461,7 @@ def _d_ServiceDetailResType(r):
         ec = x
         if ec == 0:
             el = 'ServiceParameterList'
-            r.pos = r.end - q
-            f_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-            V = r.v; q = r.end - r.pos
+            f_ServiceParameterList, V, q = c_iso2_msgdatatypes._d_ServiceParameterListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -10619,14 +10469,14 @@ def _d_ServiceDetailResType(r):
             pass
         else:
             raise r.deviation('ServiceDetailResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ServiceDetailResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceID = f_ServiceID
     _obj.ServiceParameterList = f_ServiceParameterList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDetailResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDetailResType
@@ -10669,10 +10519,8 @@ def _e_ServiceDetailResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDiscoveryReqType(r):
+def _d_ServiceDiscoveryReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceScope = None
     f_ServiceCategory = None
@@ -10729,13 +10577,13 @@ def _d_ServiceDiscoveryReqType(r):
                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         if s == 2:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ServiceDiscoveryReqType)
     _obj.ServiceScope = f_ServiceScope
     _obj.ServiceCategory = f_ServiceCategory
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDiscoveryReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryReqType
@@ -10791,10 +10639,8 @@ def _e_ServiceDiscoveryReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceDiscoveryResType(r):
+def _d_ServiceDiscoveryResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceList = None
     try:
@@ -10807,9 +10653,7 @@ def _d_ServiceDiscoveryResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'PaymentOptionList'
-        r.pos = r.end - q
-        f_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
-        V = r.v; q = r.end - r.pos
+        f_PaymentOptionList, V, q = c_iso2_msgdatatypes._d_PaymentOptionListType(r, V, q)
         q -= 3
         if q < 0: V, q = r.slidep(q, 3)
         x = (V >> q) & 7
@@ -10902,9 +10746,7 @@ def _d_ServiceDiscoveryResType(r):
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         el = 'ChargeService/SupportedEnergyTransferMode'
-        r.pos = r.end - q
-        _c1_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
-        V = r.v; q = r.end - r.pos
+        _c1_SupportedEnergyTransferMode, V, q = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r, V, q)
         q -= 3
         if q < 0: V, q = r.slideq(q, 3)
         x = (V >> q) & 7
@@ -10919,9 +10761,7 @@ def _d_ServiceDiscoveryResType(r):
         f_ChargeService.SupportedEnergyTransferMode = _c1_SupportedEnergyTransferMode
         if ec == 0:
             el = 'ServiceList'
-            r.pos = r.end - q
-            f_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-            V = r.v; q = r.end - r.pos
+            f_ServiceList, V, q = c_iso2_msgdatatypes._d_ServiceListType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -10929,15 +10769,15 @@ def _d_ServiceDiscoveryResType(r):
             pass
         else:
             raise r.deviation('ServiceDiscoveryResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_ServiceDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.PaymentOptionList = f_PaymentOptionList
     _obj.ChargeService = f_ChargeService
     _obj.ServiceList = f_ServiceList
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceDiscoveryResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}ServiceDiscoveryResType
@@ -11068,10 +10908,8 @@ def _e_ServiceDiscoveryResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionSetupReqType(r):
+def _d_SessionSetupReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -11095,12 +10933,12 @@ def _d_SessionSetupReqType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SessionSetupReqType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_SessionSetupReqType)
     _obj.EVCCID = f_EVCCID
-    return _obj
+    return _obj, V, q
 
 def _e_SessionSetupReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupReqType
@@ -11126,10 +10964,8 @@ def _e_SessionSetupReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionSetupResType(r):
+def _d_SessionSetupResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSETimeStamp = None
     try:
@@ -11180,14 +11016,14 @@ def _d_SessionSetupResType(r):
             q += 2
         else:
             raise r.deviation('SessionSetupResType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_SessionSetupResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
     _obj.EVSETimeStamp = f_EVSETimeStamp
-    return _obj
+    return _obj, V, q
 
 def _e_SessionSetupResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionSetupResType
@@ -11234,10 +11070,8 @@ def _e_SessionSetupResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionStopReqType(r):
+def _d_SessionStopReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 5
@@ -11246,12 +11080,12 @@ def _d_SessionStopReqType(r):
         if x & 27: raise r.deviation('SessionStopReqType', r.end - q)
         el = 'ChargingSession'
         f_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[(x >> 2)]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_SessionStopReqType)
     _obj.ChargingSession = f_ChargingSession
-    return _obj
+    return _obj, V, q
 
 def _e_SessionStopReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopReqType
@@ -11273,10 +11107,8 @@ def _e_SessionStopReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SessionStopResType(r):
+def _d_SessionStopResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 9
@@ -11287,12 +11119,12 @@ def _d_SessionStopResType(r):
         f_ResponseCode = (x >> 2)
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 26, r.at(r.end - q))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_SessionStopResType)
     _obj.ResponseCode = f_ResponseCode
-    return _obj
+    return _obj, V, q
 
 def _e_SessionStopResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}SessionStopResType
@@ -11314,10 +11146,8 @@ def _e_SessionStopResType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WeldingDetectionReqType(r):
+def _d_WeldingDetectionReqType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionReqType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 24
@@ -11343,12 +11173,12 @@ def _d_WeldingDetectionReqType(r):
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_WeldingDetectionReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
-    return _obj
+    return _obj, V, q
 
 def _e_WeldingDetectionReqType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionReqType
@@ -11382,10 +11212,8 @@ def _e_WeldingDetectionReqType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_WeldingDetectionResType(r):
+def _d_WeldingDetectionResType(r, V, q):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionResType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 11
@@ -11499,14 +11327,14 @@ def _d_WeldingDetectionResType(r):
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgbody_WeldingDetectionResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
-    return _obj
+    return _obj, V, q
 
 def _e_WeldingDetectionResType(w, o):
     # {urn:iso:15118:2:2013:MsgBody}WeldingDetectionResType

@@ -79,10 +79,8 @@ _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b = _fields_table(6, ((4,
 _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(10, ((7, 3, 'enum', _E_iso2_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVSEStatusCodeType),))
 _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType = _fields_table(9, ((6, 3, 'nbit', -3, 3), (0, 3, 'enum', _E_iso2_msgdatatypes_unitSymbolType),))
 
-def _d_AC_EVChargeParameterType(r):
+def _d_AC_EVChargeParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     try:
@@ -317,8 +315,8 @@ def _d_AC_EVChargeParameterType(r):
         f_EVMinCurrent.Multiplier = _c10_Multiplier
         f_EVMinCurrent.Unit = _c10_Unit
         f_EVMinCurrent.Value = _c10_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_AC_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
@@ -326,7 +324,7 @@ def _d_AC_EVChargeParameterType(r):
     _obj.EVMaxVoltage = f_EVMaxVoltage
     _obj.EVMaxCurrent = f_EVMaxCurrent
     _obj.EVMinCurrent = f_EVMinCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_AC_EVChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVChargeParameterType
@@ -479,10 +477,8 @@ def _e_AC_EVChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_EVSEChargeParameterType(r):
+def _d_AC_EVSEChargeParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -600,14 +596,14 @@ def _d_AC_EVSEChargeParameterType(r):
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
         f_EVSEMaxCurrent.Value = _c3_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_AC_EVSEChargeParameterType)
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.EVSENominalVoltage = f_EVSENominalVoltage
     _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
-    return _obj
+    return _obj, V, q
 
 def _e_AC_EVSEChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEChargeParameterType
@@ -693,10 +689,8 @@ def _e_AC_EVSEChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_AC_EVSEStatusType(r):
+def _d_AC_EVSEStatusType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -733,14 +727,14 @@ def _d_AC_EVSEStatusType(r):
         else:
             el = 'RCD'
             f_EVSENotification, f_RCD = _t
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
     _obj.RCD = f_RCD
-    return _obj
+    return _obj, V, q
 
 def _e_AC_EVSEStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}AC_EVSEStatusType
@@ -780,10 +774,8 @@ def _e_AC_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CertificateChainType(r):
+def _d_CertificateChainType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}CertificateChainType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SubCertificates = None
@@ -847,9 +839,7 @@ def _d_CertificateChainType(r):
             raise r.deviation('CertificateChainType', r.end - q)
         if ec == 0:
             el = 'SubCertificates'
-            r.pos = r.end - q
-            f_SubCertificates = _d_SubCertificatesType(r)
-            V = r.v; q = r.end - r.pos
+            f_SubCertificates, V, q = _d_SubCertificatesType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -857,14 +847,14 @@ def _d_CertificateChainType(r):
             pass
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_CertificateChainType)
     _obj.Id = f_Id
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
-    return _obj
+    return _obj, V, q
 
 def _e_CertificateChainType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}CertificateChainType
@@ -923,10 +913,8 @@ def _e_CertificateChainType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargeServiceType(r):
+def _d_ChargeServiceType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargeServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceName = None
     f_ServiceScope = None
@@ -1017,14 +1005,12 @@ def _d_ChargeServiceType(r):
         else:
             raise r.deviation('ChargeServiceType', r.end - q)
         el = 'SupportedEnergyTransferMode'
-        r.pos = r.end - q
-        f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
-        V = r.v; q = r.end - r.pos
+        f_SupportedEnergyTransferMode, V, q = _d_SupportedEnergyTransferModeType(r, V, q)
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ChargeServiceType)
     _obj.ServiceID = f_ServiceID
@@ -1033,7 +1019,7 @@ def _d_ChargeServiceType(r):
     _obj.ServiceScope = f_ServiceScope
     _obj.FreeService = f_FreeService
     _obj.SupportedEnergyTransferMode = f_SupportedEnergyTransferMode
-    return _obj
+    return _obj, V, q
 
 def _e_ChargeServiceType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargeServiceType
@@ -1129,10 +1115,8 @@ def _e_ChargeServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ChargingProfileType(r):
+def _d_ChargingProfileType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargingProfileType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ProfileEntry = []
     try:
@@ -1329,12 +1313,12 @@ def _d_ChargingProfileType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ChargingProfileType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ChargingProfileType)
     _obj.ProfileEntry = f_ProfileEntry
-    return _obj
+    return _obj, V, q
 
 def _e_ChargingProfileType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ChargingProfileType
@@ -1475,10 +1459,8 @@ def _e_ChargingProfileType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ConsumptionCostType(r):
+def _d_ConsumptionCostType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ConsumptionCostType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Cost = []
     try:
@@ -1696,13 +1678,13 @@ def _d_ConsumptionCostType(r):
                 s = -1
             else:
                 raise r.deviation('ConsumptionCostType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ConsumptionCostType)
     _obj.startValue = f_startValue
     _obj.Cost = f_Cost
-    return _obj
+    return _obj, V, q
 
 def _e_ConsumptionCostType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ConsumptionCostType
@@ -1861,10 +1843,8 @@ def _e_ConsumptionCostType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ContractSignatureEncryptedPrivateKeyType(r):
+def _d_ContractSignatureEncryptedPrivateKeyType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ContractSignatureEncryptedPrivateKeyType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_value = None
     try:
@@ -1895,13 +1875,13 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
             f_value = b''
         else:
             raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
     _obj.Id = f_Id
     _obj.value = f_value
-    return _obj
+    return _obj, V, q
 
 def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ContractSignatureEncryptedPrivateKeyType
@@ -1938,10 +1918,8 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_CostType(r):
+def _d_CostType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}CostType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_amountMultiplier = None
     try:
@@ -1985,14 +1963,14 @@ def _d_CostType(r):
             q += 6
         else:
             raise r.deviation('CostType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_CostType)
     _obj.costKind = f_costKind
     _obj.amount = f_amount
     _obj.amountMultiplier = f_amountMultiplier
-    return _obj
+    return _obj, V, q
 
 def _e_CostType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}CostType
@@ -2031,10 +2009,8 @@ def _e_CostType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVChargeParameterType(r):
+def _d_DC_EVChargeParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     f_EVMaximumPowerLimit = None
@@ -2516,8 +2492,8 @@ def _d_DC_EVChargeParameterType(r):
                 raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 9:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_DC_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
@@ -2529,7 +2505,7 @@ def _d_DC_EVChargeParameterType(r):
     _obj.EVEnergyRequest = f_EVEnergyRequest
     _obj.FullSOC = f_FullSOC
     _obj.BulkSOC = f_BulkSOC
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVChargeParameterType
@@ -2859,10 +2835,8 @@ def _e_DC_EVChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVPowerDeliveryParameterType(r):
+def _d_DC_EVPowerDeliveryParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVPowerDeliveryParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_BulkChargingComplete = None
     try:
@@ -2911,14 +2885,14 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             f_ChargingComplete = (x >> 2) == 1
         else:
             raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.BulkChargingComplete = f_BulkChargingComplete
     _obj.ChargingComplete = f_ChargingComplete
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVPowerDeliveryParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVPowerDeliveryParameterType
@@ -2972,10 +2946,8 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVSEChargeParameterType(r):
+def _d_DC_EVSEChargeParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSECurrentRegulationTolerance = None
     f_EVSEEnergyToBeDelivered = None
@@ -3420,8 +3392,8 @@ def _d_DC_EVSEChargeParameterType(r):
             q += 15
         else:
             raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_DC_EVSEChargeParameterType)
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
@@ -3433,7 +3405,7 @@ def _d_DC_EVSEChargeParameterType(r):
     _obj.EVSECurrentRegulationTolerance = f_EVSECurrentRegulationTolerance
     _obj.EVSEPeakCurrentRipple = f_EVSEPeakCurrentRipple
     _obj.EVSEEnergyToBeDelivered = f_EVSEEnergyToBeDelivered
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVSEChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEChargeParameterType
@@ -3723,10 +3695,8 @@ def _e_DC_EVSEChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVSEStatusType(r):
+def _d_DC_EVSEStatusType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EVSEIsolationStatus = None
     try:
@@ -3785,15 +3755,15 @@ def _d_DC_EVSEStatusType(r):
             else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
     _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
     _obj.EVSEStatusCode = f_EVSEStatusCode
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVSEStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVSEStatusType
@@ -3854,10 +3824,8 @@ def _e_DC_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DC_EVStatusType(r):
+def _d_DC_EVStatusType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 22
@@ -3878,14 +3846,14 @@ def _d_DC_EVStatusType(r):
         el = 'EVRESSSOC'
         f_EVRESSSOC = ((x >> 2) & 127)
         if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
     _obj.EVReady = f_EVReady
     _obj.EVErrorCode = f_EVErrorCode
     _obj.EVRESSSOC = f_EVRESSSOC
-    return _obj
+    return _obj, V, q
 
 def _e_DC_EVStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DC_EVStatusType
@@ -3915,10 +3883,8 @@ def _e_DC_EVStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DiffieHellmanPublickeyType(r):
+def _d_DiffieHellmanPublickeyType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}DiffieHellmanPublickeyType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_value = None
     try:
@@ -3949,13 +3915,13 @@ def _d_DiffieHellmanPublickeyType(r):
             f_value = b''
         else:
             raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
     _obj.Id = f_Id
     _obj.value = f_value
-    return _obj
+    return _obj, V, q
 
 def _e_DiffieHellmanPublickeyType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}DiffieHellmanPublickeyType
@@ -3992,10 +3958,8 @@ def _e_DiffieHellmanPublickeyType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EMAIDType(r, key):
+def _d_EMAIDType(r, V, q, key):
     # {urn:iso:15118:2:2013:MsgDataTypes}EMAIDType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_value = None
     try:
@@ -4016,13 +3980,13 @@ def _d_EMAIDType(r, key):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EMAIDType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EMAIDType)
     _obj.Id = f_Id
     _obj.value = f_value
-    return _obj
+    return _obj, V, q
 
 def _e_EMAIDType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EMAIDType
@@ -4059,10 +4023,8 @@ def _e_EMAIDType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVChargeParameterType(r):
+def _d_EVChargeParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DepartureTime = None
     try:
@@ -4096,12 +4058,12 @@ def _d_EVChargeParameterType(r):
             q += 1
         else:
             raise r.deviation('EVChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
-    return _obj
+    return _obj, V, q
 
 def _e_EVChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVChargeParameterType
@@ -4127,20 +4089,18 @@ def _e_EVChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVPowerDeliveryParameterType(r):
+def _d_EVPowerDeliveryParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVPowerDeliveryParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVPowerDeliveryParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EVPowerDeliveryParameterType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVPowerDeliveryParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVPowerDeliveryParameterType
@@ -4156,20 +4116,18 @@ def _e_EVPowerDeliveryParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVSEChargeParameterType(r):
+def _d_EVSEChargeParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEChargeParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVSEChargeParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EVSEChargeParameterType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVSEChargeParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEChargeParameterType
@@ -4185,10 +4143,8 @@ def _e_EVSEChargeParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVSEStatusType(r):
+def _d_EVSEStatusType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -4218,13 +4174,13 @@ def _d_EVSEStatusType(r):
         f_EVSENotification = (x >> 2)
         if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
-    return _obj
+    return _obj, V, q
 
 def _e_EVSEStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVSEStatusType
@@ -4256,20 +4212,18 @@ def _e_EVSEStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EVStatusType(r):
+def _d_EVStatusType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVStatusType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('EVStatusType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EVStatusType)
-    return _obj
+    return _obj, V, q
 
 def _e_EVStatusType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EVStatusType
@@ -4285,10 +4239,8 @@ def _e_EVStatusType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_EntryType(r):
+def _d_EntryType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}EntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -4361,13 +4313,13 @@ def _d_EntryType(r):
             f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
         else:
             raise r.deviation('EntryType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_EntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
-    return _obj
+    return _obj, V, q
 
 def _e_EntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}EntryType
@@ -4426,20 +4378,18 @@ def _e_EntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_IntervalType(r):
+def _d_IntervalType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}IntervalType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('IntervalType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_IntervalType)
-    return _obj
+    return _obj, V, q
 
 def _e_IntervalType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}IntervalType
@@ -4455,10 +4405,8 @@ def _e_IntervalType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ListOfRootCertificateIDsType(r):
+def _d_ListOfRootCertificateIDsType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ListOfRootCertificateIDsType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RootCertificateID = []
     try:
@@ -4571,12 +4519,12 @@ def _d_ListOfRootCertificateIDsType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ListOfRootCertificateIDsType)
     _obj.RootCertificateID = f_RootCertificateID
-    return _obj
+    return _obj, V, q
 
 def _e_ListOfRootCertificateIDsType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ListOfRootCertificateIDsType
@@ -4663,10 +4611,8 @@ def _e_ListOfRootCertificateIDsType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_MeterInfoType(r):
+def _d_MeterInfoType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}MeterInfoType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_MeterReading = None
     f_SigMeterReading = None
@@ -4979,8 +4925,8 @@ def _d_MeterInfoType(r):
                 raise r.deviation('MeterInfoType', r.end - q)
         if s == 5:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_MeterInfoType)
     _obj.MeterID = f_MeterID
@@ -4988,7 +4934,7 @@ def _d_MeterInfoType(r):
     _obj.SigMeterReading = f_SigMeterReading
     _obj.MeterStatus = f_MeterStatus
     _obj.TMeter = f_TMeter
-    return _obj
+    return _obj, V, q
 
 def _e_MeterInfoType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}MeterInfoType
@@ -5154,10 +5100,8 @@ def _e_MeterInfoType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_NotificationType(r):
+def _d_NotificationType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}NotificationType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_FaultMsg = None
     try:
@@ -5192,13 +5136,13 @@ def _d_NotificationType(r):
             q += 1
         else:
             raise r.deviation('NotificationType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_NotificationType)
     _obj.FaultCode = f_FaultCode
     _obj.FaultMsg = f_FaultMsg
-    return _obj
+    return _obj, V, q
 
 def _e_NotificationType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}NotificationType
@@ -5236,10 +5180,8 @@ def _e_NotificationType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PMaxScheduleEntryType(r):
+def _d_PMaxScheduleEntryType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -5360,14 +5302,14 @@ def _d_PMaxScheduleEntryType(r):
         f_PMax.Multiplier = _c6_Multiplier
         f_PMax.Unit = _c6_Unit
         f_PMax.Value = _c6_Value
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.PMax = f_PMax
-    return _obj
+    return _obj, V, q
 
 def _e_PMaxScheduleEntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleEntryType
@@ -5450,10 +5392,8 @@ def _e_PMaxScheduleEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PMaxScheduleType(r):
+def _d_PMaxScheduleType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PMaxScheduleEntry = []
     try:
@@ -5729,12 +5669,12 @@ def _d_PMaxScheduleType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('PMaxScheduleType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_PMaxScheduleType)
     _obj.PMaxScheduleEntry = f_PMaxScheduleEntry
-    return _obj
+    return _obj, V, q
 
 def _e_PMaxScheduleType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PMaxScheduleType
@@ -5925,10 +5865,8 @@ def _e_PMaxScheduleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ParameterSetType(r):
+def _d_ParameterSetType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterSetType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Parameter = []
     try:
@@ -5958,9 +5896,7 @@ def _d_ParameterSetType(r):
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
         if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
         el = 'Parameter'
-        r.pos = r.end - q
-        _v = _d_ParameterType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ParameterType(r, V, q)
         f_Parameter.append(_v)
         s = 2
         q -= 2
@@ -5970,9 +5906,7 @@ def _d_ParameterSetType(r):
         for _ in range(15):
             if ec == 0:
                 el = 'Parameter'
-                r.pos = r.end - q
-                _v = _d_ParameterType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ParameterType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -5992,13 +5926,13 @@ def _d_ParameterSetType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ParameterSetType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ParameterSetType)
     _obj.ParameterSetID = f_ParameterSetID
     _obj.Parameter = f_Parameter
-    return _obj
+    return _obj, V, q
 
 def _e_ParameterSetType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterSetType
@@ -6063,10 +5997,8 @@ def _e_ParameterSetType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ParameterType(r):
+def _d_ParameterType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_boolValue = None
     f_byteValue = None
@@ -6209,8 +6141,8 @@ def _d_ParameterType(r):
             if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
         else:
             raise r.deviation('ParameterType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ParameterType)
     _obj.Name = f_Name
@@ -6220,7 +6152,7 @@ def _d_ParameterType(r):
     _obj.intValue = f_intValue
     _obj.physicalValue = f_physicalValue
     _obj.stringValue = f_stringValue
-    return _obj
+    return _obj, V, q
 
 def _e_ParameterType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ParameterType
@@ -6330,10 +6262,8 @@ def _e_ParameterType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PaymentOptionListType(r):
+def _d_PaymentOptionListType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}PaymentOptionListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PaymentOption = []
     try:
@@ -6359,12 +6289,12 @@ def _d_PaymentOptionListType(r):
             q += 3
         else:
             raise r.deviation('PaymentOptionListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_PaymentOptionListType)
     _obj.PaymentOption = f_PaymentOption
-    return _obj
+    return _obj, V, q
 
 def _e_PaymentOptionListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PaymentOptionListType
@@ -6403,10 +6333,8 @@ def _e_PaymentOptionListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PhysicalValueType(r):
+def _d_PhysicalValueType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}PhysicalValueType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 15
@@ -6446,14 +6374,14 @@ def _d_PhysicalValueType(r):
         if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
         if _neg: f_Value = -f_Value - 1
         if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_PhysicalValueType)
     _obj.Multiplier = f_Multiplier
     _obj.Unit = f_Unit
     _obj.Value = f_Value
-    return _obj
+    return _obj, V, q
 
 def _e_PhysicalValueType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}PhysicalValueType
@@ -6488,10 +6416,8 @@ def _e_PhysicalValueType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ProfileEntryType(r):
+def _d_ProfileEntryType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ProfileEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ChargingProfileEntryMaxNumberOfPhasesInUse = None
     try:
@@ -6569,14 +6495,14 @@ def _d_ProfileEntryType(r):
             q += 5
         else:
             raise r.deviation('ProfileEntryType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ProfileEntryType)
     _obj.ChargingProfileEntryStart = f_ChargingProfileEntryStart
     _obj.ChargingProfileEntryMaxPower = f_ChargingProfileEntryMaxPower
     _obj.ChargingProfileEntryMaxNumberOfPhasesInUse = f_ChargingProfileEntryMaxNumberOfPhasesInUse
-    return _obj
+    return _obj, V, q
 
 def _e_ProfileEntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ProfileEntryType
@@ -6634,10 +6560,8 @@ def _e_ProfileEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_RelativeTimeIntervalType(r):
+def _d_RelativeTimeIntervalType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}RelativeTimeIntervalType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_duration = None
     try:
@@ -6691,13 +6615,13 @@ def _d_RelativeTimeIntervalType(r):
             q += 1
         else:
             raise r.deviation('RelativeTimeIntervalType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
     _obj.start = f_start
     _obj.duration = f_duration
-    return _obj
+    return _obj, V, q
 
 def _e_RelativeTimeIntervalType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}RelativeTimeIntervalType
@@ -6735,10 +6659,8 @@ def _e_RelativeTimeIntervalType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SAScheduleListType(r):
+def _d_SAScheduleListType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SAScheduleTuple = []
     try:
@@ -6755,9 +6677,7 @@ def _d_SAScheduleListType(r):
         _c3_SAScheduleTupleID = (x >> 2) + 1
         if _c3_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c3_SAScheduleTupleID, r.at(r.end - q))
         el = 'SAScheduleTuple/PMaxSchedule'
-        r.pos = r.end - q
-        _c3_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        _c3_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
         q -= 16
         if q < 0: V, q = r.slidep(q, 16)
         x = (V >> q) & 65535
@@ -6766,9 +6686,7 @@ def _d_SAScheduleListType(r):
         if ec == 0:
             q += 14
             el = 'SAScheduleTuple/SalesTariff'
-            r.pos = r.end - q
-            _c3_SalesTariff = _d_SalesTariffType(r)
-            V = r.v; q = r.end - r.pos
+            _c3_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
             q -= 15
             if q < 0: V, q = r.slidep(q, 15)
             x = (V >> q) & 32767
@@ -6799,9 +6717,7 @@ def _d_SAScheduleListType(r):
             _c4_SAScheduleTupleID = (x >> 2) + 1
             if _c4_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c4_SAScheduleTupleID, r.at(r.end - q))
             el = 'SAScheduleTuple/PMaxSchedule'
-            r.pos = r.end - q
-            _c4_PMaxSchedule = _d_PMaxScheduleType(r)
-            V = r.v; q = r.end - r.pos
+            _c4_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
             q -= 16
             if q < 0: V, q = r.slidep(q, 16)
             x = (V >> q) & 65535
@@ -6810,9 +6726,7 @@ def _d_SAScheduleListType(r):
             if ec == 0:
                 q += 14
                 el = 'SAScheduleTuple/SalesTariff'
-                r.pos = r.end - q
-                _c4_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
                 q -= 15
                 if q < 0: V, q = r.slidep(q, 15)
                 x = (V >> q) & 32767
@@ -6849,18 +6763,14 @@ def _d_SAScheduleListType(r):
                 _c5_SAScheduleTupleID = (x >> 2) + 1
                 if _c5_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c5_SAScheduleTupleID, r.at(r.end - q))
                 el = 'SAScheduleTuple/PMaxSchedule'
-                r.pos = r.end - q
-                _c5_PMaxSchedule = _d_PMaxScheduleType(r)
-                V = r.v; q = r.end - r.pos
+                _c5_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
                 if ec == 0:
                     el = 'SAScheduleTuple/SalesTariff'
-                    r.pos = r.end - q
-                    _c5_SalesTariff = _d_SalesTariffType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c5_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
                     q -= 1
                     if q < 0: V, q = r.slideq(q, 1)
                     if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -6882,12 +6792,12 @@ def _d_SAScheduleListType(r):
                 s = -1
             else:
                 raise r.deviation('SAScheduleListType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SAScheduleListType)
     _obj.SAScheduleTuple = f_SAScheduleTuple
-    return _obj
+    return _obj, V, q
 
 def _e_SAScheduleListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleListType
@@ -7024,10 +6934,8 @@ def _e_SAScheduleListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SAScheduleTupleType(r):
+def _d_SAScheduleTupleType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleTupleType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SalesTariff = None
     try:
@@ -7039,18 +6947,14 @@ def _d_SAScheduleTupleType(r):
         f_SAScheduleTupleID = (x >> 2) + 1
         if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         el = 'PMaxSchedule'
-        r.pos = r.end - q
-        f_PMaxSchedule = _d_PMaxScheduleType(r)
-        V = r.v; q = r.end - r.pos
+        f_PMaxSchedule, V, q = _d_PMaxScheduleType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
         ec = x
         if ec == 0:
             el = 'SalesTariff'
-            r.pos = r.end - q
-            f_SalesTariff = _d_SalesTariffType(r)
-            V = r.v; q = r.end - r.pos
+            f_SalesTariff, V, q = _d_SalesTariffType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
@@ -7058,14 +6962,14 @@ def _d_SAScheduleTupleType(r):
             pass
         else:
             raise r.deviation('SAScheduleTupleType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.PMaxSchedule = f_PMaxSchedule
     _obj.SalesTariff = f_SalesTariff
-    return _obj
+    return _obj, V, q
 
 def _e_SAScheduleTupleType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SAScheduleTupleType
@@ -7105,20 +7009,18 @@ def _e_SAScheduleTupleType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SASchedulesType(r):
+def _d_SASchedulesType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SASchedulesType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SASchedulesType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SASchedulesType)
-    return _obj
+    return _obj, V, q
 
 def _e_SASchedulesType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SASchedulesType
@@ -7134,10 +7036,8 @@ def _e_SASchedulesType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SalesTariffEntryType(r):
+def _d_SalesTariffEntryType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffEntryType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_RelativeTimeInterval = None
     f_TimeInterval = None
@@ -7234,9 +7134,7 @@ def _d_SalesTariffEntryType(r):
         elif ec == 1:
             q += 12
             el = 'ConsumptionCost'
-            r.pos = r.end - q
-            _v = _d_ConsumptionCostType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ConsumptionCostType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -7251,9 +7149,7 @@ def _d_SalesTariffEntryType(r):
         if s == 2:
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = r.end - q
-                _v = _d_ConsumptionCostType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ConsumptionCostType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
@@ -7268,9 +7164,7 @@ def _d_SalesTariffEntryType(r):
         if s == 3:
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = r.end - q
-                _v = _d_ConsumptionCostType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ConsumptionCostType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
@@ -7285,9 +7179,7 @@ def _d_SalesTariffEntryType(r):
         if s == 4:
             if ec == 0:
                 el = 'ConsumptionCost'
-                r.pos = r.end - q
-                _v = _d_ConsumptionCostType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ConsumptionCostType(r, V, q)
                 f_ConsumptionCost.append(_v)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -7298,15 +7190,15 @@ def _d_SalesTariffEntryType(r):
                 s = -1
             else:
                 raise r.deviation('SalesTariffEntryType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SalesTariffEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.EPriceLevel = f_EPriceLevel
     _obj.ConsumptionCost = f_ConsumptionCost
-    return _obj
+    return _obj, V, q
 
 def _e_SalesTariffEntryType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffEntryType
@@ -7436,10 +7328,8 @@ def _e_SalesTariffEntryType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SalesTariffType(r):
+def _d_SalesTariffType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SalesTariffDescription = None
@@ -7509,9 +7399,7 @@ def _d_SalesTariffType(r):
         elif ec == 2:
             q += 11
             el = 'SalesTariffEntry'
-            r.pos = r.end - q
-            _v = _d_SalesTariffEntryType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_SalesTariffEntryType(r, V, q)
             f_SalesTariffEntry.append(_v)
             s = 5
         else:
@@ -7526,18 +7414,14 @@ def _d_SalesTariffType(r):
             elif ec == 1:
                 q += 11
                 el = 'SalesTariffEntry'
-                r.pos = r.end - q
-                _v = _d_SalesTariffEntryType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_SalesTariffEntryType(r, V, q)
                 f_SalesTariffEntry.append(_v)
                 s = 5
             else:
                 raise r.deviation('SalesTariffType', r.end - q)
         if s == 4:
             el = 'SalesTariffEntry'
-            r.pos = r.end - q
-            _v = _d_SalesTariffEntryType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_SalesTariffEntryType(r, V, q)
             f_SalesTariffEntry.append(_v)
             s = 5
         if s == 5:
@@ -7548,9 +7432,7 @@ def _d_SalesTariffType(r):
             for _ in range(1023):
                 if ec == 0:
                     el = 'SalesTariffEntry'
-                    r.pos = r.end - q
-                    _v = _d_SalesTariffEntryType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_SalesTariffEntryType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slidep(q, 2)
                     x = (V >> q) & 3
@@ -7570,8 +7452,8 @@ def _d_SalesTariffType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SalesTariffType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SalesTariffType)
     _obj.Id = f_Id
@@ -7579,7 +7461,7 @@ def _d_SalesTariffType(r):
     _obj.SalesTariffDescription = f_SalesTariffDescription
     _obj.NumEPriceLevels = f_NumEPriceLevels
     _obj.SalesTariffEntry = f_SalesTariffEntry
-    return _obj
+    return _obj, V, q
 
 def _e_SalesTariffType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SalesTariffType
@@ -7715,10 +7597,8 @@ def _e_SalesTariffType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SelectedServiceListType(r):
+def _d_SelectedServiceListType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SelectedService = []
     try:
@@ -7872,12 +7752,12 @@ def _d_SelectedServiceListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SelectedServiceListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SelectedServiceListType)
     _obj.SelectedService = f_SelectedService
-    return _obj
+    return _obj, V, q
 
 def _e_SelectedServiceListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceListType
@@ -7980,10 +7860,8 @@ def _e_SelectedServiceListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SelectedServiceType(r):
+def _d_SelectedServiceType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParameterSetID = None
     try:
@@ -8040,13 +7918,13 @@ def _d_SelectedServiceType(r):
             q += 2
         else:
             raise r.deviation('SelectedServiceType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SelectedServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ParameterSetID = f_ParameterSetID
-    return _obj
+    return _obj, V, q
 
 def _e_SelectedServiceType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SelectedServiceType
@@ -8085,10 +7963,8 @@ def _e_SelectedServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceListType(r):
+def _d_ServiceListType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Service = []
     try:
@@ -8313,12 +8189,12 @@ def _d_ServiceListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ServiceListType)
     _obj.Service = f_Service
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceListType
@@ -8499,10 +8375,8 @@ def _e_ServiceListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceParameterListType(r):
+def _d_ServiceParameterListType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceParameterListType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ParameterSet = []
     try:
@@ -8510,9 +8384,7 @@ def _d_ServiceParameterListType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
         el = 'ParameterSet'
-        r.pos = r.end - q
-        _v = _d_ParameterSetType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ParameterSetType(r, V, q)
         f_ParameterSet.append(_v)
         s = 1
         q -= 2
@@ -8522,9 +8394,7 @@ def _d_ServiceParameterListType(r):
         for _ in range(254):
             if ec == 0:
                 el = 'ParameterSet'
-                r.pos = r.end - q
-                _v = _d_ParameterSetType(r)
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ParameterSetType(r, V, q)
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -8544,12 +8414,12 @@ def _d_ServiceParameterListType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ServiceParameterListType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ServiceParameterListType)
     _obj.ParameterSet = f_ParameterSet
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceParameterListType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceParameterListType
@@ -8602,10 +8472,8 @@ def _e_ServiceParameterListType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ServiceType(r):
+def _d_ServiceType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_ServiceName = None
     f_ServiceScope = None
@@ -8695,8 +8563,8 @@ def _d_ServiceType(r):
             f_FreeService = (x >> 2) == 1
         else:
             raise r.deviation('ServiceType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_ServiceType)
     _obj.ServiceID = f_ServiceID
@@ -8704,7 +8572,7 @@ def _d_ServiceType(r):
     _obj.ServiceCategory = f_ServiceCategory
     _obj.ServiceScope = f_ServiceScope
     _obj.FreeService = f_FreeService
-    return _obj
+    return _obj, V, q
 
 def _e_ServiceType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}ServiceType
@@ -8782,10 +8650,8 @@ def _e_ServiceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SubCertificatesType(r):
+def _d_SubCertificatesType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SubCertificatesType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Certificate = []
     try:
@@ -8855,12 +8721,12 @@ def _d_SubCertificatesType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SubCertificatesType)
     _obj.Certificate = f_Certificate
-    return _obj
+    return _obj, V, q
 
 def _e_SubCertificatesType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SubCertificatesType
@@ -8919,10 +8785,8 @@ def _e_SubCertificatesType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SupportedEnergyTransferModeType(r):
+def _d_SupportedEnergyTransferModeType(r, V, q):
     # {urn:iso:15118:2:2013:MsgDataTypes}SupportedEnergyTransferModeType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_EnergyTransferMode = []
     try:
@@ -8969,12 +8833,12 @@ def _d_SupportedEnergyTransferModeType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdatatypes_SupportedEnergyTransferModeType)
     _obj.EnergyTransferMode = f_EnergyTransferMode
-    return _obj
+    return _obj, V, q
 
 def _e_SupportedEnergyTransferModeType(w, o):
     # {urn:iso:15118:2:2013:MsgDataTypes}SupportedEnergyTransferModeType

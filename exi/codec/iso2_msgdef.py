@@ -84,10 +84,8 @@ _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSESt
 _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType = _fields_table(10, ((5, 5, 'enum', _E_iso2_msgdatatypes_responseCodeType), (0, 2, 'enum', _E_iso2_msgdatatypes_EVSEProcessingType),))
 _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType = _fields_table(9, ((6, 3, 'nbit', -3, 3), (0, 3, 'enum', _E_iso2_msgdatatypes_unitSymbolType),))
 
-def _d_V2G_Message(r):
+def _d_V2G_Message(r, V, q):
     # anonymous type of V2G_Message
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 3
@@ -166,9 +164,7 @@ def _d_V2G_Message(r):
         elif ec == 1:
             q += 9
             el = 'Header/Signature'
-            r.pos = r.end - q
-            _c1_Signature = c_xmldsig._d_SignatureType(r)
-            V = r.v; q = r.end - r.pos
+            _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -181,9 +177,7 @@ def _d_V2G_Message(r):
         if _c1_s == 2:
             if ec == 0:
                 el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
+                _c1_Signature, V, q = c_xmldsig._d_SignatureType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
@@ -463,9 +457,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
-                        r.pos = r.end - q
-                        _c2_c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c6_ListOfRootCertificateIDs, V, q = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -544,9 +536,7 @@ def _d_V2G_Message(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c7_c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -621,9 +611,7 @@ def _d_V2G_Message(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c7_c2_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -703,9 +691,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/eMAID'
-                        r.pos = r.end - q
-                        _c2_c7_eMAID = c_iso2_msgdatatypes._d_EMAIDType(r, 'iso2_msgbody:eMAID')
-                        V = r.v; q = r.end - r.pos
+                        _c2_c7_eMAID, V, q = c_iso2_msgdatatypes._d_EMAIDType(r, V, q, 'iso2_msgbody:eMAID')
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -790,9 +776,7 @@ def _d_V2G_Message(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c8_c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -816,9 +800,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateReq/ListOfRootCertificateIDs'
-                        r.pos = r.end - q
-                        _c2_c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c8_ListOfRootCertificateIDs, V, q = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -831,9 +813,7 @@ def _d_V2G_Message(r):
                     elif ec == 8:
                         el = 'Body/CertificateUpdateRes'
                         _cf = 'CertificateUpdateRes'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_CertificateUpdateResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_CertificateUpdateResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -897,9 +877,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             q += 4
                             el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                            r.pos = r.end - q
-                            _c2_c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c9_AC_EVChargeParameter, V, q = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -908,9 +886,7 @@ def _d_V2G_Message(r):
                         elif ec == 1:
                             q += 4
                             el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
-                            r.pos = r.end - q
-                            _c2_c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c9_DC_EVChargeParameter, V, q = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -967,9 +943,7 @@ def _d_V2G_Message(r):
                     elif ec == 10:
                         el = 'Body/ChargeParameterDiscoveryRes'
                         _cf = 'ChargeParameterDiscoveryRes'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_ChargeParameterDiscoveryResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_ChargeParameterDiscoveryResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -985,9 +959,7 @@ def _d_V2G_Message(r):
                     elif ec == 12:
                         el = 'Body/ChargingStatusRes'
                         _cf = 'ChargingStatusRes'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_ChargingStatusResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_ChargingStatusResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -998,9 +970,7 @@ def _d_V2G_Message(r):
                     if ec == 13:
                         el = 'Body/CurrentDemandReq'
                         _cf = 'CurrentDemandReq'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_CurrentDemandReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_CurrentDemandReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1008,9 +978,7 @@ def _d_V2G_Message(r):
                     elif ec == 14:
                         el = 'Body/CurrentDemandRes'
                         _cf = 'CurrentDemandRes'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_CurrentDemandResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_CurrentDemandResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1086,9 +1054,7 @@ def _d_V2G_Message(r):
                             _c2_c11_SAScheduleTupleID = (x >> 2) + 1
                             if _c2_c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c2_c11_SAScheduleTupleID, r.at(r.end - q))
                             el = 'Body/MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c11_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1097,9 +1063,7 @@ def _d_V2G_Message(r):
                         elif ec == 1:
                             q += 11
                             el = 'Body/MeteringReceiptReq/MeterInfo'
-                            r.pos = r.end - q
-                            _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c11_MeterInfo, V, q = c_iso2_msgdatatypes._d_MeterInfoType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slidep(q, 2)
                             x = (V >> q) & 3
@@ -1117,9 +1081,7 @@ def _d_V2G_Message(r):
                     elif ec == 16:
                         el = 'Body/MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_MeteringReceiptResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_MeteringReceiptResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1198,9 +1160,7 @@ def _d_V2G_Message(r):
                             raise r.deviation('CertificateChainType', r.end - q)
                         if ec == 0:
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                            r.pos = r.end - q
-                            _c2_c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c12_c1_SubCertificates, V, q = c_iso2_msgdatatypes._d_SubCertificatesType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
@@ -1282,9 +1242,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentServiceSelectionReq/SelectedPaymentOption'
                         _c2_c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[(x >> 2)]
                         el = 'Body/PaymentServiceSelectionReq/SelectedServiceList'
-                        r.pos = r.end - q
-                        _c2_c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c14_SelectedServiceList, V, q = c_iso2_msgdatatypes._d_SelectedServiceListType(r, V, q)
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
@@ -1309,9 +1267,7 @@ def _d_V2G_Message(r):
                     elif ec == 21:
                         el = 'Body/PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_PowerDeliveryReqType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_PowerDeliveryReqType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1322,9 +1278,7 @@ def _d_V2G_Message(r):
                     if ec == 22:
                         el = 'Body/PowerDeliveryRes'
                         _cf = 'PowerDeliveryRes'
-                        r.pos = r.end - q
-                        _cv = c_iso2_msgbody._d_PowerDeliveryResType(r)
-                        V = r.v; q = r.end - r.pos
+                        _cv, V, q = c_iso2_msgbody._d_PowerDeliveryResType(r, V, q)
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
@@ -1624,9 +1578,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             q += 1
                             el = 'Body/ServiceDetailRes/ServiceParameterList'
-                            r.pos = r.end - q
-                            _c2_c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c19_ServiceParameterList, V, q = c_iso2_msgdatatypes._d_ServiceParameterListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDetailResType', r.end - q)
@@ -1725,9 +1677,7 @@ def _d_V2G_Message(r):
                         if _c2_c21_ResponseCode >= 26: _c2_c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c2_c21_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c21_ResponseCode]
                         el = 'Body/ServiceDiscoveryRes/PaymentOptionList'
-                        r.pos = r.end - q
-                        _c2_c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c21_PaymentOptionList, V, q = c_iso2_msgdatatypes._d_PaymentOptionListType(r, V, q)
                         q -= 3
                         if q < 0: V, q = r.slidep(q, 3)
                         x = (V >> q) & 7
@@ -1820,9 +1770,7 @@ def _d_V2G_Message(r):
                         else:
                             raise r.deviation('ChargeServiceType', r.end - q)
                         el = 'Body/ServiceDiscoveryRes/ChargeService/SupportedEnergyTransferMode'
-                        r.pos = r.end - q
-                        _c2_c21_c2_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
-                        V = r.v; q = r.end - r.pos
+                        _c2_c21_c2_SupportedEnergyTransferMode, V, q = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slidep(q, 4)
                         x = (V >> q) & 15
@@ -1839,9 +1787,7 @@ def _d_V2G_Message(r):
                         if ec == 0:
                             q += 1
                             el = 'Body/ServiceDiscoveryRes/ServiceList'
-                            r.pos = r.end - q
-                            _c2_c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_c21_ServiceList, V, q = c_iso2_msgdatatypes._d_ServiceListType(r, V, q)
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
                             if (V >> q) & 3: raise r.deviation('ServiceDiscoveryResType', r.end - q)
@@ -2132,13 +2078,13 @@ def _d_V2G_Message(r):
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('V2G_Message', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_iso2_msgdef_V2G_Message)
     _obj.Header = f_Header
     _obj.Body = f_Body
-    return _obj
+    return _obj, V, q
 
 def _e_V2G_Message(w, o):
     # anonymous type of V2G_Message
@@ -3689,21 +3635,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:15118:2:2013:MsgBody', 'urn:iso:15118:2:2013:MsgDataTypes', 'urn:iso:15118:2:2013:MsgDef', 'urn:iso:15118:2:2013:MsgHeader')
 
-def _de0(r):  # CanonicalizationMethod
-    return c_xmldsig._d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return c_xmldsig._d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     c_xmldsig._e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return c_xmldsig._d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return c_xmldsig._d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     c_xmldsig._e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3722,8 +3666,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -3738,15 +3681,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return c_xmldsig._d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return c_xmldsig._d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     c_xmldsig._e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3763,8 +3704,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -3781,15 +3721,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return c_xmldsig._d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return c_xmldsig._d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     c_xmldsig._e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -3806,8 +3744,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -3824,26 +3761,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return c_xmldsig._d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return c_xmldsig._d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     c_xmldsig._e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return c_xmldsig._d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return c_xmldsig._d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     c_xmldsig._e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return c_xmldsig._d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return c_xmldsig._d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     c_xmldsig._e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return c_xmldsig._d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return c_xmldsig._d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     c_xmldsig._e_TransformType(w, o)
@@ -4154,22 +4091,21 @@ _RXC0 = (
     _relaxed.Shape(iso2_msgdatatypes.EMAIDType, (('Id', 'urn:iso:15118:2:2013:MsgDataTypes', 'Id', True, ('str', None, None)), ), ('value', ('str', 14, 15)), (), False),
     ('str', 14, 15),
 )
-def _rxd0(r):  # eMAID
-    return _RELAXED.decode(r, FRAGMENT, 'iso2_msgbody:eMAID', _RXC0)
+def _rxd0(r, V, q):  # eMAID
+    r.pos = r.end - q
+    val = _RELAXED.decode(r, FRAGMENT, 'iso2_msgbody:eMAID', _RXC0)
+    return val, r.v, r.end - r.pos
 def _rxe0(w, o):  # eMAID
     _RELAXED.encode(w, o, FRAGMENT, 'iso2_msgbody:eMAID', _RXC0)
 
 
-def _de11(r):  # BulkChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # BulkChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # BulkChargingComplete
     v = w.v
@@ -4180,16 +4116,13 @@ def _ee11(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de12(r):  # BulkChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # BulkChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # BulkChargingComplete
     v = w.v
@@ -4200,17 +4133,14 @@ def _ee12(w, o):  # BulkChargingComplete
     w.v = v
     w.n = n
 
-def _de13(r):  # BulkSOC
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # BulkSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('BulkSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # BulkSOC
     v = w.v
@@ -4221,9 +4151,7 @@ def _ee13(w, o):  # BulkSOC
     w.v = v
     w.n = n
 
-def _de14(r):  # Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4243,8 +4171,7 @@ def _de14(r):  # Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # Certificate
     v = w.v
@@ -4260,9 +4187,7 @@ def _ee14(w, o):  # Certificate
     w.v = v
     w.n = n
 
-def _de15(r):  # ChargeProgress
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # ChargeProgress
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -4270,8 +4195,7 @@ def _de15(r):  # ChargeProgress
     val = (x >> 1)
     if val >= 3: val = r.enum_index('ChargeProgress', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_chargeProgressType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # ChargeProgress
     v = w.v
@@ -4283,16 +4207,13 @@ def _ee15(w, o):  # ChargeProgress
     w.v = v
     w.n = n
 
-def _de16(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # ChargingComplete
     v = w.v
@@ -4303,16 +4224,13 @@ def _ee16(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de17(r):  # ChargingComplete
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # ChargingComplete
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingComplete', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # ChargingComplete
     v = w.v
@@ -4323,17 +4241,14 @@ def _ee17(w, o):  # ChargingComplete
     w.v = v
     w.n = n
 
-def _de18(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse', r.end - q)
     val = (x >> 1) + 1
     if val > 3: r.facet('ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     v = w.v
@@ -4344,9 +4259,7 @@ def _ee18(w, o):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     w.v = v
     w.n = n
 
-def _de19(r):  # ChargingProfileEntryStart
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # ChargingProfileEntryStart
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
@@ -4368,8 +4281,7 @@ def _de19(r):  # ChargingProfileEntryStart
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ChargingProfileEntryStart', r.end - q)
     if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # ChargingProfileEntryStart
     v = w.v
@@ -4384,16 +4296,13 @@ def _ee19(w, o):  # ChargingProfileEntryStart
     w.v = v
     w.n = n
 
-def _de20(r):  # ChargingSession
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # ChargingSession
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ChargingSession', r.end - q)
     val = _E_iso2_msgdatatypes_chargingSessionType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # ChargingSession
     v = w.v
@@ -4405,9 +4314,7 @@ def _ee20(w, o):  # ChargingSession
     w.v = v
     w.n = n
 
-def _de21(r):  # DepartureTime
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # DepartureTime
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
@@ -4429,8 +4336,7 @@ def _de21(r):  # DepartureTime
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DepartureTime', r.end - q)
     if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # DepartureTime
     v = w.v
@@ -4445,16 +4351,13 @@ def _ee21(w, o):  # DepartureTime
     w.v = v
     w.n = n
 
-def _de22(r):  # EPriceLevel
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # EPriceLevel
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('EPriceLevel', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # EPriceLevel
     v = w.v
@@ -4465,9 +4368,7 @@ def _ee22(w, o):  # EPriceLevel
     w.v = v
     w.n = n
 
-def _de23(r):  # EVCCID
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # EVCCID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4487,8 +4388,7 @@ def _de23(r):  # EVCCID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # EVCCID
     v = w.v
@@ -4504,9 +4404,7 @@ def _ee23(w, o):  # EVCCID
     w.v = v
     w.n = n
 
-def _de24(r):  # EVErrorCode
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # EVErrorCode
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -4514,8 +4412,7 @@ def _de24(r):  # EVErrorCode
     val = (x >> 1)
     if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_DC_EVErrorCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # EVErrorCode
     v = w.v
@@ -4527,17 +4424,14 @@ def _ee24(w, o):  # EVErrorCode
     w.v = v
     w.n = n
 
-def _de25(r):  # EVRESSSOC
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # EVRESSSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('EVRESSSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # EVRESSSOC
     v = w.v
@@ -4548,16 +4442,13 @@ def _ee25(w, o):  # EVRESSSOC
     w.v = v
     w.n = n
 
-def _de26(r):  # EVReady
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # EVReady
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVReady', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # EVReady
     v = w.v
@@ -4568,16 +4459,13 @@ def _ee26(w, o):  # EVReady
     w.v = v
     w.n = n
 
-def _de27(r):  # EVSECurrentLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # EVSECurrentLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # EVSECurrentLimitAchieved
     v = w.v
@@ -4588,9 +4476,7 @@ def _ee27(w, o):  # EVSECurrentLimitAchieved
     w.v = v
     w.n = n
 
-def _de28(r):  # EVSEID
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # EVSEID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
@@ -4601,8 +4487,7 @@ def _de28(r):  # EVSEID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # EVSEID
     v = w.v
@@ -4620,9 +4505,7 @@ def _ee28(w, o):  # EVSEID
     w.v = v
     w.n = n
 
-def _de29(r):  # EVSEIsolationStatus
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # EVSEIsolationStatus
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -4630,8 +4513,7 @@ def _de29(r):  # EVSEIsolationStatus
     val = (x >> 1)
     if val >= 5: val = r.enum_index('EVSEIsolationStatus', val, 5, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_isolationLevelType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # EVSEIsolationStatus
     v = w.v
@@ -4643,9 +4525,7 @@ def _ee29(w, o):  # EVSEIsolationStatus
     w.v = v
     w.n = n
 
-def _de30(r):  # EVSENotification
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # EVSENotification
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -4653,8 +4533,7 @@ def _de30(r):  # EVSENotification
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EVSENotificationType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # EVSENotification
     v = w.v
@@ -4666,16 +4545,13 @@ def _ee30(w, o):  # EVSENotification
     w.v = v
     w.n = n
 
-def _de31(r):  # EVSEPowerLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de31(r, V, q):  # EVSEPowerLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee31(w, o):  # EVSEPowerLimitAchieved
     v = w.v
@@ -4686,9 +4562,7 @@ def _ee31(w, o):  # EVSEPowerLimitAchieved
     w.v = v
     w.n = n
 
-def _de32(r):  # EVSEProcessing
-    V = r.v
-    q = r.end - r.pos
+def _de32(r, V, q):  # EVSEProcessing
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -4696,8 +4570,7 @@ def _de32(r):  # EVSEProcessing
     val = (x >> 1)
     if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EVSEProcessingType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee32(w, o):  # EVSEProcessing
     v = w.v
@@ -4709,9 +4582,7 @@ def _ee32(w, o):  # EVSEProcessing
     w.v = v
     w.n = n
 
-def _de33(r):  # EVSEStatusCode
-    V = r.v
-    q = r.end - r.pos
+def _de33(r, V, q):  # EVSEStatusCode
     q -= 6
     if q < 0: V, q = r.slideq(q, 6)
     x = (V >> q) & 63
@@ -4719,8 +4590,7 @@ def _de33(r):  # EVSEStatusCode
     val = (x >> 1)
     if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee33(w, o):  # EVSEStatusCode
     v = w.v
@@ -4732,9 +4602,7 @@ def _ee33(w, o):  # EVSEStatusCode
     w.v = v
     w.n = n
 
-def _de34(r):  # EVSETimeStamp
-    V = r.v
-    q = r.end - r.pos
+def _de34(r, V, q):  # EVSETimeStamp
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -4759,8 +4627,7 @@ def _de34(r):  # EVSETimeStamp
     if (V >> q) & 1: raise r.deviation('EVSETimeStamp', r.end - q)
     if _neg: val = -val - 1
     if val < -9223372036854775808 or val > 9223372036854775807: r.facet('EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee34(w, o):  # EVSETimeStamp
     v = w.v
@@ -4776,16 +4643,13 @@ def _ee34(w, o):  # EVSETimeStamp
     w.v = v
     w.n = n
 
-def _de35(r):  # EVSEVoltageLimitAchieved
-    V = r.v
-    q = r.end - r.pos
+def _de35(r, V, q):  # EVSEVoltageLimitAchieved
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee35(w, o):  # EVSEVoltageLimitAchieved
     v = w.v
@@ -4796,9 +4660,7 @@ def _ee35(w, o):  # EVSEVoltageLimitAchieved
     w.v = v
     w.n = n
 
-def _de36(r):  # EnergyTransferMode
-    V = r.v
-    q = r.end - r.pos
+def _de36(r, V, q):  # EnergyTransferMode
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -4806,8 +4668,7 @@ def _de36(r):  # EnergyTransferMode
     val = (x >> 1)
     if val >= 6: val = r.enum_index('EnergyTransferMode', val, 6, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EnergyTransferModeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee36(w, o):  # EnergyTransferMode
     v = w.v
@@ -4819,9 +4680,7 @@ def _ee36(w, o):  # EnergyTransferMode
     w.v = v
     w.n = n
 
-def _de37(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de37(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4840,8 +4699,7 @@ def _de37(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee37(w, o):  # Exponent
     v = w.v
@@ -4856,9 +4714,7 @@ def _ee37(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de38(r):  # FaultCode
-    V = r.v
-    q = r.end - r.pos
+def _de38(r, V, q):  # FaultCode
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -4866,8 +4722,7 @@ def _de38(r):  # FaultCode
     val = (x >> 1)
     if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_faultCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee38(w, o):  # FaultCode
     v = w.v
@@ -4879,9 +4734,7 @@ def _ee38(w, o):  # FaultCode
     w.v = v
     w.n = n
 
-def _de39(r):  # FaultMsg
-    V = r.v
-    q = r.end - r.pos
+def _de39(r, V, q):  # FaultMsg
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4899,8 +4752,7 @@ def _de39(r):  # FaultMsg
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee39(w, o):  # FaultMsg
     v = w.v
@@ -4918,16 +4770,13 @@ def _ee39(w, o):  # FaultMsg
     w.v = v
     w.n = n
 
-def _de40(r):  # FreeService
-    V = r.v
-    q = r.end - r.pos
+def _de40(r, V, q):  # FreeService
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('FreeService', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee40(w, o):  # FreeService
     v = w.v
@@ -4938,17 +4787,14 @@ def _ee40(w, o):  # FreeService
     w.v = v
     w.n = n
 
-def _de41(r):  # FullSOC
-    V = r.v
-    q = r.end - r.pos
+def _de41(r, V, q):  # FullSOC
     q -= 9
     if q < 0: V, q = r.slideq(q, 9)
     x = (V >> q) & 511
     if x & 257: raise r.deviation('FullSOC', r.end - q)
     val = (x >> 1)
     if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee41(w, o):  # FullSOC
     v = w.v
@@ -4959,9 +4805,7 @@ def _ee41(w, o):  # FullSOC
     w.v = v
     w.n = n
 
-def _de42(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de42(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -4980,8 +4824,7 @@ def _de42(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee42(w, o):  # G
     v = w.v
@@ -4996,9 +4839,7 @@ def _ee42(w, o):  # G
     w.v = v
     w.n = n
 
-def _de43(r):  # GenChallenge
-    V = r.v
-    q = r.end - r.pos
+def _de43(r, V, q):  # GenChallenge
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
@@ -5011,8 +4852,7 @@ def _de43(r):  # GenChallenge
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee43(w, o):  # GenChallenge
     v = w.v
@@ -5028,9 +4868,7 @@ def _ee43(w, o):  # GenChallenge
     w.v = v
     w.n = n
 
-def _de44(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de44(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -5054,8 +4892,7 @@ def _de44(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee44(w, o):  # HMACOutputLength
     v = w.v
@@ -5071,9 +4908,7 @@ def _ee44(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de45(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de45(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5092,8 +4927,7 @@ def _de45(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee45(w, o):  # J
     v = w.v
@@ -5108,9 +4942,7 @@ def _ee45(w, o):  # J
     w.v = v
     w.n = n
 
-def _de46(r):  # MaxEntriesSAScheduleTuple
-    V = r.v
-    q = r.end - r.pos
+def _de46(r, V, q):  # MaxEntriesSAScheduleTuple
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', r.end - q)
@@ -5132,8 +4964,7 @@ def _de46(r):  # MaxEntriesSAScheduleTuple
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', r.end - q)
     if val > 65535: r.facet('MaxEntriesSAScheduleTuple', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee46(w, o):  # MaxEntriesSAScheduleTuple
     v = w.v
@@ -5148,9 +4979,7 @@ def _ee46(w, o):  # MaxEntriesSAScheduleTuple
     w.v = v
     w.n = n
 
-def _de47(r):  # MeterID
-    V = r.v
-    q = r.end - r.pos
+def _de47(r, V, q):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5168,8 +4997,7 @@ def _de47(r):  # MeterID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee47(w, o):  # MeterID
     v = w.v
@@ -5187,9 +5015,7 @@ def _ee47(w, o):  # MeterID
     w.v = v
     w.n = n
 
-def _de48(r):  # MeterReading
-    V = r.v
-    q = r.end - r.pos
+def _de48(r, V, q):  # MeterReading
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterReading', r.end - q)
@@ -5211,8 +5037,7 @@ def _de48(r):  # MeterReading
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MeterReading', r.end - q)
     if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee48(w, o):  # MeterReading
     v = w.v
@@ -5227,9 +5052,7 @@ def _ee48(w, o):  # MeterReading
     w.v = v
     w.n = n
 
-def _de49(r):  # MeterStatus
-    V = r.v
-    q = r.end - r.pos
+def _de49(r, V, q):  # MeterStatus
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -5254,8 +5077,7 @@ def _de49(r):  # MeterStatus
     if (V >> q) & 1: raise r.deviation('MeterStatus', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee49(w, o):  # MeterStatus
     v = w.v
@@ -5271,9 +5093,7 @@ def _ee49(w, o):  # MeterStatus
     w.v = v
     w.n = n
 
-def _de50(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de50(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5292,8 +5112,7 @@ def _de50(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee50(w, o):  # Modulus
     v = w.v
@@ -5308,17 +5127,14 @@ def _ee50(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de51(r):  # Multiplier
-    V = r.v
-    q = r.end - r.pos
+def _de51(r, V, q):  # Multiplier
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('Multiplier', r.end - q)
     val = (x >> 1) + -3
     if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee51(w, o):  # Multiplier
     v = w.v
@@ -5329,9 +5145,7 @@ def _ee51(w, o):  # Multiplier
     w.v = v
     w.n = n
 
-def _de52(r):  # NotificationMaxDelay
-    V = r.v
-    q = r.end - r.pos
+def _de52(r, V, q):  # NotificationMaxDelay
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
@@ -5353,8 +5167,7 @@ def _de52(r):  # NotificationMaxDelay
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('NotificationMaxDelay', r.end - q)
     if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee52(w, o):  # NotificationMaxDelay
     v = w.v
@@ -5369,16 +5182,13 @@ def _ee52(w, o):  # NotificationMaxDelay
     w.v = v
     w.n = n
 
-def _de53(r):  # NumEPriceLevels
-    V = r.v
-    q = r.end - r.pos
+def _de53(r, V, q):  # NumEPriceLevels
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('NumEPriceLevels', r.end - q)
     val = (x >> 1)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee53(w, o):  # NumEPriceLevels
     v = w.v
@@ -5389,9 +5199,7 @@ def _ee53(w, o):  # NumEPriceLevels
     w.v = v
     w.n = n
 
-def _de54(r):  # OEMProvisioningCert
-    V = r.v
-    q = r.end - r.pos
+def _de54(r, V, q):  # OEMProvisioningCert
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5411,8 +5219,7 @@ def _de54(r):  # OEMProvisioningCert
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee54(w, o):  # OEMProvisioningCert
     v = w.v
@@ -5428,9 +5235,7 @@ def _ee54(w, o):  # OEMProvisioningCert
     w.v = v
     w.n = n
 
-def _de55(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de55(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5449,8 +5254,7 @@ def _de55(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee55(w, o):  # P
     v = w.v
@@ -5465,9 +5269,7 @@ def _ee55(w, o):  # P
     w.v = v
     w.n = n
 
-def _de56(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de56(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5486,8 +5288,7 @@ def _de56(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee56(w, o):  # PGPKeyID
     v = w.v
@@ -5502,9 +5303,7 @@ def _ee56(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de57(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de57(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5523,8 +5322,7 @@ def _de57(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee57(w, o):  # PGPKeyPacket
     v = w.v
@@ -5539,9 +5337,7 @@ def _ee57(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de58(r):  # ParameterSetID
-    V = r.v
-    q = r.end - r.pos
+def _de58(r, V, q):  # ParameterSetID
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -5566,8 +5362,7 @@ def _de58(r):  # ParameterSetID
     if (V >> q) & 1: raise r.deviation('ParameterSetID', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee58(w, o):  # ParameterSetID
     v = w.v
@@ -5583,16 +5378,13 @@ def _ee58(w, o):  # ParameterSetID
     w.v = v
     w.n = n
 
-def _de59(r):  # PaymentOption
-    V = r.v
-    q = r.end - r.pos
+def _de59(r, V, q):  # PaymentOption
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('PaymentOption', r.end - q)
     val = _E_iso2_msgdatatypes_paymentOptionType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee59(w, o):  # PaymentOption
     v = w.v
@@ -5604,9 +5396,7 @@ def _ee59(w, o):  # PaymentOption
     w.v = v
     w.n = n
 
-def _de60(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de60(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5625,8 +5415,7 @@ def _de60(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee60(w, o):  # PgenCounter
     v = w.v
@@ -5641,9 +5430,7 @@ def _ee60(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de61(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de61(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5662,8 +5449,7 @@ def _de61(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee61(w, o):  # Q
     v = w.v
@@ -5678,16 +5464,13 @@ def _ee61(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de62(r):  # RCD
-    V = r.v
-    q = r.end - r.pos
+def _de62(r, V, q):  # RCD
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('RCD', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee62(w, o):  # RCD
     v = w.v
@@ -5698,16 +5481,13 @@ def _ee62(w, o):  # RCD
     w.v = v
     w.n = n
 
-def _de63(r):  # ReceiptRequired
-    V = r.v
-    q = r.end - r.pos
+def _de63(r, V, q):  # ReceiptRequired
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('ReceiptRequired', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee63(w, o):  # ReceiptRequired
     v = w.v
@@ -5718,9 +5498,7 @@ def _ee63(w, o):  # ReceiptRequired
     w.v = v
     w.n = n
 
-def _de64(r):  # RequestedEnergyTransferMode
-    V = r.v
-    q = r.end - r.pos
+def _de64(r, V, q):  # RequestedEnergyTransferMode
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -5728,8 +5506,7 @@ def _de64(r):  # RequestedEnergyTransferMode
     val = (x >> 1)
     if val >= 6: val = r.enum_index('RequestedEnergyTransferMode', val, 6, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_EnergyTransferModeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee64(w, o):  # RequestedEnergyTransferMode
     v = w.v
@@ -5741,9 +5518,7 @@ def _ee64(w, o):  # RequestedEnergyTransferMode
     w.v = v
     w.n = n
 
-def _de65(r):  # ResponseCode
-    V = r.v
-    q = r.end - r.pos
+def _de65(r, V, q):  # ResponseCode
     q -= 7
     if q < 0: V, q = r.slideq(q, 7)
     x = (V >> q) & 127
@@ -5751,8 +5526,7 @@ def _de65(r):  # ResponseCode
     val = (x >> 1)
     if val >= 26: val = r.enum_index('ResponseCode', val, 26, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_responseCodeType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee65(w, o):  # ResponseCode
     v = w.v
@@ -5764,9 +5538,7 @@ def _ee65(w, o):  # ResponseCode
     w.v = v
     w.n = n
 
-def _de66(r):  # RetryCounter
-    V = r.v
-    q = r.end - r.pos
+def _de66(r, V, q):  # RetryCounter
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -5791,8 +5563,7 @@ def _de66(r):  # RetryCounter
     if (V >> q) & 1: raise r.deviation('RetryCounter', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee66(w, o):  # RetryCounter
     v = w.v
@@ -5808,17 +5579,14 @@ def _ee66(w, o):  # RetryCounter
     w.v = v
     w.n = n
 
-def _de67(r):  # SAScheduleTupleID
-    V = r.v
-    q = r.end - r.pos
+def _de67(r, V, q):  # SAScheduleTupleID
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', r.end - q)
     val = (x >> 1) + 1
     if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee67(w, o):  # SAScheduleTupleID
     v = w.v
@@ -5829,17 +5597,14 @@ def _ee67(w, o):  # SAScheduleTupleID
     w.v = v
     w.n = n
 
-def _de68(r):  # SAScheduleTupleID
-    V = r.v
-    q = r.end - r.pos
+def _de68(r, V, q):  # SAScheduleTupleID
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', r.end - q)
     val = (x >> 1) + 1
     if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee68(w, o):  # SAScheduleTupleID
     v = w.v
@@ -5850,9 +5615,7 @@ def _ee68(w, o):  # SAScheduleTupleID
     w.v = v
     w.n = n
 
-def _de69(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de69(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5871,8 +5634,7 @@ def _de69(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee69(w, o):  # SPKISexp
     v = w.v
@@ -5887,9 +5649,7 @@ def _ee69(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de70(r):  # SalesTariffDescription
-    V = r.v
-    q = r.end - r.pos
+def _de70(r, V, q):  # SalesTariffDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5907,8 +5667,7 @@ def _de70(r):  # SalesTariffDescription
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee70(w, o):  # SalesTariffDescription
     v = w.v
@@ -5926,17 +5685,14 @@ def _ee70(w, o):  # SalesTariffDescription
     w.v = v
     w.n = n
 
-def _de71(r):  # SalesTariffID
-    V = r.v
-    q = r.end - r.pos
+def _de71(r, V, q):  # SalesTariffID
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('SalesTariffID', r.end - q)
     val = (x >> 1) + 1
     if val > 255: r.facet('SalesTariffID', 'maxInclusive 255', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee71(w, o):  # SalesTariffID
     v = w.v
@@ -5947,9 +5703,7 @@ def _ee71(w, o):  # SalesTariffID
     w.v = v
     w.n = n
 
-def _de72(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de72(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -5968,8 +5722,7 @@ def _de72(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee72(w, o):  # Seed
     v = w.v
@@ -5984,16 +5737,13 @@ def _ee72(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de73(r):  # SelectedPaymentOption
-    V = r.v
-    q = r.end - r.pos
+def _de73(r, V, q):  # SelectedPaymentOption
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('SelectedPaymentOption', r.end - q)
     val = _E_iso2_msgdatatypes_paymentOptionType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee73(w, o):  # SelectedPaymentOption
     v = w.v
@@ -6005,16 +5755,13 @@ def _ee73(w, o):  # SelectedPaymentOption
     w.v = v
     w.n = n
 
-def _de74(r):  # ServiceCategory
-    V = r.v
-    q = r.end - r.pos
+def _de74(r, V, q):  # ServiceCategory
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee74(w, o):  # ServiceCategory
     v = w.v
@@ -6026,16 +5773,13 @@ def _ee74(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de75(r):  # ServiceCategory
-    V = r.v
-    q = r.end - r.pos
+def _de75(r, V, q):  # ServiceCategory
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
     if x & 9: raise r.deviation('ServiceCategory', r.end - q)
     val = _E_iso2_msgdatatypes_serviceCategoryType[(x >> 1)]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee75(w, o):  # ServiceCategory
     v = w.v
@@ -6047,9 +5791,7 @@ def _ee75(w, o):  # ServiceCategory
     w.v = v
     w.n = n
 
-def _de76(r):  # ServiceID
-    V = r.v
-    q = r.end - r.pos
+def _de76(r, V, q):  # ServiceID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
@@ -6071,8 +5813,7 @@ def _de76(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee76(w, o):  # ServiceID
     v = w.v
@@ -6087,9 +5828,7 @@ def _ee76(w, o):  # ServiceID
     w.v = v
     w.n = n
 
-def _de77(r):  # ServiceID
-    V = r.v
-    q = r.end - r.pos
+def _de77(r, V, q):  # ServiceID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
@@ -6111,8 +5850,7 @@ def _de77(r):  # ServiceID
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceID', r.end - q)
     if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee77(w, o):  # ServiceID
     v = w.v
@@ -6127,9 +5865,7 @@ def _ee77(w, o):  # ServiceID
     w.v = v
     w.n = n
 
-def _de78(r):  # ServiceName
-    V = r.v
-    q = r.end - r.pos
+def _de78(r, V, q):  # ServiceName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6147,8 +5883,7 @@ def _de78(r):  # ServiceName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee78(w, o):  # ServiceName
     v = w.v
@@ -6166,9 +5901,7 @@ def _ee78(w, o):  # ServiceName
     w.v = v
     w.n = n
 
-def _de79(r):  # ServiceScope
-    V = r.v
-    q = r.end - r.pos
+def _de79(r, V, q):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6186,8 +5919,7 @@ def _de79(r):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee79(w, o):  # ServiceScope
     v = w.v
@@ -6205,9 +5937,7 @@ def _ee79(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de80(r):  # ServiceScope
-    V = r.v
-    q = r.end - r.pos
+def _de80(r, V, q):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6225,8 +5955,7 @@ def _de80(r):  # ServiceScope
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee80(w, o):  # ServiceScope
     v = w.v
@@ -6244,9 +5973,7 @@ def _ee80(w, o):  # ServiceScope
     w.v = v
     w.n = n
 
-def _de81(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de81(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6266,8 +5993,7 @@ def _de81(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee81(w, o):  # SessionID
     v = w.v
@@ -6283,9 +6009,7 @@ def _ee81(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de82(r):  # SessionID
-    V = r.v
-    q = r.end - r.pos
+def _de82(r, V, q):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6305,8 +6029,7 @@ def _de82(r):  # SessionID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee82(w, o):  # SessionID
     v = w.v
@@ -6322,9 +6045,7 @@ def _ee82(w, o):  # SessionID
     w.v = v
     w.n = n
 
-def _de83(r):  # SigMeterReading
-    V = r.v
-    q = r.end - r.pos
+def _de83(r, V, q):  # SigMeterReading
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6344,8 +6065,7 @@ def _de83(r):  # SigMeterReading
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee83(w, o):  # SigMeterReading
     v = w.v
@@ -6361,9 +6081,7 @@ def _ee83(w, o):  # SigMeterReading
     w.v = v
     w.n = n
 
-def _de84(r):  # TMeter
-    V = r.v
-    q = r.end - r.pos
+def _de84(r, V, q):  # TMeter
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -6388,8 +6106,7 @@ def _de84(r):  # TMeter
     if (V >> q) & 1: raise r.deviation('TMeter', r.end - q)
     if _neg: val = -val - 1
     if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee84(w, o):  # TMeter
     v = w.v
@@ -6405,9 +6122,7 @@ def _ee84(w, o):  # TMeter
     w.v = v
     w.n = n
 
-def _de85(r):  # Unit
-    V = r.v
-    q = r.end - r.pos
+def _de85(r, V, q):  # Unit
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
@@ -6415,8 +6130,7 @@ def _de85(r):  # Unit
     val = (x >> 1)
     if val >= 7: val = r.enum_index('Unit', val, 7, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_unitSymbolType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee85(w, o):  # Unit
     v = w.v
@@ -6428,9 +6142,7 @@ def _ee85(w, o):  # Unit
     w.v = v
     w.n = n
 
-def _de86(r):  # Value
-    V = r.v
-    q = r.end - r.pos
+def _de86(r, V, q):  # Value
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -6455,8 +6167,7 @@ def _de86(r):  # Value
     if (V >> q) & 1: raise r.deviation('Value', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee86(w, o):  # Value
     v = w.v
@@ -6472,9 +6183,7 @@ def _ee86(w, o):  # Value
     w.v = v
     w.n = n
 
-def _de87(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de87(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6493,8 +6202,7 @@ def _de87(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee87(w, o):  # X509CRL
     v = w.v
@@ -6509,9 +6217,7 @@ def _ee87(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de88(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de88(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6530,8 +6236,7 @@ def _de88(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee88(w, o):  # X509Certificate
     v = w.v
@@ -6546,9 +6251,7 @@ def _ee88(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de89(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de89(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6565,8 +6268,7 @@ def _de89(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee89(w, o):  # X509IssuerName
     v = w.v
@@ -6583,9 +6285,7 @@ def _ee89(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de90(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de90(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6604,8 +6304,7 @@ def _de90(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee90(w, o):  # X509SKI
     v = w.v
@@ -6620,9 +6319,7 @@ def _ee90(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de91(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de91(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -6646,8 +6343,7 @@ def _de91(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee91(w, o):  # X509SerialNumber
     v = w.v
@@ -6663,9 +6359,7 @@ def _ee91(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de92(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de92(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6682,8 +6376,7 @@ def _de92(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee92(w, o):  # X509SubjectName
     v = w.v
@@ -6700,9 +6393,7 @@ def _ee92(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de93(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de93(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6719,8 +6410,7 @@ def _de93(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee93(w, o):  # XPath
     v = w.v
@@ -6737,9 +6427,7 @@ def _ee93(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de94(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de94(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -6758,8 +6446,7 @@ def _de94(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee94(w, o):  # Y
     v = w.v
@@ -6774,9 +6461,7 @@ def _ee94(w, o):  # Y
     w.v = v
     w.n = n
 
-def _de95(r):  # amount
-    V = r.v
-    q = r.end - r.pos
+def _de95(r, V, q):  # amount
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
@@ -6798,8 +6483,7 @@ def _de95(r):  # amount
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('amount', r.end - q)
     if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee95(w, o):  # amount
     v = w.v
@@ -6814,17 +6498,14 @@ def _ee95(w, o):  # amount
     w.v = v
     w.n = n
 
-def _de96(r):  # amountMultiplier
-    V = r.v
-    q = r.end - r.pos
+def _de96(r, V, q):  # amountMultiplier
     q -= 5
     if q < 0: V, q = r.slideq(q, 5)
     x = (V >> q) & 31
     if x & 17: raise r.deviation('amountMultiplier', r.end - q)
     val = (x >> 1) + -3
     if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee96(w, o):  # amountMultiplier
     v = w.v
@@ -6835,16 +6516,13 @@ def _ee96(w, o):  # amountMultiplier
     w.v = v
     w.n = n
 
-def _de97(r):  # boolValue
-    V = r.v
-    q = r.end - r.pos
+def _de97(r, V, q):  # boolValue
     q -= 3
     if q < 0: V, q = r.slideq(q, 3)
     x = (V >> q) & 7
     if x & 5: raise r.deviation('boolValue', r.end - q)
     val = (x >> 1) == 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee97(w, o):  # boolValue
     v = w.v
@@ -6855,16 +6533,13 @@ def _ee97(w, o):  # boolValue
     w.v = v
     w.n = n
 
-def _de98(r):  # byteValue
-    V = r.v
-    q = r.end - r.pos
+def _de98(r, V, q):  # byteValue
     q -= 10
     if q < 0: V, q = r.slideq(q, 10)
     x = (V >> q) & 1023
     if x & 513: raise r.deviation('byteValue', r.end - q)
     val = (x >> 1) + -128
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee98(w, o):  # byteValue
     v = w.v
@@ -6875,9 +6550,7 @@ def _ee98(w, o):  # byteValue
     w.v = v
     w.n = n
 
-def _de99(r):  # costKind
-    V = r.v
-    q = r.end - r.pos
+def _de99(r, V, q):  # costKind
     q -= 4
     if q < 0: V, q = r.slideq(q, 4)
     x = (V >> q) & 15
@@ -6885,8 +6558,7 @@ def _de99(r):  # costKind
     val = (x >> 1)
     if val >= 3: val = r.enum_index('costKind', val, 3, r.at(r.end - q))
     else: val = _E_iso2_msgdatatypes_costKindType[val]
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee99(w, o):  # costKind
     v = w.v
@@ -6898,9 +6570,7 @@ def _ee99(w, o):  # costKind
     w.v = v
     w.n = n
 
-def _de100(r):  # duration
-    V = r.v
-    q = r.end - r.pos
+def _de100(r, V, q):  # duration
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
@@ -6922,8 +6592,7 @@ def _de100(r):  # duration
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('duration', r.end - q)
     if val > 86400: r.facet('duration', 'range [0, 86400]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee100(w, o):  # duration
     v = w.v
@@ -6938,9 +6607,7 @@ def _ee100(w, o):  # duration
     w.v = v
     w.n = n
 
-def _de101(r):  # intValue
-    V = r.v
-    q = r.end - r.pos
+def _de101(r, V, q):  # intValue
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -6965,8 +6632,7 @@ def _de101(r):  # intValue
     if (V >> q) & 1: raise r.deviation('intValue', r.end - q)
     if _neg: val = -val - 1
     if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee101(w, o):  # intValue
     v = w.v
@@ -6982,9 +6648,7 @@ def _ee101(w, o):  # intValue
     w.v = v
     w.n = n
 
-def _de102(r):  # shortValue
-    V = r.v
-    q = r.end - r.pos
+def _de102(r, V, q):  # shortValue
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -7009,8 +6673,7 @@ def _de102(r):  # shortValue
     if (V >> q) & 1: raise r.deviation('shortValue', r.end - q)
     if _neg: val = -val - 1
     if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee102(w, o):  # shortValue
     v = w.v
@@ -7026,9 +6689,7 @@ def _ee102(w, o):  # shortValue
     w.v = v
     w.n = n
 
-def _de103(r):  # start
-    V = r.v
-    q = r.end - r.pos
+def _de103(r, V, q):  # start
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
@@ -7050,8 +6711,7 @@ def _de103(r):  # start
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('start', r.end - q)
     if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(r.end - q))
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee103(w, o):  # start
     v = w.v
@@ -7066,9 +6726,7 @@ def _ee103(w, o):  # start
     w.v = v
     w.n = n
 
-def _de104(r):  # stringValue
-    V = r.v
-    q = r.end - r.pos
+def _de104(r, V, q):  # stringValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -7085,8 +6743,7 @@ def _de104(r):  # stringValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee104(w, o):  # stringValue
     v = w.v

@@ -30,10 +30,8 @@ _K_xmldsig_TransformsType = xmldsig.TransformsType
 _K_xmldsig_X509DataType = xmldsig.X509DataType
 _K_xmldsig_X509IssuerSerialType = xmldsig.X509IssuerSerialType
 
-def _d_CanonicalizationMethodType(r, key):
+def _d_CanonicalizationMethodType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         s = 0
@@ -111,12 +109,12 @@ def _d_CanonicalizationMethodType(r, key):
                     s = 3
                 else:
                     raise r.deviation('CanonicalizationMethodType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_CanonicalizationMethodType)
     _obj.Algorithm = f_Algorithm
-    return _obj
+    return _obj, V, q
 
 def _e_CanonicalizationMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
@@ -160,10 +158,8 @@ def _e_CanonicalizationMethodType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DSAKeyValueType(r):
+def _d_DSAKeyValueType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_P = None
     f_Q = None
@@ -427,8 +423,8 @@ def _d_DSAKeyValueType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
                 s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_DSAKeyValueType)
     _obj.P = f_P
@@ -438,7 +434,7 @@ def _d_DSAKeyValueType(r):
     _obj.J = f_J
     _obj.Seed = f_Seed
     _obj.PgenCounter = f_PgenCounter
-    return _obj
+    return _obj, V, q
 
 def _e_DSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DSAKeyValueType
@@ -603,10 +599,8 @@ def _e_DSAKeyValueType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_DigestMethodType(r, key):
+def _d_DigestMethodType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         s = 0
@@ -684,12 +678,12 @@ def _d_DigestMethodType(r, key):
                     s = 3
                 else:
                     raise r.deviation('DigestMethodType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_DigestMethodType)
     _obj.Algorithm = f_Algorithm
-    return _obj
+    return _obj, V, q
 
 def _e_DigestMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}DigestMethodType
@@ -733,10 +727,8 @@ def _e_DigestMethodType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_KeyInfoType(r, key):
+def _d_KeyInfoType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_KeyName = []
@@ -789,9 +781,7 @@ def _d_KeyInfoType(r, key):
                         s = 3
                     elif ec == 2:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -835,9 +825,7 @@ def _d_KeyInfoType(r, key):
                         elif ec == 2:
                             q += 4
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c1_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c1_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 5
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
@@ -866,9 +854,7 @@ def _d_KeyInfoType(r, key):
                             elif ec == 1:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c1_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c1_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -885,9 +871,7 @@ def _d_KeyInfoType(r, key):
                             if ec == 0:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c1_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c1_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -912,9 +896,7 @@ def _d_KeyInfoType(r, key):
                         s = 5
                     elif ec == 4:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -926,9 +908,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -937,9 +917,7 @@ def _d_KeyInfoType(r, key):
                         s = 7
                     elif ec == 6:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1010,9 +988,7 @@ def _d_KeyInfoType(r, key):
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1056,9 +1032,7 @@ def _d_KeyInfoType(r, key):
                         elif ec == 2:
                             q += 4
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c2_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c2_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 5
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
@@ -1087,9 +1061,7 @@ def _d_KeyInfoType(r, key):
                             elif ec == 1:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c2_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c2_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -1106,9 +1078,7 @@ def _d_KeyInfoType(r, key):
                             if ec == 0:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c2_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c2_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -1133,9 +1103,7 @@ def _d_KeyInfoType(r, key):
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1147,9 +1115,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1158,9 +1124,7 @@ def _d_KeyInfoType(r, key):
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1231,9 +1195,7 @@ def _d_KeyInfoType(r, key):
                         s = 3
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1277,9 +1239,7 @@ def _d_KeyInfoType(r, key):
                         elif ec == 2:
                             q += 4
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c3_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c3_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 5
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
@@ -1308,9 +1268,7 @@ def _d_KeyInfoType(r, key):
                             elif ec == 1:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c3_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c3_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -1327,9 +1285,7 @@ def _d_KeyInfoType(r, key):
                             if ec == 0:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c3_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c3_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -1354,9 +1310,7 @@ def _d_KeyInfoType(r, key):
                         s = 5
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1368,9 +1322,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1379,9 +1331,7 @@ def _d_KeyInfoType(r, key):
                         s = 7
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -1450,9 +1400,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1486,9 +1434,7 @@ def _d_KeyInfoType(r, key):
                             _c4_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c4_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c4_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1511,9 +1457,7 @@ def _d_KeyInfoType(r, key):
                                 _c4_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c4_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c4_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1526,9 +1470,7 @@ def _d_KeyInfoType(r, key):
                         if _c4_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c4_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c4_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1548,16 +1490,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -1565,9 +1503,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -1633,9 +1569,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1669,9 +1603,7 @@ def _d_KeyInfoType(r, key):
                             _c5_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c5_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c5_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1694,9 +1626,7 @@ def _d_KeyInfoType(r, key):
                                 _c5_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c5_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c5_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1709,9 +1639,7 @@ def _d_KeyInfoType(r, key):
                         if _c5_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c5_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c5_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1731,16 +1659,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -1748,9 +1672,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -1816,9 +1738,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -1852,9 +1772,7 @@ def _d_KeyInfoType(r, key):
                             _c6_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c6_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c6_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1877,9 +1795,7 @@ def _d_KeyInfoType(r, key):
                                 _c6_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c6_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c6_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1892,9 +1808,7 @@ def _d_KeyInfoType(r, key):
                         if _c6_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c6_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c6_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -1914,16 +1828,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -1931,9 +1841,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -1999,9 +1907,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2035,9 +1941,7 @@ def _d_KeyInfoType(r, key):
                             _c7_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c7_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c7_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2060,9 +1964,7 @@ def _d_KeyInfoType(r, key):
                                 _c7_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c7_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c7_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2075,9 +1977,7 @@ def _d_KeyInfoType(r, key):
                         if _c7_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c7_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c7_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2097,16 +1997,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -2114,9 +2010,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -2182,9 +2076,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2218,9 +2110,7 @@ def _d_KeyInfoType(r, key):
                             _c8_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c8_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c8_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2243,9 +2133,7 @@ def _d_KeyInfoType(r, key):
                                 _c8_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c8_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c8_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2258,9 +2146,7 @@ def _d_KeyInfoType(r, key):
                         if _c8_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c8_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c8_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2280,16 +2166,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -2297,9 +2179,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -2365,9 +2245,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2401,9 +2279,7 @@ def _d_KeyInfoType(r, key):
                             _c9_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c9_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c9_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2426,9 +2302,7 @@ def _d_KeyInfoType(r, key):
                                 _c9_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c9_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c9_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2441,9 +2315,7 @@ def _d_KeyInfoType(r, key):
                         if _c9_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c9_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c9_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2463,16 +2335,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -2480,9 +2348,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -2548,9 +2414,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2584,9 +2448,7 @@ def _d_KeyInfoType(r, key):
                             _c10_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c10_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c10_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2609,9 +2471,7 @@ def _d_KeyInfoType(r, key):
                                 _c10_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c10_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c10_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2624,9 +2484,7 @@ def _d_KeyInfoType(r, key):
                         if _c10_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c10_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c10_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2646,16 +2504,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -2663,9 +2517,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -2731,9 +2583,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -2767,9 +2617,7 @@ def _d_KeyInfoType(r, key):
                             _c11_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c11_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c11_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2792,9 +2640,7 @@ def _d_KeyInfoType(r, key):
                                 _c11_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c11_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c11_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2807,9 +2653,7 @@ def _d_KeyInfoType(r, key):
                         if _c11_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c11_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c11_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2829,16 +2673,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -2846,9 +2686,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -2919,9 +2757,7 @@ def _d_KeyInfoType(r, key):
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -2956,9 +2792,7 @@ def _d_KeyInfoType(r, key):
                             _c12_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c12_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c12_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2981,9 +2815,7 @@ def _d_KeyInfoType(r, key):
                                 _c12_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c12_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c12_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -2996,9 +2828,7 @@ def _d_KeyInfoType(r, key):
                         if _c12_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c12_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c12_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3019,25 +2849,19 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                         break
@@ -3109,9 +2933,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -3148,9 +2970,7 @@ def _d_KeyInfoType(r, key):
                             _c13_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c13_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c13_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3173,9 +2993,7 @@ def _d_KeyInfoType(r, key):
                                 _c13_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c13_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c13_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3188,9 +3006,7 @@ def _d_KeyInfoType(r, key):
                         if _c13_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c13_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c13_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3211,25 +3027,19 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                         break
@@ -3301,9 +3111,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3344,9 +3152,7 @@ def _d_KeyInfoType(r, key):
                         elif ec == 2:
                             q += 4
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c14_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c14_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 5
                             if q < 0: V, q = r.slidep(q, 5)
                             x = (V >> q) & 31
@@ -3375,9 +3181,7 @@ def _d_KeyInfoType(r, key):
                             elif ec == 1:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c14_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c14_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -3394,9 +3198,7 @@ def _d_KeyInfoType(r, key):
                             if ec == 0:
                                 q += 4
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c14_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c14_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 5
                                 if q < 0: V, q = r.slidep(q, 5)
                                 x = (V >> q) & 31
@@ -3420,25 +3222,19 @@ def _d_KeyInfoType(r, key):
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                         break
@@ -3510,9 +3306,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3547,9 +3341,7 @@ def _d_KeyInfoType(r, key):
                             _c15_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c15_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c15_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3572,9 +3364,7 @@ def _d_KeyInfoType(r, key):
                                 _c15_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c15_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c15_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3587,9 +3377,7 @@ def _d_KeyInfoType(r, key):
                         if _c15_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c15_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c15_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3610,9 +3398,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -3620,17 +3406,13 @@ def _d_KeyInfoType(r, key):
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                         break
@@ -3702,9 +3484,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3739,9 +3519,7 @@ def _d_KeyInfoType(r, key):
                             _c16_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c16_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c16_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3764,9 +3542,7 @@ def _d_KeyInfoType(r, key):
                                 _c16_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c16_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c16_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3779,9 +3555,7 @@ def _d_KeyInfoType(r, key):
                         if _c16_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c16_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c16_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3802,17 +3576,13 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -3820,9 +3590,7 @@ def _d_KeyInfoType(r, key):
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                         break
@@ -3894,9 +3662,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3931,9 +3697,7 @@ def _d_KeyInfoType(r, key):
                             _c17_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c17_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c17_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3956,9 +3720,7 @@ def _d_KeyInfoType(r, key):
                                 _c17_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c17_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c17_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3971,9 +3733,7 @@ def _d_KeyInfoType(r, key):
                         if _c17_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c17_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c17_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -3994,25 +3754,19 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
                         x = (V >> q) & 15
@@ -4086,9 +3840,7 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -4123,9 +3875,7 @@ def _d_KeyInfoType(r, key):
                             _c18_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c18_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c18_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -4148,9 +3898,7 @@ def _d_KeyInfoType(r, key):
                                 _c18_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c18_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c18_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -4163,9 +3911,7 @@ def _d_KeyInfoType(r, key):
                         if _c18_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c18_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c18_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -4186,25 +3932,19 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                         break
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                         break
                     elif ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                         break
@@ -4271,9 +4011,7 @@ def _d_KeyInfoType(r, key):
                         s = 11
                     elif ec == 1:
                         el = 'KeyValue'
-                        r.pos = r.end - q
-                        _v = _d_KeyValueType(r, 'xmldsig:KeyValue')
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
                         f_KeyValue.append(_v)
                         s = 12
                     elif ec == 2:
@@ -4307,9 +4045,7 @@ def _d_KeyInfoType(r, key):
                             _c19_s = 2
                         elif ec == 2:
                             el = 'RetrievalMethod/Transforms'
-                            r.pos = r.end - q
-                            _c19_Transforms = _d_TransformsType(r)
-                            V = r.v; q = r.end - r.pos
+                            _c19_Transforms, V, q = _d_TransformsType(r, V, q)
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
                             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -4332,9 +4068,7 @@ def _d_KeyInfoType(r, key):
                                 _c19_s = 2
                             elif ec == 1:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c19_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c19_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -4347,9 +4081,7 @@ def _d_KeyInfoType(r, key):
                         if _c19_s == 2:
                             if ec == 0:
                                 el = 'RetrievalMethod/Transforms'
-                                r.pos = r.end - q
-                                _c19_Transforms = _d_TransformsType(r)
-                                V = r.v; q = r.end - r.pos
+                                _c19_Transforms, V, q = _d_TransformsType(r, V, q)
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
                                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -4369,16 +4101,12 @@ def _d_KeyInfoType(r, key):
                         s = 13
                     elif ec == 3:
                         el = 'X509Data'
-                        r.pos = r.end - q
-                        _v = _d_X509DataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_X509DataType(r, V, q)
                         f_X509Data.append(_v)
                         s = 14
                     elif ec == 4:
                         el = 'PGPData'
-                        r.pos = r.end - q
-                        _v = _d_PGPDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_PGPDataType(r, V, q)
                         f_PGPData.append(_v)
                         s = 15
                     else:
@@ -4386,9 +4114,7 @@ def _d_KeyInfoType(r, key):
                 else:
                     if ec == 5:
                         el = 'SPKIData'
-                        r.pos = r.end - q
-                        _v = _d_SPKIDataType(r)
-                        V = r.v; q = r.end - r.pos
+                        _v, V, q = _d_SPKIDataType(r, V, q)
                         f_SPKIData.append(_v)
                         s = 16
                     elif ec == 6:
@@ -4430,8 +4156,8 @@ def _d_KeyInfoType(r, key):
                         s = 18
                     else:
                         raise r.deviation('KeyInfoType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_KeyInfoType)
     _obj.Id = f_Id
@@ -4442,7 +4168,7 @@ def _d_KeyInfoType(r, key):
     _obj.PGPData = f_PGPData
     _obj.SPKIData = f_SPKIData
     _obj.MgmtData = f_MgmtData
-    return _obj
+    return _obj, V, q
 
 def _e_KeyInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyInfoType
@@ -7418,10 +7144,8 @@ def _e_KeyInfoType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_KeyValueType(r, key):
+def _d_KeyValueType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_DSAKeyValue = None
     f_RSAKeyValue = None
@@ -7437,9 +7161,7 @@ def _d_KeyValueType(r, key):
                 if ec == 0:
                     q += 2
                     el = 'DSAKeyValue'
-                    r.pos = r.end - q
-                    f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    V = r.v; q = r.end - r.pos
+                    f_DSAKeyValue, V, q = _d_DSAKeyValueType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -7510,9 +7232,7 @@ def _d_KeyValueType(r, key):
                 if ec == 0:
                     q += 2
                     el = 'DSAKeyValue'
-                    r.pos = r.end - q
-                    f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    V = r.v; q = r.end - r.pos
+                    f_DSAKeyValue, V, q = _d_DSAKeyValueType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -7624,13 +7344,13 @@ def _d_KeyValueType(r, key):
                     s = 4
                 else:
                     raise r.deviation('KeyValueType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_KeyValueType)
     _obj.DSAKeyValue = f_DSAKeyValue
     _obj.RSAKeyValue = f_RSAKeyValue
-    return _obj
+    return _obj, V, q
 
 def _e_KeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}KeyValueType
@@ -7732,10 +7452,8 @@ def _e_KeyValueType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ManifestType(r):
+def _d_ManifestType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Reference = []
@@ -7753,9 +7471,7 @@ def _d_ManifestType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ManifestType', r.end - q)
             el = 'Reference'
-            r.pos = r.end - q
-            _v = _d_ReferenceType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ReferenceType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -7764,9 +7480,7 @@ def _d_ManifestType(r):
             s = 2
         elif ec == 1:
             el = 'Reference'
-            r.pos = r.end - q
-            _v = _d_ReferenceType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ReferenceType(r, V, q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -7777,9 +7491,7 @@ def _d_ManifestType(r):
             raise r.deviation('ManifestType', r.end - q)
         if ec == 0:
             el = 'Reference'
-            r.pos = r.end - q
-            _v = _d_ReferenceType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ReferenceType(r, V, q)
             f_Reference.append(_v)
             s = 3
         elif ec == 1:
@@ -7795,9 +7507,7 @@ def _d_ManifestType(r):
             while True:
                 if ec == 0:
                     el = 'Reference'
-                    r.pos = r.end - q
-                    _v = _d_ReferenceType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_ReferenceType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -7809,13 +7519,13 @@ def _d_ManifestType(r):
                     break
                 else:
                     raise r.deviation('ManifestType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_ManifestType)
     _obj.Id = f_Id
     _obj.Reference = f_Reference
-    return _obj
+    return _obj, V, q
 
 def _e_ManifestType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ManifestType
@@ -7892,10 +7602,8 @@ def _e_ManifestType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ObjectType(r, key):
+def _d_ObjectType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Encoding = None
     f_Id = None
@@ -8087,14 +7795,14 @@ def _d_ObjectType(r, key):
                     s = 5
                 else:
                     raise r.deviation('ObjectType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_ObjectType)
     _obj.Encoding = f_Encoding
     _obj.Id = f_Id
     _obj.MimeType = f_MimeType
-    return _obj
+    return _obj, V, q
 
 def _e_ObjectType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ObjectType
@@ -8211,10 +7919,8 @@ def _e_ObjectType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_PGPDataType(r):
+def _d_PGPDataType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_PGPKeyID = None
     f_PGPKeyPacket = None
@@ -8349,13 +8055,13 @@ def _d_PGPDataType(r):
                     s = -1
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_PGPDataType)
     _obj.PGPKeyID = f_PGPKeyID
     _obj.PGPKeyPacket = f_PGPKeyPacket
-    return _obj
+    return _obj, V, q
 
 def _e_PGPDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}PGPDataType
@@ -8435,10 +8141,8 @@ def _e_PGPDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_RSAKeyValueType(r):
+def _d_RSAKeyValueType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -8478,13 +8182,13 @@ def _d_RSAKeyValueType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('RSAKeyValueType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_RSAKeyValueType)
     _obj.Modulus = f_Modulus
     _obj.Exponent = f_Exponent
-    return _obj
+    return _obj, V, q
 
 def _e_RSAKeyValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RSAKeyValueType
@@ -8517,10 +8221,8 @@ def _e_RSAKeyValueType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_ReferenceType(r):
+def _d_ReferenceType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Type = None
@@ -8563,18 +8265,14 @@ def _d_ReferenceType(r):
             s = 3
         elif ec == 3:
             el = 'Transforms'
-            r.pos = r.end - q
-            f_Transforms = _d_TransformsType(r)
-            V = r.v; q = r.end - r.pos
+            f_Transforms, V, q = _d_TransformsType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
             s = 4
         elif ec == 4:
             el = 'DigestMethod'
-            r.pos = r.end - q
-            f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-            V = r.v; q = r.end - r.pos
+            f_DigestMethod, V, q = _d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
             q -= 2
             if q < 0: V, q = r.slidep(q, 2)
             x = (V >> q) & 3
@@ -8606,18 +8304,14 @@ def _d_ReferenceType(r):
                 s = 3
             elif ec == 2:
                 el = 'Transforms'
-                r.pos = r.end - q
-                f_Transforms = _d_TransformsType(r)
-                V = r.v; q = r.end - r.pos
+                f_Transforms, V, q = _d_TransformsType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 4
             elif ec == 3:
                 el = 'DigestMethod'
-                r.pos = r.end - q
-                f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                V = r.v; q = r.end - r.pos
+                f_DigestMethod, V, q = _d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -8639,18 +8333,14 @@ def _d_ReferenceType(r):
                 s = 3
             elif ec == 1:
                 el = 'Transforms'
-                r.pos = r.end - q
-                f_Transforms = _d_TransformsType(r)
-                V = r.v; q = r.end - r.pos
+                f_Transforms, V, q = _d_TransformsType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 4
             elif ec == 2:
                 el = 'DigestMethod'
-                r.pos = r.end - q
-                f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                V = r.v; q = r.end - r.pos
+                f_DigestMethod, V, q = _d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -8662,18 +8352,14 @@ def _d_ReferenceType(r):
         if s == 3:
             if ec == 0:
                 el = 'Transforms'
-                r.pos = r.end - q
-                f_Transforms = _d_TransformsType(r)
-                V = r.v; q = r.end - r.pos
+                f_Transforms, V, q = _d_TransformsType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
                 s = 4
             elif ec == 1:
                 el = 'DigestMethod'
-                r.pos = r.end - q
-                f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-                V = r.v; q = r.end - r.pos
+                f_DigestMethod, V, q = _d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
                 q -= 2
                 if q < 0: V, q = r.slidep(q, 2)
                 x = (V >> q) & 3
@@ -8684,9 +8370,7 @@ def _d_ReferenceType(r):
                 raise r.deviation('ReferenceType', r.end - q)
         if s == 4:
             el = 'DigestMethod'
-            r.pos = r.end - q
-            f_DigestMethod = _d_DigestMethodType(r, 'xmldsig:DigestMethod')
-            V = r.v; q = r.end - r.pos
+            f_DigestMethod, V, q = _d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
             q -= 2
             if q < 0: V, q = r.slidep(q, 2)
             x = (V >> q) & 3
@@ -8712,8 +8396,8 @@ def _d_ReferenceType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('ReferenceType', r.end - q)
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_ReferenceType)
     _obj.Id = f_Id
@@ -8722,7 +8406,7 @@ def _d_ReferenceType(r):
     _obj.Transforms = f_Transforms
     _obj.DigestMethod = f_DigestMethod
     _obj.DigestValue = f_DigestValue
-    return _obj
+    return _obj, V, q
 
 def _e_ReferenceType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}ReferenceType
@@ -8900,10 +8584,8 @@ def _e_ReferenceType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_RetrievalMethodType(r):
+def _d_RetrievalMethodType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Type = None
     f_URI = None
@@ -8935,9 +8617,7 @@ def _d_RetrievalMethodType(r):
             s = 2
         elif ec == 2:
             el = 'Transforms'
-            r.pos = r.end - q
-            f_Transforms = _d_TransformsType(r)
-            V = r.v; q = r.end - r.pos
+            f_Transforms, V, q = _d_TransformsType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -8960,9 +8640,7 @@ def _d_RetrievalMethodType(r):
                 s = 2
             elif ec == 1:
                 el = 'Transforms'
-                r.pos = r.end - q
-                f_Transforms = _d_TransformsType(r)
-                V = r.v; q = r.end - r.pos
+                f_Transforms, V, q = _d_TransformsType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -8975,9 +8653,7 @@ def _d_RetrievalMethodType(r):
         if s == 2:
             if ec == 0:
                 el = 'Transforms'
-                r.pos = r.end - q
-                f_Transforms = _d_TransformsType(r)
-                V = r.v; q = r.end - r.pos
+                f_Transforms, V, q = _d_TransformsType(r, V, q)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('RetrievalMethodType', r.end - q)
@@ -8989,14 +8665,14 @@ def _d_RetrievalMethodType(r):
                 raise r.deviation('RetrievalMethodType', r.end - q)
         if s == 3:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_RetrievalMethodType)
     _obj.Type = f_Type
     _obj.URI = f_URI
     _obj.Transforms = f_Transforms
-    return _obj
+    return _obj, V, q
 
 def _e_RetrievalMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}RetrievalMethodType
@@ -9085,10 +8761,8 @@ def _e_RetrievalMethodType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SPKIDataType(r):
+def _d_SPKIDataType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_SPKISexp = []
     try:
@@ -9246,12 +8920,12 @@ def _d_SPKIDataType(r):
                     s = -1
                 else:
                     raise r.deviation('SPKIDataType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SPKIDataType)
     _obj.SPKISexp = f_SPKISexp
-    return _obj
+    return _obj, V, q
 
 def _e_SPKIDataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SPKIDataType
@@ -9352,10 +9026,8 @@ def _e_SPKIDataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignatureMethodType(r, key):
+def _d_SignatureMethodType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_HMACOutputLength = None
     try:
@@ -9513,13 +9185,13 @@ def _d_SignatureMethodType(r, key):
                     s = 4
                 else:
                     raise r.deviation('SignatureMethodType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SignatureMethodType)
     _obj.Algorithm = f_Algorithm
     _obj.HMACOutputLength = f_HMACOutputLength
-    return _obj
+    return _obj, V, q
 
 def _e_SignatureMethodType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureMethodType
@@ -9594,10 +9266,8 @@ def _e_SignatureMethodType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignaturePropertiesType(r):
+def _d_SignaturePropertiesType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_SignatureProperty = []
@@ -9615,9 +9285,7 @@ def _d_SignaturePropertiesType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignaturePropertiesType', r.end - q)
             el = 'SignatureProperty'
-            r.pos = r.end - q
-            _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -9626,9 +9294,7 @@ def _d_SignaturePropertiesType(r):
             s = 2
         elif ec == 1:
             el = 'SignatureProperty'
-            r.pos = r.end - q
-            _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -9639,9 +9305,7 @@ def _d_SignaturePropertiesType(r):
             raise r.deviation('SignaturePropertiesType', r.end - q)
         if ec == 0:
             el = 'SignatureProperty'
-            r.pos = r.end - q
-            _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
             f_SignatureProperty.append(_v)
             s = 3
         elif ec == 1:
@@ -9657,9 +9321,7 @@ def _d_SignaturePropertiesType(r):
             while True:
                 if ec == 0:
                     el = 'SignatureProperty'
-                    r.pos = r.end - q
-                    _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -9671,13 +9333,13 @@ def _d_SignaturePropertiesType(r):
                     break
                 else:
                     raise r.deviation('SignaturePropertiesType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SignaturePropertiesType)
     _obj.Id = f_Id
     _obj.SignatureProperty = f_SignatureProperty
-    return _obj
+    return _obj, V, q
 
 def _e_SignaturePropertiesType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertiesType
@@ -9754,10 +9416,8 @@ def _e_SignaturePropertiesType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignaturePropertyType(r, key):
+def _d_SignaturePropertyType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     try:
@@ -9871,13 +9531,13 @@ def _d_SignaturePropertyType(r, key):
                     s = 5
                 else:
                     raise r.deviation('SignaturePropertyType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SignaturePropertyType)
     _obj.Id = f_Id
     _obj.Target = f_Target
-    return _obj
+    return _obj, V, q
 
 def _e_SignaturePropertyType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignaturePropertyType
@@ -9943,10 +9603,8 @@ def _e_SignaturePropertyType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignatureType(r):
+def _d_SignatureType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_KeyInfo = None
@@ -9965,18 +9623,14 @@ def _d_SignatureType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             el = 'SignedInfo'
-            r.pos = r.end - q
-            f_SignedInfo = _d_SignedInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_SignedInfo, V, q = _d_SignedInfoType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
             s = 2
         elif ec == 1:
             el = 'SignedInfo'
-            r.pos = r.end - q
-            f_SignedInfo = _d_SignedInfoType(r)
-            V = r.v; q = r.end - r.pos
+            f_SignedInfo, V, q = _d_SignedInfoType(r, V, q)
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignatureType', r.end - q)
@@ -10057,9 +9711,7 @@ def _d_SignatureType(r):
         s = 3
         if ec == 0:
             el = 'KeyInfo'
-            r.pos = r.end - q
-            f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
-            V = r.v; q = r.end - r.pos
+            f_KeyInfo, V, q = _d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -10067,9 +9719,7 @@ def _d_SignatureType(r):
             s = 4
         elif ec == 1:
             el = 'Object'
-            r.pos = r.end - q
-            _v = _d_ObjectType(r, 'xmldsig:Object')
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ObjectType(r, V, q, 'xmldsig:Object')
             f_Object.append(_v)
             s = 5
         elif ec == 2:
@@ -10080,9 +9730,7 @@ def _d_SignatureType(r):
         if s == 4:
             if ec == 0:
                 el = 'Object'
-                r.pos = r.end - q
-                _v = _d_ObjectType(r, 'xmldsig:Object')
-                V = r.v; q = r.end - r.pos
+                _v, V, q = _d_ObjectType(r, V, q, 'xmldsig:Object')
                 f_Object.append(_v)
                 s = 5
             elif ec == 1:
@@ -10098,9 +9746,7 @@ def _d_SignatureType(r):
             while True:
                 if ec == 0:
                     el = 'Object'
-                    r.pos = r.end - q
-                    _v = _d_ObjectType(r, 'xmldsig:Object')
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_ObjectType(r, V, q, 'xmldsig:Object')
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -10112,8 +9758,8 @@ def _d_SignatureType(r):
                     break
                 else:
                     raise r.deviation('SignatureType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SignatureType)
     _obj.Id = f_Id
@@ -10121,7 +9767,7 @@ def _d_SignatureType(r):
     _obj.SignatureValue = f_SignatureValue
     _obj.KeyInfo = f_KeyInfo
     _obj.Object = f_Object
-    return _obj
+    return _obj, V, q
 
 def _e_SignatureType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureType
@@ -10271,10 +9917,8 @@ def _e_SignatureType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignatureValueType(r):
+def _d_SignatureValueType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_value = None
@@ -10330,13 +9974,13 @@ def _d_SignatureValueType(r):
                 raise r.deviation('SignatureValueType', r.end - q)
         if s == 2:
             s = -1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SignatureValueType)
     _obj.Id = f_Id
     _obj.value = f_value
-    return _obj
+    return _obj, V, q
 
 def _e_SignatureValueType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignatureValueType
@@ -10385,10 +10029,8 @@ def _e_SignatureValueType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_SignedInfoType(r):
+def _d_SignedInfoType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Id = None
     f_Reference = []
@@ -10406,18 +10048,14 @@ def _d_SignedInfoType(r):
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             el = 'CanonicalizationMethod'
-            r.pos = r.end - q
-            f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
-            V = r.v; q = r.end - r.pos
+            f_CanonicalizationMethod, V, q = _d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
             s = 2
         elif ec == 1:
             el = 'CanonicalizationMethod'
-            r.pos = r.end - q
-            f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
-            V = r.v; q = r.end - r.pos
+            f_CanonicalizationMethod, V, q = _d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
@@ -10425,16 +10063,12 @@ def _d_SignedInfoType(r):
         else:
             raise r.deviation('SignedInfoType', r.end - q)
         el = 'SignatureMethod'
-        r.pos = r.end - q
-        f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
-        V = r.v; q = r.end - r.pos
+        f_SignatureMethod, V, q = _d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
         q -= 1
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
         el = 'Reference'
-        r.pos = r.end - q
-        _v = _d_ReferenceType(r)
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_ReferenceType(r, V, q)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -10443,9 +10077,7 @@ def _d_SignedInfoType(r):
         s = 4
         if ec == 0:
             el = 'Reference'
-            r.pos = r.end - q
-            _v = _d_ReferenceType(r)
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_ReferenceType(r, V, q)
             f_Reference.append(_v)
             s = 5
         elif ec == 1:
@@ -10461,9 +10093,7 @@ def _d_SignedInfoType(r):
             while True:
                 if ec == 0:
                     el = 'Reference'
-                    r.pos = r.end - q
-                    _v = _d_ReferenceType(r)
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_ReferenceType(r, V, q)
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -10475,15 +10105,15 @@ def _d_SignedInfoType(r):
                     break
                 else:
                     raise r.deviation('SignedInfoType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_SignedInfoType)
     _obj.Id = f_Id
     _obj.CanonicalizationMethod = f_CanonicalizationMethod
     _obj.SignatureMethod = f_SignatureMethod
     _obj.Reference = f_Reference
-    return _obj
+    return _obj, V, q
 
 def _e_SignedInfoType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}SignedInfoType
@@ -10581,10 +10211,8 @@ def _e_SignedInfoType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_TransformType(r, key):
+def _d_TransformType(r, V, q, key):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_XPath = []
     try:
@@ -10774,13 +10402,13 @@ def _d_TransformType(r, key):
                         break
                     else:
                         raise r.deviation('TransformType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_TransformType)
     _obj.Algorithm = f_Algorithm
     _obj.XPath = f_XPath
-    return _obj
+    return _obj, V, q
 
 def _e_TransformType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformType
@@ -10886,10 +10514,8 @@ def _e_TransformType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_TransformsType(r):
+def _d_TransformsType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_Transform = []
     try:
@@ -10897,9 +10523,7 @@ def _d_TransformsType(r):
         if q < 0: V, q = r.slideq(q, 1)
         if (V >> q) & 1: raise r.deviation('TransformsType', r.end - q)
         el = 'Transform'
-        r.pos = r.end - q
-        _v = _d_TransformType(r, 'xmldsig:Transform')
-        V = r.v; q = r.end - r.pos
+        _v, V, q = _d_TransformType(r, V, q, 'xmldsig:Transform')
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         x = (V >> q) & 3
@@ -10908,9 +10532,7 @@ def _d_TransformsType(r):
         s = 1
         if ec == 0:
             el = 'Transform'
-            r.pos = r.end - q
-            _v = _d_TransformType(r, 'xmldsig:Transform')
-            V = r.v; q = r.end - r.pos
+            _v, V, q = _d_TransformType(r, V, q, 'xmldsig:Transform')
             f_Transform.append(_v)
             s = 2
         elif ec == 1:
@@ -10926,9 +10548,7 @@ def _d_TransformsType(r):
             while True:
                 if ec == 0:
                     el = 'Transform'
-                    r.pos = r.end - q
-                    _v = _d_TransformType(r, 'xmldsig:Transform')
-                    V = r.v; q = r.end - r.pos
+                    _v, V, q = _d_TransformType(r, V, q, 'xmldsig:Transform')
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     x = (V >> q) & 3
@@ -10940,12 +10560,12 @@ def _d_TransformsType(r):
                     break
                 else:
                     raise r.deviation('TransformsType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_TransformsType)
     _obj.Transform = f_Transform
-    return _obj
+    return _obj, V, q
 
 def _e_TransformsType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}TransformsType
@@ -11002,10 +10622,8 @@ def _e_TransformsType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_X509DataType(r):
+def _d_X509DataType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     f_X509IssuerSerial = []
     f_X509SKI = []
@@ -12883,8 +12501,8 @@ def _d_X509DataType(r):
                     s = -1
                 else:
                     raise r.deviation('X509DataType', r.end - q)
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_X509DataType)
     _obj.X509IssuerSerial = f_X509IssuerSerial
@@ -12892,7 +12510,7 @@ def _d_X509DataType(r):
     _obj.X509SubjectName = f_X509SubjectName
     _obj.X509Certificate = f_X509Certificate
     _obj.X509CRL = f_X509CRL
-    return _obj
+    return _obj, V, q
 
 def _e_X509DataType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509DataType
@@ -13958,10 +13576,8 @@ def _e_X509DataType(w, o):
     except Exception as e:
         raise _ctx(e, el, None) from None
 
-def _d_X509IssuerSerialType(r):
+def _d_X509IssuerSerialType(r, V, q):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
-    V = r.v
-    q = r.end - r.pos
     el = ''
     try:
         q -= 2
@@ -14003,13 +13619,13 @@ def _d_X509IssuerSerialType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('X509IssuerSerialType', r.end - q)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
-        r.pos = r.end - q
     except Exception as e:
+        r.pos = r.end - q
         raise _ctx(e, el, r) from None
     _obj = _new(_K_xmldsig_X509IssuerSerialType)
     _obj.X509IssuerName = f_X509IssuerName
     _obj.X509SerialNumber = f_X509SerialNumber
-    return _obj
+    return _obj, V, q
 
 def _e_X509IssuerSerialType(w, o):
     # {http://www.w3.org/2000/09/xmldsig#}X509IssuerSerialType
@@ -14103,21 +13719,19 @@ TYPE_CONTENT = {
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#',)
 
-def _de0(r):  # CanonicalizationMethod
-    return _d_CanonicalizationMethodType(r, 'xmldsig:CanonicalizationMethod')
+def _de0(r, V, q):  # CanonicalizationMethod
+    return _d_CanonicalizationMethodType(r, V, q, 'xmldsig:CanonicalizationMethod')
 
 def _ee0(w, o):  # CanonicalizationMethod
     _e_CanonicalizationMethodType(w, o)
 
-def _de1(r):  # DigestMethod
-    return _d_DigestMethodType(r, 'xmldsig:DigestMethod')
+def _de1(r, V, q):  # DigestMethod
+    return _d_DigestMethodType(r, V, q, 'xmldsig:DigestMethod')
 
 def _ee1(w, o):  # DigestMethod
     _e_DigestMethodType(w, o)
 
-def _de2(r):  # DigestValue
-    V = r.v
-    q = r.end - r.pos
+def _de2(r, V, q):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14136,8 +13750,7 @@ def _de2(r):  # DigestValue
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee2(w, o):  # DigestValue
     v = w.v
@@ -14152,15 +13765,13 @@ def _ee2(w, o):  # DigestValue
     w.v = v
     w.n = n
 
-def _de3(r):  # KeyInfo
-    return _d_KeyInfoType(r, 'xmldsig:KeyInfo')
+def _de3(r, V, q):  # KeyInfo
+    return _d_KeyInfoType(r, V, q, 'xmldsig:KeyInfo')
 
 def _ee3(w, o):  # KeyInfo
     _e_KeyInfoType(w, o)
 
-def _de4(r):  # KeyName
-    V = r.v
-    q = r.end - r.pos
+def _de4(r, V, q):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14177,8 +13788,7 @@ def _de4(r):  # KeyName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee4(w, o):  # KeyName
     v = w.v
@@ -14195,15 +13805,13 @@ def _ee4(w, o):  # KeyName
     w.v = v
     w.n = n
 
-def _de5(r):  # KeyValue
-    return _d_KeyValueType(r, 'xmldsig:KeyValue')
+def _de5(r, V, q):  # KeyValue
+    return _d_KeyValueType(r, V, q, 'xmldsig:KeyValue')
 
 def _ee5(w, o):  # KeyValue
     _e_KeyValueType(w, o)
 
-def _de6(r):  # MgmtData
-    V = r.v
-    q = r.end - r.pos
+def _de6(r, V, q):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14220,8 +13828,7 @@ def _de6(r):  # MgmtData
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee6(w, o):  # MgmtData
     v = w.v
@@ -14238,26 +13845,26 @@ def _ee6(w, o):  # MgmtData
     w.v = v
     w.n = n
 
-def _de7(r):  # Object
-    return _d_ObjectType(r, 'xmldsig:Object')
+def _de7(r, V, q):  # Object
+    return _d_ObjectType(r, V, q, 'xmldsig:Object')
 
 def _ee7(w, o):  # Object
     _e_ObjectType(w, o)
 
-def _de8(r):  # SignatureMethod
-    return _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+def _de8(r, V, q):  # SignatureMethod
+    return _d_SignatureMethodType(r, V, q, 'xmldsig:SignatureMethod')
 
 def _ee8(w, o):  # SignatureMethod
     _e_SignatureMethodType(w, o)
 
-def _de9(r):  # SignatureProperty
-    return _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+def _de9(r, V, q):  # SignatureProperty
+    return _d_SignaturePropertyType(r, V, q, 'xmldsig:SignatureProperty')
 
 def _ee9(w, o):  # SignatureProperty
     _e_SignaturePropertyType(w, o)
 
-def _de10(r):  # Transform
-    return _d_TransformType(r, 'xmldsig:Transform')
+def _de10(r, V, q):  # Transform
+    return _d_TransformType(r, V, q, 'xmldsig:Transform')
 
 def _ee10(w, o):  # Transform
     _e_TransformType(w, o)
@@ -14291,9 +13898,7 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 5
 
-def _de11(r):  # Exponent
-    V = r.v
-    q = r.end - r.pos
+def _de11(r, V, q):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14312,8 +13917,7 @@ def _de11(r):  # Exponent
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee11(w, o):  # Exponent
     v = w.v
@@ -14328,9 +13932,7 @@ def _ee11(w, o):  # Exponent
     w.v = v
     w.n = n
 
-def _de12(r):  # G
-    V = r.v
-    q = r.end - r.pos
+def _de12(r, V, q):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14349,8 +13951,7 @@ def _de12(r):  # G
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('G', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee12(w, o):  # G
     v = w.v
@@ -14365,9 +13966,7 @@ def _ee12(w, o):  # G
     w.v = v
     w.n = n
 
-def _de13(r):  # HMACOutputLength
-    V = r.v
-    q = r.end - r.pos
+def _de13(r, V, q):  # HMACOutputLength
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -14391,8 +13990,7 @@ def _de13(r):  # HMACOutputLength
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('HMACOutputLength', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee13(w, o):  # HMACOutputLength
     v = w.v
@@ -14408,9 +14006,7 @@ def _ee13(w, o):  # HMACOutputLength
     w.v = v
     w.n = n
 
-def _de14(r):  # J
-    V = r.v
-    q = r.end - r.pos
+def _de14(r, V, q):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14429,8 +14025,7 @@ def _de14(r):  # J
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('J', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee14(w, o):  # J
     v = w.v
@@ -14445,9 +14040,7 @@ def _ee14(w, o):  # J
     w.v = v
     w.n = n
 
-def _de15(r):  # Modulus
-    V = r.v
-    q = r.end - r.pos
+def _de15(r, V, q):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14466,8 +14059,7 @@ def _de15(r):  # Modulus
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee15(w, o):  # Modulus
     v = w.v
@@ -14482,9 +14074,7 @@ def _ee15(w, o):  # Modulus
     w.v = v
     w.n = n
 
-def _de16(r):  # P
-    V = r.v
-    q = r.end - r.pos
+def _de16(r, V, q):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14503,8 +14093,7 @@ def _de16(r):  # P
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('P', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee16(w, o):  # P
     v = w.v
@@ -14519,9 +14108,7 @@ def _ee16(w, o):  # P
     w.v = v
     w.n = n
 
-def _de17(r):  # PGPKeyID
-    V = r.v
-    q = r.end - r.pos
+def _de17(r, V, q):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14540,8 +14127,7 @@ def _de17(r):  # PGPKeyID
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee17(w, o):  # PGPKeyID
     v = w.v
@@ -14556,9 +14142,7 @@ def _ee17(w, o):  # PGPKeyID
     w.v = v
     w.n = n
 
-def _de18(r):  # PGPKeyPacket
-    V = r.v
-    q = r.end - r.pos
+def _de18(r, V, q):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14577,8 +14161,7 @@ def _de18(r):  # PGPKeyPacket
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee18(w, o):  # PGPKeyPacket
     v = w.v
@@ -14593,9 +14176,7 @@ def _ee18(w, o):  # PGPKeyPacket
     w.v = v
     w.n = n
 
-def _de19(r):  # PgenCounter
-    V = r.v
-    q = r.end - r.pos
+def _de19(r, V, q):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14614,8 +14195,7 @@ def _de19(r):  # PgenCounter
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee19(w, o):  # PgenCounter
     v = w.v
@@ -14630,9 +14210,7 @@ def _ee19(w, o):  # PgenCounter
     w.v = v
     w.n = n
 
-def _de20(r):  # Q
-    V = r.v
-    q = r.end - r.pos
+def _de20(r, V, q):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14651,8 +14229,7 @@ def _de20(r):  # Q
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee20(w, o):  # Q
     v = w.v
@@ -14667,9 +14244,7 @@ def _ee20(w, o):  # Q
     w.v = v
     w.n = n
 
-def _de21(r):  # SPKISexp
-    V = r.v
-    q = r.end - r.pos
+def _de21(r, V, q):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14688,8 +14263,7 @@ def _de21(r):  # SPKISexp
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee21(w, o):  # SPKISexp
     v = w.v
@@ -14704,9 +14278,7 @@ def _ee21(w, o):  # SPKISexp
     w.v = v
     w.n = n
 
-def _de22(r):  # Seed
-    V = r.v
-    q = r.end - r.pos
+def _de22(r, V, q):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14725,8 +14297,7 @@ def _de22(r):  # Seed
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee22(w, o):  # Seed
     v = w.v
@@ -14741,9 +14312,7 @@ def _ee22(w, o):  # Seed
     w.v = v
     w.n = n
 
-def _de23(r):  # X509CRL
-    V = r.v
-    q = r.end - r.pos
+def _de23(r, V, q):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14762,8 +14331,7 @@ def _de23(r):  # X509CRL
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee23(w, o):  # X509CRL
     v = w.v
@@ -14778,9 +14346,7 @@ def _ee23(w, o):  # X509CRL
     w.v = v
     w.n = n
 
-def _de24(r):  # X509Certificate
-    V = r.v
-    q = r.end - r.pos
+def _de24(r, V, q):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14799,8 +14365,7 @@ def _de24(r):  # X509Certificate
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee24(w, o):  # X509Certificate
     v = w.v
@@ -14815,9 +14380,7 @@ def _ee24(w, o):  # X509Certificate
     w.v = v
     w.n = n
 
-def _de25(r):  # X509IssuerName
-    V = r.v
-    q = r.end - r.pos
+def _de25(r, V, q):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14834,8 +14397,7 @@ def _de25(r):  # X509IssuerName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee25(w, o):  # X509IssuerName
     v = w.v
@@ -14852,9 +14414,7 @@ def _ee25(w, o):  # X509IssuerName
     w.v = v
     w.n = n
 
-def _de26(r):  # X509SKI
-    V = r.v
-    q = r.end - r.pos
+def _de26(r, V, q):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14873,8 +14433,7 @@ def _de26(r):  # X509SKI
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee26(w, o):  # X509SKI
     v = w.v
@@ -14889,9 +14448,7 @@ def _ee26(w, o):  # X509SKI
     w.v = v
     w.n = n
 
-def _de27(r):  # X509SerialNumber
-    V = r.v
-    q = r.end - r.pos
+def _de27(r, V, q):  # X509SerialNumber
     q -= 2
     if q < 0: V, q = r.slideq(q, 2)
     x = (V >> q) & 3
@@ -14915,8 +14472,7 @@ def _de27(r):  # X509SerialNumber
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SerialNumber', r.end - q)
     if _neg: val = -val - 1
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee27(w, o):  # X509SerialNumber
     v = w.v
@@ -14932,9 +14488,7 @@ def _ee27(w, o):  # X509SerialNumber
     w.v = v
     w.n = n
 
-def _de28(r):  # X509SubjectName
-    V = r.v
-    q = r.end - r.pos
+def _de28(r, V, q):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14951,8 +14505,7 @@ def _de28(r):  # X509SubjectName
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee28(w, o):  # X509SubjectName
     v = w.v
@@ -14969,9 +14522,7 @@ def _ee28(w, o):  # X509SubjectName
     w.v = v
     w.n = n
 
-def _de29(r):  # XPath
-    V = r.v
-    q = r.end - r.pos
+def _de29(r, V, q):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -14988,8 +14539,7 @@ def _de29(r):  # XPath
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee29(w, o):  # XPath
     v = w.v
@@ -15006,9 +14556,7 @@ def _ee29(w, o):  # XPath
     w.v = v
     w.n = n
 
-def _de30(r):  # Y
-    V = r.v
-    q = r.end - r.pos
+def _de30(r, V, q):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     x = (V >> q) & 1
@@ -15027,8 +14575,7 @@ def _de30(r):  # Y
     q -= 1
     if q < 0: V, q = r.slideq(q, 1)
     if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-    r.pos = r.end - q
-    return val
+    return val, V, q
 
 def _ee30(w, o):  # Y
     v = w.v

@@ -1108,8 +1108,8 @@ class CodecWriter:
             return [("raw", [*lines, *self._choice_construct(info, target)])]
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
-            args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
-            return [("var", [f"{target} = {self.fref(t, 'd')}({args})"])]
+            args = f"r, V, q, {self.qid(decl.qname)}" if info.needs_key else "r, V, q"
+            return [("raw", [f"{target}, V, q = {self.fref(t, 'd')}({args})"])]
         # a simple-typed element: CH (1 bit: one production + escape), the value, EE (1 bit)
         value_ops = self.dec_value_ops(t, target, (self.qid(decl.qname)))
         if t.rep in ("str", "b64", "hex", "list") and not t.min_length:
@@ -1183,9 +1183,9 @@ class CodecWriter:
             stop = lines.index("    except Exception as e:")
             if enc:
                 body = lines[start + 1:stop - 2]  # without the final store and flush
-            else:  # field initialisations, then the states without the final r.pos store
+            else:  # field initialisations, then the states
                 head = lines.index("    el = ''") + 1
-                body = [x[4:] for x in lines[head:start]] + [x[8:] for x in lines[start + 1:stop - 1]]
+                body = [x[4:] for x in lines[head:start]] + [x[8:] for x in lines[start + 1:stop]]
             cache[key] = [x[8:] for x in body] if enc else body
         return cache[key]
 
@@ -1283,9 +1283,10 @@ class CodecWriter:
         ct = info.ct
         name = self.fn[id(ct)]
         self._cur_type = ct.name[1] if ct.name else name
-        sig = "r, key" if info.needs_key else "r"
+        # the window and the bits left in it come in and go back out with the value: no hand-over through r
+        sig = "r, V, q, key" if info.needs_key else "r, V, q"
         self._tmp_n = 0
-        L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    q = r.end - r.pos",
+        L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}",
              "    el = ''"]
         saved_choice = getattr(self, "_choice", None)
         self._choice = info if self._is_choice(info) else None
@@ -1320,14 +1321,14 @@ class CodecWriter:
         else:
             L.extend("        " + x for x in self._states(
                 [(st.index, self._dec_block(info, st, chains.get(st.index))) for st in blocks]))
-        L.append("        r.pos = r.end - q")
         L.append("    except Exception as e:")
+        L.append("        r.pos = r.end - q")
         L.append("        raise _ctx(e, el, r) from None")
         if self._choice is not None:
             L.extend("    " + x for x in self._choice_construct(info, "_obj"))
         else:
             L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
-        L.append("    return _obj")
+        L.append("    return _obj, V, q")
         self._choice = saved_choice
         return _dead_el(_bits_left_form(L))
 
@@ -1798,16 +1799,14 @@ class CodecWriter:
     # ------------------------------------------------------------- top level
     def element_fns(self, e: ElementDecl, idx: int) -> list[str]:
         self._tmp_n = 0
-        L = [f"def _de{idx}(r):  # {e.qname[1]}"]
+        L = [f"def _de{idx}(r, V, q):  # {e.qname[1]}"]  # like a type's decoder (see type_decoder)
         if isinstance(e.type, ComplexType):
             info = self.infos[id(e.type)]
-            args = f"r, {self.qid(e.qname)}" if info.needs_key else "r"
+            args = f"r, V, q, {self.qid(e.qname)}" if info.needs_key else "r, V, q"
             L.append(f"    return {self.fref(e.type, 'd')}({args})")
         else:
             self._cur_type = e.qname[1]
-            L.extend(_bits_left_form(["    V = r.v", "    q = r.end - r.pos",
-                                      *self.dec_element(e, "val", "    ", e.qname[1]),
-                                      "    r.pos = r.end - q", "    return val"]))
+            L.extend(_bits_left_form([*self.dec_element(e, "val", "    ", e.qname[1]), "    return val, V, q"]))
         L.append("")
         L.append(f"def _ee{idx}(w, o):  # {e.qname[1]}")
         if isinstance(e.type, ComplexType):
@@ -1890,8 +1889,10 @@ class CodecWriter:
             L.append(f"# the declared types of {{{q[0]}}}{q[1]}, in declaration order: what its values can be")
             L.append(f"_RXC{k} = (\n" + "\n".join(candidates) + "\n)")
             key = self.qid(q)
-            L.append(f"def _rxd{k}(r):  # {q[1]}")
-            L.append(f"    return _RELAXED.decode(r, FRAGMENT, {key}, _RXC{k})")
+            L.append(f"def _rxd{k}(r, V, q):  # {q[1]}")
+            L.append("    r.pos = r.end - q")
+            L.append(f"    val = _RELAXED.decode(r, FRAGMENT, {key}, _RXC{k})")
+            L.append("    return val, r.v, r.end - r.pos")
             L.append(f"def _rxe{k}(w, o):  # {q[1]}")
             L.append(f"    _RELAXED.encode(w, o, FRAGMENT, {key}, _RXC{k})")
             L.append("")
