@@ -106,8 +106,10 @@ class Reader:
 
     ``v`` holds a window of the input as an int; ``pos`` and ``end`` are bit positions within the
     window and ``base`` is the window's bit offset in the input. Generated code keeps ``v`` and
-    ``q = end - pos`` (the bits left after its position) in locals, calls :meth:`slideq` when a read runs
-    past the window, and stores ``pos = end - q`` before calling the reader.
+    ``q = end - pos`` (the bits left after its position) in locals, passes them from one type's decoder to the
+    next (``value, V, q = _d_T(r, V, q)``), calls :meth:`slideq` when a read runs past the window (:meth:`slidep`
+    for a read whose last bits are read ahead and may be given back), and stores ``pos = end - q`` before calling
+    the reader's own methods.
     """
 
     __slots__ = ("base", "data", "dev", "end", "gvals", "lvals", "pos", "strict", "total", "v")
